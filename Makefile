@@ -1,0 +1,46 @@
+# vigil: build, test, benchmark. `make help` lists the targets.
+GO      ?= go
+BIN     := bin/vigil
+PKGS    := ./...
+# BPF objects and Go bindings are committed; `make generate` rebuilds them.
+GOFLAGS_TEST ?= -count=1 -timeout 40m
+
+.PHONY: help build generate generate-check test unit demo bench lint clean deps
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
+
+build: ## build bin/vigil (no clang needed: the BPF objects are committed)
+	$(GO) build -o $(BIN) ./cmd/vigil
+
+deps: ## install what building, testing and generating need (apt; idempotent)
+	bash install/deps.sh
+
+generate: ## rebuild BPF objects, Go bindings, vendored headers and syscall tables (needs clang)
+	cd event && ./gen_syscalls.sh
+	$(GO) generate ./bpf/...
+
+generate-check: ## fail if `make generate` changes any committed file
+	$(MAKE) generate
+	git diff --exit-code --stat -- bpf event || { echo "generated files are stale: run 'make generate' and commit"; exit 1; }
+
+test: build ## every test: unit, privileged (as root: real eBPF, cgroups, seccomp) and end-to-end
+	$(GO) vet $(PKGS)
+	$(GO) test $(GOFLAGS_TEST) $(PKGS)
+
+unit: ## the tests that need no root
+	$(GO) test -count=1 ./event/... ./detector/... ./annotations/...
+
+demo: ## build vigil and trace a small workload (as root)
+	bash install/demo.sh
+
+bench: build ## tracer overhead ratios, throughput and latency, JSON in bench-tracer.json
+	./$(BIN) bench tracer --out bench-tracer.json
+
+lint: ## go vet, gofmt and staticcheck
+	$(GO) vet $(PKGS)
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v _bpfel.go)); [ -z "$$out" ] || { echo "gofmt: $$out"; exit 1; }
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 $(PKGS)
+
+clean:
+	rm -rf bin

@@ -1,0 +1,138 @@
+// Package event owns vigil's syscall record: the Event that the tracer
+// produces and that audit, detector and control consume, its JSON form, and
+// the syscall name tables of the ABIs vigil reads (x86_64, i386, arm64).
+// It is pure: no kernel, no root, no imports from the rest of vigil.
+package event
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Flags says how a record came to be.
+type Flags uint16
+
+const (
+	// NoReturn marks a syscall that never returned to its caller: exit,
+	// exit_group, and the old image of a successful execve. Ret is 0.
+	NoReturn Flags = 1 << iota
+	// Truncated marks a record whose decoded strings hit their bound.
+	Truncated
+	// Lost marks a synthetic record that stands for Count-1 dropped ones,
+	// made by a reader from a gap in the sequence numbers.
+	Lost
+)
+
+var flagNames = []string{"noreturn", "truncated", "lost"}
+
+func (f Flags) String() string {
+	var parts []string
+	for i, n := range flagNames {
+		if f&(1<<i) != 0 {
+			parts = append(parts, n)
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// Container is what the runtime told vigil about the container a cgroup
+// belongs to. Events of one container share one *Container.
+type Container struct {
+	ID        string `json:"id,omitempty"`
+	Name      string `json:"name,omitempty"`
+	Pod       string `json:"pod,omitempty"`
+	Namespace string `json:"namespace,omitempty"`
+	Image     string `json:"image,omitempty"`
+}
+
+// Address families of Addr (linux/socket.h).
+const (
+	AFUnix  = 1
+	AFInet  = 2
+	AFInet6 = 10
+)
+
+// Addr is a decoded socket address (connect, sendto, bind, accept).
+type Addr struct {
+	Family uint16     // AFInet, AFInet6, AFUnix; 0 when there is none
+	IP     netip.Addr // inet and inet6
+	Port   uint16     // inet and inet6
+	Path   string     // unix; an abstract name starts with "@"
+}
+
+// IsZero reports whether the event carried no address.
+func (a Addr) IsZero() bool { return a.Family == 0 }
+
+// String is the address in the form the JSON and the rules use:
+// "127.0.0.1:53", "[::1]:53", "unix:/run/x.sock", "family:<n>".
+func (a Addr) String() string {
+	switch a.Family {
+	case 0:
+		return ""
+	case AFInet, AFInet6:
+		return netip.AddrPortFrom(a.IP, a.Port).String()
+	case AFUnix:
+		return "unix:" + a.Path
+	}
+	return "family:" + strconv.Itoa(int(a.Family))
+}
+
+// ParseAddr reads the String form back.
+func ParseAddr(s string) (Addr, error) {
+	switch {
+	case s == "":
+		return Addr{}, nil
+	case strings.HasPrefix(s, "unix:"):
+		return Addr{Family: AFUnix, Path: s[5:]}, nil
+	case strings.HasPrefix(s, "family:"):
+		n, err := strconv.ParseUint(s[7:], 10, 16)
+		if err != nil {
+			return Addr{}, fmt.Errorf("address %q: bad family", s)
+		}
+		return Addr{Family: uint16(n)}, nil
+	}
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return Addr{}, fmt.Errorf("address %q: want ip:port, [ip6]:port or unix:path", s)
+	}
+	fam := uint16(AFInet)
+	if ap.Addr().Is6() && !ap.Addr().Is4In6() {
+		fam = AFInet6
+	}
+	return Addr{Family: fam, IP: ap.Addr(), Port: ap.Port()}, nil
+}
+
+// Event is one completed syscall of a monitored cgroup.
+type Event struct {
+	Seq       uint64     // per-cgroup sequence number, from 1; a gap is a drop
+	KTime     uint64     // CLOCK_MONOTONIC ns when the syscall completed
+	Time      time.Time  // wall clock of KTime
+	CgroupID  uint64     // cgroup v2 id (inode of the cgroup directory)
+	Container *Container // nil outside a runtime (vigil trace)
+	PID       uint32     // thread group id
+	TID       uint32     // thread id
+	Comm      string     // task name
+	Nr        int32      // syscall number in the native ABI
+	Args      [6]uint64  // raw arguments
+	Ret       int64      // return value; -errno on failure
+	Flags     Flags
+	Count     uint64   // with Lost: how many records the gap stands for
+	Path      string   // first decoded path (open/stat/exec/unlink/rename/mount/chmod families)
+	Path2     string   // second path: rename/link target, mount target, symlink linkpath
+	Argv      []string // execve arguments (bounded)
+	Addr      Addr     // connect/sendto/bind socket address
+}
+
+// Name is the syscall's name in the native ABI.
+func (e *Event) Name() string { return SyscallName(int(e.Nr)) }
+
+// Errno is the error a failed syscall returned, or 0.
+func (e *Event) Errno() int {
+	if e.Ret < 0 && e.Ret > -4096 {
+		return int(-e.Ret)
+	}
+	return 0
+}

@@ -1,0 +1,124 @@
+package event
+
+import (
+	"encoding/json"
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestABINames(t *testing.T) {
+	for _, tc := range []struct {
+		abi  ABI
+		nr   int
+		name string
+	}{
+		{X8664, 0, "read"}, {X8664, 59, "execve"}, {X8664, 257, "openat"}, {X8664, 110, "getppid"},
+		{I386, 11, "execve"}, {I386, 5, "open"}, {I386, 102, "socketcall"},
+		{ARM64, 221, "execve"}, {ARM64, 56, "openat"}, {ARM64, 25, "fcntl"},
+	} {
+		t.Run(string(tc.abi)+"/"+tc.name, func(t *testing.T) {
+			if got := tc.abi.Name(tc.nr); got != tc.name {
+				t.Errorf("Name(%d) = %q, want %q", tc.nr, got, tc.name)
+			}
+			if nr, ok := tc.abi.Nr(tc.name); !ok || nr != tc.nr {
+				t.Errorf("Nr(%q) = %d,%v, want %d", tc.name, nr, ok, tc.nr)
+			}
+		})
+	}
+	if got := X8664.Name(9999); got != "sys_9999" {
+		t.Errorf("unknown number: %q", got)
+	}
+	if nr, ok := X8664.Nr("sys_9999"); !ok || nr != 9999 {
+		t.Errorf("sys_ form: %d %v", nr, ok)
+	}
+	if _, ok := X8664.Nr("nosuchcall"); ok {
+		t.Error("unknown name resolved")
+	}
+	if _, err := ParseABI("sparc"); err == nil || !strings.Contains(err.Error(), "x86_64, i386, arm64") {
+		t.Errorf("ParseABI error should list the allowed values: %v", err)
+	}
+}
+
+func TestAddrRoundTrip(t *testing.T) {
+	for _, a := range []Addr{
+		{},
+		{Family: AFInet, IP: netip.MustParseAddr("127.0.0.1"), Port: 9},
+		{Family: AFInet6, IP: netip.MustParseAddr("::1"), Port: 53},
+		{Family: AFUnix, Path: "/run/containerd/containerd.sock"},
+		{Family: AFUnix, Path: "@abstract"},
+		{Family: 17},
+	} {
+		got, err := ParseAddr(a.String())
+		if err != nil || got != a {
+			t.Errorf("%q: got %+v, %v", a.String(), got, err)
+		}
+	}
+}
+
+func TestJSONRoundTrip(t *testing.T) {
+	ev := Event{
+		Seq: 42, KTime: 123456789, Time: time.Unix(1700000000, 123).UTC(), CgroupID: 7,
+		Container: &Container{ID: "abc", Name: "web", Pod: "p", Namespace: "ns", Image: "busybox"},
+		PID: 10, TID: 11, Comm: "probe\"x", Nr: 257, Args: [6]uint64{1, 2, 3, 4, 5, 1 << 63},
+		Ret: -2, Flags: NoReturn | Truncated, Path: "/tmp/\x01bad\nname", Path2: "/b",
+		Argv: []string{"/bin/sh", "-c", "echo hi"},
+		Addr: Addr{Family: AFUnix, Path: "/tmp/a\"b"},
+	}
+	b := ev.AppendJSON(nil)
+	if !json.Valid(b) {
+		t.Fatalf("invalid JSON: %s", b)
+	}
+	if !strings.Contains(string(b), `"syscall":"openat"`) || !strings.Contains(string(b), `"errno":"ENOENT"`) {
+		t.Errorf("missing name or errno: %s", b)
+	}
+	var back Event
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back, ev) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", back, ev)
+	}
+}
+
+func TestJSONInvalidUTF8(t *testing.T) {
+	ev := Event{Nr: 2, Path: "a\xffb"}
+	b := ev.AppendJSON(nil)
+	if !json.Valid(b) || !strings.Contains(string(b), `"path":"a\ufffdb"`) {
+		t.Errorf("got %s", b)
+	}
+}
+
+func TestUnmarshalByName(t *testing.T) {
+	var ev Event
+	if err := json.Unmarshal([]byte(`{"syscall":"getppid","ret":1}`), &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Nr != int32(mustNr(t, "getppid")) || ev.Ret != 1 {
+		t.Errorf("got %+v", ev)
+	}
+	for _, bad := range []string{`{"ret":1}`, `{"syscall":"nosuch"}`, `{"syscall":"read","flags":"weird"}`, `{"syscall":"read","addr":"nonsense"}`} {
+		if err := json.Unmarshal([]byte(bad), &ev); err == nil {
+			t.Errorf("%s: no error", bad)
+		}
+	}
+}
+
+func mustNr(t *testing.T, name string) int {
+	nr, ok := SyscallNr(name)
+	if !ok {
+		t.Fatalf("no %s", name)
+	}
+	return nr
+}
+
+func BenchmarkAppendJSON(b *testing.B) {
+	ev := Event{Seq: 1, Nr: 257, Path: "/etc/passwd", Comm: "cat", Ret: 3, Time: time.Now()}
+	buf := make([]byte, 0, 512)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = ev.AppendJSON(buf[:0])
+	}
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# deps.sh installs what vigil's build, tests and `make generate` need on a
+# fresh Debian machine: clang/llvm and libbpf headers for the BPF C, bpftool
+# for vmlinux.h, a mounted bpffs. Idempotent and quiet when all is there.
+set -euo pipefail
+need=()
+for p in clang llvm libbpf-dev bpftool gcc make; do
+	dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+	echo "deps: installing ${need[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if [ "$(id -u)" = 0 ] && ! mountpoint -q /sys/fs/bpf; then
+	mount -t bpf bpf /sys/fs/bpf
+fi
