@@ -4,6 +4,13 @@ go 1.26.0
 
 require golang.org/x/sys v0.50.0
 
-require github.com/cilium/ebpf v0.22.0 // indirect
+require (
+	github.com/cilium/ebpf v0.22.0 // indirect
+	github.com/containerd/nri v0.12.5 // indirect
+	github.com/moby/profiles/seccomp v0.3.0 // indirect
+	github.com/opencontainers/runtime-spec v1.3.0 // indirect
+	github.com/sirupsen/logrus v1.10.2 // indirect
+	go.yaml.in/yaml/v3 v3.0.6 // indirect
+)
 
 tool github.com/cilium/ebpf/cmd/bpf2go

@@ -1,0 +1,233 @@
+// Package annotations owns vigil's annotation contract: the keys a pod or
+// container sets to opt in to monitoring and choose its seccomp profile,
+// priority, detection policy and mode; the lookup order
+// `<key>/container.<name>` → `<key>/pod` → `<key>`; the node configuration
+// that may force monitoring; and Parse, which turns all of it into a Policy
+// or an error that names the key, the bad value and the allowed values.
+//
+// The package is pure: no I/O except LoadNodeConfig, no root needed.
+package annotations
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// The annotation keys of the contract (DESIGN.md).
+const (
+	KeyMonitor  = "ebpf-monitor"
+	KeySeccomp  = "vigil.dev/seccomp"
+	KeyPriority = "vigil.dev/priority"
+	KeyPolicy   = "vigil.dev/policy"
+	KeyMode     = "vigil.dev/mode"
+)
+
+// Built-in seccomp profile names.
+const (
+	SeccompRuntimeDefault = "runtime-default"
+	SeccompStrict         = "strict"
+	SeccompNotify         = "notify"
+	SeccompUnconfined     = "unconfined"
+)
+
+// Mode is how a container's detections are acted on.
+type Mode string
+
+// The modes, from the least to the most protective.
+const (
+	ModeLearn   Mode = "learn"
+	ModeDetect  Mode = "detect"
+	ModeEnforce Mode = "enforce"
+)
+
+// Defaults of the contract.
+const (
+	DefaultPriority = 50
+	DefaultPolicy   = "default"
+	DefaultMode     = ModeEnforce
+	DefaultSeccomp  = SeccompNotify // when monitored and no profile is named
+)
+
+// Policy is what vigil does for one container.
+type Policy struct {
+	// Monitor is true when the container's syscalls are traced.
+	Monitor bool
+	// Forced is true when the node configuration forced monitoring.
+	Forced bool
+	// Seccomp is the profile to inject; "" leaves the runtime's policy as it is.
+	Seccomp string
+	// Priority is 0..100; PrioritySet tells whether it was asked for (only
+	// then are CPU shares adjusted).
+	Priority    int
+	PrioritySet bool
+	// PolicyName names the detection/response policy.
+	PolicyName string
+	Mode       Mode
+	// Warnings lists bad values that were replaced by defaults because the
+	// node configuration says to warn instead of failing.
+	Warnings []string
+}
+
+// Error is a bad annotation value. Its message names the key, the value and
+// what is allowed, and is what the user sees when container creation fails.
+type Error struct {
+	Key     string // the annotation key as written, e.g. "vigil.dev/seccomp/pod"
+	Value   string
+	Allowed string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("vigil: annotation %q has invalid value %q: allowed values are %s", e.Key, e.Value, e.Allowed)
+}
+
+// Lookup finds key for container name: first `<key>/container.<name>`, then
+// `<key>/pod`, then `<key>`; container annotations win over pod annotations
+// for the same form. It returns the key form found, its value, and whether
+// any was found.
+func Lookup(pod, ctr map[string]string, key, name string) (string, string, bool) {
+	forms := []string{key + "/pod", key}
+	if name != "" {
+		forms = append([]string{key + "/container." + name}, forms...)
+	}
+	for _, k := range forms {
+		if v, ok := ctr[k]; ok {
+			return k, v, true
+		}
+		if v, ok := pod[k]; ok {
+			return k, v, true
+		}
+	}
+	return "", "", false
+}
+
+var policyNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$`)
+
+// Parse computes the Policy of container ctrName (image image) in a pod of
+// namespace from the pod's and the container's annotations and the node
+// configuration. A bad value is an *Error, unless node.OnInvalid is "warn":
+// then the default is used and the problem is listed in Policy.Warnings.
+func Parse(pod, ctr map[string]string, ctrName, namespace, image string, node NodeConfig) (Policy, error) {
+	p := Policy{Priority: DefaultPriority, PolicyName: DefaultPolicy, Mode: DefaultMode}
+	var errs []error
+	bad := func(key, value, allowed string) {
+		errs = append(errs, &Error{Key: key, Value: value, Allowed: allowed})
+	}
+
+	if k, v, ok := Lookup(pod, ctr, KeyMonitor, ctrName); ok {
+		switch strings.ToLower(strings.TrimSpace(v)) {
+		case "true":
+			p.Monitor = true
+		case "false":
+		default:
+			bad(k, v, `"true", "false"`)
+		}
+	}
+	if node.Forces(namespace, image) {
+		p.Monitor, p.Forced = true, true
+	}
+
+	if k, v, ok := Lookup(pod, ctr, KeySeccomp, ctrName); ok {
+		allowed := node.SeccompProfiles()
+		if slices.Contains(allowed, v) {
+			p.Seccomp = v
+		} else {
+			bad(k, v, quoteList(allowed))
+		}
+	}
+	if p.Seccomp == "" && p.Monitor {
+		p.Seccomp = DefaultSeccomp
+	}
+
+	if k, v, ok := Lookup(pod, ctr, KeyPriority, ctrName); ok {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 0 || n > 100 {
+			bad(k, v, "an integer from 0 to 100")
+		} else {
+			p.Priority, p.PrioritySet = n, true
+		}
+	}
+
+	if k, v, ok := Lookup(pod, ctr, KeyPolicy, ctrName); ok {
+		switch {
+		case len(node.Policies) > 0 && !slices.Contains(node.Policies, v):
+			bad(k, v, quoteList(node.Policies))
+		case len(node.Policies) == 0 && !policyNameRE.MatchString(v):
+			bad(k, v, "a policy name of lowercase letters, digits, '.', '_' and '-' (at most 64)")
+		default:
+			p.PolicyName = v
+		}
+	}
+
+	if k, v, ok := Lookup(pod, ctr, KeyMode, ctrName); ok {
+		switch m := Mode(v); m {
+		case ModeLearn, ModeDetect, ModeEnforce:
+			p.Mode = m
+		default:
+			bad(k, v, `"learn", "detect", "enforce"`)
+		}
+	}
+	if p.Forced && node.MinMode != "" && modeRank(p.Mode) < modeRank(node.MinMode) {
+		// The node forces at least this mode; a pod may raise it, not lower it.
+		p.Mode = node.MinMode
+	}
+
+	if len(errs) == 0 {
+		return p, nil
+	}
+	if node.OnInvalid == OnInvalidWarn {
+		for _, e := range errs {
+			p.Warnings = append(p.Warnings, e.Error()+" (using the default)")
+		}
+		return p, nil
+	}
+	return Policy{}, errors.Join(errs...)
+}
+
+func modeRank(m Mode) int {
+	return slices.Index([]Mode{ModeLearn, ModeDetect, ModeEnforce}, m)
+}
+
+func quoteList(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = strconv.Quote(n)
+	}
+	return strings.Join(q, ", ")
+}
+
+// CPUShares maps a priority 0..100 to cgroup v1 CPU shares: 50 is the
+// kernel's default of 1024, and every 10 points double (or halve) it, so 0
+// gives 32 and 100 gives 32768.
+func CPUShares(priority int) uint64 {
+	priority = max(0, min(100, priority))
+	return uint64(math.Round(1024 * math.Exp2(float64(priority-50)/10)))
+}
+
+// matchAny reports whether s matches one of the patterns, where '*'
+// matches any run of characters (including '/') and '?' any one character.
+func matchAny(patterns []string, s string) bool {
+	for _, p := range patterns {
+		var re strings.Builder
+		re.WriteString("^")
+		for _, r := range p {
+			switch r {
+			case '*':
+				re.WriteString(".*")
+			case '?':
+				re.WriteString(".")
+			default:
+				re.WriteString(regexp.QuoteMeta(string(r)))
+			}
+		}
+		re.WriteString("$")
+		if ok, _ := regexp.MatchString(re.String(), s); ok {
+			return true
+		}
+	}
+	return false
+}
