@@ -1,0 +1,88 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// CgroupID is the id the kernel gives a cgroup v2 directory: its inode
+// number, the value bpf_get_current_cgroup_id() returns for its tasks.
+func CgroupID(dir string) (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return 0, fmt.Errorf("cgroup id of %s: %w", dir, err)
+	}
+	return st.Ino, nil
+}
+
+// CgroupRoot finds the cgroup v2 hierarchy: /sys/fs/cgroup on a pure v2
+// host, /sys/fs/cgroup/unified on a hybrid one.
+func CgroupRoot() (string, error) {
+	for _, dir := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
+		var st unix.Statfs_t
+		if err := unix.Statfs(dir, &st); err == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+			return dir, nil
+		}
+	}
+	return "", errors.New("no cgroup v2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified: mount one (mount -t cgroup2 none /sys/fs/cgroup/unified)")
+}
+
+// Cgroup is a cgroup v2 directory that vigil made and removes.
+type Cgroup struct {
+	Path string
+	ID   uint64
+	fd   int
+}
+
+// NewCgroup makes a fresh cgroup named name under the v2 root.
+func NewCgroup(name string) (*Cgroup, error) {
+	root, err := CgroupRoot()
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(root, name)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create cgroup %s: %w", dir, err)
+	}
+	id, err := CgroupID(dir)
+	if err != nil {
+		os.Remove(dir)
+		return nil, err
+	}
+	fd, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		os.Remove(dir)
+		return nil, fmt.Errorf("open cgroup %s: %w", dir, err)
+	}
+	return &Cgroup{Path: dir, ID: id, fd: fd}, nil
+}
+
+// SysProcAttr starts a child directly inside the cgroup (clone3 with
+// CLONE_INTO_CGROUP), so that it runs no instruction outside of it.
+func (c *Cgroup) SysProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: c.fd}
+}
+
+// Join moves the calling thread's process into the cgroup.
+func (c *Cgroup) Join(pid int) error {
+	return os.WriteFile(filepath.Join(c.Path, "cgroup.procs"), []byte(fmt.Sprint(pid)), 0)
+}
+
+// Remove kills what is left in the cgroup and removes it.
+func (c *Cgroup) Remove() error {
+	unix.Close(c.fd)
+	os.WriteFile(filepath.Join(c.Path, "cgroup.kill"), []byte("1"), 0)
+	var err error
+	for i := 0; i < 100; i++ {
+		if err = os.Remove(c.Path); err == nil || errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		unix.Nanosleep(&unix.Timespec{Nsec: 10e6}, nil)
+	}
+	return fmt.Errorf("remove cgroup %s: %w", c.Path, err)
+}

@@ -1,0 +1,379 @@
+// Package bpf owns vigil's eBPF syscall tracer: the BPF C programs
+// (syscalls.bpf.c), their committed bpf2go bindings, and Monitor, the small
+// API the rest of vigil uses to load them, track cgroups, read events and
+// read the exact per-cgroup counters.
+//
+// Kernel requirements: BTF (/sys/kernel/btf/vmlinux), BPF ring buffers and
+// tp_btf programs on the raw syscall tracepoints (Linux 5.11+ with BTF for
+// all of it; bpf_task_pt_regs needs 5.15), task storage, cgroup v2 ids.
+package bpf
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+
+	"vigil.dev/vigil/event"
+)
+
+// DefaultPinDir is where the agent pins the tracer's maps and links, so that
+// a restarted agent picks up the same counters and ring without a gap.
+const DefaultPinDir = "/sys/fs/bpf/vigil"
+
+// Config sets up a Monitor. The zero value works: an unpinned tracer with a
+// 16 MiB ring and the default wakeup policy.
+type Config struct {
+	// RingBytes is the ring buffer size: a power of two, at least a page.
+	RingBytes int
+	// PinDir pins maps and links there ("" pins nothing; the tracer then
+	// lives as long as the Monitor).
+	PinDir string
+	// WakeInterval is the longest a record waits in the ring before the
+	// kernel wakes the reader, while records keep coming (default 500 µs).
+	WakeInterval time.Duration
+	// WakeBytes wakes the reader early when this much is waiting
+	// (default: an eighth of the ring).
+	WakeBytes int
+	// PollInterval bounds the wait of the last records of a burst, which
+	// no later record wakes up for (default 10 ms).
+	PollInterval time.Duration
+}
+
+// Counters are the exact per-cgroup counts kept in the kernel. At any quiet
+// moment Seen == Emitted + Dropped.
+type Counters struct {
+	Seen    uint64 // syscalls completed (= sequence numbers handed out)
+	Emitted uint64 // records written to the ring
+	Dropped uint64 // records lost because the ring was full
+}
+
+// Monitor is a loaded tracer.
+type Monitor struct {
+	cfg     Config
+	objs    vigilObjects
+	links   []link.Link
+	rd      *ringbuf.Reader
+	gen     uint64
+	dec     decoder
+	reused  bool
+	closeMu chan struct{}
+}
+
+// Load checks the kernel, loads and attaches the tracer. With cfg.PinDir set
+// and a tracer already pinned there, it reuses the pinned one: counters, ring
+// and attached programs carry on as they were.
+func Load(cfg Config) (*Monitor, error) {
+	if cfg.RingBytes == 0 {
+		cfg.RingBytes = 16 << 20
+	}
+	if cfg.RingBytes < os.Getpagesize() || cfg.RingBytes&(cfg.RingBytes-1) != 0 {
+		return nil, fmt.Errorf("ring size %d: must be a power of two of at least %d bytes", cfg.RingBytes, os.Getpagesize())
+	}
+	if cfg.WakeInterval == 0 {
+		cfg.WakeInterval = 500 * time.Microsecond
+	}
+	if cfg.WakeBytes == 0 {
+		cfg.WakeBytes = cfg.RingBytes / 8
+	}
+	if cfg.PollInterval == 0 {
+		cfg.PollInterval = 10 * time.Millisecond
+	}
+	if err := CheckKernel(); err != nil {
+		return nil, err
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("remove memlock limit: %w", err)
+	}
+
+	spec, err := loadVigil()
+	if err != nil {
+		return nil, fmt.Errorf("load bpf spec: %w", err)
+	}
+	spec.Maps["vigil_events"].MaxEntries = uint32(cfg.RingBytes)
+	consts := map[string]uint64{
+		"wake_ns":     uint64(cfg.WakeInterval),
+		"wake_bytes":  uint64(cfg.WakeBytes),
+		"wake_min_ns": uint64(cfg.WakeInterval / 25),
+	}
+	for name, v := range consts {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	opts := &ebpf.CollectionOptions{}
+	if cfg.PinDir != "" {
+		if err := ensureBPFFS(cfg.PinDir); err != nil {
+			return nil, err
+		}
+		opts.Maps.PinPath = cfg.PinDir
+	} else {
+		for _, ms := range spec.Maps {
+			ms.Pinning = ebpf.PinNone
+		}
+	}
+	m := &Monitor{cfg: cfg, closeMu: make(chan struct{})}
+	if err := spec.LoadAndAssign(&m.objs, opts); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load bpf objects: verifier rejected the program:\n%+v", ve)
+		}
+		if cfg.PinDir != "" && strings.Contains(err.Error(), "incompatible") {
+			return nil, fmt.Errorf("load bpf objects: the tracer pinned in %s was made with other settings (ring size?): stop the agent and remove %s, or use the same settings: %w", cfg.PinDir, cfg.PinDir, err)
+		}
+		return nil, fmt.Errorf("load bpf objects: %w", err)
+	}
+	if err := m.fillSysmeta(); err != nil {
+		m.Close()
+		return nil, err
+	}
+	if err := m.attach(); err != nil {
+		m.Close()
+		return nil, err
+	}
+	// A new reader knows no thread's comm yet: ask every thread to resend.
+	if err := m.bumpGen(); err != nil {
+		m.Close()
+		return nil, err
+	}
+	rd, err := ringbuf.NewReader(m.objs.VigilEvents)
+	if err != nil {
+		m.Close()
+		return nil, fmt.Errorf("open ring buffer reader: %w", err)
+	}
+	m.rd = rd
+	m.dec = newDecoder()
+	return m, nil
+}
+
+var progs = []struct {
+	name string
+	prog func(*vigilObjects) *ebpf.Program
+}{
+	{"sys_exit", func(o *vigilObjects) *ebpf.Program { return o.VigilSysExit }},
+	{"sched_process_exec", func(o *vigilObjects) *ebpf.Program { return o.VigilExec }},
+	{"sched_process_exit", func(o *vigilObjects) *ebpf.Program { return o.VigilExit }},
+}
+
+// attach attaches the programs, or with pinning reuses pinned links so that
+// a restart loses no syscall.
+func (m *Monitor) attach() error {
+	for _, p := range progs {
+		pin := ""
+		if m.cfg.PinDir != "" {
+			pin = filepath.Join(m.cfg.PinDir, "link_"+p.name)
+			if l, err := link.LoadPinnedLink(pin, nil); err == nil {
+				m.links = append(m.links, l)
+				m.reused = true
+				continue
+			}
+		}
+		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog(&m.objs), AttachType: ebpf.AttachTraceRawTp})
+		if err != nil {
+			return fmt.Errorf("attach %s: %w", p.name, err)
+		}
+		if pin != "" {
+			if err := l.Pin(pin); err != nil {
+				l.Close()
+				return fmt.Errorf("pin %s link: %w", p.name, err)
+			}
+		}
+		m.links = append(m.links, l)
+	}
+	return nil
+}
+
+// Reused reports whether Load found a pinned tracer and carried it on.
+func (m *Monitor) Reused() bool { return m.reused }
+
+func (m *Monitor) bumpGen() error {
+	var gen uint64
+	if err := m.objs.VigilGen.Lookup(uint32(0), &gen); err != nil {
+		return fmt.Errorf("read comm generation: %w", err)
+	}
+	gen++
+	if err := m.objs.VigilGen.Update(uint32(0), gen, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("bump comm generation: %w", err)
+	}
+	m.gen = gen
+	return nil
+}
+
+// Track starts tracing a cgroup (by its cgroup v2 id). Tracking a cgroup
+// that is already tracked keeps its counters.
+func (m *Monitor) Track(cgroupID uint64) error {
+	st := vigilCgState{TrackedNs: monotonicNow()}
+	err := m.objs.VigilCgroups.Update(cgroupID, st, ebpf.UpdateNoExist)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
+		return fmt.Errorf("track cgroup %d: %w", cgroupID, err)
+	}
+	return nil
+}
+
+// Untrack stops tracing a cgroup and returns its final counters.
+func (m *Monitor) Untrack(cgroupID uint64) (Counters, error) {
+	c, err := m.Counters(cgroupID)
+	if err != nil {
+		return c, err
+	}
+	if err := m.objs.VigilCgroups.Delete(cgroupID); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return c, fmt.Errorf("untrack cgroup %d: %w", cgroupID, err)
+	}
+	return c, nil
+}
+
+// ErrNotTracked is returned for a cgroup the tracer does not follow.
+var ErrNotTracked = errors.New("cgroup not tracked")
+
+// Counters reads a tracked cgroup's counters.
+func (m *Monitor) Counters(cgroupID uint64) (Counters, error) {
+	var st vigilCgState
+	if err := m.objs.VigilCgroups.Lookup(cgroupID, &st); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return Counters{}, fmt.Errorf("cgroup %d: %w", cgroupID, ErrNotTracked)
+		}
+		return Counters{}, fmt.Errorf("read counters of cgroup %d: %w", cgroupID, err)
+	}
+	return Counters{Seen: st.Seq, Emitted: st.Emitted, Dropped: st.Dropped}, nil
+}
+
+// Tracked lists the tracked cgroups with their counters.
+func (m *Monitor) Tracked() (map[uint64]Counters, error) {
+	out := map[uint64]Counters{}
+	var id uint64
+	var st vigilCgState
+	it := m.objs.VigilCgroups.Iterate()
+	for it.Next(&id, &st) {
+		out[id] = Counters{Seen: st.Seq, Emitted: st.Emitted, Dropped: st.Dropped}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list tracked cgroups: %w", err)
+	}
+	return out, nil
+}
+
+// Run reads events until ctx is done, then drains what the ring still holds
+// and returns. fn gets each event; the *Event is reused after fn returns, so
+// fn copies what it keeps. Run must not be called twice at once.
+func (m *Monitor) Run(ctx context.Context, fn func(*event.Event)) error {
+	var rec ringbuf.Record
+	var ev event.Event
+	draining := false
+	for {
+		if !draining {
+			select {
+			case <-ctx.Done():
+				draining = true
+			default:
+			}
+		}
+		if draining {
+			m.rd.SetDeadline(time.Unix(0, 1)) // in the past: read what is there, then stop
+		} else {
+			m.rd.SetDeadline(time.Now().Add(m.cfg.PollInterval))
+		}
+		err := m.rd.ReadInto(&rec)
+		switch {
+		case err == nil:
+			if m.dec.decode(rec.RawSample, &ev) {
+				fn(&ev)
+			}
+			if m.dec.wantGen {
+				m.dec.wantGen = false
+				if err := m.bumpGen(); err != nil {
+					return err
+				}
+			}
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			if draining {
+				return nil
+			}
+		case errors.Is(err, ringbuf.ErrClosed):
+			return nil
+		default:
+			return fmt.Errorf("read ring buffer: %w", err)
+		}
+	}
+}
+
+// Pending is the number of bytes waiting in the ring.
+func (m *Monitor) Pending() int { return m.rd.AvailableBytes() }
+
+// Close detaches the tracer (unless pinned: a pinned tracer keeps counting
+// for the next agent) and frees what it holds.
+func (m *Monitor) Close() error {
+	if m.rd != nil {
+		m.rd.Close()
+	}
+	for _, l := range m.links {
+		l.Close()
+	}
+	return m.objs.Close()
+}
+
+// Unpin removes a pinned tracer: its links (so the programs detach once no
+// Monitor holds them) and maps. Counters are gone afterwards.
+func Unpin(pinDir string) error {
+	entries, err := os.ReadDir(pinDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read pin dir: %w", err)
+	}
+	for _, e := range entries {
+		if err := os.Remove(filepath.Join(pinDir, e.Name())); err != nil {
+			return fmt.Errorf("unpin %s: %w", e.Name(), err)
+		}
+	}
+	return os.Remove(pinDir)
+}
+
+func ensureBPFFS(dir string) error {
+	root := "/sys/fs/bpf"
+	var st unix.Statfs_t
+	if err := unix.Statfs(root, &st); err != nil || st.Type != unix.BPF_FS_MAGIC {
+		if err := unix.Mount("bpf", root, "bpf", 0, ""); err != nil {
+			return fmt.Errorf("bpffs is not mounted at %s and mounting it failed (mount -t bpf bpf %s): %w", root, root, err)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create pin dir: %w", err)
+	}
+	return nil
+}
+
+// CheckKernel says, in one line a user can act on, why this kernel cannot
+// run the tracer.
+func CheckKernel() error {
+	if os.Geteuid() != 0 {
+		return errors.New("tracing needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN): run it with sudo")
+	}
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		return errors.New("this kernel has no BTF (/sys/kernel/btf/vmlinux is missing): use a kernel built with CONFIG_DEBUG_INFO_BTF=y (5.15 or newer)")
+	}
+	var u unix.Utsname
+	if err := unix.Uname(&u); err == nil {
+		var major, minor int
+		fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor)
+		if major < 5 || (major == 5 && minor < 15) {
+			return fmt.Errorf("kernel %d.%d is too old: vigil's tracer needs Linux 5.15 or newer", major, minor)
+		}
+	}
+	return nil
+}
+
+func monotonicNow() uint64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
+}

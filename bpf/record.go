@@ -1,0 +1,231 @@
+package bpf
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"vigil.dev/vigil/event"
+)
+
+// Record layout, as written by syscalls.bpf.c (struct rec_hdr, little
+// endian): a 48-byte header, nargs u64 arguments, a 16-byte comm when
+// fComm is set, then nstr items {u8 kind, u8, u16 len, u32, bytes padded to 8}.
+const (
+	hdrSize = 48
+	fComm   = 1
+	fNoRet  = 2
+	fTrunc  = 4
+
+	sPath  = 1
+	sPath2 = 2
+	sArgv  = 3
+	sSock  = 4
+)
+
+// Decoders of syscalls.bpf.c's enum dec.
+const (
+	dNone = iota
+	dPath0
+	dPath1
+	dPath01
+	dPath13
+	dPath02
+	dExec
+	dExecAt
+	dSock1
+	dSock4
+	dAccept
+	dMsg
+)
+
+// decoders says which strings the tracer reads for which syscall: paths of
+// the open/stat/exec/unlink/rename/mount/chmod families, execve filename and
+// argv, socket addresses of connect/sendto/bind/accept/sendmsg.
+var decoders = map[string]uint8{
+	// path at arg0
+	"open": dPath0, "creat": dPath0, "stat": dPath0, "lstat": dPath0, "access": dPath0,
+	"chdir": dPath0, "chroot": dPath0, "unlink": dPath0, "rmdir": dPath0, "mkdir": dPath0,
+	"chmod": dPath0, "chown": dPath0, "lchown": dPath0, "truncate": dPath0, "readlink": dPath0,
+	"statfs": dPath0, "mknod": dPath0, "utime": dPath0, "utimes": dPath0, "acct": dPath0,
+	"swapon": dPath0, "swapoff": dPath0, "umount2": dPath0, "uselib": dPath0,
+	"setxattr": dPath0, "lsetxattr": dPath0, "getxattr": dPath0, "lgetxattr": dPath0,
+	"listxattr": dPath0, "llistxattr": dPath0, "removexattr": dPath0, "lremovexattr": dPath0,
+	"quotactl": dPath0,
+	// path at arg1: the *at family
+	"openat": dPath1, "openat2": dPath1, "newfstatat": dPath1, "statx": dPath1,
+	"faccessat": dPath1, "faccessat2": dPath1, "mkdirat": dPath1, "mknodat": dPath1,
+	"unlinkat": dPath1, "fchmodat": dPath1, "fchmodat2": dPath1, "fchownat": dPath1,
+	"readlinkat": dPath1, "utimensat": dPath1, "futimesat": dPath1,
+	"name_to_handle_at": dPath1, "inotify_add_watch": dPath1, "open_tree": dPath1,
+	"fsconfig": dNone, "mount_setattr": dPath1, "move_mount": dPath1,
+	// two paths
+	"rename": dPath01, "link": dPath01, "symlink": dPath01, "mount": dPath01, "pivot_root": dPath01,
+	"renameat": dPath13, "renameat2": dPath13, "linkat": dPath13,
+	"symlinkat": dPath02,
+	// exec
+	"execve": dExec, "execveat": dExecAt,
+	// sockets
+	"connect": dSock1, "bind": dSock1, "sendto": dSock4,
+	"accept": dAccept, "accept4": dAccept, "sendmsg": dMsg,
+}
+
+// fillSysmeta tells the BPF program, per syscall number, how many arguments
+// to copy and what to decode. exit and exit_group get the 0x80 mark: their
+// records come from sched_process_exit.
+func (m *Monitor) fillSysmeta() error {
+	abi := event.NativeABI()
+	for nr := 0; nr <= abi.MaxNr() && nr < 1024; nr++ {
+		name := abi.Name(nr)
+		nargs, ok := sysArgs[name]
+		if !ok {
+			nargs = 6 // unknown to this kernel's tables: keep every argument
+		}
+		if name == "exit" || name == "exit_group" {
+			nargs |= 0x80
+		}
+		meta := vigilSysmeta{Nargs: nargs, Dec: decoders[name]}
+		if err := m.objs.VigilSysmeta.Update(uint32(nr), meta, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("fill syscall table (%s): %w", name, err)
+		}
+	}
+	return nil
+}
+
+// decoder turns records into events, remembering each thread's comm (the
+// kernel sends it only when it changes).
+type decoder struct {
+	boot    int64 // wall clock ns at monotonic 0
+	comms   map[uint32]string
+	wantGen bool // the comm cache was reset: ask the kernel to resend
+}
+
+func newDecoder() decoder {
+	now := time.Now().UnixNano()
+	return decoder{boot: now - int64(monotonicNow()), comms: make(map[uint32]string, 1024)}
+}
+
+const maxComms = 1 << 16
+
+// decode fills ev from one record; false if the record is malformed.
+func (d *decoder) decode(b []byte, ev *event.Event) bool {
+	if len(b) < hdrSize {
+		return false
+	}
+	le := binary.LittleEndian
+	nargs := int(b[42])
+	flags := b[43]
+	nstr := int(le.Uint16(b[46:]))
+	if nargs > 6 || len(b) < hdrSize+8*nargs {
+		return false
+	}
+	*ev = event.Event{
+		KTime:    le.Uint64(b[0:]),
+		CgroupID: le.Uint64(b[8:]),
+		Seq:      le.Uint64(b[16:]),
+		Ret:      int64(le.Uint64(b[24:])),
+		PID:      le.Uint32(b[32:]),
+		TID:      le.Uint32(b[36:]),
+		Nr:       int32(le.Uint16(b[40:])),
+	}
+	ev.Time = time.Unix(0, d.boot+int64(ev.KTime))
+	off := hdrSize
+	for i := 0; i < nargs; i++ {
+		ev.Args[i] = le.Uint64(b[off:])
+		off += 8
+	}
+	if flags&fNoRet != 0 {
+		ev.Flags |= event.NoReturn
+	}
+	if flags&fTrunc != 0 {
+		ev.Flags |= event.Truncated
+	}
+	if flags&fComm != 0 {
+		if len(b) < off+16 {
+			return false
+		}
+		c := cstring(b[off : off+16])
+		if old, ok := d.comms[ev.TID]; !ok || old != string(c) {
+			if len(d.comms) >= maxComms {
+				clear(d.comms)
+				d.wantGen = true
+			}
+			d.comms[ev.TID] = string(c)
+		}
+		off += 16
+	}
+	ev.Comm = d.comms[ev.TID]
+	for i := 0; i < nstr; i++ {
+		if len(b) < off+8 {
+			return false
+		}
+		kind, n := b[off], int(le.Uint16(b[off+2:]))
+		off += 8
+		if len(b) < off+n {
+			return false
+		}
+		s := b[off : off+n]
+		switch kind {
+		case sPath:
+			ev.Path = string(s)
+		case sPath2:
+			ev.Path2 = string(s)
+		case sArgv:
+			for len(s) > 0 {
+				end := 0
+				for end < len(s) && s[end] != 0 {
+					end++
+				}
+				ev.Argv = append(ev.Argv, string(s[:end]))
+				if end == len(s) {
+					break
+				}
+				s = s[end+1:]
+			}
+		case sSock:
+			ev.Addr = sockaddr(s)
+		}
+		off += (n + 7) &^ 7
+	}
+	return true
+}
+
+func cstring(b []byte) []byte {
+	for i, c := range b {
+		if c == 0 {
+			return b[:i]
+		}
+	}
+	return b
+}
+
+// sockaddr decodes a struct sockaddr of the inet, inet6 and unix families
+// (include/uapi/linux/in.h, in6.h, un.h). Ports are in network order.
+func sockaddr(b []byte) event.Addr {
+	if len(b) < 2 {
+		return event.Addr{}
+	}
+	fam := binary.LittleEndian.Uint16(b)
+	switch fam {
+	case event.AFInet:
+		if len(b) < 8 {
+			break
+		}
+		return event.Addr{Family: fam, Port: binary.BigEndian.Uint16(b[2:]), IP: netip.AddrFrom4([4]byte(b[4:8]))}
+	case event.AFInet6:
+		if len(b) < 24 {
+			break
+		}
+		return event.Addr{Family: fam, Port: binary.BigEndian.Uint16(b[2:]), IP: netip.AddrFrom16([16]byte(b[8:24]))}
+	case event.AFUnix:
+		p := b[2:]
+		if len(p) > 0 && p[0] == 0 { // abstract: the name is the bytes after the NUL
+			return event.Addr{Family: fam, Path: "@" + string(cstring(p[1:]))}
+		}
+		return event.Addr{Family: fam, Path: string(cstring(p))}
+	}
+	return event.Addr{Family: fam}
+}

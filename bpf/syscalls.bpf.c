@@ -1,0 +1,516 @@
+//go:build ignore
+
+// syscalls.bpf.c: one record per completed syscall of the tracked cgroups.
+//
+// Hooks (kernel/entry/common.c, include/trace/events/syscalls.h,
+// include/trace/events/sched.h):
+//   tp_btf/sys_exit            every syscall return: the record, arguments
+//                              read from the saved user registers
+//   tp_btf/sched_process_exec  a successful execve: the old image never sees
+//                              its return, so the record comes from here
+//   tp_btf/sched_process_exit  exit/exit_group never return either
+//
+// One program runs on the hot path (sys_exit). An untracked task pays the
+// cgroup-id lookup and one hash lookup, nothing more.
+//
+// Counting: each tracked cgroup has a struct cg_state. Every syscall takes a
+// sequence number (seen == seq), then is either written to the ring buffer
+// (emitted) or counted as dropped when the ring is full. So at any quiet
+// moment seen == emitted + dropped, and the sequence gaps in the stream are
+// exactly the drops.
+
+#include "headers/vmlinux.h"
+#include "headers/bpf_helpers.h"
+#include "headers/bpf_tracing.h"
+#include "headers/bpf_core_read.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define MAX_NR 1024       // syscall numbers are below this on every ABI
+#define PATH_BYTES 256    // bound of one decoded path
+#define ARGV_BYTES 512    // bound of the decoded execve argv (NUL-separated)
+#define ARGV_MAX 16       // bound of argv entries read on a failed execve
+#define ARG_BYTES 128     // bound of one argv entry on a failed execve
+#define SOCK_BYTES 112    // >= sizeof(struct sockaddr_un) (110)
+#define SCRATCH 4096      // per-CPU record buffer; a power of two
+#define TASK_COMM 16
+
+// Record flags (mirrored in record.go).
+#define F_COMM 1          // a comm[16] follows the arguments
+#define F_NORET 2         // the syscall never returned (exit, exec's old image)
+#define F_TRUNC 4         // a string hit its bound
+
+// String item kinds (mirrored in record.go).
+#define S_PATH 1
+#define S_PATH2 2
+#define S_ARGV 3
+#define S_SOCK 4
+
+// Decoders, chosen per syscall number by user space (sysmeta map).
+enum dec {
+	D_NONE = 0,
+	D_PATH0,    // path at arg0
+	D_PATH1,    // path at arg1 (the *at family)
+	D_PATH01,   // paths at arg0 and arg1 (rename, link, symlink, mount, pivot_root)
+	D_PATH13,   // paths at arg1 and arg3 (renameat, renameat2, linkat)
+	D_PATH02,   // paths at arg0 and arg2 (symlinkat)
+	D_EXEC,     // failed execve: filename arg0, argv arg1
+	D_EXECAT,   // failed execveat: filename arg1, argv arg2
+	D_SOCK1,    // sockaddr at arg1, length arg2 (connect, bind)
+	D_SOCK4,    // sockaddr at arg4, length arg5 (sendto)
+	D_ACCEPT,   // peer sockaddr at arg1, *length at arg2 (accept, accept4)
+	D_MSG,      // msghdr at arg1: msg_name/msg_namelen (sendmsg)
+};
+
+struct rec_hdr {
+	__u64 ktime;
+	__u64 cgid;
+	__u64 seq;
+	__s64 ret;
+	__u32 pid;
+	__u32 tid;
+	__u16 nr;
+	__u8 nargs;
+	__u8 flags;
+	__u16 size;   // bytes of the whole record
+	__u16 nstr;   // string items after args (and comm)
+	// __u64 args[nargs]; [char comm[16]]; items: {u8 kind, u8 pad, u16 len, bytes[len], pad to 8}
+};
+
+struct str_hdr {
+	__u8 kind;
+	__u8 pad;
+	__u16 len;
+	__u32 pad2;
+};
+
+struct cg_state {
+	__u64 seq;      // seen: sequence numbers handed out
+	__u64 emitted;  // records written
+	__u64 dropped;  // records lost to a full ring
+	__u64 tracked_ns;
+};
+
+struct sysmeta {
+	__u8 nargs;
+	__u8 dec;
+};
+
+struct task_st {
+	__u64 comm[2];  // the comm last sent for this thread
+	__u64 gen;      // comm_gen when it was sent
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct cg_state);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vigil_cgroups SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20); // user space sets the size at load
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vigil_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_NR);
+	__type(key, __u32);
+	__type(value, struct sysmeta);
+} vigil_sysmeta SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u8[SCRATCH]);
+} scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct task_st);
+} task_comm SEC(".maps");
+
+// Wakeup policy, set at load: wake the reader when wake_ns passed since the
+// last wakeup, or when the backlog crossed wake_bytes (then at most once per
+// wake_min_ns). Never per record under load.
+volatile const __u64 wake_ns = 500000;
+volatile const __u64 wake_bytes = 1 << 20;
+volatile const __u64 wake_min_ns = 20000;
+__u64 last_wake;
+
+// Bumped by a (re)starting reader so that every thread resends its comm.
+// Pinned: a new reader must reach programs that an old agent attached.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vigil_gen SEC(".maps");
+
+static __always_inline __u64 wake_flag(__u64 now)
+{
+	__u64 since = now - last_wake;
+	if (since >= wake_ns ||
+	    (since >= wake_min_ns && bpf_ringbuf_query(&vigil_events, BPF_RB_AVAIL_DATA) >= wake_bytes)) {
+		last_wake = now;
+		return BPF_RB_FORCE_WAKEUP;
+	}
+	return BPF_RB_NO_WAKEUP;
+}
+
+// The syscall number and arguments as the task entered the syscall
+// (arch/x86/include/asm/syscall.h). regs is a BTF pointer in these programs,
+// so these are direct, CO-RE relocated loads, not helper calls.
+#if defined(__TARGET_ARCH_x86)
+#define SYSCALL_NR(regs) ((long)(regs)->orig_ax)
+#define ARG0(regs) ((regs)->di)
+#define ARG1(regs) ((regs)->si)
+#define ARG2(regs) ((regs)->dx)
+#define ARG3(regs) ((regs)->r10)
+#define ARG4(regs) ((regs)->r8)
+#define ARG5(regs) ((regs)->r9)
+#else
+#error "vigil's BPF supports x86_64 only for now"
+#endif
+
+// put_str appends one string item read from user (or kernel) memory at off;
+// it returns the new offset. The masks keep every access provably inside
+// the scratch buffer for the verifier.
+static __always_inline __u32 put_str(__u8 *buf, __u32 off, __u8 kind, const void *src, int user, __u16 *nstr, __u8 *flags)
+{
+	if (!src)
+		return off;
+	off &= (SCRATCH / 2 - 1);
+	struct str_hdr *h = (void *)(buf + off);
+	long n = user ? bpf_probe_read_user_str(buf + off + sizeof(*h), PATH_BYTES, src)
+		      : bpf_probe_read_kernel_str(buf + off + sizeof(*h), PATH_BYTES, src);
+	if (n <= 0)
+		return off;
+	if (n == PATH_BYTES)
+		*flags |= F_TRUNC;
+	n -= 1; // without the NUL
+	h->kind = kind;
+	h->pad = 0;
+	h->len = n;
+	h->pad2 = 0;
+	(*nstr)++;
+	return off + sizeof(*h) + ((n + 7) & ~7);
+}
+
+// put_raw appends len bytes of user memory as one item (socket addresses).
+static __always_inline __u32 put_raw(__u8 *buf, __u32 off, __u8 kind, const void *src, __u64 len, __u16 *nstr)
+{
+	if (!src || len == 0)
+		return off;
+	if (len > SOCK_BYTES)
+		len = SOCK_BYTES;
+	off &= (SCRATCH / 2 - 1);
+	struct str_hdr *h = (void *)(buf + off);
+	if (bpf_probe_read_user(buf + off + sizeof(*h), len & (SOCK_BYTES * 2 - 1), src))
+		return off;
+	h->kind = kind;
+	h->pad = 0;
+	h->len = len;
+	h->pad2 = 0;
+	(*nstr)++;
+	return off + sizeof(*h) + ((len + 7) & ~7);
+}
+
+// put_argv_user appends a failed execve's argv, read pointer by pointer.
+static __always_inline __u32 put_argv_user(__u8 *buf, __u32 off, const char *const *argv, __u16 *nstr, __u8 *flags)
+{
+	if (!argv)
+		return off;
+	off &= (SCRATCH / 2 - 1);
+	struct str_hdr *h = (void *)(buf + off);
+	__u32 used = 0;
+	for (int i = 0; i < ARGV_MAX; i++) {
+		const char *p = 0;
+		if (bpf_probe_read_user(&p, sizeof(p), &argv[i]) || !p)
+			break;
+		if (used > ARGV_BYTES - ARG_BYTES) {
+			*flags |= F_TRUNC;
+			break;
+		}
+		long n = bpf_probe_read_user_str(buf + off + sizeof(*h) + (used & (ARGV_BYTES - 1)), ARG_BYTES, p);
+		if (n <= 0)
+			break;
+		if (n == ARG_BYTES)
+			*flags |= F_TRUNC;
+		used += n;
+		if (i == ARGV_MAX - 1)
+			*flags |= F_TRUNC;
+	}
+	h->kind = S_ARGV;
+	h->pad = 0;
+	h->len = used;
+	h->pad2 = 0;
+	(*nstr)++;
+	return off + sizeof(*h) + ((used + 7) & ~7);
+}
+
+static __always_inline void *get_scratch(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&scratch, &zero);
+}
+
+// put_comm adds the thread's comm when it changed since the last record that
+// reached user space (or when a restarted reader asked for all of them).
+static __always_inline __u32 put_comm(__u8 *buf, __u32 off, __u8 *flags, struct task_st **tsp, __u64 *c)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_st *ts = bpf_task_storage_get(&task_comm, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	__u32 zero = 0;
+	__u64 *gen = bpf_map_lookup_elem(&vigil_gen, &zero);
+	bpf_get_current_comm(c, TASK_COMM);
+	*tsp = ts;
+	if (!gen)
+		return off;
+	c[2] = *gen;
+	if (ts && ts->gen == c[2] && ts->comm[0] == c[0] && ts->comm[1] == c[1])
+		return off;
+	off &= (SCRATCH / 2 - 1);
+	__builtin_memcpy(buf + off, c, TASK_COMM);
+	*flags |= F_COMM;
+	return off + TASK_COMM;
+}
+
+// emit finishes a record in buf (header filled but size/nstr/flags) and
+// writes it, counting it as emitted or dropped.
+static __always_inline void emit(struct cg_state *st, struct rec_hdr *r, __u32 size, struct task_st *ts, __u64 *c)
+{
+	r->size = size;
+	size &= (SCRATCH - 1);
+	if (size < sizeof(*r))
+		return;
+	if (bpf_ringbuf_output(&vigil_events, r, size, wake_flag(r->ktime)) == 0) {
+		__sync_fetch_and_add(&st->emitted, 1);
+		if (ts && (r->flags & F_COMM)) {
+			ts->comm[0] = c[0];
+			ts->comm[1] = c[1];
+			ts->gen = c[2];
+		}
+	} else {
+		__sync_fetch_and_add(&st->dropped, 1);
+	}
+}
+
+static __always_inline struct cg_state *tracked(void)
+{
+	__u64 cgid = bpf_get_current_cgroup_id();
+	return bpf_map_lookup_elem(&vigil_cgroups, &cgid);
+}
+
+static __always_inline struct rec_hdr *begin(struct cg_state *st, __u8 *buf, long nr, long ret, __u8 flags)
+{
+	struct rec_hdr *r = (void *)buf;
+	__u64 id = bpf_get_current_pid_tgid();
+	r->ktime = bpf_ktime_get_ns();
+	r->cgid = bpf_get_current_cgroup_id();
+	r->seq = __sync_fetch_and_add(&st->seq, 1) + 1;
+	r->ret = ret;
+	r->pid = id >> 32;
+	r->tid = (__u32)id;
+	r->nr = nr;
+	r->nargs = 6;
+	r->flags = flags;
+	r->size = 0;
+	r->nstr = 0;
+	return r;
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(vigil_sys_exit, struct pt_regs *regs, long ret)
+{
+	struct cg_state *st = tracked();
+	if (!st)
+		return 0;
+	long nr = SYSCALL_NR(regs);
+	if (nr < 0 || nr >= MAX_NR)
+		return 0;
+	__u32 key = nr;
+	struct sysmeta *m = bpf_map_lookup_elem(&vigil_sysmeta, &key);
+	if (!m)
+		return 0;
+	// A successful execve returns in the new image: its record came from
+	// sched_process_exec, with the strings of the new image.
+	if (ret == 0 && (m->dec == D_EXEC || m->dec == D_EXECAT))
+		return 0;
+	__u8 *buf = get_scratch();
+	if (!buf)
+		return 0;
+
+	struct rec_hdr *r = begin(st, buf, nr, ret, 0);
+	__u8 nargs = m->nargs & 7;
+	if (nargs > 6)
+		nargs = 6;
+	r->nargs = nargs;
+	__u64 *args = (void *)(buf + sizeof(*r));
+	__u64 a0 = ARG0(regs);
+	__u64 a1 = ARG1(regs);
+	__u64 a2 = ARG2(regs);
+	__u64 a3 = ARG3(regs);
+	__u64 a4 = ARG4(regs);
+	__u64 a5 = ARG5(regs);
+	args[0] = a0;
+	args[1] = a1;
+	args[2] = a2;
+	args[3] = a3;
+	args[4] = a4;
+	args[5] = a5;
+	__u32 off = sizeof(*r) + nargs * 8;
+
+	__u64 c[3];
+	struct task_st *ts = 0;
+	off = put_comm(buf, off, &r->flags, &ts, c);
+
+	__u16 nstr = 0;
+	__u8 fl = 0;
+	switch (m->dec) {
+	case D_NONE:
+		break;
+	case D_PATH0:
+		off = put_str(buf, off, S_PATH, (void *)a0, 1, &nstr, &fl);
+		break;
+	case D_PATH1:
+		off = put_str(buf, off, S_PATH, (void *)a1, 1, &nstr, &fl);
+		break;
+	case D_PATH01:
+		off = put_str(buf, off, S_PATH, (void *)a0, 1, &nstr, &fl);
+		off = put_str(buf, off, S_PATH2, (void *)a1, 1, &nstr, &fl);
+		break;
+	case D_PATH13:
+		off = put_str(buf, off, S_PATH, (void *)a1, 1, &nstr, &fl);
+		off = put_str(buf, off, S_PATH2, (void *)a3, 1, &nstr, &fl);
+		break;
+	case D_PATH02:
+		off = put_str(buf, off, S_PATH, (void *)a0, 1, &nstr, &fl);
+		off = put_str(buf, off, S_PATH2, (void *)a2, 1, &nstr, &fl);
+		break;
+	case D_EXEC:
+		off = put_str(buf, off, S_PATH, (void *)a0, 1, &nstr, &fl);
+		off = put_argv_user(buf, off, (void *)a1, &nstr, &fl);
+		break;
+	case D_EXECAT:
+		off = put_str(buf, off, S_PATH, (void *)a1, 1, &nstr, &fl);
+		off = put_argv_user(buf, off, (void *)a2, &nstr, &fl);
+		break;
+	case D_SOCK1:
+		off = put_raw(buf, off, S_SOCK, (void *)a1, a2, &nstr);
+		break;
+	case D_SOCK4:
+		off = put_raw(buf, off, S_SOCK, (void *)a4, a5, &nstr);
+		break;
+	case D_ACCEPT: {
+		int len = 0;
+		if (ret >= 0 && a1 && a2 && !bpf_probe_read_user(&len, sizeof(len), (void *)a2) && len > 0)
+			off = put_raw(buf, off, S_SOCK, (void *)a1, len, &nstr);
+		break;
+	}
+	case D_MSG: {
+		struct user_msghdr mh;
+		if (a1 && !bpf_probe_read_user(&mh, sizeof(mh), (void *)a1))
+			off = put_raw(buf, off, S_SOCK, mh.msg_name, mh.msg_namelen, &nstr);
+		break;
+	}
+	}
+	r->nstr = nstr;
+	r->flags |= fl;
+	emit(st, r, off, ts, c);
+	return 0;
+}
+
+// A successful execve: the record of the syscall, with the new image's
+// filename and argv (from the new mm's arg area).
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(vigil_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	struct cg_state *st = tracked();
+	if (!st)
+		return 0;
+	__u8 *buf = get_scratch();
+	if (!buf)
+		return 0;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(p);
+	long nr = SYSCALL_NR(regs);
+	struct rec_hdr *r = begin(st, buf, nr, 0, 0);
+	__u64 *args = (void *)(buf + sizeof(*r));
+	args[0] = ARG0(regs);
+	args[1] = ARG1(regs);
+	args[2] = ARG2(regs);
+	args[3] = ARG3(regs);
+	args[4] = ARG4(regs);
+	args[5] = ARG5(regs);
+	__u32 off = sizeof(*r) + 6 * 8;
+	__u64 c[3];
+	struct task_st *ts = 0;
+	off = put_comm(buf, off, &r->flags, &ts, c);
+
+	__u16 nstr = 0;
+	__u8 fl = 0;
+	off = put_str(buf, off, S_PATH, BPF_CORE_READ(bprm, filename), 0, &nstr, &fl);
+
+	struct mm_struct *mm = BPF_CORE_READ(p, mm);
+	__u64 start = BPF_CORE_READ(mm, arg_start);
+	__u64 end = BPF_CORE_READ(mm, arg_end);
+	__u64 len = end - start;
+	if (len > ARGV_BYTES) {
+		len = ARGV_BYTES;
+		fl |= F_TRUNC;
+	}
+	off &= (SCRATCH / 2 - 1);
+	struct str_hdr *h = (void *)(buf + off);
+	if (len > 0 && !bpf_probe_read_user(buf + off + sizeof(*h), len & (ARGV_BYTES * 2 - 1), (void *)start)) {
+		h->kind = S_ARGV;
+		h->pad = 0;
+		h->len = len;
+		h->pad2 = 0;
+		nstr++;
+		off += sizeof(*h) + ((len + 7) & ~7);
+	}
+	r->nstr = nstr;
+	r->flags |= fl;
+	emit(st, r, off, ts, c);
+	return 0;
+}
+
+// exit and exit_group never return: their record comes from do_exit, for
+// the thread that made the call (a thread killed inside another syscall
+// did not complete that syscall and gets no record).
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(vigil_exit, struct task_struct *p)
+{
+	struct cg_state *st = tracked();
+	if (!st)
+		return 0;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(p);
+	long nr = SYSCALL_NR(regs);
+	if (nr < 0 || nr >= MAX_NR)
+		return 0;
+	__u32 key = nr;
+	struct sysmeta *m = bpf_map_lookup_elem(&vigil_sysmeta, &key);
+	// user space marks exit and exit_group with nargs 0x80
+	if (!m || !(m->nargs & 0x80))
+		return 0;
+	__u8 *buf = get_scratch();
+	if (!buf)
+		return 0;
+	struct rec_hdr *r = begin(st, buf, nr, 0, F_NORET);
+	r->nargs = 1;
+	__u64 *args = (void *)(buf + sizeof(*r));
+	args[0] = ARG0(regs);
+	__u32 off = sizeof(*r) + 8;
+	__u64 c[3];
+	struct task_st *ts = 0;
+	off = put_comm(buf, off, &r->flags, &ts, c);
+	emit(st, r, off, ts, c);
+	return 0;
+}
