@@ -62,7 +62,7 @@ func TestJSONRoundTrip(t *testing.T) {
 	ev := Event{
 		Seq: 42, KTime: 123456789, Time: time.Unix(1700000000, 123).UTC(), CgroupID: 7,
 		Container: &Container{ID: "abc", Name: "web", Pod: "p", Namespace: "ns", Image: "busybox"},
-		PID: 10, TID: 11, Comm: "probe\"x", Nr: 257, Args: [6]uint64{1, 2, 3, 4, 5, 1 << 63},
+		PID:       10, TID: 11, Comm: "probe\"x", Nr: 257, Args: [6]uint64{1, 2, 3, 4, 5, 1 << 63},
 		Ret: -2, Flags: NoReturn | Truncated, Path: "/tmp/\x01bad\nname", Path2: "/b",
 		Argv: []string{"/bin/sh", "-c", "echo hi"},
 		Addr: Addr{Family: AFUnix, Path: "/tmp/a\"b"},
