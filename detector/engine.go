@@ -1,0 +1,422 @@
+package detector
+
+import (
+	"fmt"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"vigil.dev/vigil/event"
+)
+
+// Config says which rules and model an Engine runs.
+type Config struct {
+	// RuleFiles are extra rule files, loaded after the embedded default set
+	// (which always loads unless NoDefaultRules). A later file replaces
+	// lists, macros and rules of the same name.
+	RuleFiles []string
+	// RuleTexts are extra rule files given as text (loaded after RuleFiles).
+	RuleTexts [][]byte
+	// NoDefaultRules leaves the embedded default set out.
+	NoDefaultRules bool
+	// Lists appends items to the rule lists of the same name, e.g.
+	// {"allowed_resolvers": {"10.0.0.10"}} from the node's resolv.conf.
+	Lists map[string][]string
+	// Model is an optional learned model of normal behaviour; its verdicts
+	// have Class anomaly and Rule "model:<name>".
+	Model *Model
+	// Shards splits per-cgroup state by cgroup id so callers feeding
+	// different cgroups from different goroutines do not contend
+	// (default: GOMAXPROCS).
+	Shards int
+}
+
+// Sample is a resource reading of one cgroup, sent periodically (every
+// 250 ms by vigil trace and the agent).
+type Sample struct {
+	CgroupID   uint64
+	Container  *event.Container
+	Time       time.Time
+	CPUUsageNs uint64 // cumulative cgroup CPU usage (cpu.stat usage_usec * 1000)
+	Threads    int    // threads in the cgroup now
+}
+
+// Engine evaluates rules, resource rules and the model. It is safe for
+// concurrent use; state is kept per cgroup in shards.
+type Engine struct {
+	rs     atomic.Pointer[ruleSet]
+	gen    atomic.Uint64
+	mu     sync.Mutex // serializes Reload
+	shards []shard
+}
+
+type shard struct {
+	mu  sync.Mutex
+	cgs map[uint64]*cgState
+	ctx evalCtx
+	_   [64]byte // keep shards on separate cache lines
+}
+
+// cgState is everything the engine remembers about one cgroup.
+type cgState struct {
+	gen       uint64 // rule generation the per-rule state below belongs to
+	container *event.Container
+	events    uint64
+	procs     procs
+	rates     []rateCounter // per rule index (per-container rates)
+	prates    map[procRuleKey]*rateCounter
+	last      map[procRuleKey]int64 // last verdict time per rule (and process), for throttling
+	sample    sampleState
+	model     *modelState
+}
+
+type procRuleKey struct {
+	rule int32 // >= 0 event rule, < 0 sample rule -(idx+1), model: -1<<30
+	pid  uint32
+}
+
+// rateCounter estimates events per sliding window from two fixed buckets.
+type rateCounter struct {
+	start int64 // start of the current bucket
+	cur   uint32
+	prev  uint32
+}
+
+func (r *rateCounter) add(t, window int64) float64 {
+	switch {
+	case r.start == 0 || t >= r.start+2*window:
+		r.start, r.cur, r.prev = t, 0, 0
+	case t >= r.start+window:
+		r.prev, r.cur = r.cur, 0
+		r.start += window
+	}
+	r.cur++
+	elapsed := t - r.start
+	if elapsed < 0 {
+		elapsed = 0
+	}
+	return float64(r.prev)*float64(window-elapsed)/float64(window) + float64(r.cur)
+}
+
+type sampleState struct {
+	have      bool
+	lastT     int64
+	lastCPU   uint64
+	lastEv    uint64
+	firstT    int64
+	baseSum   float64
+	baseN     int
+	holdSince []int64 // per sample rule
+}
+
+// New compiles the rules and returns a ready Engine. Rule errors name the
+// file, the line and the problem.
+func New(cfg Config) (*Engine, error) {
+	n := cfg.Shards
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	e := &Engine{shards: make([]shard, n)}
+	for i := range e.shards {
+		e.shards[i].cgs = make(map[uint64]*cgState)
+	}
+	if err := e.Reload(cfg); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Reload compiles a new configuration and swaps it in atomically; on error
+// the running rules stay. Shards is read only by New.
+func (e *Engine) Reload(cfg Config) error {
+	srcs, err := loadSources(cfg)
+	if err != nil {
+		return err
+	}
+	rs, err := compileRules(srcs, cfg.Lists)
+	if err != nil {
+		return err
+	}
+	if cfg.Model != nil {
+		rs.model = cfg.Model
+		rs.online = newOnlineModel(cfg.Model)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	rs.gen = e.gen.Add(1)
+	e.rs.Store(rs)
+	return nil
+}
+
+// Rules lists the names of the loaded rules (event and sample rules), in
+// load order.
+func (e *Engine) Rules() []string {
+	rs := e.rs.Load()
+	var out []string
+	for _, r := range rs.rules {
+		out = append(out, r.name)
+	}
+	for _, r := range rs.samples {
+		out = append(out, r.name)
+	}
+	return out
+}
+
+// Forget drops the state of a cgroup that is gone.
+func (e *Engine) Forget(cgroupID uint64) {
+	sh := &e.shards[cgroupID%uint64(len(e.shards))]
+	sh.mu.Lock()
+	delete(sh.cgs, cgroupID)
+	sh.mu.Unlock()
+}
+
+func (sh *shard) state(id uint64, rs *ruleSet) *cgState {
+	cg := sh.cgs[id]
+	if cg == nil {
+		cg = &cgState{}
+		sh.cgs[id] = cg
+	}
+	if cg.gen != rs.gen {
+		cg.gen = rs.gen
+		cg.rates = make([]rateCounter, len(rs.rules))
+		cg.prates = nil
+		cg.last = nil
+		cg.sample.holdSince = make([]int64, len(rs.samples))
+		cg.model = nil
+	}
+	return cg
+}
+
+// eventTime is the event's time in ns: wall clock when the tracer set it,
+// else the monotonic time.
+func eventTime(ev *event.Event) int64 {
+	if !ev.Time.IsZero() {
+		return ev.Time.UnixNano()
+	}
+	return int64(ev.KTime)
+}
+
+// Observe runs one event through the rules and the model and returns the
+// verdicts it causes (nil, without allocating, when none). It does not keep
+// ev or anything that points into it.
+func (e *Engine) Observe(ev *event.Event) []Verdict {
+	rs := e.rs.Load()
+	sh := &e.shards[ev.CgroupID%uint64(len(e.shards))]
+	sh.mu.Lock()
+	out := sh.observe(rs, ev)
+	sh.mu.Unlock()
+	return out
+}
+
+func (sh *shard) observe(rs *ruleSet, ev *event.Event) []Verdict {
+	cg := sh.state(ev.CgroupID, rs)
+	cg.events++
+	if ev.Container != nil && cg.container != ev.Container {
+		cg.container = ev.Container
+	}
+	if ev.Flags&event.Lost != 0 {
+		return nil
+	}
+	nr := ev.Nr
+	if nr < 0 || int(nr) > maxNativeNr {
+		return nil
+	}
+	if procTracked[nr] {
+		cg.procs.update(ev)
+	}
+	var out []Verdict
+	if rules := rs.byNr[nr]; len(rules) > 0 {
+		t := eventTime(ev)
+		ctx := &sh.ctx
+		ctx.ev = ev
+		ctx.proc = cg.procs.get(ev.PID, false)
+		for _, r := range rules {
+			if r.cond != nil && !r.cond.eval(ctx) {
+				continue
+			}
+			note := ""
+			if r.rate != nil {
+				var rc *rateCounter
+				if r.rate.perProcess {
+					rc = cg.procRate(r.idx, ev.PID)
+				} else {
+					rc = &cg.rates[r.idx]
+				}
+				n := rc.add(t, r.rate.window)
+				if n < float64(r.rate.count) {
+					continue
+				}
+				note = fmt.Sprintf("%.0f matching events within %s", n, time.Duration(r.rate.window))
+			}
+			key := procRuleKey{rule: int32(r.idx), pid: ev.PID}
+			if r.rate != nil && !r.rate.perProcess {
+				key.pid = 0
+			}
+			if cg.throttled(key, t, r.throttle) {
+				continue
+			}
+			out = append(out, r.verdict(cg, ev, ctx.proc, t, note))
+		}
+		ctx.ev, ctx.proc = nil, nil
+	}
+	if rs.online != nil {
+		out = rs.online.observe(cg, ev, out)
+	}
+	if nr == nrExitGroup && cg.procs != nil {
+		delete(cg.procs, ev.PID)
+	}
+	return out
+}
+
+func (cg *cgState) procRate(idx int, pid uint32) *rateCounter {
+	if cg.prates == nil {
+		cg.prates = make(map[procRuleKey]*rateCounter)
+	}
+	k := procRuleKey{rule: int32(idx), pid: pid}
+	rc := cg.prates[k]
+	if rc == nil {
+		if len(cg.prates) >= procStateCap {
+			clear(cg.prates)
+		}
+		rc = &rateCounter{}
+		cg.prates[k] = rc
+	}
+	return rc
+}
+
+// throttled records a verdict of key at t and reports whether one was
+// already given within the last throttle ns.
+func (cg *cgState) throttled(key procRuleKey, t, throttle int64) bool {
+	if throttle <= 0 {
+		return false
+	}
+	if cg.last == nil {
+		cg.last = make(map[procRuleKey]int64)
+	}
+	if last, ok := cg.last[key]; ok && t-last < throttle && t >= last {
+		return true
+	}
+	if len(cg.last) >= procStateCap {
+		clear(cg.last)
+	}
+	cg.last[key] = t
+	return false
+}
+
+func (r *rule) verdict(cg *cgState, ev *event.Event, p *procState, t int64, note string) Verdict {
+	evd := evidenceOf(ev)
+	evd.Note = note
+	msg := render(r.message, ev, p)
+	return Verdict{
+		ID:        verdictID(r.name, ev.CgroupID, ev.PID, ev.TID, ev.Seq, t),
+		Time:      time.Unix(0, t).UTC(),
+		CgroupID:  ev.CgroupID,
+		Container: cg.container,
+		PID:       ev.PID,
+		TID:       ev.TID,
+		Comm:      cloneString(ev.Comm),
+		Class:     r.class,
+		Severity:  r.severity,
+		Rule:      r.name,
+		Score:     r.score,
+		Message:   msg,
+		Evidence:  []Evidence{evd},
+	}
+}
+
+// Sample feeds a resource reading of one cgroup and returns the resource
+// verdicts it causes.
+func (e *Engine) Sample(s Sample) []Verdict {
+	rs := e.rs.Load()
+	sh := &e.shards[s.CgroupID%uint64(len(e.shards))]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	cg := sh.state(s.CgroupID, rs)
+	if s.Container != nil {
+		cg.container = s.Container
+	}
+	st := &cg.sample
+	t := s.Time.UnixNano()
+	if !st.have || t <= st.lastT || s.CPUUsageNs < st.lastCPU {
+		st.have, st.lastT, st.lastCPU, st.lastEv, st.firstT = true, t, s.CPUUsageNs, cg.events, t
+		return nil
+	}
+	dt := float64(t - st.lastT)
+	dcpu := float64(s.CPUUsageNs - st.lastCPU)
+	dev := float64(cg.events - st.lastEv)
+	m := map[string]float64{
+		"cpu_cores":    dcpu / dt,
+		"syscall_rate": dev / dt * 1e9,
+		"threads":      float64(s.Threads),
+	}
+	if dcpu > 0 {
+		m["syscalls_per_cpu_second"] = dev / (dcpu / 1e9)
+	} else {
+		m["syscalls_per_cpu_second"] = dev * 1e9
+	}
+	// The baseline is the mean CPU use over the first minute of samples.
+	const baselineWindow = int64(60 * time.Second)
+	if t-st.firstT <= baselineWindow {
+		st.baseSum += m["cpu_cores"]
+		st.baseN++
+		m["baseline_ratio"] = 0
+	} else {
+		base := st.baseSum / float64(st.baseN)
+		if base < 0.05 {
+			base = 0.05
+		}
+		m["baseline_ratio"] = m["cpu_cores"] / base
+	}
+	since := st.lastT
+	st.lastT, st.lastCPU, st.lastEv = t, s.CPUUsageNs, cg.events
+	var out []Verdict
+	for i, r := range rs.samples {
+		ok := true
+		for _, ts := range r.tests {
+			v := m[ts.field]
+			switch ts.op {
+			case '<':
+				ok = ok && v < ts.val
+			case 'l':
+				ok = ok && v <= ts.val
+			case '>':
+				ok = ok && v > ts.val
+			case 'g':
+				ok = ok && v >= ts.val
+			}
+		}
+		if !ok {
+			st.holdSince[i] = 0
+			continue
+		}
+		if st.holdSince[i] == 0 {
+			st.holdSince[i] = since
+		}
+		if t-st.holdSince[i] < r.sustain {
+			continue
+		}
+		if cg.throttled(procRuleKey{rule: -int32(i) - 1}, t, r.throttle) {
+			continue
+		}
+		note := fmt.Sprintf("cpu %.2f cores, %.0f syscalls/s, %.0f syscalls per cpu-second, %d threads, for %s",
+			m["cpu_cores"], m["syscall_rate"], m["syscalls_per_cpu_second"], s.Threads,
+			time.Duration(t-st.holdSince[i]).Round(time.Millisecond))
+		out = append(out, Verdict{
+			ID:        verdictID(r.name, s.CgroupID, 0, 0, cg.events, t),
+			Time:      time.Unix(0, t).UTC(),
+			CgroupID:  s.CgroupID,
+			Container: cg.container,
+			Class:     r.class,
+			Severity:  r.severity,
+			Rule:      r.name,
+			Score:     r.score,
+			Message:   r.desc + " (" + note + ")",
+			Evidence:  []Evidence{{Time: time.Unix(0, t).UTC(), Note: note}},
+		})
+	}
+	return out
+}
+
+var _ = strconv.Itoa

@@ -1,0 +1,710 @@
+package detector
+
+import (
+	"bufio"
+	"compress/gzip"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"sort"
+	"strings"
+)
+
+// ModelVersion is the file format version of Model.
+const ModelVersion = 1
+
+// Model parameters. They are fixed (not tuned to any dataset): the classic
+// values of the syscall anomaly-detection literature.
+const (
+	ngramOrder   = 6  // n-gram language model order (contexts of up to 5 syscalls)
+	stideK       = 6  // STIDE sequence length
+	frameLen     = 20 // locality frame for STIDE mismatch counts
+	nllWindow    = 20 // sliding window for mean negative log-likelihood
+	maxRefs      = 1000
+	maxCalib     = 2000
+	calibPct     = 0.95 // a component's normalizer: this quantile of held-out normal scores
+	thresholdPct = 0.99 // the combined threshold: this quantile of held-out normal scores...
+	thresholdMul = 1.05 // ...times this margin
+	magWeight    = 0.05 // weight of |log volume difference| in the frequency distance
+	minScoreLen  = 8    // units with fewer syscalls are not scored online
+)
+
+// Unit is one thing the model scores: a trace (one or several syscall
+// sequences, e.g. one per thread) and/or a window of per-syscall counts.
+type Unit struct {
+	Source string
+	Index  int
+	Seqs   [][]string         // syscall names in order, one slice per thread or trace
+	Counts map[string]float64 // per-syscall counts; derived from Seqs when nil
+	// for the evidence of online verdicts
+	first, last int64
+}
+
+func (u *Unit) counts() map[string]float64 {
+	if u.Counts != nil {
+		return u.Counts
+	}
+	m := map[string]float64{}
+	for _, s := range u.Seqs {
+		for _, n := range s {
+			m[n]++
+		}
+	}
+	return m
+}
+
+func (u *Unit) length() int {
+	n := 0
+	for _, s := range u.Seqs {
+		n += len(s)
+	}
+	if n == 0 {
+		for _, c := range u.Counts {
+			n += int(c)
+		}
+	}
+	return n
+}
+
+// Model is a learned model of one workload's normal behaviour: an n-gram
+// language model with Witten-Bell smoothing, the set of seen syscall
+// sequences (STIDE), and reference windows of per-syscall frequencies
+// (tf-idf, cosine distance to the nearest). Each component's score is
+// normalized by held-out normal scores (k-fold over the training units), and
+// the combined score is their mean; Threshold is a high quantile of the
+// held-out combined scores with a margin.
+type Model struct {
+	Version   int      `json:"version"`
+	Name      string   `json:"name"`       // workload key (image/container) or what the user named it
+	Vocab     []string `json:"vocab"`      // token id -> syscall name
+	Units     int      `json:"units"`      // training units
+	Syscalls  uint64   `json:"syscalls"`   // training syscalls
+	UnitKind  string   `json:"unit_kind"`  // "trace", "window" (counts) or "events:N"
+	WindowN   int      `json:"window_n"`   // events per window for event streams
+	HasSeq    bool     `json:"has_seq"`    // trained on sequences (n-gram, STIDE)
+	HasCounts bool     `json:"has_counts"` // trained on frequencies
+
+	Unigram []uint64    `json:"unigram"` // count per token id (len Vocab)
+	Grams   []gramEntry `json:"grams"`   // every seen sequence of 2..ngramOrder tokens (BOS-padded)
+	IDF     []float64   `json:"idf"`     // per token id, plus one for unknown
+	Refs    []refWindow `json:"refs"`    // reference frequency windows
+
+	Norm      [3]float64 `json:"norm"` // per component (ngram, stide, freq): normalizer
+	Threshold float64    `json:"threshold"`
+	Calib     calibInfo  `json:"calibration"`
+
+	stats map[uint64]gramStat // built from Grams
+	index map[string]int
+}
+
+type gramEntry struct {
+	Toks  []uint16 `json:"t"`
+	N     uint32   `json:"n"` // occurrences
+	CtxN  uint32   `json:"c"` // occurrences followed by a token
+	Types uint32   `json:"k"` // distinct tokens that followed
+}
+
+type gramStat struct{ n, ctxN, types uint32 }
+
+type refWindow struct {
+	Idx   []uint16  `json:"i"` // token ids with a non-zero weight
+	W     []float64 `json:"w"` // unit-normalized tf-idf weights
+	LogTo float64   `json:"l"` // log1p of the total count
+}
+
+type calibInfo struct {
+	Folds      int        `json:"folds"`
+	HeldOut    int        `json:"held_out"`
+	Quantiles  [3]float64 `json:"component_p95"`
+	CombinedQ  float64    `json:"combined_p99"`
+	InSample   bool       `json:"in_sample"` // too few units for k-fold
+	Components []string   `json:"components"`
+}
+
+// Component indexes.
+const (
+	compNgram = iota
+	compStide
+	compFreq
+)
+
+var compNames = []string{"ngram", "stide", "freq"}
+
+// Scores is a unit's score: the combined score, the verdict, and the parts.
+type Scores struct {
+	Score     float64    `json:"score"`
+	Anomalous bool       `json:"anomalous"`
+	Parts     [3]float64 `json:"parts"` // raw ngram (max window mean bits), stide (max frame fraction), freq (distance)
+	Worst     []string   `json:"-"`     // the worst NLL window, for evidence
+}
+
+func (m *Model) unk() uint16 { return uint16(len(m.Vocab)) }
+func (m *Model) bos() uint16 { return uint16(len(m.Vocab) + 1) }
+
+func (m *Model) tok(name string) uint16 {
+	if i, ok := m.index[name]; ok {
+		return uint16(i)
+	}
+	return m.unk()
+}
+
+func (m *Model) buildIndex() {
+	m.index = make(map[string]int, len(m.Vocab))
+	for i, n := range m.Vocab {
+		m.index[n] = i
+	}
+	m.stats = make(map[uint64]gramStat, len(m.Grams))
+	for _, g := range m.Grams {
+		m.stats[hashToks(g.Toks)] = gramStat{n: g.N, ctxN: g.CtxN, types: g.Types}
+	}
+}
+
+func hashToks(t []uint16) uint64 {
+	h := uint64(14695981039346656037) ^ uint64(len(t))
+	for _, x := range t {
+		h ^= uint64(x) + 1
+		h *= 1099511628211
+		h ^= h >> 29
+	}
+	return h
+}
+
+// TrainOptions tunes Train.
+type TrainOptions struct {
+	Name     string
+	UnitKind string
+	WindowN  int
+}
+
+// Train builds a model from normal units. It is deterministic: the same
+// units in the same order give the same model.
+func Train(units []Unit, opt TrainOptions) (*Model, error) {
+	if len(units) == 0 {
+		return nil, fmt.Errorf("train: no training data")
+	}
+	vocabSet := map[string]bool{}
+	hasSeq, hasCounts := false, false
+	for i := range units {
+		if len(units[i].Seqs) > 0 {
+			hasSeq = true
+		}
+		for n, c := range units[i].counts() {
+			if c > 0 {
+				vocabSet[n] = true
+				hasCounts = true
+			}
+		}
+	}
+	if len(vocabSet) == 0 {
+		return nil, fmt.Errorf("train: the training data holds no syscalls")
+	}
+	if len(vocabSet) > 60000 {
+		return nil, fmt.Errorf("train: %d distinct syscall names, more than a model holds (60000)", len(vocabSet))
+	}
+	vocab := make([]string, 0, len(vocabSet))
+	for n := range vocabSet {
+		vocab = append(vocab, n)
+	}
+	sort.Strings(vocab)
+	full := fit(units, vocab, hasSeq, hasCounts, opt)
+
+	// Calibrate on held-out folds: train on k-1 contiguous folds, score the
+	// held-out one, so normal scores are those of unseen normal data.
+	var held [][3]float64
+	idxs := calibIndices(len(units))
+	folds := 5
+	if len(units) < folds {
+		folds = len(units)
+	}
+	inSample := folds < 2
+	if inSample {
+		for range idxs {
+			held = append(held, full.raw(&units[0]))
+		}
+	} else {
+		for f := 0; f < folds; f++ {
+			lo, hi := f*len(units)/folds, (f+1)*len(units)/folds
+			var train []Unit
+			train = append(train, units[:lo]...)
+			train = append(train, units[hi:]...)
+			fm := fit(train, vocab, hasSeq, hasCounts, opt)
+			for _, i := range idxs {
+				if i >= lo && i < hi {
+					held = append(held, fm.raw(&units[i]))
+				}
+			}
+		}
+	}
+	comps := full.components()
+	for _, c := range comps {
+		vals := make([]float64, len(held))
+		for i, h := range held {
+			vals[i] = h[c]
+		}
+		q := quantile(vals, calibPct)
+		full.Calib.Quantiles[c] = q
+		full.Norm[c] = math.Max(q, floorNorm[c])
+	}
+	comb := make([]float64, len(held))
+	for i, h := range held {
+		comb[i] = full.combine(h)
+	}
+	full.Calib.CombinedQ = quantile(comb, thresholdPct)
+	margin := thresholdMul
+	if inSample {
+		margin = 1.5
+	}
+	full.Threshold = math.Max(full.Calib.CombinedQ*margin, 0.5)
+	full.Calib.Folds = folds
+	full.Calib.HeldOut = len(held)
+	full.Calib.InSample = inSample
+	for _, c := range comps {
+		full.Calib.Components = append(full.Calib.Components, compNames[c])
+	}
+	return full, nil
+}
+
+// floorNorm keeps a normalizer from being zero when every held-out normal
+// unit scored 0 on a component (all its sequences seen before).
+var floorNorm = [3]float64{0.5, 1.0 / frameLen, 0.01}
+
+func calibIndices(n int) []int {
+	var out []int
+	step := 1
+	if n > maxCalib {
+		step = (n + maxCalib - 1) / maxCalib
+	}
+	for i := 0; i < n; i += step {
+		out = append(out, i)
+	}
+	return out
+}
+
+func (m *Model) components() []int {
+	var c []int
+	if m.HasSeq {
+		c = append(c, compNgram, compStide)
+	}
+	if m.HasCounts {
+		c = append(c, compFreq)
+	}
+	return c
+}
+
+// fit builds the statistics of a model from units (no calibration).
+func fit(units []Unit, vocab []string, hasSeq, hasCounts bool, opt TrainOptions) *Model {
+	m := &Model{Version: ModelVersion, Name: opt.Name, Vocab: vocab, Units: len(units),
+		UnitKind: opt.UnitKind, WindowN: opt.WindowN, HasSeq: hasSeq, HasCounts: hasCounts}
+	m.index = make(map[string]int, len(vocab))
+	for i, n := range vocab {
+		m.index[n] = i
+	}
+	m.Unigram = make([]uint64, len(vocab))
+	m.stats = map[uint64]gramStat{}
+	gramToks := map[uint64][]uint16{}
+	var buf []uint16
+	for ui := range units {
+		for _, s := range units[ui].Seqs {
+			buf = m.tokens(buf[:0], s)
+			for i := ngramOrder - 1; i < len(buf); i++ {
+				m.Unigram[buf[i]]++
+				m.Syscalls++
+				for n := 2; n <= ngramOrder; n++ {
+					g := buf[i-n+1 : i+1]
+					h := hashToks(g)
+					st := m.stats[h]
+					if st.n == 0 {
+						gramToks[h] = append([]uint16(nil), g...)
+						ch := hashToks(g[:n-1])
+						cs := m.stats[ch]
+						cs.types++
+						m.stats[ch] = cs
+						if _, ok := gramToks[ch]; !ok {
+							gramToks[ch] = append([]uint16(nil), g[:n-1]...)
+						}
+					}
+					st.n++
+					m.stats[h] = st
+					ch := hashToks(g[:n-1])
+					cs := m.stats[ch]
+					cs.ctxN++
+					m.stats[ch] = cs
+				}
+			}
+		}
+		if len(units[ui].Seqs) == 0 {
+			for n, c := range units[ui].Counts {
+				if i, ok := m.index[n]; ok {
+					m.Syscalls += uint64(c)
+					m.Unigram[i] += uint64(c)
+				}
+			}
+		}
+	}
+	// grams, sorted for a deterministic file
+	m.Grams = make([]gramEntry, 0, len(gramToks))
+	for h, t := range gramToks {
+		st := m.stats[h]
+		m.Grams = append(m.Grams, gramEntry{Toks: t, N: st.n, CtxN: st.ctxN, Types: st.types})
+	}
+	sort.Slice(m.Grams, func(i, j int) bool { return lessToks(m.Grams[i].Toks, m.Grams[j].Toks) })
+	// frequency windows: idf over units, then reference vectors
+	df := make([]float64, len(vocab)+1)
+	for ui := range units {
+		for n, c := range units[ui].counts() {
+			if i, ok := m.index[n]; ok && c > 0 {
+				df[i]++
+			}
+		}
+	}
+	m.IDF = make([]float64, len(vocab)+1)
+	for i := range m.IDF {
+		m.IDF[i] = math.Log(1 + float64(len(units))/(df[i]+0.5))
+	}
+	seen := map[string]bool{}
+	var refs []refWindow
+	for ui := range units {
+		r := m.vector(units[ui].counts())
+		key := fmt.Sprint(r.Idx, r.W, r.LogTo)
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		refs = append(refs, r)
+	}
+	if len(refs) > maxRefs {
+		picked := make([]refWindow, 0, maxRefs)
+		for i := 0; i < maxRefs; i++ {
+			picked = append(picked, refs[i*len(refs)/maxRefs])
+		}
+		refs = picked
+	}
+	m.Refs = refs
+	return m
+}
+
+func lessToks(a, b []uint16) bool {
+	for i := 0; i < len(a) && i < len(b); i++ {
+		if a[i] != b[i] {
+			return a[i] < b[i]
+		}
+	}
+	return len(a) < len(b)
+}
+
+// tokens maps names to ids, with ngramOrder-1 BOS tokens in front.
+func (m *Model) tokens(buf []uint16, names []string) []uint16 {
+	for i := 0; i < ngramOrder-1; i++ {
+		buf = append(buf, m.bos())
+	}
+	for _, n := range names {
+		buf = append(buf, m.tok(n))
+	}
+	return buf
+}
+
+// vector is the tf-idf vector of counts, unit-normalized, sparse.
+func (m *Model) vector(counts map[string]float64) refWindow {
+	dense := map[uint16]float64{}
+	total := 0.0
+	for n, c := range counts {
+		if c <= 0 {
+			continue
+		}
+		total += c
+		dense[m.tok(n)] += c
+	}
+	var r refWindow
+	for id := range dense {
+		r.Idx = append(r.Idx, id)
+	}
+	sort.Slice(r.Idx, func(i, j int) bool { return r.Idx[i] < r.Idx[j] })
+	norm := 0.0
+	for _, id := range r.Idx {
+		w := (1 + math.Log(dense[id])) * m.IDF[id]
+		r.W = append(r.W, w)
+		norm += w * w
+	}
+	norm = math.Sqrt(norm)
+	for i := range r.W {
+		if norm > 0 {
+			r.W[i] /= norm
+		}
+	}
+	r.LogTo = math.Log1p(total)
+	return r
+}
+
+// prob is P(tok | ctx) under interpolated Witten-Bell smoothing; ctx holds
+// up to ngramOrder-1 tokens (most recent last).
+func (m *Model) prob(ctx []uint16, tok uint16) float64 {
+	var c uint64
+	if int(tok) < len(m.Unigram) {
+		c = m.Unigram[tok]
+	}
+	p := (float64(c) + 1) / (float64(m.Syscalls) + float64(len(m.Vocab)) + 1)
+	var g [ngramOrder]uint16
+	for k := 1; k <= len(ctx); k++ {
+		cx := ctx[len(ctx)-k:]
+		cs, ok := m.stats[hashToks(cx)]
+		if !ok || cs.ctxN == 0 {
+			break
+		}
+		copy(g[:], cx)
+		g[k] = tok
+		gs := m.stats[hashToks(g[:k+1])]
+		p = (float64(gs.n) + float64(cs.types)*p) / (float64(cs.ctxN) + float64(cs.types))
+	}
+	return p
+}
+
+// raw scores a unit's components without normalization.
+func (m *Model) raw(u *Unit) [3]float64 {
+	s, _ := m.rawWorst(u, false)
+	return s
+}
+
+func (m *Model) rawWorst(u *Unit, wantWorst bool) ([3]float64, []string) {
+	var out [3]float64
+	var worst []string
+	if m.HasSeq && len(u.Seqs) > 0 {
+		var buf []uint16
+		best := -1.0
+		maxFrame := 0.0
+		for _, s := range u.Seqs {
+			if len(s) == 0 {
+				continue
+			}
+			buf = m.tokens(buf[:0], s)
+			body := buf[ngramOrder-1:]
+			nll := make([]float64, len(body))
+			mis := make([]uint8, len(body))
+			for i := range body {
+				pos := i + ngramOrder - 1
+				p := m.prob(buf[pos-ngramOrder+1:pos], buf[pos])
+				nll[i] = -math.Log2(p)
+				if _, ok := m.stats[hashToks(buf[pos-stideK+1:pos+1])]; !ok {
+					mis[i] = 1
+				}
+			}
+			// max mean NLL over sliding windows (the whole sequence if shorter)
+			w := nllWindow
+			if len(nll) < w {
+				w = len(nll)
+			}
+			sum := 0.0
+			for i, v := range nll {
+				sum += v
+				if i >= w {
+					sum -= nll[i-w]
+				}
+				if i >= w-1 {
+					if mean := sum / float64(w); mean > best {
+						best = mean
+						if wantWorst {
+							worst = s[i-w+1 : i+1]
+						}
+					}
+				}
+			}
+			// STIDE: max mismatches within a locality frame
+			cnt := 0
+			for i := range mis {
+				cnt += int(mis[i])
+				if i >= frameLen {
+					cnt -= int(mis[i-frameLen])
+				}
+				if f := float64(cnt) / frameLen; f > maxFrame {
+					maxFrame = f
+				}
+			}
+		}
+		if best < 0 {
+			best = 0
+		}
+		out[compNgram], out[compStide] = best, maxFrame
+	}
+	if m.HasCounts {
+		out[compFreq] = m.freqDistance(u.counts())
+	}
+	return out, worst
+}
+
+// freqDistance is the distance of a window to its nearest reference:
+// cosine distance of the tf-idf vectors plus magWeight times the difference
+// of log volumes.
+func (m *Model) freqDistance(counts map[string]float64) float64 {
+	if len(m.Refs) == 0 {
+		return 0
+	}
+	q := m.vector(counts)
+	if len(q.Idx) == 0 {
+		return 0
+	}
+	dense := make([]float64, len(m.Vocab)+2)
+	for i, id := range q.Idx {
+		dense[id] = q.W[i]
+	}
+	best := math.Inf(1)
+	for ri := range m.Refs {
+		r := &m.Refs[ri]
+		dot := 0.0
+		for i, id := range r.Idx {
+			dot += dense[id] * r.W[i]
+		}
+		d := 1 - dot + magWeight*math.Abs(q.LogTo-r.LogTo)
+		if d < best {
+			best = d
+		}
+	}
+	if best < 0 {
+		best = 0
+	}
+	return best
+}
+
+func (m *Model) combine(raw [3]float64) float64 {
+	comps := m.components()
+	if len(comps) == 0 {
+		return 0
+	}
+	s := 0.0
+	for _, c := range comps {
+		s += raw[c] / m.Norm[c]
+	}
+	return s / float64(len(comps))
+}
+
+// Score scores one unit: the combined score (about 1 for typical normal
+// units, above Threshold for anomalies) and its parts.
+func (m *Model) Score(u *Unit) Scores {
+	raw, worst := m.rawWorst(u, true)
+	s := m.combine(raw)
+	return Scores{Score: s, Anomalous: s > m.Threshold, Parts: raw, Worst: worst}
+}
+
+func quantile(v []float64, q float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	pos := q * float64(len(s)-1)
+	lo := int(math.Floor(pos))
+	hi := int(math.Ceil(pos))
+	return s[lo] + (s[hi]-s[lo])*(pos-float64(lo))
+}
+
+// Save writes the model as gzip-compressed JSON. The bytes depend only on
+// the model.
+func (m *Model) Save(w io.Writer) error {
+	zw, err := gzip.NewWriterLevel(w, gzip.BestCompression)
+	if err != nil {
+		return fmt.Errorf("save model: %w", err)
+	}
+	bw := bufio.NewWriter(zw)
+	if err := json.NewEncoder(bw).Encode(m); err != nil {
+		return fmt.Errorf("save model: %w", err)
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("save model: %w", err)
+	}
+	if err := zw.Close(); err != nil {
+		return fmt.Errorf("save model: %w", err)
+	}
+	return nil
+}
+
+// SaveFile writes the model to path.
+func (m *Model) SaveFile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("save model: %w", err)
+	}
+	if err := m.Save(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// ReadModel reads a model written by Save.
+func ReadModel(r io.Reader) (*Model, error) {
+	zr, err := gzip.NewReader(r)
+	if err != nil {
+		return nil, fmt.Errorf("read model: not a vigil model file (%w)", err)
+	}
+	var m Model
+	if err := json.NewDecoder(zr).Decode(&m); err != nil {
+		return nil, fmt.Errorf("read model: %w", err)
+	}
+	if m.Version != ModelVersion {
+		return nil, fmt.Errorf("read model: version %d, this vigil reads version %d", m.Version, ModelVersion)
+	}
+	if len(m.Unigram) != len(m.Vocab) || len(m.IDF) != len(m.Vocab)+1 {
+		return nil, fmt.Errorf("read model: inconsistent sizes (vocab %d, unigram %d, idf %d)", len(m.Vocab), len(m.Unigram), len(m.IDF))
+	}
+	for _, r := range m.Refs {
+		if len(r.Idx) != len(r.W) {
+			return nil, fmt.Errorf("read model: reference window with %d ids and %d weights", len(r.Idx), len(r.W))
+		}
+		for _, id := range r.Idx {
+			if int(id) > len(m.Vocab) {
+				return nil, fmt.Errorf("read model: reference window names token %d of %d", id, len(m.Vocab))
+			}
+		}
+	}
+	for c := range m.Norm {
+		if m.Norm[c] <= 0 {
+			m.Norm[c] = floorNorm[c]
+		}
+	}
+	m.buildIndex()
+	return &m, nil
+}
+
+// LoadModel reads a model file.
+func LoadModel(path string) (*Model, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("load model: %w", err)
+	}
+	defer f.Close()
+	return ReadModel(f)
+}
+
+// Summary is what `vigil detect inspect` prints.
+func (m *Model) Summary() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "model %q (format v%d)\n", m.Name, m.Version)
+	fmt.Fprintf(&b, "trained on %d %s units, %d syscalls, %d distinct syscalls\n", m.Units, m.UnitKind, m.Syscalls, len(m.Vocab))
+	fmt.Fprintf(&b, "components: %s\n", strings.Join(m.Calib.Components, ", "))
+	if m.HasSeq {
+		fmt.Fprintf(&b, "n-gram order %d (Witten-Bell), %d distinct 2..%d-grams; STIDE k=%d, frame %d\n", ngramOrder, len(m.Grams), ngramOrder, stideK, frameLen)
+	}
+	if m.HasCounts {
+		fmt.Fprintf(&b, "frequency: %d reference windows (tf-idf, cosine + %.2f*|log volume|)\n", len(m.Refs), magWeight)
+	}
+	fmt.Fprintf(&b, "calibration: %d folds, %d held-out units; normalizers ngram %.3g, stide %.3g, freq %.3g; threshold %.3f (p99 %.3f)\n",
+		m.Calib.Folds, m.Calib.HeldOut, m.Norm[0], m.Norm[1], m.Norm[2], m.Threshold, m.Calib.CombinedQ)
+	type kv struct {
+		n string
+		c uint64
+	}
+	var top []kv
+	for i, n := range m.Vocab {
+		top = append(top, kv{n, m.Unigram[i]})
+	}
+	sort.SliceStable(top, func(i, j int) bool { return top[i].c > top[j].c })
+	if len(top) > 10 {
+		top = top[:10]
+	}
+	var parts []string
+	for _, t := range top {
+		parts = append(parts, fmt.Sprintf("%s %d", t.n, t.c))
+	}
+	fmt.Fprintf(&b, "most frequent: %s\n", strings.Join(parts, ", "))
+	return b.String()
+}

@@ -1,0 +1,171 @@
+package detector
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"vigil.dev/vigil/event"
+)
+
+// DefaultWindowEvents is how many events of a cgroup make one model window
+// when a model is trained from or applied to event streams.
+const DefaultWindowEvents = 1000
+
+// windowMaxAge closes a window early when it spans this much event time.
+const windowMaxAge = int64(10 * time.Second)
+
+// windower cuts a cgroup's event stream into units: windows of n events
+// (or windowMaxAge of event time), each split into per-thread sequences.
+type windower struct {
+	n      int
+	count  int
+	start  int64
+	end    int64
+	tids   map[uint32]int
+	order  []uint32
+	seqs   [][]string
+	lastEv Evidence
+}
+
+func newWindower(n int) *windower {
+	if n <= 0 {
+		n = DefaultWindowEvents
+	}
+	return &windower{n: n, tids: map[uint32]int{}}
+}
+
+// add appends an event; it reports whether the window is complete.
+func (w *windower) add(ev *event.Event) bool {
+	t := eventTime(ev)
+	if w.count == 0 {
+		w.start = t
+	}
+	w.end = t
+	i, ok := w.tids[ev.TID]
+	if !ok {
+		i = len(w.order)
+		w.tids[ev.TID] = i
+		w.order = append(w.order, ev.TID)
+		if i < len(w.seqs) {
+			w.seqs[i] = w.seqs[i][:0]
+		} else {
+			w.seqs = append(w.seqs, nil)
+		}
+	}
+	w.seqs[i] = append(w.seqs[i], ev.Name())
+	w.count++
+	return w.count >= w.n || t-w.start >= windowMaxAge
+}
+
+// unit copies the window out as a Unit and starts a new window.
+func (w *windower) unit(source string, index int) Unit {
+	u := Unit{Source: source, Index: index, first: w.start, last: w.end}
+	for i := range w.order {
+		u.Seqs = append(u.Seqs, append([]string(nil), w.seqs[i]...))
+	}
+	w.count = 0
+	w.order = w.order[:0]
+	clear(w.tids)
+	return u
+}
+
+// onlineModel applies a Model to live event streams.
+type onlineModel struct {
+	m      *Model
+	window int
+	rule   string
+}
+
+func newOnlineModel(m *Model) *onlineModel {
+	n := m.WindowN
+	if n <= 0 {
+		n = DefaultWindowEvents
+	}
+	name := m.Name
+	if name == "" {
+		name = "default"
+	}
+	return &onlineModel{m: m, window: n, rule: "model:" + name}
+}
+
+// modelState is a cgroup's current window.
+type modelState struct {
+	w     *windower
+	index int
+}
+
+func (o *onlineModel) observe(cg *cgState, ev *event.Event, out []Verdict) []Verdict {
+	if cg.model == nil {
+		cg.model = &modelState{w: newWindower(o.window)}
+	}
+	ms := cg.model
+	if !ms.w.add(ev) {
+		return out
+	}
+	return o.close(cg, ev.CgroupID, ev.PID, ev.TID, ev.Seq, out)
+}
+
+func (o *onlineModel) close(cg *cgState, cgroup uint64, pid, tid uint32, seq uint64, out []Verdict) []Verdict {
+	ms := cg.model
+	n := ms.w.count
+	u := ms.w.unit("", ms.index)
+	ms.index++
+	if n < minScoreLen {
+		return out
+	}
+	s := o.m.Score(&u)
+	if !s.Anomalous {
+		return out
+	}
+	t := u.last
+	sev := Medium
+	if s.Score > 2*o.m.Threshold {
+		sev = High
+	}
+	note := fmt.Sprintf("window %d: %d syscalls, score %.3f > threshold %.3f (ngram %.2f bits, stide %.2f, freq %.3f)",
+		u.Index, n, s.Score, o.m.Threshold, s.Parts[0], s.Parts[1], s.Parts[2])
+	return append(out, Verdict{
+		ID:        verdictID(o.rule, cgroup, pid, tid, seq, t),
+		Time:      time.Unix(0, t).UTC(),
+		CgroupID:  cgroup,
+		Container: cg.container,
+		PID:       pid,
+		TID:       tid,
+		Class:     ClassAnomaly,
+		Severity:  sev,
+		Rule:      o.rule,
+		Score:     s.Score,
+		Message:   "syscall behaviour unlike the learned model: " + strings.Join(s.Worst, " "),
+		Evidence:  []Evidence{{Time: time.Unix(0, t).UTC(), Sequence: s.Worst, Note: note}},
+	})
+}
+
+// Flush scores every partial model window (at the end of a trace or
+// before a container is forgotten) and returns the verdicts, in cgroup
+// order.
+func (e *Engine) Flush() []Verdict {
+	rs := e.rs.Load()
+	if rs.online == nil {
+		return nil
+	}
+	var out []Verdict
+	for i := range e.shards {
+		sh := &e.shards[i]
+		sh.mu.Lock()
+		ids := make([]uint64, 0, len(sh.cgs))
+		for id, cg := range sh.cgs {
+			if cg.model != nil && cg.model.w.count > 0 && cg.gen == rs.gen {
+				ids = append(ids, id)
+			}
+		}
+		sort.Slice(ids, func(a, b int) bool { return ids[a] < ids[b] })
+		for _, id := range ids {
+			out = rs.online.close(sh.cgs[id], id, 0, 0, sh.cgs[id].events, out)
+		}
+		sh.mu.Unlock()
+	}
+	sort.SliceStable(out, func(a, b int) bool { return out[a].CgroupID < out[b].CgroupID })
+	return out
+}
