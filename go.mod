@@ -7,6 +7,7 @@ require golang.org/x/sys v0.50.0
 require (
 	github.com/cilium/ebpf v0.22.0 // indirect
 	github.com/containerd/nri v0.12.5 // indirect
+	github.com/klauspost/compress v1.20.4 // indirect
 	github.com/moby/profiles/seccomp v0.3.0 // indirect
 	github.com/opencontainers/runtime-spec v1.3.0 // indirect
 	github.com/sirupsen/logrus v1.10.2 // indirect

@@ -1,0 +1,120 @@
+package audit
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"vigil.dev/vigil/event"
+)
+
+// mix makes a realistic event stream: openat with paths, getppid, read,
+// connect with addresses and execve with argv, over a few containers, with
+// pointer-valued arguments like a real process's.
+type mix struct {
+	n     int
+	seq   map[uint64]uint64
+	conts []*event.Container
+	cgs   []uint64
+	base  time.Time
+	kt    uint64
+}
+
+func newMix() *mix {
+	m := &mix{seq: map[uint64]uint64{}, base: time.Unix(1_790_000_000, 123456789), kt: 5_000_000_000}
+	for i := 0; i < 3; i++ {
+		m.cgs = append(m.cgs, uint64(10_000+i*7))
+		m.conts = append(m.conts, &event.Container{ID: fmt.Sprintf("c0ffee%02d5a1b2c3d4e5f60718293a4b5c6d7e8f9", i), Name: fmt.Sprintf("web-%d", i),
+			Pod: "shop-7f9c", Namespace: "prod", Image: "registry.local/shop/web:1.4.2"})
+	}
+	return m
+}
+
+var nrOpenat, nrGetppid, nrRead, nrConnect, nrExecve = sysnr("openat"), sysnr("getppid"), sysnr("read"), sysnr("connect"), sysnr("execve")
+
+func sysnr(name string) int32 {
+	n, ok := event.SyscallNr(name)
+	if !ok {
+		panic("no syscall " + name)
+	}
+	return int32(n)
+}
+
+var paths = []string{"/etc/ld.so.cache", "/lib/x86_64-linux-gnu/libc.so.6", "/etc/passwd", "/app/config/settings.yaml",
+	"/proc/self/status", "/var/log/app/access.log", "/usr/share/zoneinfo/UTC", "/tmp/upload-3fa9.part"}
+
+// next fills ev (reused, like the tracer does) with the next event.
+func (m *mix) next(ev *event.Event) {
+	i := m.n
+	m.n++
+	c := i % 7 % len(m.cgs)
+	cg := m.cgs[c]
+	m.seq[cg]++
+	m.kt += 300 + uint64(i*7919%900)
+	*ev = event.Event{Seq: m.seq[cg], KTime: m.kt, Time: m.base.Add(time.Duration(m.kt)), CgroupID: cg, Container: m.conts[c],
+		PID: uint32(4000 + c), TID: uint32(4000 + c), Comm: "web", Ret: 0}
+	if i%11 == 0 {
+		ev.TID = uint32(4100 + c)
+	}
+	sp := uint64(0x7ffd_3a00_0000 + uint64(i%4096)*16)
+	switch k := i % 20; {
+	case k < 6: // openat
+		ev.Nr = nrOpenat
+		ev.Path = paths[i%len(paths)]
+		ev.Args = [6]uint64{0xffffff9c, sp, 0x80000, 0, 0, 0}
+		ev.Ret = int64(3 + i%20)
+		if i%9 == 0 {
+			ev.Ret = -2
+		}
+	case k < 10: // getppid
+		ev.Nr = nrGetppid
+		ev.Ret = 1
+	case k < 17: // read
+		ev.Nr = nrRead
+		ev.Args = [6]uint64{uint64(3 + i%20), 0x5600_1234_0000 + uint64(i%64)*4096, 4096, 0, 0, 0}
+		ev.Ret = int64(i * 131 % 4097)
+	case k < 19: // connect
+		ev.Nr = nrConnect
+		ev.Args = [6]uint64{uint64(5 + i%3), sp + 64, 16, 0, 0, 0}
+		ev.Addr = event.Addr{Family: event.AFInet, IP: netip.AddrFrom4([4]byte{10, 96, 0, byte(10 + i%5)}), Port: uint16(5432 + i%2)}
+		if i%3 == 0 {
+			ev.Addr = event.Addr{Family: event.AFInet6, IP: netip.MustParseAddr("fd00::a:1"), Port: 443}
+		}
+		ev.Ret = -115
+	default: // execve
+		ev.Nr = nrExecve
+		ev.Path = "/usr/bin/curl"
+		ev.Argv = []string{"curl", "-fsS", "--max-time", "5", "http://inventory.prod.svc:8080/items?page=" + fmt.Sprint(i%50)}
+		ev.Args = [6]uint64{sp, sp + 256, sp + 512, 0, 0, 0}
+		ev.Flags = event.NoReturn
+	}
+}
+
+// testOptions are quick options in a temp dir with a temp key.
+func testOptions(t testing.TB) Options {
+	t.Helper()
+	d := t.TempDir()
+	return Options{Dir: filepath.Join(d, "log"), KeyFile: filepath.Join(d, "node.key"), Fsync: FsyncNever,
+		Logf: func(format string, args ...any) { t.Logf(format, args...) }}
+}
+
+// readAll reads back every record of a log.
+func readAll(t testing.TB, dir string) []*Record {
+	t.Helper()
+	var out []*Record
+	if err := Scan(dir, nil, func(r *Record) error { out = append(out, r); return nil }); err != nil {
+		t.Fatalf("scan: %v", err)
+	}
+	return out
+}
+
+// requireRoot skips a test that needs root, with the reason.
+func requireRoot(t *testing.T, why string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skipf("needs root: %s", why)
+	}
+}

@@ -1,0 +1,159 @@
+package audit
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// keyID is the first 8 bytes of SHA-256 of the public key: stored in every
+// segment header so verify can say "signed by another key" instead of just
+// "bad signature".
+func keyID(pub ed25519.PublicKey) [8]byte {
+	s := sha256.Sum256(pub)
+	var id [8]byte
+	copy(id[:], s[:8])
+	return id
+}
+
+// KeyID is the hex form of the key id of pub.
+func KeyID(pub ed25519.PublicKey) string {
+	id := keyID(pub)
+	return hex.EncodeToString(id[:])
+}
+
+// PublicKeyFile is where the public key of the private key in keyFile is
+// written: the same name with the extension .pub.
+func PublicKeyFile(keyFile string) string {
+	return strings.TrimSuffix(keyFile, filepath.Ext(keyFile)) + ".pub"
+}
+
+// LoadOrCreateKey reads the node's private key, or creates it (mode 0600,
+// exclusively, with the public key beside it) if the file does not exist.
+// An existing key readable by group or others is refused.
+func LoadOrCreateKey(path string) (ed25519.PrivateKey, error) {
+	priv, err := loadPrivate(path)
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return priv, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create key dir: %w", err)
+	}
+	_, priv, err = ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate key: %w", err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return nil, fmt.Errorf("encode key: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		if errors.Is(err, fs.ErrExist) { // another writer won the race
+			return loadPrivate(path)
+		}
+		return nil, fmt.Errorf("create key: %w", err)
+	}
+	if err := pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write key %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("sync key %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("close key %s: %w", path, err)
+	}
+	if err := WritePublicKey(PublicKeyFile(path), priv.Public().(ed25519.PublicKey)); err != nil {
+		return nil, err
+	}
+	return priv, nil
+}
+
+// WritePublicKey writes pub as a PKIX PEM file (mode 0644).
+func WritePublicKey(path string, pub ed25519.PublicKey) error {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return fmt.Errorf("encode public key: %w", err)
+	}
+	data := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		return fmt.Errorf("write public key: %w", err)
+	}
+	return nil
+}
+
+func loadPrivate(path string) (ed25519.PrivateKey, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("key file: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("key file %s: mode %04o lets others read the signing key, want 0600", path, st.Mode().Perm())
+	}
+	k, err := readKey(path)
+	if err != nil {
+		return nil, err
+	}
+	priv, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("key file %s: holds a public key, the writer needs the private key", path)
+	}
+	return priv, nil
+}
+
+// LoadPublicKey reads the key verify checks signatures with: a private key
+// file (its public half is used) or a public key file.
+func LoadPublicKey(path string) (ed25519.PublicKey, error) {
+	k, err := readKey(path)
+	if err != nil {
+		return nil, err
+	}
+	switch k := k.(type) {
+	case ed25519.PrivateKey:
+		return k.Public().(ed25519.PublicKey), nil
+	case ed25519.PublicKey:
+		return k, nil
+	}
+	return nil, fmt.Errorf("key file %s: not an ed25519 key", path)
+}
+
+func readKey(path string) (any, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read key: %w", err)
+	}
+	blk, _ := pem.Decode(data)
+	if blk == nil {
+		return nil, fmt.Errorf("key file %s: no PEM block, want an ed25519 PRIVATE KEY or PUBLIC KEY", path)
+	}
+	switch blk.Type {
+	case "PRIVATE KEY":
+		k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("key file %s: %w", path, err)
+		}
+		if pk, ok := k.(ed25519.PrivateKey); ok {
+			return pk, nil
+		}
+	case "PUBLIC KEY":
+		k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("key file %s: %w", path, err)
+		}
+		if pk, ok := k.(ed25519.PublicKey); ok {
+			return pk, nil
+		}
+	}
+	return nil, fmt.Errorf("key file %s: PEM %q is not an ed25519 key, want PRIVATE KEY or PUBLIC KEY", path, blk.Type)
+}

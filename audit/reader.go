@@ -1,0 +1,245 @@
+package audit
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// Filter selects records. The zero Filter selects everything.
+type Filter struct {
+	Kinds       []Kind    // any of these kinds; empty: all
+	CgroupID    uint64    // this cgroup; 0: any
+	ContainerID string    // container ids starting with this; "": any
+	Since       time.Time // records at or after; zero: no bound
+	Until       time.Time // records before; zero: no bound
+	Syscalls    []int32   // events of these syscall numbers (other kinds pass); empty: all
+}
+
+// Match reports whether the filter selects r.
+func (f *Filter) Match(r *Record) bool {
+	if len(f.Kinds) > 0 && !containsKind(f.Kinds, r.Kind) {
+		return false
+	}
+	if f.CgroupID != 0 && r.CgroupID != f.CgroupID {
+		return false
+	}
+	if f.ContainerID != "" && !strings.HasPrefix(r.ContainerID, f.ContainerID) {
+		return false
+	}
+	if !f.Since.IsZero() && r.Time.Before(f.Since) {
+		return false
+	}
+	if !f.Until.IsZero() && !r.Time.Before(f.Until) {
+		return false
+	}
+	if len(f.Syscalls) > 0 && r.Kind == KindEvent {
+		ok := false
+		for _, nr := range f.Syscalls {
+			if r.Event.Nr == nr {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func containsKind(ks []Kind, k Kind) bool {
+	for _, x := range ks {
+		if x == k {
+			return true
+		}
+	}
+	return false
+}
+
+// skipBatch reports whether no record of a batch with these times can
+// match.
+func (f *Filter) skipBatch(bh *batchHeader) bool {
+	if !f.Since.IsZero() && bh.maxTime < f.Since.UnixNano() {
+		return true
+	}
+	if !f.Until.IsZero() && bh.minTime >= f.Until.UnixNano() {
+		return true
+	}
+	return false
+}
+
+// Reader reads the records of a log in order. It checks that every frame's
+// hash covers its content and that frames chain (so a read never silently
+// crosses damage), but not signatures: Verify does, with the key. A torn
+// last frame of the last segment (a writer that is running or crashed) ends
+// the stream without an error.
+type Reader struct {
+	dir    string
+	filter Filter
+	segs   []segFile
+	si     int
+	f      *os.File
+	fr     *frameReader
+	h      hash.Hash
+	dec    *zstd.Decoder
+	d      decoder
+	buf    []byte
+	prev   [32]byte
+	chain  bool // prev holds the previous frame's hash
+	index  uint64
+	inBat  bool
+	segNum uint64
+}
+
+// NewReader opens the log in dir for reading; f selects records (nil: all).
+func NewReader(dir string, f *Filter) (*Reader, error) {
+	segs, err := listSegments(dir)
+	if err != nil {
+		return nil, err
+	}
+	if len(segs) == 0 {
+		return nil, fmt.Errorf("read audit log: no segments in %s", dir)
+	}
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
+	if err != nil {
+		return nil, fmt.Errorf("zstd: %w", err)
+	}
+	r := &Reader{dir: dir, segs: segs, h: sha256.New(), dec: dec}
+	if f != nil {
+		r.filter = *f
+	}
+	return r, nil
+}
+
+// Close releases the reader.
+func (r *Reader) Close() error {
+	r.dec.Close()
+	if r.f != nil {
+		return r.f.Close()
+	}
+	return nil
+}
+
+// Next returns the next record the filter selects, or io.EOF.
+func (r *Reader) Next() (*Record, error) {
+	for {
+		if r.inBat {
+			rec := &Record{Index: r.index, Segment: r.segNum}
+			done, err := r.d.next(rec)
+			if err != nil {
+				return nil, fmt.Errorf("segment %d record %d: %w", r.segNum, r.index, err)
+			}
+			if !done {
+				r.index++
+				if r.filter.Match(rec) {
+					return rec, nil
+				}
+				continue
+			}
+			r.inBat = false
+		}
+		if err := r.nextBatch(); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// nextBatch moves to the next batch frame, opening segments as needed.
+func (r *Reader) nextBatch() error {
+	for {
+		if r.fr == nil {
+			if r.si >= len(r.segs) {
+				return io.EOF
+			}
+			sg := r.segs[r.si]
+			r.si++
+			f, err := os.Open(sg.path)
+			if err != nil {
+				return fmt.Errorf("read segment: %w", err)
+			}
+			fr, err := newFrameReader(f)
+			if err != nil {
+				f.Close()
+				if errors.Is(err, errTorn) && r.si == len(r.segs) {
+					return io.EOF // a segment being created
+				}
+				return fmt.Errorf("segment %d: %w", sg.num, err)
+			}
+			r.f, r.fr, r.segNum = f, fr, sg.num
+		}
+		fm, err := r.fr.next()
+		if err == io.EOF || errors.Is(err, errTorn) && r.si == len(r.segs) {
+			r.f.Close()
+			r.f, r.fr = nil, nil
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("segment %d: %w", r.segNum, err)
+		}
+		if ok, _ := fm.check(r.h, nil); !ok {
+			return fmt.Errorf("segment %d: frame at offset %d does not match its hash: run 'vigil audit verify'", r.segNum, fm.off)
+		}
+		if r.chain && fm.prev != r.prev {
+			return fmt.Errorf("segment %d: frame at offset %d does not chain to the frame before it: run 'vigil audit verify'", r.segNum, fm.off)
+		}
+		r.prev, r.chain = fm.hash, true
+		switch fm.typ {
+		case frameHeader:
+			hd, err := parseHeader(fm.body)
+			if err != nil {
+				return fmt.Errorf("segment %d: %w", r.segNum, err)
+			}
+			r.index = hd.firstIndex
+		case frameBatch:
+			bh, payload, err := parseBatchHeader(fm.body)
+			if err != nil {
+				return fmt.Errorf("segment %d at offset %d: %w", r.segNum, fm.off, err)
+			}
+			if bh.firstIndex != r.index {
+				return fmt.Errorf("segment %d at offset %d: batch starts at record %d, want %d: run 'vigil audit verify'", r.segNum, fm.off, bh.firstIndex, r.index)
+			}
+			if r.filter.skipBatch(&bh) {
+				r.index += uint64(bh.records)
+				continue
+			}
+			raw, err := decodePayload(r.dec, &bh, payload, r.buf)
+			if err != nil {
+				return fmt.Errorf("segment %d at offset %d: %w", r.segNum, fm.off, err)
+			}
+			r.buf = raw
+			r.d.reset(raw)
+			r.inBat = true
+			return nil
+		}
+	}
+}
+
+// Scan calls fn with every record of the log in dir that f selects (nil:
+// all), in order, until fn returns an error (returned as is).
+func Scan(dir string, f *Filter, fn func(*Record) error) error {
+	r, err := NewReader(dir, f)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	for {
+		rec, err := r.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(rec); err != nil {
+			return err
+		}
+	}
+}

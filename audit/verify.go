@@ -1,0 +1,367 @@
+package audit
+
+import (
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// ProblemKind names what is wrong with a log.
+type ProblemKind string
+
+// What Verify can find.
+const (
+	Modified  ProblemKind = "modified"  // bytes changed: a hash or signature does not verify
+	Deleted   ProblemKind = "deleted"   // records or segments are missing
+	Reordered ProblemKind = "reordered" // segments or batches are out of order or repeated
+	Truncated ProblemKind = "truncated" // a segment ends early or the newest segment is gone
+	WrongKey  ProblemKind = "wrong-key" // signed by another key than the one verifying
+)
+
+// Problem is the first thing Verify found wrong, and where.
+type Problem struct {
+	Kind    ProblemKind
+	Segment uint64 // segment number (of the file)
+	File    string
+	Offset  int64  // byte offset of the frame in the file; -1: the whole segment
+	First   uint64 // first record concerned; 0: none or unknown
+	Last    uint64 // last record concerned
+	Detail  string
+}
+
+func (p *Problem) Error() string {
+	where := fmt.Sprintf("segment %d (%s)", p.Segment, p.File)
+	if p.Offset >= 0 {
+		where += fmt.Sprintf(" at offset %d", p.Offset)
+	}
+	if p.First != 0 {
+		if p.Last > p.First {
+			where += fmt.Sprintf(", records %d..%d", p.First, p.Last)
+		} else {
+			where += fmt.Sprintf(", record %d", p.First)
+		}
+	}
+	return fmt.Sprintf("%s: %s: %s", p.Kind, where, p.Detail)
+}
+
+// Report is what Verify checked.
+type Report struct {
+	Dir          string
+	KeyID        string // the verifying key
+	Segments     int
+	FirstSegment uint64
+	LastSegment  uint64
+	Batches      int
+	Records      uint64 // records checked
+	FirstIndex   uint64
+	LastIndex    uint64
+	Head         string // hex hash of the last frame: record it elsewhere to detect a cut tail later
+	Anchored     bool   // the log starts after a retention cut, at a signed anchor
+	Open         bool   // the last segment is not sealed: a writer is running (or crashed and has not restarted)
+	LossRecords  int    // KindLoss records: what the writer itself recorded as lost
+	LostRecords  int64  // records those KindLoss records count (-1 entries, unknown, not summed)
+	Problem      *Problem
+}
+
+// OK reports whether the log verified.
+func (r *Report) OK() bool { return r.Problem == nil }
+
+// Verify checks the log in dir with the key in keyFile (a private or public
+// key file; "" means DefaultKeyFile(dir)): every frame's hash and
+// signature, the chain across frames and segments, contiguous record
+// numbers, seals, and the retention anchor. It returns the report and, if
+// the log is not intact, the first Problem as the error. Other errors are
+// I/O errors.
+func Verify(dir, keyFile string) (Report, error) {
+	rep := Report{Dir: dir}
+	if keyFile == "" {
+		keyFile = DefaultKeyFile(dir)
+	}
+	pub, err := LoadPublicKey(keyFile)
+	if err != nil {
+		return rep, fmt.Errorf("verify: %w", err)
+	}
+	v := &verifier{rep: &rep, pub: pub, kid: keyID(pub), h: sha256.New()}
+	rep.KeyID = hex.EncodeToString(v.kid[:])
+	if v.dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1)); err != nil {
+		return rep, fmt.Errorf("zstd: %w", err)
+	}
+	defer v.dec.Close()
+	if err := v.run(dir); err != nil {
+		return rep, err
+	}
+	if rep.Problem != nil {
+		return rep, rep.Problem
+	}
+	return rep, nil
+}
+
+type verifier struct {
+	rep   *Report
+	pub   ed25519.PublicKey
+	kid   [8]byte
+	h     hash.Hash
+	dec   *zstd.Decoder
+	buf   []byte
+	d     decoder
+	prev  [32]byte
+	index uint64
+}
+
+func (v *verifier) fail(p Problem) error {
+	v.rep.Problem = &p
+	return nil
+}
+
+func (v *verifier) run(dir string) error {
+	segs, err := listSegments(dir)
+	if err != nil {
+		return err
+	}
+	if len(segs) == 0 {
+		return fmt.Errorf("verify: no segments (%s*%s) in %s", segPrefix, segSuffix, dir)
+	}
+	expect := uint64(1)
+	v.index = 1
+	anc, hasAnchor, aerr := readAnchor(dir, v.pub)
+	if segs[0].num != 1 {
+		first := segs[0]
+		switch {
+		case !hasAnchor:
+			return v.fail(Problem{Kind: Deleted, Segment: first.num, File: first.path, Offset: -1,
+				Detail: fmt.Sprintf("segments 1..%d are missing and there is no retention anchor", first.num-1)})
+		case aerr != nil:
+			kind := Modified
+			if a := anc.keyID; a != v.kid && a != [8]byte{} {
+				kind = WrongKey
+			}
+			return v.fail(Problem{Kind: kind, Segment: first.num, File: filepath.Join(dir, anchorName), Offset: -1, Detail: aerr.Error()})
+		case anc.segment != first.num:
+			return v.fail(Problem{Kind: Deleted, Segment: first.num, File: first.path, Offset: -1,
+				Detail: fmt.Sprintf("the retention anchor says the log starts at segment %d; segments %d..%d are missing", anc.segment, anc.segment, first.num-1)})
+		}
+		expect, v.index, v.prev = anc.segment, anc.firstIndex, anc.prev
+		v.rep.Anchored = true
+	}
+	v.rep.FirstSegment, v.rep.FirstIndex = segs[0].num, v.index
+	for i, sg := range segs {
+		if sg.num != expect {
+			return v.fail(Problem{Kind: Deleted, Segment: sg.num, File: sg.path, Offset: -1,
+				Detail: fmt.Sprintf("segments %d..%d are missing", expect, sg.num-1)})
+		}
+		last := i == len(segs)-1
+		sealed, reason, err := v.segment(sg, last)
+		if err != nil || v.rep.Problem != nil {
+			return err
+		}
+		v.rep.Segments++
+		v.rep.LastSegment = sg.num
+		if !sealed && !last {
+			return v.fail(Problem{Kind: Truncated, Segment: sg.num, File: sg.path, Offset: sg.size,
+				Detail: fmt.Sprintf("the segment has no seal but segment %d follows: its end was cut off", segs[i+1].num)})
+		}
+		if last && sealed && reason == sealRotate {
+			return v.fail(Problem{Kind: Truncated, Segment: sg.num, File: sg.path, Offset: -1,
+				Detail: fmt.Sprintf("the segment was sealed for rotation but segment %d, which must follow, is missing", sg.num+1)})
+		}
+		v.rep.Open = last && !sealed
+		expect++
+	}
+	if v.index > 1 {
+		v.rep.LastIndex = v.index - 1
+	}
+	v.rep.Head = hex.EncodeToString(v.prev[:])
+	return nil
+}
+
+// segment checks one segment file; it returns whether it ends with a seal
+// and the seal's reason.
+func (v *verifier) segment(sg segFile, last bool) (sealed bool, reason byte, err error) {
+	f, err := os.Open(sg.path)
+	if err != nil {
+		return false, 0, fmt.Errorf("verify: %w", err)
+	}
+	defer f.Close()
+	p := Problem{Segment: sg.num, File: sg.path, Offset: 0}
+	fr, err := newFrameReader(f)
+	if err != nil {
+		p.Kind = Modified
+		if errors.Is(err, errTorn) {
+			p.Kind = Truncated
+		}
+		p.Detail = err.Error()
+		return false, 0, v.fail(p)
+	}
+	var segRecs uint64
+	first := true
+	for {
+		fm, err := fr.next()
+		if err == io.EOF {
+			break
+		}
+		p.Offset = fm.off
+		if errors.Is(err, errTorn) {
+			p.Kind, p.Detail = Truncated, "the segment ends inside a frame ("+err.Error()+")"
+			if last {
+				p.Detail += "; if the writer crashed, its next start cuts this torn tail and records the loss"
+			}
+			return false, 0, v.fail(p)
+		}
+		if err != nil {
+			p.Kind, p.Detail = Modified, err.Error()
+			return false, 0, v.fail(p)
+		}
+		if sealed {
+			p.Kind, p.Detail = Modified, "a frame follows the segment's seal"
+			return false, 0, v.fail(p)
+		}
+		hashOK, sigOK := fm.check(v.h, v.pub)
+		if first {
+			if fm.typ != frameHeader {
+				p.Kind, p.Detail = Modified, fmt.Sprintf("the first frame is %q, not a segment header", fm.typ)
+				return false, 0, v.fail(p)
+			}
+			hd, herr := parseHeader(fm.body)
+			switch {
+			case herr == nil && hd.keyID != v.kid:
+				p.Kind, p.Detail = WrongKey, fmt.Sprintf("the segment was signed by key %x; verifying with key %x", hd.keyID, v.kid)
+			case !hashOK || herr != nil:
+				p.Kind, p.Detail = Modified, "the segment header does not match its hash"
+				if herr != nil {
+					p.Detail += " (" + herr.Error() + ")"
+				}
+			case !sigOK:
+				p.Kind, p.Detail = Modified, "the segment header's signature does not verify: forged or altered (or signed by another key claiming this key's id)"
+			case hd.segment != sg.num:
+				p.Kind, p.Detail = Reordered, fmt.Sprintf("the file of segment %d holds segment %d", sg.num, hd.segment)
+			case fm.prev != v.prev || hd.firstIndex != v.index:
+				p.Kind, p.First = v.classify(hd.firstIndex)
+				p.Detail = fmt.Sprintf("the segment (first record %d) does not chain to the end of the one before it (next record %d)", hd.firstIndex, v.index)
+				if p.Kind == Modified {
+					p.Kind = Truncated
+					p.Detail += ": the previous segment lost its end or was replaced"
+				}
+			}
+			if p.Kind != "" {
+				return false, 0, v.fail(p)
+			}
+			first = false
+			v.prev = fm.hash
+			continue
+		}
+		if !hashOK || !sigOK {
+			p.Kind, p.Detail = Modified, "the frame does not match its hash (its content was changed)"
+			if hashOK {
+				p.Detail = "the frame's signature does not verify (forged, or altered and re-hashed)"
+			}
+			if bh, _, berr := parseBatchHeader(fm.body); fm.typ == frameBatch && berr == nil && bh.records > 0 {
+				p.First, p.Last = bh.firstIndex, bh.firstIndex+uint64(bh.records)-1
+			}
+			return false, 0, v.fail(p)
+		}
+		switch fm.typ {
+		case frameBatch:
+			bh, payload, berr := parseBatchHeader(fm.body)
+			if berr != nil {
+				p.Kind, p.Detail = Modified, berr.Error()+" (in a signed frame: written by a broken writer)"
+				return false, 0, v.fail(p)
+			}
+			if fm.prev != v.prev || bh.firstIndex != v.index {
+				p.Kind, p.First = v.classify(bh.firstIndex)
+				p.Last = p.First
+				switch p.Kind {
+				case Deleted:
+					p.Last = bh.firstIndex - 1
+					p.Detail = fmt.Sprintf("records %d..%d are missing: the next batch starts at record %d", v.index, bh.firstIndex-1, bh.firstIndex)
+				case Reordered:
+					p.Detail = fmt.Sprintf("a batch of records %d..%d comes where record %d belongs: batches moved or repeated", bh.firstIndex, bh.firstIndex+uint64(bh.records)-1, v.index)
+				default:
+					p.Detail = "the batch is authentic but does not chain to the frame before it: a frame was replaced"
+				}
+				return false, 0, v.fail(p)
+			}
+			n, losses, lost, derr := v.count(&bh, payload)
+			if derr != nil || n != uint64(bh.records) {
+				p.Kind, p.First = Modified, bh.firstIndex
+				p.Detail = fmt.Sprintf("the batch says %d records and holds %d (%v)", bh.records, n, derr)
+				return false, 0, v.fail(p)
+			}
+			v.rep.LossRecords += losses
+			v.rep.LostRecords += lost
+			v.rep.Batches++
+			v.rep.Records += n
+			segRecs += n
+			v.index += n
+		case frameSeal:
+			s, serr := parseSeal(fm.body)
+			if serr == nil && (s.nextIndex != v.index || s.records != segRecs) {
+				serr = fmt.Errorf("the seal says %d records up to %d, the segment holds %d up to %d", s.records, s.nextIndex-1, segRecs, v.index-1)
+			}
+			if fm.prev != v.prev && serr == nil {
+				serr = errors.New("the seal does not chain to the frame before it")
+			}
+			if serr != nil {
+				p.Kind, p.Detail = Deleted, serr.Error()
+				return false, 0, v.fail(p)
+			}
+			sealed, reason = true, s.reason
+		default:
+			p.Kind, p.Detail = Modified, fmt.Sprintf("unexpected frame %q inside a segment", fm.typ)
+			return false, 0, v.fail(p)
+		}
+		v.prev = fm.hash
+	}
+	if first {
+		return false, 0, v.fail(Problem{Kind: Truncated, Segment: sg.num, File: sg.path, Offset: 0, Detail: "the segment has no header"})
+	}
+	return sealed, reason, nil
+}
+
+// classify names an authentic frame that starts at record first where
+// v.index belongs.
+func (v *verifier) classify(first uint64) (ProblemKind, uint64) {
+	switch {
+	case first > v.index:
+		return Deleted, v.index
+	case first < v.index:
+		return Reordered, first
+	}
+	return Modified, first
+}
+
+// count decodes a batch and counts its records and KindLoss records.
+func (v *verifier) count(bh *batchHeader, payload []byte) (n uint64, losses int, lost int64, err error) {
+	raw, err := decodePayload(v.dec, bh, payload, v.buf)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	v.buf = raw
+	v.d.reset(raw)
+	var r Record
+	for {
+		done, err := v.d.next(&r)
+		if err != nil {
+			return n, losses, lost, err
+		}
+		if done {
+			return n, losses, lost, nil
+		}
+		n++
+		if r.Kind == KindLoss {
+			losses++
+			var l Loss
+			if json.Unmarshal(r.Body, &l) == nil && l.Records > 0 {
+				lost += l.Records
+			}
+		}
+	}
+}

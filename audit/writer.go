@@ -1,0 +1,703 @@
+package audit
+
+import (
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"vigil.dev/vigil/event"
+)
+
+// Stats are a writer's counters since Open.
+type Stats struct {
+	Written  uint64 // records written to disk
+	Lost     uint64 // records counted as lost (disk full beyond the policy, write errors)
+	Held     uint64 // records held in memory while the disk is full (FullFreeze)
+	Pending  uint64 // records in the batch being built
+	Batches  uint64 // batch frames written
+	Bytes    int64  // bytes written (frames, all segments)
+	Segments int    // segment files in the directory now
+	Segment  uint64 // number of the segment being written
+	Full     bool   // the disk is full now
+	Syncs    uint64 // fsync calls
+	Deleted  int    // segments removed by retention
+}
+
+// Writer appends records to the log. Its methods are safe for concurrent
+// use; AppendEvent is the hot path (the tracer's reader goroutine) and
+// allocates nothing.
+type Writer struct {
+	mu    sync.Mutex
+	opts  Options
+	priv  ed25519.PrivateKey
+	keyID [8]byte
+	seal  *sealer
+	zenc  *zstd.Encoder
+	enc   *encoder
+
+	f        *os.File
+	segNum   uint64
+	segOff   int64 // bytes in the current segment
+	segFirst uint64
+	segRecs  uint64
+	segs     []segInfo // segments in the directory, oldest first (current last)
+
+	prev      [32]byte // hash of the last frame (written or held)
+	nextIndex uint64   // stream index of the next record to get a frame
+	frame     []byte
+
+	dirty     bool // written but not synced
+	lastSync  time.Time
+	batchOpen time.Time // when the current batch got its first record
+
+	full        bool
+	retryAt     time.Time
+	held        [][]byte // frames built while the disk was full (FullFreeze)
+	heldRecs    uint64
+	lostPending uint64 // lost records no KindLoss record has reported yet
+	lossInBatch uint64 // lost records reported by a KindLoss record in the current batch
+	lossRecs    int    // KindLoss records in the current batch
+
+	stats  Stats
+	closed bool
+	stop   chan struct{}
+	done   chan struct{}
+	err    error // a fatal error (not disk full): returned by every call
+}
+
+// segInfo is what retention needs to know about a segment.
+type segInfo struct {
+	num     uint64
+	path    string
+	size    int64
+	last    time.Time // time of its last record (or creation)
+	prevEnd [32]byte  // hash its header chains to
+	first   uint64    // its first record index
+}
+
+// Open opens (creating if needed) the log in opts.Dir for appending. It
+// recovers from a crash: a torn last frame is truncated and a KindLoss
+// record says how much was lost; an unsealed last segment is sealed. Every
+// Open starts a new segment.
+func Open(opts Options) (*Writer, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("audit dir: %w", err)
+	}
+	priv, err := LoadOrCreateKey(opts.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("audit key: %w", err)
+	}
+	zenc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1),
+		zstd.WithLowerEncoderMem(true), zstd.WithWindowSize(1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("zstd: %w", err)
+	}
+	w := &Writer{opts: opts, priv: priv, keyID: keyID(priv.Public().(ed25519.PublicKey)), seal: newSealer(priv),
+		zenc: zenc, enc: newEncoder(), nextIndex: 1, stop: make(chan struct{}), done: make(chan struct{})}
+	rec, err := recoverDir(opts.Dir, priv.Public().(ed25519.PublicKey), w.seal)
+	if err != nil {
+		return nil, err
+	}
+	w.segs = rec.segs
+	var counters map[uint64]uint64
+	if rec.found {
+		w.prev = rec.prev
+		w.nextIndex = rec.nextIndex
+		w.segNum = rec.lastSeg
+		counters = rec.counters
+		for cg, c := range counters {
+			w.enc.state(cg).cseq = c
+		}
+		if rec.loss != nil {
+			opts.Logf("audit: recovered %s: %s", opts.Dir, rec.loss.Detail)
+		}
+	}
+	if err := w.newSegment(); err != nil {
+		return nil, err
+	}
+	if rec.loss != nil {
+		body, _ := json.Marshal(rec.loss)
+		w.enc.appendOther(KindLoss, 0, "", opts.Now().UnixNano(), body)
+		w.batchOpen = opts.Now()
+		if err := w.flushLocked(); err != nil {
+			w.f.Close()
+			return nil, err
+		}
+	}
+	w.retention()
+	go w.background()
+	return w, nil
+}
+
+// AppendEvent appends a syscall event. It copies what it needs: the caller
+// may reuse ev as soon as it returns. It returns a wrapped ErrFull while the
+// disk is full under FullFreeze (the event is held in memory or counted as
+// lost), and nil under FullCount (the event is counted as lost).
+func (w *Writer) AppendEvent(ev *event.Event) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.usable(); err != nil {
+		return err
+	}
+	if w.full && w.opts.OnFull == FullCount {
+		if !w.tryResume() {
+			w.dropOne(ev.CgroupID)
+			return nil
+		}
+	}
+	if w.enc.n == 0 {
+		w.batchOpen = w.opts.Now()
+	}
+	w.enc.appendEvent(ev)
+	return w.afterAppend()
+}
+
+// Append appends a record of another kind. body is marshalled to JSON
+// ([]byte and json.RawMessage are taken as JSON already); containerID may be
+// empty (agent, policy records use cgroup 0).
+func (w *Writer) Append(kind Kind, cgroupID uint64, containerID string, body any) error {
+	if kind == KindEvent {
+		ev, ok := body.(*event.Event)
+		if !ok {
+			return fmt.Errorf("audit append: kind event needs a *event.Event body, got %T", body)
+		}
+		return w.AppendEvent(ev)
+	}
+	if !kind.Valid() {
+		return fmt.Errorf("audit append: kind %d unknown, want one of %v", kind, KindNames())
+	}
+	var data []byte
+	switch b := body.(type) {
+	case json.RawMessage:
+		data = b
+	case []byte:
+		data = b
+	case nil:
+		data = []byte("null")
+	default:
+		var err error
+		if data, err = json.Marshal(body); err != nil {
+			return fmt.Errorf("audit append %s: %w", kind, err)
+		}
+	}
+	if !json.Valid(data) {
+		return fmt.Errorf("audit append %s: body is not valid JSON", kind)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.usable(); err != nil {
+		return err
+	}
+	if w.full && w.opts.OnFull == FullCount {
+		if !w.tryResume() {
+			w.dropOne(cgroupID)
+			return nil
+		}
+	}
+	if w.enc.n == 0 {
+		w.batchOpen = w.opts.Now()
+	}
+	w.enc.appendOther(kind, cgroupID, containerID, w.opts.Now().UnixNano(), data)
+	return w.afterAppend()
+}
+
+// AppendGap records that the tracer dropped count records of a cgroup from
+// sequence number fromSeq on.
+func (w *Writer) AppendGap(cgroupID uint64, containerID string, fromSeq, count uint64) error {
+	return w.Append(KindGap, cgroupID, containerID, Gap{FromSeq: fromSeq, Count: count})
+}
+
+// Forget drops the per-container sequence counter of a cgroup that is gone
+// (after its last record), so the counters a segment header carries stay
+// bounded. A later record of the same cgroup id starts again from 1.
+func (w *Writer) Forget(cgroupID uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if s := w.enc.cgs[cgroupID]; s != nil && s.gen != w.enc.gen {
+		delete(w.enc.cgs, cgroupID)
+		if w.enc.last == s {
+			w.enc.last = nil
+		}
+	}
+}
+
+// Flush writes the batch being built (and, under FullFreeze, what is held)
+// and syncs it unless Fsync is FsyncNever.
+func (w *Writer) Flush() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.usable(); err != nil {
+		return err
+	}
+	if w.full {
+		w.tryResume()
+	}
+	if err := w.flushLocked(); err != nil {
+		return err
+	}
+	if w.full && w.opts.OnFull == FullFreeze {
+		return fmt.Errorf("flush: %w", ErrFull)
+	}
+	return w.syncLocked()
+}
+
+// Close writes what is pending, seals the segment and closes it. Records
+// still held because the disk is full are counted as lost.
+func (w *Writer) Close() error {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return nil
+	}
+	w.closed = true
+	close(w.stop)
+	w.mu.Unlock()
+	<-w.done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		if w.f != nil {
+			w.f.Close()
+		}
+		return w.err
+	}
+	var errs []error
+	if w.full {
+		w.tryResume()
+	}
+	if err := w.flushLocked(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(w.held) > 0 {
+		w.stats.Lost += w.heldRecs
+		w.opts.Logf("audit: closing with the disk full: %d held records lost", w.heldRecs)
+		w.held, w.heldRecs = nil, 0
+	} else if !w.full && w.f != nil {
+		if err := w.sealSegment(sealClose); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if w.f != nil {
+		if w.opts.Fsync != FsyncNever {
+			if err := w.f.Sync(); err != nil {
+				errs = append(errs, fmt.Errorf("sync: %w", err))
+			}
+		}
+		if err := w.f.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close segment: %w", err))
+		}
+	}
+	w.zenc.Close()
+	return errors.Join(errs...)
+}
+
+// Stats returns the writer's counters.
+func (w *Writer) Stats() Stats {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.stats
+	s.Pending = uint64(w.enc.n)
+	s.Held = w.heldRecs
+	s.Segments = len(w.segs)
+	s.Segment = w.segNum
+	s.Full = w.full
+	return s
+}
+
+// Full reports whether the disk was full at the last write.
+func (w *Writer) Full() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.full
+}
+
+// PublicKey is the key that verifies this log.
+func (w *Writer) PublicKey() ed25519.PublicKey { return w.priv.Public().(ed25519.PublicKey) }
+
+func (w *Writer) usable() error {
+	if w.closed {
+		return ErrClosed
+	}
+	return w.err
+}
+
+// dropOne counts a record that the full disk costs (FullCount): it keeps
+// its per-container sequence number so the gap shows.
+func (w *Writer) dropOne(cg uint64) {
+	w.enc.skip(cg)
+	w.lostPending++
+	w.stats.Lost++
+}
+
+// afterAppend writes the batch when it is full.
+func (w *Writer) afterAppend() error {
+	if w.enc.n < w.opts.BatchRecords && len(w.enc.raw) < maxFrameBody/2 {
+		if w.full && w.opts.OnFull == FullFreeze {
+			return fmt.Errorf("append: %w", ErrFull)
+		}
+		return nil
+	}
+	if w.full {
+		w.tryResume()
+	}
+	if err := w.flushLocked(); err != nil {
+		return err
+	}
+	if w.full && w.opts.OnFull == FullFreeze {
+		return fmt.Errorf("append: %w", ErrFull)
+	}
+	return nil
+}
+
+// tryResume is called while the disk is full: after RetryInterval it tries
+// to write the held frames and, if that works, leaves the full state and
+// puts a KindLoss record for what was lost into the batch.
+func (w *Writer) tryResume() bool {
+	now := w.opts.Now()
+	if now.Before(w.retryAt) {
+		return false
+	}
+	if err := w.ensureSegment(); err != nil || w.f == nil {
+		w.retryAt = now.Add(w.opts.RetryInterval)
+		return false
+	}
+	if err := w.writeHeld(); err != nil {
+		w.retryAt = now.Add(w.opts.RetryInterval)
+		return false
+	}
+	w.full = false
+	w.opts.Logf("audit: %s writable again after disk full; %d records lost", w.opts.Dir, w.lostPending)
+	w.addLossRecord()
+	return true
+}
+
+func (w *Writer) addLossRecord() {
+	if w.lostPending == 0 {
+		return
+	}
+	body, _ := json.Marshal(Loss{Reason: "disk-full", Records: int64(w.lostPending), Segment: w.segNum,
+		Detail: fmt.Sprintf("policy %s: records that could not be written while the disk was full", w.opts.OnFull)})
+	if w.enc.n == 0 {
+		w.batchOpen = w.opts.Now()
+	}
+	w.enc.appendOther(KindLoss, 0, "", w.opts.Now().UnixNano(), body)
+	w.lossInBatch += w.lostPending
+	w.lossRecs++
+	w.lostPending = 0
+}
+
+// flushLocked turns the current batch into a frame and writes it (or holds
+// or drops it while the disk is full).
+func (w *Writer) flushLocked() error {
+	if w.enc.n == 0 {
+		return nil
+	}
+	n := uint64(w.enc.n)
+	if !w.full && w.f == nil {
+		if err := w.ensureSegment(); err != nil {
+			return err
+		}
+	}
+	if w.full {
+		if w.opts.OnFull == FullFreeze && w.f != nil && w.heldRecs+n <= uint64(w.opts.HoldRecords) {
+			w.buildFrame()
+			w.held = append(w.held, append([]byte(nil), w.frame...))
+			w.heldRecs += n
+			w.resetBatch()
+			return nil
+		}
+		w.dropBatch()
+		return nil
+	}
+	before, beforeIndex := w.prev, w.nextIndex
+	w.buildFrame()
+	err := w.writeFrame(w.frame)
+	if err == nil {
+		w.stats.Written += n
+		w.segRecs += n
+		w.resetBatch()
+		return w.afterWrite()
+	}
+	if !isFull(err) {
+		w.err = fmt.Errorf("audit write %s: %w", w.f.Name(), err)
+		w.opts.Logf("audit: %v", w.err)
+		return w.err
+	}
+	w.enterFull(err)
+	if w.opts.OnFull == FullFreeze {
+		w.held = append(w.held, append([]byte(nil), w.frame...))
+		w.heldRecs += n
+		w.resetBatch()
+		return nil
+	}
+	w.prev, w.nextIndex = before, beforeIndex
+	w.dropBatch()
+	return nil
+}
+
+func (w *Writer) resetBatch() {
+	w.enc.reset()
+	w.lossInBatch, w.lossRecs = 0, 0
+}
+
+// dropBatch counts the current batch as lost (its records keep their
+// per-container numbers; a KindLoss record in it is carried over).
+func (w *Writer) dropBatch() {
+	n := uint64(w.enc.n - w.lossRecs)
+	w.lostPending += n + w.lossInBatch
+	w.stats.Lost += n
+	w.resetBatch()
+}
+
+func (w *Writer) enterFull(err error) {
+	if !w.full {
+		w.opts.Logf("audit: ALERT disk full writing %s: %v; policy %s", w.opts.Dir, err, w.opts.OnFull)
+	}
+	w.full = true
+	w.retryAt = w.opts.Now().Add(w.opts.RetryInterval)
+}
+
+func isFull(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// buildFrame compresses the batch into w.frame and chains it.
+func (w *Writer) buildFrame() {
+	e := w.enc
+	b := startFrame(w.frame[:0], frameBatch)
+	bh := batchHeader{firstIndex: w.nextIndex, records: uint32(e.n), codec: codecZstd, rawLen: uint32(len(e.raw)),
+		minTime: e.minTime, maxTime: e.maxTime}
+	b = appendBatchHeader(b, &bh)
+	b = w.zenc.EncodeAll(e.raw, b)
+	b, w.prev = w.seal.finishFrame(b, 0, &w.prev)
+	w.frame = b
+	w.nextIndex += uint64(e.n)
+}
+
+// writeFrame appends a frame to the segment; on error it cuts the file back
+// so no torn frame stays.
+func (w *Writer) writeFrame(b []byte) error {
+	n, err := w.f.Write(b)
+	if err != nil {
+		if n > 0 {
+			if terr := w.f.Truncate(w.segOff); terr != nil {
+				w.opts.Logf("audit: cut back %s after a failed write: %v", w.f.Name(), terr)
+			}
+			if _, serr := w.f.Seek(w.segOff, 0); serr != nil {
+				w.opts.Logf("audit: seek %s: %v", w.f.Name(), serr)
+			}
+		}
+		return err
+	}
+	w.segOff += int64(n)
+	w.stats.Bytes += int64(n)
+	w.stats.Batches++
+	w.dirty = true
+	if len(w.segs) > 0 {
+		s := &w.segs[len(w.segs)-1]
+		s.size = w.segOff
+		s.last = w.opts.Now()
+	}
+	if w.opts.Fsync == FsyncBatch {
+		return w.syncLocked()
+	}
+	if w.opts.Fsync > 0 && time.Since(w.lastSync) >= time.Duration(w.opts.Fsync) {
+		return w.syncLocked()
+	}
+	return nil
+}
+
+func (w *Writer) syncLocked() error {
+	if !w.dirty || w.opts.Fsync == FsyncNever {
+		return nil
+	}
+	if err := w.f.Sync(); err != nil {
+		if isFull(err) {
+			w.enterFull(err)
+			return nil
+		}
+		return fmt.Errorf("sync %s: %w", w.f.Name(), err)
+	}
+	w.dirty = false
+	w.lastSync = time.Now()
+	w.stats.Syncs++
+	return nil
+}
+
+// writeHeld writes the frames held while the disk was full, in order.
+func (w *Writer) writeHeld() error {
+	for len(w.held) > 0 {
+		fr := w.held[0]
+		if err := w.writeFrame(fr); err != nil {
+			if !isFull(err) {
+				w.err = fmt.Errorf("audit write %s: %w", w.f.Name(), err)
+			}
+			return err
+		}
+		recs := uint64(batchRecords(fr))
+		w.heldRecs -= recs
+		w.stats.Written += recs
+		w.segRecs += recs
+		w.held = w.held[1:]
+	}
+	w.held = nil
+	return w.afterWrite()
+}
+
+func batchRecords(fr []byte) uint32 {
+	h, _, _ := parseBatchHeader(fr[framePrefix:])
+	return h.records
+}
+
+// afterWrite rotates a segment that reached its size.
+func (w *Writer) afterWrite() error {
+	if w.segOff < w.opts.SegmentBytes || len(w.held) > 0 {
+		return nil
+	}
+	if err := w.sealSegment(sealRotate); err != nil {
+		if isFull(err) {
+			w.enterFull(err)
+			return nil
+		}
+		return err
+	}
+	if err := w.syncLocked(); err != nil {
+		return err
+	}
+	w.f.Close()
+	w.f = nil
+	if err := w.ensureSegment(); err != nil {
+		return err
+	}
+	w.retention()
+	return nil
+}
+
+// ensureSegment creates the next segment if the last one was sealed but
+// its successor could not be created (disk full at rotation). While there
+// is no segment the writer is in the full state.
+func (w *Writer) ensureSegment() error {
+	if w.f != nil {
+		return nil
+	}
+	if err := w.newSegment(); err != nil {
+		if isFull(err) {
+			w.enterFull(err)
+			return nil
+		}
+		w.err = err
+		return err
+	}
+	return nil
+}
+
+// sealSegment writes the seal frame of the current segment.
+func (w *Writer) sealSegment(reason byte) error {
+	b := startFrame(w.frame[:0], frameSeal)
+	b = appendSealBody(b, &sealBody{reason: reason, nextIndex: w.nextIndex, records: w.segRecs, time: w.opts.Now().UnixNano()})
+	prev := w.prev
+	b, h := w.seal.finishFrame(b, 0, &prev)
+	w.frame = b
+	if err := w.writeFrame(b); err != nil {
+		return fmt.Errorf("seal segment %d: %w", w.segNum, err)
+	}
+	w.prev = h
+	return nil
+}
+
+// newSegment creates the next segment file with its header frame.
+func (w *Writer) newSegment() error {
+	num := w.segNum + 1
+	path := filepath.Join(w.opts.Dir, segName(num))
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("create segment: %w", err)
+	}
+	counters := make(map[uint64]uint64, len(w.enc.cgs))
+	for cg, s := range w.enc.cgs {
+		if s.cseq > 0 {
+			counters[cg] = s.cseq
+		}
+	}
+	now := w.opts.Now()
+	b := append(w.frame[:0], fileMagic...)
+	start := len(b)
+	b = startFrame(b, frameHeader)
+	b = appendHeaderBody(b, &segHeader{version: formatVersion, segment: num, firstIndex: w.nextIndex,
+		created: now.UnixNano(), keyID: w.keyID, counters: counters})
+	prev := w.prev
+	b, h := w.seal.finishFrame(b, start, &prev)
+	w.frame = b
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		os.Remove(path)
+		return fmt.Errorf("write segment header: %w", err)
+	}
+	if w.opts.Fsync != FsyncNever {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			os.Remove(path)
+			return fmt.Errorf("sync segment header: %w", err)
+		}
+		syncDir(w.opts.Dir)
+	}
+	w.f, w.segNum, w.segOff, w.segFirst, w.segRecs = f, num, int64(len(b)), w.nextIndex, 0
+	w.segs = append(w.segs, segInfo{num: num, path: path, size: int64(len(b)), last: now, prevEnd: prev, first: w.nextIndex})
+	w.prev = h
+	w.stats.Bytes += int64(len(b))
+	return nil
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}
+
+// background writes batches older than FlushInterval, syncs within the
+// fsync interval and retries a full disk.
+func (w *Writer) background() {
+	defer close(w.done)
+	tick := w.opts.FlushInterval / 2
+	if w.opts.Fsync > 0 && time.Duration(w.opts.Fsync)/2 < tick || tick <= 0 {
+		tick = time.Duration(w.opts.Fsync) / 2
+	}
+	if tick < 5*time.Millisecond {
+		tick = 5 * time.Millisecond
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.stop:
+			return
+		case <-t.C:
+		}
+		w.mu.Lock()
+		if w.err == nil && !w.closed {
+			now := w.opts.Now()
+			if w.full {
+				w.tryResume()
+			}
+			if w.opts.FlushInterval > 0 && w.enc.n > 0 && now.Sub(w.batchOpen) >= w.opts.FlushInterval {
+				w.flushLocked()
+			}
+			if w.opts.Fsync > 0 && w.dirty && time.Since(w.lastSync) >= time.Duration(w.opts.Fsync) {
+				w.syncLocked()
+			}
+		}
+		w.mu.Unlock()
+	}
+}
