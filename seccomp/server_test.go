@@ -1,0 +1,302 @@
+package seccomp
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"runtime"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// requireRoot skips privileged tests when not root, with the reason.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: installs seccomp filters with SECCOMP_FILTER_FLAG_NEW_LISTENER")
+	}
+}
+
+func TestStructSizes(t *testing.T) {
+	// The ioctl numbers encode the size of the struct they pass (_IOWR).
+	tests := []struct {
+		name       string
+		size, want uintptr
+	}{
+		{"seccomp_notif", unsafe.Sizeof(notif{}), uintptr(unix.SECCOMP_IOCTL_NOTIF_RECV >> 16 & 0x3fff)},
+		{"seccomp_notif_resp", unsafe.Sizeof(notifResp{}), uintptr(unix.SECCOMP_IOCTL_NOTIF_SEND >> 16 & 0x3fff)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.size != tt.want {
+				t.Errorf("%d bytes, the ioctl says %d", tt.size, tt.want)
+			}
+		})
+	}
+}
+
+func TestResponse(t *testing.T) {
+	if r := response(7, Decision{Allow: true}); r != (notifResp{ID: 7, Flags: unix.SECCOMP_USER_NOTIF_FLAG_CONTINUE}) {
+		t.Errorf("allow: %+v", r)
+	}
+	if r := response(8, Decision{Errno: syscall.EACCES}); r != (notifResp{ID: 8, Error: -int32(syscall.EACCES)}) {
+		t.Errorf("deny: %+v", r)
+	}
+}
+
+// notifyFilter is a raw BPF program: on x86_64, syscalls in nrs return
+// SECCOMP_RET_USER_NOTIF, everything else is allowed.
+func notifyFilter(nrs ...uint32) []unix.SockFilter {
+	const (
+		ldAbs = unix.BPF_LD | unix.BPF_W | unix.BPF_ABS
+		jeq   = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
+		ret   = unix.BPF_RET | unix.BPF_K
+	)
+	n := uint8(len(nrs))
+	prog := []unix.SockFilter{
+		{Code: ldAbs, K: 4}, // seccomp_data.arch
+		{Code: jeq, K: unix.AUDIT_ARCH_X86_64, Jt: 0, Jf: n + 1},
+		{Code: ldAbs, K: 0}, // seccomp_data.nr
+	}
+	for i, nr := range nrs {
+		// Jump to the notify return (after the allow return) on a match.
+		prog = append(prog, unix.SockFilter{Code: jeq, K: nr, Jt: n - uint8(i), Jf: 0})
+	}
+	return append(prog,
+		unix.SockFilter{Code: ret, K: unix.SECCOMP_RET_ALLOW},
+		unix.SockFilter{Code: ret, K: unix.SECCOMP_RET_USER_NOTIF})
+}
+
+// TestMain runs the runc stand-in when the test binary is started as the
+// helper (see asRunc).
+func TestMain(m *testing.M) {
+	if os.Getenv("VIGIL_SECCOMP_HELPER") == "1" {
+		os.Exit(runcHelper())
+	}
+	os.Exit(m.Run())
+}
+
+// op is one syscall the helper makes under the filter.
+type op struct {
+	Name string // "mkdirat", "unshare", "rmdir"
+	Path string
+}
+
+// runcHelper acts as runc: installs a filter with a new listener on its
+// (locked, main) thread, sends the state and the fd to the server as runc
+// does, then runs the ops and prints one errno per op (0 = success) as JSON.
+func runcHelper() int {
+	runtime.LockOSThread()
+	var nrs []uint32
+	var ops []op
+	var fds []string
+	json.Unmarshal([]byte(os.Getenv("HELPER_NRS")), &nrs)
+	json.Unmarshal([]byte(os.Getenv("HELPER_OPS")), &ops)
+	json.Unmarshal([]byte(os.Getenv("HELPER_FDS")), &fds)
+	prog := notifyFilter(nrs...)
+	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	lfd, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_NEW_LISTENER, uintptr(unsafe.Pointer(&fprog)))
+	if errno != 0 {
+		fmt.Fprintln(os.Stderr, "seccomp:", errno)
+		return 1
+	}
+	state := specs.ContainerProcessState{Version: specs.Version, Fds: fds, Pid: os.Getpid(),
+		State: specs.State{ID: os.Getenv("HELPER_ID"), Status: specs.StateCreating, Pid: os.Getpid()}}
+	data, _ := json.Marshal(state)
+	c, err := net.Dial("unix", os.Getenv("HELPER_SOCK"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	send := []int{int(lfd)}
+	if len(fds) > 1 {
+		dup, _ := unix.Dup(int(lfd))
+		send = []int{dup, int(lfd)}
+	}
+	if _, _, err := c.(*net.UnixConn).WriteMsgUnix(data, unix.UnixRights(send...), nil); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	c.Close()
+	for _, fd := range send {
+		unix.Close(fd)
+	}
+	var res []int
+	for _, o := range ops {
+		var err error
+		switch o.Name {
+		case "mkdirat":
+			err = unix.Mkdirat(unix.AT_FDCWD, o.Path, 0o755)
+		case "unshare":
+			err = unix.Unshare(0)
+		case "rmdir":
+			err = unix.Unlinkat(unix.AT_FDCWD, o.Path, unix.AT_REMOVEDIR)
+		}
+		var e syscall.Errno
+		errors.As(err, &e)
+		res = append(res, int(e))
+	}
+	json.NewEncoder(os.Stdout).Encode(res)
+	return 0
+}
+
+// asRunc runs the helper process against the server socket and returns the
+// errno of each op.
+func asRunc(t *testing.T, sock, id string, fds []string, nrs []uint32, ops ...op) []syscall.Errno {
+	t.Helper()
+	enc := func(v any) string { b, _ := json.Marshal(v); return string(b) }
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "VIGIL_SECCOMP_HELPER=1", "HELPER_SOCK="+sock, "HELPER_ID="+id,
+		"HELPER_FDS="+enc(fds), "HELPER_NRS="+enc(nrs), "HELPER_OPS="+enc(ops))
+	cmd.Stderr = os.Stderr
+	done := make(chan struct{})
+	timer := time.AfterFunc(10*time.Second, func() { cmd.Process.Kill(); close(done) })
+	out, err := cmd.Output()
+	if !timer.Stop() {
+		<-done
+		t.Fatal("helper blocked: no answer from the server")
+	}
+	if err != nil {
+		t.Fatalf("helper: %v", err)
+	}
+	var res []syscall.Errno
+	if err := json.Unmarshal(out, &res); err != nil || len(res) != len(ops) {
+		t.Fatalf("helper output %q: %v", out, err)
+	}
+	return res
+}
+
+type recorder struct {
+	mu    sync.Mutex
+	notes []Notification
+}
+
+func (r *recorder) add(n Notification) { r.mu.Lock(); r.notes = append(r.notes, n); r.mu.Unlock() }
+func (r *recorder) all() []Notification {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Notification(nil), r.notes...)
+}
+
+func startServer(t *testing.T, fallback *Policy) (*Server, *recorder) {
+	t.Helper()
+	rec := &recorder{}
+	s, err := NewServer(filepath.Join(t.TempDir(), "run", "seccomp.sock"), fallback, rec.add)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve() }()
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return s, rec
+}
+
+func TestServerAnswersFromPolicy(t *testing.T) {
+	requireRoot(t)
+	allowAll := &Policy{Default: Decision{Allow: true}}
+	s, rec := startServer(t, allowAll)
+	if fi, err := os.Stat(s.Path()); err != nil || fi.Mode().Perm() != 0o600 || fi.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("socket %v, %v; want a 0600 socket", fi.Mode(), err)
+	}
+	s.SetPolicy("ctr-1", &Policy{
+		Decisions: map[int32]Decision{unix.SYS_MKDIRAT: {Allow: true}, unix.SYS_UNSHARE: {Errno: syscall.EACCES}},
+		Default:   Decision{Errno: syscall.EPERM},
+	})
+	dir := t.TempDir()
+	made := filepath.Join(dir, "made")
+	res := asRunc(t, s.Path(), "ctr-1", []string{specs.SeccompFdName}, []uint32{unix.SYS_MKDIRAT, unix.SYS_UNSHARE, unix.SYS_UNLINKAT},
+		op{"mkdirat", made}, op{"unshare", ""}, op{"rmdir", made})
+	if want := []syscall.Errno{0, syscall.EACCES, syscall.EPERM}; !reflect.DeepEqual(res, want) {
+		t.Errorf("errnos %v, want %v (mkdirat allowed, unshare EACCES from the policy, unlinkat EPERM by default)", res, want)
+	}
+	if _, err := os.Stat(made); err != nil {
+		t.Errorf("allowed mkdirat did not happen: %v", err)
+	}
+	notes := rec.all()
+	want := []struct {
+		nr int32
+		d  Decision
+	}{{unix.SYS_MKDIRAT, Decision{Allow: true}}, {unix.SYS_UNSHARE, Decision{Errno: syscall.EACCES}}, {unix.SYS_UNLINKAT, Decision{Errno: syscall.EPERM}}}
+	if len(notes) != len(want) {
+		t.Fatalf("%d notifications reported, want %d: %+v", len(notes), len(want), notes)
+	}
+	for i, w := range want {
+		n := notes[i]
+		if n.Nr != w.nr || n.Decision != w.d || n.Container != "ctr-1" || n.Err != nil || n.PID == 0 {
+			t.Errorf("notification %d: %+v, want nr %d %v", i, n, w.nr, w.d)
+		}
+	}
+	if notes[0].Args[0] != uint64(0xffffff9c) && int64(notes[0].Args[0]) != unix.AT_FDCWD {
+		t.Errorf("mkdirat arg0 = %#x, want AT_FDCWD", notes[0].Args[0])
+	}
+	waitFor(t, "notify fd closed after its process exited", func() bool { open, _, _ := s.Stats(); return open == 0 })
+	if _, accepted, decisions := s.Stats(); accepted != 1 || decisions != 3 {
+		t.Errorf("stats: accepted %d decisions %d, want 1 and 3", accepted, decisions)
+	}
+}
+
+func TestServerFallbackAndExtraFds(t *testing.T) {
+	requireRoot(t)
+	s, rec := startServer(t, &Policy{Default: Decision{Errno: syscall.EROFS}})
+	// Two fds, seccompFd second: the server must pick by name and close the other.
+	res := asRunc(t, s.Path(), "unknown-ctr", []string{"other", specs.SeccompFdName}, []uint32{unix.SYS_MKDIRAT},
+		op{"mkdirat", filepath.Join(t.TempDir(), "x")})
+	if res[0] != syscall.EROFS {
+		t.Errorf("mkdirat: %v, want EROFS from the fallback policy", res[0])
+	}
+	if n := rec.all(); len(n) != 1 || n[0].Container != "unknown-ctr" {
+		t.Errorf("notifications: %+v", n)
+	}
+}
+
+func TestServerSurvivesBadPeers(t *testing.T) {
+	requireRoot(t)
+	s, rec := startServer(t, &Policy{Default: Decision{Allow: true}})
+	for _, msg := range []string{"not json", `{"fds":["seccompFd"],"state":{"id":"x"}}`} {
+		c, err := net.Dial("unix", s.Path())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte(msg))
+		c.Close()
+	}
+	waitFor(t, "two errors reported", func() bool { return len(rec.all()) == 2 })
+	for _, n := range rec.all() {
+		if n.Err == nil {
+			t.Errorf("bad peer not reported as an error: %+v", n)
+		}
+	}
+	// Still serving.
+	res := asRunc(t, s.Path(), "c", []string{specs.SeccompFdName}, []uint32{unix.SYS_MKDIRAT}, op{"mkdirat", filepath.Join(t.TempDir(), "x")})
+	if res[0] != 0 {
+		t.Errorf("after bad peers: mkdirat %v", res[0])
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting: %s", what)
+}
