@@ -231,3 +231,54 @@ func countUnits(source string, data []byte) ([]Unit, error) {
 	}
 	return units, nil
 }
+
+// ReplayEvents reads vigil event JSON lines from r and calls fn for each
+// event (the *Event is reused between calls). Verdict and summary lines are
+// skipped.
+func ReplayEvents(r io.Reader, source string, fn func(*event.Event) error) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	var ev event.Event
+	line := 0
+	for sc.Scan() {
+		line++
+		b := bytes.TrimSpace(sc.Bytes())
+		if len(b) == 0 || b[0] != '{' || bytes.HasPrefix(b, []byte(`{"verdict"`)) {
+			continue
+		}
+		if err := ev.UnmarshalJSON(b); err != nil {
+			if !bytes.Contains(b, []byte(`"syscall"`)) && !bytes.Contains(b, []byte(`"nr"`)) {
+				continue
+			}
+			return fmt.Errorf("%s:%d: %w", source, line, err)
+		}
+		if err := fn(&ev); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("%s: %w", source, err)
+	}
+	return nil
+}
+
+// SystemResolvers reads the nameserver addresses of a resolv.conf file
+// ("" is /etc/resolv.conf), for the allowed_resolvers list. A missing file
+// gives none.
+func SystemResolvers(path string) []string {
+	if path == "" {
+		path = "/etc/resolv.conf"
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "nameserver" {
+			out = append(out, f[1])
+		}
+	}
+	return out
+}

@@ -708,3 +708,6 @@ func (m *Model) Summary() string {
 	fmt.Fprintf(&b, "most frequent: %s\n", strings.Join(parts, ", "))
 	return b.String()
 }
+
+// Len is the number of syscalls in the unit.
+func (u *Unit) Len() int { return u.length() }
