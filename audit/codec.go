@@ -28,17 +28,17 @@ import (
 
 // Event flag bits.
 const (
-	efSameTask    = 1 << iota // pid and tid as the cgroup's previous event
-	efSameComm                // comm as the cgroup's previous event
-	efSameCont                // container as the cgroup's previous event
-	efContainer               // a container follows
-	efPath                    // path follows
-	efPath2                   // path2 follows
-	efArgv                    // argv follows
-	efAddr                    // addr follows
-	efZeroTime                // Time is the zero time
-	efFlagsCount              // flags and count follow
-	efFirstSeq                // the tracer seq is absolute, not a delta
+	efSameTask   = 1 << iota // pid and tid as the cgroup's previous event
+	efSameComm               // comm as the cgroup's previous event
+	efSameCont               // container as the cgroup's previous event
+	efContainer              // a container follows
+	efPath                   // path follows
+	efPath2                  // path2 follows
+	efArgv                   // argv follows
+	efAddr                   // addr follows
+	efZeroTime               // Time is the zero time
+	efFlagsCount             // flags and count follow
+	efFirstSeq               // the tracer seq is absolute, not a delta
 )
 
 // cgState is the writer's per-cgroup state: the per-container sequence
@@ -313,14 +313,14 @@ type Record struct {
 
 // cgDec is the decoder's per-cgroup state within a batch.
 type cgDec struct {
-	id    uint64
-	cseq  uint64
-	pid   uint32
-	tid   uint32
-	seq   uint64
-	comm  string
-	cont  *event.Container
-	evOK  bool
+	id   uint64
+	cseq uint64
+	pid  uint32
+	tid  uint32
+	seq  uint64
+	comm string
+	cont *event.Container
+	evOK bool
 }
 
 // decoder reads a batch payload.

@@ -54,8 +54,8 @@ const (
 	sealClose     = 2
 	sealRecovered = 3
 
-	segPrefix = "seg-"
-	segSuffix = ".vlog"
+	segPrefix  = "seg-"
+	segSuffix  = ".vlog"
 	anchorName = "anchor"
 )
 

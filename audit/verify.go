@@ -127,12 +127,16 @@ func (v *verifier) run(dir string) error {
 	if err != nil {
 		return err
 	}
+	anc, hasAnchor, aerr := readAnchor(dir, v.pub)
 	if len(segs) == 0 {
+		if hasAnchor && aerr == nil {
+			return v.fail(Problem{Kind: Deleted, Segment: anc.segment, File: filepath.Join(dir, segName(anc.segment)), Offset: -1,
+				Detail: fmt.Sprintf("the retention anchor says the log starts at segment %d, and no segment is left", anc.segment)})
+		}
 		return fmt.Errorf("verify: no segments (%s*%s) in %s", segPrefix, segSuffix, dir)
 	}
 	expect := uint64(1)
 	v.index = 1
-	anc, hasAnchor, aerr := readAnchor(dir, v.pub)
 	if segs[0].num != 1 {
 		first := segs[0]
 		switch {

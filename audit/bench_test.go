@@ -1,0 +1,114 @@
+package audit
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"vigil.dev/vigil/event"
+)
+
+// BenchmarkWriter measures the sustained rate of AppendEvent on a realistic
+// event mix, with the real batching, compression, hashing, signing and
+// writes, and reports bytes per event on disk. Run:
+//
+//	go test -run '^$' -bench Writer -benchtime 2000000x ./audit/
+func BenchmarkWriter(b *testing.B) {
+	for _, fs := range []struct {
+		name string
+		p    FsyncPolicy
+	}{{"fsync=never", FsyncNever}, {"fsync=100ms", FsyncPolicy(100 * time.Millisecond)}, {"fsync=batch", FsyncBatch}} {
+		b.Run(fs.name, func(b *testing.B) {
+			o := testOptions(b)
+			o.Fsync = fs.p
+			o.Logf = func(string, ...any) {}
+			w, err := Open(o)
+			if err != nil {
+				b.Fatal(err)
+			}
+			evs := make([]event.Event, 8192)
+			m := newMix()
+			for i := range evs {
+				m.next(&evs[i])
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := w.AppendEvent(&evs[i%len(evs)]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := w.Close(); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			size := dirBytes(b, o.Dir)
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+			b.ReportMetric(float64(size)/float64(b.N), "B/event")
+		})
+	}
+}
+
+func dirBytes(b testing.TB, dir string) int64 {
+	var n int64
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if info, err := os.Stat(filepath.Join(dir, e.Name())); err == nil {
+			n += info.Size()
+		}
+	}
+	return n
+}
+
+// BenchmarkEncoding compares the two encodings the issue asks about on the
+// same events, without I/O: vigil's binary records (raw and zstd) and JSON
+// lines (event.AppendJSON, raw and zstd). Reported: bytes per event and
+// events per second of encoding (+ compression).
+func BenchmarkEncoding(b *testing.B) {
+	evs := make([]event.Event, 4096)
+	m := newMix()
+	for i := range evs {
+		m.next(&evs[i])
+	}
+	zenc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
+	for _, c := range []struct {
+		name   string
+		binary bool
+		zstd   bool
+	}{{"binary", true, false}, {"binary+zstd", true, true}, {"jsonl", false, false}, {"jsonl+zstd", false, true}} {
+		b.Run(c.name, func(b *testing.B) {
+			enc := newEncoder()
+			var js, out []byte
+			var bytes int64
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				ev := &evs[i%len(evs)]
+				if c.binary {
+					enc.appendEvent(ev)
+				} else {
+					js = ev.AppendJSON(js)
+					js = append(js, '\n')
+				}
+				if (i+1)%len(evs) == 0 || i == b.N-1 {
+					raw := js
+					if c.binary {
+						raw = enc.raw
+					}
+					if c.zstd {
+						out = zenc.EncodeAll(raw, out[:0])
+						bytes += int64(len(out))
+					} else {
+						bytes += int64(len(raw))
+					}
+					enc.reset()
+					js = js[:0]
+				}
+			}
+			b.ReportMetric(float64(bytes)/float64(b.N), "B/event")
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
+}
