@@ -96,9 +96,10 @@ struct sysmeta {
 	__u8 dec;
 };
 
-struct task_st {
-	__u64 comm[2];  // the comm last sent for this thread
-	__u64 gen;      // comm_gen when it was sent
+struct last_comm {
+	__u64 comm[2];  // the comm last sent from this CPU
+	__u64 gen;      // vigil_gen when it was sent
+	__u64 tid;      // for this thread
 };
 
 struct {
@@ -130,11 +131,11 @@ struct {
 } scratch SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct task_st);
-} task_comm SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct last_comm);
+} last_comm SEC(".maps");
 
 // Wakeup policy, set at load: wake the reader when wake_ns passed since the
 // last wakeup, or when the backlog crossed wake_bytes (then at most once per
@@ -262,20 +263,25 @@ static __always_inline void *get_scratch(void)
 	return bpf_map_lookup_elem(&scratch, &zero);
 }
 
-// put_comm adds the thread's comm when it changed since the last record that
-// reached user space (or when a restarted reader asked for all of them).
-static __always_inline __u32 put_comm(__u8 *buf, __u32 off, __u8 *flags, struct task_st **tsp, __u64 *c)
+// put_comm adds the thread's comm when this CPU's last record was of
+// another thread, or of this thread under another comm, or from before a
+// reader (re)started. The comm is read straight from the task (no helper
+// call, no per-task storage); the cache is updated only once the record is
+// in the ring, so the reader always learns a comm before it needs it.
+static __always_inline __u32 put_comm(__u8 *buf, __u32 off, __u8 *flags, struct last_comm **lcp, __u64 *c)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct task_st *ts = bpf_task_storage_get(&task_comm, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	__u32 zero = 0;
 	__u64 *gen = bpf_map_lookup_elem(&vigil_gen, &zero);
-	bpf_get_current_comm(c, TASK_COMM);
-	*tsp = ts;
-	if (!gen)
+	struct last_comm *lc = bpf_map_lookup_elem(&last_comm, &zero);
+	*lcp = lc;
+	if (!gen || !lc)
 		return off;
+	c[0] = *(__u64 *)&task->comm[0];
+	c[1] = *(__u64 *)&task->comm[8];
 	c[2] = *gen;
-	if (ts && ts->gen == c[2] && ts->comm[0] == c[0] && ts->comm[1] == c[1])
+	c[3] = task->pid;
+	if (lc->tid == c[3] && lc->gen == c[2] && lc->comm[0] == c[0] && lc->comm[1] == c[1])
 		return off;
 	off &= (SCRATCH / 2 - 1);
 	__builtin_memcpy(buf + off, c, TASK_COMM);
@@ -285,7 +291,7 @@ static __always_inline __u32 put_comm(__u8 *buf, __u32 off, __u8 *flags, struct 
 
 // emit finishes a record in buf (header filled but size/nstr/flags) and
 // writes it, counting it as emitted or dropped.
-static __always_inline void emit(struct cg_state *st, struct rec_hdr *r, __u32 size, struct task_st *ts, __u64 *c)
+static __always_inline void emit(struct cg_state *st, struct rec_hdr *r, __u32 size, struct last_comm *lc, __u64 *c)
 {
 	r->size = size;
 	size &= (SCRATCH - 1);
@@ -293,28 +299,28 @@ static __always_inline void emit(struct cg_state *st, struct rec_hdr *r, __u32 s
 		return;
 	if (bpf_ringbuf_output(&vigil_events, r, size, wake_flag(r->ktime)) == 0) {
 		__sync_fetch_and_add(&st->emitted, 1);
-		if (ts && (r->flags & F_COMM)) {
-			ts->comm[0] = c[0];
-			ts->comm[1] = c[1];
-			ts->gen = c[2];
+		if (lc && (r->flags & F_COMM)) {
+			lc->comm[0] = c[0];
+			lc->comm[1] = c[1];
+			lc->gen = c[2];
+			lc->tid = c[3];
 		}
 	} else {
 		__sync_fetch_and_add(&st->dropped, 1);
 	}
 }
 
-static __always_inline struct cg_state *tracked(void)
+static __always_inline struct cg_state *tracked(__u64 cgid)
 {
-	__u64 cgid = bpf_get_current_cgroup_id();
 	return bpf_map_lookup_elem(&vigil_cgroups, &cgid);
 }
 
-static __always_inline struct rec_hdr *begin(struct cg_state *st, __u8 *buf, long nr, long ret, __u8 flags)
+static __always_inline struct rec_hdr *begin(struct cg_state *st, __u64 cgid, __u8 *buf, long nr, long ret, __u8 flags)
 {
 	struct rec_hdr *r = (void *)buf;
 	__u64 id = bpf_get_current_pid_tgid();
 	r->ktime = bpf_ktime_get_ns();
-	r->cgid = bpf_get_current_cgroup_id();
+	r->cgid = cgid;
 	r->seq = __sync_fetch_and_add(&st->seq, 1) + 1;
 	r->ret = ret;
 	r->pid = id >> 32;
@@ -330,7 +336,8 @@ static __always_inline struct rec_hdr *begin(struct cg_state *st, __u8 *buf, lon
 SEC("tp_btf/sys_exit")
 int BPF_PROG(vigil_sys_exit, struct pt_regs *regs, long ret)
 {
-	struct cg_state *st = tracked();
+	__u64 cgid = bpf_get_current_cgroup_id();
+	struct cg_state *st = tracked(cgid);
 	if (!st)
 		return 0;
 	long nr = SYSCALL_NR(regs);
@@ -348,7 +355,7 @@ int BPF_PROG(vigil_sys_exit, struct pt_regs *regs, long ret)
 	if (!buf)
 		return 0;
 
-	struct rec_hdr *r = begin(st, buf, nr, ret, 0);
+	struct rec_hdr *r = begin(st, cgid, buf, nr, ret, 0);
 	__u8 nargs = m->nargs & 7;
 	if (nargs > 6)
 		nargs = 6;
@@ -368,8 +375,8 @@ int BPF_PROG(vigil_sys_exit, struct pt_regs *regs, long ret)
 	args[5] = a5;
 	__u32 off = sizeof(*r) + nargs * 8;
 
-	__u64 c[3];
-	struct task_st *ts = 0;
+	__u64 c[4];
+	struct last_comm *ts = 0;
 	off = put_comm(buf, off, &r->flags, &ts, c);
 
 	__u16 nstr = 0;
@@ -433,7 +440,8 @@ int BPF_PROG(vigil_sys_exit, struct pt_regs *regs, long ret)
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(vigil_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
-	struct cg_state *st = tracked();
+	__u64 cgid = bpf_get_current_cgroup_id();
+	struct cg_state *st = tracked(cgid);
 	if (!st)
 		return 0;
 	__u8 *buf = get_scratch();
@@ -441,7 +449,7 @@ int BPF_PROG(vigil_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 		return 0;
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(p);
 	long nr = SYSCALL_NR(regs);
-	struct rec_hdr *r = begin(st, buf, nr, 0, 0);
+	struct rec_hdr *r = begin(st, cgid, buf, nr, 0, 0);
 	__u64 *args = (void *)(buf + sizeof(*r));
 	args[0] = ARG0(regs);
 	args[1] = ARG1(regs);
@@ -450,8 +458,8 @@ int BPF_PROG(vigil_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 	args[4] = ARG4(regs);
 	args[5] = ARG5(regs);
 	__u32 off = sizeof(*r) + 6 * 8;
-	__u64 c[3];
-	struct task_st *ts = 0;
+	__u64 c[4];
+	struct last_comm *ts = 0;
 	off = put_comm(buf, off, &r->flags, &ts, c);
 
 	__u16 nstr = 0;
@@ -488,7 +496,8 @@ int BPF_PROG(vigil_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(vigil_exit, struct task_struct *p)
 {
-	struct cg_state *st = tracked();
+	__u64 cgid = bpf_get_current_cgroup_id();
+	struct cg_state *st = tracked(cgid);
 	if (!st)
 		return 0;
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(p);
@@ -503,13 +512,13 @@ int BPF_PROG(vigil_exit, struct task_struct *p)
 	__u8 *buf = get_scratch();
 	if (!buf)
 		return 0;
-	struct rec_hdr *r = begin(st, buf, nr, 0, F_NORET);
+	struct rec_hdr *r = begin(st, cgid, buf, nr, 0, F_NORET);
 	r->nargs = 1;
 	__u64 *args = (void *)(buf + sizeof(*r));
 	args[0] = ARG0(regs);
 	__u32 off = sizeof(*r) + 8;
-	__u64 c[3];
-	struct task_st *ts = 0;
+	__u64 c[4];
+	struct last_comm *ts = 0;
 	off = put_comm(buf, off, &r->flags, &ts, c);
 	emit(st, r, off, ts, c);
 	return 0;

@@ -21,24 +21,25 @@ type vigilCgState struct {
 	TrackedNs uint64
 }
 
+type vigilLastComm struct {
+	_    structs.HostLayout
+	Comm [2]uint64
+	Gen  uint64
+	Tid  uint64
+}
+
 type vigilSysmeta struct {
 	_     structs.HostLayout
 	Nargs uint8
 	Dec   uint8
 }
 
-type vigilTaskSt struct {
-	_    structs.HostLayout
-	Comm [2]uint64
-	Gen  uint64
-}
-
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	vigilMapLastComm      = "last_comm"
 	vigilMapScratch       = "scratch"
-	vigilMapTaskComm      = "task_comm"
 	vigilMapVigilCgroups  = "vigil_cgroups"
 	vigilMapVigilEvents   = "vigil_events"
 	vigilMapVigilGen      = "vigil_gen"
@@ -103,8 +104,8 @@ type vigilProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type vigilMapSpecs struct {
+	LastComm     *ebpf.MapSpec `ebpf:"last_comm"`
 	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
-	TaskComm     *ebpf.MapSpec `ebpf:"task_comm"`
 	VigilCgroups *ebpf.MapSpec `ebpf:"vigil_cgroups"`
 	VigilEvents  *ebpf.MapSpec `ebpf:"vigil_events"`
 	VigilGen     *ebpf.MapSpec `ebpf:"vigil_gen"`
@@ -141,8 +142,8 @@ func (o *vigilObjects) Close() error {
 //
 // It can be passed to loadVigilObjects or ebpf.CollectionSpec.LoadAndAssign.
 type vigilMaps struct {
+	LastComm     *ebpf.Map `ebpf:"last_comm"`
 	Scratch      *ebpf.Map `ebpf:"scratch"`
-	TaskComm     *ebpf.Map `ebpf:"task_comm"`
 	VigilCgroups *ebpf.Map `ebpf:"vigil_cgroups"`
 	VigilEvents  *ebpf.Map `ebpf:"vigil_events"`
 	VigilGen     *ebpf.Map `ebpf:"vigil_gen"`
@@ -151,8 +152,8 @@ type vigilMaps struct {
 
 func (m *vigilMaps) Close() error {
 	return _VigilClose(
+		m.LastComm,
 		m.Scratch,
-		m.TaskComm,
 		m.VigilCgroups,
 		m.VigilEvents,
 		m.VigilGen,

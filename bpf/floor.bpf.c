@@ -1,0 +1,42 @@
+//go:build ignore
+
+// floor.bpf.c: what the benchmarks measure vigil against. The same hook as
+// the tracer doing nothing (the floor any tracer on it pays), the cgroup
+// filter alone (what an untracked process pays), and an fexit trampoline on
+// one syscall's entry point (the alternative hook, for comparison).
+
+#include "headers/vmlinux.h"
+#include "headers/bpf_helpers.h"
+#include "headers/bpf_tracing.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} floor_cgroups SEC(".maps");
+
+__u64 hits;
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(floor_empty)
+{
+	return 0;
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(floor_filter)
+{
+	__u64 cgid = bpf_get_current_cgroup_id();
+	if (bpf_map_lookup_elem(&floor_cgroups, &cgid))
+		__sync_fetch_and_add(&hits, 1);
+	return 0;
+}
+
+SEC("fexit/__x64_sys_getppid")
+int BPF_PROG(floor_fexit_getppid)
+{
+	return 0;
+}

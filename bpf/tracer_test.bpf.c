@@ -1,0 +1,30 @@
+//go:build ignore
+
+// tracer_test.bpf.c: the tracer's record logic behind a program that
+// BPF_PROG_TEST_RUN can drive with made-up input (raw_tp programs take their
+// arguments from the test's context), for the Go test TestRecordLogic.
+// ctx: [0] cgroup id, [1] syscall nr, [2] return value, [3] arg0.
+
+#include "syscalls.bpf.c"
+
+SEC("raw_tp")
+int vigil_test_record(__u64 *ctx)
+{
+	__u64 cgid = ctx[0];
+	struct cg_state *st = tracked(cgid);
+	if (!st)
+		return 1;
+	__u8 *buf = get_scratch();
+	if (!buf)
+		return 2;
+	struct rec_hdr *r = begin(st, cgid, buf, ctx[1], ctx[2], 0);
+	r->nargs = 1;
+	__u64 *args = (void *)(buf + sizeof(*r));
+	args[0] = ctx[3];
+	__u32 off = sizeof(*r) + 8;
+	__u64 c[4];
+	struct last_comm *lc = 0;
+	off = put_comm(buf, off, &r->flags, &lc, c);
+	emit(st, r, off, lc, c);
+	return 0;
+}
