@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -85,4 +87,27 @@ func (c *Cgroup) Remove() error {
 		unix.Nanosleep(&unix.Timespec{Nsec: 10e6}, nil)
 	}
 	return fmt.Errorf("remove cgroup %s: %w", c.Path, err)
+}
+
+// Usage reads the cgroup's cumulative CPU time (cpu.stat usage_usec, in ns)
+// and its thread count (cgroup.threads).
+func (c *Cgroup) Usage() (cpuNs uint64, threads int, err error) {
+	b, err := os.ReadFile(filepath.Join(c.Path, "cpu.stat"))
+	if err != nil {
+		return 0, 0, fmt.Errorf("cgroup cpu.stat: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "usage_usec "); ok {
+			us, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				return 0, 0, fmt.Errorf("cgroup cpu.stat: %w", err)
+			}
+			cpuNs = us * 1000
+		}
+	}
+	t, err := os.ReadFile(filepath.Join(c.Path, "cgroup.threads"))
+	if err != nil {
+		return 0, 0, fmt.Errorf("cgroup threads: %w", err)
+	}
+	return cpuNs, strings.Count(string(t), "\n"), nil
 }

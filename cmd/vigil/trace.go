@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,10 +13,12 @@ import (
 	"os/signal"
 	"sort"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
 	"vigil.dev/vigil/bpf"
+	"vigil.dev/vigil/detector"
 	"vigil.dev/vigil/event"
 )
 
@@ -31,9 +34,14 @@ value, decoded paths, exec arguments and socket addresses), and at the end
 prints per-syscall counts and the tracer's exact counters:
 seen == emitted + dropped. Exits with CMD's exit status. Needs root.
 
+The detector runs on every event with the default rules (plus --policy
+files and a --model); each verdict is written into the stream, as a line
+"!! verdict ..." in text or {"verdict":{...}} with --json.
+
 Example:
   sudo vigil trace -- ls /tmp
   sudo vigil trace --json --out run.jsonl -- sh -c 'cat /etc/hostname'
+  sudo vigil trace --audit /var/lib/vigil/trace-audit -- ./job.sh
 
 Options:
 `
@@ -44,7 +52,12 @@ type traceOpts struct {
 	quiet    bool
 	ringSize int
 	summary  bool
+	policy   multiFlag
+	model    string
+	noDetect bool
+	auditDir string
 }
+
 
 func runTrace(args []string) int {
 	fs := flag.NewFlagSet("trace", flag.ContinueOnError)
@@ -54,6 +67,10 @@ func runTrace(args []string) int {
 	fs.BoolVar(&o.quiet, "quiet", false, "write no events, only the summary")
 	fs.IntVar(&o.ringSize, "ring-size", 16<<20, "ring buffer size in `BYTES` (a power of two)")
 	fs.BoolVar(&o.summary, "summary", true, "print per-syscall counts and counters at the end (to standard error)")
+	fs.Var(&o.policy, "policy", "extra detection rule `FILE` (repeatable), on top of the default rules")
+	fs.StringVar(&o.model, "model", "", "learned model `FILE` (from 'vigil detect train') to score the workload with")
+	fs.BoolVar(&o.noDetect, "no-detect", false, "trace only: run no detector")
+	fs.StringVar(&o.auditDir, "audit", "", "also write the run's audit log to `DIR` (verify with 'vigil audit verify DIR')")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), traceUsage)
 		fs.PrintDefaults()
@@ -97,6 +114,12 @@ func trace(o traceOpts, cmdArgs []string) (int, error) {
 		return 0, err
 	}
 
+	sink, err := newTraceSink(o, cg.ID)
+	if err != nil {
+		return 0, err
+	}
+	defer sink.close()
+
 	var w io.Writer = os.Stdout
 	if o.out != "" {
 		f, err := os.Create(o.out)
@@ -107,6 +130,7 @@ func trace(o traceOpts, cmdArgs []string) (int, error) {
 		w = f
 	}
 	out := newEventWriter(w, o.json, o.quiet)
+	out.sink = sink
 
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -132,7 +156,9 @@ func trace(o traceOpts, cmdArgs []string) (int, error) {
 			cmd.Process.Signal(s)
 		}
 	}()
+	stopSampling := out.sample(cg, 250*time.Millisecond)
 	waitErr := cmd.Wait()
+	stopSampling()
 	status := exitStatus(cmd.ProcessState, waitErr)
 	// What CMD left running in the cgroup ends with it.
 	cg.Remove()
@@ -142,6 +168,9 @@ func trace(o traceOpts, cmdArgs []string) (int, error) {
 	}
 	counters, err := mon.Counters(cg.ID)
 	if err != nil {
+		return status, err
+	}
+	if err := sink.finish(counters, cmdArgs, status); err != nil {
 		return status, err
 	}
 	if err := out.finish(counters); err != nil {
@@ -169,12 +198,15 @@ func exitStatus(ps *os.ProcessState, err error) int {
 // eventWriter streams events as text or JSON lines and counts them per
 // syscall. It flushes at least every flushEvery so the stream stays live.
 type eventWriter struct {
+	mu        sync.Mutex // the event path and the sampler both write
+	sink      *traceSink
 	w         *bufio.Writer
 	json      bool
 	quiet     bool
 	buf       []byte
 	counts    [1024]uint64
 	received  uint64
+	verdicts  int
 	started   bool   // the first successful execve (CMD's) was seen
 	preExec   uint64 // records of vigil's own fork before that execve
 	lastFlush time.Time
@@ -190,7 +222,10 @@ func newEventWriter(w io.Writer, json, quiet bool) *eventWriter {
 }
 
 func (o *eventWriter) write(ev *event.Event) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	o.received++
+	o.sink.event(ev, o.writeVerdict)
 	if ev.Nr >= 0 && int(ev.Nr) < len(o.counts) {
 		o.counts[ev.Nr]++
 	}
@@ -222,10 +257,67 @@ func (o *eventWriter) write(ev *event.Event) {
 	}
 }
 
+// writeVerdict writes one verdict into the stream (o.mu held).
+func (o *eventWriter) writeVerdict(v *detector.Verdict) {
+	o.verdicts++
+	if o.err != nil {
+		return
+	}
+	if o.json {
+		b, err := json.Marshal(struct {
+			V *detector.Verdict `json:"verdict"`
+		}{v})
+		if err != nil {
+			o.err = err
+			return
+		}
+		o.buf = append(append(o.buf[:0], b...), '\n')
+	} else {
+		o.buf = fmt.Appendf(o.buf[:0], "!! verdict %s %s rule=%s pid=%d comm=%s: %s\n", v.Severity, v.Class, v.Rule, v.PID, v.Comm, v.Message)
+	}
+	_, o.err = o.w.Write(o.buf)
+	if o.err == nil {
+		o.err = o.w.Flush()
+	}
+}
+
+// sample feeds the detector the cgroup's CPU use and thread count every
+// interval (a busy loop makes few syscalls: it shows here, not in events).
+func (o *eventWriter) sample(cg *bpf.Cgroup, every time.Duration) (stop func()) {
+	if o.sink.eng == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-t.C:
+				usage, threads, err := cg.Usage()
+				if err != nil {
+					continue
+				}
+				o.mu.Lock()
+				o.sink.sample(detector.Sample{CgroupID: cg.ID, Time: now, CPUUsageNs: usage, Threads: threads}, o.writeVerdict)
+				o.mu.Unlock()
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+	}
+}
+
 // finish writes the JSON summary line (with --json) and flushes.
 func (o *eventWriter) finish(c bpf.Counters) error {
 	if o.json && !o.quiet && o.err == nil {
-		b := fmt.Appendf(nil, `{"summary":{"seen":%d,"emitted":%d,"dropped":%d,"received":%d,"pre_exec":%d,"syscalls":{`, c.Seen, c.Emitted, c.Dropped, o.received, o.preExec)
+		b := fmt.Appendf(nil, `{"summary":{"seen":%d,"emitted":%d,"dropped":%d,"received":%d,"pre_exec":%d,"verdicts":%d,"syscalls":{`, c.Seen, c.Emitted, c.Dropped, o.received, o.preExec, o.verdicts)
 		for i, s := range o.sorted() {
 			if i > 0 {
 				b = append(b, ',')
@@ -275,6 +367,9 @@ func (o *eventWriter) printSummary(w io.Writer, c bpf.Counters) {
 		ok = "MISMATCH"
 	}
 	fmt.Fprintf(w, "\nseen %d = emitted %d + dropped %d; received %d (%s)\n", c.Seen, c.Emitted, c.Dropped, o.received, ok)
+	if o.sink.eng != nil {
+		fmt.Fprintf(w, "verdicts: %d\n", o.verdicts)
+	}
 	if o.preExec > 0 {
 		fmt.Fprintf(w, "(%d syscalls of vigil's fork before CMD's execve are counted, not shown)\n", o.preExec)
 	}

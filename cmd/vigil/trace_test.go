@@ -1,0 +1,98 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"vigil.dev/vigil/audit"
+	"vigil.dev/vigil/internal/privtest"
+)
+
+func TestTraceNeedsCommand(t *testing.T) {
+	if got := runTrace(nil); got != 2 {
+		t.Fatalf("vigil trace with no command: status %d, want 2", got)
+	}
+	if got := runTrace([]string{"--no-such-flag"}); got != 2 {
+		t.Fatalf("vigil trace with a bad flag: status %d, want 2", got)
+	}
+}
+
+// TestTraceJSON runs a real command under vigil trace --json --audit and
+// checks the stream: events, a verdict, the summary, the exit status and an
+// audit log that verifies.
+func TestTraceJSON(t *testing.T) {
+	privtest.Require(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "run.jsonl")
+	auditDir := filepath.Join(dir, "audit")
+	o := traceOpts{json: true, out: out, ringSize: 1 << 20, auditDir: auditDir}
+	status, err := trace(o, []string{"/bin/sh", "-c", "cat /proc/1/root/etc/hostname >/dev/null 2>&1; exit 3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status != 3 {
+		t.Fatalf("status %d, want the command's 3", status)
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var events, verdicts int
+	var sawExec, sawProcRoot bool
+	var summary struct {
+		Seen, Emitted, Dropped, Received, PreExec uint64 `json:"pre_exec"`
+	}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var line map[string]json.RawMessage
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			t.Fatalf("not JSON: %s", sc.Bytes())
+		}
+		switch {
+		case line["verdict"] != nil:
+			var v struct {
+				Class, Rule string
+			}
+			json.Unmarshal(line["verdict"], &v)
+			if v.Class == "fs-escape" {
+				verdicts++
+			}
+		case line["summary"] != nil:
+			var s map[string]uint64
+			json.Unmarshal(line["summary"], &s)
+			summary.Seen, summary.Emitted, summary.Dropped, summary.Received, summary.PreExec = s["seen"], s["emitted"], s["dropped"], s["received"], s["pre_exec"]
+		default:
+			events++
+			var e struct {
+				Syscall, Path string
+				Argv          []string
+			}
+			json.Unmarshal(sc.Bytes(), &e)
+			if e.Syscall == "execve" && e.Path == "/bin/sh" && len(e.Argv) == 3 {
+				sawExec = true
+			}
+			if e.Path == "/proc/1/root/etc/hostname" {
+				sawProcRoot = true
+			}
+		}
+	}
+	if !sawExec || !sawProcRoot {
+		t.Errorf("events: exec of /bin/sh %v, open of /proc/1/root/etc/hostname %v", sawExec, sawProcRoot)
+	}
+	if verdicts == 0 {
+		t.Error("no fs-escape verdict for the read through /proc/1/root")
+	}
+	if summary.Seen == 0 || summary.Seen != summary.Emitted+summary.Dropped || summary.Received != summary.Emitted ||
+		uint64(events)+summary.PreExec != summary.Received {
+		t.Errorf("summary %+v with %d event lines", summary, events)
+	}
+	rep, err := audit.Verify(auditDir, "")
+	if err != nil {
+		t.Fatalf("audit log of the run does not verify: %v (%+v)", err, rep)
+	}
+}
