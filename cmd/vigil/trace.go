@@ -58,7 +58,6 @@ type traceOpts struct {
 	auditDir string
 }
 
-
 func runTrace(args []string) int {
 	fs := flag.NewFlagSet("trace", flag.ContinueOnError)
 	var o traceOpts

@@ -108,11 +108,11 @@ type workload struct {
 	name   string
 	unit   string
 	ops    int
-	calls  int                                   // syscalls per run when known (0: from the trace)
-	setup  func(dir string) error                // once
+	calls  int                                    // syscalls per run when known (0: from the trace)
+	setup  func(dir string) error                 // once
 	run    func(dir string, cg *bpf.Cgroup) error // one timed run inside cg
-	needs  string                                // a program the workload needs in PATH
-	timeFn func() time.Duration                  // set by run when it times itself (http)
+	needs  string                                 // a program the workload needs in PATH
+	timeFn func() time.Duration                   // set by run when it times itself (http)
 }
 
 type runner struct {
