@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/sirupsen/logrus"
+
+	"vigil.dev/vigil/annotations"
+	"vigil.dev/vigil/bpf"
+	"vigil.dev/vigil/plugin"
+)
+
+func init() {
+	register("agent", "the node agent: NRI plugin, tracer, seccomp notify server, control socket", runAgent)
+}
+
+const agentUsage = `Usage: vigil agent [OPTIONS]
+
+Runs vigil's node agent beside containerd (or CRI-O) with NRI enabled. For
+each container whose pod opts in (annotation ebpf-monitor: "true", or forced
+by the node configuration) it injects the seccomp profile of the
+vigil.dev/seccomp annotation at creation, traces every syscall from the
+workload's first instruction, and writes the events, with pod and container
+metadata, as JSON lines. 'vigil status' asks it what it monitors.
+
+It connects to the runtime's NRI socket, or runs pre-registered from
+/opt/nri/plugins (the runtime then passes the connection), and reconnects
+when the runtime restarts. Tracer state is pinned under --pin-dir, so a
+restarted agent keeps each container's counters. Needs root.
+
+Example:
+  sudo vigil agent --events /var/log/vigil/events.jsonl
+  sudo vigil agent --config /etc/vigil/config.yaml --decisions /var/log/vigil/seccomp.jsonl
+
+Options:
+`
+
+func runAgent(args []string) int {
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	var (
+		cfgPath   = fs.String("config", annotations.DefaultConfigPath, "node configuration `FILE` (YAML; a missing file forces nothing)")
+		nriSock   = fs.String("nri-socket", plugin.DefaultNRISocket, "the runtime's NRI `SOCKET`")
+		ctlSock   = fs.String("control-socket", plugin.DefaultControlSocket, "control `SOCKET` for 'vigil status' and the OCI hook (mode 0600)")
+		listener  = fs.String("listener", plugin.DefaultListenerPath, "seccomp notify listener `SOCKET` (the profiles' listenerPath)")
+		events    = fs.String("events", "-", "write events as JSON lines to `FILE` ('-' standard output, '' nowhere)")
+		decisions = fs.String("decisions", "", "write seccomp notify decisions as JSON lines to `FILE` (default: log them)")
+		pinDir    = fs.String("pin-dir", bpf.DefaultPinDir, "pin the tracer's state in `DIR` on bpffs, so a restarted agent keeps counting ('' pins nothing)")
+		ringBytes = fs.Int("ring-size", 16<<20, "ring buffer size in `BYTES` (a power of two)")
+		logLevel  = fs.String("log-level", "info", "log `LEVEL`: debug, info, warn, error")
+	)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), agentUsage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		return fail("agent: unexpected argument %q (see 'vigil agent --help')", fs.Arg(0))
+	}
+	log := logrus.New()
+	lvl, err := logrus.ParseLevel(*logLevel)
+	if err != nil {
+		return fail("agent: --log-level %q: allowed values are debug, info, warn, error", *logLevel)
+	}
+	log.SetLevel(lvl)
+	log.SetOutput(os.Stderr)
+
+	node, err := annotations.LoadNodeConfig(*cfgPath)
+	if err != nil {
+		return fail("agent: %v", err)
+	}
+	root, err := bpf.CgroupRoot()
+	if err != nil {
+		return fail("agent: %v", err)
+	}
+	evOut, closeEv, err := openOutput(*events)
+	if err != nil {
+		return fail("agent: --events: %v", err)
+	}
+	defer closeEv()
+	decOut, closeDec, err := openOutput(*decisions)
+	if err != nil {
+		return fail("agent: --decisions: %v", err)
+	}
+	defer closeDec()
+
+	mon, err := bpf.Load(bpf.Config{RingBytes: *ringBytes, PinDir: *pinDir})
+	if err != nil {
+		return fail("agent: %v", err)
+	}
+	defer mon.Close()
+	log.WithFields(logrus.Fields{"pinned": *pinDir, "reused": mon.Reused(), "cgroup_root": root}).Info("tracer loaded")
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	cfg := plugin.AgentConfig{Node: node, NRISocket: *nriSock, ControlSocket: *ctlSock, ListenerPath: *listener,
+		CgroupRoot: root, Events: evOut, Decisions: decOut}
+	if err := plugin.RunAgent(ctx, cfg, mon, log); err != nil {
+		return fail("agent: %v", err)
+	}
+	return 0
+}
+
+// openOutput opens an output: "-" is standard output, "" is none.
+func openOutput(path string) (io.Writer, func(), error) {
+	switch path {
+	case "":
+		return nil, func() {}, nil
+	case "-":
+		return os.Stdout, func() {}, nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, func() { f.Close() }, nil
+}

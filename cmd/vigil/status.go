@@ -1,0 +1,109 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+
+	"vigil.dev/vigil/plugin"
+)
+
+func init() {
+	register("status", "what the running agent monitors: containers, counters, drops", runStatus)
+}
+
+const statusUsage = `Usage: vigil status [OPTIONS]
+
+Asks the running 'vigil agent' (over its control socket) what it does: each
+container it knows with its pod, seccomp profile and mode, whether it is
+traced, and the tracer's exact counters (seen = emitted + dropped); the last
+stopped containers with their final counters; the seccomp notify server's
+fds and decisions. Needs root (the socket is mode 0600).
+
+Example:
+  sudo vigil status
+  sudo vigil status --json | jq '.containers[] | select(.dropped > 0)'
+
+Options:
+`
+
+func runStatus(args []string) int {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	sock := fs.String("socket", plugin.DefaultControlSocket, "the agent's control `SOCKET`")
+	asJSON := fs.Bool("json", false, "print the full status as JSON")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), statusUsage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	resp, err := plugin.Call(*sock, plugin.Request{Op: "status"})
+	if err != nil {
+		return fail("status: %v", err)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(resp.Status); err != nil {
+			return fail("status: %v", err)
+		}
+		return 0
+	}
+	printStatus(os.Stdout, resp.Status)
+	return 0
+}
+
+func printStatus(w io.Writer, st *plugin.Status) {
+	conn := "disconnected (retrying)"
+	if st.Connected {
+		conn = "connected"
+	}
+	fmt.Fprintf(w, "agent since %s, runtime %s (%d connections), %d events written\n",
+		st.Since.Format("2006-01-02 15:04:05"), conn, st.Connections, st.Events)
+	fmt.Fprintf(w, "seccomp notify: %d fds open, %d received, %d decisions\n", st.NotifyOpen, st.NotifyFds, st.NotifyAnswer)
+	if st.EventsError != "" {
+		fmt.Fprintf(w, "event output error: %s\n", st.EventsError)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nNAMESPACE\tPOD\tCONTAINER\tID\tSTATE\tMONITOR\tSECCOMP\tMODE\tCGROUP\tSEEN\tEMITTED\tDROPPED")
+	row := func(c plugin.ContainerStatus) {
+		mon := "no"
+		switch {
+		case c.Forced:
+			mon = "forced"
+		case c.Monitor:
+			mon = "yes"
+		}
+		id := c.ID
+		if len(id) > 12 {
+			id = id[:12]
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n", c.Namespace, c.Pod, c.Name, id, c.State, mon,
+			dash(c.Seccomp), dash(c.Mode), c.CgroupID, c.Seen, c.Emitted, c.Dropped)
+	}
+	for _, c := range st.Containers {
+		row(c)
+	}
+	for _, c := range st.Finished {
+		row(c)
+	}
+	tw.Flush()
+	for _, id := range st.Rejected {
+		fmt.Fprintf(w, "rejected by the runtime (seccomp adjustment refused): %s\n", id)
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

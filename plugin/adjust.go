@@ -1,0 +1,95 @@
+package plugin
+
+import (
+	"fmt"
+
+	"github.com/containerd/nri/pkg/api"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"vigil.dev/vigil/annotations"
+	"vigil.dev/vigil/event"
+	"vigil.dev/vigil/seccomp"
+)
+
+// imageAnnotation is where containerd's CRI records a container's image
+// name when the NRI Image field is empty.
+const imageAnnotation = "io.kubernetes.cri.image-name"
+
+// containerMeta is the metadata events carry for one container.
+func containerMeta(pod *api.PodSandbox, ctr *api.Container) event.Container {
+	c := event.Container{ID: ctr.GetId(), Name: ctr.GetName(), Image: imageOf(ctr)}
+	if pod != nil {
+		c.Pod, c.Namespace = pod.GetName(), pod.GetNamespace()
+	}
+	return c
+}
+
+func imageOf(ctr *api.Container) string {
+	if n := ctr.GetImage().GetName(); n != "" {
+		return n
+	}
+	return ctr.GetAnnotations()[imageAnnotation]
+}
+
+// parsePolicy applies the annotation contract to one container.
+func parsePolicy(pod *api.PodSandbox, ctr *api.Container, node annotations.NodeConfig) (annotations.Policy, error) {
+	return annotations.Parse(pod.GetAnnotations(), ctr.GetAnnotations(), ctr.GetName(), pod.GetNamespace(), imageOf(ctr), node)
+}
+
+// buildAdjustment turns a container's Policy into the NRI adjustment: the
+// seccomp policy (built on the runtime's own default when the container is
+// RuntimeDefault) and CPU shares from the priority. It returns the built
+// profile (nil when seccomp is left alone) so the notify Server can be told
+// the container's answers. A nil adjustment means nothing to change.
+func buildAdjustment(pol annotations.Policy, ctr *api.Container, o seccomp.Options) (*api.ContainerAdjustment, *seccomp.Profile, error) {
+	var adj *api.ContainerAdjustment
+	var prof *seccomp.Profile
+	if pol.Seccomp != "" {
+		o.Base = runtimeDefaultBase(ctr)
+		p, err := seccomp.Build(pol.Seccomp, o)
+		if err != nil {
+			return nil, nil, fmt.Errorf("vigil: seccomp profile %q: %w", pol.Seccomp, err)
+		}
+		adj = &api.ContainerAdjustment{}
+		adj.SetLinuxSeccompPolicy(api.FromOCILinuxSeccomp(seccomp.ExpandDefaultErrno(p.Spec)))
+		prof = p
+	}
+	if pol.PrioritySet {
+		if adj == nil {
+			adj = &api.ContainerAdjustment{}
+		}
+		adj.SetLinuxCPUShares(annotations.CPUShares(pol.Priority))
+	}
+	return adj, prof, nil
+}
+
+// runtimeDefaultBase returns the runtime's default policy of a
+// RuntimeDefault container (containerd computes it for the container's
+// capabilities), or nil.
+func runtimeDefaultBase(ctr *api.Container) *specs.LinuxSeccomp {
+	l := ctr.GetLinux()
+	if l.GetSeccompProfile().GetProfileType() != api.SecurityProfile_RUNTIME_DEFAULT || l.GetSeccompPolicy() == nil {
+		return nil
+	}
+	return toOCISeccomp(l.GetSeccompPolicy())
+}
+
+func toOCISeccomp(s *api.LinuxSeccomp) *specs.LinuxSeccomp {
+	out := &specs.LinuxSeccomp{
+		DefaultAction:    specs.LinuxSeccompAction(s.DefaultAction),
+		ListenerPath:     s.ListenerPath,
+		ListenerMetadata: s.ListenerMetadata,
+		Syscalls:         api.ToOCILinuxSyscalls(s.Syscalls),
+	}
+	if s.DefaultErrno != nil {
+		v := uint(s.DefaultErrno.Value)
+		out.DefaultErrnoRet = &v
+	}
+	for _, a := range s.Architectures {
+		out.Architectures = append(out.Architectures, specs.Arch(a))
+	}
+	for _, f := range s.Flags {
+		out.Flags = append(out.Flags, specs.LinuxSeccompFlag(f))
+	}
+	return out
+}

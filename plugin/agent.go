@@ -1,0 +1,318 @@
+package plugin
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/containerd/nri/pkg/api"
+	"github.com/containerd/nri/pkg/stub"
+	"github.com/sirupsen/logrus"
+
+	"vigil.dev/vigil/annotations"
+	"vigil.dev/vigil/event"
+	"vigil.dev/vigil/seccomp"
+)
+
+// Defaults of the agent's paths.
+const (
+	DefaultControlSocket = "/run/vigil/vigil.sock"
+	DefaultListenerPath  = "/run/vigil/seccomp.sock"
+	DefaultNRISocket     = "/var/run/nri/nri.sock"
+	DefaultPluginName    = "vigil"
+	DefaultPluginIdx     = "10"
+)
+
+// Monitor is the tracer as the agent uses it (*bpf.Monitor).
+type Monitor interface {
+	Tracer
+	Run(ctx context.Context, fn func(*event.Event)) error
+}
+
+// AgentConfig configures RunAgent.
+type AgentConfig struct {
+	Node          annotations.NodeConfig
+	NRISocket     string
+	ControlSocket string
+	ListenerPath  string
+	CgroupRoot    string
+	Events        io.Writer // JSON lines of events; nil discards them
+	Decisions     io.Writer // JSON lines of seccomp notify decisions; nil logs them
+	// Reconnect is the wait between attempts to reach the runtime.
+	Reconnect time.Duration
+}
+
+// Agent is a running node agent.
+type Agent struct {
+	cfg     AgentConfig
+	log     *logrus.Logger
+	mon     Monitor
+	plugin  *Plugin
+	server  *seccomp.Server
+	events  *jsonLines
+	decided *jsonLines
+
+	mu        sync.Mutex
+	connected bool
+	connects  int
+	started   time.Time
+}
+
+// RunAgent runs the agent until ctx is done: the notify server, the event
+// reader, the control socket and the NRI connection, which it re-establishes
+// whenever the runtime goes away (unless the runtime started vigil as a
+// pre-registered plugin: then it exits with the connection).
+func RunAgent(ctx context.Context, cfg AgentConfig, mon Monitor, log *logrus.Logger) error {
+	if cfg.NRISocket == "" {
+		cfg.NRISocket = DefaultNRISocket
+	}
+	if cfg.ControlSocket == "" {
+		cfg.ControlSocket = DefaultControlSocket
+	}
+	if cfg.ListenerPath == "" {
+		cfg.ListenerPath = DefaultListenerPath
+	}
+	if cfg.Reconnect == 0 {
+		cfg.Reconnect = time.Second
+	}
+	names, err := seccomp.ListNamed(cfg.Node.ProfileDir)
+	if err != nil {
+		return err
+	}
+	cfg.Node.Profiles = append(cfg.Node.Profiles, names...)
+
+	a := &Agent{cfg: cfg, log: log, mon: mon, started: time.Now(),
+		events: newJSONLines(cfg.Events), decided: newJSONLines(cfg.Decisions)}
+	fallback, err := seccomp.Build(seccomp.Notify, seccomp.Options{ListenerPath: cfg.ListenerPath})
+	if err != nil {
+		return err
+	}
+	a.server, err = seccomp.NewServer(cfg.ListenerPath, fallback.Policy, a.onDecision)
+	if err != nil {
+		return err
+	}
+	defer a.server.Close()
+	a.plugin = New(Config{Node: cfg.Node, CgroupRoot: cfg.CgroupRoot, ListenerPath: cfg.ListenerPath}, mon, a.server, log)
+
+	ctl, err := listenControl(cfg.ControlSocket)
+	if err != nil {
+		return err
+	}
+	defer ctl.Close()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 3)
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); errc <- nonNil(a.server.Serve(), "seccomp server") }()
+	go func() { defer wg.Done(); errc <- nonNil(mon.Run(ctx, a.onEvent), "tracer") }()
+	go func() { defer wg.Done(); serveControl(ctx, ctl, a) }()
+	go a.flushLoop(ctx)
+
+	nriErr := a.runNRI(ctx)
+	cancel()
+	a.server.Close()
+	ctl.Close()
+	wg.Wait()
+	close(errc)
+	a.events.flush()
+	a.decided.flush()
+	for err := range errc {
+		if err != nil {
+			return err
+		}
+	}
+	return nriErr
+}
+
+func nonNil(err error, what string) error {
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// runNRI connects to the runtime and serves it, again after every loss of
+// the connection, until ctx is done.
+func (a *Agent) runNRI(ctx context.Context) error {
+	preRegistered := os.Getenv(api.PluginSocketEnvVar) != ""
+	var opts []stub.Option
+	if os.Getenv(api.PluginNameEnvVar) == "" {
+		opts = append(opts, stub.WithPluginName(DefaultPluginName))
+	}
+	if os.Getenv(api.PluginIdxEnvVar) == "" {
+		opts = append(opts, stub.WithPluginIdx(DefaultPluginIdx))
+	}
+	if !preRegistered {
+		opts = append(opts, stub.WithSocketPath(a.cfg.NRISocket))
+	}
+	opts = append(opts, stub.WithLogger(nriLogger{a.log}))
+	lastWarn := time.Time{}
+	for {
+		s, err := stub.New(a.plugin, opts...)
+		if err != nil {
+			return fmt.Errorf("nri plugin: %w", err)
+		}
+		err = a.serveOnce(ctx, s)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if preRegistered {
+			return fmt.Errorf("nri connection from the runtime closed: %w", err)
+		}
+		if err != nil && time.Since(lastWarn) > time.Minute {
+			a.log.WithError(err).Warn("runtime not reachable over NRI; retrying")
+			lastWarn = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(a.cfg.Reconnect):
+		}
+	}
+}
+
+func (a *Agent) serveOnce(ctx context.Context, s stub.Stub) error {
+	if err := s.Start(ctx); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.connected = true
+	a.connects++
+	n := a.connects
+	a.mu.Unlock()
+	a.log.WithFields(logrus.Fields{"socket": a.cfg.NRISocket, "connection": n}).Info("connected to the runtime over NRI")
+	done := make(chan struct{})
+	go func() { s.Wait(); close(done) }()
+	select {
+	case <-ctx.Done():
+		s.Stop()
+		<-done
+	case <-done:
+		a.log.Warn("NRI connection closed (runtime restarted?); reconnecting")
+	}
+	a.mu.Lock()
+	a.connected = false
+	a.mu.Unlock()
+	return nil
+}
+
+// onEvent enriches and writes one event (the tracer reuses *ev afterwards).
+func (a *Agent) onEvent(ev *event.Event) {
+	a.plugin.Enrich(ev)
+	a.events.write(func(b []byte) []byte { return ev.AppendJSON(b) })
+}
+
+// Decision is the JSON record of one seccomp notify decision.
+type Decision struct {
+	Time      time.Time        `json:"time"`
+	Container *event.Container `json:"container,omitempty"`
+	PID       uint32           `json:"pid"`
+	Syscall   string           `json:"syscall"`
+	Nr        int32            `json:"nr"`
+	Args      [6]uint64        `json:"args"`
+	Action    string           `json:"action"` // "allow" or "deny"
+	Errno     string           `json:"errno,omitempty"`
+	Error     string           `json:"error,omitempty"`
+}
+
+func (a *Agent) onDecision(n seccomp.Notification) {
+	d := Decision{Time: n.Time, PID: n.PID, Nr: n.Nr, Syscall: event.SyscallName(int(n.Nr)), Args: n.Args, Action: "allow"}
+	if !n.Decision.Allow {
+		d.Action, d.Errno = "deny", event.ErrnoName(int(n.Decision.Errno))
+	}
+	if n.Err != nil {
+		d.Error = n.Err.Error()
+	}
+	a.plugin.mu.RLock()
+	if c := a.plugin.byID[n.Container]; c != nil {
+		d.Container = c.meta
+	} else if n.Container != "" {
+		d.Container = &event.Container{ID: n.Container}
+	}
+	a.plugin.mu.RUnlock()
+	if a.cfg.Decisions == nil {
+		fields := logrus.Fields{"syscall": d.Syscall, "pid": d.PID, "action": d.Action, "errno": d.Errno}
+		if d.Container != nil {
+			fields["container"], fields["pod"] = d.Container.Name, d.Container.Namespace+"/"+d.Container.Pod
+		}
+		a.log.WithFields(fields).Info("seccomp notify decision")
+		return
+	}
+	a.decided.write(func(b []byte) []byte {
+		out, _ := json.Marshal(d)
+		return append(b, out...)
+	})
+}
+
+func (a *Agent) flushLoop(ctx context.Context) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			a.events.flush()
+			a.decided.flush()
+		}
+	}
+}
+
+// jsonLines is a buffered writer of JSON lines shared by goroutines.
+type jsonLines struct {
+	mu      sync.Mutex
+	w       *bufio.Writer
+	buf     []byte
+	written uint64
+	err     error
+}
+
+func newJSONLines(w io.Writer) *jsonLines {
+	if w == nil {
+		return &jsonLines{}
+	}
+	return &jsonLines{w: bufio.NewWriterSize(w, 256<<10)}
+}
+
+func (j *jsonLines) write(appendJSON func([]byte) []byte) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.written++
+	if j.w == nil || j.err != nil {
+		return
+	}
+	j.buf = append(appendJSON(j.buf[:0]), '\n')
+	if _, err := j.w.Write(j.buf); err != nil {
+		j.err = err
+	}
+}
+
+func (j *jsonLines) flush() {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.w != nil && j.err == nil {
+		j.err = j.w.Flush()
+	}
+}
+
+func (j *jsonLines) stats() (uint64, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.written, j.err
+}
+
+// nriLogger sends the stub's logs to logrus.
+type nriLogger struct{ l *logrus.Logger }
+
+func (n nriLogger) Debugf(_ context.Context, f string, a ...any) { n.l.Debugf("nri: "+f, a...) }
+func (n nriLogger) Infof(_ context.Context, f string, a ...any)  { n.l.Debugf("nri: "+f, a...) }
+func (n nriLogger) Warnf(_ context.Context, f string, a ...any)  { n.l.Warnf("nri: "+f, a...) }
+func (n nriLogger) Errorf(_ context.Context, f string, a ...any) { n.l.Errorf("nri: "+f, a...) }
+

@@ -1,0 +1,459 @@
+// Package plugin is vigil's NRI plugin and node agent: it learns about
+// containers from containerd (or CRI-O) through NRI, applies the annotation
+// contract at CreateContainer (seccomp profile, CPU shares), tracks the
+// container's cgroup in the eBPF tracer at StartContainer (before the
+// workload's first instruction), enriches events with container metadata,
+// and untracks at stop/remove. The Agent wires tracer, notify server,
+// outputs and the control socket together and reconnects to the runtime.
+//
+// It needs root, a cgroup v2 hierarchy (pure or hybrid) and the runtime's
+// NRI socket.
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/containerd/nri/pkg/api"
+	"github.com/sirupsen/logrus"
+
+	"vigil.dev/vigil/annotations"
+	"vigil.dev/vigil/bpf"
+	"vigil.dev/vigil/event"
+	"vigil.dev/vigil/seccomp"
+)
+
+// Tracer is what the plugin needs of the eBPF tracer (*bpf.Monitor).
+type Tracer interface {
+	Track(cgroupID uint64) error
+	Untrack(cgroupID uint64) (bpf.Counters, error)
+	Counters(cgroupID uint64) (bpf.Counters, error)
+	Tracked() (map[uint64]bpf.Counters, error)
+}
+
+// Notifier is what the plugin needs of the seccomp notify Server.
+type Notifier interface {
+	SetPolicy(id string, p *seccomp.Policy)
+	RemovePolicy(id string)
+}
+
+// Config of the Plugin.
+type Config struct {
+	Node         annotations.NodeConfig
+	CgroupRoot   string // cgroup v2 mount: /sys/fs/cgroup or /sys/fs/cgroup/unified
+	ListenerPath string // the notify Server's socket
+	// CgroupID maps a cgroup directory to its id (bpf.CgroupID by default).
+	CgroupID func(dir string) (uint64, error)
+}
+
+// Plugin handles NRI requests. Its handlers are short: the decisions are
+// made by pure functions (parsePolicy, buildAdjustment, CgroupDir).
+type Plugin struct {
+	cfg    Config
+	tracer Tracer
+	notify Notifier
+	log    *logrus.Logger
+
+	mu       sync.RWMutex
+	byID     map[string]*container
+	byCgroup map[uint64]*container
+	final    []ContainerStatus // last stopped containers with final counters
+	pending  map[string]time.Time
+	rejected []string // containers whose adjustment did not arrive (validator?)
+}
+
+// container is the plugin's view of one container.
+type container struct {
+	meta      *event.Container // shared with events: never modified after creation
+	policy    annotations.Policy
+	cgroupID  uint64
+	cgroupDir string
+	tracked   bool
+	state     string
+}
+
+// New returns a Plugin.
+func New(cfg Config, tracer Tracer, notify Notifier, log *logrus.Logger) *Plugin {
+	if cfg.CgroupID == nil {
+		cfg.CgroupID = bpf.CgroupID
+	}
+	return &Plugin{cfg: cfg, tracer: tracer, notify: notify, log: log,
+		byID: map[string]*container{}, byCgroup: map[uint64]*container{}, pending: map[string]time.Time{}}
+}
+
+func (p *Plugin) logFor(pod *api.PodSandbox, ctr *api.Container) *logrus.Entry {
+	return p.log.WithFields(logrus.Fields{"pod": pod.GetNamespace() + "/" + pod.GetName(), "container": ctr.GetName(), "id": short(ctr.GetId())})
+}
+
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+func (p *Plugin) seccompOptions() seccomp.Options {
+	return seccomp.Options{ListenerPath: p.cfg.ListenerPath, ProfileDir: p.cfg.Node.ProfileDir}
+}
+
+// CreateContainer applies the annotation contract: a bad value fails the
+// creation with the error that names key, value and allowed values.
+func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *api.Container) (*api.ContainerAdjustment, []*api.ContainerUpdate, error) {
+	log := p.logFor(pod, ctr)
+	pol, err := parsePolicy(pod, ctr, p.cfg.Node)
+	if err != nil {
+		log.WithError(err).Warn("rejecting container: bad vigil annotation")
+		return nil, nil, err
+	}
+	for _, w := range pol.Warnings {
+		log.Warn(w)
+	}
+	adj, prof, err := buildAdjustment(pol, ctr, p.seccompOptions())
+	if err != nil {
+		log.WithError(err).Error("rejecting container")
+		return nil, nil, err
+	}
+	if prof != nil && prof.Policy != nil {
+		p.notify.SetPolicy(ctr.GetId(), prof.Policy)
+	}
+	c := &container{meta: ptr(containerMeta(pod, ctr)), policy: pol, state: "created"}
+	p.mu.Lock()
+	p.byID[ctr.GetId()] = c
+	if prof != nil {
+		p.pending[ctr.GetId()] = time.Now()
+	}
+	p.mu.Unlock()
+	log.WithFields(logrus.Fields{"monitor": pol.Monitor, "forced": pol.Forced, "seccomp": pol.Seccomp, "priority": pol.Priority, "mode": pol.Mode}).Info("container created")
+	return adj, nil, nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// PostCreateContainer checks that vigil's seccomp policy is the one the
+// container got (another plugin or a validator may have changed it).
+func (p *Plugin) PostCreateContainer(_ context.Context, pod *api.PodSandbox, ctr *api.Container) error {
+	p.mu.Lock()
+	_, wanted := p.pending[ctr.GetId()]
+	delete(p.pending, ctr.GetId())
+	c := p.byID[ctr.GetId()]
+	p.mu.Unlock()
+	if wanted && c != nil && c.policy.Seccomp == seccomp.Notify && ctr.GetLinux().GetSeccompPolicy().GetListenerPath() != p.cfg.ListenerPath {
+		p.logFor(pod, ctr).WithField("listener", ctr.GetLinux().GetSeccompPolicy().GetListenerPath()).
+			Error("container runs without vigil's notify seccomp policy: another NRI plugin replaced it")
+	}
+	return nil
+}
+
+// StartContainer tracks a monitored container's cgroup: the workload has not
+// run yet, so tracing starts before its first instruction.
+func (p *Plugin) StartContainer(_ context.Context, pod *api.PodSandbox, ctr *api.Container) error {
+	log := p.logFor(pod, ctr)
+	p.mu.RLock()
+	c := p.byID[ctr.GetId()]
+	p.mu.RUnlock()
+	if c == nil {
+		// Created while the agent was away: decide now.
+		pol, err := parsePolicy(pod, ctr, p.cfg.Node)
+		if err != nil {
+			log.WithError(err).Warn("bad vigil annotation on a container created while vigil was away; not monitored")
+			return nil
+		}
+		c = &container{meta: ptr(containerMeta(pod, ctr)), policy: pol}
+		p.mu.Lock()
+		p.byID[ctr.GetId()] = c
+		p.mu.Unlock()
+	}
+	p.mu.Lock()
+	delete(p.pending, ctr.GetId())
+	c.state = "running"
+	p.mu.Unlock()
+	if !c.policy.Monitor {
+		return nil
+	}
+	if err := p.track(c, ctr); err != nil {
+		log.WithError(err).Error("cannot monitor container")
+		return err
+	}
+	log.WithField("cgroup", c.cgroupID).Info("tracking container")
+	return nil
+}
+
+// track resolves the container's cgroup and tracks it.
+func (p *Plugin) track(c *container, ctr *api.Container) error {
+	dir, err := CgroupDir(p.cfg.CgroupRoot, ctr.GetLinux().GetCgroupsPath())
+	if err != nil {
+		return fmt.Errorf("vigil: %w", err)
+	}
+	id, err := p.cfg.CgroupID(dir)
+	if err != nil {
+		return fmt.Errorf("vigil: %w", err)
+	}
+	if err := p.tracer.Track(id); err != nil {
+		return fmt.Errorf("vigil: %w", err)
+	}
+	p.mu.Lock()
+	c.cgroupID, c.cgroupDir, c.tracked = id, dir, true
+	p.byCgroup[id] = c
+	p.mu.Unlock()
+	return nil
+}
+
+// StopContainer untracks the container and logs its final counters.
+func (p *Plugin) StopContainer(_ context.Context, pod *api.PodSandbox, ctr *api.Container) ([]*api.ContainerUpdate, error) {
+	p.finish(pod, ctr, "stopped")
+	return nil, nil
+}
+
+// RemoveContainer forgets the container.
+func (p *Plugin) RemoveContainer(_ context.Context, pod *api.PodSandbox, ctr *api.Container) error {
+	p.finish(pod, ctr, "removed")
+	p.notify.RemovePolicy(ctr.GetId())
+	p.mu.Lock()
+	if _, pending := p.pending[ctr.GetId()]; pending {
+		// Created with a seccomp adjustment, never started nor post-created:
+		// the runtime refused the adjustment.
+		p.rejected = append(p.rejected, ctr.GetId())
+		delete(p.pending, ctr.GetId())
+		p.logFor(pod, ctr).Error("container removed before it started: if its creation failed with a validation error, containerd's NRI default validator " +
+			`rejects seccomp adjustments (plugins."io.containerd.nri.v1.nri".default_validator reject_*_seccomp_adjustment); allow them for vigil`)
+	}
+	if c := p.byID[ctr.GetId()]; c != nil && p.byCgroup[c.cgroupID] == c {
+		delete(p.byCgroup, c.cgroupID)
+	}
+	delete(p.byID, ctr.GetId())
+	p.mu.Unlock()
+	return nil
+}
+
+const keepFinal = 256
+
+func (p *Plugin) finish(pod *api.PodSandbox, ctr *api.Container, state string) {
+	p.mu.Lock()
+	c := p.byID[ctr.GetId()]
+	if c == nil {
+		p.mu.Unlock()
+		return
+	}
+	c.state = state
+	wasTracked := c.tracked
+	c.tracked = false
+	p.mu.Unlock()
+	if !wasTracked {
+		return
+	}
+	counters, err := p.tracer.Untrack(c.cgroupID)
+	log := p.logFor(pod, ctr).WithField("cgroup", c.cgroupID)
+	if err != nil && !errors.Is(err, bpf.ErrNotTracked) {
+		log.WithError(err).Error("untrack container")
+	}
+	log.WithFields(logrus.Fields{"seen": counters.Seen, "emitted": counters.Emitted, "dropped": counters.Dropped}).Info("container " + state + ": final counters")
+	st := p.statusOf(c, counters)
+	p.mu.Lock()
+	// Keep the cgroup → metadata mapping: events still in the ring resolve.
+	p.final = append(p.final, st)
+	if len(p.final) > keepFinal {
+		p.final = p.final[len(p.final)-keepFinal:]
+	}
+	p.mu.Unlock()
+}
+
+// Synchronize rebuilds the plugin's view from the runtime's containers
+// (at every (re)connection): running monitored containers are tracked again
+// (a pinned tracer keeps their counters) and their notify answers set.
+func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*api.Container) ([]*api.ContainerUpdate, error) {
+	podByID := map[string]*api.PodSandbox{}
+	for _, pod := range pods {
+		podByID[pod.GetId()] = pod
+	}
+	keep := map[uint64]bool{}
+	p.mu.Lock()
+	p.byID, p.byCgroup, p.pending = map[string]*container{}, map[uint64]*container{}, map[string]time.Time{}
+	p.mu.Unlock()
+	for _, ctr := range ctrs {
+		pod := podByID[ctr.GetPodSandboxId()]
+		log := p.logFor(pod, ctr)
+		pol, err := parsePolicy(pod, ctr, p.cfg.Node)
+		if err != nil {
+			log.WithError(err).Warn("synchronize: bad vigil annotation; not monitored")
+			continue
+		}
+		c := &container{meta: ptr(containerMeta(pod, ctr)), policy: pol, state: stateName(ctr.GetState())}
+		if pol.Seccomp != "" {
+			if prof, err := seccomp.Build(pol.Seccomp, p.seccompOptions()); err == nil && prof.Policy != nil {
+				p.notify.SetPolicy(ctr.GetId(), prof.Policy)
+			}
+		}
+		p.mu.Lock()
+		p.byID[ctr.GetId()] = c
+		p.mu.Unlock()
+		if pol.Monitor && ctr.GetState() == api.ContainerState_CONTAINER_RUNNING {
+			if err := p.track(c, ctr); err != nil {
+				log.WithError(err).Error("synchronize: cannot monitor container")
+				continue
+			}
+			keep[c.cgroupID] = true
+			log.WithField("cgroup", c.cgroupID).Info("tracking container (synchronized)")
+		}
+	}
+	// Cgroups the pinned tracer still follows for containers that are gone.
+	if tracked, err := p.tracer.Tracked(); err == nil {
+		for id := range tracked {
+			if !keep[id] {
+				if c, err := p.tracer.Untrack(id); err == nil {
+					p.log.WithFields(logrus.Fields{"cgroup": id, "seen": c.Seen, "dropped": c.Dropped}).Info("untracked a cgroup whose container is gone")
+				}
+			}
+		}
+	}
+	p.log.WithFields(logrus.Fields{"pods": len(pods), "containers": len(ctrs), "tracked": len(keep)}).Info("synchronized with the runtime")
+	return nil, nil
+}
+
+func stateName(s api.ContainerState) string {
+	switch s {
+	case api.ContainerState_CONTAINER_CREATED:
+		return "created"
+	case api.ContainerState_CONTAINER_RUNNING:
+		return "running"
+	case api.ContainerState_CONTAINER_STOPPED:
+		return "stopped"
+	case api.ContainerState_CONTAINER_PAUSED:
+		return "paused"
+	}
+	return "unknown"
+}
+
+// Shutdown is called when the runtime shuts down.
+func (p *Plugin) Shutdown(context.Context) {
+	p.log.Info("runtime is shutting down")
+}
+
+// Enrich sets ev.Container from the cgroup → container map. The pointer is
+// shared and never modified: copy the struct to keep it past the callback.
+func (p *Plugin) Enrich(ev *event.Event) {
+	p.mu.RLock()
+	if c := p.byCgroup[ev.CgroupID]; c != nil {
+		ev.Container = c.meta
+	} else {
+		ev.Container = nil
+	}
+	p.mu.RUnlock()
+}
+
+// ContainerStatus is one container in `vigil status`.
+type ContainerStatus struct {
+	event.Container
+	State    string `json:"state"`
+	Monitor  bool   `json:"monitor"`
+	Forced   bool   `json:"forced,omitempty"`
+	Seccomp  string `json:"seccomp,omitempty"`
+	Mode     string `json:"mode,omitempty"`
+	Priority int    `json:"priority"`
+	CgroupID uint64 `json:"cgroup_id,omitempty"`
+	Tracked  bool   `json:"tracked"`
+	Seen     uint64 `json:"seen"`
+	Emitted  uint64 `json:"emitted"`
+	Dropped  uint64 `json:"dropped"`
+}
+
+func (p *Plugin) statusOf(c *container, n bpf.Counters) ContainerStatus {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return ContainerStatus{Container: *c.meta, State: c.state, Monitor: c.policy.Monitor, Forced: c.policy.Forced,
+		Seccomp: c.policy.Seccomp, Mode: string(c.policy.Mode), Priority: c.policy.Priority,
+		CgroupID: c.cgroupID, Tracked: c.tracked, Seen: n.Seen, Emitted: n.Emitted, Dropped: n.Dropped}
+}
+
+// Containers lists the known containers with live counters, sorted by
+// namespace, pod, name; then the last finished ones with final counters.
+func (p *Plugin) Containers() (live, finished []ContainerStatus) {
+	p.mu.RLock()
+	cs := make([]*container, 0, len(p.byID))
+	for _, c := range p.byID {
+		if c.state != "stopped" || c.tracked {
+			cs = append(cs, c) // stopped ones are listed with their final counters
+		}
+	}
+	finished = append(finished, p.final...)
+	p.mu.RUnlock()
+	for _, c := range cs {
+		var n bpf.Counters
+		p.mu.RLock()
+		tracked, id := c.tracked, c.cgroupID
+		p.mu.RUnlock()
+		if tracked {
+			n, _ = p.tracer.Counters(id)
+		}
+		live = append(live, p.statusOf(c, n))
+	}
+	sort.Slice(live, func(i, j int) bool {
+		a, b := live[i], live[j]
+		if a.Namespace != b.Namespace {
+			return a.Namespace < b.Namespace
+		}
+		if a.Pod != b.Pod {
+			return a.Pod < b.Pod
+		}
+		return a.Name < b.Name
+	})
+	return live, finished
+}
+
+// Rejected lists containers whose seccomp adjustment the runtime refused.
+func (p *Plugin) Rejected() []string {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return append([]string(nil), p.rejected...)
+}
+
+// Register tracks a container announced by the OCI hook (runtimes without
+// NRI). The hook runs after the runtime fixed the container's spec, so only
+// monitoring applies: a seccomp profile cannot be injected this way.
+func (p *Plugin) Register(req Request) (annotations.Policy, error) {
+	if req.Container == nil || req.Container.ID == "" {
+		return annotations.Policy{}, errors.New("register: no container id")
+	}
+	meta := *req.Container
+	pol, err := annotations.Parse(nil, req.Annotations, meta.Name, meta.Namespace, meta.Image, p.cfg.Node)
+	if err != nil {
+		return annotations.Policy{}, err
+	}
+	if pol.Seccomp != "" {
+		pol.Warnings = append(pol.Warnings, fmt.Sprintf("seccomp profile %q not applied: the OCI hook cannot change a created container's seccomp policy (use NRI)", pol.Seccomp))
+	}
+	c := &container{meta: &meta, policy: pol, state: "running"}
+	p.mu.Lock()
+	p.byID[meta.ID] = c
+	p.mu.Unlock()
+	if pol.Monitor {
+		ctr := &api.Container{Id: meta.ID, Linux: &api.LinuxContainer{CgroupsPath: req.CgroupsPath}}
+		if err := p.track(c, ctr); err != nil {
+			return pol, err
+		}
+		p.log.WithFields(logrus.Fields{"container": meta.Name, "id": short(meta.ID), "cgroup": c.cgroupID}).Info("tracking container (OCI hook)")
+	}
+	return pol, nil
+}
+
+// Unregister stops tracking a container registered by the OCI hook.
+func (p *Plugin) Unregister(id string) {
+	p.mu.RLock()
+	c := p.byID[id]
+	p.mu.RUnlock()
+	if c == nil {
+		return
+	}
+	pod := &api.PodSandbox{Name: c.meta.Pod, Namespace: c.meta.Namespace}
+	ctr := &api.Container{Id: id, Name: c.meta.Name}
+	p.finish(pod, ctr, "stopped")
+	p.mu.Lock()
+	if p.byCgroup[c.cgroupID] == c {
+		delete(p.byCgroup, c.cgroupID)
+	}
+	delete(p.byID, id)
+	p.mu.Unlock()
+}
