@@ -184,10 +184,11 @@ const (
 	KindPolicy    Kind = 6 // a rule or policy change
 	KindAgent     Kind = 7 // agent start/stop (Agent body)
 	KindLoss      Kind = 8 // the audit writer itself lost records (Loss body)
+	KindSample    Kind = 9 // a resource sample of a cgroup (detector.Sample JSON), so replay can re-run resource rules
 )
 
 var kindNames = [...]string{KindEvent: "event", KindGap: "gap", KindVerdict: "verdict", KindAction: "action",
-	KindLifecycle: "lifecycle", KindPolicy: "policy", KindAgent: "agent", KindLoss: "loss"}
+	KindLifecycle: "lifecycle", KindPolicy: "policy", KindAgent: "agent", KindLoss: "loss", KindSample: "sample"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) && kindNames[k] != "" {
