@@ -3,7 +3,6 @@ package detector
 import (
 	"fmt"
 	"runtime"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -101,14 +100,16 @@ func (r *rateCounter) add(t, window int64) float64 {
 }
 
 type sampleState struct {
-	have      bool
-	lastT     int64
-	lastCPU   uint64
-	lastEv    uint64
-	firstT    int64
-	baseSum   float64
-	baseN     int
-	holdSince []int64 // per sample rule
+	hist    []histEntry // recent samples, oldest first, covering the longest `for`
+	firstT  int64
+	baseSum float64
+	baseN   int
+}
+
+type histEntry struct {
+	t   int64
+	cpu uint64
+	ev  uint64
 }
 
 // New compiles the rules and returns a ready Engine. Rule errors name the
@@ -183,7 +184,6 @@ func (sh *shard) state(id uint64, rs *ruleSet) *cgState {
 		cg.rates = make([]rateCounter, len(rs.rules))
 		cg.prates = nil
 		cg.last = nil
-		cg.sample.holdSince = make([]int64, len(rs.samples))
 		cg.model = nil
 	}
 	return cg
@@ -339,40 +339,45 @@ func (e *Engine) Sample(s Sample) []Verdict {
 	}
 	st := &cg.sample
 	t := s.Time.UnixNano()
-	if !st.have || t <= st.lastT || s.CPUUsageNs < st.lastCPU {
-		st.have, st.lastT, st.lastCPU, st.lastEv, st.firstT = true, t, s.CPUUsageNs, cg.events, t
+	if n := len(st.hist); n > 0 && (t <= st.hist[n-1].t || s.CPUUsageNs < st.hist[n-1].cpu) {
+		st.hist = st.hist[:0] // time went back or the counter restarted
+	}
+	if len(st.hist) == 0 {
+		st.firstT = t
+	}
+	st.hist = append(st.hist, histEntry{t: t, cpu: s.CPUUsageNs, ev: cg.events})
+	// Keep what the longest sustain needs, plus one sample before it.
+	var keep int64
+	for _, r := range rs.samples {
+		keep = max(keep, r.sustain)
+	}
+	for len(st.hist) > 2 && st.hist[1].t <= t-keep {
+		st.hist = st.hist[1:]
+	}
+	if len(st.hist) < 2 {
 		return nil
-	}
-	dt := float64(t - st.lastT)
-	dcpu := float64(s.CPUUsageNs - st.lastCPU)
-	dev := float64(cg.events - st.lastEv)
-	m := map[string]float64{
-		"cpu_cores":    dcpu / dt,
-		"syscall_rate": dev / dt * 1e9,
-		"threads":      float64(s.Threads),
-	}
-	if dcpu > 0 {
-		m["syscalls_per_cpu_second"] = dev / (dcpu / 1e9)
-	} else {
-		m["syscalls_per_cpu_second"] = dev * 1e9
 	}
 	// The baseline is the mean CPU use over the first minute of samples.
 	const baselineWindow = int64(60 * time.Second)
+	prev := st.hist[len(st.hist)-2]
 	if t-st.firstT <= baselineWindow {
-		st.baseSum += m["cpu_cores"]
+		st.baseSum += float64(s.CPUUsageNs-prev.cpu) / float64(t-prev.t)
 		st.baseN++
-		m["baseline_ratio"] = 0
-	} else {
-		base := st.baseSum / float64(st.baseN)
-		if base < 0.05 {
-			base = 0.05
-		}
-		m["baseline_ratio"] = m["cpu_cores"] / base
 	}
-	since := st.lastT
-	st.lastT, st.lastCPU, st.lastEv = t, s.CPUUsageNs, cg.events
 	var out []Verdict
 	for i, r := range rs.samples {
+		// the metrics over the last r.sustain (at least one interval)
+		from := -1
+		for j := len(st.hist) - 2; j >= 0; j-- {
+			if t-st.hist[j].t >= r.sustain {
+				from = j
+				break
+			}
+		}
+		if from < 0 {
+			continue
+		}
+		m := sampleMetrics(st, st.hist[from], t, s, cg.events, t-st.firstT > baselineWindow)
 		ok := true
 		for _, ts := range r.tests {
 			v := m[ts.field]
@@ -388,21 +393,13 @@ func (e *Engine) Sample(s Sample) []Verdict {
 			}
 		}
 		if !ok {
-			st.holdSince[i] = 0
-			continue
-		}
-		if st.holdSince[i] == 0 {
-			st.holdSince[i] = since
-		}
-		if t-st.holdSince[i] < r.sustain {
 			continue
 		}
 		if cg.throttled(procRuleKey{rule: -int32(i) - 1}, t, r.throttle) {
 			continue
 		}
-		note := fmt.Sprintf("cpu %.2f cores, %.0f syscalls/s, %.0f syscalls per cpu-second, %d threads, for %s",
-			m["cpu_cores"], m["syscall_rate"], m["syscalls_per_cpu_second"], s.Threads,
-			time.Duration(t-st.holdSince[i]).Round(time.Millisecond))
+		note := fmt.Sprintf("over %s: cpu %.2f cores, %.0f syscalls/s, %.0f syscalls per cpu-second, %d threads",
+			time.Duration(t-st.hist[from].t).Round(time.Millisecond), m["cpu_cores"], m["syscall_rate"], m["syscalls_per_cpu_second"], s.Threads)
 		out = append(out, Verdict{
 			ID:        verdictID(r.name, s.CgroupID, 0, 0, cg.events, t),
 			Time:      time.Unix(0, t).UTC(),
@@ -419,4 +416,23 @@ func (e *Engine) Sample(s Sample) []Verdict {
 	return out
 }
 
-var _ = strconv.Itoa
+// sampleMetrics are the values sample rules test, over [from, now].
+func sampleMetrics(st *sampleState, from histEntry, t int64, s Sample, events uint64, haveBase bool) map[string]float64 {
+	dt := float64(t - from.t)
+	dcpu := float64(s.CPUUsageNs - from.cpu)
+	dev := float64(events - from.ev)
+	m := map[string]float64{
+		"cpu_cores":    dcpu / dt,
+		"syscall_rate": dev / dt * 1e9,
+		"threads":      float64(s.Threads),
+	}
+	if dcpu > 0 {
+		m["syscalls_per_cpu_second"] = dev / (dcpu / 1e9)
+	} else {
+		m["syscalls_per_cpu_second"] = dev * 1e9
+	}
+	if haveBase && st.baseN > 0 {
+		m["baseline_ratio"] = m["cpu_cores"] / max(st.baseSum/float64(st.baseN), 0.05)
+	}
+	return m
+}

