@@ -102,7 +102,14 @@ func (e *encoder) state(cg uint64) *cgState {
 	return s
 }
 
-// next assigns the cgroup's next sequence number without encoding a record
+func (e *encoder) forget(cg uint64) {
+	if e.last != nil && e.last.id == cg {
+		e.last = nil
+	}
+	delete(e.cgs, cg)
+}
+
+// skip assigns the cgroup's next sequence number without encoding a record
 // (a record counted as lost keeps its number, so the gap shows).
 func (e *encoder) skip(cg uint64) { e.state(cg).cseq++ }
 

@@ -37,9 +37,9 @@ func smallFS(t *testing.T, free int64) (dir, filler string) {
 
 func TestDiskFull(t *testing.T) {
 	cases := []struct {
-		name     string
-		policy   FullPolicy
-		hold     int
+		name      string
+		policy    FullPolicy
+		hold      int
 		whileFull int // events appended while the disk is full
 	}{
 		{"count: keep running and count the loss", FullCount, 0, 3000},

@@ -66,6 +66,8 @@ type Writer struct {
 	lossInBatch uint64 // lost records reported by a KindLoss record in the current batch
 	lossRecs    int    // KindLoss records in the current batch
 
+	forget []uint64 // cgroups to forget once the open batch is written
+
 	stats  Stats
 	closed bool
 	stop   chan struct{}
@@ -219,16 +221,18 @@ func (w *Writer) AppendGap(cgroupID uint64, containerID string, fromSeq, count u
 }
 
 // Forget drops the per-container sequence counter of a cgroup that is gone
-// (after its last record), so the counters a segment header carries stay
-// bounded. A later record of the same cgroup id starts again from 1.
+// (call it after the cgroup's last record), so the counters a segment
+// header carries stay bounded. A later record of the same cgroup id starts
+// again from 1.
 func (w *Writer) Forget(cgroupID uint64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if s := w.enc.cgs[cgroupID]; s != nil && s.gen != w.enc.gen {
-		delete(w.enc.cgs, cgroupID)
-		if w.enc.last == s {
-			w.enc.last = nil
+	if s := w.enc.cgs[cgroupID]; s != nil {
+		if s.gen == w.enc.gen && w.enc.n > 0 { // in the open batch: after it
+			w.forget = append(w.forget, cgroupID)
+			return
 		}
+		w.enc.forget(cgroupID)
 	}
 }
 
@@ -448,6 +452,10 @@ func (w *Writer) flushLocked() error {
 
 func (w *Writer) resetBatch() {
 	w.enc.reset()
+	for _, cg := range w.forget {
+		w.enc.forget(cg)
+	}
+	w.forget = w.forget[:0]
 	w.lossInBatch, w.lossRecs = 0, 0
 }
 
