@@ -1,0 +1,361 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/containerd/nri/pkg/api"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sirupsen/logrus"
+
+	"vigil.dev/vigil/annotations"
+	"vigil.dev/vigil/bpf"
+	"vigil.dev/vigil/event"
+	"vigil.dev/vigil/seccomp"
+)
+
+// fakeTracer records Track/Untrack; the real tracer is exercised by the
+// end-to-end tests.
+type fakeTracer struct {
+	tracked map[uint64]bpf.Counters
+	failOn  uint64
+}
+
+func (f *fakeTracer) Track(id uint64) error {
+	if id == f.failOn {
+		return errors.New("track failed")
+	}
+	if _, ok := f.tracked[id]; !ok {
+		f.tracked[id] = bpf.Counters{}
+	}
+	return nil
+}
+
+func (f *fakeTracer) Untrack(id uint64) (bpf.Counters, error) {
+	c, ok := f.tracked[id]
+	if !ok {
+		return c, bpf.ErrNotTracked
+	}
+	delete(f.tracked, id)
+	return c, nil
+}
+
+func (f *fakeTracer) Counters(id uint64) (bpf.Counters, error) {
+	c, ok := f.tracked[id]
+	if !ok {
+		return c, bpf.ErrNotTracked
+	}
+	return c, nil
+}
+
+func (f *fakeTracer) Tracked() (map[uint64]bpf.Counters, error) {
+	out := map[uint64]bpf.Counters{}
+	for k, v := range f.tracked {
+		out[k] = v
+	}
+	return out, nil
+}
+
+type fakeNotifier struct{ policies map[string]*seccomp.Policy }
+
+func (f *fakeNotifier) SetPolicy(id string, p *seccomp.Policy) { f.policies[id] = p }
+func (f *fakeNotifier) RemovePolicy(id string)                 { delete(f.policies, id) }
+
+func newTestPlugin(node annotations.NodeConfig) (*Plugin, *fakeTracer, *fakeNotifier) {
+	tr := &fakeTracer{tracked: map[uint64]bpf.Counters{}}
+	nt := &fakeNotifier{policies: map[string]*seccomp.Policy{}}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	ids := map[string]uint64{"/cg/k8s.io/c1": 101, "/cg/k8s.io/c2": 102, "/cg/k8s.io/bad": 999}
+	cgid := func(dir string) (uint64, error) {
+		if id, ok := ids[dir]; ok {
+			return id, nil
+		}
+		return 0, errors.New("no such cgroup " + dir)
+	}
+	p := New(Config{Node: node, CgroupRoot: "/cg", ListenerPath: "/run/test/seccomp.sock", CgroupID: cgid}, tr, nt, log)
+	return p, tr, nt
+}
+
+func testPod(ann map[string]string) *api.PodSandbox {
+	return &api.PodSandbox{Id: "pod1", Name: "web", Namespace: "shop", Annotations: ann}
+}
+
+func testCtr(id string, ann map[string]string) *api.Container {
+	return &api.Container{Id: id, PodSandboxId: "pod1", Name: "app", Annotations: ann,
+		Linux: &api.LinuxContainer{CgroupsPath: "/k8s.io/" + id}}
+}
+
+func TestBuildAdjustment(t *testing.T) {
+	rtDefault := &api.LinuxContainer{
+		SeccompProfile: &api.SecurityProfile{ProfileType: api.SecurityProfile_RUNTIME_DEFAULT},
+		SeccompPolicy:  &api.LinuxSeccomp{DefaultAction: "SCMP_ACT_ERRNO", Syscalls: []*api.LinuxSyscall{{Names: []string{"read", "unshare"}, Action: "SCMP_ACT_ALLOW"}}},
+	}
+	tests := []struct {
+		name    string
+		pol     annotations.Policy
+		linux   *api.LinuxContainer
+		check   func(t *testing.T, adj *api.ContainerAdjustment, prof *seccomp.Profile)
+		wantErr string
+	}{
+		{name: "nothing asked: no adjustment", pol: annotations.Policy{Priority: 50},
+			check: func(t *testing.T, adj *api.ContainerAdjustment, prof *seccomp.Profile) {
+				if adj != nil || prof != nil {
+					t.Errorf("adjustment %v, profile %v", adj, prof)
+				}
+			}},
+		{name: "priority only: cpu shares", pol: annotations.Policy{Priority: 70, PrioritySet: true},
+			check: func(t *testing.T, adj *api.ContainerAdjustment, prof *seccomp.Profile) {
+				if adj.GetLinux().GetResources().GetCpu().GetShares().GetValue() != 4096 || adj.GetLinux().GetSeccompPolicy() != nil || prof != nil {
+					t.Errorf("adjustment %v", adj)
+				}
+			}},
+		{name: "notify: listener and policy", pol: annotations.Policy{Monitor: true, Seccomp: "notify"},
+			check: func(t *testing.T, adj *api.ContainerAdjustment, prof *seccomp.Profile) {
+				s := adj.GetLinux().GetSeccompPolicy()
+				if s.GetListenerPath() != "/run/test/seccomp.sock" || s.GetDefaultAction() != "SCMP_ACT_ERRNO" || prof.Policy == nil {
+					t.Errorf("seccomp %v", s)
+				}
+			}},
+		{name: "runtime default base is used", pol: annotations.Policy{Seccomp: "notify"}, linux: rtDefault,
+			check: func(t *testing.T, adj *api.ContainerAdjustment, prof *seccomp.Profile) {
+				nr, _ := event.SyscallNr("unshare")
+				if d := prof.Policy.Decide(int32(nr)); !d.Allow {
+					t.Errorf("unshare allowed by the runtime's own default, decision %v", d)
+				}
+				if n := len(adj.GetLinux().GetSeccompPolicy().GetSyscalls()); n != 2 {
+					t.Errorf("%d rules, want read's and the notify rule", n)
+				}
+			}},
+		{name: "strict", pol: annotations.Policy{Seccomp: "strict"},
+			check: func(t *testing.T, adj *api.ContainerAdjustment, prof *seccomp.Profile) {
+				if adj.GetLinux().GetSeccompPolicy().GetListenerPath() != "" || prof.Policy != nil {
+					t.Errorf("strict has a listener: %v", adj.GetLinux().GetSeccompPolicy())
+				}
+			}},
+		{name: "unknown named profile", pol: annotations.Policy{Seccomp: "nginx"}, wantErr: `seccomp profile "nginx"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctr := &api.Container{Id: "c", Linux: tt.linux}
+			adj, prof, err := buildAdjustment(tt.pol, ctr, seccomp.Options{ListenerPath: "/run/test/seccomp.sock"})
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, adj, prof)
+		})
+	}
+}
+
+func TestToOCISeccompRoundTrip(t *testing.T) {
+	errno := uint(38)
+	in := &specs.LinuxSeccomp{DefaultAction: specs.ActErrno, DefaultErrnoRet: &errno, Architectures: []specs.Arch{specs.ArchX86_64},
+		Flags: []specs.LinuxSeccompFlag{"SECCOMP_FILTER_FLAG_LOG"}, ListenerPath: "/x", ListenerMetadata: "m",
+		Syscalls: []specs.LinuxSyscall{{Names: []string{"read"}, Action: specs.ActAllow, Args: []specs.LinuxSeccompArg{{Index: 1, Value: 2, Op: specs.OpEqualTo}}}}}
+	out := toOCISeccomp(api.FromOCILinuxSeccomp(in))
+	if out.DefaultAction != in.DefaultAction || *out.DefaultErrnoRet != 38 || out.Architectures[0] != specs.ArchX86_64 ||
+		out.Flags[0] != in.Flags[0] || out.ListenerPath != "/x" || out.ListenerMetadata != "m" ||
+		out.Syscalls[0].Names[0] != "read" || out.Syscalls[0].Args[0].Value != 2 {
+		t.Errorf("round trip: %+v", out)
+	}
+}
+
+func TestLifecycle(t *testing.T) {
+	ctx := context.Background()
+	p, tr, nt := newTestPlugin(annotations.NodeConfig{})
+	pod := testPod(map[string]string{"ebpf-monitor": "true"})
+	ctr := testCtr("c1", nil)
+
+	adj, _, err := p.CreateContainer(ctx, pod, ctr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if adj.GetLinux().GetSeccompPolicy().GetListenerPath() == "" || nt.policies["c1"] == nil {
+		t.Fatalf("monitored container: adjustment %v, notify policy %v", adj, nt.policies["c1"])
+	}
+	if len(tr.tracked) != 0 {
+		t.Fatal("tracked before start")
+	}
+	if err := p.StartContainer(ctx, pod, ctr); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := tr.tracked[101]; !ok {
+		t.Fatalf("cgroup 101 not tracked: %v", tr.tracked)
+	}
+	ev := &event.Event{CgroupID: 101}
+	p.Enrich(ev)
+	want := event.Container{ID: "c1", Name: "app", Pod: "web", Namespace: "shop"}
+	if ev.Container == nil || *ev.Container != want {
+		t.Fatalf("enriched %+v, want %+v", ev.Container, want)
+	}
+	other := &event.Event{CgroupID: 7, Container: &event.Container{ID: "stale"}}
+	p.Enrich(other)
+	if other.Container != nil {
+		t.Errorf("unknown cgroup enriched: %+v", other.Container)
+	}
+	tr.tracked[101] = bpf.Counters{Seen: 10, Emitted: 9, Dropped: 1}
+	live, _ := p.Containers()
+	if len(live) != 1 || live[0].Seen != 10 || !live[0].Tracked || live[0].Seccomp != "notify" {
+		t.Fatalf("status %+v", live)
+	}
+	if _, err := p.StopContainer(ctx, pod, ctr); err != nil {
+		t.Fatal(err)
+	}
+	if len(tr.tracked) != 0 {
+		t.Errorf("still tracked after stop")
+	}
+	live, finished := p.Containers()
+	if len(live) != 0 || len(finished) != 1 || finished[0].Seen != 10 || finished[0].Dropped != 1 {
+		t.Errorf("after stop: live %+v finished %+v", live, finished)
+	}
+	// Events still in the ring after stop resolve until removal.
+	p.Enrich(ev)
+	if ev.Container == nil {
+		t.Error("events after stop lost their metadata")
+	}
+	if err := p.RemoveContainer(ctx, pod, ctr); err != nil {
+		t.Fatal(err)
+	}
+	if nt.policies["c1"] != nil {
+		t.Error("notify policy kept after remove")
+	}
+	p.Enrich(ev)
+	if ev.Container != nil {
+		t.Error("metadata kept after remove")
+	}
+}
+
+func TestCreateContainerDecisions(t *testing.T) {
+	ctx := context.Background()
+	forced := annotations.NodeConfig{}
+	forced.ForceMonitor.Namespaces = []string{"shop"}
+	tests := []struct {
+		name      string
+		node      annotations.NodeConfig
+		pod, ctr  map[string]string
+		wantErr   string
+		wantTrack bool
+		wantAdj   bool
+	}{
+		{name: "unannotated", wantTrack: false, wantAdj: false},
+		{name: "monitor false", pod: map[string]string{"ebpf-monitor": "false"}},
+		{name: "forced over false", node: forced, pod: map[string]string{"ebpf-monitor": "false"}, wantTrack: true, wantAdj: true},
+		{name: "container-level annotation", ctr: map[string]string{"ebpf-monitor/container.app": "true"}, wantTrack: true, wantAdj: true},
+		{name: "seccomp only", pod: map[string]string{"vigil.dev/seccomp": "strict"}, wantAdj: true},
+		{name: "bad value fails", pod: map[string]string{"vigil.dev/mode": "block"}, wantErr: `"vigil.dev/mode" has invalid value "block": allowed values are "learn", "detect", "enforce"`},
+		{name: "bad value warns", node: annotations.NodeConfig{OnInvalid: "warn"}, pod: map[string]string{"ebpf-monitor": "true", "vigil.dev/mode": "block"}, wantTrack: true, wantAdj: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, tr, _ := newTestPlugin(tt.node)
+			pod, ctr := testPod(tt.pod), testCtr("c1", tt.ctr)
+			adj, _, err := p.CreateContainer(ctx, pod, ctr)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (adj != nil) != tt.wantAdj {
+				t.Errorf("adjustment %v, want one: %v", adj, tt.wantAdj)
+			}
+			if err := p.StartContainer(ctx, pod, ctr); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := tr.tracked[101]; ok != tt.wantTrack {
+				t.Errorf("tracked %v, want %v", ok, tt.wantTrack)
+			}
+		})
+	}
+}
+
+func TestStartContainerErrors(t *testing.T) {
+	ctx := context.Background()
+	p, tr, _ := newTestPlugin(annotations.NodeConfig{})
+	tr.failOn = 999
+	pod := testPod(map[string]string{"ebpf-monitor": "true"})
+	for _, id := range []string{"missing", "bad"} {
+		ctr := testCtr(id, nil)
+		if _, _, err := p.CreateContainer(ctx, pod, ctr); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.StartContainer(ctx, pod, ctr); err == nil {
+			t.Errorf("%s: start of an untrackable monitored container succeeded", id)
+		}
+	}
+}
+
+func TestStartWithoutCreateParsesAgain(t *testing.T) {
+	p, tr, _ := newTestPlugin(annotations.NodeConfig{})
+	if err := p.StartContainer(context.Background(), testPod(map[string]string{"ebpf-monitor": "true"}), testCtr("c2", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := tr.tracked[102]; !ok {
+		t.Error("container created while the agent was away not tracked at start")
+	}
+}
+
+func TestSynchronize(t *testing.T) {
+	p, tr, nt := newTestPlugin(annotations.NodeConfig{})
+	tr.tracked[101] = bpf.Counters{Seen: 500} // pinned from the previous agent
+	tr.tracked[555] = bpf.Counters{Seen: 3}   // a container that is gone
+	pods := []*api.PodSandbox{testPod(map[string]string{"ebpf-monitor": "true"}), {Id: "pod2", Name: "db", Namespace: "shop"}}
+	c1 := testCtr("c1", nil)
+	c1.State = api.ContainerState_CONTAINER_RUNNING
+	c2 := testCtr("c2", nil)
+	c2.PodSandboxId, c2.State = "pod2", api.ContainerState_CONTAINER_RUNNING
+	if _, err := p.Synchronize(context.Background(), pods, []*api.Container{c1, c2}); err != nil {
+		t.Fatal(err)
+	}
+	if c, ok := tr.tracked[101]; !ok || c.Seen != 500 {
+		t.Errorf("monitored container: tracked %v counters %+v; want tracked with counters kept", ok, c)
+	}
+	if _, ok := tr.tracked[102]; ok {
+		t.Error("unmonitored container tracked")
+	}
+	if _, ok := tr.tracked[555]; ok {
+		t.Error("stale pinned cgroup not untracked")
+	}
+	if nt.policies["c1"] == nil {
+		t.Error("notify policy not restored")
+	}
+	ev := &event.Event{CgroupID: 101}
+	p.Enrich(ev)
+	if ev.Container == nil || ev.Container.Pod != "web" {
+		t.Errorf("metadata not rebuilt: %+v", ev.Container)
+	}
+}
+
+func TestRegisterHook(t *testing.T) {
+	p, tr, _ := newTestPlugin(annotations.NodeConfig{})
+	pol, err := p.Register(Request{Op: "register", Container: &event.Container{ID: "c1", Name: "app"}, CgroupsPath: "/k8s.io/c1",
+		Annotations: map[string]string{"ebpf-monitor": "true"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := tr.tracked[101]; !ok || !pol.Monitor {
+		t.Fatalf("hook registration: tracked %v policy %+v", ok, pol)
+	}
+	if len(pol.Warnings) != 1 || !strings.Contains(pol.Warnings[0], "cannot change") {
+		t.Errorf("want a warning that seccomp is not applied in hook mode: %q", pol.Warnings)
+	}
+	p.Unregister("c1")
+	if len(tr.tracked) != 0 {
+		t.Error("still tracked after unregister")
+	}
+	if _, err := p.Register(Request{Container: &event.Container{ID: "x"}, Annotations: map[string]string{"ebpf-monitor": "maybe"}}); err == nil {
+		t.Error("bad annotation accepted")
+	}
+}

@@ -1,0 +1,286 @@
+package e2e
+
+import (
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"vigil.dev/vigil/event"
+	"vigil.dev/vigil/plugin"
+)
+
+var monitored = map[string]string{"ebpf-monitor": "true"}
+
+// checkProbeTrace asserts the probe's exact syscall sequence from its execve
+// on: close(-1) … close(-N) failing EBADF, write, exit_group; no gap in the
+// sequence numbers; the container's metadata on every event.
+func checkProbeTrace(t *testing.T, evs []event.Event, p *pod, name, id string) {
+	t.Helper()
+	start := slices.IndexFunc(evs, func(e event.Event) bool { return e.Name() == "execve" && e.Path == "/probe" && e.Ret == 0 })
+	if start < 0 {
+		t.Fatalf("no successful execve of /probe among %d events", len(evs))
+	}
+	got := evs[start:]
+	if len(got) != probeN+3 {
+		t.Fatalf("%d events from execve on, want %d (execve, %d close, write, exit_group)", len(got), probeN+3, probeN)
+	}
+	for i, e := range got {
+		if i > 0 && e.Seq != got[i-1].Seq+1 {
+			t.Fatalf("sequence gap at event %d: %d after %d", i, e.Seq, got[i-1].Seq)
+		}
+		c := e.Container
+		if c == nil || c.ID != id || c.Name != name || c.Pod != p.name || c.Namespace != p.namespace || c.Image != probe {
+			t.Fatalf("event %d: container metadata %+v, want %s/%s %s (%s)", i, c, p.namespace, p.name, name, probe)
+		}
+	}
+	for i := 1; i <= probeN; i++ {
+		e := got[i]
+		if e.Name() != "close" || int64(e.Args[0]) != -int64(i) || e.Errno() != int(syscall.EBADF) {
+			t.Fatalf("event %d: %s(%d) = %d, want close(%d) = -EBADF", i, e.Name(), int64(e.Args[0]), e.Ret, -i)
+		}
+	}
+	if w := got[probeN+1]; w.Name() != "write" || w.Args[0] != 1 || w.Ret != 11 {
+		t.Errorf("want write(1, …, 11) = 11, got %s(%d) = %d", w.Name(), w.Args[0], w.Ret)
+	}
+	if x := got[probeN+2]; x.Name() != "exit_group" || x.Flags&event.NoReturn == 0 {
+		t.Errorf("want exit_group (noreturn), got %s flags %v", x.Name(), x.Flags)
+	}
+}
+
+func TestMonitoredPodTracedFromFirstExecve(t *testing.T) {
+	need(t)
+	p := runPod(t, "probe", "default", monitored)
+	id := p.run(t, "probe", probe, nil, nil)
+	if logs := waitExited(t, id); !strings.Contains(logs, "probe done") {
+		t.Fatalf("probe output %q", logs)
+	}
+	var evs []event.Event
+	eventually(t, "the probe's exit_group in the events", 10*time.Second, func() bool {
+		evs = eventsOf(t, id)
+		return len(evs) > 0 && evs[len(evs)-1].Name() == "exit_group"
+	})
+	checkProbeTrace(t, evs, p, "probe", id)
+
+	// The kernel's exact counters agree with what was written.
+	var cs plugin.ContainerStatus
+	eventually(t, "final counters in vigil status", 5*time.Second, func() bool {
+		var ok bool
+		cs, ok = containerStatus(t, id)
+		return ok && cs.Seen > 0 && !cs.Tracked
+	})
+	if cs.Seen != cs.Emitted+cs.Dropped || cs.Dropped != 0 || cs.Seen != uint64(len(evs)) {
+		t.Errorf("counters seen %d emitted %d dropped %d; %d events written", cs.Seen, cs.Emitted, cs.Dropped, len(evs))
+	}
+	if cs.Seccomp != "notify" || !cs.Monitor {
+		t.Errorf("status %+v: want monitored with the notify profile (the default)", cs)
+	}
+}
+
+func TestUnannotatedPodUntouched(t *testing.T) {
+	need(t)
+	p := runPod(t, "plain", "default", nil)
+	id := p.run(t, "plain", busybox, []string{"sh", "-c", "grep Seccomp: /proc/self/status; mkdir /tmp/d && echo made"}, nil)
+	logs := waitExited(t, id)
+	if !strings.Contains(logs, "Seccomp:\t0") || !strings.Contains(logs, "made") {
+		t.Errorf("unannotated container: %q, want no seccomp filter and mkdir working", logs)
+	}
+	if s := runtimeSpec(t, id).Linux.Seccomp; s != nil {
+		t.Errorf("unannotated container got a seccomp policy: %+v", s)
+	}
+	time.Sleep(300 * time.Millisecond) // past the agent's flush interval
+	if evs := eventsOf(t, id); len(evs) != 0 {
+		t.Errorf("unannotated container traced: %d events", len(evs))
+	}
+	if d := decisionsOf(t, id); len(d) != 0 {
+		t.Errorf("unannotated container got notify decisions: %+v", d)
+	}
+	if cs, ok := containerStatus(t, id); ok && (cs.Monitor || cs.Tracked || cs.Seen > 0) {
+		t.Errorf("status: %+v", cs)
+	}
+}
+
+func TestNodeForcedMonitoringOverridesFalse(t *testing.T) {
+	need(t)
+	p := runPod(t, "forced", "vigil-forced", map[string]string{"ebpf-monitor": "false"})
+	id := p.run(t, "probe", probe, nil, nil)
+	waitExited(t, id)
+	var evs []event.Event
+	eventually(t, "events of the forced container", 10*time.Second, func() bool {
+		evs = eventsOf(t, id)
+		return len(evs) > 0 && evs[len(evs)-1].Name() == "exit_group"
+	})
+	checkProbeTrace(t, evs, p, "probe", id)
+	if cs, _ := containerStatus(t, id); !cs.Forced || !cs.Monitor {
+		t.Errorf("status %+v: want forced monitoring", cs)
+	}
+}
+
+func TestBadAnnotationsFailCreation(t *testing.T) {
+	need(t)
+	tests := []struct {
+		key, value string
+		allowed    []string
+	}{
+		{"ebpf-monitor", "yes", []string{`"true"`, `"false"`}},
+		{"vigil.dev/seccomp", "bogus", []string{`"runtime-default"`, `"strict"`, `"notify"`, `"no-mkdir"`}},
+		{"vigil.dev/seccomp", "unconfined", []string{`"notify"`}},
+		{"vigil.dev/priority", "high", []string{"0 to 100"}},
+		{"vigil.dev/priority/container.app", "101", []string{"0 to 100"}},
+		{"vigil.dev/mode", "block", []string{`"learn"`, `"detect"`, `"enforce"`}},
+		{"vigil.dev/policy", "../etc", []string{"policy name"}},
+	}
+	p := runPod(t, "bad", "default", nil)
+	for _, tt := range tests {
+		t.Run(tt.key+"="+tt.value, func(t *testing.T) {
+			_, err := p.create(t, "app", busybox, []string{"true"}, map[string]string{tt.key: tt.value})
+			if err == nil {
+				t.Fatalf("container with %s=%q was created", tt.key, tt.value)
+			}
+			// crictl shows the runtime's error with its quotes escaped.
+			msg := strings.ReplaceAll(err.Error(), `\"`, `"`)
+			for _, s := range append([]string{tt.key, fmt.Sprintf("%q", tt.value), "allowed values"}, tt.allowed...) {
+				if !strings.Contains(msg, s) {
+					t.Errorf("error lacks %s:\n%v", s, err)
+				}
+			}
+		})
+	}
+	// Nothing else broke: the same pod still runs a good container.
+	id := p.run(t, "good", busybox, []string{"echo", "fine"}, map[string]string{"vigil.dev/priority": "80"})
+	if logs := waitExited(t, id); !strings.Contains(logs, "fine") {
+		t.Errorf("good container after rejections: %q", logs)
+	}
+	if cpu := runtimeSpec(t, id).Linux.Resources.CPU; cpu == nil || cpu.Shares == nil || *cpu.Shares != 8192 {
+		t.Errorf("priority 80: cpu %+v, want shares 8192", cpu)
+	}
+}
+
+func TestSeccompStrictBlocksUnshare(t *testing.T) {
+	need(t)
+	script := []string{"sh", "-c", "unshare -U true && echo unshare-ok"}
+	strict := runPod(t, "strict", "default", map[string]string{"vigil.dev/seccomp": "strict"})
+	id := strict.run(t, "app", busybox, script, nil)
+	if logs := waitExited(t, id); !strings.Contains(logs, "Operation not permitted") || strings.Contains(logs, "unshare-ok") {
+		t.Errorf("strict: %q, want unshare to fail with EPERM", logs)
+	}
+	// The same workload without vigil's profile can unshare: the denial is strict's.
+	plain := runPod(t, "nostrict", "default", nil)
+	id = plain.run(t, "app", busybox, script, nil)
+	if logs := waitExited(t, id); !strings.Contains(logs, "unshare-ok") {
+		t.Errorf("unconfined: %q, want unshare to work", logs)
+	}
+}
+
+func TestSeccompNotify(t *testing.T) {
+	need(t)
+	t.Run("notify profile allows mkdir through the server", func(t *testing.T) {
+		p := runPod(t, "notify", "default", monitored)
+		id := p.run(t, "app", busybox, []string{"sh", "-c", "mkdir /tmp/made && echo mkdir-ok; unshare -U true || echo unshare-denied"}, nil)
+		logs := waitExited(t, id)
+		if !strings.Contains(logs, "mkdir-ok") || !strings.Contains(logs, "unshare-denied") {
+			t.Errorf("logs %q: want mkdir allowed and unshare denied", logs)
+		}
+		var ds []plugin.Decision
+		eventually(t, "notify decisions for mkdir and unshare", 5*time.Second, func() bool {
+			ds = decisionsOf(t, id)
+			return hasDecision(ds, "mkdir", "allow", "") && hasDecision(ds, "unshare", "deny", "EPERM")
+		})
+	})
+	t.Run("named profile denies mkdir with the policy's errno", func(t *testing.T) {
+		p := runPod(t, "nomkdir", "default", map[string]string{"vigil.dev/seccomp": "no-mkdir"})
+		id := p.run(t, "app", busybox, []string{"sh", "-c", "mkdir /tmp/x || echo mkdir-failed"}, nil)
+		logs := waitExited(t, id)
+		if !strings.Contains(logs, "Permission denied") || !strings.Contains(logs, "mkdir-failed") {
+			t.Errorf("logs %q: want mkdir to fail with EACCES (the policy's answer)", logs)
+		}
+		eventually(t, "a deny EACCES decision", 5*time.Second, func() bool { return hasDecision(decisionsOf(t, id), "mkdir", "deny", "EACCES") })
+	})
+	t.Run("crictl exec into a notify container", func(t *testing.T) {
+		p := runPod(t, "notifyexec", "default", monitored)
+		id := p.run(t, "app", busybox, []string{"sleep", "60"}, nil)
+		out, err := crictl(t, "exec", id, "sh", "-c", "mkdir /tmp/fromexec && echo exec-ok")
+		if err != nil || !strings.Contains(out, "exec-ok") {
+			t.Fatalf("exec: %q, %v", out, err)
+		}
+		eventually(t, "the exec's mkdir decision", 5*time.Second, func() bool { return hasDecision(decisionsOf(t, id), "mkdir", "allow", "") })
+		crictl(t, "stop", "-t", "0", id)
+	})
+}
+
+func hasDecision(ds []plugin.Decision, syscall, action, errno string) bool {
+	return slices.ContainsFunc(ds, func(d plugin.Decision) bool {
+		return (d.Syscall == syscall || d.Syscall == syscall+"at") && d.Action == action && d.Errno == errno && d.Error == ""
+	})
+}
+
+// TestRestarts kills the agent and restarts it, then restarts containerd:
+// running monitored containers are tracked again with their counters intact,
+// and new containers are handled. It runs last: it replaces the agent.
+func TestRestarts(t *testing.T) {
+	need(t)
+	p := runPod(t, "longrun", "default", map[string]string{"ebpf-monitor": "true", "vigil.dev/seccomp": "runtime-default"})
+	id := p.run(t, "loop", busybox, []string{"sh", "-c", "while true; do cat /proc/self/stat >/dev/null; sleep 0.1; done"}, nil)
+	seen := func() uint64 {
+		cs, ok := containerStatus(t, id)
+		if !ok || !cs.Tracked {
+			return 0
+		}
+		return cs.Seen
+	}
+	var before uint64
+	eventually(t, "the loop container counting", 10*time.Second, func() bool { before = seen(); return before > 100 })
+
+	t.Run("agent killed and restarted", func(t *testing.T) {
+		agent.kill()
+		time.Sleep(500 * time.Millisecond) // the pinned tracer keeps counting meanwhile
+		var err error
+		if agent, err = startAgent(); err != nil {
+			t.Fatal(err)
+		}
+		var after uint64
+		eventually(t, "the container tracked again by the new agent", 10*time.Second, func() bool { after = seen(); return after > before })
+		if after < before {
+			t.Fatalf("counters reset: %d before the restart, %d after", before, after)
+		}
+		cs, _ := containerStatus(t, id)
+		if cs.Name != "loop" || cs.Pod != "longrun" {
+			t.Errorf("metadata after restart: %+v", cs)
+		}
+		n := len(eventsOf(t, id))
+		eventually(t, "new enriched events after the restart", 10*time.Second, func() bool { return len(eventsOf(t, id)) > n })
+		before = seen()
+	})
+
+	t.Run("containerd restarted", func(t *testing.T) {
+		st, err := status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns := st.Connections
+		if out, err := exec.Command("bash", filepath.Join(repo, "install/node.sh"), "restart-containerd").CombinedOutput(); err != nil {
+			t.Fatalf("restart containerd: %v\n%s", err, out)
+		}
+		eventually(t, "the agent reconnected", 20*time.Second, func() bool {
+			st, err := status()
+			return err == nil && st.Connected && st.Connections > conns
+		})
+		var after uint64
+		eventually(t, "the container still tracked, counting on", 10*time.Second, func() bool { after = seen(); return after > before })
+		// A new container after the restart is handled.
+		p2 := runPod(t, "after", "default", monitored)
+		pid := p2.run(t, "probe", probe, nil, nil)
+		waitExited(t, pid)
+		var evs []event.Event
+		eventually(t, "events of a container created after the restart", 10*time.Second, func() bool {
+			evs = eventsOf(t, pid)
+			return len(evs) > 0 && evs[len(evs)-1].Name() == "exit_group"
+		})
+		checkProbeTrace(t, evs, p2, "probe", pid)
+	})
+	crictl(nil, "stop", "-t", "0", id)
+}
