@@ -1,11 +1,14 @@
 package audit
 
 import (
+	"math/rand"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 
 	"vigil.dev/vigil/event"
@@ -18,23 +21,36 @@ import (
 //	go test -run '^$' -bench Writer -benchtime 2000000x ./audit/
 func BenchmarkWriter(b *testing.B) {
 	for _, fs := range []struct {
-		name string
-		p    FsyncPolicy
-	}{{"fsync=never", FsyncNever}, {"fsync=100ms", FsyncPolicy(100 * time.Millisecond)}, {"fsync=batch", FsyncBatch}} {
+		name  string
+		p     FsyncPolicy
+		noisy bool
+		comp  Compression
+	}{
+		{"s2/fsync=never", FsyncNever, false, CompressS2},
+		{"s2/fsync=100ms", FsyncPolicy(100 * time.Millisecond), false, CompressS2},
+		{"s2/fsync=batch", FsyncBatch, false, CompressS2},
+		{"s2/noisy/fsync=batch", FsyncBatch, true, CompressS2},
+		{"zstd/fsync=batch", FsyncBatch, false, CompressZstd},
+		{"zstd/noisy/fsync=batch", FsyncBatch, true, CompressZstd},
+	} {
 		b.Run(fs.name, func(b *testing.B) {
 			o := testOptions(b)
-			o.Fsync = fs.p
+			o.Fsync, o.Compression = fs.p, fs.comp
 			o.Logf = func(string, ...any) {}
 			w, err := Open(o)
 			if err != nil {
 				b.Fatal(err)
 			}
-			evs := make([]event.Event, 8192)
+			evs := make([]event.Event, 1<<16)
 			m := newMix()
+			if fs.noisy {
+				m.rnd = rand.New(rand.NewSource(1))
+			}
 			for i := range evs {
 				m.next(&evs[i])
 			}
 			b.ReportAllocs()
+			cpu0 := cpuTime()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				if err := w.AppendEvent(&evs[i%len(evs)]); err != nil {
@@ -45,11 +61,21 @@ func BenchmarkWriter(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.StopTimer()
+			cpu := cpuTime() - cpu0
+			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/event")
 			size := dirBytes(b, o.Dir)
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 			b.ReportMetric(float64(size)/float64(b.N), "B/event")
 		})
 	}
+}
+
+// cpuTime is the process's user+system CPU time (all threads: the
+// writer's goroutines, compression, the garbage collector).
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func dirBytes(b testing.TB, dir string) int64 {
@@ -68,8 +94,21 @@ func dirBytes(b testing.TB, dir string) int64 {
 // lines (event.AppendJSON, raw and zstd). Reported: bytes per event and
 // events per second of encoding (+ compression).
 func BenchmarkEncoding(b *testing.B) {
+	for _, noisy := range []bool{false, true} {
+		name := "regular"
+		if noisy {
+			name = "noisy"
+		}
+		b.Run(name, func(b *testing.B) { benchEncoding(b, noisy) })
+	}
+}
+
+func benchEncoding(b *testing.B, noisy bool) {
 	evs := make([]event.Event, 4096)
 	m := newMix()
+	if noisy {
+		m.rnd = rand.New(rand.NewSource(1))
+	}
 	for i := range evs {
 		m.next(&evs[i])
 	}
@@ -78,7 +117,9 @@ func BenchmarkEncoding(b *testing.B) {
 		name   string
 		binary bool
 		zstd   bool
-	}{{"binary", true, false}, {"binary+zstd", true, true}, {"jsonl", false, false}, {"jsonl+zstd", false, true}} {
+		s2     bool
+	}{{"binary", true, false, false}, {"binary+zstd", true, true, false}, {"binary+s2", true, false, true},
+		{"jsonl", false, false, false}, {"jsonl+zstd", false, true, false}} {
 		b.Run(c.name, func(b *testing.B) {
 			enc := newEncoder()
 			var js, out []byte
@@ -99,6 +140,9 @@ func BenchmarkEncoding(b *testing.B) {
 					}
 					if c.zstd {
 						out = zenc.EncodeAll(raw, out[:0])
+						bytes += int64(len(out))
+					} else if c.s2 {
+						out = s2.Encode(out[:cap(out)], raw)
 						bytes += int64(len(out))
 					} else {
 						bytes += int64(len(raw))

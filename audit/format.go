@@ -28,7 +28,8 @@ import (
 // keyid(8) ncounters(4) {cgroup(8) cseq(8)}*: the per-container sequence
 // numbers at the segment's start (for recovery).
 // type 'B' batch body: firstIndex(8) records(4) codec(1) rawlen(4)
-// mintime(8) maxtime(8) payload (the records, see codec.go).
+// mintime(8) maxtime(8) payload (the records, see codec.go; codec 0 raw,
+// 1 zstd, 2 s2).
 // type 'S' seal body: reason(1) nextIndex(8) records(8) time(8).
 //
 // prev of a segment's header frame is the hash of the previous segment's
@@ -49,6 +50,7 @@ const (
 
 	codecRaw  = 0
 	codecZstd = 1
+	codecS2   = 2
 
 	sealRotate    = 1
 	sealClose     = 2
@@ -340,7 +342,7 @@ func parseBatchHeader(body []byte) (batchHeader, []byte, error) {
 	h.rawLen = le.Uint32(body[13:])
 	h.minTime = int64(le.Uint64(body[17:]))
 	h.maxTime = int64(le.Uint64(body[25:]))
-	if h.codec != codecRaw && h.codec != codecZstd {
+	if h.codec != codecRaw && h.codec != codecZstd && h.codec != codecS2 {
 		return h, nil, fmt.Errorf("batch codec %d unknown", h.codec)
 	}
 	if h.rawLen > maxFrameBody {

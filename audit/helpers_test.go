@@ -2,6 +2,7 @@ package audit
 
 import (
 	"fmt"
+	"math/rand"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 // pointer-valued arguments like a real process's.
 type mix struct {
 	n     int
+	rnd   *rand.Rand // noisy: random pointers, results, gaps, file names
 	seq   map[uint64]uint64
 	conts []*event.Container
 	cgs   []uint64
@@ -54,16 +56,27 @@ func (m *mix) next(ev *event.Event) {
 	cg := m.cgs[c]
 	m.seq[cg]++
 	m.kt += 300 + uint64(i*7919%900)
+	if m.rnd != nil {
+		m.kt += uint64(m.rnd.Intn(20000))
+	}
 	*ev = event.Event{Seq: m.seq[cg], KTime: m.kt, Time: m.base.Add(time.Duration(m.kt)), CgroupID: cg, Container: m.conts[c],
 		PID: uint32(4000 + c), TID: uint32(4000 + c), Comm: "web", Ret: 0}
 	if i%11 == 0 {
 		ev.TID = uint32(4100 + c)
 	}
 	sp := uint64(0x7ffd_3a00_0000 + uint64(i%4096)*16)
+	if m.rnd != nil {
+		sp = 0x7ff0_0000_0000 + uint64(m.rnd.Int63n(1<<36))&^7
+		ev.PID = uint32(4000 + m.rnd.Intn(40))
+		ev.TID = ev.PID + uint32(m.rnd.Intn(3))
+	}
 	switch k := i % 20; {
 	case k < 6: // openat
 		ev.Nr = nrOpenat
 		ev.Path = paths[i%len(paths)]
+		if m.rnd != nil && i%3 == 0 {
+			ev.Path = fmt.Sprintf("/var/cache/app/%016x.tmp", m.rnd.Uint64())
+		}
 		ev.Args = [6]uint64{0xffffff9c, sp, 0x80000, 0, 0, 0}
 		ev.Ret = int64(3 + i%20)
 		if i%9 == 0 {
@@ -76,6 +89,9 @@ func (m *mix) next(ev *event.Event) {
 		ev.Nr = nrRead
 		ev.Args = [6]uint64{uint64(3 + i%20), 0x5600_1234_0000 + uint64(i%64)*4096, 4096, 0, 0, 0}
 		ev.Ret = int64(i * 131 % 4097)
+		if m.rnd != nil {
+			ev.Args[1], ev.Ret = sp, m.rnd.Int63n(4097)
+		}
 	case k < 19: // connect
 		ev.Nr = nrConnect
 		ev.Args = [6]uint64{uint64(5 + i%3), sp + 64, 16, 0, 0, 0}

@@ -73,6 +73,16 @@ func ParseFullPolicy(s string) (FullPolicy, error) {
 	return "", fmt.Errorf("on-full %q: want count or freeze", s)
 }
 
+// Compression names a batch compression.
+type Compression string
+
+// The compressions.
+const (
+	CompressS2   Compression = "s2"
+	CompressZstd Compression = "zstd"
+	CompressNone Compression = "none"
+)
+
 // ErrFull is returned (wrapped) while the disk is full and OnFull is
 // FullFreeze.
 var ErrFull = errors.New("audit: disk full")
@@ -105,6 +115,10 @@ type Options struct {
 	// MaxAge deletes sealed segments whose last record is older; 0: no
 	// limit.
 	MaxAge time.Duration
+	// Compression of batches: CompressS2 (the default: about 20 ns per
+	// event), CompressZstd (about 8x the CPU for 20-35% fewer bytes) or
+	// CompressNone. Readers handle all three.
+	Compression Compression
 	// OnFull is the disk-full policy; default FullCount.
 	OnFull FullPolicy
 	// HoldRecords bounds what FullFreeze keeps in memory while the disk is
@@ -148,6 +162,13 @@ func (o *Options) setDefaults() error {
 	}
 	if o.MaxBytes < 0 || o.MaxAge < 0 {
 		return fmt.Errorf("audit options: MaxBytes %d, MaxAge %s: want 0 (no limit) or positive", o.MaxBytes, o.MaxAge)
+	}
+	switch o.Compression {
+	case "":
+		o.Compression = CompressS2
+	case CompressS2, CompressZstd, CompressNone:
+	default:
+		return fmt.Errorf("audit options: Compression %q, want %q, %q or %q", o.Compression, CompressS2, CompressZstd, CompressNone)
 	}
 	switch o.OnFull {
 	case "":

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -260,6 +261,19 @@ func decodePayload(dec *zstd.Decoder, bh *batchHeader, payload, buf []byte) ([]b
 		}
 		if len(out) != int(bh.rawLen) {
 			return nil, fmt.Errorf("batch decompresses to %d bytes, header says %d", len(out), bh.rawLen)
+		}
+		return out, nil
+	case codecS2:
+		n, err := s2.DecodedLen(payload)
+		if err != nil || n != int(bh.rawLen) {
+			return nil, fmt.Errorf("batch decompresses to %d bytes, header says %d (%v)", n, bh.rawLen, err)
+		}
+		if cap(buf) < n {
+			buf = make([]byte, n)
+		}
+		out, err := s2.Decode(buf[:cap(buf)], payload)
+		if err != nil {
+			return nil, fmt.Errorf("decompress batch: %w", err)
 		}
 		return out, nil
 	}

@@ -30,16 +30,19 @@ func TestRoundTrip(t *testing.T) {
 		batch int
 		seg   int64
 		n     int
+		comp  Compression
 	}{
-		{"one batch", 0, 0, 1000},
-		{"many batches", 64, 0, 5000},
-		{"many segments", 100, 8 << 10, 6000},
-		{"batch of one", 1, 0, 50},
+		{"one batch", 0, 0, 1000, ""},
+		{"many batches", 64, 0, 5000, ""},
+		{"many segments", 100, 8 << 10, 6000, ""},
+		{"batch of one", 1, 0, 50, ""},
+		{"zstd", 64, 8 << 10, 3000, CompressZstd},
+		{"no compression", 64, 8 << 10, 3000, CompressNone},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			o := testOptions(t)
-			o.BatchRecords, o.SegmentBytes = tc.batch, tc.seg
+			o.BatchRecords, o.SegmentBytes, o.Compression = tc.batch, tc.seg, tc.comp
 			w, err := Open(o)
 			if err != nil {
 				t.Fatal(err)

@@ -11,7 +11,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sys/unix"
 
 	"vigil.dev/vigil/event"
 )
@@ -484,10 +486,26 @@ func isFull(err error) bool {
 func (w *Writer) buildFrame() {
 	e := w.enc
 	b := startFrame(w.frame[:0], frameBatch)
-	bh := batchHeader{firstIndex: w.nextIndex, records: uint32(e.n), codec: codecZstd, rawLen: uint32(len(e.raw)),
+	bh := batchHeader{firstIndex: w.nextIndex, records: uint32(e.n), rawLen: uint32(len(e.raw)),
 		minTime: e.minTime, maxTime: e.maxTime}
-	b = appendBatchHeader(b, &bh)
-	b = w.zenc.EncodeAll(e.raw, b)
+	switch w.opts.Compression {
+	case CompressZstd:
+		bh.codec = codecZstd
+		b = appendBatchHeader(b, &bh)
+		b = w.zenc.EncodeAll(e.raw, b)
+	case CompressS2:
+		bh.codec = codecS2
+		b = appendBatchHeader(b, &bh)
+		need := len(b) + s2.MaxEncodedLen(len(e.raw))
+		if cap(b) < need {
+			b = append(make([]byte, 0, need+need/4), b...)
+		}
+		b = b[:len(b)+len(s2.Encode(b[len(b):need], e.raw))]
+	default:
+		bh.codec = codecRaw
+		b = appendBatchHeader(b, &bh)
+		b = append(b, e.raw...)
+	}
 	b, w.prev = w.seal.finishFrame(b, 0, &w.prev)
 	w.frame = b
 	w.nextIndex += uint64(e.n)
@@ -520,17 +538,14 @@ func (w *Writer) writeFrame(b []byte) error {
 	if w.opts.Fsync == FsyncBatch {
 		return w.syncLocked()
 	}
-	if w.opts.Fsync > 0 && time.Since(w.lastSync) >= time.Duration(w.opts.Fsync) {
-		return w.syncLocked()
-	}
-	return nil
+	return nil // FsyncPolicy(d): the background goroutine syncs
 }
 
 func (w *Writer) syncLocked() error {
 	if !w.dirty || w.opts.Fsync == FsyncNever {
 		return nil
 	}
-	if err := w.f.Sync(); err != nil {
+	if err := fdatasync(w.f); err != nil {
 		if isFull(err) {
 			w.enterFull(err)
 			return nil
@@ -667,6 +682,29 @@ func (w *Writer) newSegment() error {
 	return nil
 }
 
+// fdatasync flushes a segment's data (and its size) to the disk.
+func fdatasync(f *os.File) error {
+	sc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := sc.Control(func(fd uintptr) {
+		for {
+			serr = unix.Fdatasync(int(fd))
+			if serr != unix.EINTR {
+				return
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("fdatasync: %w", serr)
+	}
+	return nil
+}
+
 func syncDir(dir string) {
 	if d, err := os.Open(dir); err == nil {
 		d.Sync()
@@ -702,8 +740,19 @@ func (w *Writer) background() {
 			if w.opts.FlushInterval > 0 && w.enc.n > 0 && now.Sub(w.batchOpen) >= w.opts.FlushInterval {
 				w.flushLocked()
 			}
-			if w.opts.Fsync > 0 && w.dirty && time.Since(w.lastSync) >= time.Duration(w.opts.Fsync) {
-				w.syncLocked()
+			if w.opts.Fsync > 0 && w.dirty && w.f != nil && time.Since(w.lastSync) >= time.Duration(w.opts.Fsync) {
+				// Sync without the lock: appenders never wait for the disk.
+				f := w.f
+				w.dirty = false
+				w.mu.Unlock()
+				err := fdatasync(f)
+				w.mu.Lock()
+				w.lastSync = time.Now()
+				w.stats.Syncs++
+				if err != nil && !errors.Is(err, os.ErrClosed) {
+					w.dirty = true
+					w.opts.Logf("audit: sync %s: %v", f.Name(), err)
+				}
 			}
 		}
 		w.mu.Unlock()
