@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -110,4 +111,29 @@ func (c *Cgroup) Usage() (cpuNs uint64, threads int, err error) {
 		return 0, 0, fmt.Errorf("cgroup threads: %w", err)
 	}
 	return cpuNs, strings.Count(string(t), "\n"), nil
+}
+
+// openCgroup opens a cgroup v2 directory by its id, the way the kernel
+// exports cgroup ids as kernfs file handles (FILEID_KERNFS).
+func openCgroup(id uint64) (int, error) {
+	root, err := CgroupRoot()
+	if err != nil {
+		return -1, err
+	}
+	mnt, err := unix.Open(root, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open cgroup root: %w", err)
+	}
+	defer unix.Close(mnt)
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], id)
+	const fileidKernfs = 0xfe
+	fd, err := unix.OpenByHandleAt(mnt, unix.NewFileHandle(fileidKernfs, b[:]), unix.O_RDONLY|unix.O_CLOEXEC)
+	if err != nil {
+		if errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT) {
+			return -1, fmt.Errorf("no cgroup with id %d: %w", id, ErrNotTracked)
+		}
+		return -1, fmt.Errorf("open cgroup %d by id: %w", id, err)
+	}
+	return fd, nil
 }

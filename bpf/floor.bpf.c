@@ -12,9 +12,9 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_CGRP_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, __u64);
 } floor_cgroups SEC(".maps");
 
@@ -29,8 +29,8 @@ int BPF_PROG(floor_empty)
 SEC("tp_btf/sys_exit")
 int BPF_PROG(floor_filter)
 {
-	__u64 cgid = bpf_get_current_cgroup_id();
-	if (bpf_map_lookup_elem(&floor_cgroups, &cgid))
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (bpf_cgrp_storage_get(&floor_cgroups, task->cgroups->dfl_cgrp, 0, 0))
 		__sync_fetch_and_add(&hits, 1);
 	return 0;
 }

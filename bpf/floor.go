@@ -3,17 +3,20 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"io"
 	"strings"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 )
 
 // Floor programs (floor.bpf.c), for benchmarks: what vigil is measured
 // against besides the untraced workload.
 const (
 	FloorEmpty  = "empty"  // an empty program on the tracer's hook
-	FloorFilter = "filter" // the cgroup filter alone
+	FloorFilter = "filter" // the cgroup filter alone, matching nothing
 	FloorFexit  = "fexit"  // an empty fexit trampoline on getppid
 )
 
@@ -21,9 +24,15 @@ const (
 // needs CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS).
 var ErrFloorUnsupported = errors.New("not supported by this kernel")
 
-// AttachFloor attaches one floor program and returns its detach. With
-// FloorFilter, cgroupID (if not 0) is the one cgroup the filter matches.
-func AttachFloor(kind string, cgroupID uint64) (detach func() error, err error) {
+// Floor is an attached floor program.
+type Floor struct {
+	coll *ebpf.Collection
+	prog *ebpf.Program
+	l    link.Link
+}
+
+// AttachFloor attaches one floor program.
+func AttachFloor(kind string) (*Floor, error) {
 	spec, err := loadFloor()
 	if err != nil {
 		return nil, fmt.Errorf("load floor spec: %w", err)
@@ -39,16 +48,10 @@ func AttachFloor(kind string, cgroupID uint64) (detach func() error, err error) 
 	}
 	coll, err := ebpf.NewCollection(spec)
 	if err != nil {
-		if errors.Is(err, ebpf.ErrNotSupported) || strings.Contains(err.Error(), "not supported") {
+		if unsupported(err) {
 			return nil, fmt.Errorf("floor %s: %w", kind, ErrFloorUnsupported)
 		}
 		return nil, fmt.Errorf("load floor objects: %w", err)
-	}
-	if kind == FloorFilter && cgroupID != 0 {
-		if err := coll.Maps["floor_cgroups"].Put(cgroupID, uint64(1)); err != nil {
-			coll.Close()
-			return nil, err
-		}
 	}
 	opts := link.TracingOptions{Program: coll.Programs[progName]}
 	if kind != FloorFexit {
@@ -57,16 +60,62 @@ func AttachFloor(kind string, cgroupID uint64) (detach func() error, err error) 
 	l, err := link.AttachTracing(opts)
 	if err != nil {
 		coll.Close()
-		if errors.Is(err, ebpf.ErrNotSupported) || strings.Contains(err.Error(), "not supported") {
+		if unsupported(err) {
 			return nil, fmt.Errorf("floor %s: %w", kind, ErrFloorUnsupported)
 		}
 		return nil, fmt.Errorf("attach floor %s: %w", kind, err)
 	}
-	return func() error {
-		l.Close()
-		coll.Close()
-		return nil
-	}, nil
+	return &Floor{coll: coll, prog: coll.Programs[progName], l: l}, nil
+}
+
+func unsupported(err error) bool {
+	return errors.Is(err, ebpf.ErrNotSupported) || strings.Contains(err.Error(), "not supported")
+}
+
+// Detach removes the floor program.
+func (f *Floor) Detach() error {
+	f.l.Close()
+	f.coll.Close()
+	return nil
+}
+
+// RunStats is how often a program ran and how long it took in all, counted
+// by the kernel while EnableRunStats is on.
+type RunStats struct {
+	Runs  uint64
+	Total time.Duration
+}
+
+// NsPerRun is the mean time of one run.
+func (s RunStats) NsPerRun() float64 {
+	if s.Runs == 0 {
+		return 0
+	}
+	return float64(s.Total.Nanoseconds()) / float64(s.Runs)
+}
+
+func progStats(p *ebpf.Program) (RunStats, error) {
+	st, err := p.Stats()
+	if err != nil {
+		return RunStats{}, fmt.Errorf("program stats: %w", err)
+	}
+	return RunStats{Runs: st.RunCount, Total: st.Runtime}, nil
+}
+
+// Stats of the floor program.
+func (f *Floor) Stats() (RunStats, error) { return progStats(f.prog) }
+
+// ProgramStats of the tracer's sys_exit program.
+func (m *Monitor) ProgramStats() (RunStats, error) { return progStats(m.objs.VigilSysExit) }
+
+// EnableRunStats makes the kernel time every BPF program run until the
+// returned closer is closed (it costs each run two clock reads).
+func EnableRunStats() (io.Closer, error) {
+	c, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		return nil, fmt.Errorf("enable bpf run stats: %w", err)
+	}
+	return c, nil
 }
 
 // Monotonic is CLOCK_MONOTONIC in ns, the clock of Event.KTime.

@@ -19,7 +19,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
@@ -62,11 +61,10 @@ type Monitor struct {
 	cfg     Config
 	objs    vigilObjects
 	links   []link.Link
-	rd      *ringbuf.Reader
+	ring    *ring
 	gen     uint64
 	dec     decoder
 	reused  bool
-	closeMu chan struct{}
 }
 
 // Load checks the kernel, loads and attaches the tracer. With cfg.PinDir set
@@ -121,7 +119,7 @@ func Load(cfg Config) (*Monitor, error) {
 			ms.Pinning = ebpf.PinNone
 		}
 	}
-	m := &Monitor{cfg: cfg, closeMu: make(chan struct{})}
+	m := &Monitor{cfg: cfg}
 	if err := spec.LoadAndAssign(&m.objs, opts); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -145,12 +143,12 @@ func Load(cfg Config) (*Monitor, error) {
 		m.Close()
 		return nil, err
 	}
-	rd, err := ringbuf.NewReader(m.objs.VigilEvents)
+	rg, err := newRing(m.objs.VigilEvents)
 	if err != nil {
 		m.Close()
-		return nil, fmt.Errorf("open ring buffer reader: %w", err)
+		return nil, err
 	}
-	m.rd = rd
+	m.ring = rg
 	m.dec = newDecoder()
 	return m, nil
 }
@@ -211,21 +209,35 @@ func (m *Monitor) bumpGen() error {
 // Track starts tracing a cgroup (by its cgroup v2 id). Tracking a cgroup
 // that is already tracked keeps its counters.
 func (m *Monitor) Track(cgroupID uint64) error {
-	st := vigilCgState{TrackedNs: monotonicNow()}
-	err := m.objs.VigilCgroups.Update(cgroupID, st, ebpf.UpdateNoExist)
+	fd, err := openCgroup(cgroupID)
+	if err != nil {
+		return fmt.Errorf("track cgroup %d: %w", cgroupID, err)
+	}
+	defer unix.Close(fd)
+	now := monotonicNow()
+	err = m.objs.VigilCgroups.Update(uint32(fd), vigilCgState{TrackedNs: now}, ebpf.UpdateNoExist)
 	if err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
 		return fmt.Errorf("track cgroup %d: %w", cgroupID, err)
+	}
+	if err := m.objs.VigilTracked.Update(cgroupID, now, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("track cgroup %d: list: %w", cgroupID, err)
 	}
 	return nil
 }
 
 // Untrack stops tracing a cgroup and returns its final counters.
 func (m *Monitor) Untrack(cgroupID uint64) (Counters, error) {
-	c, err := m.Counters(cgroupID)
+	m.objs.VigilTracked.Delete(cgroupID)
+	fd, err := openCgroup(cgroupID)
+	if err != nil {
+		return Counters{}, fmt.Errorf("untrack cgroup %d: %w", cgroupID, err)
+	}
+	defer unix.Close(fd)
+	c, err := m.counters(fd, cgroupID)
 	if err != nil {
 		return c, err
 	}
-	if err := m.objs.VigilCgroups.Delete(cgroupID); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := m.objs.VigilCgroups.Delete(uint32(fd)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return c, fmt.Errorf("untrack cgroup %d: %w", cgroupID, err)
 	}
 	return c, nil
@@ -236,8 +248,17 @@ var ErrNotTracked = errors.New("cgroup not tracked")
 
 // Counters reads a tracked cgroup's counters.
 func (m *Monitor) Counters(cgroupID uint64) (Counters, error) {
+	fd, err := openCgroup(cgroupID)
+	if err != nil {
+		return Counters{}, fmt.Errorf("counters of cgroup %d: %w", cgroupID, err)
+	}
+	defer unix.Close(fd)
+	return m.counters(fd, cgroupID)
+}
+
+func (m *Monitor) counters(fd int, cgroupID uint64) (Counters, error) {
 	var st vigilCgState
-	if err := m.objs.VigilCgroups.Lookup(cgroupID, &st); err != nil {
+	if err := m.objs.VigilCgroups.Lookup(uint32(fd), &st); err != nil {
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return Counters{}, fmt.Errorf("cgroup %d: %w", cgroupID, ErrNotTracked)
 		}
@@ -246,73 +267,69 @@ func (m *Monitor) Counters(cgroupID uint64) (Counters, error) {
 	return Counters{Seen: st.Seq, Emitted: st.Emitted, Dropped: st.Dropped}, nil
 }
 
-// Tracked lists the tracked cgroups with their counters.
+// Tracked lists the tracked cgroups that still exist, with their counters.
 func (m *Monitor) Tracked() (map[uint64]Counters, error) {
 	out := map[uint64]Counters{}
-	var id uint64
-	var st vigilCgState
-	it := m.objs.VigilCgroups.Iterate()
-	for it.Next(&id, &st) {
-		out[id] = Counters{Seen: st.Seq, Emitted: st.Emitted, Dropped: st.Dropped}
+	var ids []uint64
+	var id, since uint64
+	it := m.objs.VigilTracked.Iterate()
+	for it.Next(&id, &since) {
+		ids = append(ids, id)
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("list tracked cgroups: %w", err)
+	}
+	for _, id := range ids {
+		c, err := m.Counters(id)
+		if err != nil {
+			m.objs.VigilTracked.Delete(id) // the cgroup is gone, and its state with it
+			continue
+		}
+		out[id] = c
 	}
 	return out, nil
 }
 
 // Run reads events until ctx is done, then drains what the ring still holds
 // and returns. fn gets each event; the *Event is reused after fn returns, so
-// fn copies what it keeps. Run must not be called twice at once.
+// fn copies what it keeps. Run must not be called twice at once, and Close
+// only after Run returned.
 func (m *Monitor) Run(ctx context.Context, fn func(*event.Event)) error {
-	var rec ringbuf.Record
 	var ev event.Event
-	draining := false
+	handle := func(b []byte) {
+		if m.dec.decode(b, &ev) {
+			fn(&ev)
+		}
+	}
+	pollMs := max(1, int(m.cfg.PollInterval/time.Millisecond))
 	for {
-		if !draining {
-			select {
-			case <-ctx.Done():
-				draining = true
-			default:
+		m.ring.drain(handle)
+		if m.dec.wantGen {
+			m.dec.wantGen = false
+			if err := m.bumpGen(); err != nil {
+				return err
 			}
 		}
-		if draining {
-			m.rd.SetDeadline(time.Unix(0, 1)) // in the past: read what is there, then stop
-		} else {
-			m.rd.SetDeadline(time.Now().Add(m.cfg.PollInterval))
-		}
-		err := m.rd.ReadInto(&rec)
-		switch {
-		case err == nil:
-			if m.dec.decode(rec.RawSample, &ev) {
-				fn(&ev)
-			}
-			if m.dec.wantGen {
-				m.dec.wantGen = false
-				if err := m.bumpGen(); err != nil {
-					return err
-				}
-			}
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			if draining {
-				return nil
-			}
-		case errors.Is(err, ringbuf.ErrClosed):
+		select {
+		case <-ctx.Done():
+			m.ring.drain(handle)
 			return nil
 		default:
-			return fmt.Errorf("read ring buffer: %w", err)
+		}
+		if err := m.ring.wait(pollMs); err != nil {
+			return fmt.Errorf("wait for events: %w", err)
 		}
 	}
 }
 
 // Pending is the number of bytes waiting in the ring.
-func (m *Monitor) Pending() int { return m.rd.AvailableBytes() }
+func (m *Monitor) Pending() int { return m.ring.pending() }
 
 // Close detaches the tracer (unless pinned: a pinned tracer keeps counting
 // for the next agent) and frees what it holds.
 func (m *Monitor) Close() error {
-	if m.rd != nil {
-		m.rd.Close()
+	if m.ring != nil {
+		m.ring.close()
 	}
 	for _, l := range m.links {
 		l.Close()

@@ -2,7 +2,9 @@ package bpf
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -40,13 +42,27 @@ func TestRecordLogic(t *testing.T) {
 	if err := objs.VigilGen.Put(uint32(0), uint64(1)); err != nil {
 		t.Fatal(err)
 	}
-	const cg = 42
-	if err := objs.VigilCgroups.Put(uint64(cg), vigilCgState{}); err != nil {
+	// The program takes its cgroup from the running task: move the test
+	// into a cgroup of its own for the duration.
+	cgrp, err := NewCgroup(fmt.Sprintf("vigil-test-record-%d", os.Getpid()))
+	if err != nil {
 		t.Fatal(err)
 	}
+	home, err := ownCgroup()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cgrp.Join(os.Getpid()); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		os.WriteFile(filepath.Join(home, "cgroup.procs"), []byte(fmt.Sprint(os.Getpid())), 0)
+		cgrp.Remove()
+	}()
+	cg := cgrp.ID
 	getppid := uint64(nr(t, "getppid"))
-	run := func(cgid, arg uint64) uint32 {
-		ret, err := objs.VigilTestRecord.Run(&ebpf.RunOptions{Context: []uint64{cgid, getppid, 7, arg}})
+	run := func(tracked, arg uint64) uint32 {
+		ret, err := objs.VigilTestRecord.Run(&ebpf.RunOptions{Context: []uint64{tracked, getppid, 7, arg}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -66,15 +82,23 @@ func TestRecordLogic(t *testing.T) {
 	defer unix.SchedSetaffinity(0, &old)
 
 	// An untracked cgroup is ignored.
-	if got := run(43, 0); got != 1 {
+	if got := run(1, 0); got != 1 {
 		t.Fatalf("untracked cgroup: program returned %d, want 1", got)
+	}
+	fd, err := openCgroup(cg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := objs.VigilCgroups.Put(uint32(fd), vigilCgState{}); err != nil {
+		t.Fatal(err)
 	}
 	const n = 1000
 	for i := uint64(0); i < n; i++ {
-		run(cg, i)
+		run(1, i)
 	}
 	var st vigilCgState
-	if err := objs.VigilCgroups.Lookup(uint64(cg), &st); err != nil {
+	if err := objs.VigilCgroups.Lookup(uint32(fd), &st); err != nil {
 		t.Fatal(err)
 	}
 	if st.Seq != n || st.Emitted+st.Dropped != n || st.Dropped == 0 || st.Emitted == 0 {
@@ -117,4 +141,22 @@ func TestRecordLogic(t *testing.T) {
 	if withComm != 1 {
 		t.Fatalf("%d records carried the comm; the same thread on one CPU should send it once", withComm)
 	}
+}
+
+// ownCgroup is the cgroup v2 directory of the calling process.
+func ownCgroup() (string, error) {
+	root, err := CgroupRoot()
+	if err != nil {
+		return "", err
+	}
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "0::"); ok {
+			return filepath.Join(root, rest), nil
+		}
+	}
+	return "", fmt.Errorf("no cgroup v2 line in /proc/self/cgroup")
 }

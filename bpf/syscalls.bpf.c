@@ -91,6 +91,16 @@ struct cg_state {
 	__u64 tracked_ns;
 };
 
+// The list of tracked cgroup ids, kept by user space only (cgroup storage
+// cannot be iterated): what `vigil status` and a restarted agent read.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vigil_tracked SEC(".maps");
+
 struct sysmeta {
 	__u8 nargs;
 	__u8 dec;
@@ -102,10 +112,13 @@ struct last_comm {
 	__u64 tid;      // for this thread
 };
 
+// The tracked cgroups: cgroup local storage, so the filter is a pointer
+// walk from the task to its cgroup's storage (NULL for an untracked cgroup)
+// rather than a hash lookup, and the state goes away with the cgroup.
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_CGRP_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct cg_state);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } vigil_cgroups SEC(".maps");
@@ -310,9 +323,16 @@ static __always_inline void emit(struct cg_state *st, struct rec_hdr *r, __u32 s
 	}
 }
 
-static __always_inline struct cg_state *tracked(__u64 cgid)
+// tracked returns the state of the current task's cgroup v2 if it is
+// tracked, and its id (include/linux/cgroup-defs.h: css_set.dfl_cgrp).
+static __always_inline struct cg_state *tracked(__u64 *cgid)
 {
-	return bpf_map_lookup_elem(&vigil_cgroups, &cgid);
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct cgroup *cgrp = task->cgroups->dfl_cgrp;
+	struct cg_state *st = bpf_cgrp_storage_get(&vigil_cgroups, cgrp, 0, 0);
+	if (st)
+		*cgid = cgrp->kn->id;
+	return st;
 }
 
 static __always_inline struct rec_hdr *begin(struct cg_state *st, __u64 cgid, __u8 *buf, long nr, long ret, __u8 flags)
@@ -336,8 +356,8 @@ static __always_inline struct rec_hdr *begin(struct cg_state *st, __u64 cgid, __
 SEC("tp_btf/sys_exit")
 int BPF_PROG(vigil_sys_exit, struct pt_regs *regs, long ret)
 {
-	__u64 cgid = bpf_get_current_cgroup_id();
-	struct cg_state *st = tracked(cgid);
+	__u64 cgid = 0;
+	struct cg_state *st = tracked(&cgid);
 	if (!st)
 		return 0;
 	long nr = SYSCALL_NR(regs);
@@ -440,8 +460,8 @@ int BPF_PROG(vigil_sys_exit, struct pt_regs *regs, long ret)
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(vigil_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
-	__u64 cgid = bpf_get_current_cgroup_id();
-	struct cg_state *st = tracked(cgid);
+	__u64 cgid = 0;
+	struct cg_state *st = tracked(&cgid);
 	if (!st)
 		return 0;
 	__u8 *buf = get_scratch();
@@ -496,8 +516,8 @@ int BPF_PROG(vigil_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(vigil_exit, struct task_struct *p)
 {
-	__u64 cgid = bpf_get_current_cgroup_id();
-	struct cg_state *st = tracked(cgid);
+	__u64 cgid = 0;
+	struct cg_state *st = tracked(&cgid);
 	if (!st)
 		return 0;
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(p);

@@ -44,6 +44,7 @@ const (
 	tracertestMapVigilEvents      = "vigil_events"
 	tracertestMapVigilGen         = "vigil_gen"
 	tracertestMapVigilSysmeta     = "vigil_sysmeta"
+	tracertestMapVigilTracked     = "vigil_tracked"
 	tracertestProgVigilExec       = "vigil_exec"
 	tracertestProgVigilExit       = "vigil_exit"
 	tracertestProgVigilSysExit    = "vigil_sys_exit"
@@ -112,6 +113,7 @@ type tracertestMapSpecs struct {
 	VigilEvents  *ebpf.MapSpec `ebpf:"vigil_events"`
 	VigilGen     *ebpf.MapSpec `ebpf:"vigil_gen"`
 	VigilSysmeta *ebpf.MapSpec `ebpf:"vigil_sysmeta"`
+	VigilTracked *ebpf.MapSpec `ebpf:"vigil_tracked"`
 }
 
 // tracertestVariableSpecs contains global variables before they are loaded into the kernel.
@@ -150,6 +152,7 @@ type tracertestMaps struct {
 	VigilEvents  *ebpf.Map `ebpf:"vigil_events"`
 	VigilGen     *ebpf.Map `ebpf:"vigil_gen"`
 	VigilSysmeta *ebpf.Map `ebpf:"vigil_sysmeta"`
+	VigilTracked *ebpf.Map `ebpf:"vigil_tracked"`
 }
 
 func (m *tracertestMaps) Close() error {
@@ -160,6 +163,7 @@ func (m *tracertestMaps) Close() error {
 		m.VigilEvents,
 		m.VigilGen,
 		m.VigilSysmeta,
+		m.VigilTracked,
 	)
 }
 

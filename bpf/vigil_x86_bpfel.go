@@ -44,6 +44,7 @@ const (
 	vigilMapVigilEvents   = "vigil_events"
 	vigilMapVigilGen      = "vigil_gen"
 	vigilMapVigilSysmeta  = "vigil_sysmeta"
+	vigilMapVigilTracked  = "vigil_tracked"
 	vigilProgVigilExec    = "vigil_exec"
 	vigilProgVigilExit    = "vigil_exit"
 	vigilProgVigilSysExit = "vigil_sys_exit"
@@ -110,6 +111,7 @@ type vigilMapSpecs struct {
 	VigilEvents  *ebpf.MapSpec `ebpf:"vigil_events"`
 	VigilGen     *ebpf.MapSpec `ebpf:"vigil_gen"`
 	VigilSysmeta *ebpf.MapSpec `ebpf:"vigil_sysmeta"`
+	VigilTracked *ebpf.MapSpec `ebpf:"vigil_tracked"`
 }
 
 // vigilVariableSpecs contains global variables before they are loaded into the kernel.
@@ -148,6 +150,7 @@ type vigilMaps struct {
 	VigilEvents  *ebpf.Map `ebpf:"vigil_events"`
 	VigilGen     *ebpf.Map `ebpf:"vigil_gen"`
 	VigilSysmeta *ebpf.Map `ebpf:"vigil_sysmeta"`
+	VigilTracked *ebpf.Map `ebpf:"vigil_tracked"`
 }
 
 func (m *vigilMaps) Close() error {
@@ -158,6 +161,7 @@ func (m *vigilMaps) Close() error {
 		m.VigilEvents,
 		m.VigilGen,
 		m.VigilSysmeta,
+		m.VigilTracked,
 	)
 }
 

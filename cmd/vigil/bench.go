@@ -26,7 +26,7 @@ event rate one reader sustains, and delivery latency for several wakeup
 settings. Needs root, gcc, tar and go. Progress goes to standard error.
 
 Workloads: getppid, open-read-close, tar-rm-5000, go-build, http,
-           unmonitored, throughput, latency
+           unmonitored, kernel-cost, throughput, latency
 
 Example:
   sudo vigil bench tracer --reps 5 --out bench-tracer.json

@@ -9,6 +9,7 @@ import (
 	"bufio"
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand"
@@ -52,6 +53,7 @@ type Report struct {
 	Workloads   []WorkloadResult `json:"workloads"`
 	Unmonitored *Unmonitored     `json:"unmonitored,omitempty"`
 	Throughput  *Throughput      `json:"throughput,omitempty"`
+	KernelCost  *KernelCost      `json:"kernel_cost,omitempty"`
 	Latency     []LatencyPoint   `json:"latency,omitempty"`
 	Notes       []string         `json:"notes,omitempty"`
 }
@@ -82,6 +84,18 @@ type Unmonitored struct {
 	AddedNs      float64 `json:"vigil_added_ns"`
 	FloorAddedNs float64 `json:"empty_program_added_ns"`
 	FexitAddedNs float64 `json:"fexit_added_ns,omitempty"`
+}
+
+// KernelCost is the time the kernel measures inside the BPF programs per
+// run (bpf_stats), medians over the repetitions of a getppid loop. Each
+// figure includes the cost of the timing itself, which the empty program
+// shows; the differences are the programs' own costs.
+type KernelCost struct {
+	EmptyNs   float64 `json:"empty_program_ns_per_run"`
+	FilterNs  float64 `json:"filter_miss_ns_per_run"`
+	VigilNs   float64 `json:"vigil_ns_per_monitored_syscall"`
+	CaptureNs float64 `json:"capture_ns"`     // vigil - empty
+	MissNs    float64 `json:"filter_miss_ns"` // filter - empty
 }
 
 // Throughput is the event rate one reader takes from one producer.
@@ -183,6 +197,13 @@ func RunTracer(o Options) (*Report, error) {
 			return nil, fmt.Errorf("throughput: %w", err)
 		}
 		rep.Throughput = tp
+	}
+	if r.want("kernel-cost") {
+		kc, err := r.kernelCost()
+		if err != nil {
+			return nil, fmt.Errorf("kernel cost: %w", err)
+		}
+		rep.KernelCost = kc
 	}
 	if r.want("latency") {
 		lat, err := r.latency()
@@ -356,7 +377,7 @@ func (r *runner) once(w workload, dir, mode string, st *runStats) (time.Duration
 	var stop func() error
 	switch mode {
 	case "floor":
-		stop, err = bpf.AttachFloor(bpf.FloorEmpty, 0)
+		stop, err = attachFloor(bpf.FloorEmpty)
 	case "vigil":
 		stop, err = r.startVigil(cg.ID, bpf.Config{}, st, nil)
 	}
@@ -434,11 +455,11 @@ func (r *runner) unmonitored() (*Unmonitored, error) {
 	defer other.Remove()
 	times := map[string][]float64{}
 	modes := []string{"base", "floor", "filter", "fexit"}
-	if stop, err := bpf.AttachFloor(bpf.FloorFexit, 0); err != nil {
+	if f, err := bpf.AttachFloor(bpf.FloorFexit); err != nil {
 		r.note("fexit comparison skipped: %v", err)
 		modes = modes[:3]
 	} else {
-		stop()
+		f.Detach()
 	}
 	for rep := 0; rep < r.o.Reps; rep++ {
 		rand.Shuffle(len(modes), func(i, j int) { modes[i], modes[j] = modes[j], modes[i] })
@@ -447,9 +468,9 @@ func (r *runner) unmonitored() (*Unmonitored, error) {
 			var err error
 			switch mode {
 			case "floor":
-				stop, err = bpf.AttachFloor(bpf.FloorEmpty, 0)
+				stop, err = attachFloor(bpf.FloorEmpty)
 			case "fexit":
-				stop, err = bpf.AttachFloor(bpf.FloorFexit, 0)
+				stop, err = attachFloor(bpf.FloorFexit)
 			case "filter":
 				stop, err = r.startVigil(other.ID, bpf.Config{}, nil, nil)
 			}
@@ -477,6 +498,75 @@ func (r *runner) unmonitored() (*Unmonitored, error) {
 	}
 	fmt.Fprintf(r.log, "unmonitored getppid: base %.1f ns, empty program %.1f ns, vigil loaded %.1f ns, fexit %.1f ns\n", u.BaseNs, u.FloorNs, u.FilterNs, u.FexitNs)
 	return u, nil
+}
+
+func attachFloor(kind string) (func() error, error) {
+	f, err := bpf.AttachFloor(kind)
+	if err != nil {
+		return nil, err
+	}
+	return f.Detach, nil
+}
+
+// kernelCost times the programs themselves with the kernel's run stats.
+func (r *runner) kernelCost() (*KernelCost, error) {
+	stats, err := bpf.EnableRunStats()
+	if err != nil {
+		return nil, err
+	}
+	defer stats.Close()
+	n := strconv.Itoa(r.scaled(1_000_000))
+	var empty, filter, vigil []float64
+	for rep := 0; rep < r.o.Reps; rep++ {
+		for _, kind := range []string{bpf.FloorEmpty, bpf.FloorFilter} {
+			f, err := bpf.AttachFloor(kind)
+			if err != nil {
+				return nil, err
+			}
+			_, err = r.once(workload{run: func(dir string, cg *bpf.Cgroup) error { return runIn(cg, r.loop, "getppid", n) }}, r.dir, "base", nil)
+			st, serr := f.Stats()
+			f.Detach()
+			if err != nil || serr != nil {
+				return nil, errors.Join(err, serr)
+			}
+			if kind == bpf.FloorEmpty {
+				empty = append(empty, st.NsPerRun())
+			} else {
+				filter = append(filter, st.NsPerRun())
+			}
+		}
+		r.cgCount++
+		cg, err := bpf.NewCgroup(fmt.Sprintf("vigil-bench-kc-%d-%d", os.Getpid(), r.cgCount))
+		if err != nil {
+			return nil, err
+		}
+		m, err := bpf.Load(bpf.Config{})
+		if err == nil {
+			err = m.Track(cg.ID)
+		}
+		if err != nil {
+			cg.Remove()
+			return nil, err
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- m.Run(ctx, func(*event.Event) {}) }()
+		err = runIn(cg, r.loop, "getppid", n)
+		st, serr := m.ProgramStats()
+		cancel()
+		<-done
+		m.Close()
+		cg.Remove()
+		if err != nil || serr != nil {
+			return nil, errors.Join(err, serr)
+		}
+		vigil = append(vigil, st.NsPerRun())
+		fmt.Fprintf(r.log, "kernel cost rep %d: empty %.1f ns, filter miss %.1f ns, vigil %.1f ns per run\n", rep+1, last(empty), last(filter), last(vigil))
+	}
+	kc := &KernelCost{EmptyNs: round(median(empty), 1), FilterNs: round(median(filter), 1), VigilNs: round(median(vigil), 1)}
+	kc.CaptureNs = round(kc.VigilNs-kc.EmptyNs, 1)
+	kc.MissNs = round(kc.FilterNs-kc.EmptyNs, 1)
+	return kc, nil
 }
 
 // throughput runs a getppid storm with a large ring and reports the event
