@@ -58,13 +58,13 @@ type Counters struct {
 
 // Monitor is a loaded tracer.
 type Monitor struct {
-	cfg     Config
-	objs    vigilObjects
-	links   []link.Link
-	ring    *ring
-	gen     uint64
-	dec     decoder
-	reused  bool
+	cfg    Config
+	objs   vigilObjects
+	links  []link.Link
+	ring   *ring
+	gen    uint64
+	dec    decoder
+	reused bool
 }
 
 // Load checks the kernel, loads and attaches the tracer. With cfg.PinDir set
