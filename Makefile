@@ -40,7 +40,7 @@ bench: build ## tracer overhead ratios, throughput and latency, JSON in bench-tr
 lint: ## go vet, gofmt and staticcheck
 	$(GO) vet $(PKGS)
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v _bpfel.go)); [ -z "$$out" ] || { echo "gofmt: $$out"; exit 1; }
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 $(PKGS)
 
 clean:
 	rm -rf bin

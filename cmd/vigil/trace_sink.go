@@ -17,7 +17,6 @@ type traceSink struct {
 	aud   *audit.Writer
 	cg    uint64
 	err   error
-	evErr int
 }
 
 func newTraceSink(o traceOpts, cg uint64) (*traceSink, error) {
