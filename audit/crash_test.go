@@ -109,6 +109,9 @@ func TestCrash(t *testing.T) {
 				if _, err := Verify(o.Dir, o.KeyFile); err == nil {
 					t.Fatal("a torn tail verified before recovery")
 				}
+				if rep, err := VerifyWith(o.Dir, VerifyOptions{KeyFile: o.KeyFile, Live: true}); err != nil || rep.TornTail != tornBytes {
+					t.Fatalf("verify --live of a torn tail: %v, torn tail %d bytes, want %d", err, rep.TornTail, tornBytes)
+				}
 			}
 			// Restart: recovery, then a clean close.
 			o.Logf = func(format string, args ...any) { t.Logf(format, args...) }

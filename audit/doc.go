@@ -23,7 +23,15 @@
 // records).
 //
 // A batch frame holds a run of records in a compact binary encoding (see
-// codec.go), compressed with zstd. Records are numbered by a stream-wide
+// codec.go), compressed with s2 by default (Options.Compression: zstd or
+// none). Measured on a realistic mix (openat with paths, getppid, read,
+// connect, execve with argv; BenchmarkEncoding): the binary records take
+// 35-39 bytes per event raw, 12-22 with s2, 8-18 with zstd; JSON lines
+// take 371 bytes raw and 22-32 with zstd, at 4-5x the CPU of binary+zstd.
+// s2 adds about 20 ns per event, zstd about 100-200 ns: the writer keeps
+// s2 so that it stays well above the tracer's event rate, and a log can be
+// written with zstd where disk matters more than CPU. Records are numbered
+// by a stream-wide
 // index (contiguous from 1: a missing number is a deleted record) and by a
 // per-container sequence number (per cgroup id).
 //
@@ -44,4 +52,24 @@
 // deleting, the writer writes a signed anchor file naming the first kept
 // segment and the chain hash it starts from, so the rest of the stream stays
 // verifiable and a deletion that is not retention is still detected.
+//
+// # What verify cannot see
+//
+// A cut at a frame boundary of the newest, still open segment looks like a
+// writer that stopped there, and deleting whole newest segments after a
+// clean Close looks like the log's end. Record Report.Head (the last
+// frame's hash) elsewhere (the agent's metrics, a remote log) to close that
+// gap: a later verify must pass through it.
+//
+// # Use
+//
+//	w, err := audit.Open(audit.Options{Dir: "/var/lib/vigil/audit"})
+//	w.Append(audit.KindAgent, 0, "", audit.Agent{Event: "start", Version: v})
+//	// tracer callback, for each *event.Event (may be reused afterwards):
+//	w.AppendEvent(ev)
+//	for _, v := range engine.Observe(ev) { w.Append(audit.KindVerdict, ev.CgroupID, id, v) }
+//	// at the end: the tracer's drop counters, then Close
+//	w.AppendGap(cgroup, id, fromSeq, dropped)
+//	w.Append(audit.KindAgent, 0, "", audit.Agent{Event: "stop"})
+//	w.Close()
 package audit

@@ -21,10 +21,14 @@ type Filter struct {
 	Since       time.Time // records at or after; zero: no bound
 	Until       time.Time // records before; zero: no bound
 	Syscalls    []int32   // events of these syscall numbers (other kinds pass); empty: all
+	FromIndex   uint64    // records numbered at least this (resume an export); 0: all
 }
 
 // Match reports whether the filter selects r.
 func (f *Filter) Match(r *Record) bool {
+	if r.Index < f.FromIndex {
+		return false
+	}
 	if len(f.Kinds) > 0 && !containsKind(f.Kinds, r.Kind) {
 		return false
 	}
@@ -67,6 +71,9 @@ func containsKind(ks []Kind, k Kind) bool {
 // skipBatch reports whether no record of a batch with these times can
 // match.
 func (f *Filter) skipBatch(bh *batchHeader) bool {
+	if bh.firstIndex+uint64(bh.records) <= f.FromIndex {
+		return true
+	}
 	if !f.Since.IsZero() && bh.maxTime < f.Since.UnixNano() {
 		return true
 	}

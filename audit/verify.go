@@ -69,6 +69,7 @@ type Report struct {
 	Open         bool   // the last segment is not sealed: a writer is running (or crashed and has not restarted)
 	LossRecords  int    // KindLoss records: what the writer itself recorded as lost
 	LostRecords  int64  // records those KindLoss records count (-1 entries, unknown, not summed)
+	TornTail     int64  // with Live: bytes of the frame being written at the end
 	Problem      *Problem
 }
 
@@ -82,6 +83,21 @@ func (r *Report) OK() bool { return r.Problem == nil }
 // the log is not intact, the first Problem as the error. Other errors are
 // I/O errors.
 func Verify(dir, keyFile string) (Report, error) {
+	return VerifyWith(dir, VerifyOptions{KeyFile: keyFile})
+}
+
+// VerifyOptions tune VerifyWith.
+type VerifyOptions struct {
+	KeyFile string // as Verify's keyFile
+	// Live accepts a torn frame at the end of the last, unsealed segment as
+	// the frame a running writer is writing (Report.TornTail), instead of
+	// reporting the segment truncated.
+	Live bool
+}
+
+// VerifyWith is Verify with options.
+func VerifyWith(dir string, o VerifyOptions) (Report, error) {
+	keyFile := o.KeyFile
 	rep := Report{Dir: dir}
 	if keyFile == "" {
 		keyFile = DefaultKeyFile(dir)
@@ -90,7 +106,7 @@ func Verify(dir, keyFile string) (Report, error) {
 	if err != nil {
 		return rep, fmt.Errorf("verify: %w", err)
 	}
-	v := &verifier{rep: &rep, pub: pub, kid: keyID(pub), h: sha256.New()}
+	v := &verifier{rep: &rep, pub: pub, kid: keyID(pub), h: sha256.New(), live: o.Live}
 	rep.KeyID = hex.EncodeToString(v.kid[:])
 	if v.dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1)); err != nil {
 		return rep, fmt.Errorf("zstd: %w", err)
@@ -115,6 +131,7 @@ type verifier struct {
 	d     decoder
 	prev  [32]byte
 	index uint64
+	live  bool
 }
 
 func (v *verifier) fail(p Problem) error {
@@ -213,6 +230,10 @@ func (v *verifier) segment(sg segFile, last bool) (sealed bool, reason byte, err
 			break
 		}
 		p.Offset = fm.off
+		if errors.Is(err, errTorn) && last && v.live {
+			v.rep.TornTail = sg.size - fm.off
+			break
+		}
 		if errors.Is(err, errTorn) {
 			p.Kind, p.Detail = Truncated, "the segment ends inside a frame ("+err.Error()+")"
 			if last {

@@ -165,6 +165,7 @@ func TestReaderFilter(t *testing.T) {
 		{"until", Filter{Until: mid}},
 		{"between", Filter{Since: mid, Until: late}},
 		{"syscalls", Filter{Syscalls: []int32{nrExecve, nrConnect}}},
+		{"from index", Filter{FromIndex: 1234}},
 		{"all of them", Filter{Kinds: []Kind{KindEvent}, ContainerID: "c0ffee01", Since: mid, Syscalls: []int32{nrOpenat}}},
 	}
 	for _, tc := range cases {

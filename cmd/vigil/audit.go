@@ -39,6 +39,7 @@ Filters (show, export):
   --cgroup N       cgroup id                  --kind K,...   event, gap, verdict, action,
   --since T        at or after T              --until T      lifecycle, policy, agent, loss, sample
   --syscall S,...  events of these syscalls   --verdicts     only verdicts and actions
+  --from-index N   records numbered N or more (a shipper resumes after the last index it sent)
   T is RFC 3339 (2026-11-28T21:00:00Z), unix seconds, or a duration ago (15m).
 
 Examples:
@@ -116,6 +117,9 @@ chain's head hash, or names the first bad segment/record and why
 The key may be the node's private key or its public key (.pub): verifying
 needs only the public key, so an auditor cannot forge what they check.
 
+Verifying a log that is being written, use --live: the frame being written
+at the very end is then not reported as a truncation.
+
 Example:
   vigil audit verify --key /etc/vigil/audit.pub /var/lib/vigil/audit
 
@@ -126,6 +130,7 @@ func auditVerify(args []string, out io.Writer) int {
 	fs := newAuditFlags("audit verify", verifyUsage)
 	key := fs.String("key", "", "the node's key `FILE` (private or .pub); default: audit.key beside DIR")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	live := fs.Bool("live", false, "the log is being written: accept a partly written frame at its very end")
 	pos, st, done := parseAuditFlags(fs, args)
 	if done {
 		return st
@@ -133,7 +138,7 @@ func auditVerify(args []string, out io.Writer) int {
 	if len(pos) != 1 {
 		return fail("audit verify: give exactly one DIR (the audit log directory), got %d arguments", len(pos))
 	}
-	rep, err := audit.Verify(pos[0], *key)
+	rep, err := audit.VerifyWith(pos[0], audit.VerifyOptions{KeyFile: *key, Live: *live})
 	var p *audit.Problem
 	if err != nil && !errors.As(err, &p) {
 		return fail("audit verify: %v", err)
@@ -165,6 +170,9 @@ func printReport(w io.Writer, r *audit.Report) {
 	if r.Open {
 		fmt.Fprintf(w, "  the last segment is open: a writer is running, or crashed and has not restarted (its next start seals it)\n")
 	}
+	if r.TornTail > 0 {
+		fmt.Fprintf(w, "  the last %d bytes are a frame being written (--live)\n", r.TornTail)
+	}
 	if r.LossRecords > 0 {
 		fmt.Fprintf(w, "  the writer recorded %d losses (%d records counted; see 'vigil audit show --kind loss')\n", r.LossRecords, r.LostRecords)
 	}
@@ -173,7 +181,7 @@ func printReport(w io.Writer, r *audit.Report) {
 // filterFlags are the record filters of show, export and replay.
 type filterFlags struct {
 	container, pod, since, until, syscalls, kinds string
-	cgroup                                        uint64
+	cgroup, fromIndex                             uint64
 	verdicts                                      bool
 }
 
@@ -189,12 +197,13 @@ func (f *filterFlags) add(fs *flag.FlagSet, all bool) {
 	fs.StringVar(&f.syscalls, "syscall", "", "only events of these syscalls (`NAMES`, comma-separated); other kinds pass")
 	fs.StringVar(&f.kinds, "kind", "", "only these record `KINDS`: "+strings.Join(audit.KindNames(), ", "))
 	fs.BoolVar(&f.verdicts, "verdicts", false, "only verdicts and actions")
+	fs.Uint64Var(&f.fromIndex, "from-index", 0, "only records numbered `N` or more (resume an export after the last index shipped)")
 }
 
 // build turns the flags into an audit.Filter and a pod matcher.
 func (f *filterFlags) build(now time.Time) (audit.Filter, *podMatcher, error) {
 	var flt audit.Filter
-	flt.ContainerID, flt.CgroupID = f.container, f.cgroup
+	flt.ContainerID, flt.CgroupID, flt.FromIndex = f.container, f.cgroup, f.fromIndex
 	var err error
 	if flt.Since, err = parseWhen("since", f.since, now); err != nil {
 		return flt, nil, err

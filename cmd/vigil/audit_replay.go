@@ -227,9 +227,7 @@ func buildTimeline(dir string, flt audit.Filter, eng *detector.Engine) (*timelin
 		case audit.KindEvent:
 			tl.event(r.Event)
 			if eng != nil {
-				for _, v := range eng.Observe(r.Event) {
-					replayed = append(replayed, v)
-				}
+				replayed = append(replayed, eng.Observe(r.Event)...)
 			}
 		case audit.KindVerdict:
 			var v detector.Verdict
@@ -325,6 +323,10 @@ func (tl *timeline) touch(m map[string]*use, key, op string, failed bool, t time
 func (tl *timeline) finish() {
 	var all []*proc
 	for _, p := range tl.procs {
+		if p.PPID == 0 {
+			// a child often runs before its parent's fork returns
+			p.PPID = tl.forks[p.PID]
+		}
 		all = append(all, p)
 	}
 	sort.Slice(all, func(i, j int) bool {
