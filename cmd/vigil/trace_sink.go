@@ -13,10 +13,10 @@ import (
 // traceSink is where vigil trace sends each event besides the output: the
 // audit log first (what is detected is recorded), then the detector.
 type traceSink struct {
-	eng   *detector.Engine
-	aud   *audit.Writer
-	cg    uint64
-	err   error
+	eng *detector.Engine
+	aud *audit.Writer
+	cg  uint64
+	err error
 }
 
 func newTraceSink(o traceOpts, cg uint64) (*traceSink, error) {
