@@ -165,7 +165,7 @@ func seqUnits(source string, data []byte, abi event.ABI) ([]Unit, error) {
 	fields := strings.Fields(string(data))
 	seq := make([]string, 0, len(fields))
 	for i, f := range fields {
-		if f[0] >= '0' && f[0] <= '9' {
+		if (f[0] >= '0' && f[0] <= '9') || f[0] == '-' {
 			nr, err := strconv.Atoi(f)
 			if err != nil || nr < 0 {
 				return nil, fmt.Errorf("%s: token %d %q: want a syscall number or name", source, i+1, f)

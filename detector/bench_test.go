@@ -1,0 +1,158 @@
+package detector
+
+import (
+	"compress/gzip"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"vigil.dev/vigil/event"
+)
+
+// recorded loads the events of recorded benign scenario runs.
+func recorded(b testing.TB, names ...string) []event.Event {
+	b.Helper()
+	var out []event.Event
+	for _, n := range names {
+		f, err := os.Open(filepath.Join("testdata", "scenarios", n+".jsonl.gz"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		zr, err := gzip.NewReader(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		err = ReplayEvents(zr, n, func(ev *event.Event) error {
+			c := *ev
+			out = append(out, c)
+			return nil
+		})
+		f.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	return out
+}
+
+// latency measures per-event decision time over the events (after a
+// warm-up pass) and reports p50 and p99.
+func latency(b *testing.B, e *Engine, evs []event.Event) {
+	for i := range evs {
+		e.Observe(&evs[i])
+	}
+	lat := make([]time.Duration, len(evs))
+	for i := range evs {
+		t := time.Now()
+		e.Observe(&evs[i])
+		lat[i] = time.Since(t)
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "p50-ns")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds()), "p99-ns")
+	b.ReportMetric(float64(lat[len(lat)-1].Nanoseconds()), "max-ns")
+}
+
+func benchObserve(b *testing.B, cfg Config, evs []event.Event) {
+	e, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		e.Observe(&evs[i%len(evs)])
+	}
+	el := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/el.Seconds(), "events/s")
+	latency(b, e, evs)
+}
+
+// BenchmarkObserveUnmatched is the hot path: events no rule names.
+func BenchmarkObserveUnmatched(b *testing.B) {
+	var evs []event.Event
+	for i := 0; i < 4096; i++ {
+		evs = append(evs, *ev(b, i+1, []string{"read", "write", "futex", "epoll_wait"}[i%4], nil))
+	}
+	benchObserve(b, Config{}, evs)
+}
+
+// BenchmarkObserveRecorded replays real workloads (shell tools, a compiler,
+// a database-like program, a Go service) through the default rules.
+func BenchmarkObserveRecorded(b *testing.B) {
+	benchObserve(b, Config{}, recorded(b, "compile", "kv-database", "go-service", "text-search"))
+}
+
+// BenchmarkObserveRecordedModel adds a learned model (windows of 1000
+// events scored as they close).
+func BenchmarkObserveRecordedModel(b *testing.B) {
+	train, err := eventUnits("train", mustGz(b, "idle-service"), DefaultWindowEvents)
+	if err != nil {
+		b.Fatal(err)
+	}
+	more, _ := eventUnits("train", mustGz(b, "shell-pipeline"), DefaultWindowEvents)
+	m, err := Train(append(train, more...), TrainOptions{Name: "bench", WindowN: DefaultWindowEvents})
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchObserve(b, Config{Model: m}, recorded(b, "compile", "kv-database", "go-service", "text-search"))
+}
+
+func mustGz(b *testing.B, name string) *gzip.Reader {
+	f, err := os.Open(filepath.Join("testdata", "scenarios", name+".jsonl.gz"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { f.Close() })
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return zr
+}
+
+// BenchmarkObserveParallel feeds one cgroup per goroutine: shards let the
+// cores work in parallel.
+func BenchmarkObserveParallel(b *testing.B) {
+	evs := recorded(b, "compile", "kv-database")
+	e, err := New(Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var next uint64
+	var mu = make(chan struct{}, 1)
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		mu <- struct{}{}
+		next++
+		cg := next
+		<-mu
+		local := make([]event.Event, len(evs))
+		copy(local, evs)
+		for i := range local {
+			local[i].CgroupID = cg
+		}
+		i := 0
+		for pb.Next() {
+			e.Observe(&local[i%len(local)])
+			i++
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+}
+
+func ExampleEngine_Observe() {
+	e, _ := New(Config{})
+	nrBPF, _ := event.SyscallNr("bpf")
+	for _, v := range e.Observe(&event.Event{Seq: 1, CgroupID: 42, PID: 7, TID: 7, Comm: "loader", Nr: int32(nrBPF), Ret: -1}) {
+		fmt.Println(v.Class, v.Severity, v.Rule)
+	}
+	// Output: privesc high bpf-syscall
+}
