@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"os"
 	"sort"
 	"strings"
@@ -18,7 +19,8 @@ import (
 
 const auditReplayUsage = `Usage: vigil replay --container ID [--detect [--policy FILE]... [--model MODEL]] (--audit DIR | DIR)
 
-Rebuilds one container's timeline from the audit log: its process tree with
+Verifies the log (as 'vigil audit verify --live'; --no-verify skips it),
+then rebuilds one container's timeline from the audit log: its process tree with
 every exec and its arguments, the files it touched, its network peers, the
 verdicts and actions recorded about it, its lifecycle, and any gaps.
 
@@ -54,6 +56,8 @@ func replayMain(args []string, out io.Writer) int {
 	noDef := fs.Bool("no-default", false, "with --detect: leave the embedded default rules out")
 	modelPath := fs.String("model", "", "with --detect: a learned `MODEL` to apply")
 	asJSON := fs.Bool("json", false, "print the timeline (and comparison) as one JSON document")
+	key := fs.String("key", "", "verify the log first with the node's key `FILE` (private or .pub); default: audit.key beside DIR")
+	noVerify := fs.Bool("no-verify", false, "replay without verifying the log first")
 	top := fs.Int("top", 40, "show at most `N` files and peers (0: all)")
 	pos, st, done := parseAuditFlags(fs, args)
 	if done {
@@ -76,6 +80,22 @@ func replayMain(args []string, out io.Writer) int {
 		fmt.Fprintln(os.Stderr, "vigil: replay: give --container ID or --cgroup N (the log's containers are listed above)")
 		return 2
 	}
+	var verified *audit.Report
+	var unverified string
+	if !*noVerify {
+		rep, err := audit.VerifyWith(dir, audit.VerifyOptions{KeyFile: *key, Live: true})
+		var p *audit.Problem
+		switch {
+		case errors.As(err, &p):
+			return fail("replay: the log does not verify: %v (replay it anyway with --no-verify)", p)
+		case errors.Is(err, iofs.ErrNotExist) && *key == "":
+			unverified = "not verified: no key at " + audit.DefaultKeyFile(dir) + " (give --key FILE)"
+		case err != nil:
+			return fail("replay: verify: %v (replay without verifying with --no-verify)", err)
+		default:
+			verified = &rep
+		}
+	}
 	var eng *detector.Engine
 	if *detect {
 		cfg := detector.Config{RuleFiles: pol, NoDefaultRules: *noDef, Shards: 1,
@@ -96,6 +116,7 @@ func replayMain(args []string, out io.Writer) int {
 	if err != nil {
 		return fail("replay: %v", err)
 	}
+	tl.Verified, tl.Unverified = verified, unverified
 	if len(tl.Containers) > 1 {
 		return fail("replay: --container %q matches %d containers (%s): give more of the id", ff.container, len(tl.Containers), strings.Join(tl.Containers, ", "))
 	}
@@ -135,6 +156,8 @@ type timeline struct {
 	Verdicts   []recordedVerdict `json:"verdicts"`
 	Other      []otherRecord     `json:"records_other"` // actions, lifecycle, gaps, losses, policy
 	Detect     *detectResult     `json:"detect,omitempty"`
+	Verified   *audit.Report     `json:"verified,omitempty"`
+	Unverified string            `json:"unverified,omitempty"`
 
 	procs map[uint32]*proc
 	files map[string]*use
@@ -410,6 +433,11 @@ func (tl *timeline) print(w io.Writer, top int) {
 	}
 	fmt.Fprintf(w, ", cgroup %v\n", tl.CgroupIDs)
 	fmt.Fprintf(w, "%d records (%d events) from %s to %s\n", tl.Records, tl.Events, stamp(tl.First), stamp(tl.Last))
+	if v := tl.Verified; v != nil {
+		fmt.Fprintf(w, "log verified: records %d..%d intact, key %s, head %s\n", v.FirstIndex, v.LastIndex, v.KeyID, v.Head)
+	} else if tl.Unverified != "" {
+		fmt.Fprintf(w, "log %s\n", tl.Unverified)
+	}
 
 	fmt.Fprintf(w, "\nprocesses (%d):\n", len(tl.procs))
 	for _, p := range tl.Processes {

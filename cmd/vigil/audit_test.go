@@ -75,7 +75,7 @@ func recordLive(t *testing.T) (string, []detector.Verdict) {
 	t.Helper()
 	d := t.TempDir()
 	dir := filepath.Join(d, "audit")
-	w, err := audit.Open(audit.Options{Dir: dir, Fsync: audit.FsyncNever, BatchRecords: 64, Logf: t.Logf})
+	w, err := audit.Open(audit.Options{Dir: dir, Fsync: audit.FsyncNever, BatchRecords: 64, SegmentBytes: 8 << 10, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +197,7 @@ func TestReplayReproducesLiveVerdicts(t *testing.T) {
 		t.Fatalf("text replay: status %d", st)
 	}
 	t.Logf("replay output:\n%s", out.String())
-	for _, s := range []string{"processes (4)", "exec /usr/bin/nc", "network peers (1)", "verdicts (", "result: the same verdicts"} {
+	for _, s := range []string{"log verified: records 1..", "processes (4)", "exec /usr/bin/nc", "network peers (1)", "verdicts (", "result: the same verdicts"} {
 		if !strings.Contains(out.String(), s) {
 			t.Fatalf("replay text lacks %q:\n%s", s, out.String())
 		}
@@ -274,6 +274,22 @@ func TestAuditCommands(t *testing.T) {
 		}
 		if kinds["agent"] != 1 || kinds["action"] != 1 || kinds["verdict"] == 0 || kinds["event"] != len(scenario(t)) {
 			t.Fatalf("kinds %v", kinds)
+		}
+	})
+	t.Run("replay refuses a log that does not verify", func(t *testing.T) {
+		d := filepath.Join(t.TempDir(), "copy")
+		os.MkdirAll(d, 0o700)
+		segs, _ := filepath.Glob(filepath.Join(dir, "seg-*"))
+		for _, s := range segs[1:] { // the first segment is gone
+			b, _ := os.ReadFile(s)
+			os.WriteFile(filepath.Join(d, filepath.Base(s)), b, 0o600)
+		}
+		var out bytes.Buffer
+		if st := replayMain([]string{"--container", "3f2a", "--key", key, "--audit", d}, &out); st != 1 {
+			t.Fatalf("replay of a log without its first segment: status %d, want 1", st)
+		}
+		if st := replayMain([]string{"--container", "3f2a", "--no-verify", "--audit", d}, &out); st != 0 {
+			t.Fatalf("replay --no-verify: status %d, want 0", st)
 		}
 	})
 	t.Run("verify names a modified segment", func(t *testing.T) {
