@@ -10,6 +10,7 @@ package scenarios
 
 import (
 	"bufio"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -90,6 +91,7 @@ type Options struct {
 	Runs    int    // runs per benign workload (>= 2: the first trains the model)
 	Log     io.Writer
 	Timeout time.Duration // per run
+	Keep    string        // if set, copy each run's events (gzip) and samples here
 }
 
 // Run is one execution of a scenario.
@@ -108,6 +110,7 @@ type Run struct {
 	TTD       float64            `json:"ttd_ms,omitempty"` // time to detection from the first event, ms
 	FalsePos  int                `json:"false_positives"`  // benign: verdicts
 	ModelMax  float64            `json:"model_max_score"`  // max model window score
+	LiveRules []string           `json:"live_rules"`       // rules of the verdicts vigil trace itself printed
 	EventFile string             `json:"event_file"`
 }
 
@@ -380,6 +383,12 @@ func runOne(o *Options, l *listeners, sc Scenario, n int) (*Run, []detector.Samp
 	if _, err := os.Stat(evFile); err != nil {
 		return nil, nil, fmt.Errorf("%s: vigil trace wrote no events (%s)", sc.Name, strings.TrimSpace(stderr.String()))
 	}
+	for _, line := range strings.Split(stderr.String(), "\n") {
+		if strings.HasPrefix(line, "vigil: ") {
+			return nil, nil, fmt.Errorf("%s: vigil trace failed: %s", sc.Name, line)
+		}
+	}
+	r.LiveRules = liveRules(evFile)
 	return r, ss, nil
 }
 
@@ -421,6 +430,34 @@ func Replay(cfg detector.Config, evFile string, samples []detector.Sample) ([]de
 	}
 	out = append(out, e.Flush()...)
 	return out, n, nil
+}
+
+// liveRules lists the rules of the {"verdict":...} lines vigil trace wrote
+// into its own output (when it runs the detector itself).
+func liveRules(evFile string) []string {
+	f, err := os.Open(evFile)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	set := map[string]bool{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		b := sc.Bytes()
+		if !strings.HasPrefix(string(b[:min(len(b), 11)]), `{"verdict"`) {
+			continue
+		}
+		var v struct {
+			Verdict struct {
+				Rule string `json:"rule"`
+			} `json:"verdict"`
+		}
+		if json.Unmarshal(b, &v) == nil {
+			set[v.Verdict.Rule] = true
+		}
+	}
+	return sortedKeys(set)
 }
 
 func firstEventTime(evFile string) time.Time {
@@ -479,6 +516,11 @@ func Evaluate(o Options) (*Report, error) {
 			return nil, err
 		}
 		r.Events, r.Verdicts = n, vs
+		if o.Keep != "" {
+			if err := keep(o.Keep, r, samples); err != nil {
+				return nil, err
+			}
+		}
 		t0 := firstEventTime(r.EventFile)
 		rules, classes := map[string]bool{}, map[string]bool{}
 		for _, v := range vs {
@@ -504,6 +546,37 @@ func Evaluate(o Options) (*Report, error) {
 		return nil, err
 	}
 	return rep, nil
+}
+
+// keep stores a run's events (gzip) and samples (JSON) under dir, named
+// after the scenario and run, for golden tests of the detector.
+func keep(dir string, r *Run, samples []detector.Sample) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	base := filepath.Join(dir, fmt.Sprintf("%s-%d", r.Scenario, r.Run))
+	in, err := os.ReadFile(r.EventFile)
+	if err != nil {
+		return err
+	}
+	f, err := os.Create(base + ".jsonl.gz")
+	if err != nil {
+		return err
+	}
+	zw, _ := gzip.NewWriterLevel(f, gzip.BestCompression)
+	zw.Write(in)
+	if err := zw.Close(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	b, err := json.Marshal(samples)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(base+".samples.json", b, 0o644)
 }
 
 func sortedKeys(m map[string]bool) []string {

@@ -19,6 +19,7 @@ func main() {
 	out := flag.String("out", "eval-report.json", "write the JSON report to `FILE`")
 	src := flag.String("src", "test/scenarios", "the scenarios `DIR`")
 	runs := flag.Int("runs", 2, "runs per benign workload (the first trains the model)")
+	keep := flag.String("keep", "", "copy each run's events and samples to `DIR` (golden data for detector tests)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "eval: needs root (vigil trace loads eBPF programs): run it with sudo")
@@ -32,7 +33,7 @@ func main() {
 	defer os.RemoveAll(work)
 	absVigil, _ := filepath.Abs(*vigil)
 	absSrc, _ := filepath.Abs(*src)
-	rep, err := scenarios.Evaluate(scenarios.Options{Vigil: absVigil, Src: absSrc, Work: work, Runs: *runs, Log: os.Stderr})
+	rep, err := scenarios.Evaluate(scenarios.Options{Vigil: absVigil, Src: absSrc, Work: work, Runs: *runs, Log: os.Stderr, Keep: *keep})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "eval:", err)
 		os.Exit(1)
