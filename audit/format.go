@@ -59,6 +59,7 @@ const (
 	segPrefix  = "seg-"
 	segSuffix  = ".vlog"
 	anchorName = "anchor"
+	lockName   = "lock"
 )
 
 var sealReasons = map[byte]string{sealRotate: "rotate", sealClose: "close", sealRecovered: "recovered"}

@@ -168,6 +168,13 @@ func (r *Reader) nextBatch() error {
 			}
 			sg := r.segs[r.si]
 			r.si++
+			if r.filter.FromIndex > 0 && r.si < len(r.segs) {
+				// skip a segment whose successor starts at or before FromIndex
+				if a, err := readAnchorFrom(r.segs[r.si].path); err == nil && a.firstIndex <= r.filter.FromIndex {
+					r.chain = false
+					continue
+				}
+			}
 			f, err := os.Open(sg.path)
 			if err != nil {
 				return fmt.Errorf("read segment: %w", err)

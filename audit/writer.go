@@ -39,6 +39,7 @@ type Stats struct {
 type Writer struct {
 	mu    sync.Mutex
 	opts  Options
+	lock  *os.File // the directory's writer lock
 	priv  ed25519.PrivateKey
 	keyID [8]byte
 	seal  *sealer
@@ -98,6 +99,36 @@ func Open(opts Options) (*Writer, error) {
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("audit dir: %w", err)
 	}
+	lock, err := lockDir(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	w, err := open(opts, lock)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	return w, nil
+}
+
+// lockDir takes the directory's writer lock: one writer per log.
+func lockDir(dir string) (*os.File, error) {
+	path := filepath.Join(dir, lockName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("audit lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("audit log %s is in use by another writer (it holds %s)", dir, path)
+		}
+		return nil, fmt.Errorf("audit lock %s: %w", path, err)
+	}
+	return f, nil
+}
+
+func open(opts Options, lock *os.File) (*Writer, error) {
 	priv, err := LoadOrCreateKey(opts.KeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("audit key: %w", err)
@@ -107,7 +138,7 @@ func Open(opts Options) (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("zstd: %w", err)
 	}
-	w := &Writer{opts: opts, priv: priv, keyID: keyID(priv.Public().(ed25519.PublicKey)), seal: newSealer(priv),
+	w := &Writer{opts: opts, lock: lock, priv: priv, keyID: keyID(priv.Public().(ed25519.PublicKey)), seal: newSealer(priv),
 		zenc: zenc, enc: newEncoder(), nextIndex: 1, stop: make(chan struct{}), done: make(chan struct{})}
 	rec, err := recoverDir(opts.Dir, priv.Public().(ed25519.PublicKey), w.seal)
 	if err != nil {
@@ -272,6 +303,7 @@ func (w *Writer) Close() error {
 	<-w.done
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	defer w.lock.Close()
 	if w.err != nil {
 		if w.f != nil {
 			w.f.Close()

@@ -238,3 +238,20 @@ func TestParseOptions(t *testing.T) {
 		t.Fatalf("ParseKind(verdicts): %v", err)
 	}
 }
+
+func TestOneWriterPerDirectory(t *testing.T) {
+	o := testOptions(t)
+	w, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(o); err == nil || !strings.Contains(err.Error(), "in use by another writer") {
+		t.Fatalf("a second writer: got %v, want it refused", err)
+	}
+	w.Close()
+	w2, err := Open(o)
+	if err != nil {
+		t.Fatalf("open after the first writer closed: %v", err)
+	}
+	w2.Close()
+}

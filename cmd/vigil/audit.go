@@ -468,8 +468,12 @@ JSON body (a detector verdict, an action, lifecycle metadata, a gap
 node's records from 1 without gaps and "cseq" a container's records, so a
 consumer can tell a gap in what it received.
 
+With --follow the export keeps running and writes new records as the
+writer adds them (a log shipper can read its standard output).
+
 Example:
   vigil audit export --since 24h --out /var/log/vigil/audit.jsonl /var/lib/vigil/audit
+  vigil audit export --follow 1s --kind verdict,action /var/lib/vigil/audit | fluent-bit -i stdin ...
 
 Options:
 `
@@ -482,12 +486,16 @@ func auditExport(args []string, out io.Writer) int {
 	host, _ := os.Hostname()
 	node := fs.String("node", host, "the node `NAME` put in every line")
 	limit := fs.Int("limit", 0, "stop after `N` records (0: no limit)")
+	follow := fs.Duration("follow", 0, "keep running: after the last record, look for new ones every `INTERVAL` (e.g. 1s)")
 	pos, st, done := parseAuditFlags(fs, args)
 	if done {
 		return st
 	}
 	if len(pos) != 1 {
 		return fail("audit export: give exactly one DIR (the audit log directory), got %d arguments", len(pos))
+	}
+	if *follow < 0 {
+		return fail("audit export: --follow %s: want a positive interval such as 1s", *follow)
 	}
 	if *outPath != "" && *outPath != "-" {
 		f, err := os.Create(*outPath)
@@ -497,6 +505,9 @@ func auditExport(args []string, out io.Writer) int {
 		defer f.Close()
 		out = f
 	}
+	if *follow > 0 {
+		return exportFollow(pos[0], &ff, out, *limit, *node, *follow)
+	}
 	return exportRecords("audit export", pos[0], &ff, out, *limit, *node)
 }
 
@@ -505,10 +516,51 @@ func exportRecords(cmd, dir string, ff *filterFlags, out io.Writer, limit int, n
 	if err != nil {
 		return fail("%s: %v", cmd, err)
 	}
+	if _, err := exportPass(dir, &flt, pm, out, limit, node); err != nil {
+		return fail("%s: %v", cmd, err)
+	}
+	return 0
+}
+
+// exportFollow exports what is there, then polls for new records (from
+// the index after the last one seen) until the process is stopped.
+func exportFollow(dir string, ff *filterFlags, out io.Writer, limit int, node string, every time.Duration) int {
+	flt, pm, err := ff.build(time.Now())
+	if err != nil {
+		return fail("audit export: %v", err)
+	}
+	total := 0
+	for {
+		n, last, err := exportPassLast(dir, &flt, pm, out, limit-total, node)
+		if err != nil {
+			return fail("audit export: %v", err)
+		}
+		total += n
+		if limit > 0 && total >= limit {
+			return 0
+		}
+		if last > 0 {
+			flt.FromIndex = last + 1
+		}
+		time.Sleep(every)
+	}
+}
+
+func exportPass(dir string, flt *audit.Filter, pm *podMatcher, out io.Writer, limit int, node string) (int, error) {
+	n, _, err := exportPassLast(dir, flt, pm, out, limit, node)
+	return n, err
+}
+
+// exportPassLast writes the selected records once and returns how many and
+// the index of the last record the filter passed (a follow-up pass starts
+// after it).
+func exportPassLast(dir string, flt *audit.Filter, pm *podMatcher, out io.Writer, limit int, node string) (int, uint64, error) {
 	w := bufio.NewWriterSize(out, 1<<16)
 	var line []byte
 	n := 0
-	err = audit.Scan(dir, &flt, func(r *audit.Record) error {
+	var last uint64
+	err := audit.Scan(dir, flt, func(r *audit.Record) error {
+		last = r.Index
 		if pm != nil && !pm.match(r) {
 			return nil
 		}
@@ -525,12 +577,12 @@ func exportRecords(cmd, dir string, ff *filterFlags, out io.Writer, limit int, n
 	})
 	if err != nil && err != errStop {
 		w.Flush()
-		return fail("%s: %v", cmd, err)
+		return n, last, err
 	}
 	if err := w.Flush(); err != nil {
-		return fail("%s: write: %v", cmd, err)
+		return n, last, fmt.Errorf("write: %w", err)
 	}
-	return 0
+	return n, last, nil
 }
 
 // appendExport appends the export JSON object of r.

@@ -303,3 +303,34 @@ func TestAuditCommands(t *testing.T) {
 		}
 	})
 }
+
+func TestExportFollow(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "audit")
+	w, err := audit.Open(audit.Options{Dir: dir, Fsync: audit.FsyncNever, FlushInterval: 10 * time.Millisecond, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for i := 0; i < 5; i++ {
+		w.Append(audit.KindPolicy, 0, "", map[string]int{"i": i})
+	}
+	w.Flush()
+	r, pw, _ := os.Pipe()
+	go exportFollow(dir, &filterFlags{}, pw, 12, "n", 20*time.Millisecond)
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		for i := 5; i < 12; i++ {
+			w.Append(audit.KindPolicy, 0, "", map[string]int{"i": i})
+		}
+	}()
+	sc := bufio.NewScanner(r)
+	for want := 1; want <= 12; want++ {
+		if !sc.Scan() {
+			t.Fatalf("export --follow ended after %d lines", want-1)
+		}
+		var l struct{ Index int }
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil || l.Index != want {
+			t.Fatalf("line %d: %s", want, sc.Text())
+		}
+	}
+}
