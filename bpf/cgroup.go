@@ -76,6 +76,25 @@ func (c *Cgroup) Join(pid int) error {
 	return os.WriteFile(filepath.Join(c.Path, "cgroup.procs"), []byte(fmt.Sprint(pid)), 0)
 }
 
+// Kill kills every process left in the cgroup and waits until it is empty
+// (up to a second). The cgroup stays, and with it the tracer's counters.
+func (c *Cgroup) Kill() error {
+	if err := os.WriteFile(filepath.Join(c.Path, "cgroup.kill"), []byte("1"), 0); err != nil {
+		return fmt.Errorf("kill cgroup %s: %w", c.Path, err)
+	}
+	for i := 0; i < 100; i++ {
+		b, err := os.ReadFile(filepath.Join(c.Path, "cgroup.events"))
+		if err != nil {
+			return fmt.Errorf("cgroup events: %w", err)
+		}
+		if strings.Contains(string(b), "populated 0") {
+			return nil
+		}
+		unix.Nanosleep(&unix.Timespec{Nsec: 10e6}, nil)
+	}
+	return fmt.Errorf("cgroup %s: processes left after kill", c.Path)
+}
+
 // Remove kills what is left in the cgroup and removes it.
 func (c *Cgroup) Remove() error {
 	unix.Close(c.fd)

@@ -31,6 +31,7 @@ Workloads: getppid, open-read-close, tar-rm-5000, go-build, http,
 Example:
   sudo vigil bench tracer --reps 5 --out bench-tracer.json
   sudo vigil bench tracer --workloads getppid,unmonitored --reps 3
+  sudo vigil bench tracer --workloads tar-rm-5000,http --peers --audit
 
 Options:
 `
@@ -49,6 +50,8 @@ func runBench(args []string) int {
 	out := fs.String("out", "", "write the JSON report to `FILE` (default: standard output)")
 	wl := fs.String("workloads", "", "comma-separated `NAMES` to run (default: all)")
 	scale := fs.Float64("scale", 1, "multiply the work per run by `X` (smaller is faster, noisier)")
+	peers := fs.Bool("peers", false, "also run each workload under strace -f (a peer tracer)")
+	withAudit := fs.Bool("audit", false, "also run each workload under vigil writing every event to an audit log")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), benchUsage)
 		fs.PrintDefaults()
@@ -59,7 +62,7 @@ func runBench(args []string) int {
 		}
 		return 2
 	}
-	o := bench.Options{Reps: *reps, Scale: *scale, Log: os.Stderr}
+	o := bench.Options{Reps: *reps, Scale: *scale, Log: os.Stderr, Peers: *peers, Audit: *withAudit}
 	if *wl != "" {
 		o.Workloads = strings.Split(*wl, ",")
 	}

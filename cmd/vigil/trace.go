@@ -159,8 +159,11 @@ func trace(o traceOpts, cmdArgs []string) (int, error) {
 	waitErr := cmd.Wait()
 	stopSampling()
 	status := exitStatus(cmd.ProcessState, waitErr)
-	// What CMD left running in the cgroup ends with it.
-	cg.Remove()
+	// What CMD left running in the cgroup ends with it. The cgroup itself
+	// stays until the counters are read: they live in its local storage.
+	if err := cg.Kill(); err != nil {
+		fmt.Fprintf(os.Stderr, "vigil: trace: %v\n", err)
+	}
 	stop()
 	if err := <-done; err != nil {
 		return status, err

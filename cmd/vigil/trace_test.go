@@ -43,9 +43,7 @@ func TestTraceJSON(t *testing.T) {
 	defer f.Close()
 	var events, verdicts int
 	var sawExec, sawProcRoot bool
-	var summary struct {
-		Seen, Emitted, Dropped, Received, PreExec uint64 `json:"pre_exec"`
-	}
+	var summary struct{ Seen, Emitted, Dropped, Received, PreExec uint64 }
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {

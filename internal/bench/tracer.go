@@ -25,6 +25,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"vigil.dev/vigil/audit"
 	"vigil.dev/vigil/bpf"
 	"vigil.dev/vigil/event"
 )
@@ -38,6 +39,8 @@ var httpdGo []byte
 // Options choose what to run.
 type Options struct {
 	Reps      int      // repetitions of each mode (median reported); at least 5 for a report
+	Peers     bool     // also run each workload under strace -f
+	Audit     bool     // also run each workload under vigil writing the audit log
 	Workloads []string // names; empty means all
 	Scale     float64  // multiplies the work per run (1 = the default sizes)
 	WorkDir   string   // where workloads build and write; a temp dir if empty
@@ -68,6 +71,11 @@ type WorkloadResult struct {
 	VigilMs     float64 `json:"vigil_ms"`
 	FloorRatio  float64 `json:"floor_ratio"`
 	VigilRatio  float64 `json:"vigil_ratio"`
+	AuditMs     float64 `json:"vigil_audit_ms,omitempty"`
+	AuditRatio  float64 `json:"vigil_audit_ratio,omitempty"`
+	AuditBytes  float64 `json:"audit_bytes_per_event,omitempty"`
+	StraceMs    float64 `json:"strace_ms,omitempty"`
+	StraceRatio float64 `json:"strace_ratio,omitempty"`
 	AddedNsOp   float64 `json:"vigil_added_ns_per_op"`
 	Events      uint64  `json:"events_per_run"`
 	Dropped     uint64  `json:"dropped_total"`
@@ -248,9 +256,20 @@ func (r *runner) buildLoop() error {
 	return nil
 }
 
+// wrapper, when set, runs every workload command under a peer tracer
+// (strace), for the peer comparison.
+var wrapper []string
+
+func command(name string, args ...string) *exec.Cmd {
+	if len(wrapper) > 0 {
+		return exec.Command(wrapper[0], append(append(wrapper[1:len(wrapper):len(wrapper)], name), args...)...)
+	}
+	return exec.Command(name, args...)
+}
+
 // runIn runs a command inside the cgroup and waits for it.
 func runIn(cg *bpf.Cgroup, name string, args ...string) error {
-	cmd := exec.Command(name, args...)
+	cmd := command(name, args...)
 	cmd.SysProcAttr = cg.SysProcAttr()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("%s: %v: %s", name, err, out)
@@ -329,6 +348,13 @@ func (r *runner) compare(w workload) (*WorkloadResult, error) {
 	res := &WorkloadResult{Name: w.name, Ops: w.ops, OpUnit: w.unit}
 	var events []float64
 	modes := []string{"base", "floor", "vigil"}
+	if r.o.Audit {
+		modes = append(modes, "audit")
+	}
+	if r.o.Peers {
+		modes = append(modes, "strace")
+	}
+	var auditBytes []float64
 	for rep := 0; rep < r.o.Reps; rep++ {
 		rand.Shuffle(len(modes), func(i, j int) { modes[i], modes[j] = modes[j], modes[i] })
 		for _, mode := range modes {
@@ -338,6 +364,9 @@ func (r *runner) compare(w workload) (*WorkloadResult, error) {
 				return nil, err
 			}
 			times[mode] = append(times[mode], float64(d)/1e6)
+			if mode == "audit" && st.received > 0 {
+				auditBytes = append(auditBytes, float64(st.auditBytes)/float64(st.received))
+			}
 			if mode == "vigil" {
 				events = append(events, float64(st.received))
 				res.Dropped += st.c.Dropped
@@ -346,14 +375,28 @@ func (r *runner) compare(w workload) (*WorkloadResult, error) {
 				}
 			}
 		}
-		fmt.Fprintf(r.log, "%s rep %d: base %.1f ms, floor %.1f ms, vigil %.1f ms\n", w.name, rep+1,
-			last(times["base"]), last(times["floor"]), last(times["vigil"]))
+		fmt.Fprintf(r.log, "%s rep %d:", w.name, rep+1)
+		for _, mode := range []string{"base", "floor", "vigil", "audit", "strace"} {
+			if len(times[mode]) > 0 {
+				fmt.Fprintf(r.log, " %s %.1f ms", mode, last(times[mode]))
+			}
+		}
+		fmt.Fprintln(r.log)
 	}
 	res.BaseMs, res.FloorMs, res.VigilMs = median(times["base"]), median(times["floor"]), median(times["vigil"])
 	res.FloorRatio = round(res.FloorMs/res.BaseMs, 3)
 	res.VigilRatio = round(res.VigilMs/res.BaseMs, 3)
 	res.AddedNsOp = round((res.VigilMs-res.BaseMs)*1e6/float64(w.ops), 1)
 	res.Events = uint64(median(events))
+	if r.o.Audit {
+		res.AuditMs = median(times["audit"])
+		res.AuditRatio = round(res.AuditMs/res.BaseMs, 3)
+		res.AuditBytes = round(median(auditBytes), 1)
+	}
+	if r.o.Peers {
+		res.StraceMs = median(times["strace"])
+		res.StraceRatio = round(res.StraceMs/res.BaseMs, 3)
+	}
 	if res.Events > 0 {
 		res.AddedNsCall = round((res.VigilMs-res.BaseMs)*1e6/float64(res.Events), 1)
 	}
@@ -361,8 +404,9 @@ func (r *runner) compare(w workload) (*WorkloadResult, error) {
 }
 
 type runStats struct {
-	received uint64
-	c        bpf.Counters
+	received   uint64
+	c          bpf.Counters
+	auditBytes int64
 }
 
 // once makes a cgroup, sets the mode up, runs the workload and returns the
@@ -380,6 +424,11 @@ func (r *runner) once(w workload, dir, mode string, st *runStats) (time.Duration
 		stop, err = attachFloor(bpf.FloorEmpty)
 	case "vigil":
 		stop, err = r.startVigil(cg.ID, bpf.Config{}, st, nil)
+	case "audit":
+		stop, err = r.startAudited(cg.ID, st)
+	case "strace":
+		wrapper = []string{"strace", "-f", "-qq", "-o", "/dev/null"}
+		stop = func() error { wrapper = nil; return nil }
 	}
 	if err != nil {
 		return 0, err
@@ -498,6 +547,49 @@ func (r *runner) unmonitored() (*Unmonitored, error) {
 	}
 	fmt.Fprintf(r.log, "unmonitored getppid: base %.1f ns, empty program %.1f ns, vigil loaded %.1f ns, fexit %.1f ns\n", u.BaseNs, u.FloorNs, u.FilterNs, u.FexitNs)
 	return u, nil
+}
+
+// startAudited is startVigil with every event appended to an audit log,
+// as vigil trace --audit and the agent do.
+func (r *runner) startAudited(cgID uint64, st *runStats) (func() error, error) {
+	dir, err := os.MkdirTemp(r.dir, "audit")
+	if err != nil {
+		return nil, err
+	}
+	w, err := audit.Open(audit.Options{Dir: filepath.Join(dir, "log"), KeyFile: filepath.Join(dir, "audit.key")})
+	if err != nil {
+		return nil, err
+	}
+	var appendErr error
+	stop, err := r.startVigil(cgID, bpf.Config{}, st, func(ev *event.Event) {
+		if appendErr == nil {
+			appendErr = w.AppendEvent(ev)
+		}
+	})
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	return func() error {
+		err := stop()
+		cerr := w.Close()
+		st.auditBytes = dirSize(filepath.Join(dir, "log"))
+		os.RemoveAll(dir)
+		return errors.Join(err, appendErr, cerr)
+	}, nil
+}
+
+func dirSize(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if info, err := d.Info(); err == nil {
+				n += info.Size()
+			}
+		}
+		return nil
+	})
+	return n
 }
 
 func attachFloor(kind string) (func() error, error) {
@@ -668,7 +760,7 @@ func (r *runner) latency() ([]LatencyPoint, error) {
 // httpLoad starts the server in cg and times `requests` requests from 4
 // keep-alive clients in vigil's own (untraced) cgroup.
 func (r *runner) httpLoad(cg *bpf.Cgroup, requests int) (time.Duration, error) {
-	cmd := exec.Command(r.httpd)
+	cmd := command(r.httpd)
 	cmd.SysProcAttr = cg.SysProcAttr()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
