@@ -307,6 +307,10 @@ func (v *verifier) segment(sg segFile, last bool) (sealed bool, reason byte, err
 				case Deleted:
 					p.Last = bh.firstIndex - 1
 					p.Detail = fmt.Sprintf("records %d..%d are missing: the next batch starts at record %d", v.index, bh.firstIndex-1, bh.firstIndex)
+					if off, ok := v.findBatch(sg.path, fm.end, v.index); ok {
+						p.Kind, p.First, p.Last = Reordered, bh.firstIndex, bh.firstIndex+uint64(bh.records)-1
+						p.Detail = fmt.Sprintf("the batch of records %d..%d comes before the batch of records %d.. (at offset %d): batches were moved", bh.firstIndex, bh.firstIndex+uint64(bh.records)-1, v.index, off)
+					}
 				case Reordered:
 					p.Detail = fmt.Sprintf("a batch of records %d..%d comes where record %d belongs: batches moved or repeated", bh.firstIndex, bh.firstIndex+uint64(bh.records)-1, v.index)
 				default:
@@ -349,6 +353,38 @@ func (v *verifier) segment(sg segFile, last bool) (sealed bool, reason byte, err
 		return false, 0, v.fail(Problem{Kind: Truncated, Segment: sg.num, File: sg.path, Offset: 0, Detail: "the segment has no header"})
 	}
 	return sealed, reason, nil
+}
+
+// findBatch looks in the segment file, from offset from on, for an
+// authentic batch frame that starts at record index; it tells a move from
+// a deletion.
+func (v *verifier) findBatch(path string, from int64, index uint64) (int64, bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	fr, err := newFrameReader(f)
+	if err != nil {
+		return 0, false
+	}
+	h := sha256.New()
+	for {
+		fm, err := fr.next()
+		if err != nil {
+			return 0, false
+		}
+		if fm.off < from || fm.typ != frameBatch {
+			continue
+		}
+		bh, _, err := parseBatchHeader(fm.body)
+		if err != nil || bh.firstIndex != index {
+			continue
+		}
+		if hashOK, sigOK := fm.check(h, v.pub); hashOK && sigOK {
+			return fm.off, true
+		}
+	}
 }
 
 // classify names an authentic frame that starts at record first where

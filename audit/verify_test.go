@@ -184,6 +184,18 @@ func TestVerifyDetectsTampering(t *testing.T) {
 				s := frameSpans(t, segPath(o, 2))[2]
 				cutOut(t, segPath(o, 2), s.start, s.end)
 			}},
+		{name: "swap two batches", kind: Reordered, segment: 2, detail: "batches were moved",
+			tamper: func(t *testing.T, o Options) {
+				path := segPath(o, 2)
+				sp := frameSpans(t, path)
+				b, _ := os.ReadFile(path)
+				a, c := sp[1], sp[2]
+				out := append([]byte(nil), b[:a.start]...)
+				out = append(out, b[c.start:c.end]...)
+				out = append(out, b[a.start:a.end]...)
+				out = append(out, b[c.end:]...)
+				os.WriteFile(path, out, 0o600)
+			}},
 		{name: "delete a record and rehash", kind: Modified, segment: 2, detail: "signature",
 			tamper: func(t *testing.T, o Options) { dropRecordRehash(t, segPath(o, 2), frameSpans(t, segPath(o, 2))[1]) }},
 		{name: "delete a middle segment", kind: Deleted, segment: 4, detail: "segments 3..3 are missing",

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"os"
 	"strconv"
 	"strings"
@@ -141,6 +142,9 @@ func auditVerify(args []string, out io.Writer) int {
 	rep, err := audit.VerifyWith(pos[0], audit.VerifyOptions{KeyFile: *key, Live: *live})
 	var p *audit.Problem
 	if err != nil && !errors.As(err, &p) {
+		if errors.Is(err, iofs.ErrNotExist) && *key == "" {
+			return fail("audit verify: %v (give the node's key, private or .pub, with --key FILE)", err)
+		}
 		return fail("audit verify: %v", err)
 	}
 	if *asJSON {
