@@ -25,8 +25,8 @@ const (
 	maxRefs      = 1000
 	maxCalib     = 2000
 	calibPct     = 0.95 // a component's normalizer: this quantile of held-out normal scores
-	thresholdPct = 0.99 // the combined threshold: this quantile of held-out normal scores...
-	thresholdMul = 1.05 // ...times this margin
+	thresholdPct = 0.97 // the combined threshold: this quantile of held-out normal scores...
+	thresholdMul = 1.02 // ...times this margin
 	magWeight    = 0.05 // weight of |log volume difference| in the frequency distance
 	minScoreLen  = 8    // units with fewer syscalls are not scored online
 )
@@ -118,7 +118,7 @@ type calibInfo struct {
 	Folds      int        `json:"folds"`
 	HeldOut    int        `json:"held_out"`
 	Quantiles  [3]float64 `json:"component_p95"`
-	CombinedQ  float64    `json:"combined_p99"`
+	CombinedQ  float64    `json:"combined_quantile"`
 	InSample   bool       `json:"in_sample"` // too few units for k-fold
 	Components []string   `json:"components"`
 }
@@ -691,7 +691,7 @@ func (m *Model) Summary() string {
 	if m.HasCounts {
 		fmt.Fprintf(&b, "frequency: %d reference windows (tf-idf, cosine + %.2f*|log volume|)\n", len(m.Refs), magWeight)
 	}
-	fmt.Fprintf(&b, "calibration: %d folds, %d held-out units; normalizers ngram %.3g, stide %.3g, freq %.3g; threshold %.3f (p99 %.3f)\n",
+	fmt.Fprintf(&b, "calibration: %d folds, %d held-out units; normalizers ngram %.3g, stide %.3g, freq %.3g; threshold %.3f (held-out quantile %.3f)\n",
 		m.Calib.Folds, m.Calib.HeldOut, m.Norm[0], m.Norm[1], m.Norm[2], m.Threshold, m.Calib.CombinedQ)
 	type kv struct {
 		n string
