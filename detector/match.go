@@ -15,10 +15,6 @@ type strMatcher struct {
 	contains []string
 }
 
-func (m *strMatcher) empty() bool {
-	return len(m.eq)+len(m.globs)+len(m.prefixes)+len(m.suffixes)+len(m.contains) == 0
-}
-
 func (m *strMatcher) match(s string) bool {
 	for _, p := range m.eq {
 		if s == p {

@@ -19,14 +19,13 @@ const windowMaxAge = int64(10 * time.Second)
 // windower cuts a cgroup's event stream into units: windows of n events
 // (or windowMaxAge of event time), each split into per-thread sequences.
 type windower struct {
-	n      int
-	count  int
-	start  int64
-	end    int64
-	tids   map[uint32]int
-	order  []uint32
-	seqs   [][]string
-	lastEv Evidence
+	n     int
+	count int
+	start int64
+	end   int64
+	tids  map[uint32]int
+	order []uint32
+	seqs  [][]string
 }
 
 func newWindower(n int) *windower {
