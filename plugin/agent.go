@@ -254,6 +254,7 @@ func (a *Agent) onDecision(n seccomp.Notification) {
 func (a *Agent) flushLoop(ctx context.Context) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
+	n := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -261,6 +262,9 @@ func (a *Agent) flushLoop(ctx context.Context) {
 		case <-t.C:
 			a.events.flush()
 			a.decided.flush()
+			if n++; n%10 == 0 {
+				a.plugin.Refresh()
+			}
 		}
 	}
 }

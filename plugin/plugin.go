@@ -64,6 +64,13 @@ type Plugin struct {
 	final    []ContainerStatus // last stopped containers with final counters
 	pending  map[string]time.Time
 	rejected []string // containers whose adjustment did not arrive (validator?)
+	// last holds each tracked cgroup's counters as of the last Refresh: the
+	// kernel frees a cgroup's counters with the cgroup, which a runtime may
+	// remove before vigil hears that the container stopped.
+	last map[uint64]bpf.Counters
+	// retireAfter is how long a removed container's cgroup still resolves
+	// to its metadata (its last events may still be in the ring).
+	retireAfter time.Duration
 }
 
 // container is the plugin's view of one container.
@@ -82,7 +89,37 @@ func New(cfg Config, tracer Tracer, notify Notifier, log *logrus.Logger) *Plugin
 		cfg.CgroupID = bpf.CgroupID
 	}
 	return &Plugin{cfg: cfg, tracer: tracer, notify: notify, log: log,
-		byID: map[string]*container{}, byCgroup: map[uint64]*container{}, pending: map[string]time.Time{}}
+		byID: map[string]*container{}, byCgroup: map[uint64]*container{}, pending: map[string]time.Time{},
+		last: map[uint64]bpf.Counters{}, retireAfter: 5 * time.Second}
+}
+
+// Refresh records the tracked cgroups' counters (see Plugin.last).
+func (p *Plugin) Refresh() {
+	all, err := p.tracer.Tracked()
+	if err != nil {
+		return
+	}
+	p.mu.Lock()
+	for id := range p.last {
+		if _, ok := all[id]; !ok {
+			delete(p.last, id)
+		}
+	}
+	for id, c := range all {
+		p.last[id] = c
+	}
+	p.mu.Unlock()
+}
+
+// retire drops cgroup id → c after the grace period.
+func (p *Plugin) retire(id uint64, c *container) {
+	time.AfterFunc(p.retireAfter, func() {
+		p.mu.Lock()
+		if p.byCgroup[id] == c {
+			delete(p.byCgroup, id)
+		}
+		p.mu.Unlock()
+	})
 }
 
 func (p *Plugin) logFor(pod *api.PodSandbox, ctr *api.Container) *logrus.Entry {
@@ -222,7 +259,7 @@ func (p *Plugin) RemoveContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 			`rejects seccomp adjustments (plugins."io.containerd.nri.v1.nri".default_validator reject_*_seccomp_adjustment); allow them for vigil`)
 	}
 	if c := p.byID[ctr.GetId()]; c != nil && p.byCgroup[c.cgroupID] == c {
-		delete(p.byCgroup, c.cgroupID)
+		p.retire(c.cgroupID, c)
 	}
 	delete(p.byID, ctr.GetId())
 	p.mu.Unlock()
@@ -247,9 +284,19 @@ func (p *Plugin) finish(pod *api.PodSandbox, ctr *api.Container, state string) {
 	}
 	counters, err := p.tracer.Untrack(c.cgroupID)
 	log := p.logFor(pod, ctr).WithField("cgroup", c.cgroupID)
-	if err != nil && !errors.Is(err, bpf.ErrNotTracked) {
+	switch {
+	case errors.Is(err, bpf.ErrNotTracked):
+		// The runtime removed the cgroup first (the kernel freed its counters).
+		p.mu.Lock()
+		counters = p.last[c.cgroupID]
+		p.mu.Unlock()
+		log = log.WithField("as_of", "last refresh")
+	case err != nil:
 		log.WithError(err).Error("untrack container")
 	}
+	p.mu.Lock()
+	delete(p.last, c.cgroupID)
+	p.mu.Unlock()
 	log.WithFields(logrus.Fields{"seen": counters.Seen, "emitted": counters.Emitted, "dropped": counters.Dropped}).Info("container " + state + ": final counters")
 	st := p.statusOf(c, counters)
 	p.mu.Lock()
@@ -452,7 +499,7 @@ func (p *Plugin) Unregister(id string) {
 	p.finish(pod, ctr, "stopped")
 	p.mu.Lock()
 	if p.byCgroup[c.cgroupID] == c {
-		delete(p.byCgroup, c.cgroupID)
+		p.retire(c.cgroupID, c)
 	}
 	delete(p.byID, id)
 	p.mu.Unlock()

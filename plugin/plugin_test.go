@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containerd/nri/pkg/api"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -222,6 +223,7 @@ func TestLifecycle(t *testing.T) {
 	if ev.Container == nil {
 		t.Error("events after stop lost their metadata")
 	}
+	p.retireAfter = 50 * time.Millisecond
 	if err := p.RemoveContainer(ctx, pod, ctr); err != nil {
 		t.Fatal(err)
 	}
@@ -229,8 +231,31 @@ func TestLifecycle(t *testing.T) {
 		t.Error("notify policy kept after remove")
 	}
 	p.Enrich(ev)
+	if ev.Container == nil {
+		t.Error("events still in the ring right after remove lost their metadata")
+	}
+	time.Sleep(200 * time.Millisecond)
+	p.Enrich(ev)
 	if ev.Container != nil {
-		t.Error("metadata kept after remove")
+		t.Error("metadata kept after the grace period")
+	}
+}
+
+func TestFinalCountersWhenCgroupGone(t *testing.T) {
+	ctx := context.Background()
+	p, tr, _ := newTestPlugin(annotations.NodeConfig{})
+	pod, ctr := testPod(map[string]string{"ebpf-monitor": "true"}), testCtr("c1", nil)
+	p.CreateContainer(ctx, pod, ctr)
+	if err := p.StartContainer(ctx, pod, ctr); err != nil {
+		t.Fatal(err)
+	}
+	tr.tracked[101] = bpf.Counters{Seen: 42, Emitted: 42}
+	p.Refresh()
+	delete(tr.tracked, 101) // the runtime removed the cgroup: the kernel freed its counters
+	p.StopContainer(ctx, pod, ctr)
+	_, finished := p.Containers()
+	if len(finished) != 1 || finished[0].Seen != 42 {
+		t.Errorf("final counters %+v, want the last refreshed ones (seen 42)", finished)
 	}
 }
 

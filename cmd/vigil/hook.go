@@ -1,0 +1,71 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+
+	"vigil.dev/vigil/hook"
+	"vigil.dev/vigil/plugin"
+)
+
+func init() {
+	register("hook", "OCI hook mode for runtimes without NRI: create-runtime | poststop", runHook)
+}
+
+const hookUsage = `Usage: vigil hook create-runtime|poststop [OPTIONS] < OCI-STATE
+
+The OCI hook mode, for runtimes without NRI (podman, plain runc). The
+runtime runs it with the container's state on standard input.
+create-runtime registers the container with the running 'vigil agent', which
+tracks its cgroup before the workload's first instruction (annotations as in
+NRI mode; a seccomp profile cannot be injected this way); it fails the
+container when the agent rejects it, or when the agent is unreachable and
+the container asked to be monitored. poststop unregisters it.
+
+Example (in the bundle's config.json):
+  "hooks": {
+    "createRuntime": [{"path": "/usr/local/bin/vigil", "args": ["vigil", "hook", "create-runtime"]}],
+    "poststop":      [{"path": "/usr/local/bin/vigil", "args": ["vigil", "hook", "poststop"]}]
+  }
+
+Options:
+`
+
+func runHook(args []string) int {
+	fs := flag.NewFlagSet("hook", flag.ContinueOnError)
+	sock := fs.String("socket", plugin.DefaultControlSocket, "the agent's control `SOCKET`")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), hookUsage)
+		fs.PrintDefaults()
+	}
+	if len(args) == 0 {
+		fs.Usage()
+		return 2
+	}
+	stage, rest := args[0], args[1:]
+	if stage == "-h" || stage == "--help" || stage == "help" {
+		fs.Usage()
+		return 0
+	}
+	if err := fs.Parse(rest); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	var err error
+	switch stage {
+	case "create-runtime":
+		err = hook.CreateRuntime(os.Stdin, *sock, os.Stderr)
+	case "poststop":
+		err = hook.Poststop(os.Stdin, *sock, os.Stderr)
+	default:
+		return fail("hook: unknown stage %q: allowed values are create-runtime, poststop", stage)
+	}
+	if err != nil {
+		return fail("hook %s: %v", stage, err)
+	}
+	return 0
+}
