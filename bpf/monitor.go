@@ -304,12 +304,6 @@ func (m *Monitor) Run(ctx context.Context, fn func(*event.Event)) error {
 	pollMs := max(1, int(m.cfg.PollInterval/time.Millisecond))
 	for {
 		m.ring.drain(handle)
-		if m.dec.wantGen {
-			m.dec.wantGen = false
-			if err := m.bumpGen(); err != nil {
-				return err
-			}
-		}
 		select {
 		case <-ctx.Done():
 			m.ring.drain(handle)

@@ -127,7 +127,7 @@ func TestExactness(t *testing.T) {
 	if err := os.WriteFile(file, []byte("twenty-one bytes here"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	const n, mm, threads, k = 50, 20, 3, 40
+	const n, mm, threads, k = 50, 20, 6, 2000
 	port := closedPort(t)
 	evs, c, cg := tracedRun(t, m, false, probe, strconv.Itoa(n), strconv.Itoa(mm), file, strconv.Itoa(port), strconv.Itoa(threads), strconv.Itoa(k))
 
@@ -245,16 +245,32 @@ func TestExactness(t *testing.T) {
 		}
 	}
 
-	// Threads: each made exactly k getppid and ended with exit.
+	// Threads: each made exactly k getppid, each followed by an openat of
+	// its own path, and ended with exit.
 	perThread := map[uint32]int{}
+	threadPath := map[uint32]string{}
+	lastCall := map[uint32]string{}
 	exits := map[uint32]bool{}
 	for _, e := range probeEvs {
 		if e.TID == mainTID || e.PID != exec0.PID {
 			continue
 		}
+		if e.Comm != "probe" {
+			t.Errorf("thread %d: comm %q, want probe", e.TID, e.Comm)
+		}
+		prev := lastCall[e.TID]
+		lastCall[e.TID] = e.Name()
 		switch e.Name() {
 		case "getppid":
 			perThread[e.TID]++
+		case "openat":
+			if prev != "getppid" || e.Ret != -int64(syscall.ENOENT) {
+				t.Errorf("thread %d: openat after %s, ret %d", e.TID, prev, e.Ret)
+			}
+			if p, ok := threadPath[e.TID]; ok && p != e.Path {
+				t.Errorf("thread %d opened %q, then %q: records mixed up", e.TID, p, e.Path)
+			}
+			threadPath[e.TID] = e.Path
 		case "exit":
 			if e.Flags&event.NoReturn == 0 {
 				t.Errorf("thread exit without the noreturn flag")
@@ -264,6 +280,13 @@ func TestExactness(t *testing.T) {
 	}
 	if len(perThread) != threads {
 		t.Errorf("threads seen: %d, want %d", len(perThread), threads)
+	}
+	paths := map[string]bool{}
+	for _, p := range threadPath {
+		paths[p] = true
+	}
+	if len(paths) != threads {
+		t.Errorf("distinct thread paths %v, want %d", paths, threads)
 	}
 	for tid, got := range perThread {
 		if got != k || !exits[tid] {

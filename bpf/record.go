@@ -12,7 +12,8 @@ import (
 )
 
 // Record layout, as written by syscalls.bpf.c (struct rec_hdr, little
-// endian): a 48-byte header, nargs u64 arguments, a 16-byte comm when
+// endian): a 48-byte header (ktime, cgroup, seq, ret, pid, tid, nr, nargs,
+// flags, cpu, nstr), nargs u64 arguments, a 16-byte comm when
 // fComm is set, then nstr items {u8 kind, u8, u16 len, u32, bytes padded to 8}.
 const (
 	hdrSize = 48
@@ -95,20 +96,24 @@ func (m *Monitor) fillSysmeta() error {
 	return nil
 }
 
-// decoder turns records into events, remembering each thread's comm (the
-// kernel sends it only when it changes).
+// decoder turns records into events. The kernel sends a comm only when the
+// writing CPU's last record was of another thread or comm; the decoder
+// mirrors that per-CPU cache, so every event gets its comm without a
+// per-thread table.
 type decoder struct {
-	boot    int64 // wall clock ns at monotonic 0
-	comms   map[uint32]string
-	wantGen bool // the comm cache was reset: ask the kernel to resend
+	boot int64 // wall clock ns at monotonic 0
+	cpus []cpuComm
+}
+
+type cpuComm struct {
+	tid  uint32
+	comm string
 }
 
 func newDecoder() decoder {
 	now := time.Now().UnixNano()
-	return decoder{boot: now - int64(monotonicNow()), comms: make(map[uint32]string, 1024)}
+	return decoder{boot: now - int64(monotonicNow())}
 }
-
-const maxComms = 1 << 16
 
 // decode fills ev from one record; false if the record is malformed.
 func (d *decoder) decode(b []byte, ev *event.Event) bool {
@@ -143,21 +148,24 @@ func (d *decoder) decode(b []byte, ev *event.Event) bool {
 	if flags&fTrunc != 0 {
 		ev.Flags |= event.Truncated
 	}
+	cpu := int(le.Uint16(b[44:]))
+	if cpu >= len(d.cpus) {
+		d.cpus = append(d.cpus, make([]cpuComm, cpu+1-len(d.cpus))...)
+	}
+	cc := &d.cpus[cpu]
 	if flags&fComm != 0 {
 		if len(b) < off+16 {
 			return false
 		}
 		c := cstring(b[off : off+16])
-		if old, ok := d.comms[ev.TID]; !ok || old != string(c) {
-			if len(d.comms) >= maxComms {
-				clear(d.comms)
-				d.wantGen = true
-			}
-			d.comms[ev.TID] = string(c)
+		if cc.tid != ev.TID || cc.comm != string(c) {
+			cc.tid, cc.comm = ev.TID, string(c)
 		}
 		off += 16
 	}
-	ev.Comm = d.comms[ev.TID]
+	if cc.tid == ev.TID {
+		ev.Comm = cc.comm
+	}
 	for i := 0; i < nstr; i++ {
 		if len(b) < off+8 {
 			return false

@@ -72,7 +72,7 @@ struct rec_hdr {
 	__u16 nr;
 	__u8 nargs;
 	__u8 flags;
-	__u16 size;   // bytes of the whole record
+	__u16 cpu;    // the CPU that wrote it: the reader mirrors each CPU's comm cache
 	__u16 nstr;   // string items after args (and comm)
 	// __u64 args[nargs]; [char comm[16]]; items: {u8 kind, u8 pad, u16 len, bytes[len], pad to 8}
 };
@@ -279,8 +279,9 @@ static __always_inline void *get_scratch(void)
 // put_comm adds the thread's comm when this CPU's last record was of
 // another thread, or of this thread under another comm, or from before a
 // reader (re)started. The comm is read straight from the task (no helper
-// call, no per-task storage); the cache is updated only once the record is
-// in the ring, so the reader always learns a comm before it needs it.
+// call, no per-task storage). The cache is updated only once the record is
+// in the ring, and each record names its CPU, so the reader keeps an exact
+// mirror of every CPU's cache: one CPU's records reach the ring in order.
 static __always_inline __u32 put_comm(__u8 *buf, __u32 off, __u8 *flags, struct last_comm **lcp, __u64 *c)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
@@ -302,11 +303,10 @@ static __always_inline __u32 put_comm(__u8 *buf, __u32 off, __u8 *flags, struct 
 	return off + TASK_COMM;
 }
 
-// emit finishes a record in buf (header filled but size/nstr/flags) and
+// emit finishes a record in buf (header filled, size bytes long) and
 // writes it, counting it as emitted or dropped.
 static __always_inline void emit(struct cg_state *st, struct rec_hdr *r, __u32 size, struct last_comm *lc, __u64 *c)
 {
-	r->size = size;
 	size &= (SCRATCH - 1);
 	if (size < sizeof(*r))
 		return;
@@ -348,7 +348,7 @@ static __always_inline struct rec_hdr *begin(struct cg_state *st, __u64 cgid, __
 	r->nr = nr;
 	r->nargs = 6;
 	r->flags = flags;
-	r->size = 0;
+	r->cpu = bpf_get_smp_processor_id();
 	r->nstr = 0;
 	return r;
 }

@@ -2,13 +2,15 @@
 //   probe N M FILE PORT THREADS K
 // N getppid, M openat of a missing path (ENOENT), open/read/close of FILE,
 // a connect to 127.0.0.1:PORT (nothing listens: ECONNREFUSED), THREADS
-// threads that each make K getppid, then execve of itself with
+// threads that each make K getppid+openat pairs (thread i opens the missing
+// path /nonexistent/vigil-probe-t<i>), then execve of itself with
 // "--exec-done", which exits with status 7.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -19,9 +21,12 @@ static int k;
 
 static void *worker(void *arg)
 {
-	(void)arg;
-	for (int i = 0; i < k; i++)
+	char path[64];
+	snprintf(path, sizeof(path), "/nonexistent/vigil-probe-t%ld", (long)arg);
+	for (int i = 0; i < k; i++) {
 		syscall(SYS_getppid);
+		syscall(SYS_openat, AT_FDCWD, path, O_RDONLY, 0);
+	}
 	return NULL;
 }
 
@@ -48,7 +53,7 @@ int main(int argc, char **argv)
 	syscall(SYS_close, s);
 	pthread_t t[64];
 	for (int i = 0; i < threads && i < 64; i++)
-		pthread_create(&t[i], NULL, worker, NULL);
+		pthread_create(&t[i], NULL, worker, (void *)(long)i);
 	for (int i = 0; i < threads && i < 64; i++)
 		pthread_join(t[i], NULL);
 	char *args[] = {argv[0], "--exec-done", NULL};
