@@ -2,9 +2,6 @@ package audit
 
 import (
 	"math/rand"
-	"os"
-	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -63,30 +60,11 @@ func BenchmarkWriter(b *testing.B) {
 			b.StopTimer()
 			cpu := cpuTime() - cpu0
 			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/event")
-			size := dirBytes(b, o.Dir)
+			size := dirBytes(o.Dir)
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 			b.ReportMetric(float64(size)/float64(b.N), "B/event")
 		})
 	}
-}
-
-// cpuTime is the process's user+system CPU time (all threads: the
-// writer's goroutines, compression, the garbage collector).
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-func dirBytes(b testing.TB, dir string) int64 {
-	var n int64
-	ents, _ := os.ReadDir(dir)
-	for _, e := range ents {
-		if info, err := os.Stat(filepath.Join(dir, e.Name())); err == nil {
-			n += info.Size()
-		}
-	}
-	return n
 }
 
 // BenchmarkEncoding compares the two encodings the issue asks about on the
@@ -154,5 +132,22 @@ func benchEncoding(b *testing.B, noisy bool) {
 			b.ReportMetric(float64(bytes)/float64(b.N), "B/event")
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 		})
+	}
+}
+
+func TestBench(t *testing.T) {
+	o := testOptions(t)
+	r, err := Bench(o, 50000, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Events != 50000 || r.EventsPerSec <= 0 || r.BytesPerEvent < 1 || r.BytesPerEvent > 100 || r.AllocsPerEvent > 0.05 {
+		t.Fatalf("implausible result %+v", r)
+	}
+	if _, err := Verify(o.Dir, o.KeyFile); err != nil {
+		t.Fatalf("the bench log does not verify: %v", err)
+	}
+	if _, err := Bench(o, 10, false); err == nil {
+		t.Fatal("bench into a directory that holds a log: want an error")
 	}
 }

@@ -109,6 +109,10 @@ type Options struct {
 	FlushInterval time.Duration
 	// SegmentBytes rotates a segment at this size; default 64 MiB.
 	SegmentBytes int64
+	// SegmentAge also rotates a segment this old (that holds records), so
+	// retention by age can delete quiet logs' data; default 1h, negative:
+	// rotate by size only.
+	SegmentAge time.Duration
 	// MaxBytes deletes the oldest sealed segments while the log is larger;
 	// 0: no limit.
 	MaxBytes int64
@@ -159,6 +163,12 @@ func (o *Options) setDefaults() error {
 	}
 	if o.SegmentBytes < 4096 {
 		return fmt.Errorf("audit options: SegmentBytes %d, want at least 4096", o.SegmentBytes)
+	}
+	if o.SegmentAge == 0 {
+		o.SegmentAge = time.Hour
+	}
+	if o.MaxAge > 0 && o.SegmentAge > o.MaxAge/2 {
+		o.SegmentAge = o.MaxAge / 2
 	}
 	if o.MaxBytes < 0 || o.MaxAge < 0 {
 		return fmt.Errorf("audit options: MaxBytes %d, MaxAge %s: want 0 (no limit) or positive", o.MaxBytes, o.MaxAge)

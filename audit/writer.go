@@ -46,12 +46,13 @@ type Writer struct {
 	zenc  *zstd.Encoder
 	enc   *encoder
 
-	f        *os.File
-	segNum   uint64
-	segOff   int64 // bytes in the current segment
-	segFirst uint64
-	segRecs  uint64
-	segs     []segInfo // segments in the directory, oldest first (current last)
+	f          *os.File
+	segNum     uint64
+	segOff     int64 // bytes in the current segment
+	segFirst   uint64
+	segCreated time.Time
+	segRecs    uint64
+	segs       []segInfo // segments in the directory, oldest first (current last)
 
 	prev      [32]byte // hash of the last frame (written or held)
 	nextIndex uint64   // stream index of the next record to get a frame
@@ -620,6 +621,11 @@ func (w *Writer) afterWrite() error {
 	if w.segOff < w.opts.SegmentBytes || len(w.held) > 0 {
 		return nil
 	}
+	return w.rotate()
+}
+
+// rotate seals the current segment and starts the next.
+func (w *Writer) rotate() error {
 	if err := w.sealSegment(sealRotate); err != nil {
 		if isFull(err) {
 			w.enterFull(err)
@@ -707,7 +713,7 @@ func (w *Writer) newSegment() error {
 		}
 		syncDir(w.opts.Dir)
 	}
-	w.f, w.segNum, w.segOff, w.segFirst, w.segRecs = f, num, int64(len(b)), w.nextIndex, 0
+	w.f, w.segNum, w.segOff, w.segFirst, w.segRecs, w.segCreated = f, num, int64(len(b)), w.nextIndex, 0, now
 	w.segs = append(w.segs, segInfo{num: num, path: path, size: int64(len(b)), last: now, prevEnd: prev, first: w.nextIndex})
 	w.prev = h
 	w.stats.Bytes += int64(len(b))
@@ -771,6 +777,11 @@ func (w *Writer) background() {
 			}
 			if w.opts.FlushInterval > 0 && w.enc.n > 0 && now.Sub(w.batchOpen) >= w.opts.FlushInterval {
 				w.flushLocked()
+			}
+			if w.opts.SegmentAge > 0 && w.f != nil && !w.full && len(w.held) == 0 && now.Sub(w.segCreated) >= w.opts.SegmentAge {
+				if w.flushLocked() == nil && w.segRecs > 0 && !w.full {
+					w.rotate()
+				}
 			}
 			if w.opts.Fsync > 0 && w.dirty && w.f != nil && time.Since(w.lastSync) >= time.Duration(w.opts.Fsync) {
 				// Sync without the lock: appenders never wait for the disk.

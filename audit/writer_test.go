@@ -255,3 +255,24 @@ func TestOneWriterPerDirectory(t *testing.T) {
 	}
 	w2.Close()
 }
+
+func TestRotationByAge(t *testing.T) {
+	o := testOptions(t)
+	o.SegmentAge, o.FlushInterval = 30*time.Millisecond, 10*time.Millisecond
+	w, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 8; i++ {
+		w.Append(KindPolicy, 0, "", map[string]int{"i": i})
+		time.Sleep(40 * time.Millisecond)
+	}
+	w.Close()
+	segs, _ := listSegments(o.Dir)
+	if len(segs) < 2 {
+		t.Fatalf("%d segments after 200ms of records with SegmentAge 30ms, want several", len(segs))
+	}
+	if rep, err := Verify(o.Dir, o.KeyFile); err != nil || rep.Records != 8 {
+		t.Fatalf("verify: %v, %d records", err, rep.Records)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/netip"
 	"os"
@@ -323,14 +324,28 @@ func TestExportFollow(t *testing.T) {
 			w.Append(audit.KindPolicy, 0, "", map[string]int{"i": i})
 		}
 	}()
-	sc := bufio.NewScanner(r)
-	for want := 1; want <= 12; want++ {
-		if !sc.Scan() {
-			t.Fatalf("export --follow ended after %d lines", want-1)
+	done := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(r)
+		for want := 1; want <= 12; want++ {
+			if !sc.Scan() {
+				done <- fmt.Errorf("export --follow ended after %d lines", want-1)
+				return
+			}
+			var l struct{ Index int }
+			if err := json.Unmarshal(sc.Bytes(), &l); err != nil || l.Index != want {
+				done <- fmt.Errorf("line %d: %s", want, sc.Text())
+				return
+			}
 		}
-		var l struct{ Index int }
-		if err := json.Unmarshal(sc.Bytes(), &l); err != nil || l.Index != want {
-			t.Fatalf("line %d: %s", want, sc.Text())
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
 		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("export --follow did not deliver 12 lines in 20s")
 	}
 }
