@@ -18,15 +18,9 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
-)
 
-// requireRoot skips privileged tests when not root, with the reason.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: installs seccomp filters with SECCOMP_FILTER_FLAG_NEW_LISTENER")
-	}
-}
+	"vigil.dev/vigil/internal/privtest"
+)
 
 func TestStructSizes(t *testing.T) {
 	// The ioctl numbers encode the size of the struct they pass (_IOWR).
@@ -210,7 +204,7 @@ func startServer(t *testing.T, fallback *Policy) (*Server, *recorder) {
 }
 
 func TestServerAnswersFromPolicy(t *testing.T) {
-	requireRoot(t)
+	privtest.Require(t)
 	allowAll := &Policy{Default: Decision{Allow: true}}
 	s, rec := startServer(t, allowAll)
 	if fi, err := os.Stat(s.Path()); err != nil || fi.Mode().Perm() != 0o600 || fi.Mode()&os.ModeSocket == 0 {
@@ -254,7 +248,7 @@ func TestServerAnswersFromPolicy(t *testing.T) {
 }
 
 func TestServerFallbackAndExtraFds(t *testing.T) {
-	requireRoot(t)
+	privtest.Require(t)
 	s, rec := startServer(t, &Policy{Default: Decision{Errno: syscall.EROFS}})
 	// Two fds, seccompFd second: the server must pick by name and close the other.
 	res := asRunc(t, s.Path(), "unknown-ctr", []string{"other", specs.SeccompFdName}, []uint32{unix.SYS_MKDIRAT},
@@ -268,7 +262,7 @@ func TestServerFallbackAndExtraFds(t *testing.T) {
 }
 
 func TestServerSurvivesBadPeers(t *testing.T) {
-	requireRoot(t)
+	privtest.Require(t)
 	s, rec := startServer(t, &Policy{Default: Decision{Allow: true}})
 	for _, msg := range []string{"not json", `{"fds":["seccompFd"],"state":{"id":"x"}}`} {
 		c, err := net.Dial("unix", s.Path())
