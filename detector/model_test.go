@@ -364,3 +364,36 @@ func TestTrainErrors(t *testing.T) {
 		t.Error("empty units accepted")
 	}
 }
+
+func TestLearnerPerWorkload(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	l := NewLearner(100, 0)
+	web := &event.Container{Name: "web", Image: "nginx:1"}
+	seq := 0
+	// two replicas of web (cgroups 1 and 2) and an unnamed cgroup 3
+	for i := 0; i < 60; i++ {
+		for _, n := range normalTrace(r) {
+			seq++
+			cg := uint64(1 + seq%3)
+			var c *event.Container
+			if cg != 3 {
+				c = web
+			}
+			l.Observe(&event.Event{Seq: uint64(seq), KTime: uint64(seq), CgroupID: cg, PID: 1, TID: 1, Nr: nr(t, n), Container: c})
+		}
+	}
+	w := l.Workloads()
+	if len(w) != 2 || w["nginx:1/web"] < 2*w["cgroup:3"]-2 || w["cgroup:3"] == 0 {
+		t.Fatalf("workloads %v: want nginx:1/web (two replicas) and cgroup:3", w)
+	}
+	m, err := l.Model("nginx:1/web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Name != "nginx:1/web" || m.WindowN != 100 || m.Units > w["nginx:1/web"] || m.Units < w["nginx:1/web"]-2 {
+		t.Errorf("model %q window %d units %d (workloads %v)", m.Name, m.WindowN, m.Units, w)
+	}
+	if _, err := l.Model("nope"); err == nil {
+		t.Error("model of an unknown workload")
+	}
+}
