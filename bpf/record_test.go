@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -159,4 +160,131 @@ func ownCgroup() (string, error) {
 		}
 	}
 	return "", fmt.Errorf("no cgroup v2 line in /proc/self/cgroup")
+}
+
+// record builds a record as syscalls.bpf.c writes it.
+func record(nr uint16, nargs int, comm string, items ...[2]any) []byte {
+	b := make([]byte, hdrSize, 256)
+	le := binary.LittleEndian
+	le.PutUint64(b[0:], 123)
+	le.PutUint64(b[8:], 7)
+	le.PutUint64(b[16:], 1)
+	le.PutUint64(b[24:], 0)
+	le.PutUint32(b[32:], 10)
+	le.PutUint32(b[36:], 11)
+	le.PutUint16(b[40:], nr)
+	b[42] = byte(nargs)
+	le.PutUint16(b[44:], 1) // cpu
+	le.PutUint16(b[46:], uint16(len(items)))
+	for i := 0; i < nargs; i++ {
+		b = le.AppendUint64(b, uint64(i+1))
+	}
+	if comm != "" {
+		b[43] |= fComm
+		var c [16]byte
+		copy(c[:], comm)
+		b = append(b, c[:]...)
+	}
+	for _, it := range items {
+		data := it[1].([]byte)
+		b = append(b, it[0].(byte), 0)
+		b = le.AppendUint16(b, uint16(len(data)))
+		b = append(b, 0, 0, 0, 0)
+		b = append(b, data...)
+		for len(b)%8 != 0 {
+			b = append(b, 0)
+		}
+	}
+	return b
+}
+
+func TestDecode(t *testing.T) {
+	d := newDecoder()
+	var ev event.Event
+	sin := []byte{2, 0, 0x1f, 0x90, 127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0} // AF_INET 127.0.0.1:8080
+	un := append([]byte{1, 0}, "/run/x.sock\x00"...)
+	abstract := append([]byte{1, 0, 0}, "vigil"...)
+	for _, tc := range []struct {
+		name  string
+		rec   []byte
+		check func(ev *event.Event) string
+	}{
+		{"comm sent", record(110, 0, "probe"), func(ev *event.Event) string {
+			if ev.Comm != "probe" || ev.Nr != 110 || ev.TID != 11 || ev.CgroupID != 7 {
+				return fmt.Sprintf("%+v", ev)
+			}
+			return ""
+		}},
+		{"comm from the CPU mirror", record(110, 0, ""), func(ev *event.Event) string {
+			if ev.Comm != "probe" {
+				return "comm " + ev.Comm
+			}
+			return ""
+		}},
+		{"path and args", record(257, 4, "", [2]any{byte(sPath), []byte("/etc/passwd")}), func(ev *event.Event) string {
+			if ev.Path != "/etc/passwd" || ev.Args != [6]uint64{1, 2, 3, 4} {
+				return fmt.Sprintf("path %q args %v", ev.Path, ev.Args)
+			}
+			return ""
+		}},
+		{"argv", record(59, 3, "", [2]any{byte(sPath), []byte("/bin/sh")}, [2]any{byte(sArgv), []byte("sh\x00-c\x00true\x00")}), func(ev *event.Event) string {
+			if len(ev.Argv) != 3 || ev.Argv[0] != "sh" || ev.Argv[2] != "true" {
+				return fmt.Sprintf("argv %q", ev.Argv)
+			}
+			return ""
+		}},
+		{"inet", record(42, 3, "", [2]any{byte(sSock), sin}), func(ev *event.Event) string {
+			if ev.Addr.String() != "127.0.0.1:8080" {
+				return "addr " + ev.Addr.String()
+			}
+			return ""
+		}},
+		{"unix", record(42, 3, "", [2]any{byte(sSock), un}), func(ev *event.Event) string {
+			if ev.Addr.String() != "unix:/run/x.sock" {
+				return "addr " + ev.Addr.String()
+			}
+			return ""
+		}},
+		{"abstract unix", record(42, 3, "", [2]any{byte(sSock), abstract}), func(ev *event.Event) string {
+			if ev.Addr.String() != "unix:@vigil" {
+				return "addr " + ev.Addr.String()
+			}
+			return ""
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !d.decode(tc.rec, &ev) {
+				t.Fatal("does not decode")
+			}
+			if msg := tc.check(&ev); msg != "" {
+				t.Error(msg)
+			}
+		})
+	}
+	// Truncated records are refused, not read past their end.
+	full := record(257, 4, "probe", [2]any{byte(sPath), []byte("/etc/passwd")})
+	for n := 0; n < len(full)-8; n += 4 {
+		if d.decode(full[:n], &ev) && n < hdrSize+32 {
+			t.Errorf("a record cut at %d bytes decoded", n)
+		}
+	}
+}
+
+func BenchmarkDecode(b *testing.B) {
+	d := newDecoder()
+	var ev event.Event
+	plain := record(110, 0, "probe")
+	path := record(257, 4, "", [2]any{byte(sPath), []byte("/usr/lib/x86_64-linux-gnu/libc.so.6")})
+	b.Run("getppid", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			d.decode(plain, &ev)
+		}
+	})
+	b.Run("openat", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			d.decode(path, &ev)
+		}
+	})
 }
