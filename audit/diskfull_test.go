@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"vigil.dev/vigil/event"
+	"vigil.dev/vigil/internal/privtest"
 )
 
 // smallFS mounts a 1 MiB tmpfs in a temp dir (unmounted at cleanup) and
@@ -18,7 +19,7 @@ import (
 // gives the space back.
 func smallFS(t *testing.T, free int64) (dir, filler string) {
 	t.Helper()
-	requireRoot(t, "mounts a 1 MiB tmpfs to fill the disk")
+	privtest.Require(t) // mounts a 1 MiB tmpfs to fill the disk
 	dir = t.TempDir()
 	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=1m,mode=0700"); err != nil {
 		t.Fatalf("mount tmpfs: %v", err)

@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"os"
 	"path/filepath"
 	"testing"
 )
@@ -22,12 +21,4 @@ func readAll(t testing.TB, dir string) []*Record {
 		t.Fatalf("scan: %v", err)
 	}
 	return out
-}
-
-// requireRoot skips a test that needs root, with the reason.
-func requireRoot(t *testing.T, why string) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skipf("needs root: %s", why)
-	}
 }

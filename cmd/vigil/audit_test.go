@@ -16,6 +16,7 @@ import (
 	"vigil.dev/vigil/audit"
 	"vigil.dev/vigil/detector"
 	"vigil.dev/vigil/event"
+	"vigil.dev/vigil/internal/privtest"
 )
 
 func nrOf(t *testing.T, name string) int32 {
@@ -348,4 +349,42 @@ func TestExportFollow(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("export --follow did not deliver 12 lines in 20s")
 	}
+}
+
+// TestReplayOfATracedRun records a real run under vigil trace --audit (the
+// kernel tracer, the detector with its CPU samples, the audit writer) and
+// replays it: the verdicts must come back with the same ids.
+func TestReplayOfATracedRun(t *testing.T) {
+	privtest.Require(t)
+	dir := filepath.Join(t.TempDir(), "audit")
+	script := `cat /proc/sys/kernel/core_pattern >/dev/null; cat /proc/1/root/etc/hostname >/dev/null 2>&1;
+		ls -la /etc >/dev/null; i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done; exit 0`
+	runTrace([]string{"--quiet", "--summary=false", "--audit", dir, "--", "/bin/sh", "-c", script})
+	var cg uint64
+	recorded := 0
+	err := audit.Scan(dir, nil, func(r *audit.Record) error {
+		if r.Kind == audit.KindEvent && cg == 0 {
+			cg = r.CgroupID
+		}
+		if r.Kind == audit.KindVerdict {
+			recorded++
+		}
+		return nil
+	})
+	if err != nil || cg == 0 {
+		t.Fatalf("the traced run left no events in the audit log: %v", err)
+	}
+	if recorded < 2 {
+		t.Fatalf("the traced run recorded %d verdicts, want at least 2 (core_pattern, /proc/1/root)", recorded)
+	}
+	var out bytes.Buffer
+	st := replayMain([]string{"--cgroup", fmt.Sprint(cg), "--detect", "--json", "--audit", dir}, &out)
+	var tl timeline
+	if err := json.Unmarshal(out.Bytes(), &tl); err != nil {
+		t.Fatalf("replay: status %d: %v\n%s", st, err, out.String())
+	}
+	if st != 0 || tl.Detect == nil || !tl.Detect.Same || tl.Detect.Reproduced != recorded || tl.Verified == nil {
+		t.Fatalf("replay: status %d, detect %+v, verified %v", st, tl.Detect, tl.Verified != nil)
+	}
+	t.Logf("%d events, %d verdicts recorded and reproduced with the same ids", tl.Events, recorded)
 }
