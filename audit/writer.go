@@ -313,6 +313,7 @@ func (w *Writer) Close() error {
 	}
 	var errs []error
 	if w.full {
+		w.retryAt = time.Time{} // one last try
 		w.tryResume()
 	}
 	if err := w.flushLocked(); err != nil {
