@@ -353,6 +353,66 @@ static __always_inline struct rec_hdr *begin(struct cg_state *st, __u64 cgid, __
 	return r;
 }
 
+// fast_record writes a record without strings (most syscalls) straight into
+// the ring: a fixed-size reservation, no scratch buffer, no copy. The reader
+// takes the record's length from nargs and flags, not from the ring.
+#define FAST_SIZE (sizeof(struct rec_hdr) + 6 * 8 + TASK_COMM)
+
+static __always_inline int fast_record(struct cg_state *st, __u64 cgid, struct pt_regs *regs, long nr, long ret, __u8 nargs)
+{
+	__u64 seq = __sync_fetch_and_add(&st->seq, 1) + 1;
+	__u8 *buf = bpf_ringbuf_reserve(&vigil_events, FAST_SIZE, 0);
+	if (!buf) {
+		__sync_fetch_and_add(&st->dropped, 1);
+		return 0;
+	}
+	struct rec_hdr *r = (void *)buf;
+	__u64 id = bpf_get_current_pid_tgid();
+	r->ktime = bpf_ktime_get_ns();
+	r->cgid = cgid;
+	r->seq = seq;
+	r->ret = ret;
+	r->pid = id >> 32;
+	r->tid = (__u32)id;
+	r->nr = nr;
+	r->nargs = nargs;
+	r->flags = 0;
+	r->cpu = bpf_get_smp_processor_id();
+	r->nstr = 0;
+	__u64 *args = (void *)(buf + sizeof(*r));
+	args[0] = ARG0(regs);
+	args[1] = ARG1(regs);
+	args[2] = ARG2(regs);
+	args[3] = ARG3(regs);
+	args[4] = ARG4(regs);
+	args[5] = ARG5(regs);
+
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u32 zero = 0;
+	__u64 *gen = bpf_map_lookup_elem(&vigil_gen, &zero);
+	struct last_comm *lc = bpf_map_lookup_elem(&last_comm, &zero);
+	__u64 c0 = *(__u64 *)&task->comm[0];
+	__u64 c1 = *(__u64 *)&task->comm[8];
+	__u64 tid = task->pid;
+	int send = 0;
+	if (gen && lc && !(lc->tid == tid && lc->gen == *gen && lc->comm[0] == c0 && lc->comm[1] == c1)) {
+		__u64 *comm = (void *)(buf + sizeof(*r) + nargs * 8);
+		comm[0] = c0;
+		comm[1] = c1;
+		r->flags = F_COMM;
+		send = 1;
+	}
+	bpf_ringbuf_submit(buf, wake_flag(r->ktime));
+	__sync_fetch_and_add(&st->emitted, 1);
+	if (send) {
+		lc->comm[0] = c0;
+		lc->comm[1] = c1;
+		lc->gen = *gen;
+		lc->tid = tid;
+	}
+	return 0;
+}
+
 SEC("tp_btf/sys_exit")
 int BPF_PROG(vigil_sys_exit, struct pt_regs *regs, long ret)
 {
@@ -371,14 +431,16 @@ int BPF_PROG(vigil_sys_exit, struct pt_regs *regs, long ret)
 	// sched_process_exec, with the strings of the new image.
 	if (ret == 0 && (m->dec == D_EXEC || m->dec == D_EXECAT))
 		return 0;
+	__u8 nargs = m->nargs & 7;
+	if (nargs > 6)
+		nargs = 6;
+	if (m->dec == D_NONE)
+		return fast_record(st, cgid, regs, nr, ret, nargs);
 	__u8 *buf = get_scratch();
 	if (!buf)
 		return 0;
 
 	struct rec_hdr *r = begin(st, cgid, buf, nr, ret, 0);
-	__u8 nargs = m->nargs & 7;
-	if (nargs > 6)
-		nargs = 6;
 	r->nargs = nargs;
 	__u64 *args = (void *)(buf + sizeof(*r));
 	__u64 a0 = ARG0(regs);
