@@ -200,7 +200,7 @@ func (f *filterFlags) add(fs *flag.FlagSet, all bool) {
 	fs.StringVar(&f.pod, "pod", "", "only records of containers of pod `NAME` (or NAMESPACE/NAME)")
 	fs.StringVar(&f.since, "since", "", "records at or after `T` (RFC 3339, unix seconds, or a duration ago such as 15m)")
 	fs.StringVar(&f.until, "until", "", "records before `T`")
-	fs.StringVar(&f.syscalls, "syscall", "", "only events of these syscalls (`NAMES`, comma-separated); other kinds pass")
+	fs.StringVar(&f.syscalls, "syscall", "", "only events of these syscalls (`NAMES`, comma-separated); with --kind, records of the other kinds named pass too")
 	fs.StringVar(&f.kinds, "kind", "", "only these record `KINDS`: "+strings.Join(audit.KindNames(), ", "))
 	fs.BoolVar(&f.verdicts, "verdicts", false, "only verdicts and actions")
 	fs.Uint64Var(&f.fromIndex, "from-index", 0, "only records numbered `N` or more (resume an export after the last index shipped)")
@@ -236,6 +236,9 @@ func (f *filterFlags) build(now time.Time) (audit.Filter, *podMatcher, error) {
 			return flt, nil, errors.New("--verdicts and --kind: give one of them")
 		}
 		flt.Kinds = []audit.Kind{audit.KindVerdict, audit.KindAction}
+	}
+	if len(flt.Syscalls) > 0 && len(flt.Kinds) == 0 {
+		flt.Kinds = []audit.Kind{audit.KindEvent} // --syscall alone: just those events
 	}
 	var pm *podMatcher
 	if f.pod != "" {
