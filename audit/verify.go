@@ -93,6 +93,10 @@ type VerifyOptions struct {
 	// the frame a running writer is writing (Report.TornTail), instead of
 	// reporting the segment truncated.
 	Live bool
+	// Head is a head hash published earlier (Stats.Head, Report.Head, hex):
+	// the chain must pass through it, which catches a cut of the newest
+	// records that the chain alone cannot show.
+	Head string
 }
 
 // VerifyWith is Verify with options.
@@ -107,6 +111,13 @@ func VerifyWith(dir string, o VerifyOptions) (Report, error) {
 		return rep, fmt.Errorf("verify: %w", err)
 	}
 	v := &verifier{rep: &rep, pub: pub, kid: keyID(pub), h: sha256.New(), live: o.Live}
+	if o.Head != "" {
+		b, err := hex.DecodeString(o.Head)
+		if err != nil || len(b) != 32 {
+			return rep, fmt.Errorf("verify: head %q: want 64 hex digits (a Report.Head or Stats.Head)", o.Head)
+		}
+		v.expect = (*[32]byte)(b)
+	}
 	rep.KeyID = hex.EncodeToString(v.kid[:])
 	if v.dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1)); err != nil {
 		return rep, fmt.Errorf("zstd: %w", err)
@@ -122,16 +133,18 @@ func VerifyWith(dir string, o VerifyOptions) (Report, error) {
 }
 
 type verifier struct {
-	rep   *Report
-	pub   ed25519.PublicKey
-	kid   [8]byte
-	h     hash.Hash
-	dec   *zstd.Decoder
-	buf   []byte
-	d     decoder
-	prev  [32]byte
-	index uint64
-	live  bool
+	rep    *Report
+	pub    ed25519.PublicKey
+	kid    [8]byte
+	h      hash.Hash
+	dec    *zstd.Decoder
+	buf    []byte
+	d      decoder
+	prev   [32]byte
+	index  uint64
+	live   bool
+	expect *[32]byte // a published head the chain must pass through
+	found  bool
 }
 
 func (v *verifier) fail(p Problem) error {
@@ -201,7 +214,18 @@ func (v *verifier) run(dir string) error {
 		v.rep.LastIndex = v.index - 1
 	}
 	v.rep.Head = hex.EncodeToString(v.prev[:])
+	if v.expect != nil && !v.found {
+		last := segs[len(segs)-1]
+		return v.fail(Problem{Kind: Truncated, Segment: last.num, File: last.path, Offset: -1,
+			Detail: fmt.Sprintf("the published head %x is not in the log: records after it were cut off, or the log was rewritten", v.expect)})
+	}
 	return nil
+}
+
+func (v *verifier) seen(h [32]byte) {
+	if v.expect != nil && h == *v.expect {
+		v.found = true
+	}
 }
 
 // segment checks one segment file; it returns whether it ends with a seal
@@ -281,6 +305,7 @@ func (v *verifier) segment(sg segFile, last bool) (sealed bool, reason byte, err
 			}
 			first = false
 			v.prev = fm.hash
+			v.seen(fm.hash)
 			continue
 		}
 		if !hashOK || !sigOK {
@@ -348,6 +373,7 @@ func (v *verifier) segment(sg segFile, last bool) (sealed bool, reason byte, err
 			return false, 0, v.fail(p)
 		}
 		v.prev = fm.hash
+		v.seen(fm.hash)
 	}
 	if first {
 		return false, 0, v.fail(Problem{Kind: Truncated, Segment: sg.num, File: sg.path, Offset: 0, Detail: "the segment has no header"})

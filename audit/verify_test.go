@@ -359,3 +359,34 @@ func TestKeyFile(t *testing.T) {
 		t.Fatalf("a world-readable key: got %v, want a refusal naming 0600", err)
 	}
 }
+
+func TestVerifyPublishedHead(t *testing.T) {
+	o := writeLog(t, testOptions(t), 1500)
+	rep, err := Verify(o.Dir, o.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mid := o
+	mid.Dir = filepath.Join(t.TempDir(), "log")
+	copyDir(t, o.Dir, mid.Dir)
+	// the head published at the end passes; after the newest segment is cut
+	// at a frame boundary (undetectable by the chain alone) it fails
+	if _, err := VerifyWith(o.Dir, VerifyOptions{KeyFile: o.KeyFile, Head: rep.Head}); err != nil {
+		t.Fatalf("verify with the current head: %v", err)
+	}
+	segs, _ := listSegments(mid.Dir)
+	last := segs[len(segs)-1].path
+	sp := frameSpans(t, last)
+	os.Truncate(last, sp[len(sp)-2].end) // drop the seal: looks like a crashed writer
+	if r, err := Verify(mid.Dir, mid.KeyFile); err != nil || !r.Open {
+		t.Fatalf("without the head the cut is invisible: %v (open %v)", err, r.Open)
+	}
+	_, err = VerifyWith(mid.Dir, VerifyOptions{KeyFile: mid.KeyFile, Head: rep.Head})
+	var p *Problem
+	if !errors.As(err, &p) || p.Kind != Truncated || !strings.Contains(p.Detail, "published head") {
+		t.Fatalf("verify with the published head after a cut: %v", err)
+	}
+	if _, err := VerifyWith(o.Dir, VerifyOptions{KeyFile: o.KeyFile, Head: "xyz"}); err == nil {
+		t.Fatal("a malformed head was accepted")
+	}
+}

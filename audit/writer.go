@@ -2,6 +2,7 @@ package audit
 
 import (
 	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,6 +32,11 @@ type Stats struct {
 	Full     bool   // the disk is full now
 	Syncs    uint64 // fsync calls
 	Deleted  int    // segments removed by retention
+	// Head is the hex hash of the last frame written: publish it (metrics,
+	// a remote log) so a later verify can prove nothing after it was cut.
+	Head string
+	// LastIndex is the stream index of the last record written.
+	LastIndex uint64
 }
 
 // Writer appends records to the log. Its methods are safe for concurrent
@@ -352,6 +358,8 @@ func (w *Writer) Stats() Stats {
 	s.Segments = len(w.segs)
 	s.Segment = w.segNum
 	s.Full = w.full
+	s.Head = hex.EncodeToString(w.prev[:])
+	s.LastIndex = w.nextIndex - 1 - w.heldRecs
 	return s
 }
 

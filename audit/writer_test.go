@@ -147,6 +147,19 @@ func TestReopenContinuesTheStream(t *testing.T) {
 	if err != nil || rep.Segments != 3 || rep.Open || rep.LossRecords != 0 {
 		t.Fatalf("verify: %v %+v", err, rep)
 	}
+	// a writer's published head and last index are what verify ends at
+	w, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Append(KindAgent, 0, "", Agent{Event: "start"})
+	w.Flush()
+	st := w.Stats()
+	rep, err = VerifyWith(o.Dir, VerifyOptions{KeyFile: o.KeyFile, Live: true})
+	if err != nil || rep.Head != st.Head || rep.LastIndex != st.LastIndex || st.LastIndex != uint64(total+1) {
+		t.Fatalf("writer head %s index %d, verify head %s index %d (%v)", st.Head, st.LastIndex, rep.Head, rep.LastIndex, err)
+	}
+	w.Close()
 }
 
 func TestReaderFilter(t *testing.T) {

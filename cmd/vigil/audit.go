@@ -121,7 +121,10 @@ The key may be the node's private key or its public key (.pub): verifying
 needs only the public key, so an auditor cannot forge what they check.
 
 Verifying a log that is being written, use --live: the frame being written
-at the very end is then not reported as a truncation.
+at the very end is then not reported as a truncation. The chain cannot show
+a cut of the newest records at a frame boundary (it looks like a writer that
+stopped there): keep the head hash a verify prints, or the agent's published
+head, elsewhere, and give it with --head to prove nothing after it was cut.
 
 Example:
   vigil audit verify --key /etc/vigil/audit.pub /var/lib/vigil/audit
@@ -134,6 +137,7 @@ func auditVerify(args []string, out io.Writer) int {
 	key := fs.String("key", "", "the node's key `FILE` (private or .pub); default: audit.key beside DIR")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	live := fs.Bool("live", false, "the log is being written: accept a partly written frame at its very end")
+	head := fs.String("head", "", "a head `HASH` published earlier (a past verify's head, or the agent's): the chain must pass through it")
 	pos, st, done := parseAuditFlags(fs, args)
 	if done {
 		return st
@@ -141,7 +145,7 @@ func auditVerify(args []string, out io.Writer) int {
 	if len(pos) != 1 {
 		return fail("audit verify: give exactly one DIR (the audit log directory), got %d arguments", len(pos))
 	}
-	rep, err := audit.VerifyWith(pos[0], audit.VerifyOptions{KeyFile: *key, Live: *live})
+	rep, err := audit.VerifyWith(pos[0], audit.VerifyOptions{KeyFile: *key, Live: *live, Head: *head})
 	var p *audit.Problem
 	if err != nil && !errors.As(err, &p) {
 		if errors.Is(err, iofs.ErrNotExist) && *key == "" {
