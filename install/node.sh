@@ -9,6 +9,9 @@
 #   install/node.sh agent-up    start bin/vigil agent in the background (after up)
 #   install/node.sh status      say what runs
 #   install/node.sh env         print the paths as shell variables
+#   install/node.sh restart-containerd   rewrite the config, restart containerd
+#                               (containers keep running; VIGIL_NRI_VALIDATOR=reject-seccomp
+#                               turns on NRI's validator refusing seccomp adjustments)
 #
 # Built binaries are cached under $VIGIL_CACHE (default /var/cache/vigil),
 # keyed by version, so a second run takes seconds. containerd keeps its own
@@ -75,6 +78,19 @@ install_binaries() {
 	fi
 }
 
+# validator_config: VIGIL_NRI_VALIDATOR=reject-seccomp turns on NRI's default
+# validator refusing seccomp adjustments (to test that vigil reports it).
+validator_config() {
+	[ "${VIGIL_NRI_VALIDATOR:-}" = reject-seccomp ] || return 0
+	cat <<EOF
+[plugins."io.containerd.nri.v1.nri".default_validator]
+  enable = true
+  reject_runtime_default_seccomp_adjustment = true
+  reject_unconfined_seccomp_adjustment = true
+  reject_custom_seccomp_adjustment = true
+EOF
+}
+
 write_config() {
 	mkdir -p "$NODE_ROOT" "$NODE_RUN" /etc/nri/conf.d /opt/nri/plugins "$(dirname "$NRI_SOCK")"
 	local tmp=$CONFIG.tmp
@@ -95,6 +111,8 @@ state = "$NODE_RUN/containerd"
   plugin_registration_timeout = "5s"
   plugin_request_timeout = "2s"
   disable_connections = false
+
+$(validator_config)
 
 [plugins."io.containerd.cri.v1.images".pinned_images]
   sandbox = "$PAUSE_IMAGE"
@@ -141,7 +159,7 @@ start_containerd() {
 			"$BIN/crictl" info >/dev/null 2>&1; then
 			return
 		fi
-		containerd_pid >/dev/null || { tail -20 "$LOG" >&2; echo "node: containerd exited" >&2; exit 1; }
+		kill -0 "$(cat "$PIDFILE")" 2>/dev/null || { tail -20 "$LOG" >&2; echo "node: containerd exited" >&2; exit 1; }
 		sleep 0.1
 	done
 	tail -20 "$LOG" >&2
@@ -245,7 +263,7 @@ cmd_agent_up() {
 	echo $! >"$AGENT_PIDFILE"
 	for _ in $(seq 1 50); do
 		[ -S /run/vigil/vigil.sock ] && { say "agent up (pid $(agent_pid), log $AGENT_LOG)"; return; }
-		agent_pid >/dev/null || break
+		kill -0 "$(cat "$AGENT_PIDFILE")" 2>/dev/null || break
 		sleep 0.1
 	done
 	tail -20 "$AGENT_LOG" >&2
@@ -299,6 +317,7 @@ status) cmd_status ;;
 env) cmd_env ;;
 restart-containerd)
 	need_root
+	write_config
 	if pid=$(containerd_pid); then stop_pid "$pid"; fi
 	start_containerd
 	;;

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -218,6 +219,48 @@ func hasDecision(ds []plugin.Decision, syscall, action, errno string) bool {
 	})
 }
 
+// restartContainerd restarts containerd with env set for install/node.sh
+// and waits for the agent to reconnect.
+func restartContainerd(t *testing.T, env ...string) {
+	t.Helper()
+	st, err := status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("bash", filepath.Join(repo, "install/node.sh"), "restart-containerd")
+	cmd.Env = append(os.Environ(), env...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("restart containerd: %v\n%s", err, out)
+	}
+	eventually(t, "the agent reconnected", 20*time.Second, func() bool {
+		s, err := status()
+		return err == nil && s.Connected && s.Connections > st.Connections
+	})
+}
+
+// TestValidatorRejectionReported turns on containerd's NRI validator
+// refusing seccomp adjustments: creation fails with the validator's reason,
+// and the agent reports the container as rejected.
+func TestValidatorRejectionReported(t *testing.T) {
+	need(t)
+	restartContainerd(t, "VIGIL_NRI_VALIDATOR=reject-seccomp")
+	defer restartContainerd(t)
+	st, _ := status()
+	before := len(st.Rejected)
+	p := runPod(t, "validated", "default", monitored)
+	_, err := p.create(t, "app", busybox, []string{"true"}, nil)
+	if err == nil || !strings.Contains(err.Error(), "rejected container adjustment") || !strings.Contains(err.Error(), "vigil") {
+		t.Fatalf("create under a rejecting validator: %v", err)
+	}
+	eventually(t, "the rejection in vigil status", 5*time.Second, func() bool {
+		st, err := status()
+		return err == nil && len(st.Rejected) > before
+	})
+	if !strings.Contains(agent.logs(), "default_validator") {
+		t.Errorf("agent log does not explain the rejection:\n%s", agent.logs())
+	}
+}
+
 // TestRestarts kills the agent and restarts it, then restarts containerd:
 // running monitored containers are tracked again with their counters intact,
 // and new containers are handled. It runs last: it replaces the agent.
@@ -257,18 +300,7 @@ func TestRestarts(t *testing.T) {
 	})
 
 	t.Run("containerd restarted", func(t *testing.T) {
-		st, err := status()
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns := st.Connections
-		if out, err := exec.Command("bash", filepath.Join(repo, "install/node.sh"), "restart-containerd").CombinedOutput(); err != nil {
-			t.Fatalf("restart containerd: %v\n%s", err, out)
-		}
-		eventually(t, "the agent reconnected", 20*time.Second, func() bool {
-			st, err := status()
-			return err == nil && st.Connected && st.Connections > conns
-		})
+		restartContainerd(t)
 		var after uint64
 		eventually(t, "the container still tracked, counting on", 10*time.Second, func() bool { after = seen(); return after > before })
 		// A new container after the restart is handled.
