@@ -35,7 +35,11 @@ int BPF_PROG(floor_filter)
 	return 0;
 }
 
+#if defined(__TARGET_ARCH_x86)
 SEC("fexit/__x64_sys_getppid")
+#else
+SEC("fexit/__arm64_sys_getppid")
+#endif
 int BPF_PROG(floor_fexit_getppid)
 {
 	return 0;

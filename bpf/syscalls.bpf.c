@@ -190,8 +190,28 @@ static __always_inline __u64 wake_flag(__u64 now)
 #define ARG3(regs) ((regs)->r10)
 #define ARG4(regs) ((regs)->r8)
 #define ARG5(regs) ((regs)->r9)
+#elif defined(__TARGET_ARCH_arm64)
+// arch/arm64/include/asm/ptrace.h; vmlinux.h is dumped on x86, so the arm64
+// layout is declared here and CO-RE matches it by name on an arm64 kernel.
+// x0 holds the return value at exit: the first argument is orig_x0.
+struct pt_regs___vigil_arm64 {
+	__u64 regs[31];
+	__u64 sp;
+	__u64 pc;
+	__u64 pstate;
+	__u64 orig_x0;
+	__s32 syscallno;
+} __attribute__((preserve_access_index));
+#define A64(regs) ((struct pt_regs___vigil_arm64 *)(regs))
+#define SYSCALL_NR(regs) ((long)BPF_CORE_READ(A64(regs), syscallno))
+#define ARG0(regs) BPF_CORE_READ(A64(regs), orig_x0)
+#define ARG1(regs) BPF_CORE_READ(A64(regs), regs[1])
+#define ARG2(regs) BPF_CORE_READ(A64(regs), regs[2])
+#define ARG3(regs) BPF_CORE_READ(A64(regs), regs[3])
+#define ARG4(regs) BPF_CORE_READ(A64(regs), regs[4])
+#define ARG5(regs) BPF_CORE_READ(A64(regs), regs[5])
 #else
-#error "vigil's BPF supports x86_64 only for now"
+#error "vigil's BPF supports x86_64 and arm64"
 #endif
 
 // put_str appends one string item read from user (or kernel) memory at off;
