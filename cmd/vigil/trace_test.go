@@ -3,8 +3,11 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"vigil.dev/vigil/audit"
@@ -92,5 +95,39 @@ func TestTraceJSON(t *testing.T) {
 	rep, err := audit.Verify(auditDir, "")
 	if err != nil {
 		t.Fatalf("audit log of the run does not verify: %v (%+v)", err, rep)
+	}
+}
+
+// TestTraceNotRoot runs vigil trace as an unprivileged user: one line that
+// says what to do, status 1, and the command never runs.
+func TestTraceNotRoot(t *testing.T) {
+	privtest.Require(t) // to switch to another user
+	marker := filepath.Join(t.TempDir(), "ran")
+	os.Chmod(filepath.Dir(marker), 0o777)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", self, "trace", "--", "/usr/bin/touch", marker)
+	cmd.Env = append(os.Environ(), "VIGIL_TEST_MAIN=1")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("status: %v, output %q; want exit status 1", err, out)
+	}
+	msg := strings.TrimSpace(string(out))
+	if strings.Count(msg, "\n") != 0 || !strings.Contains(msg, "needs root") || !strings.Contains(msg, "sudo") {
+		t.Errorf("message %q: want one line saying it needs root and how", msg)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Error("the command ran without tracing")
+	}
+}
+
+func TestTraceUnknownCommand(t *testing.T) {
+	privtest.Require(t)
+	status, err := trace(traceOpts{}, []string{"/nonexistent/vigil-no-such-command"})
+	if err == nil || !strings.Contains(err.Error(), "/nonexistent/vigil-no-such-command") {
+		t.Fatalf("status %d, err %v: want an error naming the command", status, err)
 	}
 }
