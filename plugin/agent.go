@@ -164,7 +164,12 @@ func (a *Agent) runNRI(ctx context.Context) error {
 			return nil
 		}
 		if preRegistered {
-			return fmt.Errorf("nri connection from the runtime closed: %w", err)
+			// The runtime starts a new instance when it comes back.
+			if err != nil {
+				return fmt.Errorf("nri connection from the runtime: %w", err)
+			}
+			a.log.Info("the runtime closed the NRI connection; exiting (pre-registered plugin)")
+			return nil
 		}
 		if err != nil && time.Since(lastWarn) > time.Minute {
 			a.log.WithError(err).Warn("runtime not reachable over NRI; retrying")
@@ -187,7 +192,11 @@ func (a *Agent) serveOnce(ctx context.Context, s stub.Stub) error {
 	a.connects++
 	n := a.connects
 	a.mu.Unlock()
-	a.log.WithFields(logrus.Fields{"socket": a.cfg.NRISocket, "connection": n}).Info("connected to the runtime over NRI")
+	where := a.cfg.NRISocket
+	if os.Getenv(api.PluginSocketEnvVar) != "" {
+		where = "pre-registered (connection from the runtime)"
+	}
+	a.log.WithFields(logrus.Fields{"socket": where, "connection": n}).Info("connected to the runtime over NRI")
 	done := make(chan struct{})
 	go func() { s.Wait(); close(done) }()
 	select {

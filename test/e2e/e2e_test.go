@@ -316,3 +316,46 @@ func TestRestarts(t *testing.T) {
 	})
 	crictl(nil, "stop", "-t", "0", id)
 }
+
+// TestPreRegisteredPlugin installs vigil in containerd's NRI plugin
+// directory: containerd starts it with the connection in the environment,
+// it tracks monitored containers, and exits when containerd stops (the next
+// containerd starts a new one).
+func TestPreRegisteredPlugin(t *testing.T) {
+	need(t)
+	agent.stop() // one vigil at a time: two would both claim the seccomp policy
+	defer func() {
+		var err error
+		if agent, err = startAgent(); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	dir := t.TempDir()
+	sock, events := filepath.Join(dir, "vigil.sock"), filepath.Join(dir, "events.jsonl")
+	script := fmt.Sprintf("#!/bin/sh\nexec %s agent --control-socket %s --listener %s --events %s --pin-dir '' 2>>%s\n",
+		vigil, sock, filepath.Join(dir, "seccomp.sock"), events, filepath.Join(dir, "agent.log"))
+	const entry = "/opt/nri/plugins/10-vigil"
+	if err := os.WriteFile(entry, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		os.Remove(entry)
+		if out, err := exec.Command("bash", filepath.Join(repo, "install/node.sh"), "restart-containerd").CombinedOutput(); err != nil {
+			t.Errorf("restart containerd: %v\n%s", err, out)
+		}
+	}()
+	if out, err := exec.Command("bash", filepath.Join(repo, "install/node.sh"), "restart-containerd").CombinedOutput(); err != nil {
+		t.Fatalf("restart containerd: %v\n%s", err, out)
+	}
+	eventually(t, "the pre-registered agent connected", 10*time.Second, func() bool {
+		resp, err := plugin.Call(sock, plugin.Request{Op: "status"})
+		return err == nil && resp.Status.Connected
+	})
+	p := runPod(t, "prereg", "default", monitored)
+	id := p.run(t, "probe", probe, nil, nil)
+	waitExited(t, id)
+	eventually(t, "the pre-registered agent's events of the container", 10*time.Second, func() bool {
+		data, _ := os.ReadFile(events)
+		return strings.Contains(string(data), `"id":"`+id+`"`) && strings.Contains(string(data), `"syscall":"exit_group"`)
+	})
+}
