@@ -176,6 +176,10 @@ func (r *Reader) nextBatch() error {
 				}
 			}
 			f, err := os.Open(sg.path)
+			if errors.Is(err, os.ErrNotExist) && r.si < len(r.segs) {
+				r.chain = false // retention removed it while we read: go on
+				continue
+			}
 			if err != nil {
 				return fmt.Errorf("read segment: %w", err)
 			}
