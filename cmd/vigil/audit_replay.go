@@ -435,6 +435,9 @@ func (tl *timeline) print(w io.Writer, top int) {
 	fmt.Fprintf(w, "%d records (%d events) from %s to %s\n", tl.Records, tl.Events, stamp(tl.First), stamp(tl.Last))
 	if v := tl.Verified; v != nil {
 		fmt.Fprintf(w, "log verified: records %d..%d intact, key %s, head %s\n", v.FirstIndex, v.LastIndex, v.KeyID, v.Head)
+		if v.LossRecords > 0 {
+			fmt.Fprintf(w, "note: the writer recorded %d losses (%d records; see 'vigil audit show --kind loss'): what they held is not replayed\n", v.LossRecords, v.LostRecords)
+		}
 	} else if tl.Unverified != "" {
 		fmt.Fprintf(w, "log %s\n", tl.Unverified)
 	}
