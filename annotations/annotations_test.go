@@ -219,3 +219,16 @@ func TestLoadNodeConfigMissingFile(t *testing.T) {
 		t.Fatalf("missing file: %+v, %v", c, err)
 	}
 }
+
+func TestExampleNodeConfigParses(t *testing.T) {
+	c, err := LoadNodeConfig("../install/node-config.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Forces("payments", "") || !c.Forces("prod-eu", "") || !c.Forces("", "registry.example.com/finance/ledger:2") || c.Forces("dev", "nginx") {
+		t.Errorf("example config forces the wrong pods: %+v", c.ForceMonitor)
+	}
+	if c.MinMode != ModeDetect || c.OnInvalid != OnInvalidReject || c.ProfileDir != "/etc/vigil/seccomp" {
+		t.Errorf("example config: %+v", c)
+	}
+}
