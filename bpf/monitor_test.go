@@ -220,6 +220,13 @@ func TestExactness(t *testing.T) {
 			}
 			return nil
 		}},
+		step{"close", func(e event.Event) error { return nil }},
+		step{"sys_9999", func(e event.Event) error {
+			if e.Nr != 9999 || e.Ret != -int64(syscall.ENOSYS) || e.Args != [6]uint64{1, 2, 3, 4, 5, 6} {
+				return fmt.Errorf("invalid syscall: nr %d ret %d args %v", e.Nr, e.Ret, e.Args)
+			}
+			return nil
+		}},
 	)
 	var mainEvs []event.Event
 	for _, e := range probeEvs {

@@ -12,8 +12,9 @@ import (
 )
 
 // Record layout, as written by syscalls.bpf.c (struct rec_hdr, little
-// endian): a 48-byte header (ktime, cgroup, seq, ret, pid, tid, nr, nargs,
-// flags, cpu, nstr), nargs u64 arguments, a 16-byte comm when
+// endian): a 48-byte header (ktime, cgroup, seq, ret, pid, tid, s32 nr,
+// nargs, flags with the item count in the high nibble, cpu), nargs u64
+// arguments, a 16-byte comm when
 // fComm is set, then nstr items {u8 kind, u8, u16 len, u32, bytes padded to 8}.
 const (
 	hdrSize = 48
@@ -121,9 +122,9 @@ func (d *decoder) decode(b []byte, ev *event.Event) bool {
 		return false
 	}
 	le := binary.LittleEndian
-	nargs := int(b[42])
-	flags := b[43]
-	nstr := int(le.Uint16(b[46:]))
+	nargs := int(b[44])
+	flags := b[45] & 0x0f
+	nstr := int(b[45] >> 4)
 	if nargs > 6 || len(b) < hdrSize+8*nargs {
 		return false
 	}
@@ -134,7 +135,7 @@ func (d *decoder) decode(b []byte, ev *event.Event) bool {
 		Ret:      int64(le.Uint64(b[24:])),
 		PID:      le.Uint32(b[32:]),
 		TID:      le.Uint32(b[36:]),
-		Nr:       int32(le.Uint16(b[40:])),
+		Nr:       int32(le.Uint32(b[40:])),
 	}
 	ev.Time = time.Unix(0, d.boot+int64(ev.KTime))
 	off := hdrSize
@@ -148,7 +149,7 @@ func (d *decoder) decode(b []byte, ev *event.Event) bool {
 	if flags&fTrunc != 0 {
 		ev.Flags |= event.Truncated
 	}
-	cpu := int(le.Uint16(b[44:]))
+	cpu := int(le.Uint16(b[46:]))
 	if cpu >= len(d.cpus) {
 		d.cpus = append(d.cpus, make([]cpuComm, cpu+1-len(d.cpus))...)
 	}

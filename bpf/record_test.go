@@ -121,7 +121,7 @@ func TestRecordLogic(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if rec.RawSample[43]&fComm != 0 {
+		if rec.RawSample[45]&fComm != 0 {
 			withComm++
 		}
 		if !d.decode(rec.RawSample, &ev) {
@@ -163,7 +163,7 @@ func ownCgroup() (string, error) {
 }
 
 // record builds a record as syscalls.bpf.c writes it.
-func record(nr uint16, nargs int, comm string, items ...[2]any) []byte {
+func record(nr int32, nargs int, comm string, items ...[2]any) []byte {
 	b := make([]byte, hdrSize, 256)
 	le := binary.LittleEndian
 	le.PutUint64(b[0:], 123)
@@ -172,15 +172,15 @@ func record(nr uint16, nargs int, comm string, items ...[2]any) []byte {
 	le.PutUint64(b[24:], 0)
 	le.PutUint32(b[32:], 10)
 	le.PutUint32(b[36:], 11)
-	le.PutUint16(b[40:], nr)
-	b[42] = byte(nargs)
-	le.PutUint16(b[44:], 1) // cpu
-	le.PutUint16(b[46:], uint16(len(items)))
+	le.PutUint32(b[40:], uint32(nr))
+	b[44] = byte(nargs)
+	b[45] = byte(len(items)) << 4
+	le.PutUint16(b[46:], 1) // cpu
 	for i := 0; i < nargs; i++ {
 		b = le.AppendUint64(b, uint64(i+1))
 	}
 	if comm != "" {
-		b[43] |= fComm
+		b[45] |= fComm
 		var c [16]byte
 		copy(c[:], comm)
 		b = append(b, c[:]...)

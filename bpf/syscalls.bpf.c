@@ -69,11 +69,10 @@ struct rec_hdr {
 	__s64 ret;
 	__u32 pid;
 	__u32 tid;
-	__u16 nr;
+	__s32 nr;     // syscall number as the task made it (any value, even invalid)
 	__u8 nargs;
-	__u8 flags;
+	__u8 flags;   // low nibble: F_*; high nibble: string items after args (and comm)
 	__u16 cpu;    // the CPU that wrote it: the reader mirrors each CPU's comm cache
-	__u16 nstr;   // string items after args (and comm)
 	// __u64 args[nargs]; [char comm[16]]; items: {u8 kind, u8 pad, u16 len, bytes[len], pad to 8}
 };
 
@@ -290,6 +289,15 @@ static __always_inline __u32 put_argv_user(__u8 *buf, __u32 off, const char *con
 	return off + sizeof(*h) + ((used + 7) & ~7);
 }
 
+// count_lost counts a syscall that got no record for want of a buffer (it
+// cannot happen: the scratch map is a per-CPU array of one entry).
+static __always_inline int count_lost(struct cg_state *st)
+{
+	__sync_fetch_and_add(&st->seq, 1);
+	__sync_fetch_and_add(&st->dropped, 1);
+	return 0;
+}
+
 static __always_inline void *get_scratch(void)
 {
 	__u32 zero = 0;
@@ -369,7 +377,6 @@ static __always_inline struct rec_hdr *begin(struct cg_state *st, __u64 cgid, __
 	r->nargs = 6;
 	r->flags = flags;
 	r->cpu = bpf_get_smp_processor_id();
-	r->nstr = 0;
 	return r;
 }
 
@@ -398,7 +405,6 @@ static __always_inline int fast_record(struct cg_state *st, __u64 cgid, struct p
 	r->nargs = nargs;
 	r->flags = 0;
 	r->cpu = bpf_get_smp_processor_id();
-	r->nstr = 0;
 	__u64 *args = (void *)(buf + sizeof(*r));
 	args[0] = ARG0(regs);
 	args[1] = ARG1(regs);
@@ -441,12 +447,14 @@ int BPF_PROG(vigil_sys_exit, struct pt_regs *regs, long ret)
 	if (!st)
 		return 0;
 	long nr = SYSCALL_NR(regs);
+	// A number outside the table (an invalid syscall, or -1 when a tracer
+	// skipped the call) still completed: it is recorded with all arguments.
 	if (nr < 0 || nr >= MAX_NR)
-		return 0;
+		return fast_record(st, cgid, regs, nr, ret, 6);
 	__u32 key = nr;
 	struct sysmeta *m = bpf_map_lookup_elem(&vigil_sysmeta, &key);
 	if (!m)
-		return 0;
+		return fast_record(st, cgid, regs, nr, ret, 6);
 	// A successful execve returns in the new image: its record came from
 	// sched_process_exec, with the strings of the new image.
 	if (ret == 0 && (m->dec == D_EXEC || m->dec == D_EXECAT))
@@ -458,7 +466,7 @@ int BPF_PROG(vigil_sys_exit, struct pt_regs *regs, long ret)
 		return fast_record(st, cgid, regs, nr, ret, nargs);
 	__u8 *buf = get_scratch();
 	if (!buf)
-		return 0;
+		return count_lost(st);
 
 	struct rec_hdr *r = begin(st, cgid, buf, nr, ret, 0);
 	r->nargs = nargs;
@@ -531,8 +539,7 @@ int BPF_PROG(vigil_sys_exit, struct pt_regs *regs, long ret)
 		break;
 	}
 	}
-	r->nstr = nstr;
-	r->flags |= fl;
+	r->flags |= fl | (nstr << 4);
 	emit(st, r, off, ts, c);
 	return 0;
 }
@@ -548,7 +555,7 @@ int BPF_PROG(vigil_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 		return 0;
 	__u8 *buf = get_scratch();
 	if (!buf)
-		return 0;
+		return count_lost(st);
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(p);
 	long nr = SYSCALL_NR(regs);
 	struct rec_hdr *r = begin(st, cgid, buf, nr, 0, 0);
@@ -586,8 +593,7 @@ int BPF_PROG(vigil_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 		nstr++;
 		off += sizeof(*h) + ((len + 7) & ~7);
 	}
-	r->nstr = nstr;
-	r->flags |= fl;
+	r->flags |= fl | (nstr << 4);
 	emit(st, r, off, ts, c);
 	return 0;
 }
@@ -613,7 +619,7 @@ int BPF_PROG(vigil_exit, struct task_struct *p)
 		return 0;
 	__u8 *buf = get_scratch();
 	if (!buf)
-		return 0;
+		return count_lost(st);
 	struct rec_hdr *r = begin(st, cgid, buf, nr, 0, F_NORET);
 	r->nargs = 1;
 	__u64 *args = (void *)(buf + sizeof(*r));

@@ -1,7 +1,8 @@
 // probe makes a known sequence of syscalls for the tracer's exactness test:
 //   probe N M FILE PORT THREADS K
 // N getppid, M openat of a missing path (ENOENT), open/read/close of FILE,
-// a connect to 127.0.0.1:PORT (nothing listens: ECONNREFUSED), THREADS
+// a connect to 127.0.0.1:PORT (nothing listens: ECONNREFUSED), syscall
+// 9999 (no such syscall: ENOSYS), THREADS
 // threads that each make K getppid+openat pairs (thread i opens the missing
 // path /nonexistent/vigil-probe-t<i>), then execve of itself with
 // "--exec-done", which exits with status 7.
@@ -51,6 +52,7 @@ int main(int argc, char **argv)
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	syscall(SYS_connect, s, &sa, sizeof(sa));
 	syscall(SYS_close, s);
+	syscall(9999, 1, 2, 3, 4, 5, 6); // no such syscall: ENOSYS, recorded all the same
 	pthread_t t[64];
 	for (int i = 0; i < threads && i < 64; i++)
 		pthread_create(&t[i], NULL, worker, (void *)(long)i);
