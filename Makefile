@@ -5,10 +5,10 @@ PKGS    := ./...
 # BPF objects and Go bindings are committed; `make generate` rebuilds them.
 GOFLAGS_TEST ?= -count=1 -timeout 40m
 
-.PHONY: help build generate generate-check test unit demo bench lint clean deps
+.PHONY: help build generate generate-check test unit e2e demo bench bench-peers eval node-up node-down lint clean deps
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
 
 build: ## build bin/vigil (no clang needed: the BPF objects are committed)
 	$(GO) build -o $(BIN) ./cmd/vigil
@@ -16,7 +16,7 @@ build: ## build bin/vigil (no clang needed: the BPF objects are committed)
 deps: ## install what building, testing and generating need (apt; idempotent)
 	bash install/deps.sh
 
-generate: ## rebuild BPF objects, Go bindings, vendored headers and syscall tables (needs clang)
+generate: ## rebuild BPF objects, Go bindings and syscall tables (needs clang; see install/deps.sh)
 	cd event && ./gen_syscalls.sh
 	$(GO) generate ./bpf/...
 
@@ -34,8 +34,24 @@ unit: ## the tests that need no root
 demo: ## build vigil and trace a small workload (as root)
 	bash install/demo.sh
 
+e2e: build ## end-to-end tests on a real containerd + runc + vigil agent (as root; sets the node up)
+	$(GO) test -count=1 -timeout 30m -v ./test/e2e/
+
+node-up: build ## a local test node: containerd with NRI, runc, crictl, local images, vigil agent (idempotent)
+	bash install/node.sh up
+	bash install/node.sh agent-up
+
+node-down: ## stop the test node and its agent
+	bash install/node.sh down
+
+eval: build ## detection report: every attack and benign scenario under vigil trace (eval-report.json)
+	$(GO) run ./test/scenarios/eval --vigil $(BIN) --out eval-report.json
+
 bench: build ## tracer overhead ratios, throughput and latency, JSON in bench-tracer.json
 	./$(BIN) bench tracer --out bench-tracer.json
+
+bench-peers: build ## the tracer benchmarks with strace -f and vigil+audit side by side
+	./$(BIN) bench tracer --workloads getppid,open-read-close,tar-rm-5000,http --peers --audit --out bench-peers.json
 
 lint: ## go vet, gofmt and staticcheck
 	$(GO) vet $(PKGS)
