@@ -179,7 +179,11 @@ var boolFields = map[string]func(*evalCtx) bool{
 		}
 		return fl&(0x1|0x2|0x40|0x200|0x400) != 0
 	},
-	"proc.stdio_socket": func(c *evalCtx) bool { return c.proc != nil && c.proc.stdioSocket },
+	"proc.stdio_socket":    func(c *evalCtx) bool { return c.proc != nil && c.proc.stdioSocket },
+	"proc.stdio_connected": func(c *evalCtx) bool { return c.proc != nil && c.proc.stdioConn },
+	"fd_connected": func(c *evalCtx) bool {
+		return c.proc != nil && c.proc.isConnected(int64(c.ev.Args[0]))
+	},
 	"fd_socket": func(c *evalCtx) bool {
 		return c.proc != nil && c.proc.isSocket(int64(c.ev.Args[0]))
 	},

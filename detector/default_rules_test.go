@@ -51,6 +51,7 @@ func TestDefaultRulesFire(t *testing.T) {
 		},
 		"shell-redirects-to-socket": {
 			{"socket", func(e *event.Event) { e.Comm = "bash"; e.Ret = 5 }},
+			{"connect", func(e *event.Event) { e.Comm = "bash"; e.Args[0] = 5; e.Addr = inet("10.9.9.9", 4444); e.Ret = -115 }},
 			{"dup2", func(e *event.Event) { e.Comm = "bash"; e.Args[0], e.Args[1], e.Ret = 5, 1, 1 }},
 		},
 		"network-tool-exec":    {{"execve", func(e *event.Event) { e.Path = "/usr/bin/ncat"; e.Argv = []string{"ncat", "-l"} }}},
@@ -76,7 +77,12 @@ func TestDefaultRulesFire(t *testing.T) {
 			}
 			return s
 		}(),
-		"setuid-root-attempt":  {{"setuid", func(e *event.Event) { e.Args[0], e.Ret = 0, -1 }}},
+		"setuid-root-attempt": {{"setuid", func(e *event.Event) { e.Args[0], e.Ret = 0, -1 }}},
+		"bind-shell": {
+			{"accept4", func(e *event.Event) { e.Comm, e.Ret = "nc", 4 }},
+			{"dup2", func(e *event.Event) { e.Comm, e.Args[0], e.Args[1] = "nc", 4, 0 }},
+			{"execve", func(e *event.Event) { e.Path, e.Comm = "/bin/sh", "sh" }},
+		},
 		"capset":               {{"capset", nil}},
 		"user-namespace":       {{"unshare", func(e *event.Event) { e.Args[0] = 0x10000000 }}},
 		"namespace-change":     {{"setns", func(e *event.Event) { e.Args[1] = 0x40000000 }}},
@@ -157,6 +163,10 @@ func TestDefaultRulesQuietOnNormalActivity(t *testing.T) {
 	add("connect", func(e *event.Event) { e.Args[0] = 4; e.Addr = inet("10.1.2.3", 443) })
 	add("accept4", func(e *event.Event) { e.Ret = 5 })
 	add("dup2", func(e *event.Event) { e.Args[0], e.Args[1] = 6, 1 }) // a file onto stdout
+	// an inetd-style server (busybox httpd) puts an accepted socket on stdio
+	add("accept", func(e *event.Event) { e.PID, e.Comm, e.Ret = 200, "busybox", 7 })
+	add("dup2", func(e *event.Event) { e.PID, e.Comm, e.Args[0], e.Args[1] = 200, "busybox", 7, 0 })
+	add("dup2", func(e *event.Event) { e.PID, e.Comm, e.Args[0], e.Args[1] = 200, "busybox", 7, 1 })
 	add("clone", func(e *event.Event) { e.Args[0] = 0x1200011; e.Ret = 101 })
 	add("execve", func(e *event.Event) { e.PID, e.Path, e.Comm = 101, "/bin/sh", "sh" })
 	add("getuid", nil)

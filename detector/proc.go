@@ -8,6 +8,7 @@ var (
 	nrOpen       = nativeNr("open")
 	nrOpenat     = nativeNr("openat")
 	nrSocket     = nativeNr("socket")
+	nrConnect    = nativeNr("connect")
 	nrAccept     = nativeNr("accept")
 	nrAccept4    = nativeNr("accept4")
 	nrDup        = nativeNr("dup")
@@ -42,7 +43,7 @@ func nativeNr(name string) int32 {
 
 func buildProcTracked() []bool {
 	t := make([]bool, event.NativeABI().MaxNr()+1)
-	for _, nr := range []int32{nrSocket, nrAccept, nrAccept4, nrDup, nrDup2, nrDup3, nrFcntl, nrClose,
+	for _, nr := range []int32{nrSocket, nrConnect, nrAccept, nrAccept4, nrDup, nrDup2, nrDup3, nrFcntl, nrClose,
 		nrClone, nrClone3, nrFork, nrVfork, nrExecve, nrExecveat, nrExitGroup, nrSetuid, nrSetreuid,
 		nrSetresuid, nrGetuid, nrGeteuid} {
 		if nr >= 0 {
@@ -57,35 +58,46 @@ func buildProcTracked() []bool {
 // fds are sockets, and whether a socket was duplicated onto its stdio.
 type procState struct {
 	exe         string
-	uid         int64 // -1: unknown
-	sockfds     [16]uint64
-	stdioFrom   [3]int32 // the fd duplicated onto 0, 1, 2; -1 none
-	stdioSocket bool
+	uid         int64      // -1: unknown
+	sockfds     [16]uint64 // fds from socket/accept (and their dups)
+	connfds     [16]uint64 // sockets this process connected out (and their dups)
+	stdioFrom   [3]int32   // the fd duplicated onto 0, 1, 2; -1 none
+	stdioSocket bool       // a socket is on stdio
+	stdioConn   bool       // a connected-out socket is on stdio
 }
 
 func newProc() *procState {
 	return &procState{uid: -1, stdioFrom: [3]int32{-1, -1, -1}}
 }
 
-func (p *procState) isSocket(fd int64) bool {
-	return fd >= 0 && fd < 1024 && p.sockfds[fd>>6]&(1<<(fd&63)) != 0
+func bit(set *[16]uint64, fd int64) bool {
+	return fd >= 0 && fd < 1024 && set[fd>>6]&(1<<(fd&63)) != 0
 }
 
-func (p *procState) setSocket(fd int64, on bool) {
+func setBit(set *[16]uint64, fd int64, on bool) {
 	if fd < 0 || fd >= 1024 {
 		return
 	}
 	if on {
-		p.sockfds[fd>>6] |= 1 << (fd & 63)
+		set[fd>>6] |= 1 << (fd & 63)
 	} else {
-		p.sockfds[fd>>6] &^= 1 << (fd & 63)
+		set[fd>>6] &^= 1 << (fd & 63)
+	}
+}
+
+func (p *procState) isSocket(fd int64) bool    { return bit(&p.sockfds, fd) }
+func (p *procState) isConnected(fd int64) bool { return bit(&p.connfds, fd) }
+
+func (p *procState) setSocket(fd int64, on bool) {
+	setBit(&p.sockfds, fd, on)
+	if !on {
+		setBit(&p.connfds, fd, false)
 	}
 }
 
 func (p *procState) dup(oldfd, newfd int64) {
-	if p.isSocket(oldfd) {
-		p.setSocket(newfd, true)
-	}
+	setBit(&p.sockfds, newfd, p.isSocket(oldfd))
+	setBit(&p.connfds, newfd, p.isConnected(oldfd))
 	if newfd >= 0 && newfd <= 2 {
 		p.stdioFrom[newfd] = int32(oldfd)
 	}
@@ -97,6 +109,9 @@ func (p *procState) refreshStdio() {
 		if fd >= 0 && p.isSocket(int64(fd)) {
 			p.stdioSocket = true
 		}
+		if fd >= 0 && p.isConnected(int64(fd)) {
+			p.stdioConn = true
+		}
 	}
 }
 
@@ -105,6 +120,7 @@ func (p *procState) refreshStdio() {
 func (p *procState) merge(parent *procState) {
 	for i := range p.sockfds {
 		p.sockfds[i] |= parent.sockfds[i]
+		p.connfds[i] |= parent.connfds[i]
 	}
 	if p.exe == "" {
 		p.exe = parent.exe
@@ -118,6 +134,7 @@ func (p *procState) merge(parent *procState) {
 		}
 	}
 	p.stdioSocket = p.stdioSocket || parent.stdioSocket
+	p.stdioConn = p.stdioConn || parent.stdioConn
 	p.refreshStdio()
 }
 
@@ -151,6 +168,13 @@ func (ps *procs) update(ev *event.Event) {
 	case nrSocket, nrAccept, nrAccept4:
 		if ret >= 0 {
 			ps.get(ev.PID, true).setSocket(ret, true)
+		}
+	case nrConnect:
+		// connected, or connecting (EINPROGRESS) for a non-blocking socket
+		if ret == 0 || ret == -115 {
+			if p := ps.get(ev.PID, false); p != nil && p.isSocket(int64(ev.Args[0])) {
+				setBit(&p.connfds, int64(ev.Args[0]), true)
+			}
 		}
 	case nrDup:
 		if ret >= 0 {
