@@ -304,48 +304,70 @@ static __always_inline void *get_scratch(void)
 	return bpf_map_lookup_elem(&scratch, &zero);
 }
 
-// put_comm adds the thread's comm when this CPU's last record was of
+// The thread's comm goes into a record when this CPU's last record was of
 // another thread, or of this thread under another comm, or from before a
 // reader (re)started. The comm is read straight from the task (no helper
 // call, no per-task storage). The cache is updated only once the record is
 // in the ring, and each record names its CPU, so the reader keeps an exact
 // mirror of every CPU's cache: one CPU's records reach the ring in order.
-static __always_inline __u32 put_comm(__u8 *buf, __u32 off, __u8 *flags, struct last_comm **lcp, __u64 *c)
+struct comm_check {
+	struct last_comm *lc; // this CPU's cache
+	__u64 comm[2];
+	__u64 gen;
+	__u64 tid;
+	int send;
+};
+
+static __always_inline void check_comm(struct comm_check *cc)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	__u32 zero = 0;
 	__u64 *gen = bpf_map_lookup_elem(&vigil_gen, &zero);
-	struct last_comm *lc = bpf_map_lookup_elem(&last_comm, &zero);
-	*lcp = lc;
-	if (!gen || !lc)
-		return off;
-	c[0] = *(__u64 *)&task->comm[0];
-	c[1] = *(__u64 *)&task->comm[8];
-	c[2] = *gen;
-	c[3] = task->pid;
-	if (lc->tid == c[3] && lc->gen == c[2] && lc->comm[0] == c[0] && lc->comm[1] == c[1])
+	cc->lc = bpf_map_lookup_elem(&last_comm, &zero);
+	cc->send = 0;
+	if (!gen || !cc->lc)
+		return;
+	cc->comm[0] = *(__u64 *)&task->comm[0];
+	cc->comm[1] = *(__u64 *)&task->comm[8];
+	cc->gen = *gen;
+	cc->tid = task->pid;
+	struct last_comm *lc = cc->lc;
+	cc->send = !(lc->tid == cc->tid && lc->gen == cc->gen && lc->comm[0] == cc->comm[0] && lc->comm[1] == cc->comm[1]);
+}
+
+// comm_sent updates the cache once a record carrying the comm is in the ring.
+static __always_inline void comm_sent(struct comm_check *cc)
+{
+	if (!cc->send)
+		return;
+	cc->lc->comm[0] = cc->comm[0];
+	cc->lc->comm[1] = cc->comm[1];
+	cc->lc->gen = cc->gen;
+	cc->lc->tid = cc->tid;
+}
+
+// put_comm appends the comm to a scratch record at off when it must be sent.
+static __always_inline __u32 put_comm(__u8 *buf, __u32 off, __u8 *flags, struct comm_check *cc)
+{
+	check_comm(cc);
+	if (!cc->send)
 		return off;
 	off &= (SCRATCH / 2 - 1);
-	__builtin_memcpy(buf + off, c, TASK_COMM);
+	__builtin_memcpy(buf + off, cc->comm, TASK_COMM);
 	*flags |= F_COMM;
 	return off + TASK_COMM;
 }
 
 // emit finishes a record in buf (header filled, size bytes long) and
 // writes it, counting it as emitted or dropped.
-static __always_inline void emit(struct cg_state *st, struct rec_hdr *r, __u32 size, struct last_comm *lc, __u64 *c)
+static __always_inline void emit(struct cg_state *st, struct rec_hdr *r, __u32 size, struct comm_check *cc)
 {
 	size &= (SCRATCH - 1);
 	if (size < sizeof(*r))
 		return;
 	if (bpf_ringbuf_output(&vigil_events, r, size, wake_flag(r->ktime)) == 0) {
 		__sync_fetch_and_add(&st->emitted, 1);
-		if (lc && (r->flags & F_COMM)) {
-			lc->comm[0] = c[0];
-			lc->comm[1] = c[1];
-			lc->gen = c[2];
-			lc->tid = c[3];
-		}
+		comm_sent(cc);
 	} else {
 		__sync_fetch_and_add(&st->dropped, 1);
 	}
@@ -387,24 +409,11 @@ static __always_inline struct rec_hdr *begin(struct cg_state *st, __u64 cgid, __
 
 static __always_inline int fast_record(struct cg_state *st, __u64 cgid, struct pt_regs *regs, long nr, long ret, __u8 nargs)
 {
-	__u64 seq = __sync_fetch_and_add(&st->seq, 1) + 1;
 	__u8 *buf = bpf_ringbuf_reserve(&vigil_events, FAST_SIZE, 0);
-	if (!buf) {
-		__sync_fetch_and_add(&st->dropped, 1);
-		return 0;
-	}
-	struct rec_hdr *r = (void *)buf;
-	__u64 id = bpf_get_current_pid_tgid();
-	r->ktime = bpf_ktime_get_ns();
-	r->cgid = cgid;
-	r->seq = seq;
-	r->ret = ret;
-	r->pid = id >> 32;
-	r->tid = (__u32)id;
-	r->nr = nr;
+	if (!buf)
+		return count_lost(st);
+	struct rec_hdr *r = begin(st, cgid, buf, nr, ret, 0);
 	r->nargs = nargs;
-	r->flags = 0;
-	r->cpu = bpf_get_smp_processor_id();
 	__u64 *args = (void *)(buf + sizeof(*r));
 	args[0] = ARG0(regs);
 	args[1] = ARG1(regs);
@@ -412,30 +421,17 @@ static __always_inline int fast_record(struct cg_state *st, __u64 cgid, struct p
 	args[3] = ARG3(regs);
 	args[4] = ARG4(regs);
 	args[5] = ARG5(regs);
-
-	struct task_struct *task = bpf_get_current_task_btf();
-	__u32 zero = 0;
-	__u64 *gen = bpf_map_lookup_elem(&vigil_gen, &zero);
-	struct last_comm *lc = bpf_map_lookup_elem(&last_comm, &zero);
-	__u64 c0 = *(__u64 *)&task->comm[0];
-	__u64 c1 = *(__u64 *)&task->comm[8];
-	__u64 tid = task->pid;
-	int send = 0;
-	if (gen && lc && !(lc->tid == tid && lc->gen == *gen && lc->comm[0] == c0 && lc->comm[1] == c1)) {
+	struct comm_check cc;
+	check_comm(&cc);
+	if (cc.send) {
 		__u64 *comm = (void *)(buf + sizeof(*r) + nargs * 8);
-		comm[0] = c0;
-		comm[1] = c1;
+		comm[0] = cc.comm[0];
+		comm[1] = cc.comm[1];
 		r->flags = F_COMM;
-		send = 1;
 	}
 	bpf_ringbuf_submit(buf, wake_flag(r->ktime));
 	__sync_fetch_and_add(&st->emitted, 1);
-	if (send) {
-		lc->comm[0] = c0;
-		lc->comm[1] = c1;
-		lc->gen = *gen;
-		lc->tid = tid;
-	}
+	comm_sent(&cc);
 	return 0;
 }
 
@@ -485,9 +481,8 @@ int BPF_PROG(vigil_sys_exit, struct pt_regs *regs, long ret)
 	args[5] = a5;
 	__u32 off = sizeof(*r) + nargs * 8;
 
-	__u64 c[4];
-	struct last_comm *ts = 0;
-	off = put_comm(buf, off, &r->flags, &ts, c);
+	struct comm_check cc;
+	off = put_comm(buf, off, &r->flags, &cc);
 
 	__u16 nstr = 0;
 	__u8 fl = 0;
@@ -540,7 +535,7 @@ int BPF_PROG(vigil_sys_exit, struct pt_regs *regs, long ret)
 	}
 	}
 	r->flags |= fl | (nstr << 4);
-	emit(st, r, off, ts, c);
+	emit(st, r, off, &cc);
 	return 0;
 }
 
@@ -567,9 +562,8 @@ int BPF_PROG(vigil_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 	args[4] = ARG4(regs);
 	args[5] = ARG5(regs);
 	__u32 off = sizeof(*r) + 6 * 8;
-	__u64 c[4];
-	struct last_comm *ts = 0;
-	off = put_comm(buf, off, &r->flags, &ts, c);
+	struct comm_check cc;
+	off = put_comm(buf, off, &r->flags, &cc);
 
 	__u16 nstr = 0;
 	__u8 fl = 0;
@@ -594,7 +588,7 @@ int BPF_PROG(vigil_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 		off += sizeof(*h) + ((len + 7) & ~7);
 	}
 	r->flags |= fl | (nstr << 4);
-	emit(st, r, off, ts, c);
+	emit(st, r, off, &cc);
 	return 0;
 }
 
@@ -625,9 +619,8 @@ int BPF_PROG(vigil_exit, struct task_struct *p)
 	__u64 *args = (void *)(buf + sizeof(*r));
 	args[0] = ARG0(regs);
 	__u32 off = sizeof(*r) + 8;
-	__u64 c[4];
-	struct last_comm *ts = 0;
-	off = put_comm(buf, off, &r->flags, &ts, c);
-	emit(st, r, off, ts, c);
+	struct comm_check cc;
+	off = put_comm(buf, off, &r->flags, &cc);
+	emit(st, r, off, &cc);
 	return 0;
 }

@@ -24,9 +24,8 @@ int vigil_test_record(__u64 *ctx)
 	__u64 *args = (void *)(buf + sizeof(*r));
 	args[0] = ctx[3];
 	__u32 off = sizeof(*r) + 8;
-	__u64 c[4];
-	struct last_comm *lc = 0;
-	off = put_comm(buf, off, &r->flags, &lc, c);
-	emit(st, r, off, lc, c);
+	struct comm_check cc;
+	off = put_comm(buf, off, &r->flags, &cc);
+	emit(st, r, off, &cc);
 	return 0;
 }
