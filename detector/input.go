@@ -108,7 +108,14 @@ func sniff(data []byte) string {
 		line = s[:i]
 	}
 	if bytes.Count(line, []byte(",")) >= 1 {
-		return FormatCounts
+		// A counts CSV starts with a header of names; a line of numbers
+		// only is a comma-separated sequence trace.
+		for _, f := range strings.Split(string(line), ",")[1:] {
+			f = strings.TrimSpace(f)
+			if _, err := strconv.ParseFloat(f, 64); err != nil && f != "" {
+				return FormatCounts
+			}
+		}
 	}
 	return FormatSeq
 }
@@ -162,7 +169,9 @@ func seqUnits(source string, data []byte, abi event.ABI) ([]Unit, error) {
 	if abi == "" {
 		abi = event.X8664
 	}
-	fields := strings.Fields(string(data))
+	fields := strings.FieldsFunc(string(data), func(r rune) bool {
+		return r == ',' || r == ' ' || r == '\t' || r == '\n' || r == '\r'
+	})
 	seq := make([]string, 0, len(fields))
 	for i, f := range fields {
 		if (f[0] >= '0' && f[0] <= '9') || f[0] == '-' {

@@ -241,6 +241,7 @@ func TestReadFormats(t *testing.T) {
 	}{
 		{name: "x86_64 numbers", file: "a.txt", text: "59 12 257\n3 60\n", format: FormatSeq, units: 1, first: []string{"execve", "brk", "openat", "close", "exit"}},
 		{name: "i386 numbers", file: "b.txt", text: "11 45 5 6 1", opt: ReadOptions{ABI: event.I386}, format: FormatSeq, units: 1, first: []string{"execve", "brk", "open", "close", "exit"}},
+		{name: "comma numbers", file: "c2.txt", text: "59,12,257\n", format: FormatSeq, units: 1, first: []string{"execve", "brk", "openat"}},
 		{name: "names", file: "c.txt", text: "openat read close", format: FormatSeq, units: 1, first: []string{"openat", "read", "close"}},
 		{name: "counts", file: "d.csv", text: "time_ms,read,write,openat\n0,10,5,1\n1000,0,0,0\n2000,3,4,5\n", format: FormatCounts, units: 3},
 		{name: "bad count", file: "e.csv", text: "time,read\n0,x\n", err: `e.csv:2: column "read": "x" is not a count`},
@@ -274,7 +275,7 @@ func TestReadFormats(t *testing.T) {
 		})
 	}
 	files, err := ExpandPaths([]string{dir})
-	if err != nil || len(files) != 9 {
+	if err != nil || len(files) != 10 {
 		t.Errorf("ExpandPaths: %d files, %v", len(files), err)
 	}
 }
