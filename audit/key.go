@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 )
 
@@ -156,4 +157,32 @@ func readKey(path string) (any, error) {
 		}
 	}
 	return nil, fmt.Errorf("key file %s: PEM %q is not an ed25519 key, want PRIVATE KEY or PUBLIC KEY", path, blk.Type)
+}
+
+// keyring holds the public keys a reader accepts, by key id.
+type keyring map[[8]byte]ed25519.PublicKey
+
+func (k keyring) add(pub ed25519.PublicKey) { k[keyID(pub)] = pub }
+
+// loadKeyring reads public keys (or private key files, for their public
+// half) into a keyring.
+func loadKeyring(files ...string) (keyring, error) {
+	k := keyring{}
+	for _, f := range files {
+		pub, err := LoadPublicKey(f)
+		if err != nil {
+			return nil, err
+		}
+		k.add(pub)
+	}
+	return k, nil
+}
+
+func (k keyring) ids() []string {
+	var out []string
+	for id := range k {
+		out = append(out, hex.EncodeToString(id[:]))
+	}
+	sort.Strings(out)
+	return out
 }

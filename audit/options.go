@@ -99,6 +99,11 @@ type Options struct {
 	// Default: audit.key in Dir's parent directory, outside the log, so a
 	// copy of the log does not carry the key that signs it.
 	KeyFile string
+	// AcceptKeys are earlier node keys (public key files) after a key
+	// change: the writer continues a log whose last segment one of them
+	// signed, and records the change (a KindAgent "key-change" record).
+	// Verify then needs the old keys as well (VerifyOptions.OldKeys).
+	AcceptKeys []string
 	// Fsync is when to fsync; default FsyncBatch.
 	Fsync FsyncPolicy
 	// BatchRecords is how many records a batch holds before it is written;

@@ -22,13 +22,14 @@ type recovered struct {
 	counters  map[uint64]uint64
 	loss      *Loss
 	segs      []segInfo
+	keyID     [8]byte // the key the last segment was signed with
 }
 
 // recoverDir reads the last segment of the log in dir: where the chain
 // ends, the next index and per-container sequence numbers. A torn last
 // frame is cut off, an unsealed segment is sealed; anything else that does
 // not check out is an error (the writer never destroys evidence).
-func recoverDir(dir string, pub ed25519.PublicKey, s *sealer) (recovered, error) {
+func recoverDir(dir string, keys keyring, s *sealer) (recovered, error) {
 	var rec recovered
 	files, err := listSegments(dir)
 	if err != nil {
@@ -44,7 +45,7 @@ func recoverDir(dir string, pub ed25519.PublicKey, s *sealer) (recovered, error)
 	var lossBytes int64
 	for len(rec.segs) > 0 {
 		last := rec.segs[len(rec.segs)-1]
-		st, err := recoverSegment(last.path, last.num, pub, s)
+		st, err := recoverSegment(last.path, last.num, keys, s)
 		if errors.Is(err, errNoHeader) {
 			// A crash while creating the segment: nothing of it counts.
 			size := last.size
@@ -64,7 +65,7 @@ func recoverDir(dir string, pub ed25519.PublicKey, s *sealer) (recovered, error)
 			return rec, err
 		}
 		rec.found = true
-		rec.prev, rec.nextIndex, rec.lastSeg, rec.counters = st.prev, st.nextIndex, last.num, st.counters
+		rec.prev, rec.nextIndex, rec.lastSeg, rec.counters, rec.keyID = st.prev, st.nextIndex, last.num, st.counters, st.keyID
 		if st.torn {
 			rec.loss = &Loss{Reason: "torn-tail", Records: st.tornRecords, Bytes: st.tornBytes + lossBytes, Segment: last.num,
 				Detail: fmt.Sprintf("segment %d ended inside a frame at offset %d (%v); cut %d bytes", last.num, st.tornAt, st.tornErr, st.tornBytes)}
@@ -98,9 +99,11 @@ type segState struct {
 	tornRecords int64
 	tornErr     error
 	size        int64
+	keyID       [8]byte
 }
 
-func recoverSegment(path string, num uint64, pub ed25519.PublicKey, s *sealer) (*segState, error) {
+func recoverSegment(path string, num uint64, keys keyring, s *sealer) (*segState, error) {
+	var pub ed25519.PublicKey
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("recover: %w", err)
@@ -144,13 +147,22 @@ func recoverSegment(path string, num uint64, pub ed25519.PublicKey, s *sealer) (
 		if err != nil {
 			return nil, fmt.Errorf("recover segment %d at offset %d: %w; run 'vigil audit verify' and move the log aside to start a new one", num, fm.off, err)
 		}
+		if first && fm.typ == frameHeader {
+			if hd, err := parseHeader(fm.body); err == nil {
+				if pub = keys[hd.keyID]; pub == nil {
+					return nil, fmt.Errorf("recover segment %d: signed by key %x, not this node's key (nor one in AcceptKeys: %v); "+
+						"give the earlier key's public key in AcceptKeys after a key change, or move the log aside to start a new one", num, hd.keyID, keys.ids())
+				}
+				st.keyID = hd.keyID
+			}
+		}
 		hashOK, sigOK := fm.check(h, pub)
 		bad := ""
 		switch {
 		case !hashOK:
 			bad = "its hash does not match its content"
 		case !sigOK:
-			bad = "its signature does not verify with this node's key"
+			bad = "its signature does not verify"
 		case !first && fm.prev != st.prev:
 			bad = "it does not chain to the frame before it"
 		case st.sealed:

@@ -36,7 +36,7 @@ func TestRecovery(t *testing.T) {
 			b, _ := os.ReadFile(segPath(other, 1))
 			segs, _ := listSegments(o.Dir)
 			os.WriteFile(segPath(o, segs[len(segs)-1].num+1), b, 0o600)
-		}, "", "signature does not verify"},
+		}, "", "not this node's key"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

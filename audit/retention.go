@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -122,7 +121,7 @@ func writeAnchor(dir string, a anchor, s *sealer) error {
 
 // readAnchor reads and checks the anchor file of dir; ok is false when
 // there is none.
-func readAnchor(dir string, pub ed25519.PublicKey) (a anchor, ok bool, err error) {
+func readAnchor(dir string, keys keyring) (a anchor, ok bool, err error) {
 	f, err := os.Open(filepath.Join(dir, anchorName))
 	if errors.Is(err, os.ErrNotExist) {
 		return a, false, nil
@@ -142,17 +141,17 @@ func readAnchor(dir string, pub ed25519.PublicKey) (a anchor, ok bool, err error
 	if _, err := fr.next(); err != io.EOF {
 		return a, true, errors.New("anchor: bytes after the anchor frame")
 	}
-	hashOK, sigOK := fm.check(sha256.New(), pub)
 	le := binary.LittleEndian
 	a.segment = le.Uint64(fm.body)
 	a.firstIndex = le.Uint64(fm.body[8:])
 	a.time = int64(le.Uint64(fm.body[16:]))
 	copy(a.keyID[:], fm.body[24:32])
 	a.prev = fm.prev
-	if !hashOK || !sigOK {
-		if a.keyID != keyID(pub) {
-			return a, true, fmt.Errorf("anchor: signed by key %x, verifying with %x", a.keyID, keyID(pub))
-		}
+	pub := keys[a.keyID]
+	if pub == nil {
+		return a, true, fmt.Errorf("anchor: signed by key %x, not among the verifying keys %v", a.keyID, keys.ids())
+	}
+	if hashOK, sigOK := fm.check(sha256.New(), pub); !hashOK || !sigOK {
 		return a, true, errors.New("anchor: modified (its hash or signature does not verify)")
 	}
 	return a, true, nil

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -56,7 +57,8 @@ func (p *Problem) Error() string {
 // Report is what Verify checked.
 type Report struct {
 	Dir          string
-	KeyID        string // the verifying key
+	KeyID        string   // the verifying key
+	KeyIDs       []string // every key accepted (the verifying key and OldKeys)
 	Segments     int
 	FirstSegment uint64
 	LastSegment  uint64
@@ -93,6 +95,9 @@ type VerifyOptions struct {
 	// the frame a running writer is writing (Report.TornTail), instead of
 	// reporting the segment truncated.
 	Live bool
+	// OldKeys are earlier node keys (public or private key files) whose
+	// segments are accepted as well, after a key change.
+	OldKeys []string
 	// Head is a head hash published earlier (Stats.Head, Report.Head, hex):
 	// the chain must pass through it, which catches a cut of the newest
 	// records that the chain alone cannot show.
@@ -110,7 +115,13 @@ func VerifyWith(dir string, o VerifyOptions) (Report, error) {
 	if err != nil {
 		return rep, fmt.Errorf("verify: %w", err)
 	}
-	v := &verifier{rep: &rep, pub: pub, kid: keyID(pub), h: sha256.New(), live: o.Live}
+	keys, err := loadKeyring(o.OldKeys...)
+	if err != nil {
+		return rep, fmt.Errorf("verify: old key: %w", err)
+	}
+	keys.add(pub)
+	v := &verifier{rep: &rep, pub: pub, kid: keyID(pub), keys: keys, h: sha256.New(), live: o.Live}
+	rep.KeyIDs = keys.ids()
 	if o.Head != "" {
 		b, err := hex.DecodeString(o.Head)
 		if err != nil || len(b) != 32 {
@@ -134,7 +145,8 @@ func VerifyWith(dir string, o VerifyOptions) (Report, error) {
 
 type verifier struct {
 	rep    *Report
-	pub    ed25519.PublicKey
+	pub    ed25519.PublicKey // the key of the segment being checked
+	keys   keyring
 	kid    [8]byte
 	h      hash.Hash
 	dec    *zstd.Decoder
@@ -157,7 +169,7 @@ func (v *verifier) run(dir string) error {
 	if err != nil {
 		return err
 	}
-	anc, hasAnchor, aerr := readAnchor(dir, v.pub)
+	anc, hasAnchor, aerr := readAnchor(dir, v.keys)
 	if len(segs) == 0 {
 		if hasAnchor && aerr == nil {
 			return v.fail(Problem{Kind: Deleted, Segment: anc.segment, File: filepath.Join(dir, segName(anc.segment)), Offset: -1,
@@ -175,7 +187,7 @@ func (v *verifier) run(dir string) error {
 				Detail: fmt.Sprintf("segments 1..%d are missing and there is no retention anchor", first.num-1)})
 		case aerr != nil:
 			kind := Modified
-			if a := anc.keyID; a != v.kid && a != [8]byte{} {
+			if a := anc.keyID; v.keys[a] == nil && a != [8]byte{} {
 				kind = WrongKey
 			}
 			return v.fail(Problem{Kind: kind, Segment: first.num, File: filepath.Join(dir, anchorName), Offset: -1, Detail: aerr.Error()})
@@ -273,16 +285,19 @@ func (v *verifier) segment(sg segFile, last bool) (sealed bool, reason byte, err
 			p.Kind, p.Detail = Modified, "a frame follows the segment's seal"
 			return false, 0, v.fail(p)
 		}
-		hashOK, sigOK := fm.check(v.h, v.pub)
 		if first {
 			if fm.typ != frameHeader {
 				p.Kind, p.Detail = Modified, fmt.Sprintf("the first frame is %q, not a segment header", fm.typ)
 				return false, 0, v.fail(p)
 			}
 			hd, herr := parseHeader(fm.body)
+			if herr == nil && v.keys[hd.keyID] != nil {
+				v.pub = v.keys[hd.keyID]
+			}
+			hashOK, sigOK := fm.check(v.h, v.pub)
 			switch {
-			case herr == nil && hd.keyID != v.kid:
-				p.Kind, p.Detail = WrongKey, fmt.Sprintf("the segment was signed by key %x; verifying with key %x", hd.keyID, v.kid)
+			case herr == nil && v.keys[hd.keyID] == nil:
+				p.Kind, p.Detail = WrongKey, fmt.Sprintf("the segment was signed by key %x; verifying with key %s", hd.keyID, strings.Join(v.keys.ids(), ", "))
 			case !hashOK || herr != nil:
 				p.Kind, p.Detail = Modified, "the segment header does not match its hash"
 				if herr != nil {
@@ -308,6 +323,7 @@ func (v *verifier) segment(sg segFile, last bool) (sealed bool, reason byte, err
 			v.seen(fm.hash)
 			continue
 		}
+		hashOK, sigOK := fm.check(v.h, v.pub)
 		if !hashOK || !sigOK {
 			p.Kind, p.Detail = Modified, "the frame does not match its hash (its content was changed)"
 			if hashOK {

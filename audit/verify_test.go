@@ -390,3 +390,36 @@ func TestVerifyPublishedHead(t *testing.T) {
 		t.Fatal("a malformed head was accepted")
 	}
 }
+
+func TestKeyChange(t *testing.T) {
+	o := writeLog(t, testOptions(t), 300)
+	oldPub := PublicKeyFile(o.KeyFile)
+	// the node gets a new key
+	n := o
+	n.KeyFile = filepath.Join(t.TempDir(), "new.key")
+	if _, err := Open(n); err == nil || !strings.Contains(err.Error(), "AcceptKeys") {
+		t.Fatalf("a new key without AcceptKeys: got %v, want a refusal naming AcceptKeys", err)
+	}
+	n.AcceptKeys = []string{oldPub}
+	w, err := Open(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Append(KindAgent, 0, "", Agent{Event: "start"})
+	w.Close()
+	changed := false
+	for _, r := range readAll(t, n.Dir) {
+		changed = changed || r.Kind == KindAgent && strings.Contains(string(r.Body), "key-change")
+	}
+	if !changed {
+		t.Fatal("no key-change record")
+	}
+	var p *Problem
+	if _, err := Verify(n.Dir, n.KeyFile); !errors.As(err, &p) || p.Kind != WrongKey || p.Segment != 1 {
+		t.Fatalf("verify with the new key only: %v, want wrong-key at segment 1", err)
+	}
+	rep, err := VerifyWith(n.Dir, VerifyOptions{KeyFile: n.KeyFile, OldKeys: []string{oldPub}})
+	if err != nil || len(rep.KeyIDs) != 2 {
+		t.Fatalf("verify with both keys: %v (keys %v)", err, rep.KeyIDs)
+	}
+}

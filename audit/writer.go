@@ -147,7 +147,12 @@ func open(opts Options, lock *os.File) (*Writer, error) {
 	}
 	w := &Writer{opts: opts, lock: lock, priv: priv, keyID: keyID(priv.Public().(ed25519.PublicKey)), seal: newSealer(priv),
 		zenc: zenc, enc: newEncoder(), nextIndex: 1, stop: make(chan struct{}), done: make(chan struct{})}
-	rec, err := recoverDir(opts.Dir, priv.Public().(ed25519.PublicKey), w.seal)
+	keys, err := loadKeyring(opts.AcceptKeys...)
+	if err != nil {
+		return nil, fmt.Errorf("audit accept keys: %w", err)
+	}
+	keys.add(priv.Public().(ed25519.PublicKey))
+	rec, err := recoverDir(opts.Dir, keys, w.seal)
 	if err != nil {
 		return nil, err
 	}
@@ -171,6 +176,17 @@ func open(opts Options, lock *os.File) (*Writer, error) {
 	if rec.loss != nil {
 		body, _ := json.Marshal(rec.loss)
 		w.enc.appendOther(KindLoss, 0, "", opts.Now().UnixNano(), body)
+		w.batchOpen = opts.Now()
+		if err := w.flushLocked(); err != nil {
+			w.f.Close()
+			return nil, err
+		}
+	}
+	if rec.found && rec.keyID != w.keyID {
+		detail := fmt.Sprintf("the audit key changed: segments up to %d are signed by key %x, from segment %d on by key %x", rec.lastSeg, rec.keyID, w.segNum, w.keyID)
+		opts.Logf("audit: %s", detail)
+		body, _ := json.Marshal(Agent{Event: "key-change", Detail: detail})
+		w.enc.appendOther(KindAgent, 0, "", opts.Now().UnixNano(), body)
 		w.batchOpen = opts.Now()
 		if err := w.flushLocked(); err != nil {
 			w.f.Close()

@@ -137,6 +137,8 @@ func auditVerify(args []string, out io.Writer) int {
 	key := fs.String("key", "", "the node's key `FILE` (private or .pub); default: audit.key beside DIR")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	live := fs.Bool("live", false, "the log is being written: accept a partly written frame at its very end")
+	var oldKeys auditList
+	fs.Var(&oldKeys, "old-key", "an earlier node key `FILE` (.pub) whose segments are accepted too, after a key change (repeatable)")
 	head := fs.String("head", "", "a head `HASH` published earlier (a past verify's head, or the agent's): the chain must pass through it")
 	pos, st, done := parseAuditFlags(fs, args)
 	if done {
@@ -145,7 +147,7 @@ func auditVerify(args []string, out io.Writer) int {
 	if len(pos) != 1 {
 		return fail("audit verify: give exactly one DIR (the audit log directory), got %d arguments", len(pos))
 	}
-	rep, err := audit.VerifyWith(pos[0], audit.VerifyOptions{KeyFile: *key, Live: *live, Head: *head})
+	rep, err := audit.VerifyWith(pos[0], audit.VerifyOptions{KeyFile: *key, Live: *live, Head: *head, OldKeys: oldKeys})
 	var p *audit.Problem
 	if err != nil && !errors.As(err, &p) {
 		if errors.Is(err, iofs.ErrNotExist) && *key == "" {
@@ -173,7 +175,7 @@ func printReport(w io.Writer, r *audit.Report) {
 	}
 	fmt.Fprintf(w, "audit log %s: OK\n", r.Dir)
 	fmt.Fprintf(w, "  segments %d..%d (%d), %d batches, records %d..%d (%d)\n", r.FirstSegment, r.LastSegment, r.Segments, r.Batches, r.FirstIndex, r.LastIndex, r.Records)
-	fmt.Fprintf(w, "  key %s, head %s\n", r.KeyID, r.Head)
+	fmt.Fprintf(w, "  key %s, head %s\n", strings.Join(r.KeyIDs, " + "), r.Head)
 	if r.Anchored {
 		fmt.Fprintf(w, "  starts at a signed retention anchor (older segments were deleted by retention)\n")
 	}
