@@ -58,6 +58,8 @@ func replayMain(args []string, out io.Writer) int {
 	asJSON := fs.Bool("json", false, "print the timeline (and comparison) as one JSON document")
 	key := fs.String("key", "", "verify the log first with the node's key `FILE` (private or .pub); default: audit.key beside DIR")
 	noVerify := fs.Bool("no-verify", false, "replay without verifying the log first")
+	var oldKeys auditList
+	fs.Var(&oldKeys, "old-key", "an earlier node key `FILE` (.pub) accepted by the verification, after a key change (repeatable)")
 	top := fs.Int("top", 40, "show at most `N` files and peers (0: all)")
 	pos, st, done := parseAuditFlags(fs, args)
 	if done {
@@ -83,7 +85,7 @@ func replayMain(args []string, out io.Writer) int {
 	var verified *audit.Report
 	var unverified string
 	if !*noVerify {
-		rep, err := audit.VerifyWith(dir, audit.VerifyOptions{KeyFile: *key, Live: true})
+		rep, err := audit.VerifyWith(dir, audit.VerifyOptions{KeyFile: *key, Live: true, OldKeys: oldKeys})
 		var p *audit.Problem
 		switch {
 		case errors.As(err, &p):
