@@ -31,9 +31,9 @@
 // s2 adds about 20 ns per event, zstd about 100-200 ns: the writer keeps
 // s2 so that it stays well above the tracer's event rate, and a log can be
 // written with zstd where disk matters more than CPU. Records are numbered
-// by a stream-wide
-// index (contiguous from 1: a missing number is a deleted record) and by a
-// per-container sequence number (per cgroup id).
+// by a stream-wide index (contiguous from 1: a missing number is a deleted
+// record) and by a per-container sequence number (per cgroup id). The
+// binary form keeps every field exactly, paths that are not UTF-8 included.
 //
 // # Durability
 //
@@ -44,11 +44,13 @@
 // (power loss, a cut file) is found and truncated by the next Open, which
 // records the loss as a KindLoss record. When the disk is full the writer
 // logs an alert, counts what it could not write and follows Options.OnFull.
+// One writer owns a directory at a time (a lock file); readers need no lock.
 //
 // # Retention
 //
-// Segments rotate at Options.SegmentBytes; sealed segments older than
-// Options.MaxAge or beyond Options.MaxBytes are deleted, oldest first. Before
+// Segments rotate at Options.SegmentBytes or Options.SegmentAge; sealed
+// segments older than Options.MaxAge or beyond Options.MaxBytes are
+// deleted, oldest first. Before
 // deleting, the writer writes a signed anchor file naming the first kept
 // segment and the chain hash it starts from, so the rest of the stream stays
 // verifiable and a deletion that is not retention is still detected.
@@ -59,7 +61,7 @@
 // writer that stopped there, and deleting whole newest segments after a
 // clean Close looks like the log's end. Record Report.Head (the last
 // frame's hash) elsewhere (the agent's metrics, a remote log) to close that
-// gap: a later verify must pass through it.
+// gap: a later verify given it (VerifyOptions.Head) must pass through it.
 //
 // # Use
 //
