@@ -25,7 +25,7 @@ func smallFS(t *testing.T, free int64) (dir, filler string) {
 		t.Fatalf("mount tmpfs: %v", err)
 	}
 	t.Cleanup(func() {
-		if err := unix.Unmount(dir, 0); err != nil {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil { // lazy: a failed test may leave files open
 			t.Errorf("unmount %s: %v", dir, err)
 		}
 	})
