@@ -171,8 +171,8 @@ func TestDefaultRulesQuietOnNormalActivity(t *testing.T) {
 	add("execve", func(e *event.Event) { e.PID, e.Path, e.Comm = 101, "/bin/sh", "sh" })
 	add("getuid", nil)
 	add("setuid", func(e *event.Event) { e.Args[0] = 1000 })
-	add("unshare", func(e *event.Event) { e.Args[0] = 0x400 }) // CLONE_FILES
-	add("ptrace", func(e *event.Event) { e.Args[0] = 0 })      // PTRACE_TRACEME
+	add("unshare", func(e *event.Event) { e.Args[0] = 0x400 })          // CLONE_FILES
+	add("ptrace", func(e *event.Event) { e.Args[0] = 0 })               // PTRACE_TRACEME
 	add("mmap", func(e *event.Event) { e.Comm, e.Args[2] = "java", 7 }) // an allowed JIT
 	add("exit_group", nil)
 	for _, x := range steps {
