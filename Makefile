@@ -5,7 +5,7 @@ PKGS    := ./...
 # BPF objects and Go bindings are committed; `make generate` rebuilds them.
 GOFLAGS_TEST ?= -count=1 -timeout 40m
 
-.PHONY: help build generate generate-check test unit e2e demo bench bench-peers eval node-up node-down lint clean deps
+.PHONY: help build generate generate-check test unit e2e demo bench bench-peers bench-audit eval node-up node-down lint clean deps
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -29,7 +29,7 @@ test: build ## every test: unit, privileged (as root: real eBPF, cgroups, seccom
 	$(GO) test $(GOFLAGS_TEST) $(PKGS)
 
 unit: ## the tests that need no root
-	$(GO) test -count=1 ./event/... ./detector/... ./annotations/...
+	$(GO) test -count=1 ./event/... ./detector/... ./annotations/... ./audit/...
 
 demo: ## build vigil and trace a small workload (as root)
 	bash install/demo.sh
@@ -49,6 +49,11 @@ eval: build ## detection report: every attack and benign scenario under vigil tr
 
 bench: build ## tracer overhead ratios, throughput and latency, JSON in bench-tracer.json
 	./$(BIN) bench tracer --out bench-tracer.json
+
+bench-audit: build ## audit writer alone: sustained events/s, CPU and bytes per event (JSON lines)
+	./$(BIN) audit bench --events 5000000 --fsync batch
+	./$(BIN) audit bench --events 5000000 --fsync batch --noisy
+	./$(BIN) audit bench --events 5000000 --fsync batch --noisy --compression zstd
 
 bench-peers: build ## the tracer benchmarks with strace -f and vigil+audit side by side
 	./$(BIN) bench tracer --workloads getppid,open-read-close,tar-rm-5000,http --peers --audit --out bench-peers.json
