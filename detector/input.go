@@ -184,9 +184,7 @@ func seqUnits(source string, data []byte, abi event.ABI) ([]Unit, error) {
 		}
 		seq = append(seq, f)
 	}
-	if len(seq) == 0 {
-		return nil, nil
-	}
+	// An empty trace is still a trace: it gets a score line (of 0).
 	return []Unit{{Source: source, Index: 0, Seqs: [][]string{seq}}}, nil
 }
 

@@ -252,6 +252,7 @@ func TestReadFormats(t *testing.T) {
 {"summary":{"seen":2}}
 `, opt: ReadOptions{Window: 1000}, format: FormatEvents, units: 1},
 		{name: "bad event", file: "h.jsonl", text: `{"seq":1,"syscall":"nosuch"}` + "\n", err: "h.jsonl:1"},
+		{name: "empty trace", file: "j.txt", text: "\n", format: FormatSeq, units: 1, first: []string{}},
 		{name: "bad token", file: "i.txt", text: "1 2 -3", err: `token 3 "-3"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -275,7 +276,7 @@ func TestReadFormats(t *testing.T) {
 		})
 	}
 	files, err := ExpandPaths([]string{dir})
-	if err != nil || len(files) != 10 {
+	if err != nil || len(files) != 11 {
 		t.Errorf("ExpandPaths: %d files, %v", len(files), err)
 	}
 }

@@ -225,12 +225,16 @@ func detectScore(args []string) int {
 	fs := newDetectFlags("score", scoreUsage)
 	var rf readFlags
 	modelPath := fs.String("model", "", "the `MODEL` file (from vigil detect train)")
+	threshold := fs.Float64("threshold", 0, "call scores above `T` anomalies instead of the model's calibrated threshold")
 	rf.add(fs)
 	if st, done := parseFlags(fs, args); done {
 		return st
 	}
 	if *modelPath == "" {
 		return fail("detect score: no --model MODEL given")
+	}
+	if *threshold < 0 {
+		return fail("detect score: --threshold %v: want a score >= 0", *threshold)
 	}
 	if fs.NArg() == 0 {
 		return fail("detect score: no input: give one or more PATHs of traces to score")
@@ -245,6 +249,9 @@ func detectScore(args []string) int {
 	}
 	if !setFlag(fs, "window") && m.WindowN > 0 {
 		opt.Window = m.WindowN
+	}
+	if setFlag(fs, "threshold") {
+		m.Threshold = *threshold
 	}
 	files, err := detector.ExpandPaths(fs.Args())
 	if err != nil {

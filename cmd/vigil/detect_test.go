@@ -80,6 +80,10 @@ func TestDetectTrainScoreInspectProfile(t *testing.T) {
 	if lines[1].Verdict != "normal" || lines[1].Score >= lines[0].Score {
 		t.Errorf("normal trace: %+v (attack %+v)", lines[1], lines[0])
 	}
+	// --threshold overrides the calibrated one
+	if _, out, _ := detectRun(t, "score", "--model", model, "--threshold", "1e9", attack); !strings.Contains(out, `"verdict":"normal"`) {
+		t.Errorf("--threshold 1e9 still reports an anomaly: %s", out)
+	}
 	if st, out, _ := detectRun(t, "inspect", model); st != 0 || !strings.Contains(out, `model "svc"`) || !strings.Contains(out, "threshold") {
 		t.Errorf("inspect: %d %s", st, out)
 	}
