@@ -156,3 +156,22 @@ func ExampleEngine_Observe() {
 	}
 	// Output: privesc high bpf-syscall
 }
+
+// BenchmarkScoreWindow is the cost of scoring one model window of 1000
+// events (paid by the event that closes the window).
+func BenchmarkScoreWindow(b *testing.B) {
+	train, err := eventUnits("train", mustGz(b, "idle-service"), DefaultWindowEvents)
+	if err != nil {
+		b.Fatal(err)
+	}
+	more, _ := eventUnits("train", mustGz(b, "compile"), DefaultWindowEvents)
+	m, err := Train(append(train, more...), TrainOptions{WindowN: DefaultWindowEvents})
+	if err != nil {
+		b.Fatal(err)
+	}
+	test, _ := eventUnits("test", mustGz(b, "kv-database"), DefaultWindowEvents)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		m.Score(&test[i%len(test)])
+	}
+}
