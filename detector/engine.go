@@ -220,14 +220,16 @@ func (sh *shard) observe(rs *ruleSet, ev *event.Event) []Verdict {
 		return nil
 	}
 	nr := ev.Nr
-	if nr < 0 || int(nr) > maxNativeNr {
-		return nil
-	}
-	if procTracked[nr] {
+	known := nr >= 0 && int(nr) <= maxNativeNr // numbers past the table reach only the model
+	if known && procTracked[nr] {
 		cg.procs.update(ev)
 	}
 	var out []Verdict
-	if rules := rs.byNr[nr]; len(rules) > 0 {
+	var rules []*rule
+	if known {
+		rules = rs.byNr[nr]
+	}
+	if len(rules) > 0 {
 		t := eventTime(ev)
 		ctx := &sh.ctx
 		ctx.ev = ev
