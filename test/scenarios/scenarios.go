@@ -106,6 +106,7 @@ type Run struct {
 	Verdicts  []detector.Verdict `json:"-"`
 	Rules     []string           `json:"rules"`
 	Classes   []string           `json:"classes"`
+	Class     string             `json:"class,omitempty"`  // attacks: the class it must be detected as
 	Detected  bool               `json:"detected"`         // attacks: a verdict of the expected class
 	TTD       float64            `json:"ttd_ms,omitempty"` // time to detection from the first event, ms
 	FalsePos  int                `json:"false_positives"`  // benign: verdicts
@@ -516,6 +517,7 @@ func Evaluate(o Options) (*Report, error) {
 			return nil, err
 		}
 		r.Events, r.Verdicts = n, vs
+		r.Class = string(sc.Class)
 		if o.Keep != "" {
 			if err := keep(o.Keep, r, samples); err != nil {
 				return nil, err
@@ -746,7 +748,7 @@ func (rep *Report) WriteJSON(path string) error {
 // Table is the readable report.
 func (rep *Report) Table() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-18s %-6s %-4s %-10s %9s %8s  %s\n", "scenario", "kind", "run", "result", "ttd_ms", "model", "rules")
+	fmt.Fprintf(&b, "%-18s %-6s %-4s %-10s %-10s %9s %8s  %s\n", "scenario", "kind", "run", "result", "class", "ttd_ms", "model", "rules")
 	for _, r := range rep.Runs {
 		kind, res := "benign", "clean"
 		if r.Attack {
@@ -765,7 +767,7 @@ func (rep *Report) Table() string {
 		if !r.Attack && r.Run == 1 {
 			model = "train"
 		}
-		fmt.Fprintf(&b, "%-18s %-6s %-4d %-10s %9s %8s  %s\n", r.Scenario, kind, r.Run, res, ttd, model, strings.Join(r.Rules, ","))
+		fmt.Fprintf(&b, "%-18s %-6s %-4d %-10s %-10s %9s %8s  %s\n", r.Scenario, kind, r.Run, res, r.Class, ttd, model, strings.Join(r.Rules, ","))
 	}
 	fmt.Fprintf(&b, "\nattacks detected: %d/%d (%.1f%%), mean time to detection %.1f ms\n", rep.Detected, rep.Attacks, 100*rep.DetectionRate, rep.MeanTTDms)
 	fmt.Fprintf(&b, "benign: %d runs of %d workloads, %.1f s; false positives %d (%d runs, rate %.3f, %.1f per hour)\n",
