@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/nri/pkg/api"
@@ -15,6 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"vigil.dev/vigil/annotations"
+	"vigil.dev/vigil/audit"
 	"vigil.dev/vigil/event"
 	"vigil.dev/vigil/seccomp"
 )
@@ -43,6 +45,10 @@ type AgentConfig struct {
 	CgroupRoot    string
 	Events        io.Writer // JSON lines of events; nil discards them
 	Decisions     io.Writer // JSON lines of seccomp notify decisions; nil logs them
+	// AuditDir, when set, is the audit log (package audit): every event,
+	// notify decision, container start/stop with final counters, and the
+	// agent's start/stop are appended there first.
+	AuditDir string
 	// Reconnect is the wait between attempts to reach the runtime.
 	Reconnect time.Duration
 }
@@ -56,6 +62,8 @@ type Agent struct {
 	server  *seccomp.Server
 	events  *jsonLines
 	decided *jsonLines
+	aud     *audit.Writer
+	audErrs atomic.Uint64
 
 	mu        sync.Mutex
 	connected bool
@@ -98,6 +106,20 @@ func RunAgent(ctx context.Context, cfg AgentConfig, mon Monitor, log *logrus.Log
 	}
 	defer a.server.Close()
 	a.plugin = New(Config{Node: cfg.Node, CgroupRoot: cfg.CgroupRoot, ListenerPath: cfg.ListenerPath}, mon, a.server, log)
+	if cfg.AuditDir != "" {
+		if a.aud, err = audit.Open(audit.Options{Dir: cfg.AuditDir}); err != nil {
+			return fmt.Errorf("audit log: %w", err)
+		}
+		host, _ := os.Hostname()
+		a.audit(audit.KindAgent, 0, "", audit.Agent{Event: "start", Host: host, PID: os.Getpid(), Detail: "vigil agent"})
+		a.plugin.onLifecycle = a.lifecycle
+		defer func() {
+			a.audit(audit.KindAgent, 0, "", audit.Agent{Event: "stop", PID: os.Getpid()})
+			if err := a.aud.Close(); err != nil {
+				log.WithError(err).Error("close audit log")
+			}
+		}()
+	}
 
 	ctl, err := listenControl(cfg.ControlSocket)
 	if err != nil {
@@ -212,10 +234,42 @@ func (a *Agent) serveOnce(ctx context.Context, s stub.Stub) error {
 	return nil
 }
 
-// onEvent enriches and writes one event (the tracer reuses *ev afterwards).
+// onEvent enriches, audits and writes one event (the tracer reuses *ev
+// afterwards).
 func (a *Agent) onEvent(ev *event.Event) {
 	a.plugin.Enrich(ev)
+	if a.aud != nil {
+		if err := a.aud.AppendEvent(ev); err != nil {
+			a.auditFailed(err)
+		}
+	}
 	a.events.write(func(b []byte) []byte { return ev.AppendJSON(b) })
+}
+
+// audit appends one record when the agent keeps an audit log.
+func (a *Agent) audit(kind audit.Kind, cgroupID uint64, containerID string, body any) {
+	if a.aud == nil {
+		return
+	}
+	if err := a.aud.Append(kind, cgroupID, containerID, body); err != nil {
+		a.auditFailed(err)
+	}
+}
+
+func (a *Agent) auditFailed(err error) {
+	if a.audErrs.Add(1) == 1 {
+		a.log.WithError(err).Error("audit log: append failed (counted in vigil status from now on)")
+	}
+}
+
+// lifecycle audits a monitored container's start and stop (with its final
+// counters).
+func (a *Agent) lifecycle(what string, st ContainerStatus) {
+	rec := audit.Lifecycle{Event: what, ID: st.ID, Name: st.Name, Pod: st.Pod, Namespace: st.Namespace, Image: st.Image}
+	if what == "stop" {
+		rec.Counters = map[string]uint64{"seen": st.Seen, "emitted": st.Emitted, "dropped": st.Dropped}
+	}
+	a.audit(audit.KindLifecycle, st.CgroupID, st.ID, rec)
 }
 
 // Decision is the JSON record of one seccomp notify decision.
@@ -239,13 +293,15 @@ func (a *Agent) onDecision(n seccomp.Notification) {
 	if n.Err != nil {
 		d.Error = n.Err.Error()
 	}
+	var cgroupID uint64
 	a.plugin.mu.RLock()
 	if c := a.plugin.byID[n.Container]; c != nil {
-		d.Container = c.meta
+		d.Container, cgroupID = c.meta, c.cgroupID
 	} else if n.Container != "" {
 		d.Container = &event.Container{ID: n.Container}
 	}
 	a.plugin.mu.RUnlock()
+	a.audit(audit.KindAction, cgroupID, n.Container, d)
 	if a.cfg.Decisions == nil {
 		fields := logrus.Fields{"syscall": d.Syscall, "pid": d.PID, "action": d.Action, "errno": d.Errno}
 		if d.Container != nil {

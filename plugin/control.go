@@ -46,6 +46,7 @@ type Status struct {
 	NotifyOpen   int               `json:"notify_open"`
 	NotifyFds    uint64            `json:"notify_fds"`
 	NotifyAnswer uint64            `json:"notify_decisions"`
+	AuditErrors  uint64            `json:"audit_errors,omitempty"`
 }
 
 // listenControl opens the control socket, mode 0600 (root only).
@@ -117,6 +118,7 @@ func (a *Agent) status() *Status {
 		st.EventsError = err.Error()
 	}
 	st.NotifyOpen, st.NotifyFds, st.NotifyAnswer = a.server.Stats()
+	st.AuditErrors = a.audErrs.Load()
 	return st
 }
 

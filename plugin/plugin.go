@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/nri/pkg/api"
@@ -68,6 +69,12 @@ type Plugin struct {
 	// kernel frees a cgroup's counters with the cgroup, which a runtime may
 	// remove before vigil hears that the container stopped.
 	last map[uint64]bpf.Counters
+	// onLifecycle, when set, hears of monitored containers' "start" and
+	// "stop" (with final counters): the agent audits them.
+	onLifecycle func(what string, st ContainerStatus)
+	// catchUp is how long to wait for the reader before rebuilding the
+	// counters of a container whose cgroup is already gone.
+	catchUp time.Duration
 	// retireAfter is how long a removed container's cgroup still resolves
 	// to its metadata (its last events may still be in the ring).
 	retireAfter time.Duration
@@ -81,6 +88,10 @@ type container struct {
 	cgroupDir string
 	tracked   bool
 	state     string
+	// lastSeq and gaps follow the events read (Enrich): the highest
+	// sequence number and the numbers skipped (dropped records).
+	lastSeq atomic.Uint64
+	gaps    atomic.Uint64
 }
 
 // New returns a Plugin.
@@ -90,7 +101,7 @@ func New(cfg Config, tracer Tracer, notify Notifier, log *logrus.Logger) *Plugin
 	}
 	return &Plugin{cfg: cfg, tracer: tracer, notify: notify, log: log,
 		byID: map[string]*container{}, byCgroup: map[uint64]*container{}, pending: map[string]time.Time{},
-		last: map[uint64]bpf.Counters{}, retireAfter: 5 * time.Second}
+		last: map[uint64]bpf.Counters{}, retireAfter: 5 * time.Second, catchUp: 250 * time.Millisecond}
 }
 
 // Refresh records the tracked cgroups' counters (see Plugin.last).
@@ -216,6 +227,9 @@ func (p *Plugin) StartContainer(_ context.Context, pod *api.PodSandbox, ctr *api
 		return err
 	}
 	log.WithField("cgroup", c.cgroupID).Info("tracking container")
+	if p.onLifecycle != nil {
+		p.onLifecycle("start", p.statusOf(c, bpf.Counters{}))
+	}
 	return nil
 }
 
@@ -231,6 +245,11 @@ func (p *Plugin) track(c *container, ctr *api.Container) error {
 	}
 	if err := p.tracer.Track(id); err != nil {
 		return fmt.Errorf("vigil: %w", err)
+	}
+	if n, err := p.tracer.Counters(id); err == nil {
+		// Tracked before (pinned tracer, agent restart): start from there.
+		c.lastSeq.Store(n.Seen)
+		c.gaps.Store(n.Dropped)
 	}
 	p.mu.Lock()
 	c.cgroupID, c.cgroupDir, c.tracked = id, dir, true
@@ -254,6 +273,9 @@ func (p *Plugin) RemoveContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		// Created with a seccomp adjustment, never started nor post-created:
 		// the runtime refused the adjustment.
 		p.rejected = append(p.rejected, ctr.GetId())
+		if len(p.rejected) > keepFinal {
+			p.rejected = p.rejected[len(p.rejected)-keepFinal:]
+		}
 		delete(p.pending, ctr.GetId())
 		p.logFor(pod, ctr).Error("container removed before it started: if its creation failed with a validation error, containerd's NRI default validator " +
 			`rejects seccomp adjustments (plugins."io.containerd.nri.v1.nri".default_validator reject_*_seccomp_adjustment); allow them for vigil`)
@@ -286,21 +308,44 @@ func (p *Plugin) finish(pod *api.PodSandbox, ctr *api.Container, state string) {
 	log := p.logFor(pod, ctr).WithField("cgroup", c.cgroupID)
 	switch {
 	case errors.Is(err, bpf.ErrNotTracked):
-		// The runtime removed the cgroup first (the kernel freed its counters).
-		p.mu.Lock()
-		counters = p.last[c.cgroupID]
-		p.mu.Unlock()
-		log = log.WithField("as_of", "last refresh")
+		// The runtime removed the cgroup first and the kernel freed its
+		// counters with it. Rebuild them from the last refresh and from the
+		// events' sequence numbers, once the reader has caught up.
+		go func() {
+			time.Sleep(p.catchUp)
+			p.finalize(c, p.rebuiltCounters(c), log.WithField("counters", "rebuilt"), state)
+		}()
+		return
 	case err != nil:
 		log.WithError(err).Error("untrack container")
 	}
+	p.finalize(c, counters, log, state)
+}
+
+// rebuiltCounters estimates a gone cgroup's final counters: the larger of
+// the last refreshed kernel counters and what the events showed (the last
+// sequence number is the number of syscalls seen up to it; gaps are drops).
+// Drops after the last event read are not visible this way.
+func (p *Plugin) rebuiltCounters(c *container) bpf.Counters {
+	p.mu.RLock()
+	last := p.last[c.cgroupID]
+	p.mu.RUnlock()
+	seen := max(last.Seen, c.lastSeq.Load())
+	dropped := min(max(last.Dropped, c.gaps.Load()), seen)
+	return bpf.Counters{Seen: seen, Emitted: seen - dropped, Dropped: dropped}
+}
+
+// finalize records a stopped container's final counters.
+func (p *Plugin) finalize(c *container, counters bpf.Counters, log *logrus.Entry, state string) {
 	p.mu.Lock()
 	delete(p.last, c.cgroupID)
 	p.mu.Unlock()
 	log.WithFields(logrus.Fields{"seen": counters.Seen, "emitted": counters.Emitted, "dropped": counters.Dropped}).Info("container " + state + ": final counters")
 	st := p.statusOf(c, counters)
+	if p.onLifecycle != nil {
+		p.onLifecycle("stop", st)
+	}
 	p.mu.Lock()
-	// Keep the cgroup → metadata mapping: events still in the ring resolve.
 	p.final = append(p.final, st)
 	if len(p.final) > keepFinal {
 		p.final = p.final[len(p.final)-keepFinal:]
@@ -381,14 +426,21 @@ func (p *Plugin) Shutdown(context.Context) {
 
 // Enrich sets ev.Container from the cgroup → container map. The pointer is
 // shared and never modified: copy the struct to keep it past the callback.
+// It also follows each container's sequence numbers (see rebuiltCounters);
+// it is called from the one goroutine that reads the tracer.
 func (p *Plugin) Enrich(ev *event.Event) {
 	p.mu.RLock()
-	if c := p.byCgroup[ev.CgroupID]; c != nil {
-		ev.Container = c.meta
-	} else {
-		ev.Container = nil
-	}
+	c := p.byCgroup[ev.CgroupID]
 	p.mu.RUnlock()
+	if c == nil {
+		ev.Container = nil
+		return
+	}
+	ev.Container = c.meta
+	if prev := c.lastSeq.Load(); ev.Seq > prev {
+		c.gaps.Add(ev.Seq - prev - 1)
+		c.lastSeq.Store(ev.Seq)
+	}
 }
 
 // ContainerStatus is one container in `vigil status`.

@@ -249,13 +249,25 @@ func TestFinalCountersWhenCgroupGone(t *testing.T) {
 	if err := p.StartContainer(ctx, pod, ctr); err != nil {
 		t.Fatal(err)
 	}
+	// Events 1..42 read, then a refresh, then events up to 50 with 44 and
+	// 45 dropped.
+	for seq := uint64(1); seq <= 42; seq++ {
+		p.Enrich(&event.Event{CgroupID: 101, Seq: seq})
+	}
 	tr.tracked[101] = bpf.Counters{Seen: 42, Emitted: 42}
 	p.Refresh()
+	for _, seq := range []uint64{43, 46, 47, 48, 49, 50} {
+		p.Enrich(&event.Event{CgroupID: 101, Seq: seq})
+	}
 	delete(tr.tracked, 101) // the runtime removed the cgroup: the kernel freed its counters
+	p.catchUp = time.Millisecond
 	p.StopContainer(ctx, pod, ctr)
-	_, finished := p.Containers()
-	if len(finished) != 1 || finished[0].Seen != 42 {
-		t.Errorf("final counters %+v, want the last refreshed ones (seen 42)", finished)
+	var finished []ContainerStatus
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline) && len(finished) == 0; time.Sleep(5 * time.Millisecond) {
+		_, finished = p.Containers()
+	}
+	if len(finished) != 1 || finished[0].Seen != 50 || finished[0].Dropped != 2 || finished[0].Emitted != 48 {
+		t.Errorf("final counters %+v, want seen 50, dropped 2, emitted 48 (rebuilt)", finished)
 	}
 }
 

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"vigil.dev/vigil/audit"
 	"vigil.dev/vigil/event"
 	"vigil.dev/vigil/plugin"
 )
@@ -79,6 +81,33 @@ func TestMonitoredPodTracedFromFirstExecve(t *testing.T) {
 	}
 	if cs.Seccomp != "notify" || !cs.Monitor {
 		t.Errorf("status %+v: want monitored with the notify profile (the default)", cs)
+	}
+
+	// The audit log holds the same events and the container's lifecycle
+	// with its final counters, and verifies.
+	var audited int
+	var stop audit.Lifecycle
+	eventually(t, "the container's records in the audit log", 5*time.Second, func() bool {
+		audited, stop = 0, audit.Lifecycle{}
+		err := audit.Scan(auditDir(), &audit.Filter{ContainerID: id}, func(r *audit.Record) error {
+			switch r.Kind {
+			case audit.KindEvent:
+				audited++
+			case audit.KindLifecycle:
+				var l audit.Lifecycle
+				if json.Unmarshal(r.Body, &l) == nil && l.Event == "stop" {
+					stop = l
+				}
+			}
+			return nil
+		})
+		return err == nil && audited == len(evs) && stop.Event == "stop"
+	})
+	if stop.Counters["seen"] != cs.Seen || stop.Name != "probe" || stop.Pod != p.name {
+		t.Errorf("audited stop %+v, want final counters seen=%d", stop, cs.Seen)
+	}
+	if rep, err := audit.Verify(auditDir(), ""); err != nil || !rep.OK() {
+		t.Errorf("audit verify: %+v, %v", rep.Problem, err)
 	}
 }
 
@@ -200,6 +229,17 @@ func TestSeccompNotify(t *testing.T) {
 			t.Errorf("logs %q: want mkdir to fail with EACCES (the policy's answer)", logs)
 		}
 		eventually(t, "a deny EACCES decision", 5*time.Second, func() bool { return hasDecision(decisionsOf(t, id), "mkdir", "deny", "EACCES") })
+		eventually(t, "the denial in the audit log", 5*time.Second, func() bool {
+			var ds []plugin.Decision
+			audit.Scan(auditDir(), &audit.Filter{Kinds: []audit.Kind{audit.KindAction}, ContainerID: id}, func(r *audit.Record) error {
+				var d plugin.Decision
+				if json.Unmarshal(r.Body, &d) == nil {
+					ds = append(ds, d)
+				}
+				return nil
+			})
+			return hasDecision(ds, "mkdir", "deny", "EACCES")
+		})
 	})
 	t.Run("crictl exec into a notify container", func(t *testing.T) {
 		p := runPod(t, "notifyexec", "default", monitored)
@@ -334,7 +374,7 @@ func TestPreRegisteredPlugin(t *testing.T) {
 	sock, events := filepath.Join(dir, "vigil.sock"), filepath.Join(dir, "events.jsonl")
 	script := fmt.Sprintf("#!/bin/sh\nexec %s agent --control-socket %s --listener %s --events %s --pin-dir '' 2>>%s\n",
 		vigil, sock, filepath.Join(dir, "seccomp.sock"), events, filepath.Join(dir, "agent.log"))
-	const entry = "/opt/nri/plugins/10-vigil"
+	entry := preRegisteredEntry
 	if err := os.WriteFile(entry, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -359,3 +399,6 @@ func TestPreRegisteredPlugin(t *testing.T) {
 		return strings.Contains(string(data), `"id":"`+id+`"`) && strings.Contains(string(data), `"syscall":"exit_group"`)
 	})
 }
+
+// preRegisteredEntry is where TestPreRegisteredPlugin installs vigil.
+const preRegisteredEntry = "/opt/nri/plugins/10-vigil"

@@ -58,11 +58,16 @@ func TestMain(m *testing.M) {
 const pinDir = "/sys/fs/bpf/vigil-e2e"
 
 func setup() error {
-	out, err := exec.Command("git", "rev-parse", "--show-toplevel").Output()
-	if err != nil {
+	// go test runs in the package's directory, test/e2e.
+	var err error
+	if repo, err = filepath.Abs("../.."); err != nil {
 		return fmt.Errorf("find repository: %w", err)
 	}
-	repo = strings.TrimSpace(string(out))
+	// A pre-registered test agent left by an interrupted run would start
+	// with containerd and claim every container's seccomp policy.
+	if data, err := os.ReadFile(preRegisteredEntry); err == nil && strings.Contains(string(data), "vigil-e2e-") {
+		os.Remove(preRegisteredEntry)
+	}
 	if out, err := exec.Command("bash", filepath.Join(repo, "install/node.sh"), "up").CombinedOutput(); err != nil {
 		return fmt.Errorf("install/node.sh up: %v\n%s", err, out)
 	}
@@ -121,7 +126,7 @@ func startAgent() (*agentProc, error) {
 		log: &bytes.Buffer{}, logMu: &sync.Mutex{}, done: make(chan struct{})}
 	a.cmd = exec.Command(vigil, "agent", "--config", filepath.Join(workDir, "config.yaml"),
 		"--control-socket", controlSocket(), "--listener", filepath.Join(workDir, "seccomp.sock"),
-		"--events", a.events, "--decisions", a.decisions, "--pin-dir", pinDir)
+		"--events", a.events, "--decisions", a.decisions, "--pin-dir", pinDir, "--audit", auditDir())
 	a.cmd.Stdout = lockedWriter{a.logMu, a.log}
 	a.cmd.Stderr = lockedWriter{a.logMu, a.log}
 	if err := a.cmd.Start(); err != nil {
@@ -159,6 +164,8 @@ func (a *agentProc) kill() {
 }
 
 func controlSocket() string { return filepath.Join(workDir, "vigil.sock") }
+
+func auditDir() string { return filepath.Join(workDir, "audit") }
 
 func status() (*plugin.Status, error) {
 	resp, err := plugin.Call(controlSocket(), plugin.Request{Op: "status"})
