@@ -38,6 +38,10 @@ type Unit struct {
 	Index  int
 	Seqs   [][]string         // syscall names in order, one slice per thread or trace
 	Counts map[string]float64 // per-syscall counts; derived from Seqs when nil
+	// Prefix holds, per sequence, the syscalls that came just before it in
+	// the same thread (the end of the previous window): context for the
+	// first n-grams, not scored. nil for traces that start at the start.
+	Prefix [][]string
 	// for the evidence of online verdicts
 	first, last int64
 }
@@ -314,8 +318,8 @@ func fit(units []Unit, vocab []string, hasSeq, hasCounts bool, opt TrainOptions)
 	gramToks := map[uint64][]uint16{}
 	var buf []uint16
 	for ui := range units {
-		for _, s := range units[ui].Seqs {
-			buf = m.tokens(buf[:0], s)
+		for si, s := range units[ui].Seqs {
+			buf = m.tokens(buf[:0], units[ui].prefix(si), s)
 			for i := ngramOrder - 1; i < len(buf); i++ {
 				m.Unigram[buf[i]]++
 				m.Syscalls++
@@ -402,10 +406,17 @@ func lessToks(a, b []uint16) bool {
 	return len(a) < len(b)
 }
 
-// tokens maps names to ids, with ngramOrder-1 BOS tokens in front.
-func (m *Model) tokens(buf []uint16, names []string) []uint16 {
-	for i := 0; i < ngramOrder-1; i++ {
+// tokens maps names to ids behind ngramOrder-1 tokens of context: the
+// prefix (the thread's preceding syscalls), padded in front with BOS.
+func (m *Model) tokens(buf []uint16, prefix, names []string) []uint16 {
+	if len(prefix) > ngramOrder-1 {
+		prefix = prefix[len(prefix)-(ngramOrder-1):]
+	}
+	for i := len(prefix); i < ngramOrder-1; i++ {
 		buf = append(buf, m.bos())
+	}
+	for _, n := range prefix {
+		buf = append(buf, m.tok(n))
 	}
 	for _, n := range names {
 		buf = append(buf, m.tok(n))
@@ -481,11 +492,11 @@ func (m *Model) rawWorst(u *Unit, wantWorst bool) ([3]float64, []string) {
 		var buf []uint16
 		best := -1.0
 		maxFrame := 0.0
-		for _, s := range u.Seqs {
+		for si, s := range u.Seqs {
 			if len(s) == 0 {
 				continue
 			}
-			buf = m.tokens(buf[:0], s)
+			buf = m.tokens(buf[:0], u.prefix(si), s)
 			body := buf[ngramOrder-1:]
 			nll := make([]float64, len(body))
 			mis := make([]uint8, len(body))
@@ -715,6 +726,13 @@ func (m *Model) Summary() string {
 	}
 	fmt.Fprintf(&b, "most frequent: %s\n", strings.Join(parts, ", "))
 	return b.String()
+}
+
+func (u *Unit) prefix(i int) []string {
+	if i < len(u.Prefix) {
+		return u.Prefix[i]
+	}
+	return nil
 }
 
 // Len is the number of syscalls in the unit.

@@ -26,13 +26,14 @@ type windower struct {
 	tids  map[uint32]int
 	order []uint32
 	seqs  [][]string
+	tail  map[uint32][]string // per thread, its last syscalls before this window
 }
 
 func newWindower(n int) *windower {
 	if n <= 0 {
 		n = DefaultWindowEvents
 	}
-	return &windower{n: n, tids: map[uint32]int{}}
+	return &windower{n: n, tids: map[uint32]int{}, tail: map[uint32][]string{}}
 }
 
 // add appends an event; it reports whether the window is complete.
@@ -61,8 +62,19 @@ func (w *windower) add(ev *event.Event) bool {
 // unit copies the window out as a Unit and starts a new window.
 func (w *windower) unit(source string, index int) Unit {
 	u := Unit{Source: source, Index: index, first: w.start, last: w.end}
-	for i := range w.order {
-		u.Seqs = append(u.Seqs, append([]string(nil), w.seqs[i]...))
+	if len(w.tail) > procStateCap {
+		clear(w.tail) // bounded: threads come and go
+	}
+	for i, tid := range w.order {
+		seq := append([]string(nil), w.seqs[i]...)
+		u.Seqs = append(u.Seqs, seq)
+		u.Prefix = append(u.Prefix, w.tail[tid])
+		// the context the thread's next window starts from
+		t := append(append([]string(nil), w.tail[tid]...), seq...)
+		if len(t) > ngramOrder-1 {
+			t = t[len(t)-(ngramOrder-1):]
+		}
+		w.tail[tid] = t
 	}
 	w.count = 0
 	w.order = w.order[:0]
