@@ -299,6 +299,13 @@ func TestEventWindowsSplitThreads(t *testing.T) {
 			t.Fatalf("thread 1's sequence holds %q: threads were mixed", s)
 		}
 	}
+	// The second window's sequences start from the thread's last syscalls.
+	if p := units[0].Prefix[0]; len(p) != 0 {
+		t.Errorf("first window has a prefix %v", p)
+	}
+	if p := units[1].Prefix[1]; len(p) != ngramOrder-1 || p[0] != "write" {
+		t.Errorf("second window, thread 2: prefix %v, want %d writes", p, ngramOrder-1)
+	}
 }
 
 func TestOnlineModelVerdicts(t *testing.T) {
