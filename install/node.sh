@@ -6,7 +6,9 @@
 #
 #   install/node.sh up          build/install what is missing, start containerd (idempotent)
 #   install/node.sh down        remove the test pods, stop containerd (and the agent)
-#   install/node.sh agent-up    start bin/vigil agent in the background (after up)
+#   install/node.sh agent-up    start bin/vigil agent in the background (after up): events in
+#                               /var/lib/vigil-node/events.jsonl, notify decisions in
+#                               seccomp.jsonl, audit log in audit/, log in agent.log
 #   install/node.sh status      say what runs
 #   install/node.sh env         print the paths as shell variables
 #   install/node.sh restart-containerd   rewrite the config, restart containerd
@@ -259,7 +261,8 @@ cmd_agent_up() {
 		return
 	fi
 	[ -x "$REPO/bin/vigil" ] || { echo "node: $REPO/bin/vigil missing: run 'make build'" >&2; exit 1; }
-	setsid "$REPO/bin/vigil" agent --nri-socket "$NRI_SOCK" >>"$AGENT_LOG" 2>&1 </dev/null &
+	setsid "$REPO/bin/vigil" agent --nri-socket "$NRI_SOCK" --events "$NODE_ROOT/events.jsonl" \
+		--decisions "$NODE_ROOT/seccomp.jsonl" --audit "$NODE_ROOT/audit" >>"$AGENT_LOG" 2>&1 </dev/null &
 	echo $! >"$AGENT_PIDFILE"
 	for _ in $(seq 1 50); do
 		[ -S /run/vigil/vigil.sock ] && { say "agent up (pid $(agent_pid), log $AGENT_LOG)"; return; }

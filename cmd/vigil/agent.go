@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/cilium/ebpf"
 	"github.com/sirupsen/logrus"
 
 	"vigil.dev/vigil/annotations"
@@ -97,7 +98,7 @@ func runAgent(args []string) int {
 	}
 	defer closeDec()
 
-	mon, err := bpf.Load(bpf.Config{RingBytes: *ringBytes, PinDir: *pinDir})
+	mon, err := loadTracer(bpf.Config{RingBytes: *ringBytes, PinDir: *pinDir}, log)
 	if err != nil {
 		return fail("agent: %v", err)
 	}
@@ -127,4 +128,19 @@ func openOutput(path string) (io.Writer, func(), error) {
 		return nil, nil, err
 	}
 	return f, func() { f.Close() }, nil
+}
+
+// loadTracer loads the tracer; a pinned tracer of another layout (another
+// vigil version or ring size) is replaced, with a warning: its counters are
+// lost, but the node keeps its agent.
+func loadTracer(cfg bpf.Config, log *logrus.Logger) (*bpf.Monitor, error) {
+	mon, err := bpf.Load(cfg)
+	if err == nil || cfg.PinDir == "" || !errors.Is(err, ebpf.ErrMapIncompatible) {
+		return mon, err
+	}
+	log.WithError(err).Warn("the tracer pinned in " + cfg.PinDir + " has another layout (another vigil version or ring size): replacing it; the counters of running containers start again")
+	if err := bpf.Unpin(cfg.PinDir); err != nil {
+		return nil, fmt.Errorf("replace pinned tracer: %w", err)
+	}
+	return bpf.Load(cfg)
 }

@@ -1,0 +1,52 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"vigil.dev/vigil/event"
+	"vigil.dev/vigil/plugin"
+)
+
+func TestPrintStatus(t *testing.T) {
+	st := &plugin.Status{Since: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Connected: true, Connections: 2, Events: 1234,
+		NotifyOpen: 1, NotifyFds: 3, NotifyAnswer: 7,
+		Containers: []plugin.ContainerStatus{
+			{Container: event.Container{ID: "0123456789abcdef", Name: "app", Pod: "web", Namespace: "shop"}, State: "running",
+				Monitor: true, Forced: true, Seccomp: "notify", Mode: "enforce", CgroupID: 42, Tracked: true, Seen: 100, Emitted: 98, Dropped: 2},
+			{Container: event.Container{ID: "x", Name: "db", Pod: "web", Namespace: "shop"}, State: "running"},
+		},
+		Finished: []plugin.ContainerStatus{{Container: event.Container{ID: "y", Name: "job", Pod: "batch", Namespace: "shop"}, State: "stopped", Monitor: true, Seen: 9, Emitted: 9}},
+		Rejected: []string{"zzz"},
+	}
+	var b bytes.Buffer
+	printStatus(&b, st)
+	out := b.String()
+	for _, want := range []string{
+		"runtime connected (2 connections), 1234 events written",
+		"1 fds open, 3 received, 7 decisions",
+		"0123456789ab", // ids shortened
+		"forced", "notify", "100", "98",
+		"job", "stopped",
+		"rejected by the runtime (seccomp adjustment refused): zzz",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "0123456789abcdef") {
+		t.Errorf("long id not shortened:\n%s", out)
+	}
+	lines := strings.Split(out, "\n")
+	var dbLine string
+	for _, l := range lines {
+		if strings.Contains(l, " db ") {
+			dbLine = l
+		}
+	}
+	if !strings.Contains(dbLine, " no ") || !strings.Contains(dbLine, " - ") {
+		t.Errorf("unmonitored row %q: want monitor 'no' and '-' for no profile", dbLine)
+	}
+}
