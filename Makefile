@@ -5,7 +5,7 @@ PKGS    := ./...
 # BPF objects and Go bindings are committed; `make generate` rebuilds them.
 GOFLAGS_TEST ?= -count=1 -timeout 40m
 
-.PHONY: help build generate generate-check test unit e2e demo bench bench-peers bench-audit eval node-up node-down lint clean deps
+.PHONY: help build generate generate-check test unit e2e demo bench bench-peers bench-audit bench-detector eval node-up node-down lint clean deps
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -54,6 +54,9 @@ bench-audit: build ## audit writer alone: sustained events/s, CPU and bytes per 
 	./$(BIN) audit bench --events 5000000 --fsync batch
 	./$(BIN) audit bench --events 5000000 --fsync batch --noisy
 	./$(BIN) audit bench --events 5000000 --fsync batch --noisy --compression zstd
+
+bench-detector: ## detector events/s and per-event latency p50/p99
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./detector
 
 bench-peers: build ## the tracer benchmarks with strace -f and vigil+audit side by side
 	./$(BIN) bench tracer --workloads getppid,open-read-close,tar-rm-5000,http --peers --audit --out bench-peers.json

@@ -4,7 +4,8 @@
 # for vmlinux.h, a mounted bpffs. Idempotent and quiet when all is there.
 set -euo pipefail
 need=()
-for p in clang llvm libbpf-dev bpftool gcc make; do
+# busybox-static and bash: the detection scenarios (test/scenarios) run in them.
+for p in clang llvm libbpf-dev bpftool gcc libc6-dev make tar busybox-static bash; do
 	dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -168,6 +168,7 @@ func trace(o traceOpts, cmdArgs []string) (int, error) {
 	if err := <-done; err != nil {
 		return status, err
 	}
+	out.flushDetector()
 	counters, err := mon.Counters(cg.ID)
 	if err != nil {
 		return status, err
@@ -281,6 +282,14 @@ func (o *eventWriter) writeVerdict(v *detector.Verdict) {
 	if o.err == nil {
 		o.err = o.w.Flush()
 	}
+}
+
+// flushDetector closes the model's last partial window once the command
+// ended, so a short run is scored too.
+func (o *eventWriter) flushDetector() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.sink.flush(o.writeVerdict)
 }
 
 // sample feeds the detector the cgroup's CPU use and thread count every

@@ -78,6 +78,16 @@ func (s *traceSink) sample(smp detector.Sample, emit func(*detector.Verdict)) {
 	}
 }
 
+// flush scores what the detector still holds (the model's partial window).
+func (s *traceSink) flush(emit func(*detector.Verdict)) {
+	if s.eng == nil {
+		return
+	}
+	for _, v := range s.eng.Flush() {
+		s.verdict(&v, emit)
+	}
+}
+
 func (s *traceSink) verdict(v *detector.Verdict, emit func(*detector.Verdict)) {
 	s.append(audit.KindVerdict, v)
 	emit(v)
