@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -45,6 +46,9 @@ type AgentConfig struct {
 	CgroupRoot    string
 	Events        io.Writer // JSON lines of events; nil discards them
 	Decisions     io.Writer // JSON lines of seccomp notify decisions; nil logs them
+	// MetricsAddr, when set, serves /healthz and /metrics there (e.g.
+	// "127.0.0.1:9477").
+	MetricsAddr string
 	// AuditDir, when set, is the audit log (package audit): every event,
 	// notify decision, container start/stop with final counters, and the
 	// agent's start/stop are appended there first.
@@ -129,6 +133,14 @@ func RunAgent(ctx context.Context, cfg AgentConfig, mon Monitor, log *logrus.Log
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if cfg.MetricsAddr != "" {
+		ln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("metrics address: %w", err)
+		}
+		log.WithField("addr", ln.Addr().String()).Info("serving /healthz and /metrics")
+		go a.serveHTTP(ctx, ln)
+	}
 	errc := make(chan error, 3)
 	var wg sync.WaitGroup
 	wg.Add(3)

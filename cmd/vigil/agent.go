@@ -53,6 +53,7 @@ func runAgent(args []string) int {
 		listener  = fs.String("listener", plugin.DefaultListenerPath, "seccomp notify listener `SOCKET` (the profiles' listenerPath)")
 		events    = fs.String("events", "-", "write events as JSON lines to `FILE` ('-' standard output, '' nowhere)")
 		decisions = fs.String("decisions", "", "write seccomp notify decisions as JSON lines to `FILE` (default: log them)")
+		metrics   = fs.String("metrics-addr", "127.0.0.1:9477", "serve /healthz and /metrics (Prometheus) on `ADDR` ('' serves nothing)")
 		auditDir  = fs.String("audit", "", "also append events, decisions and container lifecycle to the audit log in `DIR` ('vigil audit verify DIR')")
 		pinDir    = fs.String("pin-dir", bpf.DefaultPinDir, "pin the tracer's state in `DIR` on bpffs, so a restarted agent keeps counting ('' pins nothing)")
 		ringBytes = fs.Int("ring-size", 16<<20, "ring buffer size in `BYTES` (a power of two)")
@@ -108,7 +109,7 @@ func runAgent(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	cfg := plugin.AgentConfig{Node: node, NRISocket: *nriSock, ControlSocket: *ctlSock, ListenerPath: *listener,
-		CgroupRoot: root, Events: evOut, Decisions: decOut, AuditDir: *auditDir}
+		CgroupRoot: root, Events: evOut, Decisions: decOut, AuditDir: *auditDir, MetricsAddr: *metrics}
 	if err := plugin.RunAgent(ctx, cfg, mon, log); err != nil {
 		return fail("agent: %v", err)
 	}

@@ -3,6 +3,8 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -334,6 +336,24 @@ func TestRestarts(t *testing.T) {
 	var before uint64
 	eventually(t, "the loop container counting", 10*time.Second, func() bool { before = seen(); return before > 100 })
 
+	t.Run("healthz and metrics", func(t *testing.T) {
+		resp, err := http.Get("http://" + metricsAddr + "/healthz")
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("/healthz: %v %v", resp, err)
+		}
+		resp.Body.Close()
+		resp, err = http.Get("http://" + metricsAddr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		want := fmt.Sprintf(`vigil_container_syscalls_seen_total{namespace="default",pod="longrun",container="loop",id="%s"} `, id)
+		if !strings.Contains(string(body), want) || !strings.Contains(string(body), "vigil_runtime_connected 1") {
+			t.Errorf("/metrics lacks %q:\n%s", want, body)
+		}
+	})
+
 	t.Run("agent killed and restarted", func(t *testing.T) {
 		agent.kill()
 		time.Sleep(500 * time.Millisecond) // the pinned tracer keeps counting meanwhile
@@ -388,7 +408,7 @@ func TestPreRegisteredPlugin(t *testing.T) {
 	}()
 	dir := t.TempDir()
 	sock, events := filepath.Join(dir, "vigil.sock"), filepath.Join(dir, "events.jsonl")
-	script := fmt.Sprintf("#!/bin/sh\nexec %s agent --control-socket %s --listener %s --events %s --pin-dir '' 2>>%s\n",
+	script := fmt.Sprintf("#!/bin/sh\nexec %s agent --control-socket %s --listener %s --events %s --pin-dir '' --metrics-addr '' 2>>%s\n",
 		vigil, sock, filepath.Join(dir, "seccomp.sock"), events, filepath.Join(dir, "agent.log"))
 	entry := preRegisteredEntry
 	if err := os.WriteFile(entry, []byte(script), 0o755); err != nil {

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,9 +88,18 @@ func setup() error {
 	if err := os.WriteFile(filepath.Join(workDir, "config.yaml"), []byte(cfg), 0o600); err != nil {
 		return err
 	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	metricsAddr = ln.Addr().String()
+	ln.Close()
 	agent, err = startAgent()
 	return err
 }
+
+// metricsAddr is where the test agent serves /healthz and /metrics.
+var metricsAddr string
 
 // need skips when not root and fails when the node could not be set up.
 func need(t *testing.T) {
@@ -126,7 +136,8 @@ func startAgent() (*agentProc, error) {
 		log: &bytes.Buffer{}, logMu: &sync.Mutex{}, done: make(chan struct{})}
 	a.cmd = exec.Command(vigil, "agent", "--config", filepath.Join(workDir, "config.yaml"),
 		"--control-socket", controlSocket(), "--listener", filepath.Join(workDir, "seccomp.sock"),
-		"--events", a.events, "--decisions", a.decisions, "--pin-dir", pinDir, "--audit", auditDir())
+		"--events", a.events, "--decisions", a.decisions, "--pin-dir", pinDir, "--audit", auditDir(),
+		"--metrics-addr", metricsAddr)
 	a.cmd.Stdout = lockedWriter{a.logMu, a.log}
 	a.cmd.Stderr = lockedWriter{a.logMu, a.log}
 	if err := a.cmd.Start(); err != nil {

@@ -1,0 +1,107 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// serveHTTP serves /healthz and /metrics (Prometheus text format) on ln
+// until ctx is done.
+func (a *Agent) serveHTTP(ctx context.Context, ln net.Listener) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := a.healthy(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		writeMetrics(w, a.status())
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		shut, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		srv.Shutdown(shut)
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		a.log.WithError(err).Error("metrics server")
+	}
+}
+
+// healthy is nil when the agent is connected to the runtime and its
+// outputs work.
+func (a *Agent) healthy() error {
+	a.mu.Lock()
+	connected := a.connected
+	a.mu.Unlock()
+	if !connected {
+		return errors.New("not connected to the runtime over NRI")
+	}
+	if _, err := a.events.stats(); err != nil {
+		return fmt.Errorf("event output: %w", err)
+	}
+	return nil
+}
+
+// writeMetrics writes st in the Prometheus text exposition format.
+func writeMetrics(w io.Writer, st *Status) {
+	b01 := func(v bool) int {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	metric := func(name, typ, help string) {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
+	}
+	metric("vigil_runtime_connected", "gauge", "1 when connected to the container runtime over NRI.")
+	fmt.Fprintf(w, "vigil_runtime_connected %d\n", b01(st.Connected))
+	metric("vigil_runtime_connections_total", "counter", "NRI connections made since the agent started.")
+	fmt.Fprintf(w, "vigil_runtime_connections_total %d\n", st.Connections)
+	metric("vigil_events_total", "counter", "Syscall events read from the tracer since the agent started.")
+	fmt.Fprintf(w, "vigil_events_total %d\n", st.Events)
+	metric("vigil_seccomp_notify_fds", "gauge", "Seccomp notify fds being served.")
+	fmt.Fprintf(w, "vigil_seccomp_notify_fds %d\n", st.NotifyOpen)
+	metric("vigil_seccomp_notify_decisions_total", "counter", "Seccomp notify decisions made.")
+	fmt.Fprintf(w, "vigil_seccomp_notify_decisions_total %d\n", st.NotifyAnswer)
+	metric("vigil_audit_errors_total", "counter", "Records the audit log could not take.")
+	fmt.Fprintf(w, "vigil_audit_errors_total %d\n", st.AuditErrors)
+	metric("vigil_containers_rejected_total", "counter", "Containers whose seccomp adjustment the runtime refused (last 256).")
+	fmt.Fprintf(w, "vigil_containers_rejected_total %d\n", len(st.Rejected))
+	metric("vigil_container_tracked", "gauge", "1 when the container's cgroup is traced.")
+	for _, c := range st.Containers {
+		fmt.Fprintf(w, "vigil_container_tracked{%s} %d\n", labels(c), b01(c.Tracked))
+	}
+	for _, m := range []struct {
+		name, help string
+		get        func(ContainerStatus) uint64
+	}{
+		{"vigil_container_syscalls_seen_total", "Syscalls the container completed while traced (exact, kernel-side).", func(c ContainerStatus) uint64 { return c.Seen }},
+		{"vigil_container_records_emitted_total", "Syscall records written to the ring.", func(c ContainerStatus) uint64 { return c.Emitted }},
+		{"vigil_container_records_dropped_total", "Syscall records lost because the ring was full.", func(c ContainerStatus) uint64 { return c.Dropped }},
+	} {
+		metric(m.name, "counter", m.help)
+		for _, c := range st.Containers {
+			if c.Tracked {
+				fmt.Fprintf(w, "%s{%s} %d\n", m.name, labels(c), m.get(c))
+			}
+		}
+	}
+}
+
+var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
+
+func labels(c ContainerStatus) string {
+	return fmt.Sprintf(`namespace="%s",pod="%s",container="%s",id="%s"`,
+		labelEscaper.Replace(c.Namespace), labelEscaper.Replace(c.Pod), labelEscaper.Replace(c.Name), labelEscaper.Replace(c.ID))
+}
