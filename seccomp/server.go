@@ -133,10 +133,14 @@ func (s *Server) Serve() error {
 			}
 			return fmt.Errorf("seccomp server: accept: %w", err)
 		}
-		if err := s.handle(c); err != nil {
-			// A bad peer must not stop the server; report it as a failed decision.
-			s.report(Notification{Time: time.Now(), Err: err})
-		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.handle(c); err != nil {
+				// A bad peer must not stop the server; report it as a failed decision.
+				s.report(Notification{Time: time.Now(), Err: err})
+			}
+		}()
 	}
 }
 

@@ -278,6 +278,12 @@ func TestServerSurvivesBadPeers(t *testing.T) {
 			t.Errorf("bad peer not reported as an error: %+v", n)
 		}
 	}
+	// A peer that connects and sends nothing does not hold up the others.
+	idle, err := net.Dial("unix", s.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
 	// Still serving.
 	res := asRunc(t, s.Path(), "c", []string{specs.SeccompFdName}, []uint32{unix.SYS_MKDIRAT}, op{"mkdirat", filepath.Join(t.TempDir(), "x")})
 	if res[0] != 0 {
