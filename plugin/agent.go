@@ -92,11 +92,11 @@ func RunAgent(ctx context.Context, cfg AgentConfig, mon Monitor, log *logrus.Log
 	if cfg.Reconnect == 0 {
 		cfg.Reconnect = time.Second
 	}
-	names, err := seccomp.ListNamed(cfg.Node.ProfileDir)
+	node, err := withProfiles(cfg.Node)
 	if err != nil {
 		return err
 	}
-	cfg.Node.Profiles = append(cfg.Node.Profiles, names...)
+	cfg.Node = node
 
 	a := &Agent{cfg: cfg, log: log, mon: mon, started: time.Now(),
 		events: newJSONLines(cfg.Events), decided: newJSONLines(cfg.Decisions)}

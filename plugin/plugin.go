@@ -14,7 +14,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,10 +56,11 @@ type Config struct {
 // Plugin handles NRI requests. Its handlers are short: the decisions are
 // made by pure functions (parsePolicy, buildAdjustment, CgroupDir).
 type Plugin struct {
-	cfg    Config
-	tracer Tracer
-	notify Notifier
-	log    *logrus.Logger
+	cfg     Config
+	nodeCfg atomic.Pointer[annotations.NodeConfig]
+	tracer  Tracer
+	notify  Notifier
+	log     *logrus.Logger
 
 	mu       sync.RWMutex
 	byID     map[string]*container
@@ -99,6 +102,52 @@ func New(cfg Config, tracer Tracer, notify Notifier, log *logrus.Logger) *Plugin
 	if cfg.CgroupID == nil {
 		cfg.CgroupID = bpf.CgroupID
 	}
+	p := newPlugin(cfg, tracer, notify, log)
+	p.nodeCfg.Store(&cfg.Node)
+	return p
+}
+
+// node is the node configuration in force (the file's, or the runtime's
+// NRI plugin configuration when it sent one).
+func (p *Plugin) node() annotations.NodeConfig { return *p.nodeCfg.Load() }
+
+// Configure takes the plugin configuration the runtime passes (from
+// /etc/nri/conf.d/10-vigil.conf in the pre-registered mode): the same YAML
+// as /etc/vigil/config.yaml, which it then replaces. Empty keeps the file's.
+func (p *Plugin) Configure(_ context.Context, config, runtime, version string) (api.EventMask, error) {
+	p.log.WithFields(logrus.Fields{"runtime": runtime, "version": version}).Info("configured by the runtime")
+	if strings.TrimSpace(config) == "" {
+		return 0, nil
+	}
+	node, err := loadNodeConfig([]byte(config))
+	if err != nil {
+		return 0, fmt.Errorf("vigil: NRI plugin configuration: %w", err)
+	}
+	p.nodeCfg.Store(&node)
+	return 0, nil
+}
+
+// loadNodeConfig parses a node configuration and adds the named seccomp
+// profiles of its profile directory: the one path for the file and NRI.
+func loadNodeConfig(data []byte) (annotations.NodeConfig, error) {
+	node, err := annotations.ParseNodeConfig(data)
+	if err != nil {
+		return node, err
+	}
+	return withProfiles(node)
+}
+
+// withProfiles adds the profile directory's names to node.Profiles.
+func withProfiles(node annotations.NodeConfig) (annotations.NodeConfig, error) {
+	names, err := seccomp.ListNamed(node.ProfileDir)
+	if err != nil {
+		return node, err
+	}
+	node.Profiles = append(slices.Clone(node.Profiles), names...)
+	return node, nil
+}
+
+func newPlugin(cfg Config, tracer Tracer, notify Notifier, log *logrus.Logger) *Plugin {
 	return &Plugin{cfg: cfg, tracer: tracer, notify: notify, log: log,
 		byID: map[string]*container{}, byCgroup: map[uint64]*container{}, pending: map[string]time.Time{},
 		last: map[uint64]bpf.Counters{}, retireAfter: 5 * time.Second, catchUp: 250 * time.Millisecond}
@@ -145,14 +194,14 @@ func short(id string) string {
 }
 
 func (p *Plugin) seccompOptions() seccomp.Options {
-	return seccomp.Options{ListenerPath: p.cfg.ListenerPath, ProfileDir: p.cfg.Node.ProfileDir}
+	return seccomp.Options{ListenerPath: p.cfg.ListenerPath, ProfileDir: p.node().ProfileDir}
 }
 
 // CreateContainer applies the annotation contract: a bad value fails the
 // creation with the error that names key, value and allowed values.
 func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *api.Container) (*api.ContainerAdjustment, []*api.ContainerUpdate, error) {
 	log := p.logFor(pod, ctr)
-	pol, err := parsePolicy(pod, ctr, p.cfg.Node)
+	pol, err := parsePolicy(pod, ctr, p.node())
 	if err != nil {
 		log.WithError(err).Warn("rejecting container: bad vigil annotation")
 		return nil, nil, err
@@ -205,7 +254,7 @@ func (p *Plugin) StartContainer(_ context.Context, pod *api.PodSandbox, ctr *api
 	p.mu.RUnlock()
 	if c == nil {
 		// Created while the agent was away: decide now.
-		pol, err := parsePolicy(pod, ctr, p.cfg.Node)
+		pol, err := parsePolicy(pod, ctr, p.node())
 		if err != nil {
 			log.WithError(err).Warn("bad vigil annotation on a container created while vigil was away; not monitored")
 			return nil
@@ -368,7 +417,7 @@ func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 	for _, ctr := range ctrs {
 		pod := podByID[ctr.GetPodSandboxId()]
 		log := p.logFor(pod, ctr)
-		pol, err := parsePolicy(pod, ctr, p.cfg.Node)
+		pol, err := parsePolicy(pod, ctr, p.node())
 		if err != nil {
 			log.WithError(err).Warn("synchronize: bad vigil annotation; not monitored")
 			continue
@@ -517,7 +566,7 @@ func (p *Plugin) Register(req Request) (annotations.Policy, error) {
 		return annotations.Policy{}, errors.New("register: no container id")
 	}
 	meta := *req.Container
-	pol, err := annotations.Parse(nil, req.Annotations, meta.Name, meta.Namespace, meta.Image, p.cfg.Node)
+	pol, err := annotations.Parse(nil, req.Annotations, meta.Name, meta.Namespace, meta.Image, p.node())
 	if err != nil {
 		return annotations.Policy{}, err
 	}

@@ -396,3 +396,27 @@ func TestRegisterHook(t *testing.T) {
 		t.Error("bad annotation accepted")
 	}
 }
+
+func TestConfigureFromRuntime(t *testing.T) {
+	ctx := context.Background()
+	p, tr, _ := newTestPlugin(annotations.NodeConfig{})
+	if _, err := p.Configure(ctx, "", "containerd", "v2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Configure(ctx, "forceMonitr: {}", "containerd", "v2"); err == nil || !strings.Contains(err.Error(), "forceMonitr") {
+		t.Fatalf("bad configuration accepted: %v", err)
+	}
+	if _, err := p.Configure(ctx, "forceMonitor:\n  namespaces: [shop]\n", "containerd", "v2"); err != nil {
+		t.Fatal(err)
+	}
+	pod, ctr := testPod(nil), testCtr("c1", nil)
+	if _, _, err := p.CreateContainer(ctx, pod, ctr); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.StartContainer(ctx, pod, ctr); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := tr.tracked[101]; !ok {
+		t.Error("the runtime's configuration (force namespace shop) not applied")
+	}
+}
