@@ -37,15 +37,24 @@ type Config struct {
 	// PinDir pins maps and links there ("" pins nothing; the tracer then
 	// lives as long as the Monitor).
 	PinDir string
-	// WakeInterval is the longest a record waits in the ring before the
-	// kernel wakes the reader, while records keep coming (default 500 µs).
+	// PollInterval is how often a busy reader looks at the ring (default
+	// 500 µs): while records flow, delivery costs the traced tasks no
+	// wakeups at all, and a record waits at most about this long.
+	PollInterval time.Duration
+	// IdleAfter is how long the reader polls without finding a record
+	// before it sleeps until the kernel wakes it (default 5 ms).
+	IdleAfter time.Duration
+	// WakeInterval: the kernel wakes the reader for a record when this long
+	// passed since its last wakeup (default 2 ms). Shorter than IdleAfter,
+	// so the first record after a quiet spell always wakes a sleeping
+	// reader at once; under load it bounds wakeups to one per interval.
 	WakeInterval time.Duration
 	// WakeBytes wakes the reader early when this much is waiting
-	// (default: an eighth of the ring).
+	// (default: an eighth of the ring), at most once per WakeInterval/20.
 	WakeBytes int
-	// PollInterval bounds the wait of the last records of a burst, which
-	// no later record wakes up for (default 10 ms).
-	PollInterval time.Duration
+	// IdleWait bounds one sleep of an idle reader, and so how long Run
+	// takes to notice a cancelled context (default 10 ms).
+	IdleWait time.Duration
 }
 
 // Counters are the exact per-cgroup counts kept in the kernel. At any quiet
@@ -77,14 +86,23 @@ func Load(cfg Config) (*Monitor, error) {
 	if cfg.RingBytes < os.Getpagesize() || cfg.RingBytes&(cfg.RingBytes-1) != 0 {
 		return nil, fmt.Errorf("ring size %d: must be a power of two of at least %d bytes", cfg.RingBytes, os.Getpagesize())
 	}
+	if cfg.PollInterval == 0 {
+		cfg.PollInterval = 500 * time.Microsecond
+	}
+	if cfg.IdleAfter == 0 {
+		cfg.IdleAfter = 5 * time.Millisecond
+	}
 	if cfg.WakeInterval == 0 {
-		cfg.WakeInterval = 500 * time.Microsecond
+		cfg.WakeInterval = 2 * time.Millisecond
+	}
+	if cfg.WakeInterval >= cfg.IdleAfter {
+		return nil, fmt.Errorf("wake interval %v: must be shorter than the idle time %v, or a sleeping reader could miss the first record after a pause", cfg.WakeInterval, cfg.IdleAfter)
 	}
 	if cfg.WakeBytes == 0 {
 		cfg.WakeBytes = cfg.RingBytes / 8
 	}
-	if cfg.PollInterval == 0 {
-		cfg.PollInterval = 10 * time.Millisecond
+	if cfg.IdleWait == 0 {
+		cfg.IdleWait = 10 * time.Millisecond
 	}
 	if err := CheckKernel(); err != nil {
 		return nil, err
@@ -101,7 +119,7 @@ func Load(cfg Config) (*Monitor, error) {
 	consts := map[string]uint64{
 		"wake_ns":     uint64(cfg.WakeInterval),
 		"wake_bytes":  uint64(cfg.WakeBytes),
-		"wake_min_ns": uint64(cfg.WakeInterval / 25),
+		"wake_min_ns": uint64(cfg.WakeInterval / 20),
 	}
 	for name, v := range consts {
 		if err := spec.Variables[name].Set(v); err != nil {
@@ -294,6 +312,11 @@ func (m *Monitor) Tracked() (map[uint64]Counters, error) {
 // and returns. fn gets each event; the *Event is reused after fn returns, so
 // fn copies what it keeps. Run must not be called twice at once, and Close
 // only after Run returned.
+//
+// The reader polls every PollInterval while records flow, so the traced
+// tasks pay no wakeups under load; after IdleAfter without records it
+// sleeps in epoll until the kernel wakes it, which the first record after
+// the pause does (see WakeInterval).
 func (m *Monitor) Run(ctx context.Context, fn func(*event.Event)) error {
 	var ev event.Event
 	handle := func(b []byte) {
@@ -301,16 +324,28 @@ func (m *Monitor) Run(ctx context.Context, fn func(*event.Event)) error {
 			fn(&ev)
 		}
 	}
-	pollMs := max(1, int(m.cfg.PollInterval/time.Millisecond))
+	idleMs := max(1, int(m.cfg.IdleWait/time.Millisecond))
+	var quiet time.Duration
 	for {
-		m.ring.drain(handle)
+		n := m.ring.drain(handle)
 		select {
 		case <-ctx.Done():
 			m.ring.drain(handle)
 			return nil
 		default:
 		}
-		if err := m.ring.wait(pollMs); err != nil {
+		if n > 0 {
+			quiet = 0
+		}
+		// Returns at once while records wait (level-triggered); else a
+		// busy reader looks again after PollInterval, an idle one sleeps
+		// until the kernel wakes it.
+		poll := time.Duration(0)
+		if quiet < m.cfg.IdleAfter {
+			poll = m.cfg.PollInterval
+			quiet += poll
+		}
+		if err := m.ring.wait(poll, idleMs); err != nil {
 			return fmt.Errorf("wait for events: %w", err)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -23,6 +24,7 @@ import (
 type ring struct {
 	fd    int
 	epfd  int
+	tfd   int // timerfd: a busy reader's next look, with µs precision
 	cons  []byte // consumer page (read-write)
 	prod  []byte // producer page followed by the data, mapped twice
 	data  []byte
@@ -45,7 +47,7 @@ func newRing(m *ebpf.Map) (*ring, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ring: dup map fd: %w", err)
 	}
-	r := &ring{fd: fd, epfd: -1, mask: uint64(size - 1)}
+	r := &ring{fd: fd, epfd: -1, tfd: -1, mask: uint64(size - 1)}
 	if r.cons, err = unix.Mmap(fd, 0, page, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
 		r.close()
 		return nil, fmt.Errorf("ring: mmap consumer page: %w", err)
@@ -61,10 +63,20 @@ func newRing(m *ebpf.Map) (*ring, error) {
 		r.close()
 		return nil, fmt.Errorf("ring: epoll: %w", err)
 	}
+	// The ring is level-triggered: epoll returns at once while records wait.
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
 	if err := unix.EpollCtl(r.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		r.close()
 		return nil, fmt.Errorf("ring: epoll add: %w", err)
+	}
+	if r.tfd, err = unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC); err != nil {
+		r.close()
+		return nil, fmt.Errorf("ring: timerfd: %w", err)
+	}
+	tev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(r.tfd)}
+	if err := unix.EpollCtl(r.epfd, unix.EPOLL_CTL_ADD, r.tfd, &tev); err != nil {
+		r.close()
+		return nil, fmt.Errorf("ring: epoll add timer: %w", err)
 	}
 	return r, nil
 }
@@ -104,19 +116,36 @@ func (r *ring) pending() int {
 	return int(atomic.LoadUint64(r.prodP) - atomic.LoadUint64(r.consP))
 }
 
-// wait blocks until the kernel wakes the reader or timeoutMs passes.
-func (r *ring) wait(timeoutMs int) error {
-	var evs [1]unix.EpollEvent
+// wait blocks until records wait in the ring, the poll timer (armed with
+// poll > 0) fires, or timeoutMs passes.
+func (r *ring) wait(poll time.Duration, timeoutMs int) error {
+	if poll > 0 {
+		spec := unix.ItimerSpec{Value: unix.NsecToTimespec(int64(poll))}
+		if err := unix.TimerfdSettime(r.tfd, 0, &spec, nil); err != nil {
+			return fmt.Errorf("arm poll timer: %w", err)
+		}
+	}
+	var evs [2]unix.EpollEvent
 	for {
-		_, err := unix.EpollWait(r.epfd, evs[:], timeoutMs)
+		n, err := unix.EpollWait(r.epfd, evs[:], timeoutMs)
 		if errors.Is(err, unix.EINTR) {
 			continue
+		}
+		for _, ev := range evs[:max(n, 0)] {
+			if int(ev.Fd) == r.tfd {
+				var b [8]byte
+				unix.Read(r.tfd, b[:]) // clear the expiry
+			}
 		}
 		return err
 	}
 }
 
 func (r *ring) close() {
+	if r.tfd >= 0 {
+		unix.Close(r.tfd)
+		r.tfd = -1
+	}
 	if r.epfd >= 0 {
 		unix.Close(r.epfd)
 		r.epfd = -1
