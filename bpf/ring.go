@@ -24,7 +24,7 @@ import (
 type ring struct {
 	fd    int
 	epfd  int
-	tfd   int // timerfd: a busy reader's next look, with µs precision
+	tfd   int    // timerfd: a busy reader's next look, with µs precision
 	cons  []byte // consumer page (read-write)
 	prod  []byte // producer page followed by the data, mapped twice
 	data  []byte
