@@ -286,6 +286,10 @@ cmd_down() {
 	local pid
 	if pid=$(agent_pid); then stop_pid "$pid"; fi
 	rm -f "$AGENT_PIDFILE"
+	# The agent's notify fd keeper outlives agents by design; down stops it.
+	if pid=$(cat /run/vigil/notify-keeper.sock.pid 2>/dev/null) && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = vigil ]; then
+		stop_pid "$pid"
+	fi
 	if pid=$(containerd_pid); then
 		"$BIN/crictl" rmp -fa >/dev/null 2>&1 || true
 		stop_pid "$pid"

@@ -46,6 +46,11 @@ type AgentConfig struct {
 	CgroupRoot    string
 	Events        io.Writer // JSON lines of events; nil discards them
 	Decisions     io.Writer // JSON lines of seccomp notify decisions; nil logs them
+	// KeeperPath, when set, is the notify fd keeper's socket (see
+	// seccomp.RunKeeper): the fds outlive the agent, and a new agent takes
+	// them back. StartKeeper starts a keeper there when none answers.
+	KeeperPath  string
+	StartKeeper func(path string) error
 	// MetricsAddr, when set, serves /healthz and /metrics there (e.g.
 	// "127.0.0.1:9477").
 	MetricsAddr string
@@ -109,6 +114,13 @@ func RunAgent(ctx context.Context, cfg AgentConfig, mon Monitor, log *logrus.Log
 		return err
 	}
 	defer a.server.Close()
+	if cfg.KeeperPath != "" {
+		if err := a.useKeeper(); err != nil {
+			// Not fatal: without the keeper a restart of the agent makes the
+			// notified syscalls of running containers fail with ENOSYS.
+			log.WithError(err).Warn("no notify fd keeper: notify containers will not survive an agent restart")
+		}
+	}
 	a.plugin = New(Config{Node: cfg.Node, CgroupRoot: cfg.CgroupRoot, ListenerPath: cfg.ListenerPath}, mon, a.server, log)
 	if cfg.AuditDir != "" {
 		if a.aud, err = audit.Open(audit.Options{Dir: cfg.AuditDir}); err != nil {
@@ -163,6 +175,24 @@ func RunAgent(ctx context.Context, cfg AgentConfig, mon Monitor, log *logrus.Log
 		}
 	}
 	return nriErr
+}
+
+// useKeeper starts the keeper if needed and takes back its fds.
+func (a *Agent) useKeeper() error {
+	if !seccomp.KeeperRunning(a.cfg.KeeperPath) {
+		if a.cfg.StartKeeper == nil {
+			return fmt.Errorf("no keeper at %s", a.cfg.KeeperPath)
+		}
+		if err := a.cfg.StartKeeper(a.cfg.KeeperPath); err != nil {
+			return err
+		}
+	}
+	n, err := a.server.UseKeeper(a.cfg.KeeperPath)
+	if err != nil {
+		return err
+	}
+	a.log.WithFields(logrus.Fields{"keeper": a.cfg.KeeperPath, "fds": n}).Info("notify fd keeper in use; took back the fds of running containers")
+	return nil
 }
 
 func nonNil(err error, what string) error {

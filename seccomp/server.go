@@ -48,6 +48,7 @@ type Server struct {
 	policies map[string]*Policy
 	files    map[*os.File]string // open notify fds → container id
 	closed   bool
+	keeper   *net.UnixConn // see UseKeeper; nil without a keeper
 
 	wg        sync.WaitGroup
 	decisions atomic.Uint64
@@ -164,22 +165,31 @@ func (s *Server) handle(c *net.UnixConn) error {
 	if keep < 0 {
 		return fmt.Errorf("seccomp server: container %s: no %q among %d fds (%v)", state.State.ID, specs.SeccompFdName, len(fds), state.Fds)
 	}
-	if err := unix.SetNonblock(keep, true); err != nil {
-		unix.Close(keep)
+	return s.serveNew(keep, state.State.ID, true)
+}
+
+// serveNew starts answering notify fd of container id; with deposit, a
+// duplicate goes to the keeper first (when there is one).
+func (s *Server) serveNew(fd int, id string, deposit bool) error {
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
 		return fmt.Errorf("seccomp server: %w", err)
 	}
-	f := os.NewFile(uintptr(keep), "seccomp-notify:"+state.State.ID)
+	if deposit {
+		s.deposit(fd, id)
+	}
+	f := os.NewFile(uintptr(fd), "seccomp-notify:"+id)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		f.Close()
 		return nil
 	}
-	s.files[f] = state.State.ID
+	s.files[f] = id
 	s.mu.Unlock()
 	s.accepted.Add(1)
 	s.wg.Add(1)
-	go s.serveFd(f, state.State.ID)
+	go s.serveFd(f, id)
 	return nil
 }
 
@@ -333,6 +343,9 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	err := s.ln.Close()
+	if s.keeper != nil {
+		s.keeper.Close() // the keeper keeps its duplicates for the next agent
+	}
 	for f := range s.files {
 		f.Close()
 	}

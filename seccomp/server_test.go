@@ -1,9 +1,11 @@
 package seccomp
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -136,6 +138,9 @@ func runcHelper() int {
 			err = unix.Unshare(0)
 		case "rmdir":
 			err = unix.Unlinkat(unix.AT_FDCWD, o.Path, unix.AT_REMOVEDIR)
+		case "wait": // for a line on stdin
+			var b [1]byte
+			unix.Read(0, b[:])
 		}
 		var e syscall.Errno
 		errors.As(err, &e)
@@ -149,11 +154,18 @@ func runcHelper() int {
 // errno of each op.
 func asRunc(t *testing.T, sock, id string, fds []string, nrs []uint32, ops ...op) []syscall.Errno {
 	t.Helper()
+	return asRuncIn(t, nil, sock, id, fds, nrs, ops...)
+}
+
+// asRuncIn is asRunc with the helper's standard input (for "wait" ops).
+func asRuncIn(t *testing.T, stdin io.Reader, sock, id string, fds []string, nrs []uint32, ops ...op) []syscall.Errno {
+	t.Helper()
 	enc := func(v any) string { b, _ := json.Marshal(v); return string(b) }
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "VIGIL_SECCOMP_HELPER=1", "HELPER_SOCK="+sock, "HELPER_ID="+id,
 		"HELPER_FDS="+enc(fds), "HELPER_NRS="+enc(nrs), "HELPER_OPS="+enc(ops))
 	cmd.Stderr = os.Stderr
+	cmd.Stdin = stdin
 	done := make(chan struct{})
 	timer := time.AfterFunc(10*time.Second, func() { cmd.Process.Kill(); close(done) })
 	out, err := cmd.Output()
@@ -299,4 +311,76 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 	}
 	t.Fatalf("timed out waiting: %s", what)
+}
+
+// TestKeeperCarriesFdsAcrossServers: a server dies and another takes over;
+// with the keeper the container's next notified syscall is answered by the
+// new server, without it the kernel fails it with ENOSYS.
+func TestKeeperCarriesFdsAcrossServers(t *testing.T) {
+	privtest.Require(t)
+	for _, withKeeper := range []bool{true, false} {
+		t.Run(fmt.Sprintf("keeper=%v", withKeeper), func(t *testing.T) {
+			dir := t.TempDir()
+			kpath := filepath.Join(dir, "keeper.sock")
+			if withKeeper {
+				ctx, cancel := context.WithCancel(context.Background())
+				kdone := make(chan error, 1)
+				go func() { kdone <- RunKeeper(ctx, kpath) }()
+				t.Cleanup(func() {
+					cancel()
+					if err := <-kdone; err != nil {
+						t.Errorf("keeper: %v", err)
+					}
+				})
+				waitFor(t, "keeper listening", func() bool { return KeeperRunning(kpath) })
+			}
+			rec1 := &recorder{}
+			s1, err := NewServer(filepath.Join(dir, "s1.sock"), &Policy{Default: Decision{Errno: syscall.EROFS}}, rec1.add)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if withKeeper {
+				if n, err := s1.UseKeeper(kpath); err != nil || n != 0 {
+					t.Fatalf("first server took %d fds from an empty keeper: %v", n, err)
+				}
+			}
+			go s1.Serve()
+			pr, pw := io.Pipe()
+			res := make(chan []syscall.Errno, 1)
+			go func() {
+				res <- asRuncIn(t, pr, s1.Path(), "c1", []string{specs.SeccompFdName}, []uint32{unix.SYS_MKDIRAT},
+					op{"mkdirat", filepath.Join(dir, "a")}, op{"wait", ""}, op{"mkdirat", filepath.Join(dir, "b")})
+			}()
+			waitFor(t, "the first server's answer", func() bool { return len(rec1.all()) == 1 })
+			s1.Close() // the agent dies
+
+			rec2 := &recorder{}
+			s2, err := NewServer(filepath.Join(dir, "s2.sock"), &Policy{Default: Decision{Errno: syscall.EACCES}}, rec2.add)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s2.Close()
+			if withKeeper {
+				if n, err := s2.UseKeeper(kpath); err != nil || n != 1 {
+					t.Fatalf("second server took %d fds back, want 1: %v", n, err)
+				}
+			}
+			go s2.Serve()
+			pw.Write([]byte("\n"))
+			pw.Close()
+			var got []syscall.Errno
+			select {
+			case got = <-res:
+			case <-time.After(20 * time.Second):
+				t.Fatal("the helper did not finish")
+			}
+			want := []syscall.Errno{syscall.EROFS, 0, syscall.ENOSYS}
+			if withKeeper {
+				want[2] = syscall.EACCES // answered by the second server
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("errnos %v, want %v", got, want)
+			}
+		})
+	}
 }

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/sirupsen/logrus"
@@ -16,6 +18,7 @@ import (
 	"vigil.dev/vigil/annotations"
 	"vigil.dev/vigil/bpf"
 	"vigil.dev/vigil/plugin"
+	"vigil.dev/vigil/seccomp"
 )
 
 func init() {
@@ -45,6 +48,15 @@ Options:
 `
 
 func runAgent(args []string) int {
+	if path := os.Getenv(seccomp.KeeperEnv); path != "" {
+		// Started by an agent as its notify fd keeper (see startKeeper).
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		if err := seccomp.RunKeeper(ctx, path); err != nil {
+			return fail("notify keeper: %v", err)
+		}
+		return 0
+	}
 	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
 	var (
 		cfgPath   = fs.String("config", annotations.DefaultConfigPath, "node configuration `FILE` (YAML; a missing file forces nothing)")
@@ -53,6 +65,7 @@ func runAgent(args []string) int {
 		listener  = fs.String("listener", plugin.DefaultListenerPath, "seccomp notify listener `SOCKET` (the profiles' listenerPath)")
 		events    = fs.String("events", "-", "write events as JSON lines to `FILE` ('-' standard output, '' nowhere)")
 		decisions = fs.String("decisions", "", "write seccomp notify decisions as JSON lines to `FILE` (default: log them)")
+		keeper    = fs.String("notify-keeper", "/run/vigil/notify-keeper.sock", "keep the seccomp notify fds in a helper process at `SOCKET`, so that notify containers survive an agent restart ('' keeps none)")
 		metrics   = fs.String("metrics-addr", "127.0.0.1:9477", "serve /healthz and /metrics (Prometheus) on `ADDR` ('' serves nothing)")
 		auditDir  = fs.String("audit", "", "also append events, decisions and container lifecycle to the audit log in `DIR` ('vigil audit verify DIR')")
 		pinDir    = fs.String("pin-dir", bpf.DefaultPinDir, "pin the tracer's state in `DIR` on bpffs, so a restarted agent keeps counting ('' pins nothing)")
@@ -109,7 +122,8 @@ func runAgent(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	cfg := plugin.AgentConfig{Node: node, NRISocket: *nriSock, ControlSocket: *ctlSock, ListenerPath: *listener,
-		CgroupRoot: root, Events: evOut, Decisions: decOut, AuditDir: *auditDir, MetricsAddr: *metrics}
+		CgroupRoot: root, Events: evOut, Decisions: decOut, AuditDir: *auditDir, MetricsAddr: *metrics,
+		KeeperPath: *keeper, StartKeeper: startKeeper}
 	if err := plugin.RunAgent(ctx, cfg, mon, log); err != nil {
 		return fail("agent: %v", err)
 	}
@@ -144,4 +158,26 @@ func loadTracer(cfg bpf.Config, log *logrus.Logger) (*bpf.Monitor, error) {
 		return nil, fmt.Errorf("replace pinned tracer: %w", err)
 	}
 	return bpf.Load(cfg)
+}
+
+// startKeeper starts this binary as the notify fd keeper at path, in its
+// own session so that it outlives the agent, and waits until it answers.
+func startKeeper(path string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("start notify keeper: %w", err)
+	}
+	cmd := exec.Command(self, "agent")
+	cmd.Env = append(os.Environ(), seccomp.KeeperEnv+"="+path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start notify keeper: %w", err)
+	}
+	go cmd.Wait() // reap it should it exit while the agent runs
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if seccomp.KeeperRunning(path) {
+			return nil
+		}
+	}
+	return fmt.Errorf("start notify keeper: not answering at %s", path)
 }

@@ -335,6 +335,15 @@ func TestRestarts(t *testing.T) {
 	}
 	var before uint64
 	eventually(t, "the loop container counting", 10*time.Second, func() bool { before = seen(); return before > 100 })
+	// A notify container whose own process keeps calling mkdir (a notified
+	// syscall) across the restarts: its notify fd must survive the agent.
+	np := runPod(t, "notifyloop", "default", monitored)
+	nid := np.run(t, "mk", busybox, []string{"sh", "-c", "i=0; while true; do i=$((i+1)); mkdir /tmp/d$i && echo ok$i || echo fail$i; sleep 0.1; done"}, nil)
+	mkdirs := func() (ok int, logs string) {
+		out, _ := exec.Command("crictl", "logs", nid).CombinedOutput()
+		return strings.Count(string(out), "ok"), string(out)
+	}
+	eventually(t, "the notify loop running", 10*time.Second, func() bool { n, _ := mkdirs(); return n > 3 })
 
 	t.Run("healthz and metrics", func(t *testing.T) {
 		resp, err := http.Get("http://" + metricsAddr + "/healthz")
@@ -373,6 +382,11 @@ func TestRestarts(t *testing.T) {
 		n := len(eventsOf(t, id))
 		eventually(t, "new enriched events after the restart", 10*time.Second, func() bool { return len(eventsOf(t, id)) > n })
 		before = seen()
+		oks, _ := mkdirs()
+		eventually(t, "the notify container's mkdir answered by the new agent", 10*time.Second, func() bool { n, _ := mkdirs(); return n > oks+3 })
+		if _, logs := mkdirs(); strings.Contains(logs, "fail") || strings.Contains(logs, "not implemented") {
+			t.Errorf("the notify container's mkdir failed across the agent restart:\n%s", logs)
+		}
 	})
 
 	t.Run("containerd restarted", func(t *testing.T) {
@@ -391,6 +405,7 @@ func TestRestarts(t *testing.T) {
 		checkProbeTrace(t, evs, p2, "probe", pid)
 	})
 	crictl(nil, "stop", "-t", "0", id)
+	crictl(nil, "stop", "-t", "0", nid)
 }
 
 // TestPreRegisteredPlugin installs vigil in containerd's NRI plugin
@@ -408,7 +423,7 @@ func TestPreRegisteredPlugin(t *testing.T) {
 	}()
 	dir := t.TempDir()
 	sock, events := filepath.Join(dir, "vigil.sock"), filepath.Join(dir, "events.jsonl")
-	script := fmt.Sprintf("#!/bin/sh\nexec %s agent --control-socket %s --listener %s --events %s --pin-dir '' --metrics-addr '' 2>>%s\n",
+	script := fmt.Sprintf("#!/bin/sh\nexec %s agent --control-socket %s --listener %s --events %s --pin-dir '' --metrics-addr '' --notify-keeper '' 2>>%s\n",
 		vigil, sock, filepath.Join(dir, "seccomp.sock"), events, filepath.Join(dir, "agent.log"))
 	entry := preRegisteredEntry
 	if err := os.WriteFile(entry, []byte(script), 0o755); err != nil {

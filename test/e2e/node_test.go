@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -52,6 +53,13 @@ func TestMain(m *testing.M) {
 	if os.Geteuid() == 0 && setupErr == nil {
 		crictl(nil, "rmp", "-fa")
 		bpf.Unpin(pinDir)
+		// The agent started the notify fd keeper; it outlives agents by design.
+		if data, err := os.ReadFile(keeperSocket() + ".pid"); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil {
+				syscall.Kill(pid, syscall.SIGTERM)
+			}
+		}
+		os.RemoveAll(workDir)
 	}
 	os.Exit(code)
 }
@@ -137,7 +145,7 @@ func startAgent() (*agentProc, error) {
 	a.cmd = exec.Command(vigil, "agent", "--config", filepath.Join(workDir, "config.yaml"),
 		"--control-socket", controlSocket(), "--listener", filepath.Join(workDir, "seccomp.sock"),
 		"--events", a.events, "--decisions", a.decisions, "--pin-dir", pinDir, "--audit", auditDir(),
-		"--metrics-addr", metricsAddr)
+		"--metrics-addr", metricsAddr, "--notify-keeper", keeperSocket())
 	a.cmd.Stdout = lockedWriter{a.logMu, a.log}
 	a.cmd.Stderr = lockedWriter{a.logMu, a.log}
 	if err := a.cmd.Start(); err != nil {
@@ -177,6 +185,8 @@ func (a *agentProc) kill() {
 func controlSocket() string { return filepath.Join(workDir, "vigil.sock") }
 
 func auditDir() string { return filepath.Join(workDir, "audit") }
+
+func keeperSocket() string { return filepath.Join(workDir, "keeper.sock") }
 
 func status() (*plugin.Status, error) {
 	resp, err := plugin.Call(controlSocket(), plugin.Request{Op: "status"})

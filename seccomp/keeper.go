@@ -1,0 +1,236 @@
+package seccomp
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The keeper holds duplicates of the notify fds so that they outlive the
+// agent. When the agent dies, the kernel would otherwise orphan each
+// container's notifier and fail its notified syscalls with ENOSYS for the
+// rest of the container's life; with the keeper holding the fds they wait
+// (killably) until the next agent takes the fds back and answers them.
+//
+// Protocol, on a SOCK_SEQPACKET socket (one message per record):
+//
+//	{"op":"put","id":CONTAINER} + the fd   agent → keeper, no answer
+//	{"op":"get"}                           agent → keeper
+//	{"op":"fd","id":CONTAINER} + the fd    keeper → agent, one per held fd
+//	{"op":"end"}                           keeper → agent
+type keeperMsg struct {
+	Op string `json:"op"`
+	ID string `json:"id,omitempty"`
+}
+
+// KeeperEnv names the environment variable that makes `vigil agent` run as
+// the keeper on the socket it names (the agent starts it so).
+const KeeperEnv = "VIGIL_NOTIFY_KEEPER"
+
+// RunKeeper serves the keeper socket at path until ctx is done or the
+// socket file is removed. It writes its pid to path+".pid".
+func RunKeeper(ctx context.Context, path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("notify keeper: %w", err)
+	}
+	os.Remove(path)
+	old := syscall.Umask(0o177)
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+	syscall.Umask(old)
+	if err != nil {
+		return fmt.Errorf("notify keeper: %w", err)
+	}
+	defer ln.Close()
+	if err := os.WriteFile(path+".pid", []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
+		return fmt.Errorf("notify keeper: %w", err)
+	}
+	k := &keeper{fds: map[int]string{}}
+	go func() {
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				ln.Close()
+				return
+			case <-t.C:
+				if _, err := os.Stat(path); err != nil {
+					ln.Close() // our socket is gone: nobody can reach us
+					return
+				}
+				k.prune()
+			}
+		}
+	}()
+	for {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			k.closeAll()
+			if ctx.Err() != nil {
+				return nil
+			}
+			if _, serr := os.Stat(path); serr != nil {
+				return nil
+			}
+			return fmt.Errorf("notify keeper: accept: %w", err)
+		}
+		go k.serve(c)
+	}
+}
+
+type keeper struct {
+	mu  sync.Mutex
+	fds map[int]string // held fd → container id
+}
+
+func (k *keeper) serve(c *net.UnixConn) {
+	defer c.Close()
+	buf := make([]byte, 4096)
+	oob := make([]byte, unix.CmsgSpace(4))
+	for {
+		n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+		if err != nil || n == 0 {
+			return
+		}
+		var fds []int
+		if oobn > 0 {
+			fds, _ = parseRights(oob[:oobn])
+		}
+		var m keeperMsg
+		if err := json.Unmarshal(buf[:n], &m); err != nil {
+			closeAll(fds)
+			return
+		}
+		switch m.Op {
+		case "put":
+			k.mu.Lock()
+			for _, fd := range fds {
+				k.fds[fd] = m.ID
+			}
+			k.mu.Unlock()
+		case "get":
+			closeAll(fds)
+			k.prune()
+			k.mu.Lock()
+			for fd, id := range k.fds {
+				data, _ := json.Marshal(keeperMsg{Op: "fd", ID: id})
+				if _, _, err := c.WriteMsgUnix(data, unix.UnixRights(fd), nil); err != nil {
+					k.mu.Unlock()
+					return
+				}
+			}
+			k.mu.Unlock()
+			data, _ := json.Marshal(keeperMsg{Op: "end"})
+			if _, _, err := c.WriteMsgUnix(data, nil, nil); err != nil {
+				return
+			}
+		default:
+			closeAll(fds)
+		}
+	}
+}
+
+// prune closes the fds whose filter has no task left (POLLHUP).
+func (k *keeper) prune() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for fd := range k.fds {
+		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		if _, err := unix.Poll(p, 0); err != nil || p[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+			unix.Close(fd)
+			delete(k.fds, fd)
+		}
+	}
+}
+
+func (k *keeper) closeAll() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for fd := range k.fds {
+		unix.Close(fd)
+	}
+	k.fds = map[int]string{}
+}
+
+// UseKeeper connects the Server to the keeper at path: it takes back and
+// serves the fds the keeper holds (a previous agent's containers), and from
+// now on deposits every new fd with the keeper. It returns how many fds it
+// took back. Call it before Serve.
+func (s *Server) UseKeeper(path string) (int, error) {
+	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
+	if err != nil {
+		return 0, fmt.Errorf("notify keeper: %w", err)
+	}
+	data, _ := json.Marshal(keeperMsg{Op: "get"})
+	if _, _, err := c.WriteMsgUnix(data, nil, nil); err != nil {
+		c.Close()
+		return 0, fmt.Errorf("notify keeper: %w", err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 4096)
+	oob := make([]byte, unix.CmsgSpace(4))
+	taken := 0
+	for {
+		n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+		if err != nil {
+			c.Close()
+			return taken, fmt.Errorf("notify keeper: read: %w", err)
+		}
+		var fds []int
+		if oobn > 0 {
+			fds, _ = parseRights(oob[:oobn])
+		}
+		var m keeperMsg
+		if json.Unmarshal(buf[:n], &m) != nil || m.Op == "end" {
+			closeAll(fds)
+			break
+		}
+		for _, fd := range fds {
+			if err := s.serveNew(fd, m.ID, false); err != nil {
+				c.Close()
+				return taken, err
+			}
+			taken++
+		}
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	s.mu.Lock()
+	s.keeper = c
+	s.mu.Unlock()
+	return taken, nil
+}
+
+// deposit gives the keeper a duplicate of fd (the kernel dups it into the
+// keeper). A keeper that went away is dropped: the agent works without.
+func (s *Server) deposit(fd int, id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.keeper == nil {
+		return
+	}
+	data, _ := json.Marshal(keeperMsg{Op: "put", ID: id})
+	if _, _, err := s.keeper.WriteMsgUnix(data, unix.UnixRights(fd), nil); err != nil {
+		s.keeper.Close()
+		s.keeper = nil
+		s.report(Notification{Time: time.Now(), Container: id, Err: fmt.Errorf("notify keeper gone, fds no longer kept: %w", err)})
+	}
+}
+
+// KeeperRunning reports whether a keeper answers at path.
+func KeeperRunning(path string) bool {
+	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
