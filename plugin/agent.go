@@ -156,8 +156,17 @@ func RunAgent(ctx context.Context, cfg AgentConfig, mon Monitor, log *logrus.Log
 	errc := make(chan error, 3)
 	var wg sync.WaitGroup
 	wg.Add(3)
-	go func() { defer wg.Done(); errc <- nonNil(a.server.Serve(), "seccomp server") }()
-	go func() { defer wg.Done(); errc <- nonNil(mon.Run(ctx, a.onEvent), "tracer") }()
+	// A failing server or tracer stops the agent (and its error is returned):
+	// an agent that no longer traces or answers must not look healthy.
+	fatal := func(err error) error {
+		if err != nil {
+			log.WithError(err).Error("stopping the agent")
+			cancel()
+		}
+		return err
+	}
+	go func() { defer wg.Done(); errc <- fatal(nonNil(a.server.Serve(), "seccomp server")) }()
+	go func() { defer wg.Done(); errc <- fatal(nonNil(mon.Run(ctx, a.onEvent), "tracer")) }()
 	go func() { defer wg.Done(); serveControl(ctx, ctl, a) }()
 	go a.flushLoop(ctx)
 
