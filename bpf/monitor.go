@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -74,6 +75,9 @@ type Monitor struct {
 	gen    uint64
 	dec    decoder
 	reused bool
+
+	closing chan struct{} // closed by Close: Run stops
+	runMu   sync.Mutex    // held by Run; Close waits for it before unmapping the ring
 }
 
 // Load checks the kernel, loads and attaches the tracer. With cfg.PinDir set
@@ -137,7 +141,7 @@ func Load(cfg Config) (*Monitor, error) {
 			ms.Pinning = ebpf.PinNone
 		}
 	}
-	m := &Monitor{cfg: cfg}
+	m := &Monitor{cfg: cfg, closing: make(chan struct{})}
 	if err := spec.LoadAndAssign(&m.objs, opts); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -178,6 +182,7 @@ var progs = []struct {
 	{"sys_exit", func(o *vigilObjects) *ebpf.Program { return o.VigilSysExit }},
 	{"sched_process_exec", func(o *vigilObjects) *ebpf.Program { return o.VigilExec }},
 	{"sched_process_exit", func(o *vigilObjects) *ebpf.Program { return o.VigilExit }},
+	{"cgroup_rmdir", func(o *vigilObjects) *ebpf.Program { return o.VigilCgroupRmdir }},
 }
 
 // attach attaches the programs, or with pinning reuses pinned links so that
@@ -243,11 +248,16 @@ func (m *Monitor) Track(cgroupID uint64) error {
 	return nil
 }
 
-// Untrack stops tracing a cgroup and returns its final counters.
+// Untrack stops tracing a cgroup and returns its final counters (also
+// for a cgroup already removed: the tracer kept them).
 func (m *Monitor) Untrack(cgroupID uint64) (Counters, error) {
 	m.objs.VigilTracked.Delete(cgroupID)
 	fd, err := openCgroup(cgroupID)
 	if err != nil {
+		if c, ok := m.final(cgroupID); ok {
+			m.objs.VigilFinal.Delete(cgroupID)
+			return c, nil
+		}
 		return Counters{}, fmt.Errorf("untrack cgroup %d: %w", cgroupID, err)
 	}
 	defer unix.Close(fd)
@@ -264,14 +274,27 @@ func (m *Monitor) Untrack(cgroupID uint64) (Counters, error) {
 // ErrNotTracked is returned for a cgroup the tracer does not follow.
 var ErrNotTracked = errors.New("cgroup not tracked")
 
-// Counters reads a tracked cgroup's counters.
+// Counters reads a tracked cgroup's counters; for a tracked cgroup that was
+// removed, its final counters.
 func (m *Monitor) Counters(cgroupID uint64) (Counters, error) {
 	fd, err := openCgroup(cgroupID)
 	if err != nil {
+		if c, ok := m.final(cgroupID); ok {
+			return c, nil
+		}
 		return Counters{}, fmt.Errorf("counters of cgroup %d: %w", cgroupID, err)
 	}
 	defer unix.Close(fd)
 	return m.counters(fd, cgroupID)
+}
+
+// final reads the counters the tracer kept when a tracked cgroup was removed.
+func (m *Monitor) final(cgroupID uint64) (Counters, bool) {
+	var st vigilCgState
+	if err := m.objs.VigilFinal.Lookup(cgroupID, &st); err != nil {
+		return Counters{}, false
+	}
+	return Counters{Seen: st.Seq, Emitted: st.Emitted, Dropped: st.Dropped}, true
 }
 
 func (m *Monitor) counters(fd int, cgroupID uint64) (Counters, error) {
@@ -300,7 +323,7 @@ func (m *Monitor) Tracked() (map[uint64]Counters, error) {
 	for _, id := range ids {
 		c, err := m.Counters(id)
 		if err != nil {
-			m.objs.VigilTracked.Delete(id) // the cgroup is gone, and its state with it
+			m.objs.VigilTracked.Delete(id) // gone, and its final counters too
 			continue
 		}
 		out[id] = c
@@ -310,14 +333,16 @@ func (m *Monitor) Tracked() (map[uint64]Counters, error) {
 
 // Run reads events until ctx is done, then drains what the ring still holds
 // and returns. fn gets each event; the *Event is reused after fn returns, so
-// fn copies what it keeps. Run must not be called twice at once, and Close
-// only after Run returned.
+// fn copies what it keeps. Run must not be called twice at once; Close
+// stops it.
 //
 // The reader polls every PollInterval while records flow, so the traced
 // tasks pay no wakeups under load; after IdleAfter without records it
 // sleeps in epoll until the kernel wakes it, which the first record after
 // the pause does (see WakeInterval).
 func (m *Monitor) Run(ctx context.Context, fn func(*event.Event)) error {
+	m.runMu.Lock()
+	defer m.runMu.Unlock()
 	var ev event.Event
 	handle := func(b []byte) {
 		if m.dec.decode(b, &ev) {
@@ -327,6 +352,11 @@ func (m *Monitor) Run(ctx context.Context, fn func(*event.Event)) error {
 	idleMs := max(1, int(m.cfg.IdleWait/time.Millisecond))
 	var quiet time.Duration
 	for {
+		select {
+		case <-m.closing:
+			return nil
+		default:
+		}
 		n := m.ring.drain(handle)
 		select {
 		case <-ctx.Done():
@@ -357,6 +387,14 @@ func (m *Monitor) Pending() int { return m.ring.pending() }
 // Close detaches the tracer (unless pinned: a pinned tracer keeps counting
 // for the next agent) and frees what it holds.
 func (m *Monitor) Close() error {
+	select {
+	case <-m.closing:
+		return nil // closed already
+	default:
+		close(m.closing)
+	}
+	m.runMu.Lock() // a running Run sees closing within one wait
+	defer m.runMu.Unlock()
 	if m.ring != nil {
 		m.ring.close()
 	}

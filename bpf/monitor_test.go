@@ -12,6 +12,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"vigil.dev/vigil/event"
 	"vigil.dev/vigil/internal/privtest"
@@ -436,5 +437,79 @@ func TestPinnedRestart(t *testing.T) {
 	})
 	if last != after.Seen || n < after.Seen-before.Seen {
 		t.Fatalf("after restart read %d records up to seq %d; counters %+v, before %+v", n, last, after, before)
+	}
+}
+
+// TestFinalCounters: a tracked cgroup removed before anyone read its
+// counters still has exact final counters.
+func TestFinalCounters(t *testing.T) {
+	m := loadMonitor(t, Config{})
+	cg, err := NewCgroup(fmt.Sprintf("vigil-test-final-%d", os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Track(cg.ID); err != nil {
+		t.Fatal(err)
+	}
+	var n uint64
+	done := make(chan error, 1)
+	ctx, stop := context.WithCancel(context.Background())
+	go func() {
+		done <- m.Run(ctx, func(ev *event.Event) {
+			if ev.CgroupID == cg.ID {
+				n++
+			}
+		})
+	}()
+	cmd := exec.Command(buildProbe(t), "1000", "10", "/proc/self/comm", "9", "2", "100")
+	cmd.SysProcAttr = cg.SysProcAttr()
+	if err := cmd.Run(); cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 7 {
+		t.Fatalf("probe: %v (it exits 7 after its exec)", err)
+	}
+	if err := cg.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	<-done
+	c, err := m.Counters(cg.ID)
+	if err != nil {
+		t.Fatalf("counters of a removed cgroup: %v", err)
+	}
+	if c.Seen < 1000 || c.Seen != c.Emitted+c.Dropped || c.Emitted != n {
+		t.Fatalf("final counters %+v, received %d", c, n)
+	}
+	u, err := m.Untrack(cg.ID)
+	if err != nil || u != c {
+		t.Fatalf("untrack of a removed cgroup: %+v, %v; want %+v", u, err, c)
+	}
+	if _, err := m.Counters(cg.ID); err == nil {
+		t.Fatal("counters still there after untrack")
+	}
+}
+
+// TestCloseStopsRun: Close while Run reads stops Run instead of pulling the
+// ring from under it.
+func TestCloseStopsRun(t *testing.T) {
+	privtest.Require(t)
+	m, err := Load(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- m.Run(context.Background(), func(*event.Event) {}) }()
+	time.Sleep(20 * time.Millisecond)
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run after Close: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Run did not stop after Close")
+	}
+	if err := m.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
 	}
 }

@@ -90,6 +90,16 @@ struct cg_state {
 	__u64 tracked_ns;
 };
 
+// The final counters of tracked cgroups that were removed (their storage
+// goes with them), so the runtime can read exact totals after the fact.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct cg_state);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vigil_final SEC(".maps");
+
 // The list of tracked cgroup ids, kept by user space only (cgroup storage
 // cannot be iterated): what `vigil status` and a restarted agent read.
 struct {
@@ -630,5 +640,18 @@ int BPF_PROG(vigil_exit, struct task_struct *p)
 	struct comm_check cc;
 	off = put_comm(buf, off, &r->flags, &cc);
 	emit(st, r, off, &cc);
+	return 0;
+}
+
+// A removed cgroup has no task left, so its counters are final: keep them
+// (kernel/cgroup/cgroup.c: cgroup_rmdir, before the storage is freed).
+SEC("tp_btf/cgroup_rmdir")
+int BPF_PROG(vigil_cgroup_rmdir, struct cgroup *cgrp, const char *path)
+{
+	struct cg_state *st = bpf_cgrp_storage_get(&vigil_cgroups, cgrp, 0, 0);
+	if (!st)
+		return 0;
+	__u64 id = cgrp->kn->id;
+	bpf_map_update_elem(&vigil_final, &id, st, BPF_ANY);
 	return 0;
 }

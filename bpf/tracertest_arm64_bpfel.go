@@ -38,21 +38,23 @@ type tracertestSysmeta struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	tracertestMapLastComm         = "last_comm"
-	tracertestMapScratch          = "scratch"
-	tracertestMapVigilCgroups     = "vigil_cgroups"
-	tracertestMapVigilEvents      = "vigil_events"
-	tracertestMapVigilGen         = "vigil_gen"
-	tracertestMapVigilSysmeta     = "vigil_sysmeta"
-	tracertestMapVigilTracked     = "vigil_tracked"
-	tracertestProgVigilExec       = "vigil_exec"
-	tracertestProgVigilExit       = "vigil_exit"
-	tracertestProgVigilSysExit    = "vigil_sys_exit"
-	tracertestProgVigilTestRecord = "vigil_test_record"
-	tracertestVarLastWake         = "last_wake"
-	tracertestVarWakeBytes        = "wake_bytes"
-	tracertestVarWakeMinNs        = "wake_min_ns"
-	tracertestVarWakeNs           = "wake_ns"
+	tracertestMapLastComm          = "last_comm"
+	tracertestMapScratch           = "scratch"
+	tracertestMapVigilCgroups      = "vigil_cgroups"
+	tracertestMapVigilEvents       = "vigil_events"
+	tracertestMapVigilFinal        = "vigil_final"
+	tracertestMapVigilGen          = "vigil_gen"
+	tracertestMapVigilSysmeta      = "vigil_sysmeta"
+	tracertestMapVigilTracked      = "vigil_tracked"
+	tracertestProgVigilCgroupRmdir = "vigil_cgroup_rmdir"
+	tracertestProgVigilExec        = "vigil_exec"
+	tracertestProgVigilExit        = "vigil_exit"
+	tracertestProgVigilSysExit     = "vigil_sys_exit"
+	tracertestProgVigilTestRecord  = "vigil_test_record"
+	tracertestVarLastWake          = "last_wake"
+	tracertestVarWakeBytes         = "wake_bytes"
+	tracertestVarWakeMinNs         = "wake_min_ns"
+	tracertestVarWakeNs            = "wake_ns"
 )
 
 // loadTracertest returns the embedded CollectionSpec for tracertest.
@@ -97,10 +99,11 @@ type tracertestSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tracertestProgramSpecs struct {
-	VigilExec       *ebpf.ProgramSpec `ebpf:"vigil_exec"`
-	VigilExit       *ebpf.ProgramSpec `ebpf:"vigil_exit"`
-	VigilSysExit    *ebpf.ProgramSpec `ebpf:"vigil_sys_exit"`
-	VigilTestRecord *ebpf.ProgramSpec `ebpf:"vigil_test_record"`
+	VigilCgroupRmdir *ebpf.ProgramSpec `ebpf:"vigil_cgroup_rmdir"`
+	VigilExec        *ebpf.ProgramSpec `ebpf:"vigil_exec"`
+	VigilExit        *ebpf.ProgramSpec `ebpf:"vigil_exit"`
+	VigilSysExit     *ebpf.ProgramSpec `ebpf:"vigil_sys_exit"`
+	VigilTestRecord  *ebpf.ProgramSpec `ebpf:"vigil_test_record"`
 }
 
 // tracertestMapSpecs contains maps before they are loaded into the kernel.
@@ -111,6 +114,7 @@ type tracertestMapSpecs struct {
 	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
 	VigilCgroups *ebpf.MapSpec `ebpf:"vigil_cgroups"`
 	VigilEvents  *ebpf.MapSpec `ebpf:"vigil_events"`
+	VigilFinal   *ebpf.MapSpec `ebpf:"vigil_final"`
 	VigilGen     *ebpf.MapSpec `ebpf:"vigil_gen"`
 	VigilSysmeta *ebpf.MapSpec `ebpf:"vigil_sysmeta"`
 	VigilTracked *ebpf.MapSpec `ebpf:"vigil_tracked"`
@@ -150,6 +154,7 @@ type tracertestMaps struct {
 	Scratch      *ebpf.Map `ebpf:"scratch"`
 	VigilCgroups *ebpf.Map `ebpf:"vigil_cgroups"`
 	VigilEvents  *ebpf.Map `ebpf:"vigil_events"`
+	VigilFinal   *ebpf.Map `ebpf:"vigil_final"`
 	VigilGen     *ebpf.Map `ebpf:"vigil_gen"`
 	VigilSysmeta *ebpf.Map `ebpf:"vigil_sysmeta"`
 	VigilTracked *ebpf.Map `ebpf:"vigil_tracked"`
@@ -161,6 +166,7 @@ func (m *tracertestMaps) Close() error {
 		m.Scratch,
 		m.VigilCgroups,
 		m.VigilEvents,
+		m.VigilFinal,
 		m.VigilGen,
 		m.VigilSysmeta,
 		m.VigilTracked,
@@ -181,14 +187,16 @@ type tracertestVariables struct {
 //
 // It can be passed to loadTracertestObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tracertestPrograms struct {
-	VigilExec       *ebpf.Program `ebpf:"vigil_exec"`
-	VigilExit       *ebpf.Program `ebpf:"vigil_exit"`
-	VigilSysExit    *ebpf.Program `ebpf:"vigil_sys_exit"`
-	VigilTestRecord *ebpf.Program `ebpf:"vigil_test_record"`
+	VigilCgroupRmdir *ebpf.Program `ebpf:"vigil_cgroup_rmdir"`
+	VigilExec        *ebpf.Program `ebpf:"vigil_exec"`
+	VigilExit        *ebpf.Program `ebpf:"vigil_exit"`
+	VigilSysExit     *ebpf.Program `ebpf:"vigil_sys_exit"`
+	VigilTestRecord  *ebpf.Program `ebpf:"vigil_test_record"`
 }
 
 func (p *tracertestPrograms) Close() error {
 	return _TracertestClose(
+		p.VigilCgroupRmdir,
 		p.VigilExec,
 		p.VigilExit,
 		p.VigilSysExit,

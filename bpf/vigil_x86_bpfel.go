@@ -38,20 +38,22 @@ type vigilSysmeta struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	vigilMapLastComm      = "last_comm"
-	vigilMapScratch       = "scratch"
-	vigilMapVigilCgroups  = "vigil_cgroups"
-	vigilMapVigilEvents   = "vigil_events"
-	vigilMapVigilGen      = "vigil_gen"
-	vigilMapVigilSysmeta  = "vigil_sysmeta"
-	vigilMapVigilTracked  = "vigil_tracked"
-	vigilProgVigilExec    = "vigil_exec"
-	vigilProgVigilExit    = "vigil_exit"
-	vigilProgVigilSysExit = "vigil_sys_exit"
-	vigilVarLastWake      = "last_wake"
-	vigilVarWakeBytes     = "wake_bytes"
-	vigilVarWakeMinNs     = "wake_min_ns"
-	vigilVarWakeNs        = "wake_ns"
+	vigilMapLastComm          = "last_comm"
+	vigilMapScratch           = "scratch"
+	vigilMapVigilCgroups      = "vigil_cgroups"
+	vigilMapVigilEvents       = "vigil_events"
+	vigilMapVigilFinal        = "vigil_final"
+	vigilMapVigilGen          = "vigil_gen"
+	vigilMapVigilSysmeta      = "vigil_sysmeta"
+	vigilMapVigilTracked      = "vigil_tracked"
+	vigilProgVigilCgroupRmdir = "vigil_cgroup_rmdir"
+	vigilProgVigilExec        = "vigil_exec"
+	vigilProgVigilExit        = "vigil_exit"
+	vigilProgVigilSysExit     = "vigil_sys_exit"
+	vigilVarLastWake          = "last_wake"
+	vigilVarWakeBytes         = "wake_bytes"
+	vigilVarWakeMinNs         = "wake_min_ns"
+	vigilVarWakeNs            = "wake_ns"
 )
 
 // loadVigil returns the embedded CollectionSpec for vigil.
@@ -96,9 +98,10 @@ type vigilSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type vigilProgramSpecs struct {
-	VigilExec    *ebpf.ProgramSpec `ebpf:"vigil_exec"`
-	VigilExit    *ebpf.ProgramSpec `ebpf:"vigil_exit"`
-	VigilSysExit *ebpf.ProgramSpec `ebpf:"vigil_sys_exit"`
+	VigilCgroupRmdir *ebpf.ProgramSpec `ebpf:"vigil_cgroup_rmdir"`
+	VigilExec        *ebpf.ProgramSpec `ebpf:"vigil_exec"`
+	VigilExit        *ebpf.ProgramSpec `ebpf:"vigil_exit"`
+	VigilSysExit     *ebpf.ProgramSpec `ebpf:"vigil_sys_exit"`
 }
 
 // vigilMapSpecs contains maps before they are loaded into the kernel.
@@ -109,6 +112,7 @@ type vigilMapSpecs struct {
 	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
 	VigilCgroups *ebpf.MapSpec `ebpf:"vigil_cgroups"`
 	VigilEvents  *ebpf.MapSpec `ebpf:"vigil_events"`
+	VigilFinal   *ebpf.MapSpec `ebpf:"vigil_final"`
 	VigilGen     *ebpf.MapSpec `ebpf:"vigil_gen"`
 	VigilSysmeta *ebpf.MapSpec `ebpf:"vigil_sysmeta"`
 	VigilTracked *ebpf.MapSpec `ebpf:"vigil_tracked"`
@@ -148,6 +152,7 @@ type vigilMaps struct {
 	Scratch      *ebpf.Map `ebpf:"scratch"`
 	VigilCgroups *ebpf.Map `ebpf:"vigil_cgroups"`
 	VigilEvents  *ebpf.Map `ebpf:"vigil_events"`
+	VigilFinal   *ebpf.Map `ebpf:"vigil_final"`
 	VigilGen     *ebpf.Map `ebpf:"vigil_gen"`
 	VigilSysmeta *ebpf.Map `ebpf:"vigil_sysmeta"`
 	VigilTracked *ebpf.Map `ebpf:"vigil_tracked"`
@@ -159,6 +164,7 @@ func (m *vigilMaps) Close() error {
 		m.Scratch,
 		m.VigilCgroups,
 		m.VigilEvents,
+		m.VigilFinal,
 		m.VigilGen,
 		m.VigilSysmeta,
 		m.VigilTracked,
@@ -179,13 +185,15 @@ type vigilVariables struct {
 //
 // It can be passed to loadVigilObjects or ebpf.CollectionSpec.LoadAndAssign.
 type vigilPrograms struct {
-	VigilExec    *ebpf.Program `ebpf:"vigil_exec"`
-	VigilExit    *ebpf.Program `ebpf:"vigil_exit"`
-	VigilSysExit *ebpf.Program `ebpf:"vigil_sys_exit"`
+	VigilCgroupRmdir *ebpf.Program `ebpf:"vigil_cgroup_rmdir"`
+	VigilExec        *ebpf.Program `ebpf:"vigil_exec"`
+	VigilExit        *ebpf.Program `ebpf:"vigil_exit"`
+	VigilSysExit     *ebpf.Program `ebpf:"vigil_sys_exit"`
 }
 
 func (p *vigilPrograms) Close() error {
 	return _VigilClose(
+		p.VigilCgroupRmdir,
 		p.VigilExec,
 		p.VigilExit,
 		p.VigilSysExit,
