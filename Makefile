@@ -5,7 +5,7 @@ PKGS    := ./...
 # BPF objects and Go bindings are committed; `make generate` rebuilds them.
 GOFLAGS_TEST ?= -count=1 -timeout 40m
 
-.PHONY: help build generate generate-check test unit e2e demo bench bench-peers bench-audit bench-detector eval node-up node-down lint clean deps
+.PHONY: help build generate generate-check test unit e2e demo bench bench-peers bench-audit bench-detector bench-runtime eval node-up node-down lint clean deps
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -29,19 +29,20 @@ test: build ## every test: unit, privileged (as root: real eBPF, cgroups, seccom
 	$(GO) test $(GOFLAGS_TEST) $(PKGS)
 
 unit: ## the tests that need no root
-	$(GO) test -count=1 ./event/... ./detector/... ./annotations/... ./audit/...
+	$(GO) test -count=1 ./event/... ./detector/... ./annotations/... ./audit/... ./hook/... ./plugin/...
 
 demo: ## build vigil and trace a small workload (as root)
 	bash install/demo.sh
 
-e2e: build ## end-to-end tests on a real containerd + runc + vigil agent (as root; sets the node up)
-	$(GO) test -count=1 -timeout 30m -v ./test/e2e/
+e2e: build ## end-to-end: real containerd + runc + vigil agent, pods via crictl (as root; first run builds the node, ~3.5 min)
+	bash install/node.sh up
+	$(GO) test -count=1 -timeout 20m -v ./test/e2e/...
 
 node-up: build ## a local test node: containerd with NRI, runc, crictl, local images, vigil agent (idempotent)
 	bash install/node.sh up
 	bash install/node.sh agent-up
 
-node-down: ## stop the test node and its agent
+node-down: ## stop the local test node (agent, notify keeper, containerd, test pods)
 	bash install/node.sh down
 
 eval: build ## detection report: every attack and benign scenario under vigil trace (eval-report.json)
@@ -57,6 +58,10 @@ bench-audit: build ## audit writer alone: sustained events/s, CPU and bytes per 
 
 bench-detector: ## detector events/s and per-event latency p50/p99
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./detector
+
+bench-runtime: build ## container create+start latency without/with vigil, JSON in bench-runtime.json
+	bash install/node.sh up
+	VIGIL_BENCH_OUT=$(CURDIR)/bench-runtime.json $(GO) test -count=1 -run TestCreateStartLatency -v ./test/e2e/
 
 bench-peers: build ## the tracer benchmarks with strace -f and vigil+audit side by side
 	./$(BIN) bench tracer --workloads getppid,open-read-close,tar-rm-5000,http --peers --audit --out bench-peers.json
