@@ -336,10 +336,12 @@ func (m *Monitor) Tracked() (map[uint64]Counters, error) {
 // fn copies what it keeps. Run must not be called twice at once; Close
 // stops it.
 //
-// The reader polls every PollInterval while records flow, so the traced
-// tasks pay no wakeups under load; after IdleAfter without records it
+// The reader takes the ring's records every PollInterval while they flow,
+// so the traced tasks pay no wakeups under load and the reader does not
+// chase the producer record by record; after IdleAfter without records it
 // sleeps in epoll until the kernel wakes it, which the first record after
-// the pause does (see WakeInterval).
+// the pause does (see WakeInterval). A backlog of a quarter of the ring
+// is drained without pause.
 func (m *Monitor) Run(ctx context.Context, fn func(*event.Event)) error {
 	m.runMu.Lock()
 	defer m.runMu.Unlock()
@@ -367,16 +369,18 @@ func (m *Monitor) Run(ctx context.Context, fn func(*event.Event)) error {
 		if n > 0 {
 			quiet = 0
 		}
-		// Returns at once while records wait (level-triggered); else a
-		// busy reader looks again after PollInterval, an idle one sleeps
-		// until the kernel wakes it.
-		poll := time.Duration(0)
-		if quiet < m.cfg.IdleAfter {
-			poll = m.cfg.PollInterval
-			quiet += poll
-		}
-		if err := m.ring.wait(poll, idleMs); err != nil {
-			return fmt.Errorf("wait for events: %w", err)
+		switch {
+		case m.ring.pending() >= m.cfg.RingBytes/4:
+			// Falling behind: no pause until the backlog is down.
+		case quiet < m.cfg.IdleAfter:
+			if err := m.ring.sleep(m.cfg.PollInterval); err != nil {
+				return err
+			}
+			quiet += m.cfg.PollInterval
+		default:
+			if err := m.ring.wait(idleMs); err != nil {
+				return fmt.Errorf("wait for events: %w", err)
+			}
 		}
 	}
 }

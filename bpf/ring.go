@@ -73,11 +73,6 @@ func newRing(m *ebpf.Map) (*ring, error) {
 		r.close()
 		return nil, fmt.Errorf("ring: timerfd: %w", err)
 	}
-	tev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(r.tfd)}
-	if err := unix.EpollCtl(r.epfd, unix.EPOLL_CTL_ADD, r.tfd, &tev); err != nil {
-		r.close()
-		return nil, fmt.Errorf("ring: epoll add timer: %w", err)
-	}
 	return r, nil
 }
 
@@ -116,26 +111,36 @@ func (r *ring) pending() int {
 	return int(atomic.LoadUint64(r.prodP) - atomic.LoadUint64(r.consP))
 }
 
-// wait blocks until records wait in the ring, the poll timer (armed with
-// poll > 0) fires, or timeoutMs passes.
-func (r *ring) wait(poll time.Duration, timeoutMs int) error {
-	if poll > 0 {
-		spec := unix.ItimerSpec{Value: unix.NsecToTimespec(int64(poll))}
-		if err := unix.TimerfdSettime(r.tfd, 0, &spec, nil); err != nil {
-			return fmt.Errorf("arm poll timer: %w", err)
-		}
+// sleep waits d on the timer alone: a busy reader does not chase the
+// producer record by record (reading lines the producer is still writing
+// costs the traced task a cache transfer per record), it comes back after d
+// and takes the whole batch.
+func (r *ring) sleep(d time.Duration) error {
+	spec := unix.ItimerSpec{Value: unix.NsecToTimespec(int64(d))}
+	if err := unix.TimerfdSettime(r.tfd, 0, &spec, nil); err != nil {
+		return fmt.Errorf("arm poll timer: %w", err)
 	}
-	var evs [2]unix.EpollEvent
+	fds := []unix.PollFd{{Fd: int32(r.tfd), Events: unix.POLLIN}}
 	for {
-		n, err := unix.EpollWait(r.epfd, evs[:], timeoutMs)
+		_, err := unix.Poll(fds, -1)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
-		for _, ev := range evs[:max(n, 0)] {
-			if int(ev.Fd) == r.tfd {
-				var b [8]byte
-				unix.Read(r.tfd, b[:]) // clear the expiry
-			}
+		var b [8]byte
+		unix.Read(r.tfd, b[:]) // clear the expiry
+		return err
+	}
+}
+
+// wait blocks until records wait in the ring (the kernel woke the reader,
+// or they were there already: the ring is level-triggered) or timeoutMs
+// passes.
+func (r *ring) wait(timeoutMs int) error {
+	var evs [1]unix.EpollEvent
+	for {
+		_, err := unix.EpollWait(r.epfd, evs[:], timeoutMs)
+		if errors.Is(err, unix.EINTR) {
+			continue
 		}
 		return err
 	}
