@@ -38,9 +38,11 @@ type Config struct {
 	// PinDir pins maps and links there ("" pins nothing; the tracer then
 	// lives as long as the Monitor).
 	PinDir string
-	// PollInterval is how often a busy reader looks at the ring (default
-	// 500 µs): while records flow, delivery costs the traced tasks no
-	// wakeups at all, and a record waits at most about this long.
+	// PollInterval is how often a busy reader takes the ring's records
+	// (default 900 µs: p99 delivery under 1 ms at moderate rates). While
+	// records flow, delivery costs the traced tasks no wakeups at all, and
+	// a record waits about this long at most. Shorter means lower latency
+	// and more reader wakeups competing with the workload for CPU.
 	PollInterval time.Duration
 	// IdleAfter is how long the reader polls without finding a record
 	// before it sleeps until the kernel wakes it (default 5 ms).
@@ -91,7 +93,7 @@ func Load(cfg Config) (*Monitor, error) {
 		return nil, fmt.Errorf("ring size %d: must be a power of two of at least %d bytes", cfg.RingBytes, os.Getpagesize())
 	}
 	if cfg.PollInterval == 0 {
-		cfg.PollInterval = 500 * time.Microsecond
+		cfg.PollInterval = 900 * time.Microsecond
 	}
 	if cfg.IdleAfter == 0 {
 		cfg.IdleAfter = 5 * time.Millisecond

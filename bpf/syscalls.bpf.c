@@ -9,9 +9,12 @@
 //   tp_btf/sched_process_exec  a successful execve: the old image never sees
 //                              its return, so the record comes from here
 //   tp_btf/sched_process_exit  exit/exit_group never return either
+//   tp_btf/cgroup_rmdir        keeps the final counters of a removed cgroup
 //
-// One program runs on the hot path (sys_exit). An untracked task pays the
-// cgroup-id lookup and one hash lookup, nothing more.
+// One program runs on the hot path (sys_exit). An untracked task pays a
+// pointer walk to its cgroup's local storage, nothing more. Records without
+// strings are built on the stack; records with paths, argv or addresses in
+// a per-CPU scratch buffer.
 //
 // Counting: each tracked cgroup has a struct cg_state. Every syscall takes a
 // sequence number (seen == seq), then is either written to the ring buffer

@@ -52,6 +52,7 @@ func runBench(args []string) int {
 	scale := fs.Float64("scale", 1, "multiply the work per run by `X` (smaller is faster, noisier)")
 	peers := fs.Bool("peers", false, "also run each workload under strace -f (a peer tracer)")
 	withAudit := fs.Bool("audit", false, "also run each workload under vigil writing every event to an audit log")
+	poll := fs.Duration("poll", 0, "the reader's poll `INTERVAL` in the vigil modes (default: the tracer's, 900µs)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), benchUsage)
 		fs.PrintDefaults()
@@ -62,7 +63,7 @@ func runBench(args []string) int {
 		}
 		return 2
 	}
-	o := bench.Options{Reps: *reps, Scale: *scale, Log: os.Stderr, Peers: *peers, Audit: *withAudit}
+	o := bench.Options{Reps: *reps, Scale: *scale, Log: os.Stderr, Peers: *peers, Audit: *withAudit, Poll: *poll}
 	if *wl != "" {
 		o.Workloads = strings.Split(*wl, ",")
 	}

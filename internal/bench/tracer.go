@@ -25,6 +25,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"vigil.dev/vigil/audit"
 	"vigil.dev/vigil/bpf"
 	"vigil.dev/vigil/event"
@@ -38,12 +40,13 @@ var httpdGo []byte
 
 // Options choose what to run.
 type Options struct {
-	Reps      int      // repetitions of each mode (median reported); at least 5 for a report
-	Peers     bool     // also run each workload under strace -f
-	Audit     bool     // also run each workload under vigil writing the audit log
-	Workloads []string // names; empty means all
-	Scale     float64  // multiplies the work per run (1 = the default sizes)
-	WorkDir   string   // where workloads build and write; a temp dir if empty
+	Reps      int           // repetitions of each mode (median reported); at least 5 for a report
+	Peers     bool          // also run each workload under strace -f
+	Audit     bool          // also run each workload under vigil writing the audit log
+	Poll      time.Duration // the reader's poll interval (0: the tracer's default)
+	Workloads []string      // names; empty means all
+	Scale     float64       // multiplies the work per run (1 = the default sizes)
+	WorkDir   string        // where workloads build and write; a temp dir if empty
 	Log       io.Writer
 }
 
@@ -138,13 +141,14 @@ type workload struct {
 }
 
 type runner struct {
-	o       Options
-	dir     string
-	loop    string
-	httpd   string
-	log     io.Writer
-	notes   []string
-	cgCount int
+	cleanups []func()
+	o        Options
+	dir      string
+	loop     string
+	httpd    string
+	log      io.Writer
+	notes    []string
+	cgCount  int
 }
 
 // RunTracer runs the tracer benchmarks.
@@ -172,6 +176,12 @@ func RunTracer(o Options) (*Report, error) {
 		dir = d
 	}
 	r.dir = dir
+	// Unmount before the work dir is removed (defers run last-in first-out).
+	defer func() {
+		for _, c := range r.cleanups {
+			c()
+		}
+	}()
 	if err := r.buildLoop(); err != nil {
 		return nil, err
 	}
@@ -223,6 +233,9 @@ func RunTracer(o Options) (*Report, error) {
 	rep.Notes = r.notes
 	return rep, nil
 }
+
+// cfg is the tracer configuration of the vigil modes.
+func (r *runner) cfg() bpf.Config { return bpf.Config{PollInterval: r.o.Poll} }
 
 func (r *runner) want(name string) bool {
 	if len(r.o.Workloads) == 0 {
@@ -316,7 +329,14 @@ func (r *runner) workloads() []workload {
 				return runIn(cg, r.loop, "orc", strconv.Itoa(orcN), filepath.Join(dir, "orc.txt"))
 			}},
 		{name: "tar-rm-5000", unit: "file", ops: files, needs: "tar",
-			setup: func(dir string) error { return makeTree(dir, files) },
+			setup: func(dir string) error {
+				// On tmpfs: the workload measures the syscalls, not this VM's disk.
+				if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=256m"); err != nil {
+					return fmt.Errorf("mount tmpfs: %w", err)
+				}
+				r.cleanups = append(r.cleanups, func() { unix.Unmount(dir, unix.MNT_DETACH) })
+				return makeTree(dir, files)
+			},
 			run: func(dir string, cg *bpf.Cgroup) error {
 				return runIn(cg, "/bin/sh", "-c", "cd "+dir+" && mkdir -p x && tar -xf tree.tar -C x && rm -rf x")
 			}},
@@ -423,7 +443,7 @@ func (r *runner) once(w workload, dir, mode string, st *runStats) (time.Duration
 	case "floor":
 		stop, err = attachFloor(bpf.FloorEmpty)
 	case "vigil":
-		stop, err = r.startVigil(cg.ID, bpf.Config{}, st, nil)
+		stop, err = r.startVigil(cg.ID, r.cfg(), st, nil)
 	case "audit":
 		stop, err = r.startAudited(cg.ID, st)
 	case "strace":
@@ -561,7 +581,7 @@ func (r *runner) startAudited(cgID uint64, st *runStats) (func() error, error) {
 		return nil, err
 	}
 	var appendErr error
-	stop, err := r.startVigil(cgID, bpf.Config{}, st, func(ev *event.Event) {
+	stop, err := r.startVigil(cgID, r.cfg(), st, func(ev *event.Event) {
 		if appendErr == nil {
 			appendErr = w.AppendEvent(ev)
 		}
