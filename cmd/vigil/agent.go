@@ -72,15 +72,9 @@ func runAgent(args []string) int {
 		ringBytes = fs.Int("ring-size", 16<<20, "ring buffer size in `BYTES` (a power of two)")
 		logLevel  = fs.String("log-level", "info", "log `LEVEL`: debug, info, warn, error")
 	)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), agentUsage)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	fs.Usage = usageFunc(fs, agentUsage)
+	if status, done := parseFlags(fs, args); done {
+		return status
 	}
 	if fs.NArg() > 0 {
 		return fail("agent: unexpected argument %q (see 'vigil agent --help')", fs.Arg(0))

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -53,15 +52,9 @@ func runBench(args []string) int {
 	peers := fs.Bool("peers", false, "also run each workload under strace -f (a peer tracer)")
 	withAudit := fs.Bool("audit", false, "also run each workload under vigil writing every event to an audit log")
 	poll := fs.Duration("poll", 0, "the reader's poll `INTERVAL` in the vigil modes (default: the tracer's, 900µs)")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), benchUsage)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	fs.Usage = usageFunc(fs, benchUsage)
+	if status, done := parseFlags(fs, args[1:]); done {
+		return status
 	}
 	o := bench.Options{Reps: *reps, Scale: *scale, Log: os.Stderr, Peers: *peers, Audit: *withAudit, Poll: *poll}
 	if *wl != "" {

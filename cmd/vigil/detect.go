@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -68,22 +67,8 @@ func runDetect(args []string) int {
 // newDetectFlags makes a FlagSet whose --help prints usage and an example.
 func newDetectFlags(name, usage string) *flag.FlagSet {
 	fs := flag.NewFlagSet("detect "+name, flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usage)
-		fs.PrintDefaults()
-	}
+	fs.Usage = usageFunc(fs, usage)
 	return fs
-}
-
-// parseFlags parses and reports (exit status, done) for --help and errors.
-func parseFlags(fs *flag.FlagSet, args []string) (int, bool) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0, true
-		}
-		return 2, true
-	}
-	return 0, false
 }
 
 type multiFlag []string

@@ -4,6 +4,8 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"sort"
@@ -58,4 +60,25 @@ func usage(w *os.File) {
 func fail(format string, a ...any) int {
 	fmt.Fprintf(os.Stderr, "vigil: "+format+"\n", a...)
 	return 1
+}
+
+// usageFunc prints a subcommand's --help: its text, then its flags.
+func usageFunc(fs *flag.FlagSet, text string) func() {
+	return func() {
+		fmt.Fprint(fs.Output(), text)
+		fs.PrintDefaults()
+	}
+}
+
+// parseFlags parses a subcommand's flags. When done, the command returns
+// the status: 0 after --help, 2 after a bad flag (the flag package said
+// which).
+func parseFlags(fs *flag.FlagSet, args []string) (status int, done bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, true
+		}
+		return 2, true
+	}
+	return 0, false
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -35,15 +34,9 @@ func runStatus(args []string) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	sock := fs.String("socket", plugin.DefaultControlSocket, "the agent's control `SOCKET`")
 	asJSON := fs.Bool("json", false, "print the full status as JSON")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), statusUsage)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	fs.Usage = usageFunc(fs, statusUsage)
+	if status, done := parseFlags(fs, args); done {
+		return status
 	}
 	resp, err := plugin.Call(*sock, plugin.Request{Op: "status"})
 	if err != nil {

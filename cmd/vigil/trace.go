@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -70,15 +69,9 @@ func runTrace(args []string) int {
 	fs.StringVar(&o.model, "model", "", "learned model `FILE` (from 'vigil detect train') to score the workload with")
 	fs.BoolVar(&o.noDetect, "no-detect", false, "trace only: run no detector")
 	fs.StringVar(&o.auditDir, "audit", "", "also write the run's audit log to `DIR` (verify with 'vigil audit verify DIR')")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), traceUsage)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	fs.Usage = usageFunc(fs, traceUsage)
+	if status, done := parseFlags(fs, args); done {
+		return status
 	}
 	cmdArgs := fs.Args()
 	if len(cmdArgs) == 0 {
