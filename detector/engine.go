@@ -26,6 +26,12 @@ type Config struct {
 	// Model is an optional learned model of normal behaviour; its verdicts
 	// have Class anomaly and Rule "model:<name>".
 	Model *Model
+	// FromFirstExec leaves a cgroup's events before its first successful
+	// execve uninspected: in a container that is the runtime setting it up
+	// (runc's pivot_root, mounts, setns), not the workload. The agent and
+	// replays of its audit log set it; offline inputs have no exec to wait
+	// for. Read only by New.
+	FromFirstExec bool
 	// Shards splits per-cgroup state by cgroup id so callers feeding
 	// different cgroups from different goroutines do not contend
 	// (default: GOMAXPROCS).
@@ -45,10 +51,11 @@ type Sample struct {
 // Engine evaluates rules, resource rules and the model. It is safe for
 // concurrent use; state is kept per cgroup in shards.
 type Engine struct {
-	rs     atomic.Pointer[ruleSet]
-	gen    atomic.Uint64
-	mu     sync.Mutex // serializes Reload
-	shards []shard
+	rs       atomic.Pointer[ruleSet]
+	gen      atomic.Uint64
+	mu       sync.Mutex // serializes Reload
+	shards   []shard
+	fromExec bool
 }
 
 type shard struct {
@@ -60,6 +67,7 @@ type shard struct {
 
 // cgState is everything the engine remembers about one cgroup.
 type cgState struct {
+	execd     bool   // its first successful execve was seen (FromFirstExec)
 	gen       uint64 // rule generation the per-rule state below belongs to
 	container *event.Container
 	events    uint64
@@ -119,7 +127,7 @@ func New(cfg Config) (*Engine, error) {
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
 	}
-	e := &Engine{shards: make([]shard, n)}
+	e := &Engine{shards: make([]shard, n), fromExec: cfg.FromFirstExec}
 	for i := range e.shards {
 		e.shards[i].cgs = make(map[uint64]*cgState)
 	}
@@ -205,10 +213,34 @@ func (e *Engine) Observe(ev *event.Event) []Verdict {
 	rs := e.rs.Load()
 	sh := &e.shards[ev.CgroupID%uint64(len(e.shards))]
 	sh.mu.Lock()
-	out := sh.observe(rs, ev)
-	sh.mu.Unlock()
-	return out
+	defer sh.mu.Unlock()
+	if e.fromExec {
+		cg := sh.state(ev.CgroupID, rs)
+		if !cg.execd {
+			if ev.Ret != 0 || (ev.Nr != execveNr && ev.Nr != execveatNr) {
+				return nil
+			}
+			cg.execd = true
+		}
+	}
+	return sh.observe(rs, ev)
 }
+
+// Started marks a cgroup whose workload already runs (a container found
+// running after an agent restart): with FromFirstExec its events are
+// inspected from now on, without waiting for an exec.
+func (e *Engine) Started(cgroupID uint64) {
+	sh := &e.shards[cgroupID%uint64(len(e.shards))]
+	sh.mu.Lock()
+	sh.state(cgroupID, e.rs.Load()).execd = true
+	sh.mu.Unlock()
+}
+
+var execveNr, execveatNr = func() (int32, int32) {
+	a, _ := event.SyscallNr("execve")
+	b, _ := event.SyscallNr("execveat")
+	return int32(a), int32(b)
+}()
 
 func (sh *shard) observe(rs *ruleSet, ev *event.Event) []Verdict {
 	cg := sh.state(ev.CgroupID, rs)

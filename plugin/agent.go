@@ -18,6 +18,7 @@ import (
 
 	"vigil.dev/vigil/annotations"
 	"vigil.dev/vigil/audit"
+	"vigil.dev/vigil/detector"
 	"vigil.dev/vigil/event"
 	"vigil.dev/vigil/seccomp"
 )
@@ -60,19 +61,25 @@ type AgentConfig struct {
 	AuditDir string
 	// Reconnect is the wait between attempts to reach the runtime.
 	Reconnect time.Duration
+	// Detector, when set, sees every event after it is audited; each
+	// verdict is audited, written to Events as {"verdict":{...}} and logged.
+	// Build it with FromFirstExec, so the runtime's own setup of a
+	// container (runc's pivot_root, mounts) is not taken for the workload.
+	Detector *detector.Engine
 }
 
 // Agent is a running node agent.
 type Agent struct {
-	cfg     AgentConfig
-	log     *logrus.Logger
-	mon     Monitor
-	plugin  *Plugin
-	server  *seccomp.Server
-	events  *jsonLines
-	decided *jsonLines
-	aud     *audit.Writer
-	audErrs atomic.Uint64
+	cfg      AgentConfig
+	log      *logrus.Logger
+	mon      Monitor
+	plugin   *Plugin
+	server   *seccomp.Server
+	events   *jsonLines
+	decided  *jsonLines
+	aud      *audit.Writer
+	audErrs  atomic.Uint64
+	verdicts atomic.Uint64
 
 	mu        sync.Mutex
 	connected bool
@@ -122,13 +129,16 @@ func RunAgent(ctx context.Context, cfg AgentConfig, mon Monitor, log *logrus.Log
 		}
 	}
 	a.plugin = New(Config{Node: cfg.Node, CgroupRoot: cfg.CgroupRoot, ListenerPath: cfg.ListenerPath}, mon, a.server, log)
+	a.plugin.onLifecycle = a.lifecycle
+	if cfg.Detector != nil {
+		a.plugin.onRunning = cfg.Detector.Started
+	}
 	if cfg.AuditDir != "" {
 		if a.aud, err = audit.Open(audit.Options{Dir: cfg.AuditDir}); err != nil {
 			return fmt.Errorf("audit log: %w", err)
 		}
 		host, _ := os.Hostname()
 		a.audit(audit.KindAgent, 0, "", audit.Agent{Event: "start", Host: host, PID: os.Getpid(), Detail: "vigil agent"})
-		a.plugin.onLifecycle = a.lifecycle
 		defer func() {
 			a.audit(audit.KindAgent, 0, "", audit.Agent{Event: "stop", PID: os.Getpid()})
 			if err := a.aud.Close(); err != nil {
@@ -285,8 +295,10 @@ func (a *Agent) serveOnce(ctx context.Context, s stub.Stub) error {
 	return nil
 }
 
-// onEvent enriches, audits and writes one event (the tracer reuses *ev
-// afterwards).
+// onEvent enriches, audits, writes and inspects one event (the tracer
+// reuses *ev afterwards). One goroutine calls it, so the audit log holds
+// events and verdicts in the order the detector saw them, and a replay of
+// the log reaches the same verdicts.
 func (a *Agent) onEvent(ev *event.Event) {
 	a.plugin.Enrich(ev)
 	if a.aud != nil {
@@ -295,6 +307,38 @@ func (a *Agent) onEvent(ev *event.Event) {
 		}
 	}
 	a.events.write(func(b []byte) []byte { return ev.AppendJSON(b) })
+	if a.cfg.Detector == nil {
+		return
+	}
+	vs := a.cfg.Detector.Observe(ev)
+	for i := range vs {
+		a.onVerdict(&vs[i])
+	}
+}
+
+// onVerdict records a verdict: audit log first, then the event stream and
+// the log.
+func (a *Agent) onVerdict(v *detector.Verdict) {
+	a.verdicts.Add(1)
+	ctrID := ""
+	if v.Container != nil {
+		ctrID = v.Container.ID
+	}
+	a.audit(audit.KindVerdict, v.CgroupID, ctrID, v)
+	a.events.write(func(b []byte) []byte {
+		j, err := json.Marshal(struct {
+			V *detector.Verdict `json:"verdict"`
+		}{v})
+		if err != nil {
+			return b
+		}
+		return append(b, j...)
+	})
+	fields := logrus.Fields{"cgroup": v.CgroupID, "class": v.Class, "severity": v.Severity, "rule": v.Rule, "pid": v.PID}
+	if v.Container != nil {
+		fields["container"], fields["pod"] = v.Container.Name, v.Container.Pod
+	}
+	a.log.WithFields(fields).Warn(v.Message)
 }
 
 // audit appends one record when the agent keeps an audit log.
@@ -321,6 +365,9 @@ func (a *Agent) lifecycle(what string, st ContainerStatus) {
 		rec.Counters = map[string]uint64{"seen": st.Seen, "emitted": st.Emitted, "dropped": st.Dropped}
 	}
 	a.audit(audit.KindLifecycle, st.CgroupID, st.ID, rec)
+	if what == "stop" && a.cfg.Detector != nil {
+		a.cfg.Detector.Forget(st.CgroupID)
+	}
 }
 
 // Decision is the JSON record of one seccomp notify decision.

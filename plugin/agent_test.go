@@ -1,18 +1,22 @@
 package plugin
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
 	"vigil.dev/vigil/bpf"
+	"vigil.dev/vigil/detector"
 	"vigil.dev/vigil/event"
 )
 
@@ -90,4 +94,93 @@ func TestAgentStatusWithoutRuntime(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the agent did not stop")
 	}
+}
+
+// eventsMonitor is a tracer that delivers a fixed list of events, then idles.
+type eventsMonitor struct {
+	fakeTracer
+	evs []event.Event
+}
+
+func (m *eventsMonitor) Run(ctx context.Context, fn func(*event.Event)) error {
+	for i := range m.evs {
+		ev := m.evs[i]
+		fn(&ev)
+	}
+	<-ctx.Done()
+	return nil
+}
+
+// TestAgentDetects: with a detector the agent turns events into verdicts,
+// written into the event stream and counted in its status.
+func TestAgentDetects(t *testing.T) {
+	cfg := testAgentConfig(t)
+	eng, err := detector.New(detector.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Detector = eng
+	var out syncBuffer
+	cfg.Events = &out
+	openat, _ := event.SyscallNr("openat")
+	getppid, _ := event.SyscallNr("getppid")
+	mon := &eventsMonitor{fakeTracer: fakeTracer{tracked: map[uint64]bpf.Counters{}}, evs: []event.Event{
+		{Seq: 1, CgroupID: 9, PID: 5, TID: 5, Comm: "sh", Nr: int32(getppid), Ret: 1, Time: time.Unix(1, 0)},
+		{Seq: 2, CgroupID: 9, PID: 5, TID: 5, Comm: "cat", Nr: int32(openat), Ret: 3, Path: "/proc/1/root/etc/shadow", Time: time.Unix(2, 0)},
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- RunAgent(ctx, cfg, mon, quietLog()) }()
+	var resp *Response
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if resp, err = Call(cfg.ControlSocket, Request{Op: "status"}); err == nil && resp.Status.Verdicts > 0 {
+			break
+		}
+	}
+	if err != nil || resp.Status.Verdicts == 0 {
+		t.Fatalf("status %+v, %v: want a verdict for the read through /proc/1/root", resp, err)
+	}
+	if resp.Status.Events != 2 {
+		t.Errorf("status events %d, want 2 (verdict lines are not events)", resp.Status.Events)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var verdicts int
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var l struct {
+			Verdict *detector.Verdict `json:"verdict"`
+		}
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Fatalf("not JSON: %s", line)
+		}
+		if l.Verdict != nil {
+			verdicts++
+			if l.Verdict.Class != "fs-escape" || l.Verdict.CgroupID != 9 {
+				t.Errorf("verdict %+v", l.Verdict)
+			}
+		}
+	}
+	if verdicts != int(resp.Status.Verdicts) {
+		t.Errorf("%d verdict lines, status says %d", verdicts, resp.Status.Verdicts)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the agent's writer and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -47,6 +47,7 @@ type Status struct {
 	NotifyFds    uint64            `json:"notify_fds"`
 	NotifyAnswer uint64            `json:"notify_decisions"`
 	AuditErrors  uint64            `json:"audit_errors,omitempty"`
+	Verdicts     uint64            `json:"verdicts"`
 }
 
 // listenControl opens the control socket, mode 0600 (root only).
@@ -113,7 +114,9 @@ func (a *Agent) status() *Status {
 	st.Containers, st.Finished = a.plugin.Containers()
 	st.Rejected = a.plugin.Rejected()
 	var err error
+	st.Verdicts = a.verdicts.Load()
 	st.Events, err = a.events.stats()
+	st.Events -= min(st.Events, st.Verdicts) // the stream holds both
 	if err != nil {
 		st.EventsError = err.Error()
 	}

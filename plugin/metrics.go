@@ -70,6 +70,8 @@ func writeMetrics(w io.Writer, st *Status) {
 	fmt.Fprintf(w, "vigil_runtime_connections_total %d\n", st.Connections)
 	metric("vigil_events_total", "counter", "Syscall events read from the tracer since the agent started.")
 	fmt.Fprintf(w, "vigil_events_total %d\n", st.Events)
+	metric("vigil_verdicts_total", "counter", "Detector verdicts since the agent started.")
+	fmt.Fprintf(w, "vigil_verdicts_total %d\n", st.Verdicts)
 	metric("vigil_seccomp_notify_fds", "gauge", "Seccomp notify fds being served.")
 	fmt.Fprintf(w, "vigil_seccomp_notify_fds %d\n", st.NotifyOpen)
 	metric("vigil_seccomp_notify_decisions_total", "counter", "Seccomp notify decisions made.")

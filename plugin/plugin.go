@@ -75,6 +75,9 @@ type Plugin struct {
 	// onLifecycle, when set, hears of monitored containers' "start" and
 	// "stop" (with final counters): the agent audits them.
 	onLifecycle func(what string, st ContainerStatus)
+	// onRunning, when set, hears of monitored containers found already
+	// running (Synchronize after a restart): their workload has exec'd.
+	onRunning func(cgroupID uint64)
 	// catchUp is how long to wait for the reader before rebuilding the
 	// counters of a container whose cgroup is already gone.
 	catchUp time.Duration
@@ -437,6 +440,9 @@ func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 				continue
 			}
 			keep[c.cgroupID] = true
+			if p.onRunning != nil {
+				p.onRunning(c.cgroupID)
+			}
 			log.WithField("cgroup", c.cgroupID).Info("tracking container (synchronized)")
 		}
 	}

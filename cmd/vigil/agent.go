@@ -17,6 +17,7 @@ import (
 
 	"vigil.dev/vigil/annotations"
 	"vigil.dev/vigil/bpf"
+	"vigil.dev/vigil/detector"
 	"vigil.dev/vigil/plugin"
 	"vigil.dev/vigil/seccomp"
 )
@@ -32,7 +33,10 @@ each container whose pod opts in (annotation ebpf-monitor: "true", or forced
 by the node configuration) it injects the seccomp profile of the
 vigil.dev/seccomp annotation at creation, traces every syscall from the
 workload's first instruction, and writes the events, with pod and container
-metadata, as JSON lines. 'vigil status' asks it what it monitors.
+metadata, as JSON lines. The detector (default rules, --policy files, a
+--model) sees every event; each verdict goes into the same stream as
+{"verdict":{...}}, into the audit log and into the log. 'vigil status' asks
+it what it monitors.
 
 It connects to the runtime's NRI socket, or runs pre-registered from
 /opt/nri/plugins (the runtime then passes the connection), and reconnects
@@ -71,7 +75,13 @@ func runAgent(args []string) int {
 		pinDir    = fs.String("pin-dir", bpf.DefaultPinDir, "pin the tracer's state in `DIR` on bpffs, so a restarted agent keeps counting ('' pins nothing)")
 		ringBytes = fs.Int("ring-size", 16<<20, "ring buffer size in `BYTES` (a power of two)")
 		logLevel  = fs.String("log-level", "info", "log `LEVEL`: debug, info, warn, error")
+		noDetect  = fs.Bool("no-detect", false, "run no detector (trace, audit and seccomp only)")
+		model     = fs.String("model", "", "learned model `FILE` (from 'vigil detect train') to score every container with")
+		policies  multiFlag
+		resolvers multiFlag
 	)
+	fs.Var(&policies, "policy", "extra detection rule `FILE` (repeatable), on top of the default rules")
+	fs.Var(&resolvers, "allowed-resolver", "a DNS resolver `IP` the pods may query, besides the node's /etc/resolv.conf (repeatable; e.g. the cluster DNS service)")
 	fs.Usage = usageFunc(fs, agentUsage)
 	if status, done := parseFlags(fs, args); done {
 		return status
@@ -106,6 +116,13 @@ func runAgent(args []string) int {
 	}
 	defer closeDec()
 
+	var eng *detector.Engine
+	if !*noDetect {
+		if eng, err = newDetector(policies, *model, resolvers); err != nil {
+			return fail("agent: %v", err)
+		}
+	}
+
 	mon, err := loadTracer(bpf.Config{RingBytes: *ringBytes, PinDir: *pinDir}, log)
 	if err != nil {
 		return fail("agent: %v", err)
@@ -117,11 +134,31 @@ func runAgent(args []string) int {
 	defer stop()
 	cfg := plugin.AgentConfig{Node: node, NRISocket: *nriSock, ControlSocket: *ctlSock, ListenerPath: *listener,
 		CgroupRoot: root, Events: evOut, Decisions: decOut, AuditDir: *auditDir, MetricsAddr: *metrics,
-		KeeperPath: *keeper, StartKeeper: startKeeper}
+		KeeperPath: *keeper, StartKeeper: startKeeper, Detector: eng}
 	if err := plugin.RunAgent(ctx, cfg, mon, log); err != nil {
 		return fail("agent: %v", err)
 	}
 	return 0
+}
+
+// newDetector builds the detector of vigil trace and the agent: the default
+// rules plus policy files, an optional model, and the node's resolvers
+// (plus extra) as the allowed DNS servers.
+func newDetector(policies []string, model string, resolvers []string) (*detector.Engine, error) {
+	cfg := detector.Config{RuleFiles: policies, FromFirstExec: true,
+		Lists: map[string][]string{"allowed_resolvers": append(detector.SystemResolvers(""), resolvers...)}}
+	if model != "" {
+		m, err := detector.LoadModel(model)
+		if err != nil {
+			return nil, fmt.Errorf("--model: %w", err)
+		}
+		cfg.Model = m
+	}
+	eng, err := detector.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("--policy: %w", err)
+	}
+	return eng, nil
 }
 
 // openOutput opens an output: "-" is standard output, "" is none.

@@ -100,7 +100,7 @@ func replayMain(args []string, out io.Writer) int {
 	}
 	var eng *detector.Engine
 	if *detect {
-		cfg := detector.Config{RuleFiles: pol, NoDefaultRules: *noDef, Shards: 1,
+		cfg := detector.Config{RuleFiles: pol, NoDefaultRules: *noDef, Shards: 1, FromFirstExec: true,
 			Lists: map[string][]string{"allowed_resolvers": detector.SystemResolvers("")}}
 		if *modelPath != "" {
 			m, err := detector.LoadModel(*modelPath)

@@ -22,17 +22,9 @@ type traceSink struct {
 func newTraceSink(o traceOpts, cg uint64) (*traceSink, error) {
 	s := &traceSink{cg: cg}
 	if !o.noDetect {
-		cfg := detector.Config{RuleFiles: o.policy, Lists: map[string][]string{"allowed_resolvers": detector.SystemResolvers("")}}
-		if o.model != "" {
-			m, err := detector.LoadModel(o.model)
-			if err != nil {
-				return nil, fmt.Errorf("--model: %w", err)
-			}
-			cfg.Model = m
-		}
-		eng, err := detector.New(cfg)
+		eng, err := newDetector(o.policy, o.model, nil)
 		if err != nil {
-			return nil, fmt.Errorf("--policy: %w", err)
+			return nil, err
 		}
 		s.eng = eng
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"vigil.dev/vigil/audit"
+	"vigil.dev/vigil/detector"
 	"vigil.dev/vigil/event"
 	"vigil.dev/vigil/plugin"
 )
@@ -205,6 +206,33 @@ func TestSeccompStrictBlocksUnshare(t *testing.T) {
 	id = plain.run(t, "app", busybox, script, nil)
 	if logs := waitExited(t, id); !strings.Contains(logs, "unshare-ok") {
 		t.Errorf("unconfined: %q, want unshare to work", logs)
+	}
+}
+
+// TestVerdicts: the agent's detector flags what the workload of a monitored
+// container does (a read through /proc/1/root), and not what the runtime
+// did to set the container up (runc's pivot_root, before the first exec).
+func TestVerdicts(t *testing.T) {
+	need(t)
+	p := runPod(t, "verdicts", "default", monitored)
+	id := p.run(t, "app", busybox, []string{"sh", "-c", "cat /proc/1/root/etc/hostname >/dev/null; echo read-done"}, nil)
+	if logs := waitExited(t, id); !strings.Contains(logs, "read-done") {
+		t.Fatalf("logs %q", logs)
+	}
+	var vs []detector.Verdict
+	eventually(t, "a verdict for the read through /proc/1/root", 10*time.Second, func() bool {
+		vs = verdictsOf(t, id)
+		for _, v := range vs {
+			if v.Class == "fs-escape" && v.Container != nil && v.Container.Pod != "" {
+				return true
+			}
+		}
+		return false
+	})
+	for _, v := range vs {
+		if v.Comm == "runc:[2:INIT]" || strings.HasPrefix(v.Comm, "runc") {
+			t.Errorf("verdict about the runtime's setup of the container: %+v", v)
+		}
 	}
 }
 

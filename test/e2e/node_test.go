@@ -23,6 +23,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"vigil.dev/vigil/bpf"
+	"vigil.dev/vigil/detector"
 	"vigil.dev/vigil/event"
 	"vigil.dev/vigil/internal/privtest"
 	"vigil.dev/vigil/plugin"
@@ -169,6 +170,9 @@ func startAgent() (*agentProc, error) {
 func (a *agentProc) logs() string { a.logMu.Lock(); defer a.logMu.Unlock(); return a.log.String() }
 
 func (a *agentProc) stop() {
+	if a == nil { // an earlier test failed to restart it
+		return
+	}
 	a.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-a.done:
@@ -313,7 +317,7 @@ func eventsOf(t *testing.T, id string) []event.Event {
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	needle := []byte(`"id":"` + id + `"`)
 	for sc.Scan() {
-		if !bytes.Contains(sc.Bytes(), needle) {
+		if !bytes.Contains(sc.Bytes(), needle) || bytes.HasPrefix(sc.Bytes(), []byte(`{"verdict":`)) {
 			continue
 		}
 		var ev event.Event
@@ -321,6 +325,28 @@ func eventsOf(t *testing.T, id string) []event.Event {
 			t.Fatalf("bad event line %q: %v", sc.Text(), err)
 		}
 		out = append(out, ev)
+	}
+	return out
+}
+
+// verdictsOf reads the detector's verdicts about one container (by id)
+// from the agent's event stream.
+func verdictsOf(t *testing.T, id string) []detector.Verdict {
+	t.Helper()
+	b, err := os.ReadFile(agent.events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []detector.Verdict
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		if !bytes.HasPrefix(line, []byte(`{"verdict":`)) || !bytes.Contains(line, []byte(`"id":"`+id+`"`)) {
+			continue
+		}
+		var l struct{ Verdict detector.Verdict }
+		if err := json.Unmarshal(line, &l); err != nil {
+			t.Fatalf("bad verdict line %q: %v", line, err)
+		}
+		out = append(out, l.Verdict)
 	}
 	return out
 }
