@@ -121,13 +121,6 @@ func RunAgent(ctx context.Context, cfg AgentConfig, mon Monitor, log *logrus.Log
 		return err
 	}
 	defer a.server.Close()
-	if cfg.KeeperPath != "" {
-		if err := a.useKeeper(); err != nil {
-			// Not fatal: without the keeper a restart of the agent makes the
-			// notified syscalls of running containers fail with ENOSYS.
-			log.WithError(err).Warn("no notify fd keeper: notify containers will not survive an agent restart")
-		}
-	}
 	a.plugin = New(Config{Node: cfg.Node, CgroupRoot: cfg.CgroupRoot, ListenerPath: cfg.ListenerPath}, mon, a.server, log)
 	a.plugin.onLifecycle = a.lifecycle
 	if cfg.Detector != nil {
@@ -147,6 +140,16 @@ func RunAgent(ctx context.Context, cfg AgentConfig, mon Monitor, log *logrus.Log
 		}()
 	}
 
+	// The plugin and the audit log exist before the keeper hands back the fds
+	// of running containers: the server answers (and reports to onDecision)
+	// at once.
+	if cfg.KeeperPath != "" {
+		if err := a.useKeeper(); err != nil {
+			// Not fatal: without the keeper a restart of the agent makes the
+			// notified syscalls of running containers fail with ENOSYS.
+			log.WithError(err).Warn("no notify fd keeper: notify containers will not survive an agent restart")
+		}
+	}
 	ctl, err := listenControl(cfg.ControlSocket)
 	if err != nil {
 		return err
