@@ -236,6 +236,9 @@ func TestServerAnswersFromPolicy(t *testing.T) {
 	if _, err := os.Stat(made); err != nil {
 		t.Errorf("allowed mkdirat did not happen: %v", err)
 	}
+	// The server reports a decision after sending it (the report carries
+	// the send's outcome), so the last report may trail the caller's answer.
+	waitFor(t, "three decisions reported", func() bool { return len(rec.all()) >= 3 })
 	notes := rec.all()
 	want := []struct {
 		nr int32
@@ -268,6 +271,7 @@ func TestServerFallbackAndExtraFds(t *testing.T) {
 	if res[0] != syscall.EROFS {
 		t.Errorf("mkdirat: %v, want EROFS from the fallback policy", res[0])
 	}
+	waitFor(t, "the decision reported", func() bool { return len(rec.all()) >= 1 })
 	if n := rec.all(); len(n) != 1 || n[0].Container != "unknown-ctr" {
 		t.Errorf("notifications: %+v", n)
 	}
