@@ -74,7 +74,6 @@ type Monitor struct {
 	objs   vigilObjects
 	links  []link.Link
 	ring   *ring
-	gen    uint64
 	dec    decoder
 	reused bool
 
@@ -227,7 +226,6 @@ func (m *Monitor) bumpGen() error {
 	if err := m.objs.VigilGen.Update(uint32(0), gen, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("bump comm generation: %w", err)
 	}
-	m.gen = gen
 	return nil
 }
 
@@ -386,9 +384,6 @@ func (m *Monitor) Run(ctx context.Context, fn func(*event.Event)) error {
 		}
 	}
 }
-
-// Pending is the number of bytes waiting in the ring.
-func (m *Monitor) Pending() int { return m.ring.pending() }
 
 // Close detaches the tracer (unless pinned: a pinned tracer keeps counting
 // for the next agent) and frees what it holds.

@@ -133,7 +133,6 @@ type workload struct {
 	name   string
 	unit   string
 	ops    int
-	calls  int                                    // syscalls per run when known (0: from the trace)
 	setup  func(dir string) error                 // once
 	run    func(dir string, cg *bpf.Cgroup) error // one timed run inside cg
 	needs  string                                 // a program the workload needs in PATH
@@ -317,11 +316,11 @@ func (r *runner) workloads() []workload {
 	}
 	http.timeFn = func() time.Duration { return httpTime }
 	return []workload{
-		{name: "getppid", unit: "syscall", ops: getppidN, calls: getppidN,
+		{name: "getppid", unit: "syscall", ops: getppidN,
 			run: func(dir string, cg *bpf.Cgroup) error {
 				return runIn(cg, r.loop, "getppid", strconv.Itoa(getppidN))
 			}},
-		{name: "open-read-close", unit: "iteration", ops: orcN, calls: 3 * orcN,
+		{name: "open-read-close", unit: "iteration", ops: orcN,
 			setup: func(dir string) error {
 				return os.WriteFile(filepath.Join(dir, "orc.txt"), []byte(strings.Repeat("x", 200)), 0o644)
 			},
