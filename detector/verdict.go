@@ -139,6 +139,13 @@ type Verdict struct {
 	Score     float64          `json:"score"`
 	Message   string           `json:"message"`
 	Evidence  []Evidence       `json:"evidence,omitempty"`
+	// Mode is the container's mode when the verdict was made (learn,
+	// detect, enforce), set by the response ladder (package control).
+	Mode string `json:"mode,omitempty"`
+	// WouldAct lists the actions the container's policy would have taken
+	// (mode detect); Actions those it takes (mode enforce).
+	WouldAct []string `json:"would_act,omitempty"`
+	Actions  []string `json:"actions,omitempty"`
 }
 
 // verdictID hashes what identifies a verdict: the rule, the cgroup, the
