@@ -112,7 +112,13 @@ func (c *Cgroup) Remove() error {
 // Usage reads the cgroup's cumulative CPU time (cpu.stat usage_usec, in ns)
 // and its thread count (cgroup.threads).
 func (c *Cgroup) Usage() (cpuNs uint64, threads int, err error) {
-	b, err := os.ReadFile(filepath.Join(c.Path, "cpu.stat"))
+	return CgroupUsage(c.Path)
+}
+
+// CgroupUsage reads the cumulative CPU time (ns) and thread count of the
+// cgroup v2 directory dir (cpu.stat usage_usec, cgroup.threads).
+func CgroupUsage(dir string) (cpuNs uint64, threads int, err error) {
+	b, err := os.ReadFile(filepath.Join(dir, "cpu.stat"))
 	if err != nil {
 		return 0, 0, fmt.Errorf("cgroup cpu.stat: %w", err)
 	}
@@ -125,7 +131,7 @@ func (c *Cgroup) Usage() (cpuNs uint64, threads int, err error) {
 			cpuNs = us * 1000
 		}
 	}
-	t, err := os.ReadFile(filepath.Join(c.Path, "cgroup.threads"))
+	t, err := os.ReadFile(filepath.Join(dir, "cgroup.threads"))
 	if err != nil {
 		return 0, 0, fmt.Errorf("cgroup threads: %w", err)
 	}

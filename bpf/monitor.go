@@ -343,6 +343,13 @@ func (m *Monitor) Tracked() (map[uint64]Counters, error) {
 // the pause does (see WakeInterval). A backlog of a quarter of the ring
 // is drained without pause.
 func (m *Monitor) Run(ctx context.Context, fn func(*event.Event)) error {
+	return m.RunBatches(ctx, fn, nil)
+}
+
+// RunBatches is Run that also calls endBatch (when not nil) after each
+// drain of the ring that delivered records: a consumer that batches events
+// hands its batch on there.
+func (m *Monitor) RunBatches(ctx context.Context, fn func(*event.Event), endBatch func()) error {
 	m.runMu.Lock()
 	defer m.runMu.Unlock()
 	var ev event.Event
@@ -360,9 +367,14 @@ func (m *Monitor) Run(ctx context.Context, fn func(*event.Event)) error {
 		default:
 		}
 		n := m.ring.drain(handle)
+		if n > 0 && endBatch != nil {
+			endBatch()
+		}
 		select {
 		case <-ctx.Done():
-			m.ring.drain(handle)
+			if m.ring.drain(handle) > 0 && endBatch != nil {
+				endBatch()
+			}
 			return nil
 		default:
 		}

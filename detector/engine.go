@@ -236,6 +236,18 @@ func (e *Engine) Started(cgroupID uint64) {
 	sh.mu.Unlock()
 }
 
+// Gap tells the engine that the tracer (or a queue in front of the
+// engine) lost count records of a cgroup. With FromFirstExec, a gap before
+// the first exec was seen opens the gate: the lost records may have held
+// that exec, and a container must never stay uninspected because of a
+// drop.
+func (e *Engine) Gap(cgroupID uint64, count uint64) {
+	if count == 0 || !e.fromExec {
+		return
+	}
+	e.Started(cgroupID)
+}
+
 var execveNr, execveatNr = func() (int32, int32) {
 	a, _ := event.SyscallNr("execve")
 	b, _ := event.SyscallNr("execveat")

@@ -156,6 +156,23 @@ func (o *onlineModel) close(cg *cgState, cgroup uint64, pid, tid uint32, seq uin
 // Flush scores every partial model window (at the end of a trace or
 // before a container is forgotten) and returns the verdicts, in cgroup
 // order.
+// FlushCgroup scores the partial window the model holds for one cgroup
+// (a container that ended), like Flush does for all.
+func (e *Engine) FlushCgroup(cgroupID uint64) []Verdict {
+	rs := e.rs.Load()
+	if rs.online == nil {
+		return nil
+	}
+	sh := &e.shards[cgroupID%uint64(len(e.shards))]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	cg := sh.cgs[cgroupID]
+	if cg == nil || cg.model == nil || cg.model.w.count == 0 || cg.gen != rs.gen {
+		return nil
+	}
+	return rs.online.close(cg, cgroupID, 0, 0, cg.events, nil)
+}
+
 func (e *Engine) Flush() []Verdict {
 	rs := e.rs.Load()
 	if rs.online == nil {

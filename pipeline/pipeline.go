@@ -1,0 +1,582 @@
+// Package pipeline is the one path every event takes, in the agent and in
+// `vigil trace`: enrich (container metadata) → audit → detect → control →
+// sinks. It is fed with syscall events by the tracer's reader, with CPU and
+// thread samples, and with lifecycle notes; it finds the gaps in each
+// cgroup's sequence numbers (records the tracer or the queue dropped) and
+// records them in the audit log and tells the detector.
+//
+// The reader only copies events into batches and hands them over a bounded
+// queue; one worker goroutine does everything else, so the audit log holds
+// events and verdicts in the order the detector saw them, and disk I/O
+// (audit compression, signing, fsync, exports) never runs on the reader's
+// goroutine. A batch the queue cannot take is dropped and counted; its
+// records show as gaps like any other loss.
+package pipeline
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"vigil.dev/vigil/annotations"
+	"vigil.dev/vigil/audit"
+	"vigil.dev/vigil/control"
+	"vigil.dev/vigil/detector"
+	"vigil.dev/vigil/event"
+)
+
+// Sink is an output of the pipeline: an export, the trace's terminal, a
+// log. The worker calls it, from one goroutine.
+type Sink interface {
+	// Event is every event, after enrichment and audit. ev is reused after
+	// the call: copy what is kept.
+	Event(ev *event.Event)
+	// Verdict is every verdict, marked by the controller (mode, would_act,
+	// actions).
+	Verdict(v *detector.Verdict)
+	// Action is every action taken or undone.
+	Action(r control.Record)
+	// Gap is every run of records lost before the pipeline saw them.
+	Gap(g Gap)
+	// Flush writes what is buffered; called when the worker is idle.
+	Flush() error
+}
+
+// Gap is a run of records of one cgroup that never reached the pipeline:
+// dropped by the tracer (ring full) or by the pipeline's queue.
+type Gap struct {
+	CgroupID  uint64           `json:"cgroup"`
+	Container *event.Container `json:"container,omitempty"`
+	FromSeq   uint64           `json:"from_seq"`
+	Count     uint64           `json:"count"`
+}
+
+// Controller is what the pipeline needs of the response ladder
+// (*control.Controller).
+type Controller interface {
+	// Decide marks the verdict (mode, would_act, actions) and returns the
+	// actions to run; fast, no I/O.
+	Decide(v *detector.Verdict, t control.Target) []control.Action
+	// Execute queues the actions; trigger is the triggering event's time.
+	Execute(v *detector.Verdict, t control.Target, acts []control.Action, trigger time.Time)
+	// Forget drops the state of a cgroup that ended.
+	Forget(cgroupID uint64)
+}
+
+// Config says what a Pipeline runs. Every part is optional.
+type Config struct {
+	// Enrich sets ev.Container (the agent's registry).
+	Enrich func(ev *event.Event)
+	// Target describes a cgroup's container for the detector gate (mode
+	// learn records only) and the controller. Unknown cgroups are in mode
+	// detect.
+	Target func(cgroupID uint64) (control.Target, bool)
+	// Audit is the audit log; what it cannot take is counted (Stats).
+	Audit *audit.Writer
+	// Detector judges events and samples.
+	Detector *detector.Engine
+	// Control turns verdicts into actions (*control.Controller): Decide on
+	// the worker, the actions on its own goroutine.
+	Control Controller
+	Sinks   []Sink
+	// QueueBatches bounds the queue between the reader and the worker, in
+	// batches of BatchSize events (default 256 batches: 64 K events).
+	QueueBatches int
+	// Errorf reports a failing part once per kind (audit, sink).
+	Errorf func(format string, args ...any)
+	// FinishWait bounds how long a finished cgroup waits for its last
+	// records before its trailing gap is recorded (default 1 s).
+	FinishWait time.Duration
+}
+
+// BatchSize is the number of events the reader hands over at once (at
+// most; a drain of the ring ends a batch too).
+const BatchSize = 256
+
+// Stats are the pipeline's counters.
+type Stats struct {
+	Events       uint64 `json:"events"`        // events processed
+	Verdicts     uint64 `json:"verdicts"`      // verdicts made
+	Gaps         uint64 `json:"gaps"`          // gap records
+	Lost         uint64 `json:"lost"`          // records in gaps (tracer and queue)
+	QueueDropped uint64 `json:"queue_dropped"` // events the queue could not take
+	AuditErrors  uint64 `json:"audit_errors"`  // records the audit log refused
+	SinkErrors   uint64 `json:"sink_errors"`
+	QueueDepth   int    `json:"queue_depth"` // batches waiting now
+}
+
+// Pipeline is one event path. Event and EndBatch are for one goroutine
+// (the tracer's reader); everything else is safe for concurrent use.
+type Pipeline struct {
+	cfg Config
+
+	// Reader side.
+	cur     *batch
+	free    chan *batch
+	batches chan *batch
+
+	// Control messages: samples, notes, records, finish, flush.
+	msgs chan msg
+	quit chan struct{}
+	done chan struct{}
+
+	// Worker side.
+	cgs map[uint64]*cgInfo
+
+	events, verdicts, gaps, lost, queueDropped, auditErrs, sinkErrs atomic.Uint64
+	errOnce                                                         sync.Map
+}
+
+type batch struct{ evs []event.Event }
+
+type msgKind uint8
+
+const (
+	mSample msgKind = iota + 1
+	mNote
+	mRecord
+	mBegin
+	mFinish
+	mFlush
+)
+
+type msg struct {
+	kind   msgKind
+	cg     uint64
+	seq    uint64
+	sample detector.Sample
+	rec    control.Record
+	note   note
+	fn     func()
+	done   chan struct{}
+}
+
+type note struct {
+	kind  audit.Kind
+	ctrID string
+	body  any
+}
+
+// cgInfo is what the worker keeps per cgroup.
+type cgInfo struct {
+	lastSeq   uint64
+	known     bool // lastSeq is a real baseline
+	target    control.Target
+	hasTarget bool
+	finalSeen uint64 // > 0: finished, waiting for the last records
+	finishAt  time.Time
+	onFinish  func()
+}
+
+// New returns a pipeline; Run starts its worker.
+func New(cfg Config) *Pipeline {
+	if cfg.QueueBatches <= 0 {
+		cfg.QueueBatches = 256
+	}
+	if cfg.FinishWait <= 0 {
+		cfg.FinishWait = time.Second
+	}
+	if cfg.Errorf == nil {
+		cfg.Errorf = func(string, ...any) {}
+	}
+	p := &Pipeline{cfg: cfg,
+		free:    make(chan *batch, cfg.QueueBatches+2),
+		batches: make(chan *batch, cfg.QueueBatches),
+		msgs:    make(chan msg, 4096),
+		quit:    make(chan struct{}),
+		done:    make(chan struct{}),
+		cgs:     map[uint64]*cgInfo{},
+	}
+	p.cur = p.newBatch()
+	return p
+}
+
+func (p *Pipeline) newBatch() *batch {
+	select {
+	case b := <-p.free:
+		b.evs = b.evs[:0]
+		return b
+	default:
+		return &batch{evs: make([]event.Event, 0, BatchSize)}
+	}
+}
+
+// Event takes one event from the tracer's reader (ev is reused after the
+// call). It only copies it; the batch goes to the worker when full or at
+// EndBatch.
+func (p *Pipeline) Event(ev *event.Event) {
+	p.cur.evs = append(p.cur.evs, *ev)
+	if len(p.cur.evs) == BatchSize {
+		p.EndBatch()
+	}
+}
+
+// EndBatch hands the events taken so far to the worker. When the queue is
+// full the batch is dropped and counted: its records show as gaps.
+func (p *Pipeline) EndBatch() {
+	if len(p.cur.evs) == 0 {
+		return
+	}
+	select {
+	case p.batches <- p.cur:
+		p.cur = p.newBatch()
+	default:
+		p.queueDropped.Add(uint64(len(p.cur.evs)))
+		p.cur.evs = p.cur.evs[:0]
+	}
+}
+
+// Sample feeds a CPU/thread sample of a cgroup to the detector (and the
+// audit log, so replays re-run resource rules).
+func (p *Pipeline) Sample(s detector.Sample) { p.send(msg{kind: mSample, cg: s.CgroupID, sample: s}) }
+
+// Note appends a record of another kind (lifecycle, notify decision,
+// agent, policy change) to the audit log, in the worker's order.
+func (p *Pipeline) Note(kind audit.Kind, cgroupID uint64, containerID string, body any) {
+	p.send(msg{kind: mNote, cg: cgroupID, note: note{kind: kind, ctrID: containerID, body: body}})
+}
+
+// Record is the controller's callback: an action taken or undone is
+// audited and sent to the sinks.
+func (p *Pipeline) Record(r control.Record) { p.send(msg{kind: mRecord, cg: r.CgroupID, rec: r}) }
+
+// Begin tells the pipeline that a cgroup is tracked from now on and that
+// the tracer has already counted seen syscalls of it (0 for a new cgroup;
+// a pinned tracer's count after an agent restart), so that gaps from here
+// on are found, and refreshes its target.
+func (p *Pipeline) Begin(cgroupID, seen uint64) { p.send(msg{kind: mBegin, cg: cgroupID, seq: seen}) }
+
+// Finish tells the pipeline that a cgroup ended with the tracer's final
+// seen count. Once its records up to that number arrived (or FinishWait
+// passed), the trailing gap is recorded, the detector's last window of it
+// is scored, detector, audit writer and controller forget it, and then
+// onFinish (if not nil) runs on the worker.
+func (p *Pipeline) Finish(cgroupID, finalSeen uint64, onFinish func()) {
+	p.send(msg{kind: mFinish, cg: cgroupID, seq: finalSeen, fn: onFinish})
+}
+
+// Flush scores what the detector still holds (the model's partial
+// windows) and waits until everything sent before it was processed and
+// the sinks are flushed. Use it when a trace ends.
+func (p *Pipeline) Flush() {
+	done := make(chan struct{})
+	p.send(msg{kind: mFlush, done: done})
+	select {
+	case <-done:
+	case <-p.done:
+	}
+}
+
+func (p *Pipeline) send(m msg) {
+	select {
+	case p.msgs <- m:
+	case <-p.done:
+	}
+}
+
+// Stats returns the counters.
+func (p *Pipeline) Stats() Stats {
+	return Stats{Events: p.events.Load(), Verdicts: p.verdicts.Load(), Gaps: p.gaps.Load(), Lost: p.lost.Load(),
+		QueueDropped: p.queueDropped.Load(), AuditErrors: p.auditErrs.Load(), SinkErrors: p.sinkErrs.Load(),
+		QueueDepth: len(p.batches)}
+}
+
+// Close stops the worker after it processed what was queued. The reader
+// must have stopped (its last EndBatch done) before.
+func (p *Pipeline) Close() {
+	select {
+	case <-p.quit:
+	default:
+		close(p.quit)
+	}
+	<-p.done
+}
+
+// Run is the worker: it processes batches and messages until ctx is done
+// or Close, then drains what is queued and flushes the sinks.
+func (p *Pipeline) Run(ctx context.Context) {
+	defer close(p.done)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case b := <-p.batches:
+			p.process(b)
+			continue
+		default:
+		}
+		select {
+		case b := <-p.batches:
+			p.process(b)
+		case m := <-p.msgs:
+			p.handle(m)
+		case <-tick.C:
+			p.idle()
+		case <-ctx.Done():
+			p.drain()
+			return
+		case <-p.quit:
+			p.drain()
+			return
+		}
+	}
+}
+
+// drain processes what is left in the queues.
+func (p *Pipeline) drain() {
+	for {
+		select {
+		case b := <-p.batches:
+			p.process(b)
+		case m := <-p.msgs:
+			p.handle(m)
+		default:
+			p.finishAll()
+			p.flushSinks()
+			return
+		}
+	}
+}
+
+func (p *Pipeline) process(b *batch) {
+	for i := range b.evs {
+		p.event(&b.evs[i])
+	}
+	b.evs = b.evs[:0]
+	select {
+	case p.free <- b:
+	default:
+	}
+}
+
+func (p *Pipeline) info(cg uint64) *cgInfo {
+	c := p.cgs[cg]
+	if c == nil {
+		c = &cgInfo{}
+		p.refreshTarget(cg, c)
+		p.cgs[cg] = c
+	}
+	return c
+}
+
+func (p *Pipeline) refreshTarget(cg uint64, c *cgInfo) {
+	if p.cfg.Target != nil {
+		c.target, c.hasTarget = p.cfg.Target(cg)
+	}
+}
+
+// event runs one event through enrich → gaps → audit → sinks → detector →
+// control.
+func (p *Pipeline) event(ev *event.Event) {
+	p.events.Add(1)
+	if p.cfg.Enrich != nil {
+		p.cfg.Enrich(ev)
+	}
+	c := p.info(ev.CgroupID)
+	if !c.known {
+		// The first record of a cgroup Begin did not announce (its records
+		// were in the ring before): it is the baseline.
+		c.lastSeq, c.known = ev.Seq-1, true
+	}
+	if ev.Seq > c.lastSeq+1 {
+		p.gap(Gap{CgroupID: ev.CgroupID, Container: ev.Container, FromSeq: c.lastSeq + 1, Count: ev.Seq - c.lastSeq - 1})
+	}
+	if ev.Seq > c.lastSeq {
+		c.lastSeq = ev.Seq
+	}
+	if a := p.cfg.Audit; a != nil {
+		if err := a.AppendEvent(ev); err != nil {
+			p.auditFailed(err)
+		}
+	}
+	for _, s := range p.cfg.Sinks {
+		s.Event(ev)
+	}
+	if p.cfg.Detector == nil || (c.hasTarget && c.target.Mode == annotations.ModeLearn) {
+		return
+	}
+	vs := p.cfg.Detector.Observe(ev)
+	for i := range vs {
+		p.verdict(&vs[i], c, ev.Time)
+	}
+	if c.finalSeen > 0 && c.lastSeq >= c.finalSeen {
+		p.finish(ev.CgroupID, c)
+	}
+}
+
+// verdict marks a verdict with the controller's decision, audits it, sends
+// it to the sinks and has the controller act (enforce).
+func (p *Pipeline) verdict(v *detector.Verdict, c *cgInfo, trigger time.Time) {
+	p.verdicts.Add(1)
+	var acts []control.Action
+	t := c.target
+	if !c.hasTarget {
+		t = control.Target{CgroupID: v.CgroupID, Mode: annotations.ModeDetect}
+	}
+	if p.cfg.Control != nil {
+		acts = p.cfg.Control.Decide(v, t)
+	}
+	ctrID := ""
+	if v.Container != nil {
+		ctrID = v.Container.ID
+	}
+	p.audit(audit.KindVerdict, v.CgroupID, ctrID, v)
+	for _, s := range p.cfg.Sinks {
+		s.Verdict(v)
+	}
+	if len(acts) > 0 {
+		p.cfg.Control.Execute(v, t, acts, trigger)
+	}
+}
+
+func (p *Pipeline) gap(g Gap) {
+	p.gaps.Add(1)
+	p.lost.Add(g.Count)
+	ctrID := ""
+	if g.Container != nil {
+		ctrID = g.Container.ID
+	}
+	if a := p.cfg.Audit; a != nil {
+		if err := a.AppendGap(g.CgroupID, ctrID, g.FromSeq, g.Count); err != nil {
+			p.auditFailed(err)
+		}
+	}
+	if p.cfg.Detector != nil {
+		p.cfg.Detector.Gap(g.CgroupID, g.Count)
+	}
+	for _, s := range p.cfg.Sinks {
+		s.Gap(g)
+	}
+}
+
+func (p *Pipeline) handle(m msg) {
+	switch m.kind {
+	case mSample:
+		c := p.info(m.cg)
+		if m.sample.Container == nil && c.hasTarget {
+			m.sample.Container = c.target.Container
+		}
+		if p.cfg.Detector == nil || (c.hasTarget && c.target.Mode == annotations.ModeLearn) {
+			return
+		}
+		p.audit(audit.KindSample, m.cg, ctrIDOf(m.sample.Container), m.sample)
+		vs := p.cfg.Detector.Sample(m.sample)
+		for i := range vs {
+			p.verdict(&vs[i], c, m.sample.Time)
+		}
+	case mNote:
+		p.audit(m.note.kind, m.cg, m.note.ctrID, m.note.body)
+	case mRecord:
+		p.audit(audit.KindAction, m.rec.CgroupID, m.rec.ContainerID, m.rec)
+		for _, s := range p.cfg.Sinks {
+			s.Action(m.rec)
+		}
+	case mBegin:
+		c := p.info(m.cg)
+		p.refreshTarget(m.cg, c)
+		if !c.known {
+			c.lastSeq, c.known = m.seq, true
+		}
+		c.finalSeen, c.onFinish = 0, nil
+	case mFinish:
+		c := p.info(m.cg)
+		c.onFinish = m.fn
+		c.finalSeen = max(m.seq, 1)
+		c.finishAt = time.Now().Add(p.cfg.FinishWait)
+		if c.lastSeq >= c.finalSeen {
+			p.finish(m.cg, c)
+		}
+	case mFlush:
+		if p.cfg.Detector != nil {
+			vs := p.cfg.Detector.Flush()
+			for i := range vs {
+				p.verdict(&vs[i], p.info(vs[i].CgroupID), time.Now())
+			}
+		}
+		p.flushSinks()
+		close(m.done)
+	}
+}
+
+// idle flushes the sinks and finishes cgroups whose wait is over.
+func (p *Pipeline) idle() {
+	now := time.Now()
+	for id, c := range p.cgs {
+		if c.finalSeen > 0 && now.After(c.finishAt) {
+			p.finish(id, c)
+		}
+	}
+	p.flushSinks()
+}
+
+func (p *Pipeline) finishAll() {
+	for id, c := range p.cgs {
+		if c.finalSeen > 0 {
+			p.finish(id, c)
+		}
+	}
+}
+
+// finish records a finished cgroup's trailing gap and forgets it.
+func (p *Pipeline) finish(id uint64, c *cgInfo) {
+	if c.finalSeen > c.lastSeq {
+		var ctr *event.Container
+		if c.hasTarget {
+			ctr = c.target.Container
+		}
+		p.gap(Gap{CgroupID: id, Container: ctr, FromSeq: c.lastSeq + 1, Count: c.finalSeen - c.lastSeq})
+	}
+	if p.cfg.Detector != nil {
+		for _, v := range p.cfg.Detector.FlushCgroup(id) {
+			p.verdict(&v, c, time.Now())
+		}
+		p.cfg.Detector.Forget(id)
+	}
+	if p.cfg.Audit != nil {
+		p.cfg.Audit.Forget(id)
+	}
+	if p.cfg.Control != nil {
+		p.cfg.Control.Forget(id)
+	}
+	delete(p.cgs, id)
+	if c.onFinish != nil {
+		c.onFinish()
+	}
+}
+
+func (p *Pipeline) flushSinks() {
+	for _, s := range p.cfg.Sinks {
+		if err := s.Flush(); err != nil {
+			p.sinkErrs.Add(1)
+			p.once("sink", "output: %v", err)
+		}
+	}
+}
+
+func (p *Pipeline) audit(kind audit.Kind, cg uint64, ctrID string, body any) {
+	if p.cfg.Audit == nil {
+		return
+	}
+	if err := p.cfg.Audit.Append(kind, cg, ctrID, body); err != nil {
+		p.auditFailed(err)
+	}
+}
+
+func (p *Pipeline) auditFailed(err error) {
+	p.auditErrs.Add(1)
+	p.once("audit", "audit log: append failed (counted from now on): %v", err)
+}
+
+func (p *Pipeline) once(kind, format string, args ...any) {
+	if _, loaded := p.errOnce.LoadOrStore(kind, true); !loaded {
+		p.cfg.Errorf(format, args...)
+	}
+}
+
+func ctrIDOf(c *event.Container) string {
+	if c == nil {
+		return ""
+	}
+	return c.ID
+}

@@ -1,0 +1,309 @@
+package pipeline
+
+import (
+	"compress/gzip"
+	"encoding/json"
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"vigil.dev/vigil/annotations"
+	"vigil.dev/vigil/audit"
+	"vigil.dev/vigil/control"
+	"vigil.dev/vigil/detector"
+	"vigil.dev/vigil/event"
+)
+
+// recorded reads a recorded scenario of the detector's test data.
+func recorded(t *testing.T, name string) []event.Event {
+	t.Helper()
+	f, err := os.Open(filepath.Join("../detector/testdata/scenarios", name+".jsonl.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evs []event.Event
+	if err := detector.ReplayEvents(zr, name, func(ev *event.Event) error {
+		evs = append(evs, *ev)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) == 0 {
+		t.Fatalf("%s: no events", name)
+	}
+	return evs
+}
+
+// capture is a sink that keeps what it is given.
+type capture struct {
+	mu       sync.Mutex
+	events   []uint64 // seqs
+	verdicts []detector.Verdict
+	actions  []control.Record
+	gaps     []Gap
+	flushes  int
+}
+
+func (c *capture) Event(ev *event.Event)       { c.mu.Lock(); c.events = append(c.events, ev.Seq); c.mu.Unlock() }
+func (c *capture) Verdict(v *detector.Verdict) { c.mu.Lock(); c.verdicts = append(c.verdicts, *v); c.mu.Unlock() }
+func (c *capture) Action(r control.Record)     { c.mu.Lock(); c.actions = append(c.actions, r); c.mu.Unlock() }
+func (c *capture) Gap(g Gap)                   { c.mu.Lock(); c.gaps = append(c.gaps, g); c.mu.Unlock() }
+func (c *capture) Flush() error                { c.mu.Lock(); c.flushes++; c.mu.Unlock(); return nil }
+
+// fakeControl decides "alert" for detect and "kill-process" for enforce.
+type fakeControl struct {
+	executed []string
+	forgot   []uint64
+}
+
+func (f *fakeControl) Decide(v *detector.Verdict, t control.Target) []control.Action {
+	v.Mode = string(t.Mode)
+	switch t.Mode {
+	case annotations.ModeDetect:
+		v.WouldAct = []string{"kill-process"}
+	case annotations.ModeEnforce:
+		v.Actions = []string{"kill-process"}
+		return []control.Action{control.ActKillProcess}
+	}
+	return nil
+}
+
+func (f *fakeControl) Execute(v *detector.Verdict, _ control.Target, _ []control.Action, _ time.Time) {
+	f.executed = append(f.executed, v.ID)
+}
+func (f *fakeControl) Forget(id uint64) { f.forgot = append(f.forgot, id) }
+
+func newEngine(t *testing.T) *detector.Engine {
+	t.Helper()
+	eng, err := detector.New(detector.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return eng
+}
+
+// run feeds evs through a pipeline as the tracer's reader would, then
+// flushes and closes it.
+func run(t *testing.T, cfg Config, evs []event.Event, between func(p *Pipeline)) *Pipeline {
+	t.Helper()
+	p := New(cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go p.Run(ctx)
+	if between != nil {
+		between(p)
+	}
+	for i := range evs {
+		ev := evs[i]
+		p.Event(&ev)
+		if i%100 == 99 {
+			p.EndBatch()
+		}
+	}
+	p.EndBatch()
+	p.Flush()
+	p.Close()
+	return p
+}
+
+func TestVerdictsAuditedInDetectorOrder(t *testing.T) {
+	evs := recorded(t, "proc1-root")
+	dir := t.TempDir()
+	w, err := audit.Open(audit.Options{Dir: filepath.Join(dir, "log")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &capture{}
+	ctl := &fakeControl{}
+	cg := evs[0].CgroupID
+	target := control.Target{CgroupID: cg, Mode: annotations.ModeEnforce, Container: &event.Container{ID: "c1"}}
+	p := run(t, Config{Audit: w, Detector: newEngine(t), Control: ctl, Sinks: []Sink{sink},
+		Target: func(id uint64) (control.Target, bool) { return target, id == cg }}, evs, nil)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(sink.verdicts) == 0 {
+		t.Fatal("no verdict on the proc-root-escape scenario")
+	}
+	if len(sink.events) != len(evs) {
+		t.Fatalf("sink saw %d events, want %d", len(sink.events), len(evs))
+	}
+	for _, v := range sink.verdicts {
+		if v.Mode != "enforce" || !slices.Equal(v.Actions, []string{"kill-process"}) {
+			t.Errorf("verdict %s not marked by the controller: mode %q actions %v", v.Rule, v.Mode, v.Actions)
+		}
+	}
+	if len(ctl.executed) != len(sink.verdicts) {
+		t.Errorf("controller executed %d verdicts, want %d", len(ctl.executed), len(sink.verdicts))
+	}
+	st := p.Stats()
+	if st.Events != uint64(len(evs)) || st.Verdicts != uint64(len(sink.verdicts)) || st.AuditErrors != 0 {
+		t.Errorf("stats %+v", st)
+	}
+
+	// The audit log holds each verdict right after the event that caused
+	// it (the evidence's sequence number), with the controller's marks.
+	r, err := audit.NewReader(filepath.Join(dir, "log"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var lastSeq uint64
+	var nv int
+	for {
+		rec, err := r.Next()
+		if err != nil {
+			break
+		}
+		switch rec.Kind {
+		case audit.KindEvent:
+			lastSeq = rec.Event.Seq
+		case audit.KindVerdict:
+			nv++
+			var v detector.Verdict
+			if err := json.Unmarshal(rec.Body, &v); err != nil {
+				t.Fatal(err)
+			}
+			if len(v.Evidence) > 0 && v.Evidence[len(v.Evidence)-1].Seq != lastSeq {
+				t.Errorf("verdict %s audited after event %d, its evidence is event %d", v.Rule, lastSeq, v.Evidence[len(v.Evidence)-1].Seq)
+			}
+			if v.Mode != "enforce" {
+				t.Errorf("audited verdict without mode: %+v", v)
+			}
+		}
+	}
+	if nv != len(sink.verdicts) {
+		t.Errorf("audit log has %d verdicts, sinks %d", nv, len(sink.verdicts))
+	}
+}
+
+func TestLearnModeRecordsOnly(t *testing.T) {
+	evs := recorded(t, "proc1-root")
+	sink := &capture{}
+	cg := evs[0].CgroupID
+	p := run(t, Config{Detector: newEngine(t), Control: &fakeControl{}, Sinks: []Sink{sink},
+		Target: func(id uint64) (control.Target, bool) {
+			return control.Target{CgroupID: cg, Mode: annotations.ModeLearn}, true
+		}}, evs, nil)
+	if len(sink.verdicts) != 0 || p.Stats().Verdicts != 0 {
+		t.Errorf("learn mode made %d verdicts", len(sink.verdicts))
+	}
+	if len(sink.events) != len(evs) {
+		t.Errorf("learn mode recorded %d of %d events", len(sink.events), len(evs))
+	}
+}
+
+func TestGapsFoundAndAudited(t *testing.T) {
+	evs := recorded(t, "proc1-root")
+	cg := evs[0].CgroupID
+	// Renumber from 1, then remove seq 5..7 and 20: two gaps (3 and 1).
+	var kept []event.Event
+	for i := range evs {
+		evs[i].Seq = uint64(i + 1)
+		if s := evs[i].Seq; (s >= 5 && s <= 7) || s == 20 {
+			continue
+		}
+		kept = append(kept, evs[i])
+	}
+	dir := t.TempDir()
+	w, err := audit.Open(audit.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &capture{}
+	finished := make(chan struct{})
+	p := run(t, Config{Audit: w, Sinks: []Sink{sink}, FinishWait: 50 * time.Millisecond}, kept, func(p *Pipeline) {
+		p.Begin(cg, 0)
+	})
+	_ = p
+	want := []Gap{{CgroupID: cg, FromSeq: 5, Count: 3}, {CgroupID: cg, FromSeq: 20, Count: 1}}
+	if len(sink.gaps) != 2 || sink.gaps[0] != want[0] || sink.gaps[1] != want[1] {
+		t.Fatalf("gaps %+v, want %+v", sink.gaps, want)
+	}
+
+	// A trailing gap: the tracer saw 10 more than arrived.
+	sink2 := &capture{}
+	p2 := New(Config{Audit: w, Sinks: []Sink{sink2}, FinishWait: 50 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go p2.Run(ctx)
+	p2.Begin(cg+1, 0)
+	for i := 1; i <= 5; i++ {
+		ev := event.Event{CgroupID: cg + 1, Seq: uint64(i), Nr: 39}
+		p2.Event(&ev)
+	}
+	p2.EndBatch()
+	p2.Finish(cg+1, 15, func() { close(finished) })
+	select {
+	case <-finished:
+	case <-time.After(5 * time.Second):
+		t.Fatal("finish callback not run")
+	}
+	p2.Close()
+	if len(sink2.gaps) != 1 || sink2.gaps[0].FromSeq != 6 || sink2.gaps[0].Count != 10 {
+		t.Fatalf("trailing gap %+v, want from 6 count 10", sink2.gaps)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := audit.NewReader(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var gaps int
+	for {
+		rec, err := r.Next()
+		if err != nil {
+			break
+		}
+		if rec.Kind == audit.KindGap {
+			gaps++
+		}
+	}
+	if gaps != 3 {
+		t.Errorf("audit log holds %d gap records, want 3", gaps)
+	}
+}
+
+func TestFullQueueDropsAreCounted(t *testing.T) {
+	sink := &capture{}
+	p := New(Config{Sinks: []Sink{sink}, QueueBatches: 2})
+	// No worker yet: the queue takes 2 batches, the rest is dropped.
+	n := 5 * BatchSize
+	for i := 1; i <= n; i++ {
+		ev := event.Event{CgroupID: 7, Seq: uint64(i), Nr: 39}
+		p.Event(&ev)
+	}
+	p.EndBatch()
+	if got := p.Stats().QueueDropped; got != uint64(n-2*BatchSize) {
+		t.Fatalf("queue dropped %d, want %d", got, n-2*BatchSize)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go p.Run(ctx)
+	p.Begin(7, 0) // after the queued batches: the baseline is already known
+	for deadline := time.Now().Add(5 * time.Second); p.Stats().Events < uint64(2*BatchSize); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("worker did not take the queued batches")
+		}
+	}
+	ev := event.Event{CgroupID: 7, Seq: uint64(n + 1), Nr: 39}
+	p.Event(&ev)
+	p.EndBatch()
+	p.Flush()
+	p.Close()
+	st := p.Stats()
+	if st.Events != uint64(2*BatchSize+1) || st.Lost != uint64(n-2*BatchSize) {
+		t.Errorf("stats %+v: want %d events and the dropped %d as lost", st, 2*BatchSize+1, n-2*BatchSize)
+	}
+}
