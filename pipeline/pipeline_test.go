@@ -2,8 +2,8 @@ package pipeline
 
 import (
 	"compress/gzip"
-	"encoding/json"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -53,11 +53,23 @@ type capture struct {
 	flushes  int
 }
 
-func (c *capture) Event(ev *event.Event)       { c.mu.Lock(); c.events = append(c.events, ev.Seq); c.mu.Unlock() }
-func (c *capture) Verdict(v *detector.Verdict) { c.mu.Lock(); c.verdicts = append(c.verdicts, *v); c.mu.Unlock() }
-func (c *capture) Action(r control.Record)     { c.mu.Lock(); c.actions = append(c.actions, r); c.mu.Unlock() }
-func (c *capture) Gap(g Gap)                   { c.mu.Lock(); c.gaps = append(c.gaps, g); c.mu.Unlock() }
-func (c *capture) Flush() error                { c.mu.Lock(); c.flushes++; c.mu.Unlock(); return nil }
+func (c *capture) Event(ev *event.Event) {
+	c.mu.Lock()
+	c.events = append(c.events, ev.Seq)
+	c.mu.Unlock()
+}
+func (c *capture) Verdict(v *detector.Verdict) {
+	c.mu.Lock()
+	c.verdicts = append(c.verdicts, *v)
+	c.mu.Unlock()
+}
+func (c *capture) Action(r control.Record) {
+	c.mu.Lock()
+	c.actions = append(c.actions, r)
+	c.mu.Unlock()
+}
+func (c *capture) Gap(g Gap)    { c.mu.Lock(); c.gaps = append(c.gaps, g); c.mu.Unlock() }
+func (c *capture) Flush() error { c.mu.Lock(); c.flushes++; c.mu.Unlock(); return nil }
 
 // fakeControl decides "alert" for detect and "kill-process" for enforce.
 type fakeControl struct {
