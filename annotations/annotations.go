@@ -49,7 +49,7 @@ const (
 const (
 	DefaultPriority = 50
 	DefaultPolicy   = "default"
-	DefaultMode     = ModeEnforce
+	DefaultMode     = ModeDetect // when the node configuration sets no defaultMode
 	DefaultSeccomp  = SeccompNotify // when monitored and no profile is named
 )
 
@@ -112,7 +112,7 @@ var policyNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$`)
 // configuration. A bad value is an *Error, unless node.OnInvalid is "warn":
 // then the default is used and the problem is listed in Policy.Warnings.
 func Parse(pod, ctr map[string]string, ctrName, namespace, image string, node NodeConfig) (Policy, error) {
-	p := Policy{Priority: DefaultPriority, PolicyName: DefaultPolicy, Mode: DefaultMode}
+	p := Policy{Priority: DefaultPriority, PolicyName: DefaultPolicy, Mode: node.defaultMode()}
 	var errs []error
 	bad := func(key, value, allowed string) {
 		errs = append(errs, &Error{Key: key, Value: value, Allowed: allowed})
@@ -171,8 +171,8 @@ func Parse(pod, ctr map[string]string, ctrName, namespace, image string, node No
 			bad(k, v, `"learn", "detect", "enforce"`)
 		}
 	}
-	if p.Forced && node.MinMode != "" && modeRank(p.Mode) < modeRank(node.MinMode) {
-		// The node forces at least this mode; a pod may raise it, not lower it.
+	if node.MinMode != "" && modeRank(p.Mode) < modeRank(node.MinMode) {
+		// The node sets at least this mode; a pod may raise it, not lower it.
 		p.Mode = node.MinMode
 	}
 

@@ -44,7 +44,7 @@ func TestParse(t *testing.T) {
 	named := NodeConfig{Profiles: []string{"nginx"}, AllowUnconfined: true}
 	policies := NodeConfig{Policies: []string{"default", "web"}}
 
-	def := Policy{Priority: 50, PolicyName: "default", Mode: ModeEnforce}
+	def := Policy{Priority: 50, PolicyName: "default", Mode: ModeDetect}
 	with := func(f func(*Policy)) Policy { p := def; f(&p); return p }
 
 	tests := []struct {
@@ -75,7 +75,11 @@ func TestParse(t *testing.T) {
 		{name: "forced: learn raised to node minimum", pod: map[string]string{"vigil.dev/mode": "learn"}, namespace: "prod-1", node: forceEnforce,
 			want: with(func(p *Policy) { p.Monitor, p.Forced, p.Seccomp, p.Mode = true, true, "notify", ModeDetect })},
 		{name: "forced: pod may raise above minimum", pod: map[string]string{"vigil.dev/mode": "enforce"}, namespace: "prod-1", node: forceEnforce,
-			want: with(func(p *Policy) { p.Monitor, p.Forced, p.Seccomp = true, true, "notify" })},
+			want: with(func(p *Policy) { p.Monitor, p.Forced, p.Seccomp, p.Mode = true, true, "notify", ModeEnforce })},
+		{name: "minimum holds for unforced pods too", pod: map[string]string{"ebpf-monitor": "true", "vigil.dev/mode": "learn"}, node: forceEnforce,
+			want: with(func(p *Policy) { p.Monitor, p.Seccomp, p.Mode = true, "notify", ModeDetect })},
+		{name: "node default mode", pod: map[string]string{"ebpf-monitor": "true"}, node: NodeConfig{DefaultMode: ModeEnforce},
+			want: with(func(p *Policy) { p.Monitor, p.Seccomp, p.Mode = true, "notify", ModeEnforce })},
 		{name: "priority", pod: map[string]string{"vigil.dev/priority": "80"},
 			want: with(func(p *Policy) { p.Priority, p.PrioritySet = 80, true })},
 		{name: "priority bounds", pod: map[string]string{"vigil.dev/priority": "0"},
@@ -192,6 +196,7 @@ func TestParseNodeConfig(t *testing.T) {
 		{name: "unknown field", yaml: "forceMonitr: {}\n", wantErr: "forceMonitr"},
 		{name: "bad onInvalid", yaml: "onInvalid: ignore\n", wantErr: `onInvalid "ignore"`},
 		{name: "bad minMode", yaml: "minMode: block\n", wantErr: `minMode "block"`},
+		{name: "bad defaultMode", yaml: "defaultMode: kill\n", wantErr: `defaultMode "kill": allowed values are "learn", "detect", "enforce"`},
 		{name: "bad profile name", yaml: "profiles: ['../x']\n", wantErr: "profiles"},
 	}
 	for _, tt := range tests {

@@ -31,8 +31,13 @@ type NodeConfig struct {
 		Namespaces []string `yaml:"namespaces"`
 		Images     []string `yaml:"images"`
 	} `yaml:"forceMonitor"`
-	// MinMode is the least protective mode a forced container may ask for.
+	// DefaultMode is the mode of pods that name none (default detect).
+	DefaultMode Mode `yaml:"defaultMode"`
+	// MinMode is the least protective mode any pod may ask for.
 	MinMode Mode `yaml:"minMode"`
+	// PolicyDir holds response policies (NAME.yaml, package control),
+	// named by pods with vigil.dev/policy; "default" is built in.
+	PolicyDir string `yaml:"policyDir"`
 	// AllowUnconfined lets pods ask for vigil.dev/seccomp: unconfined.
 	AllowUnconfined bool `yaml:"allowUnconfined"`
 	// ProfileDir holds named seccomp profiles (NAME.json); Profiles lists the
@@ -51,6 +56,18 @@ type NodeConfig struct {
 func (c NodeConfig) Forces(namespace, image string) bool {
 	return (namespace != "" && matchAny(c.ForceMonitor.Namespaces, namespace)) ||
 		(image != "" && matchAny(c.ForceMonitor.Images, image))
+}
+
+// defaultMode is the mode of pods that name none.
+func (c NodeConfig) defaultMode() Mode {
+	m := c.DefaultMode
+	if m == "" {
+		m = DefaultMode
+	}
+	if c.MinMode != "" && modeRank(m) < modeRank(c.MinMode) {
+		m = c.MinMode
+	}
+	return m
 }
 
 // SeccompProfiles lists the profile names a pod may ask for.
@@ -74,10 +91,15 @@ func (c NodeConfig) Validate() error {
 	default:
 		return fmt.Errorf("onInvalid %q: allowed values are %q, %q", c.OnInvalid, OnInvalidReject, OnInvalidWarn)
 	}
-	switch c.MinMode {
-	case "", ModeLearn, ModeDetect, ModeEnforce:
-	default:
-		return fmt.Errorf("minMode %q: allowed values are %q, %q, %q", c.MinMode, ModeLearn, ModeDetect, ModeEnforce)
+	for _, f := range []struct {
+		name string
+		m    Mode
+	}{{"defaultMode", c.DefaultMode}, {"minMode", c.MinMode}} {
+		switch f.m {
+		case "", ModeLearn, ModeDetect, ModeEnforce:
+		default:
+			return fmt.Errorf("%s %q: allowed values are %q, %q, %q", f.name, f.m, ModeLearn, ModeDetect, ModeEnforce)
+		}
 	}
 	for _, p := range c.Profiles {
 		if p == "" || strings.ContainsAny(p, "/\x00") {

@@ -1,0 +1,218 @@
+// Package agentctl is the agent's control socket: the protocol (one JSON
+// Request per connection, answered by one Response), the server side that
+// checks who is calling, and the client used by `vigil status`, `vigil
+// release`, `vigil unfreeze`, `vigil reload` and the OCI hook. It is the
+// one copy of the protocol.
+package agentctl
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"vigil.dev/vigil/annotations"
+	"vigil.dev/vigil/event"
+)
+
+// DefaultSocket is where the agent listens.
+const DefaultSocket = "/run/vigil/vigil.sock"
+
+// The operations.
+const (
+	OpStatus     = "status"
+	OpRegister   = "register"   // OCI hook: a container was created
+	OpUnregister = "unregister" // OCI hook: a container stopped
+	OpRelease    = "release"    // undo every action in force on a container
+	OpUnfreeze   = "unfreeze"   // thaw a frozen container
+	OpReload     = "reload"     // reload rules, policies, model and node config now
+)
+
+// Ops lists the operations, for errors.
+var Ops = []string{OpStatus, OpRegister, OpUnregister, OpRelease, OpUnfreeze, OpReload}
+
+// Request is one call on the control socket.
+type Request struct {
+	Op string `json:"op"`
+	// For register/unregister (the OCI hook mode).
+	Container   *event.Container  `json:"container,omitempty"`
+	CgroupsPath string            `json:"cgroups_path,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+	// Target names a container for release/unfreeze: its id (or a unique
+	// prefix of it), or its name.
+	Target string `json:"target,omitempty"`
+}
+
+// Response answers a Request.
+type Response struct {
+	Error  string  `json:"error,omitempty"`
+	Status *Status `json:"status,omitempty"`
+	// Policy is what the agent decided for a registered container.
+	Policy *annotations.Policy `json:"policy,omitempty"`
+	// Done lists what release/unfreeze/reload did, one line each.
+	Done []string `json:"done,omitempty"`
+}
+
+// Status is what `vigil status` shows.
+type Status struct {
+	Since        time.Time         `json:"since"`
+	Connected    bool              `json:"connected"`
+	Connections  int               `json:"connections"`
+	Containers   []ContainerStatus `json:"containers"`
+	Finished     []ContainerStatus `json:"finished,omitempty"`
+	Rejected     []string          `json:"rejected,omitempty"`
+	Events       uint64            `json:"events"`
+	EventsError  string            `json:"events_error,omitempty"`
+	NotifyOpen   int               `json:"notify_open"`
+	NotifyFds    uint64            `json:"notify_fds"`
+	NotifyAnswer uint64            `json:"notify_decisions"`
+	AuditErrors  uint64            `json:"audit_errors,omitempty"`
+	Verdicts     uint64            `json:"verdicts"`
+	// Lost counts records that never reached the pipeline (tracer drops
+	// and queue drops, as gaps); QueueDropped the queue's share.
+	Lost         uint64 `json:"lost"`
+	QueueDropped uint64 `json:"queue_dropped"`
+	// Actions counts actions run; InForce lists what is in force now.
+	Actions uint64    `json:"actions"`
+	InForce []InForce `json:"in_force,omitempty"`
+	// Reloads counts live reloads; ReloadError is the last rejected one.
+	Reloads     uint64 `json:"reloads"`
+	ReloadError string `json:"reload_error,omitempty"`
+}
+
+// ContainerStatus is one container in `vigil status`.
+type ContainerStatus struct {
+	event.Container
+	State    string `json:"state"`
+	Monitor  bool   `json:"monitor"`
+	Forced   bool   `json:"forced,omitempty"`
+	Seccomp  string `json:"seccomp,omitempty"`
+	Mode     string `json:"mode,omitempty"`
+	Policy   string `json:"policy,omitempty"`
+	Priority int    `json:"priority"`
+	CgroupID uint64 `json:"cgroup_id,omitempty"`
+	Tracked  bool   `json:"tracked"`
+	Seen     uint64 `json:"seen"`
+	Emitted  uint64 `json:"emitted"`
+	Dropped  uint64 `json:"dropped"`
+	// Hook says the container came through the OCI hook (no NRI).
+	Hook bool `json:"hook,omitempty"`
+}
+
+// InForce is one action in force on a container.
+type InForce struct {
+	CgroupID    uint64    `json:"cgroup"`
+	ContainerID string    `json:"container_id,omitempty"`
+	Action      string    `json:"action"`
+	Since       time.Time `json:"since"`
+	Detail      string    `json:"detail,omitempty"`
+}
+
+// Peer is who called, from the socket's credentials (SO_PEERCRED).
+type Peer struct {
+	PID int32
+	UID uint32
+	GID uint32
+}
+
+// Handler answers one request.
+type Handler func(ctx context.Context, req Request, peer Peer) Response
+
+// Listen opens the control socket at path, mode 0600 (root only); a stale
+// socket is replaced.
+func Listen(path string) (*net.UnixListener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	old := syscall.Umask(0o177)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	return ln, nil
+}
+
+// Serve answers requests on ln until it is closed. Callers that are not
+// root (uid 0) are refused, whatever the socket's mode.
+func Serve(ctx context.Context, ln *net.UnixListener, h Handler) {
+	for {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			peer, err := peerOf(c)
+			if err != nil {
+				_ = json.NewEncoder(c).Encode(Response{Error: "control socket: " + err.Error()})
+				return
+			}
+			if peer.UID != 0 {
+				_ = json.NewEncoder(c).Encode(Response{Error: fmt.Sprintf("control socket: uid %d refused: only root may call the agent", peer.UID)})
+				return
+			}
+			var req Request
+			if err := json.NewDecoder(c).Decode(&req); err != nil {
+				_ = json.NewEncoder(c).Encode(Response{Error: "bad request: " + err.Error()})
+				return
+			}
+			_ = json.NewEncoder(c).Encode(h(ctx, req, peer))
+		}()
+	}
+}
+
+func peerOf(c *net.UnixConn) (Peer, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return Peer{}, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return Peer{}, err
+	}
+	if cerr != nil {
+		return Peer{}, fmt.Errorf("peer credentials: %w", cerr)
+	}
+	return Peer{PID: cred.Pid, UID: cred.Uid, GID: cred.Gid}, nil
+}
+
+// UnknownOp is the answer to an operation the agent does not know.
+func UnknownOp(op string) Response {
+	return Response{Error: fmt.Sprintf("unknown op %q (allowed: %v)", op, Ops)}
+}
+
+// Call sends one request to the agent's control socket.
+func Call(socket string, req Request) (*Response, error) {
+	c, err := net.DialTimeout("unix", socket, 2*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("connect to the agent at %s (is 'vigil agent' running?): %w", socket, err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := json.NewEncoder(c).Encode(req); err != nil {
+		return nil, fmt.Errorf("send to the agent: %w", err)
+	}
+	var resp Response
+	if err := json.NewDecoder(c).Decode(&resp); err != nil {
+		return nil, fmt.Errorf("read the agent's answer: %w", err)
+	}
+	if resp.Error != "" {
+		return &resp, errors.New(resp.Error)
+	}
+	return &resp, nil
+}
