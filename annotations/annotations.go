@@ -49,7 +49,7 @@ const (
 const (
 	DefaultPriority = 50
 	DefaultPolicy   = "default"
-	DefaultMode     = ModeDetect // when the node configuration sets no defaultMode
+	DefaultMode     = ModeDetect    // when the node configuration sets no defaultMode
 	DefaultSeccomp  = SeccompNotify // when monitored and no profile is named
 )
 
