@@ -120,15 +120,20 @@ func (k *keeper) serve(c *net.UnixConn) {
 		case "get":
 			closeAll(fds)
 			k.prune()
-			k.mu.Lock()
-			for fd, id := range k.fds {
-				data, _ := json.Marshal(keeperMsg{Op: "fd", ID: id})
-				if _, _, err := c.WriteMsgUnix(data, unix.UnixRights(fd), nil); err != nil {
-					k.mu.Unlock()
+			// Send duplicates, so that the lock is not held across the
+			// writes (a slow agent must not stall puts and prunes) and a
+			// prune meanwhile cannot close an fd under us.
+			held := k.dupAll()
+			for i, h := range held {
+				data, _ := json.Marshal(keeperMsg{Op: "fd", ID: h.id})
+				if _, _, err := c.WriteMsgUnix(data, unix.UnixRights(h.fd), nil); err != nil {
+					for _, rest := range held[i:] {
+						unix.Close(rest.fd)
+					}
 					return
 				}
+				unix.Close(h.fd)
 			}
-			k.mu.Unlock()
 			data, _ := json.Marshal(keeperMsg{Op: "end"})
 			if _, _, err := c.WriteMsgUnix(data, nil, nil); err != nil {
 				return
@@ -137,6 +142,26 @@ func (k *keeper) serve(c *net.UnixConn) {
 			closeAll(fds)
 		}
 	}
+}
+
+type heldFd struct {
+	fd int
+	id string
+}
+
+// dupAll returns duplicates of the held fds, which the caller closes.
+func (k *keeper) dupAll() []heldFd {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := make([]heldFd, 0, len(k.fds))
+	for fd, id := range k.fds {
+		dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			continue // out of fds: this one waits for the next get
+		}
+		out = append(out, heldFd{fd: dup, id: id})
+	}
+	return out
 }
 
 // prune closes the fds whose filter has no task left (POLLHUP).
@@ -209,19 +234,39 @@ func (s *Server) UseKeeper(path string) (int, error) {
 	return taken, nil
 }
 
+// depositTimeout bounds one write to the keeper: a keeper that does not
+// read for that long is dropped like one that went away. A var for tests.
+var depositTimeout = 5 * time.Second
+
 // deposit gives the keeper a duplicate of fd (the kernel dups it into the
-// keeper). A keeper that went away is dropped: the agent works without.
+// keeper). A keeper that went away, or stopped reading, is dropped: the
+// agent works without. The write holds only kmu, never mu, so a stalled
+// keeper delays this container's start but no answer nor Close.
 func (s *Server) deposit(fd int, id string) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.keeper == nil {
+	k := s.keeper
+	s.mu.Unlock()
+	if k == nil {
 		return
 	}
 	data, _ := json.Marshal(keeperMsg{Op: "put", ID: id})
-	if _, _, err := s.keeper.WriteMsgUnix(data, unix.UnixRights(fd), nil); err != nil {
-		s.keeper.Close()
+	s.kmu.Lock()
+	_ = k.SetWriteDeadline(time.Now().Add(depositTimeout))
+	_, _, err := k.WriteMsgUnix(data, unix.UnixRights(fd), nil)
+	s.kmu.Unlock()
+	if err == nil {
+		return
+	}
+	s.mu.Lock()
+	dropped := s.keeper == k
+	if dropped {
 		s.keeper = nil
-		s.report(Notification{Time: time.Now(), Container: id, Err: fmt.Errorf("notify keeper gone, fds no longer kept: %w", err)})
+	}
+	closed := s.closed
+	s.mu.Unlock()
+	k.Close()
+	if dropped && !closed {
+		s.enqueue(Notification{Time: time.Now(), Container: id, Err: fmt.Errorf("notify keeper gone, fds no longer kept: %w", err)})
 	}
 }
 

@@ -28,6 +28,9 @@ type Notification struct {
 	Arch      uint32 // AUDIT_ARCH_* of the caller
 	Args      [6]uint64
 	Decision  Decision
+	// Dynamic is set when the answer came from a deny set at run time
+	// (Server.Deny), not from the container's static Policy.
+	Dynamic bool
 	// Err is set when the answer was not delivered: the caller died or was
 	// interrupted (ENOENT), or the kernel refused it.
 	Err error
@@ -38,28 +41,55 @@ type Notification struct {
 // (specs.ContainerProcessState JSON) with the notify fd; the Server answers
 // every notification on that fd from the container's Policy until the fd
 // hangs up (all processes of the filter gone).
+//
+// Answers never wait for the report callback: reports go through a bounded
+// queue drained by one goroutine, and are dropped (and counted) when it is
+// full.
 type Server struct {
 	path     string
 	ln       *net.UnixListener
 	report   func(Notification)
 	fallback *Policy
 
-	mu       sync.Mutex
+	mu     sync.Mutex
+	files  map[*os.File]string // open notify fds → container id
+	closed bool
+	keeper *net.UnixConn // see UseKeeper; nil without a keeper
+	kmu    sync.Mutex    // serializes the writes to keeper (never held with mu)
+
+	pmu      sync.RWMutex
 	policies map[string]*Policy
-	files    map[*os.File]string // open notify fds → container id
-	closed   bool
-	keeper   *net.UnixConn // see UseKeeper; nil without a keeper
+
+	// denied is the dynamic deny set (container id → syscall nr → errno),
+	// replaced whole on every change so that answers read it without a lock.
+	denied atomic.Pointer[map[string]map[int32]syscall.Errno]
+	dmu    sync.Mutex // serializes the writers of denied
+
+	reports    chan Notification
+	stopReport chan struct{}
+	reportDone chan struct{}
+	dropped    atomic.Uint64
 
 	wg        sync.WaitGroup
 	decisions atomic.Uint64
 	accepted  atomic.Uint64
 }
 
+// reportQueue is how many reports may wait for the report callback before
+// new ones are dropped.
+const reportQueue = 4096
+
 // NewServer listens on path (a unix socket, mode 0600; a stale socket is
 // replaced). fallback answers containers with no policy set (e.g. after an
 // agent restart, until the policy is set again); report is called for every
-// decision and must not block for long.
+// decision, after the answer, on one goroutine of its own: a slow report
+// delays no answer, but reports that find the queue full are dropped (see
+// ReportsDropped).
 func NewServer(path string, fallback *Policy, report func(Notification)) (*Server, error) {
+	return newServer(path, fallback, report, reportQueue)
+}
+
+func newServer(path string, fallback *Policy, report func(Notification), queue int) (*Server, error) {
 	if fallback == nil {
 		return nil, errors.New("seccomp server: nil fallback policy")
 	}
@@ -82,34 +112,156 @@ func NewServer(path string, fallback *Policy, report func(Notification)) (*Serve
 	if report == nil {
 		report = func(Notification) {}
 	}
-	return &Server{path: path, ln: ln, report: report, fallback: fallback,
-		policies: map[string]*Policy{}, files: map[*os.File]string{}}, nil
+	s := &Server{path: path, ln: ln, report: report, fallback: fallback,
+		policies: map[string]*Policy{}, files: map[*os.File]string{},
+		reports: make(chan Notification, queue), stopReport: make(chan struct{}), reportDone: make(chan struct{})}
+	go s.reportLoop()
+	return s, nil
 }
+
+// reportLoop hands the queued reports to the callback until Close, then
+// delivers what is left.
+func (s *Server) reportLoop() {
+	defer close(s.reportDone)
+	for {
+		select {
+		case n := <-s.reports:
+			s.report(n)
+		case <-s.stopReport:
+			for {
+				select {
+				case n := <-s.reports:
+					s.report(n)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// enqueue queues n for the report callback, or drops it when the queue is
+// full. It never blocks.
+func (s *Server) enqueue(n Notification) {
+	select {
+	case s.reports <- n:
+	default:
+		s.dropped.Add(1)
+	}
+}
+
+// ReportsDropped returns how many reports were dropped because the report
+// callback fell behind by a full queue.
+func (s *Server) ReportsDropped() uint64 { return s.dropped.Load() }
 
 // Path is the listener socket (the profiles' listenerPath).
 func (s *Server) Path() string { return s.path }
 
 // SetPolicy sets the answers for container id (before it is created).
 func (s *Server) SetPolicy(id string, p *Policy) {
-	s.mu.Lock()
+	s.pmu.Lock()
 	s.policies[id] = p
-	s.mu.Unlock()
+	s.pmu.Unlock()
 }
 
-// RemovePolicy forgets container id's policy.
+// RemovePolicy forgets container id's policy; its dynamic denies stay (see
+// Forget).
 func (s *Server) RemovePolicy(id string) {
-	s.mu.Lock()
+	s.pmu.Lock()
 	delete(s.policies, id)
-	s.mu.Unlock()
+	s.pmu.Unlock()
+}
+
+// Forget drops everything the Server holds for container id: its policy and
+// its dynamic denies.
+func (s *Server) Forget(id string) {
+	s.RemovePolicy(id)
+	s.Allow(id)
 }
 
 func (s *Server) policy(id string) *Policy {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.pmu.RLock()
+	defer s.pmu.RUnlock()
 	if p, ok := s.policies[id]; ok {
 		return p
 	}
 	return s.fallback
+}
+
+// Deny answers the notified syscalls nrs (numbers of the native ABI) of
+// container id with errno from now on, on every notify fd of the container,
+// whatever its Policy says. It adds to the syscalls already denied; a
+// syscall denied again takes the new errno. Errno 0 would make the syscall
+// return 0 without running; it is taken as EPERM. Only syscalls that the
+// container's profile sends to the listener can be denied so.
+func (s *Server) Deny(id string, nrs []int32, errno syscall.Errno) {
+	if len(nrs) == 0 {
+		return
+	}
+	if errno == 0 {
+		errno = syscall.EPERM
+	}
+	s.dmu.Lock()
+	defer s.dmu.Unlock()
+	next := s.deniedCopy()
+	if next[id] == nil {
+		next[id] = map[int32]syscall.Errno{}
+	}
+	for _, nr := range nrs {
+		next[id][nr] = errno
+	}
+	s.denied.Store(&next)
+}
+
+// Allow undoes every dynamic deny of container id: its syscalls are
+// answered from its Policy again.
+func (s *Server) Allow(id string) {
+	s.dmu.Lock()
+	defer s.dmu.Unlock()
+	if cur := s.denied.Load(); cur == nil || (*cur)[id] == nil {
+		return
+	}
+	next := s.deniedCopy()
+	delete(next, id)
+	s.denied.Store(&next)
+}
+
+// Denied returns a copy of the dynamic denies: container id → syscall nr →
+// errno.
+func (s *Server) Denied() map[string]map[int32]syscall.Errno {
+	return s.deniedCopy()
+}
+
+func (s *Server) deniedCopy() map[string]map[int32]syscall.Errno {
+	out := map[string]map[int32]syscall.Errno{}
+	cur := s.denied.Load()
+	if cur == nil {
+		return out
+	}
+	for id, nrs := range *cur {
+		m := make(map[int32]syscall.Errno, len(nrs))
+		for nr, e := range nrs {
+			m[nr] = e
+		}
+		out[id] = m
+	}
+	return out
+}
+
+// decide answers syscall nr of ABI arch for container id: a dynamic deny
+// first, then the container's Policy (or the fallback). dynamic tells which.
+func (s *Server) decide(id string, nr int32, arch uint32) (d Decision, dynamic bool) {
+	if arch != nativeAuditArch {
+		// Numbers of another ABI (e.g. i386 on x86_64) do not index our
+		// tables: deny, as the profiles' default does.
+		return Decision{Errno: unix.ENOSYS}, false
+	}
+	if cur := s.denied.Load(); cur != nil {
+		if e, ok := (*cur)[id][nr]; ok {
+			return Decision{Errno: e}, true
+		}
+	}
+	return s.policy(id).Decide(nr), false
 }
 
 // Stats returns the number of notify fds served now, accepted in total, and
@@ -139,7 +291,7 @@ func (s *Server) Serve() error {
 			defer s.wg.Done()
 			if err := s.handle(c); err != nil {
 				// A bad peer must not stop the server; report it as a failed decision.
-				s.report(Notification{Time: time.Now(), Err: err})
+				s.enqueue(Notification{Time: time.Now(), Err: err})
 			}
 		}()
 	}
@@ -297,23 +449,18 @@ func (s *Server) serveFd(f *os.File, id string) {
 			if recvErr == unix.ENOENT || recvErr == unix.EINTR {
 				continue // the caller went away before we received it
 			}
-			s.report(Notification{Time: time.Now(), Container: id, Err: fmt.Errorf("seccomp notify receive: %w", recvErr)})
+			s.enqueue(Notification{Time: time.Now(), Container: id, Err: fmt.Errorf("seccomp notify receive: %w", recvErr)})
 			return
 		}
 		s.answer(rc, id, &n)
 	}
 }
 
+// answer decides and sends the answer to n, then queues its report.
 func (s *Server) answer(rc syscall.RawConn, id string, n *notif) {
-	d := s.policy(id).Decide(n.Data.Nr)
+	d, dynamic := s.decide(id, n.Data.Nr, n.Data.Arch)
 	note := Notification{Time: time.Now(), Container: id, PID: n.PID, Nr: n.Data.Nr,
-		Arch: n.Data.Arch, Args: n.Data.Args, Decision: d}
-	if n.Data.Arch != nativeAuditArch {
-		// Numbers of another ABI (e.g. i386 on x86_64) do not index our
-		// tables: deny, as the profiles' default does.
-		d = Decision{Errno: unix.ENOSYS}
-		note.Decision = d
-	}
+		Arch: n.Data.Arch, Args: n.Data.Args, Decision: d, Dynamic: dynamic}
 	resp := response(n.ID, d)
 	err := rc.Control(func(fd uintptr) {
 		// The caller may have died or been interrupted since we received:
@@ -330,11 +477,12 @@ func (s *Server) answer(rc syscall.RawConn, id string, n *notif) {
 		note.Err = err
 	}
 	s.decisions.Add(1)
-	s.report(note)
+	s.enqueue(note)
 }
 
 // Close stops accepting, closes every notify fd (their notified syscalls
-// then fail with ENOSYS), and waits for the loops to end.
+// then fail with ENOSYS), waits for the loops to end, and delivers the
+// queued reports (it waits for the report callback).
 func (s *Server) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -351,5 +499,7 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	close(s.stopReport)
+	<-s.reportDone
 	return err
 }

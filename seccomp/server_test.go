@@ -21,6 +21,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"vigil.dev/vigil/event"
 	"vigil.dev/vigil/internal/privtest"
 )
 
@@ -85,7 +86,7 @@ func TestMain(m *testing.M) {
 
 // op is one syscall the helper makes under the filter.
 type op struct {
-	Name string // "mkdirat", "unshare", "rmdir"
+	Name string // "mkdirat", "mkdir", "unshare", "rmdir", "wait"
 	Path string
 }
 
@@ -128,12 +129,23 @@ func runcHelper() int {
 	for _, fd := range send {
 		unix.Close(fd)
 	}
-	var res []int
+	var res helperResult
 	for _, o := range ops {
+		start := time.Now()
 		var err error
 		switch o.Name {
 		case "mkdirat":
 			err = unix.Mkdirat(unix.AT_FDCWD, o.Path, 0o755)
+		case "mkdir": // the legacy syscall, where the ABI has it
+			err = syscall.ENOSYS
+			if nr, ok := event.SyscallNr("mkdir"); ok {
+				p, _ := unix.BytePtrFromString(o.Path)
+				if _, _, e := unix.Syscall(uintptr(nr), uintptr(unsafe.Pointer(p)), 0o755, 0); e != 0 {
+					err = e
+				} else {
+					err = nil
+				}
+			}
 		case "unshare":
 			err = unix.Unshare(0)
 		case "rmdir":
@@ -144,10 +156,18 @@ func runcHelper() int {
 		}
 		var e syscall.Errno
 		errors.As(err, &e)
-		res = append(res, int(e))
+		res.Errnos = append(res.Errnos, e)
+		res.Took = append(res.Took, time.Since(start))
 	}
 	json.NewEncoder(os.Stdout).Encode(res)
 	return 0
+}
+
+// helperResult is what the helper prints: per op, its errno (0 = success)
+// and how long the syscall took.
+type helperResult struct {
+	Errnos []syscall.Errno
+	Took   []time.Duration
 }
 
 // asRunc runs the helper process against the server socket and returns the
@@ -160,27 +180,44 @@ func asRunc(t *testing.T, sock, id string, fds []string, nrs []uint32, ops ...op
 // asRuncIn is asRunc with the helper's standard input (for "wait" ops).
 func asRuncIn(t *testing.T, stdin io.Reader, sock, id string, fds []string, nrs []uint32, ops ...op) []syscall.Errno {
 	t.Helper()
+	return asRuncTimed(t, stdin, sock, id, fds, nrs, ops...).Errnos
+}
+
+// asRuncTimed is asRuncIn that also returns how long each op took.
+func asRuncTimed(t *testing.T, stdin io.Reader, sock, id string, fds []string, nrs []uint32, ops ...op) helperResult {
+	t.Helper()
+	res, err := runHelper(stdin, sock, id, fds, nrs, ops...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// runHelper runs the helper (see asRunc); it may be called off the test's
+// goroutine.
+func runHelper(stdin io.Reader, sock, id string, fds []string, nrs []uint32, ops ...op) (helperResult, error) {
 	enc := func(v any) string { b, _ := json.Marshal(v); return string(b) }
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
+	// With a stdin that is not a file, Wait returns only once the caller
+	// closes it (the copy to the helper cannot be interrupted).
 	cmd.Env = append(os.Environ(), "VIGIL_SECCOMP_HELPER=1", "HELPER_SOCK="+sock, "HELPER_ID="+id,
 		"HELPER_FDS="+enc(fds), "HELPER_NRS="+enc(nrs), "HELPER_OPS="+enc(ops))
 	cmd.Stderr = os.Stderr
 	cmd.Stdin = stdin
-	done := make(chan struct{})
-	timer := time.AfterFunc(10*time.Second, func() { cmd.Process.Kill(); close(done) })
 	out, err := cmd.Output()
-	if !timer.Stop() {
-		<-done
-		t.Fatal("helper blocked: no answer from the server")
+	if ctx.Err() != nil {
+		return helperResult{}, errors.New("helper blocked: no answer from the server")
 	}
 	if err != nil {
-		t.Fatalf("helper: %v", err)
+		return helperResult{}, fmt.Errorf("helper: %w", err)
 	}
-	var res []syscall.Errno
-	if err := json.Unmarshal(out, &res); err != nil || len(res) != len(ops) {
-		t.Fatalf("helper output %q: %v", out, err)
+	var res helperResult
+	if err := json.Unmarshal(out, &res); err != nil || len(res.Errnos) != len(ops) || len(res.Took) != len(ops) {
+		return helperResult{}, fmt.Errorf("helper output %q: %v", out, err)
 	}
-	return res
+	return res, nil
 }
 
 type recorder struct {
