@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -10,13 +9,11 @@ import (
 	iofs "io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
 	"vigil.dev/vigil/audit"
-	"vigil.dev/vigil/detector"
-	"vigil.dev/vigil/event"
+	"vigil.dev/vigil/replay"
 )
 
 func init() {
@@ -191,130 +188,21 @@ func printReport(w io.Writer, r *audit.Report) {
 }
 
 // filterFlags are the record filters of show, export and replay.
-type filterFlags struct {
-	container, pod, since, until, syscalls, kinds string
-	cgroup, fromIndex                             uint64
-	verdicts                                      bool
-}
+type filterFlags struct{ replay.Spec }
 
 func (f *filterFlags) add(fs *flag.FlagSet, all bool) {
-	fs.StringVar(&f.container, "container", "", "only records of the container `ID` (prefix)")
-	fs.Uint64Var(&f.cgroup, "cgroup", 0, "only records of the cgroup `N`")
+	fs.StringVar(&f.ContainerID, "container", "", "only records of the container `ID` (prefix)")
+	fs.Uint64Var(&f.CgroupID, "cgroup", 0, "only records of the cgroup `N`")
 	if !all {
 		return
 	}
-	fs.StringVar(&f.pod, "pod", "", "only records of containers of pod `NAME` (or NAMESPACE/NAME)")
-	fs.StringVar(&f.since, "since", "", "records at or after `T` (RFC 3339, unix seconds, or a duration ago such as 15m)")
-	fs.StringVar(&f.until, "until", "", "records before `T`")
-	fs.StringVar(&f.syscalls, "syscall", "", "only events of these syscalls (`NAMES`, comma-separated); with --kind, records of the other kinds named pass too")
-	fs.StringVar(&f.kinds, "kind", "", "only these record `KINDS`: "+strings.Join(audit.KindNames(), ", "))
-	fs.BoolVar(&f.verdicts, "verdicts", false, "only verdicts and actions")
-	fs.Uint64Var(&f.fromIndex, "from-index", 0, "only records numbered `N` or more (resume an export after the last index shipped)")
-}
-
-// build turns the flags into an audit.Filter and a pod matcher.
-func (f *filterFlags) build(now time.Time) (audit.Filter, *podMatcher, error) {
-	var flt audit.Filter
-	flt.ContainerID, flt.CgroupID, flt.FromIndex = f.container, f.cgroup, f.fromIndex
-	var err error
-	if flt.Since, err = parseWhen("since", f.since, now); err != nil {
-		return flt, nil, err
-	}
-	if flt.Until, err = parseWhen("until", f.until, now); err != nil {
-		return flt, nil, err
-	}
-	for _, s := range splitList(f.syscalls) {
-		nr, ok := event.SyscallNr(s)
-		if !ok {
-			return flt, nil, fmt.Errorf("--syscall %q: unknown syscall in the %s ABI", s, event.NativeABI())
-		}
-		flt.Syscalls = append(flt.Syscalls, int32(nr))
-	}
-	for _, s := range splitList(f.kinds) {
-		k, err := audit.ParseKind(s)
-		if err != nil {
-			return flt, nil, fmt.Errorf("--kind: %w", err)
-		}
-		flt.Kinds = append(flt.Kinds, k)
-	}
-	if f.verdicts {
-		if len(flt.Kinds) > 0 {
-			return flt, nil, errors.New("--verdicts and --kind: give one of them")
-		}
-		flt.Kinds = []audit.Kind{audit.KindVerdict, audit.KindAction}
-	}
-	if len(flt.Syscalls) > 0 && len(flt.Kinds) == 0 {
-		flt.Kinds = []audit.Kind{audit.KindEvent} // --syscall alone: just those events
-	}
-	var pm *podMatcher
-	if f.pod != "" {
-		pm = &podMatcher{want: f.pod, pods: map[string]string{}}
-	}
-	return flt, pm, nil
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-// parseWhen reads a time flag: RFC 3339, unix seconds or a duration ago.
-func parseWhen(name, s string, now time.Time) (time.Time, error) {
-	if s == "" {
-		return time.Time{}, nil
-	}
-	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-		return t, nil
-	}
-	if d, err := time.ParseDuration(s); err == nil && d > 0 {
-		return now.Add(-d), nil
-	}
-	if secs, err := strconv.ParseFloat(s, 64); err == nil {
-		return time.Unix(0, int64(secs*1e9)), nil
-	}
-	return time.Time{}, fmt.Errorf("--%s %q: want an RFC 3339 time (2026-11-28T21:00:00Z), unix seconds, or a duration ago (15m)", name, s)
-}
-
-// podMatcher selects records of a pod. Events carry their container's pod;
-// other records are matched through the container ids seen in events,
-// lifecycle records and verdicts before them.
-type podMatcher struct {
-	want string
-	pods map[string]string // container id -> namespace/pod
-}
-
-func (p *podMatcher) match(r *audit.Record) bool {
-	if r.Event != nil && r.Event.Container != nil {
-		c := r.Event.Container
-		p.pods[c.ID] = c.Namespace + "/" + c.Pod
-	} else if r.Kind == audit.KindLifecycle || r.Kind == audit.KindVerdict {
-		var b struct {
-			Pod, Namespace string
-			Container      *event.Container
-		}
-		if json.Unmarshal(r.Body, &b) == nil {
-			if b.Container != nil {
-				b.Pod, b.Namespace = b.Container.Pod, b.Container.Namespace
-			}
-			if b.Pod != "" && r.ContainerID != "" {
-				p.pods[r.ContainerID] = b.Namespace + "/" + b.Pod
-			}
-		}
-	}
-	got := p.pods[r.ContainerID]
-	if got == "" {
-		return false
-	}
-	if strings.Contains(p.want, "/") {
-		return got == p.want
-	}
-	_, name, _ := strings.Cut(got, "/")
-	return name == p.want
+	fs.StringVar(&f.Pod, "pod", "", "only records of containers of pod `NAME` (or NAMESPACE/NAME)")
+	fs.StringVar(&f.Since, "since", "", "records at or after `T` (RFC 3339, unix seconds, or a duration ago such as 15m)")
+	fs.StringVar(&f.Until, "until", "", "records before `T`")
+	fs.StringVar(&f.Syscalls, "syscall", "", "only events of these syscalls (`NAMES`, comma-separated); with --kind, records of the other kinds named pass too")
+	fs.StringVar(&f.Kinds, "kind", "", "only these record `KINDS`: "+strings.Join(audit.KindNames(), ", "))
+	fs.BoolVar(&f.Verdicts, "verdicts", false, "only verdicts and actions")
+	fs.Uint64Var(&f.FromIndex, "from-index", 0, "only records numbered `N` or more (resume an export after the last index shipped)")
 }
 
 const showUsage = `Usage: vigil audit show [FILTERS] [--json] [--limit N] DIR
@@ -348,123 +236,14 @@ func auditShow(args []string, out io.Writer) int {
 	if *asJSON {
 		return exportRecords("audit show", pos[0], &ff, out, *limit, "")
 	}
-	flt, pm, err := ff.build(time.Now())
+	sel, err := ff.Parse(time.Now())
 	if err != nil {
 		return fail("audit show: %v", err)
 	}
-	w := bufio.NewWriter(out)
-	defer w.Flush()
-	n := 0
-	err = audit.Scan(pos[0], &flt, func(r *audit.Record) error {
-		if pm != nil && !pm.match(r) {
-			return nil
-		}
-		w.WriteString(formatRecord(r))
-		w.WriteByte('\n')
-		n++
-		if *limit > 0 && n >= *limit {
-			return errStop
-		}
-		return nil
-	})
-	if err != nil && err != errStop {
-		w.Flush()
+	if err := replay.Show(pos[0], sel, out, *limit); err != nil {
 		return fail("audit show: %v", err)
 	}
 	return 0
-}
-
-var errStop = errors.New("stop")
-
-// formatRecord is the text line of show.
-func formatRecord(r *audit.Record) string {
-	var b strings.Builder
-	b.WriteString(r.Time.UTC().Format("2006-01-02T15:04:05.000000Z"))
-	fmt.Fprintf(&b, " #%d %s cs=%d %s ", r.Index, shortID(r.ContainerID, r.CgroupID), r.CSeq, r.Kind)
-	switch r.Kind {
-	case audit.KindEvent:
-		b.WriteString(formatEvent(r.Event))
-	case audit.KindVerdict:
-		var v detector.Verdict
-		if err := json.Unmarshal(r.Body, &v); err == nil && v.Rule != "" {
-			fmt.Fprintf(&b, "%s %s %s pid %d %s: %s [%s]", v.Severity, v.Class, v.Rule, v.PID, v.Comm, v.Message, v.ID)
-		} else {
-			b.Write(r.Body)
-		}
-	default:
-		b.Write(r.Body)
-	}
-	return b.String()
-}
-
-func shortID(id string, cg uint64) string {
-	if id == "" {
-		return "cgroup:" + strconv.FormatUint(cg, 10)
-	}
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
-}
-
-// formatEvent is one syscall as text: pid/tid comm name(args) = ret.
-func formatEvent(ev *event.Event) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "pid %d", ev.PID)
-	if ev.TID != ev.PID {
-		fmt.Fprintf(&b, "/%d", ev.TID)
-	}
-	fmt.Fprintf(&b, " %s %s(", ev.Comm, ev.Name())
-	var parts []string
-	if ev.Path != "" {
-		parts = append(parts, strconv.Quote(ev.Path))
-	}
-	if ev.Path2 != "" {
-		parts = append(parts, strconv.Quote(ev.Path2))
-	}
-	if len(ev.Argv) > 0 {
-		q := make([]string, len(ev.Argv))
-		for i, a := range ev.Argv {
-			q[i] = strconv.Quote(a)
-		}
-		parts = append(parts, "["+strings.Join(q, " ")+"]")
-	}
-	if !ev.Addr.IsZero() {
-		parts = append(parts, ev.Addr.String())
-	}
-	if len(parts) == 0 {
-		n := 6
-		for n > 0 && ev.Args[n-1] == 0 {
-			n--
-		}
-		for _, a := range ev.Args[:min(n, 3)] {
-			if a < 1<<20 {
-				parts = append(parts, strconv.FormatUint(a, 10))
-			} else {
-				parts = append(parts, "0x"+strconv.FormatUint(a, 16))
-			}
-		}
-		if n > 3 {
-			parts = append(parts, "...")
-		}
-	}
-	b.WriteString(strings.Join(parts, ", "))
-	b.WriteString(")")
-	switch {
-	case ev.Flags&event.NoReturn != 0:
-		b.WriteString(" (no return)")
-	case ev.Errno() != 0:
-		fmt.Fprintf(&b, " = %d %s", ev.Ret, event.ErrnoName(ev.Errno()))
-	default:
-		fmt.Fprintf(&b, " = %d", ev.Ret)
-	}
-	if ev.Flags&event.Lost != 0 {
-		fmt.Fprintf(&b, " [lost %d]", ev.Count)
-	} else if ev.Flags&event.Truncated != 0 {
-		b.WriteString(" [truncated]")
-	}
-	fmt.Fprintf(&b, " seq %d", ev.Seq)
-	return b.String()
 }
 
 const exportUsage = `Usage: vigil audit export [FILTERS] [--out FILE] [--node NAME] DIR
@@ -527,112 +306,27 @@ func auditExport(args []string, out io.Writer) int {
 }
 
 func exportRecords(cmd, dir string, ff *filterFlags, out io.Writer, limit int, node string) int {
-	flt, pm, err := ff.build(time.Now())
+	sel, err := ff.Parse(time.Now())
 	if err != nil {
 		return fail("%s: %v", cmd, err)
 	}
-	if _, err := exportPass(dir, &flt, pm, out, limit, node); err != nil {
+	if _, _, err := replay.Export(dir, sel, out, limit, node); err != nil {
 		return fail("%s: %v", cmd, err)
 	}
 	return 0
 }
 
-// exportFollow exports what is there, then polls for new records (from
-// the index after the last one seen) until the process is stopped.
+// exportFollow exports what is there, then polls for new records until
+// the process is stopped (or limit records are written).
 func exportFollow(dir string, ff *filterFlags, out io.Writer, limit int, node string, every time.Duration) int {
-	flt, pm, err := ff.build(time.Now())
+	sel, err := ff.Parse(time.Now())
 	if err != nil {
 		return fail("audit export: %v", err)
 	}
-	total := 0
-	for {
-		n, last, err := exportPassLast(dir, &flt, pm, out, limit-total, node)
-		if err != nil {
-			return fail("audit export: %v", err)
-		}
-		total += n
-		if limit > 0 && total >= limit {
-			return 0
-		}
-		if last > 0 {
-			flt.FromIndex = last + 1
-		}
-		time.Sleep(every)
+	if err := replay.Follow(dir, sel, out, limit, node, every); err != nil {
+		return fail("audit export: %v", err)
 	}
-}
-
-func exportPass(dir string, flt *audit.Filter, pm *podMatcher, out io.Writer, limit int, node string) (int, error) {
-	n, _, err := exportPassLast(dir, flt, pm, out, limit, node)
-	return n, err
-}
-
-// exportPassLast writes the selected records once and returns how many and
-// the index of the last record the filter passed (a follow-up pass starts
-// after it).
-func exportPassLast(dir string, flt *audit.Filter, pm *podMatcher, out io.Writer, limit int, node string) (int, uint64, error) {
-	w := bufio.NewWriterSize(out, 1<<16)
-	var line []byte
-	n := 0
-	var last uint64
-	err := audit.Scan(dir, flt, func(r *audit.Record) error {
-		last = r.Index
-		if pm != nil && !pm.match(r) {
-			return nil
-		}
-		line = appendExport(line[:0], r, node)
-		line = append(line, '\n')
-		if _, err := w.Write(line); err != nil {
-			return err
-		}
-		n++
-		if limit > 0 && n >= limit {
-			return errStop
-		}
-		return nil
-	})
-	if err != nil && err != errStop {
-		w.Flush()
-		return n, last, err
-	}
-	if err := w.Flush(); err != nil {
-		return n, last, fmt.Errorf("write: %w", err)
-	}
-	return n, last, nil
-}
-
-// appendExport appends the export JSON object of r.
-func appendExport(b []byte, r *audit.Record, node string) []byte {
-	b = append(b, `{"time":"`...)
-	b = r.Time.UTC().AppendFormat(b, time.RFC3339Nano)
-	b = append(b, '"')
-	if node != "" {
-		q, _ := json.Marshal(node)
-		b = append(b, `,"node":`...)
-		b = append(b, q...)
-	}
-	b = append(b, `,"index":`...)
-	b = strconv.AppendUint(b, r.Index, 10)
-	b = append(b, `,"kind":"`...)
-	b = append(b, r.Kind.String()...)
-	b = append(b, `","cgroup":`...)
-	b = strconv.AppendUint(b, r.CgroupID, 10)
-	if r.ContainerID != "" {
-		c, _ := json.Marshal(r.ContainerID)
-		b = append(b, `,"container":`...)
-		b = append(b, c...)
-	}
-	b = append(b, `,"cseq":`...)
-	b = strconv.AppendUint(b, r.CSeq, 10)
-	b = append(b, `,"segment":`...)
-	b = strconv.AppendUint(b, r.Segment, 10)
-	if r.Event != nil {
-		b = append(b, `,"event":`...)
-		b = r.Event.AppendJSON(b)
-	} else if len(r.Body) > 0 {
-		b = append(b, `,"body":`...)
-		b = append(b, r.Body...)
-	}
-	return append(b, '}')
+	return 0
 }
 
 const auditBenchUsage = `Usage: vigil audit bench [--events N] [--compression s2|zstd|none] [--fsync batch|never|DURATION] [--noisy] [--dir DIR]
