@@ -162,3 +162,26 @@ func openCgroup(id uint64) (int, error) {
 	}
 	return fd, nil
 }
+
+// CgroupPath finds the cgroup v2 directory of a cgroup id (the kernel's
+// own path for it, under the v2 mount).
+func CgroupPath(id uint64) (string, error) {
+	fd, err := openCgroup(id)
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(fd)
+	p, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+	if err != nil {
+		return "", fmt.Errorf("path of cgroup %d: %w", id, err)
+	}
+	root, err := CgroupRoot()
+	if err != nil {
+		return "", err
+	}
+	if strings.HasPrefix(p, "/") && !strings.HasPrefix(p, root) {
+		// The link is relative to the cgroup mount on some kernels.
+		p = filepath.Join(root, p)
+	}
+	return p, nil
+}

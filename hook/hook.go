@@ -14,39 +14,21 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
-	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"vigil.dev/vigil/agentctl"
 	"vigil.dev/vigil/annotations"
+	"vigil.dev/vigil/event"
 )
 
-// Container is what the hook tells the agent about a container; the JSON
-// matches the agent's event.Container.
-type Container struct {
-	ID        string `json:"id"`
-	Name      string `json:"name,omitempty"`
-	Pod       string `json:"pod,omitempty"`
-	Namespace string `json:"namespace,omitempty"`
-	Image     string `json:"image,omitempty"`
-}
+// Request is the control-socket request the hook sends.
+type Request = agentctl.Request
 
-// Request is the control-socket request (the agent's plugin.Request).
-type Request struct {
-	Op          string            `json:"op"`
-	Container   *Container        `json:"container,omitempty"`
-	CgroupsPath string            `json:"cgroups_path,omitempty"`
-	Annotations map[string]string `json:"annotations,omitempty"`
-}
-
-// response is the part of the agent's answer the hook reads.
-type response struct {
-	Error  string              `json:"error,omitempty"`
-	Policy *annotations.Policy `json:"policy,omitempty"`
-}
+// Container is the container metadata in a Request.
+type Container = event.Container
 
 // Names of the annotations runtimes set that the hook reads for metadata.
 var (
@@ -97,7 +79,7 @@ func BuildRequest(st *specs.State, spec *specs.Spec) Request {
 	if c.Name == "" {
 		c.Name = st.ID
 	}
-	req := Request{Op: "register", Container: c, Annotations: ann}
+	req := Request{Op: agentctl.OpRegister, Container: c, Annotations: ann}
 	if spec != nil && spec.Linux != nil {
 		req.CgroupsPath = spec.Linux.CgroupsPath
 	}
@@ -125,24 +107,8 @@ func wantsMonitoring(req Request) bool {
 }
 
 // call sends one request to the agent.
-func call(socket string, req Request) (*response, error) {
-	c, err := net.DialTimeout("unix", socket, 2*time.Second)
-	if err != nil {
-		return nil, fmt.Errorf("connect to the vigil agent at %s: %w", socket, err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if err := json.NewEncoder(c).Encode(req); err != nil {
-		return nil, fmt.Errorf("send to the vigil agent: %w", err)
-	}
-	var resp response
-	if err := json.NewDecoder(c).Decode(&resp); err != nil {
-		return nil, fmt.Errorf("read the vigil agent's answer: %w", err)
-	}
-	if resp.Error != "" {
-		return &resp, errors.New(resp.Error)
-	}
-	return &resp, nil
+func call(socket string, req Request) (*agentctl.Response, error) {
+	return agentctl.Call(socket, req)
 }
 
 // CreateRuntime registers the container whose state is on stdin. An error
@@ -182,7 +148,7 @@ func Poststop(stdin io.Reader, socket string, warn io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if _, err := call(socket, Request{Op: "unregister", Container: &Container{ID: st.ID}}); err != nil {
+	if _, err := call(socket, Request{Op: agentctl.OpUnregister, Container: &Container{ID: st.ID}}); err != nil {
 		fmt.Fprintf(warn, "vigil hook: %v\n", err)
 	}
 	return nil

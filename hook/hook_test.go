@@ -110,7 +110,7 @@ func TestCreateRuntime(t *testing.T) {
 		{name: "registered", answer: `{"policy":{"Monitor":true}}`, ann: monitored},
 		{name: "agent warnings shown", answer: `{"policy":{"Monitor":true,"Warnings":["seccomp not applied"]}}`, ann: monitored, wantWarn: "seccomp not applied"},
 		{name: "agent rejects", answer: `{"error":"annotation \"ebpf-monitor\" has invalid value \"yes\""}`, ann: map[string]string{"ebpf-monitor": "yes"}, wantErr: `invalid value "yes"`},
-		{name: "no agent, monitoring asked: fail closed", ann: monitored, wantErr: "connect to the vigil agent"},
+		{name: "no agent, monitoring asked: fail closed", ann: monitored, wantErr: "connect to the agent at"},
 		{name: "no agent, not asked: warn only", ann: nil, wantWarn: "not monitored"},
 	}
 	for _, tt := range tests {

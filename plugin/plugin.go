@@ -1,10 +1,11 @@
-// Package plugin is vigil's NRI plugin and node agent: it learns about
-// containers from containerd (or CRI-O) through NRI, applies the annotation
-// contract at CreateContainer (seccomp profile, CPU shares), tracks the
-// container's cgroup in the eBPF tracer at StartContainer (before the
-// workload's first instruction), enriches events with container metadata,
-// and untracks at stop/remove. The Agent wires tracer, notify server,
-// outputs and the control socket together and reconnects to the runtime.
+// Package plugin is vigil's NRI plugin and container registry: it learns
+// about containers from containerd (or CRI-O) through NRI (or from the OCI
+// hook), applies the annotation contract at CreateContainer (seccomp
+// profile, CPU shares), tracks the container's cgroup in the eBPF tracer at
+// StartContainer (before the workload's first instruction), enriches events
+// with container metadata, untracks at stop/remove and tells the agent
+// through the callbacks it was built with. Run keeps the NRI connection up
+// and UpdateCPU changes a running container's CPU through the runtime.
 //
 // It needs root, a cgroup v2 hierarchy (pure or hybrid) and the runtime's
 // NRI socket.
@@ -24,6 +25,7 @@ import (
 	"github.com/containerd/nri/pkg/api"
 	"github.com/sirupsen/logrus"
 
+	"vigil.dev/vigil/agentctl"
 	"vigil.dev/vigil/annotations"
 	"vigil.dev/vigil/bpf"
 	"vigil.dev/vigil/event"
@@ -41,7 +43,8 @@ type Tracer interface {
 // Notifier is what the plugin needs of the seccomp notify Server.
 type Notifier interface {
 	SetPolicy(id string, p *seccomp.Policy)
-	RemovePolicy(id string)
+	// Forget drops a removed container's policy and its dynamic denies.
+	Forget(id string)
 }
 
 // Config of the Plugin.
@@ -51,6 +54,36 @@ type Config struct {
 	ListenerPath string // the notify Server's socket
 	// CgroupID maps a cgroup directory to its id (bpf.CgroupID by default).
 	CgroupID func(dir string) (uint64, error)
+	// Callbacks tell the agent about monitored containers.
+	Callbacks Callbacks
+}
+
+// Callbacks are the agent's hooks into the registry, given at
+// construction. Each may be nil. They run on the NRI (or control socket)
+// goroutine and must not block for long.
+type Callbacks struct {
+	// Started: a monitored container is tracked; its workload has not run.
+	Started func(c Info)
+	// Running: a monitored container found running (Synchronize after a
+	// restart); its workload has exec'd already.
+	Running func(c Info)
+	// Stopped: a monitored container stopped, with the tracer's final
+	// counters.
+	Stopped func(c Info, final bpf.Counters)
+}
+
+// Info is the registry's view of one container.
+type Info struct {
+	Meta   *event.Container
+	Policy annotations.Policy
+	// CgroupID and CgroupDir are the tracked cgroup v2 (0 and "" until
+	// tracked); CgroupsPath is the runtime's cgroupsPath.
+	CgroupID    uint64
+	CgroupDir   string
+	CgroupsPath string
+	// Hook says the container came through the OCI hook, not NRI.
+	Hook  bool
+	State string
 }
 
 // Plugin handles NRI requests. Its handlers are short: the decisions are
@@ -72,12 +105,11 @@ type Plugin struct {
 	// kernel frees a cgroup's counters with the cgroup, which a runtime may
 	// remove before vigil hears that the container stopped.
 	last map[uint64]bpf.Counters
-	// onLifecycle, when set, hears of monitored containers' "start" and
-	// "stop" (with final counters): the agent audits them.
-	onLifecycle func(what string, st ContainerStatus)
-	// onRunning, when set, hears of monitored containers found already
-	// running (Synchronize after a restart): their workload has exec'd.
-	onRunning func(cgroupID uint64)
+	// stub is the NRI connection while Run has one (UpdateCPU uses it).
+	stub     atomic.Pointer[nriStub]
+	connMu   sync.Mutex
+	conn     bool
+	connects int
 	// catchUp is how long to wait for the reader before rebuilding the
 	// counters of a container whose cgroup is already gone.
 	catchUp time.Duration
@@ -88,12 +120,14 @@ type Plugin struct {
 
 // container is the plugin's view of one container.
 type container struct {
-	meta      *event.Container // shared with events: never modified after creation
-	policy    annotations.Policy
-	cgroupID  uint64
-	cgroupDir string
-	tracked   bool
-	state     string
+	meta        *event.Container // shared with events: never modified after creation
+	policy      annotations.Policy
+	cgroupID    uint64
+	cgroupDir   string
+	cgroupsPath string
+	hook        bool
+	tracked     bool
+	state       string
 	// lastSeq and gaps follow the events read (Enrich): the highest
 	// sequence number and the numbers skipped (dropped records).
 	lastSeq atomic.Uint64
@@ -108,6 +142,30 @@ func New(cfg Config, tracer Tracer, notify Notifier, log *logrus.Logger) *Plugin
 	p := newPlugin(cfg, tracer, notify, log)
 	p.nodeCfg.Store(&cfg.Node)
 	return p
+}
+
+// Node is the node configuration in force.
+func (p *Plugin) Node() annotations.NodeConfig { return p.node() }
+
+// SetNode replaces the node configuration (a live reload); containers
+// created from now on get it.
+func (p *Plugin) SetNode(node annotations.NodeConfig) { p.nodeCfg.Store(&node) }
+
+// TrackedContainers lists the containers whose cgroups are tracked.
+func (p *Plugin) TrackedContainers() []Info {
+	p.mu.RLock()
+	cs := make([]*container, 0, len(p.byCgroup))
+	for _, c := range p.byCgroup {
+		if c.tracked {
+			cs = append(cs, c)
+		}
+	}
+	p.mu.RUnlock()
+	out := make([]Info, len(cs))
+	for i, c := range cs {
+		out[i] = p.infoOf(c)
+	}
+	return out
 }
 
 // node is the node configuration in force (the file's, or the runtime's
@@ -279,8 +337,8 @@ func (p *Plugin) StartContainer(_ context.Context, pod *api.PodSandbox, ctr *api
 		return err
 	}
 	log.WithField("cgroup", c.cgroupID).Info("tracking container")
-	if p.onLifecycle != nil {
-		p.onLifecycle("start", p.statusOf(c, bpf.Counters{}))
+	if cb := p.cfg.Callbacks.Started; cb != nil {
+		cb(p.infoOf(c))
 	}
 	return nil
 }
@@ -304,7 +362,7 @@ func (p *Plugin) track(c *container, ctr *api.Container) error {
 		c.gaps.Store(n.Dropped)
 	}
 	p.mu.Lock()
-	c.cgroupID, c.cgroupDir, c.tracked = id, dir, true
+	c.cgroupID, c.cgroupDir, c.cgroupsPath, c.tracked = id, dir, ctr.GetLinux().GetCgroupsPath(), true
 	p.byCgroup[id] = c
 	p.mu.Unlock()
 	return nil
@@ -319,7 +377,7 @@ func (p *Plugin) StopContainer(_ context.Context, pod *api.PodSandbox, ctr *api.
 // RemoveContainer forgets the container.
 func (p *Plugin) RemoveContainer(_ context.Context, pod *api.PodSandbox, ctr *api.Container) error {
 	p.finish(pod, ctr, "removed")
-	p.notify.RemovePolicy(ctr.GetId())
+	p.notify.Forget(ctr.GetId())
 	p.mu.Lock()
 	if _, pending := p.pending[ctr.GetId()]; pending {
 		// Created with a seccomp adjustment, never started nor post-created:
@@ -394,8 +452,8 @@ func (p *Plugin) finalize(c *container, counters bpf.Counters, log *logrus.Entry
 	p.mu.Unlock()
 	log.WithFields(logrus.Fields{"seen": counters.Seen, "emitted": counters.Emitted, "dropped": counters.Dropped}).Info("container " + state + ": final counters")
 	st := p.statusOf(c, counters)
-	if p.onLifecycle != nil {
-		p.onLifecycle("stop", st)
+	if cb := p.cfg.Callbacks.Stopped; cb != nil {
+		cb(p.infoOf(c), counters)
 	}
 	p.mu.Lock()
 	p.final = append(p.final, st)
@@ -415,7 +473,19 @@ func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 	}
 	keep := map[uint64]bool{}
 	p.mu.Lock()
-	p.byID, p.byCgroup, p.pending = map[string]*container{}, map[uint64]*container{}, map[string]time.Time{}
+	// Containers the OCI hook registered are not the runtime's to list: keep
+	// them across a resync.
+	byID, byCgroup := map[string]*container{}, map[uint64]*container{}
+	for id, c := range p.byID {
+		if c.hook {
+			byID[id] = c
+			if c.tracked {
+				byCgroup[c.cgroupID] = c
+				keep[c.cgroupID] = true
+			}
+		}
+	}
+	p.byID, p.byCgroup, p.pending = byID, byCgroup, map[string]time.Time{}
 	p.mu.Unlock()
 	for _, ctr := range ctrs {
 		pod := podByID[ctr.GetPodSandboxId()]
@@ -440,8 +510,8 @@ func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 				continue
 			}
 			keep[c.cgroupID] = true
-			if p.onRunning != nil {
-				p.onRunning(c.cgroupID)
+			if cb := p.cfg.Callbacks.Running; cb != nil {
+				cb(p.infoOf(c))
 			}
 			log.WithField("cgroup", c.cgroupID).Info("tracking container (synchronized)")
 		}
@@ -499,27 +569,67 @@ func (p *Plugin) Enrich(ev *event.Event) {
 }
 
 // ContainerStatus is one container in `vigil status`.
-type ContainerStatus struct {
-	event.Container
-	State    string `json:"state"`
-	Monitor  bool   `json:"monitor"`
-	Forced   bool   `json:"forced,omitempty"`
-	Seccomp  string `json:"seccomp,omitempty"`
-	Mode     string `json:"mode,omitempty"`
-	Priority int    `json:"priority"`
-	CgroupID uint64 `json:"cgroup_id,omitempty"`
-	Tracked  bool   `json:"tracked"`
-	Seen     uint64 `json:"seen"`
-	Emitted  uint64 `json:"emitted"`
-	Dropped  uint64 `json:"dropped"`
-}
+type ContainerStatus = agentctl.ContainerStatus
 
 func (p *Plugin) statusOf(c *container, n bpf.Counters) ContainerStatus {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
+	seccompProfile := c.policy.Seccomp
+	if c.hook && seccompProfile != "" {
+		// The OCI hook cannot change a created container's seccomp policy:
+		// show what is in force, not what was asked for.
+		seccompProfile = "(runtime's)"
+	}
 	return ContainerStatus{Container: *c.meta, State: c.state, Monitor: c.policy.Monitor, Forced: c.policy.Forced,
-		Seccomp: c.policy.Seccomp, Mode: string(c.policy.Mode), Priority: c.policy.Priority,
-		CgroupID: c.cgroupID, Tracked: c.tracked, Seen: n.Seen, Emitted: n.Emitted, Dropped: n.Dropped}
+		Seccomp: seccompProfile, Mode: string(c.policy.Mode), Policy: c.policy.PolicyName, Priority: c.policy.Priority,
+		CgroupID: c.cgroupID, Tracked: c.tracked, Seen: n.Seen, Emitted: n.Emitted, Dropped: n.Dropped, Hook: c.hook}
+}
+
+// infoOf copies a container's registry entry.
+func (p *Plugin) infoOf(c *container) Info {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return Info{Meta: c.meta, Policy: c.policy, CgroupID: c.cgroupID, CgroupDir: c.cgroupDir,
+		CgroupsPath: c.cgroupsPath, Hook: c.hook, State: c.state}
+}
+
+// Lookup finds the container of a tracked cgroup (also shortly after it
+// stopped, while its last events may still be read).
+func (p *Plugin) Lookup(cgroupID uint64) (Info, bool) {
+	p.mu.RLock()
+	c := p.byCgroup[cgroupID]
+	p.mu.RUnlock()
+	if c == nil {
+		return Info{}, false
+	}
+	return p.infoOf(c), true
+}
+
+// Find finds a container by its id, a unique prefix of its id, or its
+// name (for vigil release and unfreeze).
+func (p *Plugin) Find(target string) (Info, error) {
+	if target == "" {
+		return Info{}, errors.New("no container named: give its id, an id prefix or its name")
+	}
+	p.mu.RLock()
+	var found []*container
+	if c := p.byID[target]; c != nil {
+		found = []*container{c}
+	} else {
+		for id, c := range p.byID {
+			if strings.HasPrefix(id, target) || c.meta.Name == target {
+				found = append(found, c)
+			}
+		}
+	}
+	p.mu.RUnlock()
+	switch len(found) {
+	case 0:
+		return Info{}, fmt.Errorf("no container %q known to the agent (see 'vigil status')", target)
+	case 1:
+		return p.infoOf(found[0]), nil
+	}
+	return Info{}, fmt.Errorf("%q names %d containers: give more of the id", target, len(found))
 }
 
 // Containers lists the known containers with live counters, sorted by
@@ -567,7 +677,7 @@ func (p *Plugin) Rejected() []string {
 // Register tracks a container announced by the OCI hook (runtimes without
 // NRI). The hook runs after the runtime fixed the container's spec, so only
 // monitoring applies: a seccomp profile cannot be injected this way.
-func (p *Plugin) Register(req Request) (annotations.Policy, error) {
+func (p *Plugin) Register(req agentctl.Request) (annotations.Policy, error) {
 	if req.Container == nil || req.Container.ID == "" {
 		return annotations.Policy{}, errors.New("register: no container id")
 	}
@@ -579,7 +689,7 @@ func (p *Plugin) Register(req Request) (annotations.Policy, error) {
 	if pol.Seccomp != "" {
 		pol.Warnings = append(pol.Warnings, fmt.Sprintf("seccomp profile %q not applied: the OCI hook cannot change a created container's seccomp policy (use NRI)", pol.Seccomp))
 	}
-	c := &container{meta: &meta, policy: pol, state: "running"}
+	c := &container{meta: &meta, policy: pol, state: "running", hook: true}
 	p.mu.Lock()
 	p.byID[meta.ID] = c
 	p.mu.Unlock()
@@ -589,6 +699,9 @@ func (p *Plugin) Register(req Request) (annotations.Policy, error) {
 			return pol, err
 		}
 		p.log.WithFields(logrus.Fields{"container": meta.Name, "id": short(meta.ID), "cgroup": c.cgroupID}).Info("tracking container (OCI hook)")
+		if cb := p.cfg.Callbacks.Started; cb != nil {
+			cb(p.infoOf(c))
+		}
 	}
 	return pol, nil
 }

@@ -12,6 +12,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
 
+	"vigil.dev/vigil/agentctl"
 	"vigil.dev/vigil/annotations"
 	"vigil.dev/vigil/bpf"
 	"vigil.dev/vigil/event"
@@ -63,7 +64,7 @@ func (f *fakeTracer) Tracked() (map[uint64]bpf.Counters, error) {
 type fakeNotifier struct{ policies map[string]*seccomp.Policy }
 
 func (f *fakeNotifier) SetPolicy(id string, p *seccomp.Policy) { f.policies[id] = p }
-func (f *fakeNotifier) RemovePolicy(id string)                 { delete(f.policies, id) }
+func (f *fakeNotifier) Forget(id string)                       { delete(f.policies, id) }
 
 func newTestPlugin(node annotations.NodeConfig) (*Plugin, *fakeTracer, *fakeNotifier) {
 	tr := &fakeTracer{tracked: map[uint64]bpf.Counters{}}
@@ -377,7 +378,7 @@ func TestSynchronize(t *testing.T) {
 
 func TestRegisterHook(t *testing.T) {
 	p, tr, _ := newTestPlugin(annotations.NodeConfig{})
-	pol, err := p.Register(Request{Op: "register", Container: &event.Container{ID: "c1", Name: "app"}, CgroupsPath: "/k8s.io/c1",
+	pol, err := p.Register(agentctl.Request{Op: "register", Container: &event.Container{ID: "c1", Name: "app"}, CgroupsPath: "/k8s.io/c1",
 		Annotations: map[string]string{"ebpf-monitor": "true"}})
 	if err != nil {
 		t.Fatal(err)
@@ -392,7 +393,7 @@ func TestRegisterHook(t *testing.T) {
 	if len(tr.tracked) != 0 {
 		t.Error("still tracked after unregister")
 	}
-	if _, err := p.Register(Request{Container: &event.Container{ID: "x"}, Annotations: map[string]string{"ebpf-monitor": "maybe"}}); err == nil {
+	if _, err := p.Register(agentctl.Request{Container: &event.Container{ID: "x"}, Annotations: map[string]string{"ebpf-monitor": "maybe"}}); err == nil {
 		t.Error("bad annotation accepted")
 	}
 }

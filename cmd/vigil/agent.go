@@ -9,15 +9,18 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/sirupsen/logrus"
 
+	"vigil.dev/vigil/agent"
 	"vigil.dev/vigil/annotations"
 	"vigil.dev/vigil/bpf"
-	"vigil.dev/vigil/detector"
+	"vigil.dev/vigil/pipeline"
 	"vigil.dev/vigil/plugin"
 	"vigil.dev/vigil/seccomp"
 )
@@ -34,9 +37,16 @@ by the node configuration) it injects the seccomp profile of the
 vigil.dev/seccomp annotation at creation, traces every syscall from the
 workload's first instruction, and writes the events, with pod and container
 metadata, as JSON lines. The detector (default rules, --policy files, a
---model) sees every event; each verdict goes into the same stream as
-{"verdict":{...}}, into the audit log and into the log. 'vigil status' asks
-it what it monitors.
+--model) sees every event and each container's CPU use; each verdict goes
+into the same stream as {"verdict":{...}}, into the audit log and into the
+log. The response ladder acts on verdicts by the container's mode
+(vigil.dev/mode: learn records only, detect reports what it would do,
+enforce acts: throttle, deny-syscall, deny-connect, freeze, kill) and its
+policy (vigil.dev/policy, files NAME.yaml in the node's policyDir; see
+docs/response.md). Rule files, policies, the model and the node
+configuration reload when they change, on SIGHUP and on 'vigil reload'.
+'vigil status' asks it what it monitors and what is in force;
+'vigil release' and 'vigil unfreeze' undo actions.
 
 It connects to the runtime's NRI socket, or runs pre-registered from
 /opt/nri/plugins (the runtime then passes the connection), and reconnects
@@ -65,9 +75,10 @@ func runAgent(args []string) int {
 	var (
 		cfgPath   = fs.String("config", annotations.DefaultConfigPath, "node configuration `FILE` (YAML; a missing file forces nothing)")
 		nriSock   = fs.String("nri-socket", plugin.DefaultNRISocket, "the runtime's NRI `SOCKET`")
-		ctlSock   = fs.String("control-socket", plugin.DefaultControlSocket, "control `SOCKET` for 'vigil status' and the OCI hook (mode 0600)")
-		listener  = fs.String("listener", plugin.DefaultListenerPath, "seccomp notify listener `SOCKET` (the profiles' listenerPath)")
-		events    = fs.String("events", "-", "write events as JSON lines to `FILE` ('-' standard output, '' nowhere)")
+		ctlSock   = fs.String("control-socket", agent.DefaultControlSocket, "control `SOCKET` for 'vigil status', release, unfreeze, reload and the OCI hook (mode 0600, root only)")
+		listener  = fs.String("listener", agent.DefaultListenerPath, "seccomp notify listener `SOCKET` (the profiles' listenerPath)")
+		events    = fs.String("events", "-", "write events, verdicts, actions and gaps as JSON lines to `FILE` ('-' standard output, '' nowhere)")
+		stateFile = fs.String("state", agent.DefaultStateFile, "keep what the response ladder has in force in `FILE`, so a restarted agent knows it ('' keeps nothing)")
 		decisions = fs.String("decisions", "", "write seccomp notify decisions as JSON lines to `FILE` (default: log them)")
 		keeper    = fs.String("notify-keeper", "/run/vigil/notify-keeper.sock", "keep the seccomp notify fds in a helper process at `SOCKET`, so that notify containers survive an agent restart ('' keeps none)")
 		metrics   = fs.String("metrics-addr", "127.0.0.1:9477", "serve /healthz and /metrics (Prometheus) on `ADDR` ('' serves nothing)")
@@ -116,10 +127,16 @@ func runAgent(args []string) int {
 	}
 	defer closeDec()
 
-	var eng *detector.Engine
+	det := pipeline.Detection{RuleFiles: policies, Model: *model, Resolvers: resolvers}
 	if !*noDetect {
-		if eng, err = newDetector(policies, *model, resolvers); err != nil {
+		// Check the files now: a bad one is a start-up error, not a log line.
+		if _, err := det.NewDetector(); err != nil {
 			return fail("agent: %v", err)
+		}
+	}
+	if *stateFile != "" {
+		if err := os.MkdirAll(filepath.Dir(*stateFile), 0o700); err != nil {
+			return fail("agent: --state: %v", err)
 		}
 	}
 
@@ -132,33 +149,25 @@ func runAgent(args []string) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	cfg := plugin.AgentConfig{Node: node, NRISocket: *nriSock, ControlSocket: *ctlSock, ListenerPath: *listener,
+	cfg := agent.Config{Node: node, NodeConfigPath: *cfgPath, NRISocket: *nriSock, ControlSocket: *ctlSock, ListenerPath: *listener,
 		CgroupRoot: root, Events: evOut, Decisions: decOut, AuditDir: *auditDir, MetricsAddr: *metrics,
-		KeeperPath: *keeper, StartKeeper: startKeeper, Detector: eng}
-	if err := plugin.RunAgent(ctx, cfg, mon, log); err != nil {
+		KeeperPath: *keeper, StartKeeper: startKeeper, Detect: det, NoDetect: *noDetect, StateFile: *stateFile}
+	// The connect guard (deny-connect) is pinned beside the tracer so that
+	// what it refuses stays refused across agent restarts.
+	guardPin := ""
+	if *pinDir != "" {
+		guardPin = strings.TrimSuffix(*pinDir, "/") + "-guard"
+	}
+	if g, err := bpf.LoadGuard(guardPin); err != nil {
+		log.WithError(err).Warn("connect guard not loaded: deny-connect actions will fail")
+	} else {
+		defer g.Close()
+		cfg.Guard = g
+	}
+	if err := agent.Run(ctx, cfg, mon, log); err != nil {
 		return fail("agent: %v", err)
 	}
 	return 0
-}
-
-// newDetector builds the detector of vigil trace and the agent: the default
-// rules plus policy files, an optional model, and the node's resolvers
-// (plus extra) as the allowed DNS servers.
-func newDetector(policies []string, model string, resolvers []string) (*detector.Engine, error) {
-	cfg := detector.Config{RuleFiles: policies, FromFirstExec: true,
-		Lists: map[string][]string{"allowed_resolvers": append(detector.SystemResolvers(""), resolvers...)}}
-	if model != "" {
-		m, err := detector.LoadModel(model)
-		if err != nil {
-			return nil, fmt.Errorf("--model: %w", err)
-		}
-		cfg.Model = m
-	}
-	eng, err := detector.New(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("--policy: %w", err)
-	}
-	return eng, nil
 }
 
 // openOutput opens an output: "-" is standard output, "" is none.

@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"os"
 
+	"vigil.dev/vigil/agentctl"
 	"vigil.dev/vigil/hook"
-	"vigil.dev/vigil/plugin"
 )
 
 func init() {
@@ -35,7 +35,7 @@ Options:
 
 func runHook(args []string) int {
 	fs := flag.NewFlagSet("hook", flag.ContinueOnError)
-	sock := fs.String("socket", plugin.DefaultControlSocket, "the agent's control `SOCKET`")
+	sock := fs.String("socket", agentctl.DefaultSocket, "the agent's control `SOCKET`")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), hookUsage)
 		fs.PrintDefaults()

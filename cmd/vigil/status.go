@@ -8,7 +8,7 @@ import (
 	"os"
 	"text/tabwriter"
 
-	"vigil.dev/vigil/plugin"
+	"vigil.dev/vigil/agentctl"
 )
 
 func init() {
@@ -21,7 +21,9 @@ Asks the running 'vigil agent' (over its control socket) what it does: each
 container it knows with its pod, seccomp profile and mode, whether it is
 traced, and the tracer's exact counters (seen = emitted + dropped); the last
 stopped containers with their final counters; the seccomp notify server's
-fds and decisions. Needs root (the socket is mode 0600).
+fds and decisions; the verdicts and the records lost; and what the response
+ladder has in force (throttled, denied syscalls or connections, frozen),
+since when. Needs root (the socket is mode 0600).
 
 Example:
   sudo vigil status
@@ -32,13 +34,13 @@ Options:
 
 func runStatus(args []string) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	sock := fs.String("socket", plugin.DefaultControlSocket, "the agent's control `SOCKET`")
+	sock := fs.String("socket", agentctl.DefaultSocket, "the agent's control `SOCKET`")
 	asJSON := fs.Bool("json", false, "print the full status as JSON")
 	fs.Usage = usageFunc(fs, statusUsage)
 	if status, done := parseFlags(fs, args); done {
 		return status
 	}
-	resp, err := plugin.Call(*sock, plugin.Request{Op: "status"})
+	resp, err := agentctl.Call(*sock, agentctl.Request{Op: agentctl.OpStatus})
 	if err != nil {
 		return fail("status: %v", err)
 	}
@@ -54,7 +56,7 @@ func runStatus(args []string) int {
 	return 0
 }
 
-func printStatus(w io.Writer, st *plugin.Status) {
+func printStatus(w io.Writer, st *agentctl.Status) {
 	conn := "disconnected (retrying)"
 	if st.Connected {
 		conn = "connected"
@@ -62,12 +64,16 @@ func printStatus(w io.Writer, st *plugin.Status) {
 	fmt.Fprintf(w, "agent since %s, runtime %s (%d connections), %d events written\n",
 		st.Since.Format("2006-01-02 15:04:05"), conn, st.Connections, st.Events)
 	fmt.Fprintf(w, "seccomp notify: %d fds open, %d received, %d decisions\n", st.NotifyOpen, st.NotifyFds, st.NotifyAnswer)
+	fmt.Fprintf(w, "verdicts %d, actions %d, records lost %d (queue %d), reloads %d\n", st.Verdicts, st.Actions, st.Lost, st.QueueDropped, st.Reloads)
+	if st.ReloadError != "" {
+		fmt.Fprintf(w, "last reload rejected: %s\n", st.ReloadError)
+	}
 	if st.EventsError != "" {
 		fmt.Fprintf(w, "event output error: %s\n", st.EventsError)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nNAMESPACE\tPOD\tCONTAINER\tID\tSTATE\tMONITOR\tSECCOMP\tMODE\tCGROUP\tSEEN\tEMITTED\tDROPPED")
-	row := func(c plugin.ContainerStatus) {
+	row := func(c agentctl.ContainerStatus) {
 		mon := "no"
 		switch {
 		case c.Forced:
@@ -89,6 +95,18 @@ func printStatus(w io.Writer, st *plugin.Status) {
 		row(c)
 	}
 	tw.Flush()
+	if len(st.InForce) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "\nIN FORCE\tCONTAINER\tCGROUP\tSINCE\tDETAIL")
+		for _, f := range st.InForce {
+			id := f.ContainerID
+			if len(id) > 12 {
+				id = id[:12]
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", f.Action, dash(id), f.CgroupID, f.Since.Format("15:04:05"), dash(f.Detail))
+		}
+		tw.Flush()
+	}
 	for _, id := range st.Rejected {
 		fmt.Fprintf(w, "rejected by the runtime (seccomp adjustment refused): %s\n", id)
 	}

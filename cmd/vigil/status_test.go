@@ -6,19 +6,19 @@ import (
 	"testing"
 	"time"
 
+	"vigil.dev/vigil/agentctl"
 	"vigil.dev/vigil/event"
-	"vigil.dev/vigil/plugin"
 )
 
 func TestPrintStatus(t *testing.T) {
-	st := &plugin.Status{Since: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Connected: true, Connections: 2, Events: 1234,
+	st := &agentctl.Status{Since: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Connected: true, Connections: 2, Events: 1234,
 		NotifyOpen: 1, NotifyFds: 3, NotifyAnswer: 7,
-		Containers: []plugin.ContainerStatus{
+		Containers: []agentctl.ContainerStatus{
 			{Container: event.Container{ID: "0123456789abcdef", Name: "app", Pod: "web", Namespace: "shop"}, State: "running",
 				Monitor: true, Forced: true, Seccomp: "notify", Mode: "enforce", CgroupID: 42, Tracked: true, Seen: 100, Emitted: 98, Dropped: 2},
 			{Container: event.Container{ID: "x", Name: "db", Pod: "web", Namespace: "shop"}, State: "running"},
 		},
-		Finished: []plugin.ContainerStatus{{Container: event.Container{ID: "y", Name: "job", Pod: "batch", Namespace: "shop"}, State: "stopped", Monitor: true, Seen: 9, Emitted: 9}},
+		Finished: []agentctl.ContainerStatus{{Container: event.Container{ID: "y", Name: "job", Pod: "batch", Namespace: "shop"}, State: "stopped", Monitor: true, Seen: 9, Emitted: 9}},
 		Rejected: []string{"zzz"},
 	}
 	var b bytes.Buffer

@@ -12,13 +12,19 @@ import (
 	"os/signal"
 	"sort"
 	"strconv"
-	"sync"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
+	"vigil.dev/vigil/agent"
+	"vigil.dev/vigil/annotations"
 	"vigil.dev/vigil/bpf"
+	"vigil.dev/vigil/control"
 	"vigil.dev/vigil/detector"
 	"vigil.dev/vigil/event"
+	"vigil.dev/vigil/pipeline"
 )
 
 func init() {
@@ -33,9 +39,13 @@ value, decoded paths, exec arguments and socket addresses), and at the end
 prints per-syscall counts and the tracer's exact counters:
 seen == emitted + dropped. Exits with CMD's exit status. Needs root.
 
-The detector runs on every event with the default rules (plus --policy
-files and a --model); each verdict is written into the stream, as a line
-"!! verdict ..." in text or {"verdict":{...}} with --json.
+The events take the same pipeline as in the agent: the audit log (--audit),
+the detector with the default rules (plus --policy files and a --model) and
+the command's CPU use, and the response ladder in --mode (detect by default:
+each verdict says what the --response policy would do; enforce does it).
+Each verdict is written into the stream, as a line "!! verdict ..." in text
+or {"verdict":{...}} with --json; actions as "!! action ..." or
+{"action":{...}}; lost records as gaps.
 
 Example:
   sudo vigil trace -- ls /tmp
@@ -55,6 +65,8 @@ type traceOpts struct {
 	model    string
 	noDetect bool
 	auditDir string
+	mode     string
+	response string
 }
 
 func runTrace(args []string) int {
@@ -62,16 +74,23 @@ func runTrace(args []string) int {
 	var o traceOpts
 	fs.BoolVar(&o.json, "json", false, "write events as JSON lines (see the event contract in the README)")
 	fs.StringVar(&o.out, "out", "", "write events to `FILE` instead of standard output")
-	fs.BoolVar(&o.quiet, "quiet", false, "write no events, only the summary")
+	fs.BoolVar(&o.quiet, "quiet", false, "write no events, only verdicts, actions and the summary")
 	fs.IntVar(&o.ringSize, "ring-size", 16<<20, "ring buffer size in `BYTES` (a power of two)")
 	fs.BoolVar(&o.summary, "summary", true, "print per-syscall counts and counters at the end (to standard error)")
 	fs.Var(&o.policy, "policy", "extra detection rule `FILE` (repeatable), on top of the default rules")
 	fs.StringVar(&o.model, "model", "", "learned model `FILE` (from 'vigil detect train') to score the workload with")
 	fs.BoolVar(&o.noDetect, "no-detect", false, "trace only: run no detector")
 	fs.StringVar(&o.auditDir, "audit", "", "also write the run's audit log to `DIR` (verify with 'vigil audit verify DIR')")
+	fs.StringVar(&o.mode, "mode", "detect", "what verdicts do: learn (record only), detect (report what the response policy would do), enforce (do it: kill, freeze, deny-connect; throttle where a cpu controller is at hand)")
+	fs.StringVar(&o.response, "response", "", "response policy `FILE` (YAML, see docs/response.md; default: the built-in default policy)")
 	fs.Usage = usageFunc(fs, traceUsage)
 	if status, done := parseFlags(fs, args); done {
 		return status
+	}
+	switch annotations.Mode(o.mode) {
+	case annotations.ModeLearn, annotations.ModeDetect, annotations.ModeEnforce:
+	default:
+		return fail("trace: --mode %q: allowed values are learn, detect, enforce", o.mode)
 	}
 	cmdArgs := fs.Args()
 	if len(cmdArgs) == 0 {
@@ -85,7 +104,9 @@ func runTrace(args []string) int {
 	return status
 }
 
-// trace runs cmdArgs under the tracer and returns its exit status.
+// trace runs cmdArgs under the tracer and returns its exit status. The
+// events take the agent's pipeline: audit, detector, response ladder, and
+// this command's output as a sink.
 func trace(o traceOpts, cmdArgs []string) (int, error) {
 	path, err := exec.LookPath(cmdArgs[0])
 	if err != nil {
@@ -106,12 +127,6 @@ func trace(o traceOpts, cmdArgs []string) (int, error) {
 		return 0, err
 	}
 
-	sink, err := newTraceSink(o, cg.ID)
-	if err != nil {
-		return 0, err
-	}
-	defer sink.close()
-
 	var w io.Writer = os.Stdout
 	if o.out != "" {
 		f, err := os.Create(o.out)
@@ -122,13 +137,29 @@ func trace(o traceOpts, cmdArgs []string) (int, error) {
 		w = f
 	}
 	out := newEventWriter(w, o.json, o.quiet)
-	out.sink = sink
+	root, err := bpf.CgroupRoot()
+	if err != nil {
+		return 0, err
+	}
+	tc := agent.TraceConfig{CgroupID: cg.ID, CgroupDir: cg.Path, CgroupRoot: root, NoDetect: o.noDetect,
+		Detect: pipeline.Detection{RuleFiles: o.policy, Model: o.model}, AuditDir: o.auditDir,
+		Mode: annotations.Mode(o.mode), ResponseFile: o.response, Sinks: []pipeline.Sink{out}, Log: quietLogger()}
+	if annotations.Mode(o.mode) == annotations.ModeEnforce {
+		// deny-connect in a trace: a guard of its own, gone with the run.
+		if g, err := bpf.LoadGuard(""); err == nil {
+			defer g.Close()
+			tc.Guard = g
+		}
+	}
+	run, err := agent.NewTraceRun(tc)
+	if err != nil {
+		return 0, err
+	}
+	defer run.Close()
 
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() {
-		done <- mon.Run(ctx, out.write)
-	}()
+	go func() { done <- mon.RunBatches(ctx, run.P.Event, run.P.EndBatch) }()
 
 	cmd := exec.Command(path, cmdArgs[1:]...)
 	cmd.Args[0] = cmdArgs[0]
@@ -148,7 +179,7 @@ func trace(o traceOpts, cmdArgs []string) (int, error) {
 			cmd.Process.Signal(s)
 		}
 	}()
-	stopSampling := out.sample(cg, 250*time.Millisecond)
+	stopSampling := run.Sample(250 * time.Millisecond)
 	waitErr := cmd.Wait()
 	stopSampling()
 	status := exitStatus(cmd.ProcessState, waitErr)
@@ -161,19 +192,19 @@ func trace(o traceOpts, cmdArgs []string) (int, error) {
 	if err := <-done; err != nil {
 		return status, err
 	}
-	out.flushDetector()
 	counters, err := mon.Counters(cg.ID)
 	if err != nil {
 		return status, err
 	}
-	if err := sink.finish(counters, cmdArgs, status); err != nil {
+	if err := run.Finish(counters, fmt.Sprintf("vigil trace %q exited %d; seen %d emitted %d dropped %d",
+		cmdArgs, status, counters.Seen, counters.Emitted, counters.Dropped)); err != nil {
 		return status, err
 	}
 	if err := out.finish(counters); err != nil {
 		return status, err
 	}
 	if o.summary {
-		out.printSummary(os.Stderr, counters)
+		out.printSummary(os.Stderr, counters, !o.noDetect)
 	}
 	return status, nil
 }
@@ -191,11 +222,11 @@ func exitStatus(ps *os.ProcessState, err error) int {
 	return ps.ExitCode()
 }
 
-// eventWriter streams events as text or JSON lines and counts them per
-// syscall. It flushes at least every flushEvery so the stream stays live.
+// eventWriter is the trace's sink: it streams events as text or JSON
+// lines, verdicts, actions and gaps, and counts events per syscall. It
+// flushes at least every flushEvery so the stream stays live. The
+// pipeline's worker calls it.
 type eventWriter struct {
-	mu        sync.Mutex // the event path and the sampler both write
-	sink      *traceSink
 	w         *bufio.Writer
 	json      bool
 	quiet     bool
@@ -203,6 +234,7 @@ type eventWriter struct {
 	counts    [1024]uint64
 	received  uint64
 	verdicts  int
+	actions   int
 	started   bool   // the first successful execve (CMD's) was seen
 	preExec   uint64 // records of vigil's own fork before that execve
 	lastFlush time.Time
@@ -217,11 +249,9 @@ func newEventWriter(w io.Writer, json, quiet bool) *eventWriter {
 	return &eventWriter{w: bufio.NewWriterSize(w, 256<<10), json: json, quiet: quiet, buf: make([]byte, 0, 1024)}
 }
 
-func (o *eventWriter) write(ev *event.Event) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
+// Event writes one event.
+func (o *eventWriter) Event(ev *event.Event) {
 	o.received++
-	o.sink.event(ev, o.writeVerdict)
 	if ev.Nr >= 0 && int(ev.Nr) < len(o.counts) {
 		o.counts[ev.Nr]++
 	}
@@ -253,69 +283,76 @@ func (o *eventWriter) write(ev *event.Event) {
 	}
 }
 
-// writeVerdict writes one verdict into the stream (o.mu held).
-func (o *eventWriter) writeVerdict(v *detector.Verdict) {
+// Verdict writes one verdict into the stream, at once.
+func (o *eventWriter) Verdict(v *detector.Verdict) {
 	o.verdicts++
+	if o.json {
+		o.object("verdict", v)
+		return
+	}
+	line := fmt.Sprintf("!! verdict %s %s rule=%s pid=%d comm=%s: %s", v.Severity, v.Class, v.Rule, v.PID, v.Comm, v.Message)
+	if len(v.Actions) > 0 {
+		line += fmt.Sprintf(" [%s: %s]", v.Mode, strings.Join(v.Actions, ", "))
+	} else if len(v.WouldAct) > 0 {
+		line += fmt.Sprintf(" [%s: would %s]", v.Mode, strings.Join(v.WouldAct, ", "))
+	}
+	o.text(line)
+}
+
+// Action writes one action taken or undone.
+func (o *eventWriter) Action(r control.Record) {
+	o.actions++
+	if o.json {
+		o.object("action", r)
+		return
+	}
+	what := "in force"
+	if r.Undo {
+		what = "undone"
+	}
+	if r.Error != "" {
+		what = "failed: " + r.Error
+	}
+	o.text(fmt.Sprintf("!! action %s %s (%s) after %v", r.Action, what, r.Detail, r.Latency))
+}
+
+// Gap writes a run of lost records.
+func (o *eventWriter) Gap(g pipeline.Gap) {
+	if o.json {
+		o.object("gap", g)
+		return
+	}
+	o.text(fmt.Sprintf("!! lost %d records from seq %d (ring full)", g.Count, g.FromSeq))
+}
+
+func (o *eventWriter) object(key string, v any) {
 	if o.err != nil {
 		return
 	}
-	if o.json {
-		b, err := json.Marshal(struct {
-			V *detector.Verdict `json:"verdict"`
-		}{v})
-		if err != nil {
-			o.err = err
-			return
-		}
-		o.buf = append(append(o.buf[:0], b...), '\n')
-	} else {
-		o.buf = fmt.Appendf(o.buf[:0], "!! verdict %s %s rule=%s pid=%d comm=%s: %s\n", v.Severity, v.Class, v.Rule, v.PID, v.Comm, v.Message)
+	b, err := json.Marshal(map[string]any{key: v})
+	if err != nil {
+		o.err = err
+		return
 	}
-	_, o.err = o.w.Write(o.buf)
-	if o.err == nil {
+	o.text(string(b))
+}
+
+func (o *eventWriter) text(line string) {
+	if o.err != nil {
+		return
+	}
+	if _, o.err = o.w.WriteString(line + "\n"); o.err == nil {
 		o.err = o.w.Flush()
 	}
 }
 
-// flushDetector closes the model's last partial window once the command
-// ended, so a short run is scored too.
-func (o *eventWriter) flushDetector() {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.sink.flush(o.writeVerdict)
-}
-
-// sample feeds the detector the cgroup's CPU use and thread count every
-// interval (a busy loop makes few syscalls: it shows here, not in events).
-func (o *eventWriter) sample(cg *bpf.Cgroup, every time.Duration) (stop func()) {
-	if o.sink.eng == nil {
-		return func() {}
+// Flush writes what is buffered.
+func (o *eventWriter) Flush() error {
+	if o.err != nil {
+		return o.err
 	}
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case now := <-t.C:
-				usage, threads, err := cg.Usage()
-				if err != nil {
-					continue
-				}
-				o.mu.Lock()
-				o.sink.sample(detector.Sample{CgroupID: cg.ID, Time: now, CPUUsageNs: usage, Threads: threads}, o.writeVerdict)
-				o.mu.Unlock()
-			}
-		}
-	}()
-	return func() {
-		close(done)
-		<-finished
-	}
+	o.err = o.w.Flush()
+	return o.err
 }
 
 // finish writes the JSON summary line (with --json) and flushes.
@@ -361,7 +398,7 @@ func (o *eventWriter) sorted() []sysCount {
 	return out
 }
 
-func (o *eventWriter) printSummary(w io.Writer, c bpf.Counters) {
+func (o *eventWriter) printSummary(w io.Writer, c bpf.Counters, detect bool) {
 	fmt.Fprintf(w, "\n%-20s %10s\n", "syscall", "count")
 	for _, s := range o.sorted() {
 		fmt.Fprintf(w, "%-20s %10d\n", s.name, s.n)
@@ -371,8 +408,8 @@ func (o *eventWriter) printSummary(w io.Writer, c bpf.Counters) {
 		ok = "MISMATCH"
 	}
 	fmt.Fprintf(w, "\nseen %d = emitted %d + dropped %d; received %d (%s)\n", c.Seen, c.Emitted, c.Dropped, o.received, ok)
-	if o.sink.eng != nil {
-		fmt.Fprintf(w, "verdicts: %d\n", o.verdicts)
+	if detect {
+		fmt.Fprintf(w, "verdicts: %d, actions: %d\n", o.verdicts, o.actions)
 	}
 	if o.preExec > 0 {
 		fmt.Fprintf(w, "(%d syscalls of vigil's fork before CMD's execve are counted, not shown)\n", o.preExec)
@@ -436,4 +473,13 @@ func appendText(b []byte, ev *event.Event) []byte {
 		b = append(b, " (truncated)"...)
 	}
 	return b
+}
+
+// quietLogger logs warnings and errors of the trace's parts to standard
+// error.
+func quietLogger() *logrus.Logger {
+	l := logrus.New()
+	l.SetOutput(os.Stderr)
+	l.SetLevel(logrus.WarnLevel)
+	return l
 }

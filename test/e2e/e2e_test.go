@@ -14,10 +14,11 @@ import (
 	"testing"
 	"time"
 
+	vigilagent "vigil.dev/vigil/agent"
+	"vigil.dev/vigil/agentctl"
 	"vigil.dev/vigil/audit"
 	"vigil.dev/vigil/detector"
 	"vigil.dev/vigil/event"
-	"vigil.dev/vigil/plugin"
 )
 
 var monitored = map[string]string{"ebpf-monitor": "true"}
@@ -73,7 +74,7 @@ func TestMonitoredPodTracedFromFirstExecve(t *testing.T) {
 	checkProbeTrace(t, evs, p, "probe", id)
 
 	// The kernel's exact counters agree with what was written.
-	var cs plugin.ContainerStatus
+	var cs agentctl.ContainerStatus
 	eventually(t, "final counters in vigil status", 5*time.Second, func() bool {
 		var ok bool
 		cs, ok = containerStatus(t, id)
@@ -261,7 +262,7 @@ func TestSeccompNotify(t *testing.T) {
 		if !strings.Contains(logs, "mkdir-ok") || !strings.Contains(logs, "unshare-denied") {
 			t.Errorf("logs %q: want mkdir allowed and unshare denied", logs)
 		}
-		var ds []plugin.Decision
+		var ds []vigilagent.Decision
 		eventually(t, "notify decisions for mkdir and unshare", 5*time.Second, func() bool {
 			ds = decisionsOf(t, id)
 			return hasDecision(ds, "mkdir", "allow", "") && hasDecision(ds, "unshare", "deny", "EPERM")
@@ -276,9 +277,9 @@ func TestSeccompNotify(t *testing.T) {
 		}
 		eventually(t, "a deny EACCES decision", 5*time.Second, func() bool { return hasDecision(decisionsOf(t, id), "mkdir", "deny", "EACCES") })
 		eventually(t, "the denial in the audit log", 5*time.Second, func() bool {
-			var ds []plugin.Decision
+			var ds []vigilagent.Decision
 			audit.Scan(auditDir(), &audit.Filter{Kinds: []audit.Kind{audit.KindAction}, ContainerID: id}, func(r *audit.Record) error {
-				var d plugin.Decision
+				var d vigilagent.Decision
 				if json.Unmarshal(r.Body, &d) == nil {
 					ds = append(ds, d)
 				}
@@ -299,8 +300,8 @@ func TestSeccompNotify(t *testing.T) {
 	})
 }
 
-func hasDecision(ds []plugin.Decision, syscall, action, errno string) bool {
-	return slices.ContainsFunc(ds, func(d plugin.Decision) bool {
+func hasDecision(ds []vigilagent.Decision, syscall, action, errno string) bool {
+	return slices.ContainsFunc(ds, func(d vigilagent.Decision) bool {
 		return (d.Syscall == syscall || d.Syscall == syscall+"at") && d.Action == action && d.Errno == errno && d.Error == ""
 	})
 }
@@ -467,7 +468,7 @@ func TestPreRegisteredPlugin(t *testing.T) {
 		t.Fatalf("restart containerd: %v\n%s", err, out)
 	}
 	eventually(t, "the pre-registered agent connected", 10*time.Second, func() bool {
-		resp, err := plugin.Call(sock, plugin.Request{Op: "status"})
+		resp, err := agentctl.Call(sock, agentctl.Request{Op: "status"})
 		return err == nil && resp.Status.Connected
 	})
 	p := runPod(t, "prereg", "default", monitored)

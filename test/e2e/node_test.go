@@ -22,11 +22,12 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	vigilagent "vigil.dev/vigil/agent"
+	"vigil.dev/vigil/agentctl"
 	"vigil.dev/vigil/bpf"
 	"vigil.dev/vigil/detector"
 	"vigil.dev/vigil/event"
 	"vigil.dev/vigil/internal/privtest"
-	"vigil.dev/vigil/plugin"
 )
 
 const (
@@ -192,8 +193,8 @@ func auditDir() string { return filepath.Join(workDir, "audit") }
 
 func keeperSocket() string { return filepath.Join(workDir, "keeper.sock") }
 
-func status() (*plugin.Status, error) {
-	resp, err := plugin.Call(controlSocket(), plugin.Request{Op: "status"})
+func status() (*agentctl.Status, error) {
+	resp, err := agentctl.Call(controlSocket(), agentctl.Request{Op: "status"})
 	if err != nil {
 		return nil, err
 	}
@@ -352,18 +353,18 @@ func verdictsOf(t *testing.T, id string) []detector.Verdict {
 }
 
 // decisionsOf reads the seccomp notify decisions for one container.
-func decisionsOf(t *testing.T, id string) []plugin.Decision {
+func decisionsOf(t *testing.T, id string) []vigilagent.Decision {
 	t.Helper()
 	data, err := os.ReadFile(agent.decisions)
 	if err != nil && !os.IsNotExist(err) {
 		t.Fatal(err)
 	}
-	var out []plugin.Decision
+	var out []vigilagent.Decision
 	for _, line := range bytes.Split(data, []byte("\n")) {
 		if len(line) == 0 {
 			continue
 		}
-		var d plugin.Decision
+		var d vigilagent.Decision
 		if err := json.Unmarshal(line, &d); err != nil {
 			t.Fatalf("bad decision line %q: %v", line, err)
 		}
@@ -385,7 +386,7 @@ func eventually(t *testing.T, what string, timeout time.Duration, cond func() bo
 }
 
 // containerStatus finds a container in the agent's status (live or finished).
-func containerStatus(t *testing.T, id string) (plugin.ContainerStatus, bool) {
+func containerStatus(t *testing.T, id string) (agentctl.ContainerStatus, bool) {
 	t.Helper()
 	st, err := status()
 	if err != nil {
@@ -396,7 +397,7 @@ func containerStatus(t *testing.T, id string) (plugin.ContainerStatus, bool) {
 			return c, true
 		}
 	}
-	return plugin.ContainerStatus{}, false
+	return agentctl.ContainerStatus{}, false
 }
 
 // runtimeSpec is the OCI spec containerd gave a container.

@@ -1,15 +1,16 @@
-package plugin
+package agent
 
 import (
 	"bytes"
 	"strings"
 	"testing"
 
+	"vigil.dev/vigil/agentctl"
 	"vigil.dev/vigil/event"
 )
 
 func TestWriteMetrics(t *testing.T) {
-	st := &Status{Connected: true, Connections: 3, Events: 99, NotifyOpen: 2, NotifyAnswer: 5, Rejected: []string{"r"},
+	st := &agentctl.Status{Connected: true, Connections: 3, Events: 99, NotifyOpen: 2, NotifyAnswer: 5, Rejected: []string{"r"},
 		Containers: []ContainerStatus{
 			{Container: event.Container{ID: "c1", Name: "app", Pod: "web", Namespace: "shop"}, Tracked: true, Seen: 10, Emitted: 8, Dropped: 2},
 			{Container: event.Container{ID: "c2", Name: `we"ird`, Pod: "web", Namespace: "shop"}},

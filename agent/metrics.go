@@ -1,4 +1,4 @@
-package plugin
+package agent
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"vigil.dev/vigil/agentctl"
 )
 
 // serveHTTP serves /healthz and /metrics (Prometheus text format) on ln
@@ -41,20 +42,19 @@ func (a *Agent) serveHTTP(ctx context.Context, ln net.Listener) {
 // healthy is nil when the agent is connected to the runtime and its
 // outputs work.
 func (a *Agent) healthy() error {
-	a.mu.Lock()
-	connected := a.connected
-	a.mu.Unlock()
-	if !connected {
+	if connected, _ := a.reg.Connected(); !connected {
 		return errors.New("not connected to the runtime over NRI")
 	}
-	if _, err := a.events.stats(); err != nil {
-		return fmt.Errorf("event output: %w", err)
+	if a.events != nil {
+		if err := a.events.Err(); err != nil {
+			return fmt.Errorf("event output: %w", err)
+		}
 	}
 	return nil
 }
 
 // writeMetrics writes st in the Prometheus text exposition format.
-func writeMetrics(w io.Writer, st *Status) {
+func writeMetrics(w io.Writer, st *agentctl.Status) {
 	b01 := func(v bool) int {
 		if v {
 			return 1
@@ -76,6 +76,22 @@ func writeMetrics(w io.Writer, st *Status) {
 	fmt.Fprintf(w, "vigil_seccomp_notify_fds %d\n", st.NotifyOpen)
 	metric("vigil_seccomp_notify_decisions_total", "counter", "Seccomp notify decisions made.")
 	fmt.Fprintf(w, "vigil_seccomp_notify_decisions_total %d\n", st.NotifyAnswer)
+	metric("vigil_records_lost_total", "counter", "Syscall records that never reached the pipeline (ring or queue full), recorded as gaps.")
+	fmt.Fprintf(w, "vigil_records_lost_total %d\n", st.Lost)
+	metric("vigil_queue_dropped_total", "counter", "Syscall records the pipeline's queue could not take (part of lost).")
+	fmt.Fprintf(w, "vigil_queue_dropped_total %d\n", st.QueueDropped)
+	metric("vigil_actions_total", "counter", "Response actions taken or undone.")
+	fmt.Fprintf(w, "vigil_actions_total %d\n", st.Actions)
+	metric("vigil_actions_in_force", "gauge", "Response actions in force now, by action.")
+	byAction := map[string]int{}
+	for _, f := range st.InForce {
+		byAction[f.Action]++
+	}
+	for _, act := range []string{"throttle", "deny-syscall", "deny-connect", "freeze"} {
+		fmt.Fprintf(w, "vigil_actions_in_force{action=%q} %d\n", act, byAction[act])
+	}
+	metric("vigil_reloads_total", "counter", "Live reloads of rules, policies, model and node configuration.")
+	fmt.Fprintf(w, "vigil_reloads_total %d\n", st.Reloads)
 	metric("vigil_audit_errors_total", "counter", "Records the audit log could not take.")
 	fmt.Fprintf(w, "vigil_audit_errors_total %d\n", st.AuditErrors)
 	metric("vigil_containers_rejected_total", "counter", "Containers whose seccomp adjustment the runtime refused (last 256).")

@@ -1,4 +1,4 @@
-package plugin
+package agent
 
 import (
 	"bytes"
@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,25 +16,54 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"vigil.dev/vigil/agentctl"
 	"vigil.dev/vigil/bpf"
 	"vigil.dev/vigil/detector"
 	"vigil.dev/vigil/event"
 )
 
+// fakeTracer tracks nothing for real; the real tracer is exercised by the
+// end-to-end tests.
+type fakeTracer struct{ tracked map[uint64]bpf.Counters }
+
+func (f *fakeTracer) Track(id uint64) error { f.tracked[id] = bpf.Counters{}; return nil }
+func (f *fakeTracer) Untrack(id uint64) (bpf.Counters, error) {
+	c, ok := f.tracked[id]
+	if !ok {
+		return c, bpf.ErrNotTracked
+	}
+	delete(f.tracked, id)
+	return c, nil
+}
+func (f *fakeTracer) Counters(id uint64) (bpf.Counters, error) {
+	c, ok := f.tracked[id]
+	if !ok {
+		return c, bpf.ErrNotTracked
+	}
+	return c, nil
+}
+func (f *fakeTracer) Tracked() (map[uint64]bpf.Counters, error) { return maps.Clone(f.tracked), nil }
+
 // failingMonitor is a tracer whose reader fails at once.
 type failingMonitor struct{ fakeTracer }
 
-func (failingMonitor) Run(context.Context, func(*event.Event)) error { return errors.New("ring gone") }
+func (failingMonitor) RunBatches(context.Context, func(*event.Event), func()) error {
+	return errors.New("ring gone")
+}
 
 // idleMonitor is a tracer with no events.
 type idleMonitor struct{ fakeTracer }
 
-func (idleMonitor) Run(ctx context.Context, _ func(*event.Event)) error { <-ctx.Done(); return nil }
+func (idleMonitor) RunBatches(ctx context.Context, _ func(*event.Event), _ func()) error {
+	<-ctx.Done()
+	return nil
+}
 
-func testAgentConfig(t *testing.T) AgentConfig {
+func testAgentConfig(t *testing.T) Config {
 	dir := t.TempDir()
-	return AgentConfig{NRISocket: filepath.Join(dir, "no-runtime.sock"), ControlSocket: filepath.Join(dir, "vigil.sock"),
-		ListenerPath: filepath.Join(dir, "seccomp.sock"), CgroupRoot: dir, Reconnect: 20 * time.Millisecond}
+	return Config{NRISocket: filepath.Join(dir, "no-runtime.sock"), ControlSocket: filepath.Join(dir, "vigil.sock"),
+		ListenerPath: filepath.Join(dir, "seccomp.sock"), CgroupRoot: dir, Reconnect: 20 * time.Millisecond,
+		StateFile: filepath.Join(dir, "control.json")}
 }
 
 func quietLog() *logrus.Logger {
@@ -45,7 +75,7 @@ func quietLog() *logrus.Logger {
 func TestAgentStopsWhenTracerFails(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
-		done <- RunAgent(context.Background(), testAgentConfig(t), &failingMonitor{fakeTracer{tracked: map[uint64]bpf.Counters{}}}, quietLog())
+		done <- Run(context.Background(), testAgentConfig(t), &failingMonitor{fakeTracer{tracked: map[uint64]bpf.Counters{}}}, quietLog())
 	}()
 	select {
 	case err := <-done:
@@ -62,12 +92,12 @@ func TestAgentStatusWithoutRuntime(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- RunAgent(ctx, cfg, &idleMonitor{fakeTracer{tracked: map[uint64]bpf.Counters{}}}, quietLog())
+		done <- Run(ctx, cfg, &idleMonitor{fakeTracer{tracked: map[uint64]bpf.Counters{}}}, quietLog())
 	}()
-	var resp *Response
+	var resp *agentctl.Response
 	var err error
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if resp, err = Call(cfg.ControlSocket, Request{Op: "status"}); err == nil {
+		if resp, err = agentctl.Call(cfg.ControlSocket, agentctl.Request{Op: "status"}); err == nil {
 			break
 		}
 	}
@@ -82,7 +112,7 @@ func TestAgentStatusWithoutRuntime(t *testing.T) {
 	if resp.Status.Connected || resp.Status.Connections != 0 {
 		t.Errorf("status %+v: want not connected (no runtime)", resp.Status)
 	}
-	if _, err := Call(cfg.ControlSocket, Request{Op: "bogus"}); err == nil || !strings.Contains(err.Error(), `unknown op "bogus"`) {
+	if _, err := agentctl.Call(cfg.ControlSocket, agentctl.Request{Op: "bogus"}); err == nil || !strings.Contains(err.Error(), `unknown op "bogus"`) {
 		t.Errorf("bogus op: %v", err)
 	}
 	cancel()
@@ -102,11 +132,12 @@ type eventsMonitor struct {
 	evs []event.Event
 }
 
-func (m *eventsMonitor) Run(ctx context.Context, fn func(*event.Event)) error {
+func (m *eventsMonitor) RunBatches(ctx context.Context, fn func(*event.Event), endBatch func()) error {
 	for i := range m.evs {
 		ev := m.evs[i]
 		fn(&ev)
 	}
+	endBatch()
 	<-ctx.Done()
 	return nil
 }
@@ -115,25 +146,21 @@ func (m *eventsMonitor) Run(ctx context.Context, fn func(*event.Event)) error {
 // written into the event stream and counted in its status.
 func TestAgentDetects(t *testing.T) {
 	cfg := testAgentConfig(t)
-	eng, err := detector.New(detector.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Detector = eng
 	var out syncBuffer
 	cfg.Events = &out
 	openat, _ := event.SyscallNr("openat")
-	getppid, _ := event.SyscallNr("getppid")
+	execve, _ := event.SyscallNr("execve")
 	mon := &eventsMonitor{fakeTracer: fakeTracer{tracked: map[uint64]bpf.Counters{}}, evs: []event.Event{
-		{Seq: 1, CgroupID: 9, PID: 5, TID: 5, Comm: "sh", Nr: int32(getppid), Ret: 1, Time: time.Unix(1, 0)},
+		{Seq: 1, CgroupID: 9, PID: 5, TID: 5, Comm: "cat", Nr: int32(execve), Ret: 0, Path: "/bin/cat", Time: time.Unix(1, 0)},
 		{Seq: 2, CgroupID: 9, PID: 5, TID: 5, Comm: "cat", Nr: int32(openat), Ret: 3, Path: "/proc/1/root/etc/shadow", Time: time.Unix(2, 0)},
 	}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- RunAgent(ctx, cfg, mon, quietLog()) }()
-	var resp *Response
+	go func() { done <- Run(ctx, cfg, mon, quietLog()) }()
+	var resp *agentctl.Response
+	var err error
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if resp, err = Call(cfg.ControlSocket, Request{Op: "status"}); err == nil && resp.Status.Verdicts > 0 {
+		if resp, err = agentctl.Call(cfg.ControlSocket, agentctl.Request{Op: "status"}); err == nil && resp.Status.Verdicts > 0 {
 			break
 		}
 	}

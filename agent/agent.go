@@ -1,0 +1,436 @@
+// Package agent is vigil's composition root: it builds the node agent from
+// its parts (the container registry and NRI plugin, the tracer, the one
+// event pipeline, the detector, the response ladder and its actuators, the
+// seccomp notify server, the audit log, the outputs, the control socket,
+// /healthz and /metrics) and runs them until the context ends. Parts get
+// their callbacks at construction; no part reaches into another.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"vigil.dev/vigil/agentctl"
+	"vigil.dev/vigil/annotations"
+	"vigil.dev/vigil/audit"
+	"vigil.dev/vigil/bpf"
+	"vigil.dev/vigil/control"
+	"vigil.dev/vigil/detector"
+	"vigil.dev/vigil/event"
+	"vigil.dev/vigil/pipeline"
+	"vigil.dev/vigil/plugin"
+	"vigil.dev/vigil/seccomp"
+)
+
+// Defaults of the agent's paths.
+const (
+	DefaultControlSocket = agentctl.DefaultSocket
+	DefaultListenerPath  = "/run/vigil/seccomp.sock"
+	DefaultStateFile     = "/var/lib/vigil/control-state.json"
+)
+
+// Monitor is the tracer as the agent uses it (*bpf.Monitor).
+type Monitor interface {
+	plugin.Tracer
+	RunBatches(ctx context.Context, fn func(*event.Event), endBatch func()) error
+}
+
+// Guard is the kernel's connect guard as the agent uses it (*bpf.Guard);
+// nil when it could not be loaded (deny-connect then fails and says so).
+type Guard interface {
+	Attach(cgroupDir string, cgroupID uint64) error
+	DenyDNSExcept(cgroupID uint64, allowed []netip.Addr) error
+	Deny(cgroupID uint64, dst netip.AddrPort) error
+	Release(cgroupID uint64) error
+}
+
+// Config configures Run.
+type Config struct {
+	Node annotations.NodeConfig
+	// NodeConfigPath is the node configuration's file, reloaded on change
+	// ("" when none).
+	NodeConfigPath string
+	NRISocket      string
+	ControlSocket  string
+	ListenerPath   string
+	CgroupRoot     string
+	Events         io.Writer // JSON lines of events, verdicts, actions, gaps; nil: none
+	Decisions      io.Writer // JSON lines of seccomp notify decisions; nil logs them
+	// KeeperPath, when set, is the notify fd keeper's socket (see
+	// seccomp.RunKeeper): the fds outlive the agent, and a new agent takes
+	// them back. StartKeeper starts a keeper there when none answers.
+	KeeperPath  string
+	StartKeeper func(path string) error
+	// MetricsAddr, when set, serves /healthz and /metrics there.
+	MetricsAddr string
+	// AuditDir, when set, is the audit log: every event, gap, verdict,
+	// action, notify decision, sample, container start/stop and reload.
+	AuditDir string
+	// Reconnect is the wait between attempts to reach the runtime.
+	Reconnect time.Duration
+	// Detect configures the detector; NoDetect runs none.
+	Detect   pipeline.Detection
+	NoDetect bool
+	// StateFile keeps what the response ladder has in force across agent
+	// restarts ("" keeps nothing).
+	StateFile string
+	// Guard refuses connections in the kernel (deny-connect); may be nil.
+	Guard Guard
+	// SampleEvery is the CPU/thread sampling period (default 250 ms).
+	SampleEvery time.Duration
+	// WatchEvery is how often rule, policy, model and node config files are
+	// checked for changes (default 250 ms; they also reload on SIGHUP and
+	// on `vigil reload`).
+	WatchEvery time.Duration
+}
+
+// Agent is a running node agent.
+type Agent struct {
+	cfg     Config
+	log     *logrus.Logger
+	mon     Monitor
+	reg     *plugin.Plugin
+	server  *seccomp.Server
+	pl      *pipeline.Pipeline
+	eng     *detector.Engine
+	ctl     *control.Controller
+	events  *pipeline.JSONLines
+	decided *jsonLines
+	aud     *audit.Writer
+	started time.Time
+
+	reloads   atomic.Uint64
+	reloadMu  sync.Mutex
+	reloadErr string
+	actions   atomic.Uint64
+}
+
+// Run runs the agent until ctx is done: the notify server, the tracer's
+// reader, the pipeline, the response ladder, the control socket and the
+// NRI connection, which it re-establishes whenever the runtime goes away
+// (unless the runtime started vigil as a pre-registered plugin: then it
+// exits with the connection).
+func Run(ctx context.Context, cfg Config, mon Monitor, log *logrus.Logger) error {
+	if cfg.ControlSocket == "" {
+		cfg.ControlSocket = DefaultControlSocket
+	}
+	if cfg.ListenerPath == "" {
+		cfg.ListenerPath = DefaultListenerPath
+	}
+	if cfg.SampleEvery <= 0 {
+		cfg.SampleEvery = 250 * time.Millisecond
+	}
+	if cfg.WatchEvery <= 0 {
+		cfg.WatchEvery = 250 * time.Millisecond
+	}
+	node, err := withProfiles(cfg.Node)
+	if err != nil {
+		return err
+	}
+	cfg.Node = node
+	a := &Agent{cfg: cfg, log: log, mon: mon, started: time.Now(), decided: newJSONLines(cfg.Decisions)}
+
+	// The audit log first: everything after this is recorded.
+	if cfg.AuditDir != "" {
+		if a.aud, err = audit.Open(audit.Options{Dir: cfg.AuditDir}); err != nil {
+			return fmt.Errorf("audit log: %w", err)
+		}
+		host, _ := os.Hostname()
+		if err := a.aud.Append(audit.KindAgent, 0, "", audit.Agent{Event: "start", Host: host, PID: os.Getpid(), Detail: "vigil agent"}); err != nil {
+			log.WithError(err).Error("audit log")
+		}
+		defer func() {
+			a.aud.Append(audit.KindAgent, 0, "", audit.Agent{Event: "stop", PID: os.Getpid()})
+			if err := a.aud.Close(); err != nil {
+				log.WithError(err).Error("close audit log")
+			}
+		}()
+	}
+	if !cfg.NoDetect {
+		if a.eng, err = cfg.Detect.NewDetector(); err != nil {
+			return err
+		}
+	}
+	policies, err := control.LoadPolicies(cfg.Node.PolicyDir)
+	if err != nil {
+		return fmt.Errorf("response policies: %w", err)
+	}
+
+	// The notify server and the registry. The pipeline's callbacks reach
+	// the pipeline through a, which is complete before any of them runs:
+	// nothing is served before Run's goroutines start below.
+	fallback, err := seccomp.Build(seccomp.Notify, seccomp.Options{ListenerPath: cfg.ListenerPath})
+	if err != nil {
+		return err
+	}
+	if a.server, err = seccomp.NewServer(cfg.ListenerPath, fallback.Policy, a.onDecision); err != nil {
+		return err
+	}
+	defer a.server.Close()
+	a.reg = plugin.New(plugin.Config{Node: cfg.Node, CgroupRoot: cfg.CgroupRoot, ListenerPath: cfg.ListenerPath,
+		Callbacks: plugin.Callbacks{Started: a.started_, Running: a.running, Stopped: a.stopped}}, mon, a.server, log)
+
+	act := &actuator{cg: &control.Cgroups{V2Root: cfg.CgroupRoot}, reg: a.reg, srv: a.server, guard: cfg.Guard}
+	a.ctl, err = control.New(control.Config{Policies: policies, Actuator: act, Record: a.record,
+		NotifySet: seccomp.NotifySet, AllowedResolvers: a.allowedResolvers, StateFile: cfg.StateFile,
+		Log: logrus.NewEntry(log).WithField("part", "control")})
+	if err != nil {
+		return fmt.Errorf("response ladder: %w", err)
+	}
+	var sinks []pipeline.Sink
+	if cfg.Events != nil {
+		a.events = pipeline.NewJSONLines(cfg.Events, true)
+		sinks = append(sinks, a.events)
+	}
+	sinks = append(sinks, logSink{log})
+	a.pl = newPipeline(parts{enrich: a.reg.Enrich, target: a.target, aud: a.aud, eng: a.eng, ctl: a.ctl, sinks: sinks, errorf: log.Errorf})
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	plDone := make(chan struct{})
+	go func() { a.pl.Run(context.Background()); close(plDone) }()
+	defer func() { a.pl.Close(); <-plDone }()
+	// Fds of running notify containers come back from the keeper below;
+	// what the ladder had denied them is in force again first.
+	a.ctl.Restore(a.resolveForRestore)
+	wg.Add(1)
+	go func() { defer wg.Done(); a.ctl.Run(ctx) }()
+	if cfg.KeeperPath != "" {
+		if err := a.useKeeper(); err != nil {
+			// Not fatal: without the keeper a restart of the agent makes the
+			// notified syscalls of running containers fail with ENOSYS.
+			log.WithError(err).Warn("no notify fd keeper: notify containers will not survive an agent restart")
+		}
+	}
+	ctl, err := agentctl.Listen(cfg.ControlSocket)
+	if err != nil {
+		return err
+	}
+	defer ctl.Close()
+	if cfg.MetricsAddr != "" {
+		ln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("metrics address: %w", err)
+		}
+		log.WithField("addr", ln.Addr().String()).Info("serving /healthz and /metrics")
+		go a.serveHTTP(ctx, ln)
+	}
+	errc := make(chan error, 3)
+	// A failing server or tracer stops the agent (and its error is returned):
+	// an agent that no longer traces or answers must not look healthy.
+	fatal := func(err error) error {
+		if err != nil {
+			log.WithError(err).Error("stopping the agent")
+			cancel()
+		}
+		return err
+	}
+	wg.Add(3)
+	go func() { defer wg.Done(); errc <- fatal(nonNil(a.server.Serve(), "seccomp server")) }()
+	go func() {
+		defer wg.Done()
+		errc <- fatal(nonNil(mon.RunBatches(ctx, a.pl.Event, a.pl.EndBatch), "tracer"))
+	}()
+	go func() { defer wg.Done(); agentctl.Serve(ctx, ctl, a.handle) }()
+	go a.sampleLoop(ctx)
+	go a.watch(ctx)
+	go a.refreshLoop(ctx)
+
+	nriErr := a.reg.Run(ctx, cfg.NRISocket, cfg.Reconnect)
+	cancel()
+	a.server.Close()
+	ctl.Close()
+	wg.Wait()
+	close(errc)
+	a.decided.flush()
+	for err := range errc {
+		if err != nil {
+			return err
+		}
+	}
+	return nriErr
+}
+
+// useKeeper starts the keeper if needed and takes back its fds.
+func (a *Agent) useKeeper() error {
+	if !seccomp.KeeperRunning(a.cfg.KeeperPath) {
+		if a.cfg.StartKeeper == nil {
+			return fmt.Errorf("no keeper at %s", a.cfg.KeeperPath)
+		}
+		if err := a.cfg.StartKeeper(a.cfg.KeeperPath); err != nil {
+			return err
+		}
+	}
+	n, err := a.server.UseKeeper(a.cfg.KeeperPath)
+	if err != nil {
+		return err
+	}
+	a.log.WithFields(logrus.Fields{"keeper": a.cfg.KeeperPath, "fds": n}).Info("notify fd keeper in use; took back the fds of running containers")
+	return nil
+}
+
+func nonNil(err error, what string) error {
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// target describes a monitored cgroup's container for the pipeline and the
+// response ladder.
+func (a *Agent) target(cgroupID uint64) (control.Target, bool) {
+	info, ok := a.reg.Lookup(cgroupID)
+	if !ok || !info.Policy.Monitor {
+		return control.Target{}, false
+	}
+	return a.targetOf(info), true
+}
+
+func (a *Agent) targetOf(info plugin.Info) control.Target {
+	rel, err := control.CgroupRelOf(a.cfg.CgroupRoot, info.CgroupDir)
+	if err != nil || info.CgroupDir == "" {
+		rel = ""
+	}
+	id := ""
+	if info.Meta != nil {
+		id = info.Meta.ID
+	}
+	return control.Target{CgroupID: info.CgroupID, ContainerID: id, Container: info.Meta, Mode: info.Policy.Mode,
+		Policy: info.Policy.PolicyName, CgroupDir: info.CgroupDir, CgroupRel: rel, ViaNRI: !info.Hook}
+}
+
+// resolveForRestore finds a container the response ladder had acted on
+// before a restart. The registry may not know it yet (the runtime has not
+// synchronized); the cgroup's existence is then enough to keep its state.
+func (a *Agent) resolveForRestore(cgroupID uint64) (control.Target, bool) {
+	if t, ok := a.target(cgroupID); ok {
+		return t, true
+	}
+	dir, err := bpf.CgroupPath(cgroupID)
+	if err != nil {
+		return control.Target{}, false
+	}
+	rel, err := control.CgroupRelOf(a.cfg.CgroupRoot, dir)
+	if err != nil {
+		return control.Target{}, false
+	}
+	return control.Target{CgroupID: cgroupID, Mode: annotations.ModeEnforce, CgroupDir: dir, CgroupRel: rel}, true
+}
+
+func (a *Agent) allowedResolvers() []netip.Addr {
+	return parseAddrs(a.cfg.Detect.AllowedResolvers())
+}
+
+// started_ is the registry's Started callback: the container is tracked.
+func (a *Agent) started_(c plugin.Info) {
+	a.pl.Begin(c.CgroupID, 0)
+	a.pl.Note(audit.KindLifecycle, c.CgroupID, c.Meta.ID, lifecycle("start", c, nil))
+}
+
+// running is the registry's Running callback: a container found running
+// after a restart; its workload has exec'd.
+func (a *Agent) running(c plugin.Info) {
+	if a.eng != nil {
+		a.eng.Started(c.CgroupID)
+	}
+	if n, err := a.mon.Counters(c.CgroupID); err == nil {
+		a.pl.Begin(c.CgroupID, n.Seen)
+	}
+}
+
+// stopped is the registry's Stopped callback.
+func (a *Agent) stopped(c plugin.Info, final bpf.Counters) {
+	a.pl.Note(audit.KindLifecycle, c.CgroupID, c.Meta.ID, lifecycle("stop", c, &final))
+	a.pl.Finish(c.CgroupID, final.Seen, nil)
+}
+
+func lifecycle(what string, c plugin.Info, final *bpf.Counters) audit.Lifecycle {
+	rec := audit.Lifecycle{Event: what, ID: c.Meta.ID, Name: c.Meta.Name, Pod: c.Meta.Pod, Namespace: c.Meta.Namespace, Image: c.Meta.Image}
+	if final != nil {
+		rec.Counters = map[string]uint64{"seen": final.Seen, "emitted": final.Emitted, "dropped": final.Dropped}
+	}
+	return rec
+}
+
+// record is the response ladder's callback: every action taken or undone.
+func (a *Agent) record(r control.Record) {
+	a.actions.Add(1)
+	a.pl.Record(r)
+}
+
+// sampleLoop feeds the detector each tracked container's CPU use and
+// thread count (a busy loop makes few syscalls: it shows here).
+func (a *Agent) sampleLoop(ctx context.Context) {
+	if a.eng == nil {
+		return
+	}
+	t := time.NewTicker(a.cfg.SampleEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			for _, c := range a.reg.TrackedContainers() {
+				if c.Policy.Mode == annotations.ModeLearn {
+					continue
+				}
+				usage, threads, err := bpf.CgroupUsage(c.CgroupDir)
+				if err != nil {
+					continue
+				}
+				a.pl.Sample(detector.Sample{CgroupID: c.CgroupID, Container: c.Meta, Time: now, CPUUsageNs: usage, Threads: threads})
+			}
+		}
+	}
+}
+
+// refreshLoop keeps the registry's last counters and flushes decisions.
+func (a *Agent) refreshLoop(ctx context.Context) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	n := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			a.decided.flush()
+			if n++; n%10 == 0 {
+				a.reg.Refresh()
+			}
+		}
+	}
+}
+
+// withProfiles adds the profile directory's names to node.Profiles.
+func withProfiles(node annotations.NodeConfig) (annotations.NodeConfig, error) {
+	names, err := seccomp.ListNamed(node.ProfileDir)
+	if err != nil {
+		return node, err
+	}
+	node.Profiles = append(slices.Clone(node.Profiles), names...)
+	return node, nil
+}
+
+// errorString is "" for nil.
+func errorString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+var errNoGuard = errors.New("the kernel connect guard is not loaded (see the agent's start-up log)")

@@ -1,0 +1,131 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"vigil.dev/vigil/control"
+
+	"vigil.dev/vigil/agentctl"
+)
+
+// handle answers one control-socket request.
+func (a *Agent) handle(_ context.Context, req agentctl.Request, _ agentctl.Peer) agentctl.Response {
+	switch req.Op {
+	case agentctl.OpStatus:
+		return agentctl.Response{Status: a.status()}
+	case agentctl.OpRegister:
+		pol, err := a.reg.Register(req)
+		if err != nil {
+			return agentctl.Response{Error: err.Error()}
+		}
+		return agentctl.Response{Policy: &pol}
+	case agentctl.OpUnregister:
+		if req.Container == nil || req.Container.ID == "" {
+			return agentctl.Response{Error: "unregister: no container id"}
+		}
+		a.reg.Unregister(req.Container.ID)
+		return agentctl.Response{}
+	case agentctl.OpRelease, agentctl.OpUnfreeze:
+		info, err := a.reg.Find(req.Target)
+		if err != nil {
+			return agentctl.Response{Error: req.Op + ": " + err.Error()}
+		}
+		t := a.targetOf(info)
+		var done []string
+		if req.Op == agentctl.OpUnfreeze {
+			r, err := a.ctl.Unfreeze(t)
+			if err != nil {
+				return agentctl.Response{Error: "unfreeze: " + err.Error()}
+			}
+			done = append(done, describe(r.Action, r.Detail))
+		} else {
+			rs, err := a.ctl.Release(t)
+			for _, r := range rs {
+				done = append(done, describe(r.Action, r.Detail))
+			}
+			if err != nil {
+				return agentctl.Response{Error: "release: " + err.Error(), Done: done}
+			}
+		}
+		if len(done) == 0 {
+			done = []string{"nothing was in force on " + info.Meta.Name}
+		}
+		return agentctl.Response{Done: done}
+	case agentctl.OpReload:
+		changed, err := a.reload(true)
+		if err != nil {
+			return agentctl.Response{Error: "reload: " + err.Error(), Done: changed}
+		}
+		return agentctl.Response{Done: changed}
+	}
+	return agentctl.UnknownOp(req.Op)
+}
+
+func describe[A ~string](action A, detail string) string {
+	if detail == "" {
+		return "undone: " + string(action)
+	}
+	return fmt.Sprintf("undone: %s (%s)", action, detail)
+}
+
+func (a *Agent) status() *agentctl.Status {
+	st := &agentctl.Status{Since: a.started}
+	st.Connected, st.Connections = a.reg.Connected()
+	st.Containers, st.Finished = a.reg.Containers()
+	st.Rejected = a.reg.Rejected()
+	ps := a.pl.Stats()
+	st.Events, st.Verdicts, st.Lost, st.QueueDropped, st.AuditErrors = ps.Events, ps.Verdicts, ps.Lost, ps.QueueDropped, ps.AuditErrors
+	if a.events != nil {
+		if err := a.events.Err(); err != nil {
+			st.EventsError = err.Error()
+		}
+	}
+	st.NotifyOpen, st.NotifyFds, st.NotifyAnswer = a.server.Stats()
+	st.Actions = a.actions.Load()
+	for _, s := range a.ctl.InForce() {
+		st.InForce = append(st.InForce, inForce(s)...)
+	}
+	sort.Slice(st.InForce, func(i, j int) bool {
+		if st.InForce[i].CgroupID != st.InForce[j].CgroupID {
+			return st.InForce[i].CgroupID < st.InForce[j].CgroupID
+		}
+		return st.InForce[i].Action < st.InForce[j].Action
+	})
+	st.Reloads = a.reloads.Load()
+	a.reloadMu.Lock()
+	st.ReloadError = a.reloadErr
+	a.reloadMu.Unlock()
+	return st
+}
+
+// ContainerStatus is one container in `vigil status`.
+type ContainerStatus = agentctl.ContainerStatus
+
+// inForce lists what one container has in force.
+func inForce(s control.State) []agentctl.InForce {
+	var out []agentctl.InForce
+	add := func(action string, since time.Time, detail string) {
+		out = append(out, agentctl.InForce{CgroupID: s.CgroupID, ContainerID: s.ContainerID, Action: action, Since: since, Detail: detail})
+	}
+	if th := s.Throttle; th != nil {
+		add(string(control.ActThrottle), th.Since, fmt.Sprintf("shares %d quota %dus/%dus until %s unless it goes on",
+			th.Applied.Shares, th.Applied.QuotaUs, th.Applied.PeriodUs, th.RestoreAt().Format(time.TimeOnly)))
+	}
+	if d := s.DenySyscall; d != nil {
+		add(string(control.ActDenySyscall), d.Since, fmt.Sprintf("%s with %s", strings.Join(d.Syscalls, ","), d.Errno))
+	}
+	if d := s.DenyConnect; d != nil {
+		add(string(control.ActDenyConnect), d.Since, fmt.Sprintf("%v until %s unless it goes on", d.Rule, d.RestoreAt().Format(time.TimeOnly)))
+	}
+	if !s.FrozenSince.IsZero() {
+		add(string(control.ActFreeze), s.FrozenSince, "")
+	}
+	if !s.KilledAt.IsZero() {
+		add(string(control.ActKill), s.KilledAt, "")
+	}
+	return out
+}

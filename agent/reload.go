@@ -1,0 +1,140 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"vigil.dev/vigil/annotations"
+	"vigil.dev/vigil/audit"
+	"vigil.dev/vigil/control"
+)
+
+// watch reloads rules, response policies, the model and the node
+// configuration when one of their files changes, on SIGHUP, and on
+// `vigil reload`. A bad file is rejected (its error names file and line)
+// and what was in force stays.
+func (a *Agent) watch(ctx context.Context) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	t := time.NewTicker(a.cfg.WatchEvery)
+	defer t.Stop()
+	last := a.fingerprint()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			a.reload(true)
+			last = a.fingerprint()
+		case <-t.C:
+			if fp := a.fingerprint(); fp != last {
+				last = fp
+				a.reload(false)
+			}
+		}
+	}
+}
+
+// watched lists the files the agent reloads from.
+func (a *Agent) watched() []string {
+	files := append([]string(nil), a.cfg.Detect.RuleFiles...)
+	if a.cfg.Detect.Model != "" {
+		files = append(files, a.cfg.Detect.Model)
+	}
+	if a.cfg.NodeConfigPath != "" {
+		files = append(files, a.cfg.NodeConfigPath)
+	}
+	if dir := a.node().PolicyDir; dir != "" {
+		names, _ := filepath.Glob(filepath.Join(dir, "*.yaml"))
+		files = append(files, dir)
+		files = append(files, names...)
+	}
+	return files
+}
+
+// fingerprint is the size and modification time of every watched file.
+func (a *Agent) fingerprint() string {
+	var b strings.Builder
+	files := a.watched()
+	sort.Strings(files)
+	for _, f := range files {
+		st, err := os.Stat(f)
+		if err != nil {
+			fmt.Fprintf(&b, "%s:-;", f)
+			continue
+		}
+		fmt.Fprintf(&b, "%s:%d:%d;", f, st.Size(), st.ModTime().UnixNano())
+	}
+	return b.String()
+}
+
+func (a *Agent) node() annotations.NodeConfig { return a.reg.Node() }
+
+// reload loads every file again; each part that loads is swapped in, each
+// that fails keeps the old one. It returns what it did and the errors.
+func (a *Agent) reload(forced bool) ([]string, error) {
+	var done, errs []string
+	if a.cfg.NodeConfigPath != "" {
+		node, err := annotations.LoadNodeConfig(a.cfg.NodeConfigPath)
+		if err == nil {
+			node, err = withProfiles(node)
+		}
+		if err != nil {
+			errs = append(errs, err.Error())
+		} else {
+			a.reg.SetNode(node)
+			done = append(done, "node configuration "+a.cfg.NodeConfigPath)
+		}
+	}
+	if a.eng != nil {
+		if err := a.cfg.Detect.Reload(a.eng); err != nil {
+			errs = append(errs, err.Error())
+		} else {
+			done = append(done, fmt.Sprintf("rules (%d) and model", len(a.eng.Rules())))
+		}
+	}
+	if ps, err := control.LoadPolicies(a.node().PolicyDir); err != nil {
+		errs = append(errs, "response policies: "+err.Error())
+	} else {
+		a.ctl.SetPolicies(ps)
+		names := make([]string, 0, len(ps))
+		for n := range ps {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		done = append(done, "response policies "+strings.Join(names, ", "))
+	}
+	a.reloads.Add(1)
+	var err error
+	a.reloadMu.Lock()
+	a.reloadErr = ""
+	if len(errs) > 0 {
+		err = fmt.Errorf("%s (what was in force before stays)", strings.Join(errs, "; "))
+		a.reloadErr = err.Error()
+	}
+	a.reloadMu.Unlock()
+	why := "files changed"
+	if forced {
+		why = "requested"
+	}
+	a.pl.Note(audit.KindPolicy, 0, "", struct {
+		Event  string   `json:"event"`
+		Why    string   `json:"why"`
+		Loaded []string `json:"loaded,omitempty"`
+		Error  string   `json:"error,omitempty"`
+	}{"reload", why, done, errorString(err)})
+	if err != nil {
+		a.log.WithError(err).Error("reload rejected a file")
+	} else {
+		a.log.WithField("loaded", done).Info("reloaded (" + why + ")")
+	}
+	return done, err
+}
