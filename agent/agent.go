@@ -194,7 +194,7 @@ func Run(ctx context.Context, cfg Config, mon Monitor, log *logrus.Logger) error
 		sinks = append(sinks, a.events)
 	}
 	sinks = append(sinks, logSink{log})
-	a.pl = newPipeline(parts{enrich: a.reg.Enrich, target: a.target, aud: a.aud, eng: a.eng, ctl: a.ctl, sinks: sinks, errorf: log.Errorf})
+	a.pl = a.buildPipeline(sinks)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -261,6 +261,12 @@ func Run(ctx context.Context, cfg Config, mon Monitor, log *logrus.Logger) error
 		}
 	}
 	return nriErr
+}
+
+// buildPipeline is the agent's event path: the registry's metadata and
+// targets, the audit log, the detector, the response ladder, the sinks.
+func (a *Agent) buildPipeline(sinks []pipeline.Sink) *pipeline.Pipeline {
+	return newPipeline(parts{enrich: a.reg.Enrich, target: a.target, aud: a.aud, eng: a.eng, ctl: a.ctl, sinks: sinks, errorf: a.log.Errorf})
 }
 
 // useKeeper starts the keeper if needed and takes back its fds.

@@ -94,7 +94,10 @@ func setup() error {
 	}
 	crictl(nil, "rmp", "-fa")
 	os.RemoveAll(pinDir)
-	cfg := fmt.Sprintf("forceMonitor:\n  namespaces: [vigil-forced]\nprofileDir: %s\n", filepath.Join(repo, "test/e2e/testdata/profiles"))
+	cfg := fmt.Sprintf("forceMonitor:\n  namespaces: [vigil-forced]\nprofileDir: %s\npolicyDir: %s\n", filepath.Join(repo, "test/e2e/testdata/profiles"), policyDir())
+	if err := writeControlFiles(); err != nil {
+		return err
+	}
 	if err := os.WriteFile(filepath.Join(workDir, "config.yaml"), []byte(cfg), 0o600); err != nil {
 		return err
 	}
@@ -147,7 +150,8 @@ func startAgent() (*agentProc, error) {
 	a.cmd = exec.Command(vigil, "agent", "--config", filepath.Join(workDir, "config.yaml"),
 		"--control-socket", controlSocket(), "--listener", filepath.Join(workDir, "seccomp.sock"),
 		"--events", a.events, "--decisions", a.decisions, "--pin-dir", pinDir, "--audit", auditDir(),
-		"--metrics-addr", metricsAddr, "--notify-keeper", keeperSocket())
+		"--metrics-addr", metricsAddr, "--notify-keeper", keeperSocket(),
+		"--policy", ruleFile(), "--allowed-resolver", allowedResolver, "--state", filepath.Join(workDir, "control-state.json"))
 	a.cmd.Stdout = lockedWriter{a.logMu, a.log}
 	a.cmd.Stderr = lockedWriter{a.logMu, a.log}
 	if err := a.cmd.Start(); err != nil {
