@@ -5,7 +5,7 @@ PKGS    := ./...
 # BPF objects and Go bindings are committed; `make generate` rebuilds them.
 GOFLAGS_TEST ?= -count=1 -timeout 40m
 
-.PHONY: help build generate generate-check test unit e2e demo bench bench-peers bench-audit bench-detector bench-runtime eval node-up node-down lint clean deps
+.PHONY: help build generate generate-check test unit e2e demo bench bench-control bench-peers bench-audit bench-detector bench-runtime eval node-up node-down lint clean deps
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -50,6 +50,9 @@ eval: build ## detection report: every attack and benign scenario under vigil tr
 
 bench: build ## tracer overhead ratios, throughput and latency, JSON in bench-tracer.json
 	./$(BIN) bench tracer --out bench-tracer.json
+
+bench-control: build ## response ladder: triggering event to action in force, p50/p99 per action (JSON in bench-control.json)
+	./$(BIN) bench control --triggers 100 --out bench-control.json
 
 bench-audit: build ## audit writer alone: sustained events/s, CPU and bytes per event (JSON lines)
 	./$(BIN) audit bench --events 5000000 --fsync batch

@@ -218,6 +218,13 @@ func (r *TraceRun) closeAudit() error {
 	return nil
 }
 
+// CgroupActuator is the response ladder's actuator for cgroups that no
+// runtime manages (vigil trace, benchmarks): the cgroup files, and guard
+// (may be nil) for deny-connect; deny-syscall is refused.
+func CgroupActuator(cgroupRoot string, guard Guard) control.Actuator {
+	return &traceActuator{cg: &control.Cgroups{V2Root: cgroupRoot}, guard: guard}
+}
+
 // traceActuator acts on a traced command's cgroup: the cgroup files, and
 // the connect guard when there is one. There is no notify server in a
 // trace, so deny-syscall is refused (and says why).

@@ -88,6 +88,9 @@ type Config struct {
 	// FinishWait bounds how long a finished cgroup waits for its last
 	// records before its trailing gap is recorded (default 1 s).
 	FinishWait time.Duration
+	// TimeEvery times the detector's decision on one event in TimeEvery
+	// (default 16; 1 times every event), for Stats' decision quantiles.
+	TimeEvery int
 }
 
 // BatchSize is the number of events the reader hands over at once (at
@@ -104,6 +107,13 @@ type Stats struct {
 	AuditErrors  uint64 `json:"audit_errors"`  // records the audit log refused
 	SinkErrors   uint64 `json:"sink_errors"`
 	QueueDepth   int    `json:"queue_depth"` // batches waiting now
+	// DecisionP50/P99 are quantiles of the detector's time per event
+	// (sampled, see Config.TimeEvery); DeliveryP99 of the time from an
+	// event's kernel timestamp to its decision.
+	DecisionP50 time.Duration `json:"decision_p50_ns"`
+	DecisionP99 time.Duration `json:"decision_p99_ns"`
+	DeliveryP50 time.Duration `json:"delivery_p50_ns"`
+	DeliveryP99 time.Duration `json:"delivery_p99_ns"`
 }
 
 // Pipeline is one event path. Event and EndBatch are for one goroutine
@@ -126,6 +136,8 @@ type Pipeline struct {
 
 	events, verdicts, gaps, lost, queueDropped, auditErrs, sinkErrs atomic.Uint64
 	errOnce                                                         sync.Map
+	decision, delivery                                              hist
+	tick                                                            int
 }
 
 type batch struct{ evs []event.Event }
@@ -179,6 +191,9 @@ func New(cfg Config) *Pipeline {
 	}
 	if cfg.Errorf == nil {
 		cfg.Errorf = func(string, ...any) {}
+	}
+	if cfg.TimeEvery <= 0 {
+		cfg.TimeEvery = 16
 	}
 	p := &Pipeline{cfg: cfg,
 		free:    make(chan *batch, cfg.QueueBatches+2),
@@ -279,7 +294,8 @@ func (p *Pipeline) send(m msg) {
 func (p *Pipeline) Stats() Stats {
 	return Stats{Events: p.events.Load(), Verdicts: p.verdicts.Load(), Gaps: p.gaps.Load(), Lost: p.lost.Load(),
 		QueueDropped: p.queueDropped.Load(), AuditErrors: p.auditErrs.Load(), SinkErrors: p.sinkErrs.Load(),
-		QueueDepth: len(p.batches)}
+		QueueDepth: len(p.batches), DecisionP50: p.decision.quantile(.5), DecisionP99: p.decision.quantile(.99),
+		DeliveryP50: p.delivery.quantile(.5), DeliveryP99: p.delivery.quantile(.99)}
 }
 
 // Close stops the worker after it processed what was queued. The reader
@@ -396,7 +412,19 @@ func (p *Pipeline) event(ev *event.Event) {
 	if p.cfg.Detector == nil || (c.hasTarget && c.target.Mode == annotations.ModeLearn) {
 		return
 	}
-	vs := p.cfg.Detector.Observe(ev)
+	var vs []detector.Verdict
+	if p.tick++; p.tick >= p.cfg.TimeEvery {
+		p.tick = 0
+		start := time.Now()
+		vs = p.cfg.Detector.Observe(ev)
+		end := time.Now()
+		p.decision.add(end.Sub(start))
+		if !ev.Time.IsZero() {
+			p.delivery.add(end.Sub(ev.Time))
+		}
+	} else {
+		vs = p.cfg.Detector.Observe(ev)
+	}
 	for i := range vs {
 		p.verdict(&vs[i], c, ev.Time)
 	}

@@ -36,12 +36,15 @@ Options:
 `
 
 func runBench(args []string) int {
+	if len(args) > 0 && args[0] == "control" {
+		return runBenchControl(args[1:])
+	}
 	if len(args) == 0 || args[0] != "tracer" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
 			fmt.Print(benchUsage)
 			return 0
 		}
-		fmt.Fprintln(os.Stderr, "vigil bench: name a benchmark: 'vigil bench tracer' (see 'vigil bench tracer --help')")
+		fmt.Fprintln(os.Stderr, "vigil bench: name a benchmark: 'vigil bench tracer' or 'vigil bench control' (see 'vigil bench tracer --help')")
 		return 2
 	}
 	fs := flag.NewFlagSet("bench tracer", flag.ContinueOnError)
@@ -69,6 +72,51 @@ func runBench(args []string) int {
 	if *out != "" {
 		if err := os.WriteFile(*out, b, 0o644); err != nil {
 			return fail("bench tracer: --out: %v", err)
+		}
+		return 0
+	}
+	os.Stdout.Write(b)
+	return 0
+}
+
+const benchControlUsage = `Usage: vigil bench control [OPTIONS]
+
+Measures the response ladder end to end: for each action, --triggers
+processes each in a fresh cgroup make a syscall that a rule turns into a
+verdict whose policy takes that action, through the agent's pipeline
+(tracer, pipeline, detector, controller, actuator). Reports p50/p99/max of
+the time from the triggering event's kernel timestamp to the action being
+in force, and the detector's decision time per event. Needs root and
+busybox.
+
+Example:
+  sudo vigil bench control --triggers 100 --out bench-control.json
+
+Options:
+`
+
+func runBenchControl(args []string) int {
+	fs := flag.NewFlagSet("bench control", flag.ContinueOnError)
+	triggers := fs.Int("triggers", 100, "triggers per action")
+	actions := fs.String("actions", "", "comma-separated actions (default: kill-process,freeze,throttle,deny-connect)")
+	out := fs.String("out", "", "write the JSON report to `FILE` (default: standard output)")
+	fs.Usage = usageFunc(fs, benchControlUsage)
+	if status, done := parseFlags(fs, args); done {
+		return status
+	}
+	o := bench.ControlOptions{Triggers: *triggers, Log: os.Stderr}
+	if *actions != "" {
+		o.Actions = strings.Split(*actions, ",")
+	}
+	rep, err := bench.RunControl(o)
+	if err != nil {
+		return fail("bench control: %v", err)
+	}
+	b, _ := json.MarshalIndent(rep, "", "  ")
+	b = append(b, '\n')
+	if *out != "" {
+		if err := os.WriteFile(*out, b, 0o644); err != nil {
+			return fail("bench control: --out: %v", err)
 		}
 		return 0
 	}
