@@ -110,6 +110,7 @@ type Agent struct {
 	aud     *audit.Writer
 	started time.Time
 
+	actionLat sync.Map // control.Action → *actionStat
 	reloads   atomic.Uint64
 	reloadMu  sync.Mutex
 	reloadErr string
@@ -373,7 +374,21 @@ func lifecycle(what string, c plugin.Info, final *bpf.Counters) audit.Lifecycle 
 // record is the response ladder's callback: every action taken or undone.
 func (a *Agent) record(r control.Record) {
 	a.actions.Add(1)
+	v, _ := a.actionLat.LoadOrStore(r.Action, &actionStat{})
+	st := v.(*actionStat)
+	switch {
+	case r.Error != "":
+		st.failed.Add(1)
+	case !r.Undo && r.Latency > 0:
+		st.lat.Add(r.Latency)
+	}
 	a.pl.Record(r)
+}
+
+// actionStat is one action's count and latency (for status and metrics).
+type actionStat struct {
+	lat    pipeline.Latency
+	failed atomic.Uint64
 }
 
 // sampleLoop feeds the detector each tracked container's CPU use and

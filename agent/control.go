@@ -95,6 +95,14 @@ func (a *Agent) status() *agentctl.Status {
 		}
 		return st.InForce[i].Action < st.InForce[j].Action
 	})
+	st.DecisionP99, st.DeliveryP99 = ps.DecisionP99, ps.DeliveryP99
+	a.actionLat.Range(func(k, v any) bool {
+		s := v.(*actionStat)
+		st.ActionStats = append(st.ActionStats, agentctl.ActionStat{Action: string(k.(control.Action)), Count: s.lat.Count(),
+			Failed: s.failed.Load(), P50: s.lat.Quantile(.5), P99: s.lat.Quantile(.99)})
+		return true
+	})
+	sort.Slice(st.ActionStats, func(i, j int) bool { return st.ActionStats[i].Action < st.ActionStats[j].Action })
 	st.Reloads = a.reloads.Load()
 	a.reloadMu.Lock()
 	st.ReloadError = a.reloadErr

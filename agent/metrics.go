@@ -90,6 +90,23 @@ func writeMetrics(w io.Writer, st *agentctl.Status) {
 	for _, act := range []string{"throttle", "deny-syscall", "deny-connect", "freeze"} {
 		fmt.Fprintf(w, "vigil_actions_in_force{action=%q} %d\n", act, byAction[act])
 	}
+	metric("vigil_action_runs_total", "counter", "Response actions in force, by action (undos not counted).")
+	for _, a := range st.ActionStats {
+		fmt.Fprintf(w, "vigil_action_runs_total{action=%q} %d\n", a.Action, a.Count)
+	}
+	metric("vigil_action_failures_total", "counter", "Response actions that failed, by action.")
+	for _, a := range st.ActionStats {
+		fmt.Fprintf(w, "vigil_action_failures_total{action=%q} %d\n", a.Action, a.Failed)
+	}
+	metric("vigil_action_latency_seconds", "gauge", "Time from the triggering event to the action in force, quantiles since start, by action.")
+	for _, a := range st.ActionStats {
+		fmt.Fprintf(w, "vigil_action_latency_seconds{action=%q,quantile=\"0.5\"} %g\n", a.Action, a.P50.Seconds())
+		fmt.Fprintf(w, "vigil_action_latency_seconds{action=%q,quantile=\"0.99\"} %g\n", a.Action, a.P99.Seconds())
+	}
+	metric("vigil_decision_seconds", "gauge", "Detector time per event, p99 (sampled).")
+	fmt.Fprintf(w, "vigil_decision_seconds{quantile=\"0.99\"} %g\n", st.DecisionP99.Seconds())
+	metric("vigil_delivery_seconds", "gauge", "Time from an event's kernel timestamp to its decision, p99 (sampled).")
+	fmt.Fprintf(w, "vigil_delivery_seconds{quantile=\"0.99\"} %g\n", st.DeliveryP99.Seconds())
 	metric("vigil_reloads_total", "counter", "Live reloads of rules, policies, model and node configuration.")
 	fmt.Fprintf(w, "vigil_reloads_total %d\n", st.Reloads)
 	metric("vigil_audit_errors_total", "counter", "Records the audit log could not take.")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 
 	"vigil.dev/vigil/agentctl"
 	"vigil.dev/vigil/event"
@@ -11,6 +12,8 @@ import (
 
 func TestWriteMetrics(t *testing.T) {
 	st := &agentctl.Status{Connected: true, Connections: 3, Events: 99, NotifyOpen: 2, NotifyAnswer: 5, Rejected: []string{"r"},
+		Lost: 7, Actions: 4, InForce: []agentctl.InForce{{Action: "throttle"}, {Action: "throttle"}},
+		ActionStats: []agentctl.ActionStat{{Action: "kill-process", Count: 3, Failed: 1, P50: 2 * time.Millisecond, P99: 8 * time.Millisecond}},
 		Containers: []ContainerStatus{
 			{Container: event.Container{ID: "c1", Name: "app", Pod: "web", Namespace: "shop"}, Tracked: true, Seen: 10, Emitted: 8, Dropped: 2},
 			{Container: event.Container{ID: "c2", Name: `we"ird`, Pod: "web", Namespace: "shop"}},
@@ -31,6 +34,11 @@ func TestWriteMetrics(t *testing.T) {
 		`vigil_container_records_emitted_total{namespace="shop",pod="web",container="app",id="c1"} 8` + "\n",
 		`vigil_container_records_dropped_total{namespace="shop",pod="web",container="app",id="c1"} 2` + "\n",
 		"# TYPE vigil_container_records_dropped_total counter\n",
+		"vigil_records_lost_total 7\n",
+		`vigil_actions_in_force{action="throttle"} 2` + "\n",
+		`vigil_action_runs_total{action="kill-process"} 3` + "\n",
+		`vigil_action_failures_total{action="kill-process"} 1` + "\n",
+		`vigil_action_latency_seconds{action="kill-process",quantile="0.99"} 0.008` + "\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("metrics lack %q", want)

@@ -82,6 +82,13 @@ type Status struct {
 	// Actions counts actions run; InForce lists what is in force now.
 	Actions uint64    `json:"actions"`
 	InForce []InForce `json:"in_force,omitempty"`
+	// ActionStats are per action: how many ran and how long from the
+	// triggering event to in force.
+	ActionStats []ActionStat `json:"action_stats,omitempty"`
+	// DecisionP99 is the detector's time per event, DeliveryP99 the time
+	// from an event's kernel timestamp to its decision (sampled).
+	DecisionP99 time.Duration `json:"decision_p99_ns"`
+	DeliveryP99 time.Duration `json:"delivery_p99_ns"`
 	// Reloads counts live reloads; ReloadError is the last rejected one.
 	Reloads     uint64 `json:"reloads"`
 	ReloadError string `json:"reload_error,omitempty"`
@@ -113,6 +120,15 @@ type InForce struct {
 	Action      string    `json:"action"`
 	Since       time.Time `json:"since"`
 	Detail      string    `json:"detail,omitempty"`
+}
+
+// ActionStat is one action's count and latency.
+type ActionStat struct {
+	Action string        `json:"action"`
+	Count  uint64        `json:"count"`
+	Failed uint64        `json:"failed"`
+	P50    time.Duration `json:"p50_ns"`
+	P99    time.Duration `json:"p99_ns"`
 }
 
 // Peer is who called, from the socket's credentials (SO_PEERCRED).

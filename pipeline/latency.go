@@ -7,6 +7,18 @@ import (
 	"time"
 )
 
+// Latency is a histogram of durations for metrics (see hist).
+type Latency struct{ h hist }
+
+// Add records one duration.
+func (l *Latency) Add(d time.Duration) { l.h.add(d) }
+
+// Quantile is the upper edge of the bucket holding quantile q (0..1).
+func (l *Latency) Quantile(q float64) time.Duration { return l.h.quantile(q) }
+
+// Count is the number of durations recorded.
+func (l *Latency) Count() uint64 { return l.h.count.Load() }
+
 // hist is a log-linear histogram of durations (4 buckets per power of
 // two, from 1 ns to about 70 s), safe for one writer and many readers.
 type hist struct {

@@ -65,6 +65,12 @@ func printStatus(w io.Writer, st *agentctl.Status) {
 		st.Since.Format("2006-01-02 15:04:05"), conn, st.Connections, st.Events)
 	fmt.Fprintf(w, "seccomp notify: %d fds open, %d received, %d decisions\n", st.NotifyOpen, st.NotifyFds, st.NotifyAnswer)
 	fmt.Fprintf(w, "verdicts %d, actions %d, records lost %d (queue %d), reloads %d\n", st.Verdicts, st.Actions, st.Lost, st.QueueDropped, st.Reloads)
+	for _, a := range st.ActionStats {
+		fmt.Fprintf(w, "action %s: %d in force (%d failed), p50 %v p99 %v from the triggering event\n", a.Action, a.Count, a.Failed, a.P50, a.P99)
+	}
+	if st.DecisionP99 > 0 {
+		fmt.Fprintf(w, "detector decision p99 %v per event; delivery p99 %v (kernel timestamp to decision)\n", st.DecisionP99, st.DeliveryP99)
+	}
 	if st.ReloadError != "" {
 		fmt.Fprintf(w, "last reload rejected: %s\n", st.ReloadError)
 	}
