@@ -61,15 +61,20 @@ type Policy struct {
 	Forced bool
 	// Seccomp is the profile to inject; "" leaves the runtime's policy as it is.
 	Seccomp string
-	// Priority is 0..100; PrioritySet tells whether it was asked for (only
-	// then are CPU shares adjusted).
+	// Priority is 0..100, within the node's bounds; PrioritySet tells
+	// whether it applies (only then are CPU shares adjusted).
 	Priority    int
 	PrioritySet bool
+	// PriorityAsked is the valid vigil.dev/priority value as written, before
+	// the node's bounds (nil when none): what a change of the node
+	// configuration applies its new bounds to (NodeConfig.ApplyPriority).
+	PriorityAsked *int
 	// PolicyName names the detection/response policy.
 	PolicyName string
 	Mode       Mode
 	// Warnings lists bad values that were replaced by defaults because the
-	// node configuration says to warn instead of failing.
+	// node configuration says to warn instead of failing, and priorities
+	// the node's bounds changed or ignored.
 	Warnings []string
 }
 
@@ -148,7 +153,10 @@ func Parse(pod, ctr map[string]string, ctrName, namespace, image string, node No
 		if err != nil || n < 0 || n > 100 {
 			bad(k, v, "an integer from 0 to 100")
 		} else {
-			p.Priority, p.PrioritySet = n, true
+			p.PriorityAsked = &n
+			if w := node.applyPriority(&p, namespace, k); w != "" {
+				p.Warnings = append(p.Warnings, w)
+			}
 		}
 	}
 
@@ -186,6 +194,39 @@ func Parse(pod, ctr map[string]string, ctrName, namespace, image string, node No
 		return p, nil
 	}
 	return Policy{}, errors.Join(errs...)
+}
+
+// ApplyPriority applies the node's priority rules to the priority p asked
+// for (p.PriorityAsked) in namespace: it returns p with Priority and
+// PrioritySet set, and a warning when the priority was clamped or ignored
+// ("" otherwise). A policy that asked for no priority is returned as it is.
+func (c NodeConfig) ApplyPriority(p Policy, namespace string) (Policy, string) {
+	w := c.applyPriority(&p, namespace, KeyPriority)
+	return p, w
+}
+
+// applyPriority sets p.Priority and p.PrioritySet from p.PriorityAsked: a
+// pod not monitored gets no priority unless the node allows it, and the
+// priority is clamped to the namespace's bounds. key is the annotation as
+// written, for the warning.
+func (c NodeConfig) applyPriority(p *Policy, namespace, key string) string {
+	if p.PriorityAsked == nil {
+		return ""
+	}
+	asked := *p.PriorityAsked
+	if !p.Monitor && !c.Priority.Unmonitored {
+		p.Priority, p.PrioritySet = DefaultPriority, false
+		return fmt.Sprintf("vigil: annotation %q asks for priority %d: ignored, the CPU shares are left as they are: "+
+			"this node applies priorities to monitored pods only (node configuration priority.unmonitored is false)", key, asked)
+	}
+	lo, hi := c.PriorityBounds(namespace)
+	p.Priority, p.PrioritySet = min(max(asked, lo), hi), true
+	if p.Priority == asked {
+		return ""
+	}
+	return fmt.Sprintf("vigil: annotation %q asks for priority %d: applying %d (%d CPU shares): "+
+		"this node allows priorities from %d to %d in namespace %q (node configuration priority)",
+		key, asked, p.Priority, CPUShares(p.Priority), lo, hi, namespace)
 }
 
 func modeRank(m Mode) int {

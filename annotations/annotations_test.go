@@ -80,10 +80,14 @@ func TestParse(t *testing.T) {
 			want: with(func(p *Policy) { p.Monitor, p.Seccomp, p.Mode = true, "notify", ModeDetect })},
 		{name: "node default mode", pod: map[string]string{"ebpf-monitor": "true"}, node: NodeConfig{DefaultMode: ModeEnforce},
 			want: with(func(p *Policy) { p.Monitor, p.Seccomp, p.Mode = true, "notify", ModeEnforce })},
-		{name: "priority", pod: map[string]string{"vigil.dev/priority": "80"},
-			want: with(func(p *Policy) { p.Priority, p.PrioritySet = 80, true })},
-		{name: "priority bounds", pod: map[string]string{"vigil.dev/priority": "0"},
-			want: with(func(p *Policy) { p.Priority, p.PrioritySet = 0, true })},
+		{name: "priority", pod: map[string]string{"ebpf-monitor": "true", "vigil.dev/priority": "80"},
+			want: with(func(p *Policy) {
+				p.Monitor, p.Seccomp, p.Priority, p.PrioritySet, p.PriorityAsked = true, "notify", 80, true, ptr(80)
+			})},
+		{name: "priority bounds", pod: map[string]string{"ebpf-monitor": "true", "vigil.dev/priority": "0"},
+			want: with(func(p *Policy) {
+				p.Monitor, p.Seccomp, p.Priority, p.PrioritySet, p.PriorityAsked = true, "notify", 0, true, ptr(0)
+			})},
 		{name: "policy and mode", pod: map[string]string{"vigil.dev/policy": "web-strict", "vigil.dev/mode": "learn"},
 			want: with(func(p *Policy) { p.PolicyName, p.Mode = "web-strict", ModeLearn })},
 		{name: "named profile and unconfined allowed", ctr: map[string]string{"vigil.dev/seccomp": "nginx"}, node: named,
@@ -101,6 +105,146 @@ func TestParse(t *testing.T) {
 			}
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("Parse =\n %+v\nwant\n %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestParsePriority(t *testing.T) {
+	capped := NodeConfig{}
+	capped.Priority.Max = ptr(60)
+	capped.Priority.Min = ptr(20)
+	capped.Priority.Namespaces = []PriorityRange{
+		{Match: "kube-system", Min: ptr(0), Max: ptr(100)},
+		{Match: "batch-*", Max: ptr(30)},
+		{Match: "kube-*", Max: ptr(40)}, // not for kube-system: the first match wins
+	}
+	open := capped
+	open.Priority.Unmonitored = true
+	monitored := map[string]string{"ebpf-monitor": "true"}
+
+	tests := []struct {
+		name      string
+		pod       map[string]string
+		ctr       map[string]string
+		namespace string
+		node      NodeConfig
+		wantPrio  int
+		wantSet   bool
+		wantAsked int      // -1: none
+		warn      []string // substrings of the one warning; nil: no warning
+	}{
+		{name: "no priority", pod: monitored, node: capped, wantPrio: 50, wantAsked: -1},
+		{name: "default bounds allow 100", pod: map[string]string{"ebpf-monitor": "true", "vigil.dev/priority": "100"},
+			wantPrio: 100, wantSet: true, wantAsked: 100},
+		{name: "within bounds", pod: map[string]string{"ebpf-monitor": "true", "vigil.dev/priority": "40"}, namespace: "shop", node: capped,
+			wantPrio: 40, wantSet: true, wantAsked: 40},
+		{name: "above max: clamped", pod: map[string]string{"ebpf-monitor": "true", "vigil.dev/priority": "100"}, namespace: "shop", node: capped,
+			wantPrio: 60, wantSet: true, wantAsked: 100,
+			warn: []string{`"vigil.dev/priority"`, "asks for priority 100", "applying 60 (2048 CPU shares)", "from 20 to 60", `namespace "shop"`}},
+		{name: "below min: clamped", pod: map[string]string{"ebpf-monitor": "true"}, ctr: map[string]string{"vigil.dev/priority/container.app": "5"},
+			namespace: "shop", node: capped, wantPrio: 20, wantSet: true, wantAsked: 5,
+			warn: []string{`"vigil.dev/priority/container.app"`, "asks for priority 5", "applying 20"}},
+		{name: "namespace bounds first match", pod: map[string]string{"ebpf-monitor": "true", "vigil.dev/priority": "100"}, namespace: "kube-system", node: capped,
+			wantPrio: 100, wantSet: true, wantAsked: 100},
+		{name: "namespace pattern, min from node", pod: map[string]string{"ebpf-monitor": "true", "vigil.dev/priority": "50"}, namespace: "batch-eu", node: capped,
+			wantPrio: 30, wantSet: true, wantAsked: 50, warn: []string{"from 20 to 30", `namespace "batch-eu"`}},
+		{name: "later pattern", pod: map[string]string{"ebpf-monitor": "true", "vigil.dev/priority": "50"}, namespace: "kube-public", node: capped,
+			wantPrio: 40, wantSet: true, wantAsked: 50, warn: []string{"from 20 to 40"}},
+		{name: "unmonitored: ignored", pod: map[string]string{"vigil.dev/priority": "80"}, namespace: "shop",
+			wantPrio: 50, wantAsked: 80, warn: []string{`"vigil.dev/priority"`, "asks for priority 80", "ignored", "monitored pods only", "priority.unmonitored"}},
+		{name: "unmonitored allowed and clamped", pod: map[string]string{"vigil.dev/priority": "80"}, namespace: "shop", node: open,
+			wantPrio: 60, wantSet: true, wantAsked: 80, warn: []string{"applying 60"}},
+		{name: "forced monitoring counts as monitored", pod: map[string]string{"vigil.dev/priority": "30"}, namespace: "prod",
+			node:     func() NodeConfig { c := capped; c.ForceMonitor.Namespaces = []string{"prod"}; return c }(),
+			wantPrio: 30, wantSet: true, wantAsked: 30},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Parse(tt.pod, tt.ctr, "app", tt.namespace, "", tt.node)
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if got.Priority != tt.wantPrio || got.PrioritySet != tt.wantSet {
+				t.Errorf("priority %d set %v, want %d set %v", got.Priority, got.PrioritySet, tt.wantPrio, tt.wantSet)
+			}
+			switch {
+			case tt.wantAsked < 0 && got.PriorityAsked != nil:
+				t.Errorf("asked %d, want none", *got.PriorityAsked)
+			case tt.wantAsked >= 0 && (got.PriorityAsked == nil || *got.PriorityAsked != tt.wantAsked):
+				t.Errorf("asked %v, want %d", got.PriorityAsked, tt.wantAsked)
+			}
+			if tt.warn == nil {
+				if len(got.Warnings) != 0 {
+					t.Errorf("warnings %q, want none", got.Warnings)
+				}
+				return
+			}
+			if len(got.Warnings) != 1 {
+				t.Fatalf("warnings %q, want one", got.Warnings)
+			}
+			for _, s := range tt.warn {
+				if !strings.Contains(got.Warnings[0], s) {
+					t.Errorf("warning %q lacks %q", got.Warnings[0], s)
+				}
+			}
+		})
+	}
+}
+
+func TestApplyPriority(t *testing.T) {
+	lowered := NodeConfig{}
+	lowered.Priority.Max = ptr(60)
+	open := lowered
+	open.Priority.Unmonitored = true
+	tests := []struct {
+		name     string
+		pol      Policy
+		node     NodeConfig
+		wantPrio int
+		wantSet  bool
+		wantWarn bool
+	}{
+		{name: "nothing asked", pol: Policy{Priority: 50, Monitor: true}, node: lowered, wantPrio: 50},
+		{name: "max lowered", pol: Policy{Monitor: true, Priority: 90, PrioritySet: true, PriorityAsked: ptr(90)}, node: lowered,
+			wantPrio: 60, wantSet: true, wantWarn: true},
+		{name: "max raised back: the asked value", pol: Policy{Monitor: true, Priority: 60, PrioritySet: true, PriorityAsked: ptr(90)},
+			node: NodeConfig{}, wantPrio: 90, wantSet: true},
+		{name: "unmonitored no longer allowed", pol: Policy{Priority: 60, PrioritySet: true, PriorityAsked: ptr(60)}, node: lowered,
+			wantPrio: 50, wantWarn: true},
+		{name: "unmonitored now allowed", pol: Policy{Priority: 50, PriorityAsked: ptr(70)}, node: open,
+			wantPrio: 60, wantSet: true, wantWarn: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, w := tt.node.ApplyPriority(tt.pol, "shop")
+			if got.Priority != tt.wantPrio || got.PrioritySet != tt.wantSet || (w != "") != tt.wantWarn {
+				t.Errorf("priority %d set %v warning %q; want %d set %v warning %v", got.Priority, got.PrioritySet, w, tt.wantPrio, tt.wantSet, tt.wantWarn)
+			}
+			if len(got.Warnings) != len(tt.pol.Warnings) {
+				t.Errorf("warnings changed: %q", got.Warnings)
+			}
+		})
+	}
+}
+
+func TestPriorityBounds(t *testing.T) {
+	c := NodeConfig{}
+	if lo, hi := c.PriorityBounds("any"); lo != 0 || hi != 100 {
+		t.Errorf("zero configuration: %d..%d, want 0..100", lo, hi)
+	}
+	c.Priority.Min, c.Priority.Max = ptr(10), ptr(60)
+	c.Priority.Namespaces = []PriorityRange{{Match: "kube-*", Max: ptr(100)}, {Match: "kube-system", Max: ptr(0), Min: ptr(0)}, {Match: "batch", Min: ptr(0)}}
+	tests := []struct {
+		namespace string
+		lo, hi    int
+	}{{"shop", 10, 60}, {"kube-system", 10, 100}, {"batch", 0, 60}, {"batch-2", 10, 60}, {"", 10, 60}}
+	for _, tt := range tests {
+		t.Run(tt.namespace, func(t *testing.T) {
+			if lo, hi := c.PriorityBounds(tt.namespace); lo != tt.lo || hi != tt.hi {
+				t.Errorf("PriorityBounds(%q) = %d..%d, want %d..%d", tt.namespace, lo, hi, tt.lo, tt.hi)
 			}
 		})
 	}
@@ -198,6 +342,24 @@ func TestParseNodeConfig(t *testing.T) {
 		{name: "bad minMode", yaml: "minMode: block\n", wantErr: `minMode "block"`},
 		{name: "bad defaultMode", yaml: "defaultMode: kill\n", wantErr: `defaultMode "kill": allowed values are "learn", "detect", "enforce"`},
 		{name: "bad profile name", yaml: "profiles: ['../x']\n", wantErr: "profiles"},
+		{name: "priority", yaml: "priority:\n  max: 60\n  namespaces:\n    - {match: kube-system, min: 0, max: 100}\n  unmonitored: true\n",
+			check: func(c NodeConfig) bool {
+				lo, hi := c.PriorityBounds("shop")
+				klo, khi := c.PriorityBounds("kube-system")
+				return lo == 0 && hi == 60 && klo == 0 && khi == 100 && c.Priority.Unmonitored
+			}},
+		{name: "priority max 0 allowed", yaml: "priority: {max: 0}\n",
+			check: func(c NodeConfig) bool { lo, hi := c.PriorityBounds("x"); return lo == 0 && hi == 0 }},
+		{name: "priority max above 100", yaml: "priority: {max: 120}\n", wantErr: "priority.max 120: allowed values are integers from 0 to 100"},
+		{name: "priority min negative", yaml: "priority: {min: -1}\n", wantErr: "priority.min -1: allowed values are integers from 0 to 100"},
+		{name: "priority min above max", yaml: "priority: {min: 70, max: 60}\n", wantErr: "priority: min 70 is above max 60"},
+		{name: "priority min above default max of a namespace", yaml: "priority:\n  max: 40\n  namespaces: [{match: a, min: 50}]\n",
+			wantErr: "priority.namespaces[0]: min 50 is above max 40"},
+		{name: "priority namespace max out of range", yaml: "priority:\n  namespaces: [{match: a, max: 101}]\n",
+			wantErr: "priority.namespaces[0].max 101: allowed values are integers from 0 to 100"},
+		{name: "priority namespace without match", yaml: "priority:\n  namespaces: [{max: 10}]\n", wantErr: "priority.namespaces[0].match: empty"},
+		{name: "priority not an integer", yaml: "priority: {max: high}\n", wantErr: "high"},
+		{name: "priority unknown field", yaml: "priority: {maximum: 60}\n", wantErr: "maximum"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -235,5 +397,11 @@ func TestExampleNodeConfigParses(t *testing.T) {
 	}
 	if c.MinMode != ModeDetect || c.OnInvalid != OnInvalidReject || c.ProfileDir != "/etc/vigil/seccomp" {
 		t.Errorf("example config: %+v", c)
+	}
+	if lo, hi := c.PriorityBounds("shop"); lo != 0 || hi != 60 || c.Priority.Unmonitored {
+		t.Errorf("example config: priority %d..%d unmonitored %v, want 0..60 monitored only", lo, hi, c.Priority.Unmonitored)
+	}
+	if _, hi := c.PriorityBounds("kube-system"); hi != 100 {
+		t.Errorf("example config: kube-system max %d, want 100", hi)
 	}
 }

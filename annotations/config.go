@@ -49,6 +49,83 @@ type NodeConfig struct {
 	Policies []string `yaml:"policies"`
 	// OnInvalid is "reject" (default) or "warn".
 	OnInvalid string `yaml:"onInvalid"`
+	// Priority bounds what pods may ask for with vigil.dev/priority.
+	Priority PriorityConfig `yaml:"priority"`
+}
+
+// PriorityConfig bounds vigil.dev/priority on the node. The zero value
+// allows 0 to 100 (every priority) for monitored pods only.
+type PriorityConfig struct {
+	// Min and Max bound every pod's priority: 0 and 100 when not set. A
+	// priority outside is clamped, with a warning. Operators should lower
+	// Max: 100 gives 32768 CPU shares, more than any Guaranteed pod's.
+	Min *int `yaml:"min"`
+	Max *int `yaml:"max"`
+	// Namespaces bound the pods of matching namespaces instead ('*' and '?'
+	// patterns, as forceMonitor); the first match wins.
+	Namespaces []PriorityRange `yaml:"namespaces"`
+	// Unmonitored lets pods that are not monitored set a priority too; by
+	// default their vigil.dev/priority is ignored, with a warning.
+	Unmonitored bool `yaml:"unmonitored"`
+}
+
+// PriorityRange bounds the priority of pods in namespaces matching Match;
+// a bound not set is the node-wide one.
+type PriorityRange struct {
+	Match string `yaml:"match"`
+	Min   *int   `yaml:"min"`
+	Max   *int   `yaml:"max"`
+}
+
+// PriorityBounds is the least and the greatest priority a pod of namespace
+// may have.
+func (c NodeConfig) PriorityBounds(namespace string) (lo, hi int) {
+	lo, hi = valueOr(c.Priority.Min, 0), valueOr(c.Priority.Max, 100)
+	for _, r := range c.Priority.Namespaces {
+		if matchAny([]string{r.Match}, namespace) {
+			return valueOr(r.Min, lo), valueOr(r.Max, hi)
+		}
+	}
+	return lo, hi
+}
+
+func valueOr(p *int, def int) int {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+// validatePriority checks the priority bounds: 0 ≤ min ≤ max ≤ 100.
+func (c NodeConfig) validatePriority() error {
+	check := func(field string, lo, hi *int, defLo, defHi int) error {
+		for _, b := range []struct {
+			name string
+			v    *int
+		}{{"min", lo}, {"max", hi}} {
+			if b.v != nil && (*b.v < 0 || *b.v > 100) {
+				return fmt.Errorf("%s.%s %d: allowed values are integers from 0 to 100", field, b.name, *b.v)
+			}
+		}
+		if l, h := valueOr(lo, defLo), valueOr(hi, defHi); l > h {
+			return fmt.Errorf("%s: min %d is above max %d: min must be at most max", field, l, h)
+		}
+		return nil
+	}
+	if err := check("priority", c.Priority.Min, c.Priority.Max, 0, 100); err != nil {
+		return err
+	}
+	lo, hi := valueOr(c.Priority.Min, 0), valueOr(c.Priority.Max, 100)
+	for i, r := range c.Priority.Namespaces {
+		field := fmt.Sprintf("priority.namespaces[%d]", i)
+		if r.Match == "" {
+			return fmt.Errorf("%s.match: empty: allowed values are a namespace or a '*' pattern", field)
+		}
+		if err := check(field, r.Min, r.Max, lo, hi); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Forces reports whether the node forces monitoring for a container of
@@ -106,7 +183,7 @@ func (c NodeConfig) Validate() error {
 			return fmt.Errorf("profiles: name %q: must be non-empty and contain no '/'", p)
 		}
 	}
-	return nil
+	return c.validatePriority()
 }
 
 // ParseNodeConfig decodes YAML; unknown fields are errors.
