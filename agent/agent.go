@@ -97,18 +97,19 @@ type Config struct {
 
 // Agent is a running node agent.
 type Agent struct {
-	cfg     Config
-	log     *logrus.Logger
-	mon     Monitor
-	reg     *plugin.Plugin
-	server  *seccomp.Server
-	pl      *pipeline.Pipeline
-	eng     *detector.Engine
-	ctl     *control.Controller
-	events  *pipeline.JSONLines
-	decided *jsonLines
-	aud     *audit.Writer
-	started time.Time
+	cfg      Config
+	baseNode annotations.NodeConfig // the node configuration given, before its profile directory was listed
+	log      *logrus.Logger
+	mon      Monitor
+	reg      *plugin.Plugin
+	server   *seccomp.Server
+	pl       *pipeline.Pipeline
+	eng      *detector.Engine
+	ctl      *control.Controller
+	events   *pipeline.JSONLines
+	decided  *jsonLines
+	aud      *audit.Writer
+	started  time.Time
 
 	actionLat sync.Map // control.Action → *actionStat
 	reloads   atomic.Uint64
@@ -135,12 +136,13 @@ func Run(ctx context.Context, cfg Config, mon Monitor, log *logrus.Logger) error
 	if cfg.WatchEvery <= 0 {
 		cfg.WatchEvery = 250 * time.Millisecond
 	}
+	base := cfg.Node
 	node, err := withProfiles(cfg.Node)
 	if err != nil {
 		return err
 	}
 	cfg.Node = node
-	a := &Agent{cfg: cfg, log: log, mon: mon, started: time.Now(), decided: newJSONLines(cfg.Decisions)}
+	a := &Agent{cfg: cfg, baseNode: base, log: log, mon: mon, started: time.Now(), decided: newJSONLines(cfg.Decisions)}
 
 	// The audit log first: everything after this is recorded.
 	if cfg.AuditDir != "" {

@@ -52,9 +52,13 @@ func (a *Agent) watched() []string {
 	if a.cfg.NodeConfigPath != "" {
 		files = append(files, a.cfg.NodeConfigPath)
 	}
-	if dir := a.node().PolicyDir; dir != "" {
-		names, _ := filepath.Glob(filepath.Join(dir, "*.yaml"))
-		files = append(files, dir)
+	node := a.node()
+	for _, d := range []struct{ dir, glob string }{{node.PolicyDir, "*.yaml"}, {node.ProfileDir, "*.json"}} {
+		if d.dir == "" {
+			continue
+		}
+		names, _ := filepath.Glob(filepath.Join(d.dir, d.glob))
+		files = append(files, d.dir)
 		files = append(files, names...)
 	}
 	return files
@@ -82,8 +86,13 @@ func (a *Agent) node() annotations.NodeConfig { return a.reg.Node() }
 // that fails keeps the old one. It returns what it did and the errors.
 func (a *Agent) reload(forced bool) ([]string, error) {
 	var done, errs []string
-	if a.cfg.NodeConfigPath != "" {
-		node, err := annotations.LoadNodeConfig(a.cfg.NodeConfigPath)
+	{
+		// The node configuration from its file (or the one the agent started
+		// with), with its profile directory listed again.
+		node, err := a.baseNode, error(nil)
+		if a.cfg.NodeConfigPath != "" {
+			node, err = annotations.LoadNodeConfig(a.cfg.NodeConfigPath)
+		}
 		if err == nil {
 			node, err = withProfiles(node)
 		}
@@ -91,7 +100,7 @@ func (a *Agent) reload(forced bool) ([]string, error) {
 			errs = append(errs, err.Error())
 		} else {
 			a.reg.SetNode(node)
-			done = append(done, "node configuration "+a.cfg.NodeConfigPath)
+			done = append(done, fmt.Sprintf("node configuration %s (%d seccomp profiles)", a.cfg.NodeConfigPath, len(node.Profiles)))
 		}
 	}
 	if a.eng != nil {
