@@ -87,6 +87,7 @@ func feed(p *pipeline.Pipeline, evs []event.Event, samples []detector.Sample, cg
 			s := samples[si]
 			s.CgroupID = cg
 			p.EndBatch()
+			p.Sync() // the sample after the events before it, in both pipelines
 			p.Sample(s)
 			si++
 		}
@@ -98,6 +99,7 @@ func feed(p *pipeline.Pipeline, evs []event.Event, samples []detector.Sample, cg
 		}
 	}
 	p.EndBatch()
+	p.Sync()
 	for ; si < len(samples); si++ {
 		s := samples[si]
 		s.CgroupID = cg
@@ -149,7 +151,7 @@ func TestSamePipelineInTraceAndAgent(t *testing.T) {
 			traceDir := filepath.Join(t.TempDir(), "trace")
 			tc := &capture{}
 			run, err := NewTraceRun(TraceConfig{CgroupID: cg, CgroupDir: "/nonexistent/cg", CgroupRoot: "/nonexistent", Detect: det,
-				AuditDir: traceDir, Mode: annotations.ModeDetect, Sinks: []pipeline.Sink{tc}, Log: log})
+				AuditDir: traceDir, Mode: annotations.ModeDetect, StartSeq: evs[0].Seq - 1, Sinks: []pipeline.Sink{tc}, Log: log})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -180,8 +182,10 @@ func TestSamePipelineInTraceAndAgent(t *testing.T) {
 			ac := &capture{}
 			a.pl = a.buildPipeline([]pipeline.Sink{ac})
 			done := make(chan struct{})
+			// The recording starts after the tracer counted some records: both
+			// pipelines are told so before the events come.
+			a.pl.Begin(cg, evs[0].Seq-1)
 			go func() { a.pl.Run(t.Context()); close(done) }()
-			a.pl.Begin(cg, 0)
 			feed(a.pl, evs, samples, cg)
 			a.pl.Flush()
 			fin := make(chan struct{})

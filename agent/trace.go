@@ -64,6 +64,9 @@ type TraceConfig struct {
 	// ResponseFile is a response policy file ("" the built-in default).
 	ResponseFile string
 	Sinks        []pipeline.Sink
+	// StartSeq is the number of records the tracer counted for the cgroup
+	// before the run (0 for a fresh cgroup).
+	StartSeq uint64
 	// Guard, when set, serves deny-connect.
 	Guard Guard
 	Log   *logrus.Logger
@@ -128,12 +131,14 @@ func NewTraceRun(cfg TraceConfig) (*TraceRun, error) {
 		return nil, err
 	}
 	r.P = newPipeline(parts{target: r.targetOf, aud: r.aud, eng: r.eng, ctl: r.ctl, sinks: cfg.Sinks, errorf: cfg.Log.Errorf})
+	// A fresh cgroup: its records are numbered from 1. Told before the
+	// worker runs, so it is in force before any event.
+	r.P.Begin(cfg.CgroupID, cfg.StartSeq)
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	r.wg.Add(2)
 	go func() { defer r.wg.Done(); r.P.Run(context.Background()) }()
 	go func() { defer r.wg.Done(); r.ctl.Run(ctx) }()
-	r.P.Begin(cfg.CgroupID, 0)
 	return r, nil
 }
 

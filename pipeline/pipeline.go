@@ -151,6 +151,7 @@ const (
 	mBegin
 	mFinish
 	mFlush
+	mSync
 )
 
 type msg struct {
@@ -283,6 +284,18 @@ func (p *Pipeline) Flush() {
 	}
 }
 
+// Sync waits until every batch handed over and every message sent before
+// it has been processed (batches and messages travel apart: this puts a
+// caller's samples after the events it handed over first).
+func (p *Pipeline) Sync() {
+	done := make(chan struct{})
+	p.send(msg{kind: mSync, done: done})
+	select {
+	case <-done:
+	case <-p.done:
+	}
+}
+
 func (p *Pipeline) send(m msg) {
 	select {
 	case p.msgs <- m:
@@ -316,12 +329,8 @@ func (p *Pipeline) Run(ctx context.Context) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		select {
-		case b := <-p.batches:
-			p.process(b)
-			continue
-		default:
-		}
+		// One select for batches and messages: neither starves the other
+		// (samples, actions and finishes keep flowing under a flood).
 		select {
 		case b := <-p.batches:
 			p.process(b)
@@ -515,6 +524,17 @@ func (p *Pipeline) handle(m msg) {
 		if c.lastSeq >= c.finalSeen {
 			p.finish(m.cg, c)
 		}
+	case mSync:
+		for {
+			select {
+			case b := <-p.batches:
+				p.process(b)
+				continue
+			default:
+			}
+			break
+		}
+		close(m.done)
 	case mFlush:
 		if p.cfg.Detector != nil {
 			vs := p.cfg.Detector.Flush()
