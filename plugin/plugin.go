@@ -70,6 +70,9 @@ type Callbacks struct {
 	// Stopped: a monitored container stopped, with the tracer's final
 	// counters.
 	Stopped func(c Info, final bpf.Counters)
+	// CPUHeld reports whether a response in force (a throttle) holds the
+	// container's CPU: new priority bounds then leave its CPU shares alone.
+	CPUHeld func(c Info) bool
 }
 
 // Info is the registry's view of one container.
@@ -116,6 +119,15 @@ type Plugin struct {
 	// retireAfter is how long a removed container's cgroup still resolves
 	// to its metadata (its last events may still be in the ring).
 	retireAfter time.Duration
+	// updateCPU changes a container's CPU through the runtime (UpdateCPU;
+	// tests give a fake).
+	updateCPU func(containerID string, shares uint64, quota int64, period uint64) error
+	// reprio runs reprioritize after SetNode: one pass at a time, and one
+	// more when the configuration changed during a pass.
+	reprioMu      sync.Mutex
+	reprioRunning bool
+	reprioAgain   bool
+	reprioDone    sync.WaitGroup
 }
 
 // container is the plugin's view of one container.
@@ -128,6 +140,9 @@ type container struct {
 	hook        bool
 	tracked     bool
 	state       string
+	// origShares are the CPU shares the runtime gave the container before
+	// its priority (0: not known, as after a restart of the agent).
+	origShares uint64
 	// lastSeq and gaps follow the events read (Enrich): the highest
 	// sequence number and the numbers skipped (dropped records).
 	lastSeq atomic.Uint64
@@ -141,6 +156,7 @@ func New(cfg Config, tracer Tracer, notify Notifier, log *logrus.Logger) *Plugin
 	}
 	p := newPlugin(cfg, tracer, notify, log)
 	p.nodeCfg.Store(&cfg.Node)
+	p.updateCPU = p.UpdateCPU
 	return p
 }
 
@@ -148,8 +164,104 @@ func New(cfg Config, tracer Tracer, notify Notifier, log *logrus.Logger) *Plugin
 func (p *Plugin) Node() annotations.NodeConfig { return p.node() }
 
 // SetNode replaces the node configuration (a live reload); containers
-// created from now on get it.
-func (p *Plugin) SetNode(node annotations.NodeConfig) { p.nodeCfg.Store(&node) }
+// created from now on get it, and the containers that asked for a priority
+// get the new priority bounds (through the runtime, in the background: see
+// reprioritize).
+func (p *Plugin) SetNode(node annotations.NodeConfig) {
+	p.nodeCfg.Store(&node)
+	p.reprioMu.Lock()
+	defer p.reprioMu.Unlock()
+	if p.reprioRunning {
+		p.reprioAgain = true // the running pass may have read the old one
+		return
+	}
+	p.reprioRunning = true
+	p.reprioDone.Add(1)
+	go func() {
+		defer p.reprioDone.Done()
+		for {
+			p.reprioritize()
+			p.reprioMu.Lock()
+			if !p.reprioAgain {
+				p.reprioRunning = false
+				p.reprioMu.Unlock()
+				return
+			}
+			p.reprioAgain = false
+			p.reprioMu.Unlock()
+		}
+	}()
+}
+
+// reprioChange is a container's priority under new node bounds.
+type reprioChange struct {
+	id      string
+	c       *container
+	old     annotations.Policy
+	pol     annotations.Policy
+	warning string
+	shares  uint64 // to write: the priority's, or the original ones (0: not known)
+}
+
+// reprioritize applies the node configuration's priority rules again to
+// the created and running containers that asked for a priority, and
+// changes the CPU shares of those whose priority changed through the
+// runtime. The registry's lock is not held while the runtime is called; a
+// container whose update fails keeps its priority, and the next reload
+// tries again.
+func (p *Plugin) reprioritize() {
+	node := p.node()
+	var changes []reprioChange
+	p.mu.RLock()
+	for id, c := range p.byID {
+		// The OCI hook applies no priority; stopped containers keep theirs.
+		if c.hook || c.policy.PriorityAsked == nil || (c.state != "created" && c.state != "running") {
+			continue
+		}
+		pol, w := node.ApplyPriority(c.policy, c.meta.Namespace)
+		if pol.Priority == c.policy.Priority && pol.PrioritySet == c.policy.PrioritySet {
+			continue
+		}
+		ch := reprioChange{id: id, c: c, old: c.policy, pol: pol, warning: w, shares: c.origShares}
+		if pol.PrioritySet {
+			ch.shares = annotations.CPUShares(pol.Priority)
+		}
+		changes = append(changes, ch)
+	}
+	p.mu.RUnlock()
+	sort.Slice(changes, func(i, j int) bool { return changes[i].id < changes[j].id })
+	for _, ch := range changes {
+		p.applyPriority(ch)
+	}
+}
+
+// applyPriority changes one container's CPU shares for its new priority
+// and records the priority once the runtime took it.
+func (p *Plugin) applyPriority(ch reprioChange) {
+	log := p.log.WithFields(logrus.Fields{"pod": ch.c.meta.Namespace + "/" + ch.c.meta.Pod, "container": ch.c.meta.Name,
+		"id": short(ch.id), "priority": ch.pol.Priority, "was": ch.old.Priority, "shares": ch.shares})
+	if ch.warning != "" {
+		log = log.WithField("reason", ch.warning)
+	}
+	if cb := p.cfg.Callbacks.CPUHeld; cb != nil && cb(p.infoOf(ch.c)) {
+		log.Warn("new priority bounds not applied: a response holds the container's CPU")
+		return
+	}
+	if ch.shares == 0 {
+		log.Warn("the node no longer applies this container's priority, but its CPU shares from before are not known: they stay until it restarts")
+		return
+	}
+	if err := p.updateCPU(ch.id, ch.shares, 0, 0); err != nil {
+		log.WithError(err).Error("cannot apply the node's new priority bounds")
+		return
+	}
+	p.mu.Lock()
+	if p.byID[ch.id] == ch.c {
+		ch.c.policy.Priority, ch.c.policy.PrioritySet = ch.pol.Priority, ch.pol.PrioritySet
+	}
+	p.mu.Unlock()
+	log.Info("priority changed by the node configuration: CPU shares updated through the runtime")
+}
 
 // TrackedContainers lists the containers whose cgroups are tracked.
 func (p *Plugin) TrackedContainers() []Info {
@@ -175,6 +287,7 @@ func (p *Plugin) node() annotations.NodeConfig { return *p.nodeCfg.Load() }
 // Configure takes the plugin configuration the runtime passes (from
 // /etc/nri/conf.d/10-vigil.conf in the pre-registered mode): the same YAML
 // as /etc/vigil/config.yaml, which it then replaces. Empty keeps the file's.
+// It comes before Synchronize, which applies it to the runtime's containers.
 func (p *Plugin) Configure(_ context.Context, config, runtime, version string) (api.EventMask, error) {
 	p.log.WithFields(logrus.Fields{"runtime": runtime, "version": version}).Info("configured by the runtime")
 	if strings.TrimSpace(config) == "" {
@@ -278,7 +391,8 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 	if prof != nil && prof.Policy != nil {
 		p.notify.SetPolicy(ctr.GetId(), prof.Policy)
 	}
-	c := &container{meta: ptr(containerMeta(pod, ctr)), policy: pol, state: "created"}
+	c := &container{meta: ptr(containerMeta(pod, ctr)), policy: pol, state: "created",
+		origShares: ctr.GetLinux().GetResources().GetCpu().GetShares().GetValue()}
 	p.mu.Lock()
 	p.byID[ctr.GetId()] = c
 	if prof != nil {
@@ -320,7 +434,7 @@ func (p *Plugin) StartContainer(_ context.Context, pod *api.PodSandbox, ctr *api
 			log.WithError(err).Warn("bad vigil annotation on a container created while vigil was away; not monitored")
 			return nil
 		}
-		c = &container{meta: ptr(containerMeta(pod, ctr)), policy: pol}
+		c = &container{meta: ptr(containerMeta(pod, ctr)), policy: pol, origShares: ctr.GetLinux().GetResources().GetCpu().GetShares().GetValue()}
 		p.mu.Lock()
 		p.byID[ctr.GetId()] = c
 		p.mu.Unlock()

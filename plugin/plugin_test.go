@@ -3,8 +3,11 @@ package plugin
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -276,6 +279,8 @@ func TestCreateContainerDecisions(t *testing.T) {
 	ctx := context.Background()
 	forced := annotations.NodeConfig{}
 	forced.ForceMonitor.Namespaces = []string{"shop"}
+	unmonitored := annotations.NodeConfig{}
+	unmonitored.Priority.Unmonitored = true
 	tests := []struct {
 		name      string
 		node      annotations.NodeConfig
@@ -291,6 +296,8 @@ func TestCreateContainerDecisions(t *testing.T) {
 		{name: "seccomp only", pod: map[string]string{"vigil.dev/seccomp": "strict"}, wantAdj: true},
 		{name: "bad value fails", pod: map[string]string{"vigil.dev/mode": "block"}, wantErr: `"vigil.dev/mode" has invalid value "block": allowed values are "learn", "detect", "enforce"`},
 		{name: "bad value warns", node: annotations.NodeConfig{OnInvalid: "warn"}, pod: map[string]string{"ebpf-monitor": "true", "vigil.dev/mode": "block"}, wantTrack: true, wantAdj: true},
+		{name: "priority of an unmonitored pod ignored", pod: map[string]string{"vigil.dev/priority": "80"}},
+		{name: "priority of an unmonitored pod allowed", node: unmonitored, pod: map[string]string{"vigil.dev/priority": "80"}, wantAdj: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -316,6 +323,22 @@ func TestCreateContainerDecisions(t *testing.T) {
 				t.Errorf("tracked %v, want %v", ok, tt.wantTrack)
 			}
 		})
+	}
+}
+
+func TestCreateContainerClampsPriority(t *testing.T) {
+	node := annotations.NodeConfig{}
+	node.Priority.Max = ptr(60)
+	p, _, _ := newTestPlugin(node)
+	adj, _, err := p.CreateContainer(context.Background(), testPod(map[string]string{"ebpf-monitor": "true", "vigil.dev/priority": "100"}), testCtr("c1", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := adj.GetLinux().GetResources().GetCpu().GetShares().GetValue(); got != 2048 {
+		t.Errorf("shares %d, want 2048 (priority 100 clamped to the node's max 60)", got)
+	}
+	if info, _ := p.Find("c1"); info.Policy.Priority != 60 || len(info.Policy.Warnings) != 1 {
+		t.Errorf("policy %+v, want priority 60 with a warning", info.Policy)
 	}
 }
 
@@ -419,5 +442,153 @@ func TestConfigureFromRuntime(t *testing.T) {
 	}
 	if _, ok := tr.tracked[101]; !ok {
 		t.Error("the runtime's configuration (force namespace shop) not applied")
+	}
+}
+
+// fakeCPU records the CPU updates sent to the runtime.
+type fakeCPU struct {
+	mu    sync.Mutex
+	calls []string
+	fail  map[string]bool
+}
+
+func (f *fakeCPU) update(id string, shares uint64, quota int64, period uint64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, fmt.Sprintf("%s shares=%d quota=%d period=%d", id, shares, quota, period))
+	if f.fail[id] {
+		return errors.New("runtime refused")
+	}
+	return nil
+}
+
+func (f *fakeCPU) take() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.calls
+	f.calls = nil
+	return c
+}
+
+func TestSetNodeReappliesPriorityBounds(t *testing.T) {
+	ctx := context.Background()
+	withMax := func(hi int, unmonitored bool) annotations.NodeConfig {
+		n := annotations.NodeConfig{}
+		n.Priority.Max, n.Priority.Unmonitored = &hi, unmonitored
+		return n
+	}
+	p, _, _ := newTestPlugin(withMax(100, true))
+	cpu := &fakeCPU{fail: map[string]bool{}}
+	p.updateCPU = cpu.update
+	monitored := map[string]string{"ebpf-monitor": "true"}
+	create := func(id string, pod, ctr map[string]string, shares uint64) (*api.PodSandbox, *api.Container) {
+		t.Helper()
+		pd, c := testPod(pod), testCtr(id, ctr)
+		c.Name = id
+		if shares > 0 {
+			c.Linux.Resources = &api.LinuxResources{Cpu: &api.LinuxCPU{Shares: api.UInt64(shares)}}
+		}
+		if _, _, err := p.CreateContainer(ctx, pd, c); err != nil {
+			t.Fatal(err)
+		}
+		return pd, c
+	}
+	// c1: monitored, asks for 90, running.
+	pd, c := create("c1", monitored, map[string]string{"vigil.dev/priority": "90"}, 0)
+	if err := p.StartContainer(ctx, pd, c); err != nil {
+		t.Fatal(err)
+	}
+	// c2: monitored, no priority, running.
+	pd, c = create("c2", monitored, nil, 0)
+	if err := p.StartContainer(ctx, pd, c); err != nil {
+		t.Fatal(err)
+	}
+	// c3: not monitored, asks for 80 (allowed for now), runtime gave 512 shares.
+	pd, c = create("c3", nil, map[string]string{"vigil.dev/priority": "80"}, 512)
+	if err := p.StartContainer(ctx, pd, c); err != nil {
+		t.Fatal(err)
+	}
+	// c4: monitored, asks for 40, created.
+	create("c4", monitored, map[string]string{"vigil.dev/priority": "40"}, 0)
+	// c5: monitored, asks for 100, stopped.
+	pd, c = create("c5", monitored, map[string]string{"vigil.dev/priority": "100"}, 0)
+	if _, err := p.StopContainer(ctx, pd, c); err != nil {
+		t.Fatal(err)
+	}
+
+	priority := func(id string) (int, bool) {
+		t.Helper()
+		info, err := p.Find(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Policy.Priority, info.Policy.PrioritySet
+	}
+	steps := []struct {
+		name  string
+		node  annotations.NodeConfig
+		fail  string
+		held  string
+		calls []string
+		prios map[string]int // -1: not set
+	}{
+		{name: "max lowered: only the live containers above it", node: withMax(60, true),
+			calls: []string{"c1 shares=2048 quota=0 period=0", "c3 shares=2048 quota=0 period=0"},
+			prios: map[string]int{"c1": 60, "c2": -1, "c3": 60, "c4": 40}},
+		{name: "unchanged configuration: nothing", node: withMax(60, true),
+			prios: map[string]int{"c1": 60, "c3": 60, "c4": 40}},
+		{name: "the runtime refuses: the priority stays", node: withMax(30, true), fail: "c1",
+			calls: []string{"c1 shares=256 quota=0 period=0", "c3 shares=256 quota=0 period=0", "c4 shares=256 quota=0 period=0"},
+			prios: map[string]int{"c1": 60, "c3": 30, "c4": 30}},
+		{name: "held by a throttle: left alone", node: withMax(20, true), held: "c1",
+			calls: []string{"c3 shares=128 quota=0 period=0", "c4 shares=128 quota=0 period=0"},
+			prios: map[string]int{"c1": 60, "c3": 20, "c4": 20}},
+		{name: "bounds raised: the asked values", node: withMax(100, true),
+			calls: []string{"c1 shares=16384 quota=0 period=0", "c3 shares=8192 quota=0 period=0", "c4 shares=512 quota=0 period=0"},
+			prios: map[string]int{"c1": 90, "c3": 80, "c4": 40, "c5": 100}},
+		{name: "unmonitored no longer allowed: the runtime's shares back", node: withMax(100, false),
+			calls: []string{"c3 shares=512 quota=0 period=0"},
+			prios: map[string]int{"c1": 90, "c3": -1, "c4": 40}},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			cpu.fail = map[string]bool{st.fail: true}
+			p.cfg.Callbacks.CPUHeld = func(c Info) bool { return c.Meta.ID == st.held }
+			p.SetNode(st.node)
+			p.reprioDone.Wait()
+			if got := cpu.take(); !slices.Equal(got, st.calls) {
+				t.Errorf("updates %q, want %q", got, st.calls)
+			}
+			for id, want := range st.prios {
+				prio, set := priority(id)
+				if want < 0 && set || want >= 0 && (!set || prio != want) {
+					t.Errorf("%s: priority %d set %v, want %d", id, prio, set, want)
+				}
+			}
+		})
+	}
+}
+
+func TestSetNodeTwiceEndsWithTheLast(t *testing.T) {
+	ctx := context.Background()
+	p, _, _ := newTestPlugin(annotations.NodeConfig{})
+	cpu := &fakeCPU{}
+	p.updateCPU = cpu.update
+	pod, ctr := testPod(map[string]string{"ebpf-monitor": "true", "vigil.dev/priority": "90"}), testCtr("c1", nil)
+	if _, _, err := p.CreateContainer(ctx, pod, ctr); err != nil {
+		t.Fatal(err)
+	}
+	for _, hi := range []int{60, 50, 30} {
+		n := annotations.NodeConfig{}
+		n.Priority.Max = &hi
+		p.SetNode(n)
+	}
+	p.reprioDone.Wait()
+	calls := cpu.take()
+	if len(calls) == 0 || calls[len(calls)-1] != "c1 shares=256 quota=0 period=0" {
+		t.Errorf("updates %q, want the last one for priority 30 (256 shares)", calls)
+	}
+	if info, _ := p.Find("c1"); info.Policy.Priority != 30 {
+		t.Errorf("priority %d, want 30", info.Policy.Priority)
 	}
 }
