@@ -50,6 +50,7 @@ type Monitor interface {
 // nil when it could not be loaded (deny-connect then fails and says so).
 type Guard interface {
 	Attach(cgroupDir string, cgroupID uint64) error
+	Attached() ([]uint64, error)
 	DenyDNSExcept(cgroupID uint64, allowed []netip.Addr) error
 	Deny(cgroupID uint64, dst netip.AddrPort) error
 	Release(cgroupID uint64) error
@@ -112,6 +113,7 @@ type Agent struct {
 	started  time.Time
 
 	actionLat sync.Map // control.Action → *actionStat
+	reloadRun sync.Mutex
 	reloads   atomic.Uint64
 	reloadMu  sync.Mutex
 	reloadErr string
@@ -182,7 +184,7 @@ func Run(ctx context.Context, cfg Config, mon Monitor, log *logrus.Logger) error
 	}
 	defer a.server.Close()
 	a.reg = plugin.New(plugin.Config{Node: cfg.Node, CgroupRoot: cfg.CgroupRoot, ListenerPath: cfg.ListenerPath,
-		Callbacks: plugin.Callbacks{Started: a.started_, Running: a.running, Stopped: a.stopped}}, mon, a.server, log)
+		Callbacks: plugin.Callbacks{Started: a.started_, Running: a.running, Stopped: a.stopped, CPUHeld: a.cpuHeld}}, mon, a.server, log)
 
 	act := &actuator{cg: &control.Cgroups{V2Root: cfg.CgroupRoot}, reg: a.reg, srv: a.server, guard: cfg.Guard}
 	a.ctl, err = control.New(control.Config{Policies: policies, Actuator: act, Record: a.record,
@@ -208,6 +210,7 @@ func Run(ctx context.Context, cfg Config, mon Monitor, log *logrus.Logger) error
 	// Fds of running notify containers come back from the keeper below;
 	// what the ladder had denied them is in force again first.
 	a.ctl.Restore(a.resolveForRestore)
+	a.releaseStaleGuards()
 	wg.Add(1)
 	go func() { defer wg.Done(); a.ctl.Run(ctx) }()
 	if cfg.KeeperPath != "" {
@@ -363,6 +366,46 @@ func (a *Agent) running(c plugin.Info) {
 func (a *Agent) stopped(c plugin.Info, final bpf.Counters) {
 	a.pl.Note(audit.KindLifecycle, c.CgroupID, c.Meta.ID, lifecycle("stop", c, &final))
 	a.pl.Finish(c.CgroupID, final.Seen, nil)
+	a.releaseGuard(c.CgroupID)
+}
+
+// releaseGuard drops the connect guard's state of a cgroup that is gone
+// (its maps are shared by every container of the node).
+func (a *Agent) releaseGuard(cgroupID uint64) {
+	if a.cfg.Guard == nil {
+		return
+	}
+	if err := a.cfg.Guard.Release(cgroupID); err != nil {
+		a.log.WithError(err).WithField("cgroup", cgroupID).Warn("release the connect guard of a stopped container")
+	}
+}
+
+// releaseStaleGuards drops what the connect guard holds for cgroups that
+// no longer exist (they ended while no agent ran).
+func (a *Agent) releaseStaleGuards() {
+	if a.cfg.Guard == nil {
+		return
+	}
+	ids, err := a.cfg.Guard.Attached()
+	if err != nil {
+		return
+	}
+	for _, id := range ids {
+		if _, err := bpf.CgroupPath(id); err != nil {
+			a.releaseGuard(id)
+		}
+	}
+}
+
+// cpuHeld tells the registry whether the response ladder holds a
+// container's CPU (a throttle): then a priority reload leaves it alone.
+func (a *Agent) cpuHeld(c plugin.Info) bool {
+	for _, s := range a.ctl.InForce() {
+		if s.CgroupID == c.CgroupID && s.Throttle != nil {
+			return true
+		}
+	}
+	return false
 }
 
 func lifecycle(what string, c plugin.Info, final *bpf.Counters) audit.Lifecycle {

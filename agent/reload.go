@@ -85,6 +85,8 @@ func (a *Agent) node() annotations.NodeConfig { return a.reg.Node() }
 // reload loads every file again; each part that loads is swapped in, each
 // that fails keeps the old one. It returns what it did and the errors.
 func (a *Agent) reload(forced bool) ([]string, error) {
+	a.reloadRun.Lock() // the watcher and the control socket: one at a time
+	defer a.reloadRun.Unlock()
 	var done, errs []string
 	{
 		// The node configuration from its file (or the one the agent started

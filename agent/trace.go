@@ -81,7 +81,8 @@ type TraceRun struct {
 	eng    *detector.Engine
 	ctl    *control.Controller
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup // the pipeline
+	ctlWG  sync.WaitGroup // the controller
 	closed bool
 }
 
@@ -136,9 +137,10 @@ func NewTraceRun(cfg TraceConfig) (*TraceRun, error) {
 	r.P.Begin(cfg.CgroupID, cfg.StartSeq)
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
-	r.wg.Add(2)
+	r.wg.Add(1)
 	go func() { defer r.wg.Done(); r.P.Run(context.Background()) }()
-	go func() { defer r.wg.Done(); r.ctl.Run(ctx) }()
+	r.ctlWG.Add(1)
+	go func() { defer r.ctlWG.Done(); r.ctl.Run(ctx) }()
 	return r, nil
 }
 
@@ -193,13 +195,17 @@ func (r *TraceRun) Finish(c bpf.Counters, detail string) error {
 	return r.Close()
 }
 
-// Close stops the run's goroutines and closes the audit log.
+// Close stops the run's goroutines and closes the audit log: the
+// controller runs what it was asked to before it ends, and its records
+// reach the pipeline before the pipeline ends.
 func (r *TraceRun) Close() error {
 	if r.closed {
 		return nil
 	}
 	r.closed = true
-	r.cancel() // the controller ends first: its last records reach the pipeline
+	r.P.Flush() // the last verdicts and their actions are queued
+	r.cancel()
+	r.ctlWG.Wait()
 	r.P.Flush()
 	r.P.Close()
 	r.wg.Wait()

@@ -275,13 +275,15 @@ func (c *Controller) Execute(v *detector.Verdict, t Target, acts []Action, trigg
 
 // Run runs queued actions in order, emits their records, undoes throttles
 // and deny-connects whose time has come, and saves the state after each
-// change, until ctx is done.
+// change, until ctx is done; then it runs what is still queued.
 func (c *Controller) Run(ctx context.Context) error {
 	timer := time.NewTimer(c.untilNext())
 	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			// What was decided before the end still runs (and is recorded).
+			c.drain()
 			return nil
 		case it := <-c.queue:
 			c.process(it)
@@ -331,7 +333,7 @@ func timedOfConnect(dc *DenyConnectState) *Timed {
 	return &dc.Timed
 }
 
-// drain runs everything queued (tests).
+// drain runs everything queued (at the end of Run, and in tests).
 func (c *Controller) drain() {
 	for {
 		select {

@@ -126,13 +126,20 @@ type Pipeline struct {
 	free    chan *batch
 	batches chan *batch
 
-	// Control messages: samples, notes, records, finish, flush.
+	// Control messages: samples, notes, finish, flush, sync.
 	msgs chan msg
-	quit chan struct{}
-	done chan struct{}
+	// Action records (see Record).
+	recMu   sync.Mutex
+	recs    []control.Record
+	recWake chan struct{}
+	quit    chan struct{}
+	done    chan struct{}
 
 	// Worker side.
 	cgs map[uint64]*cgInfo
+	// gone holds recently finished cgroups: records that arrive after their
+	// finish are processed and their state dropped again.
+	gone map[uint64]time.Time
 
 	events, verdicts, gaps, lost, queueDropped, auditErrs, sinkErrs atomic.Uint64
 	errOnce                                                         sync.Map
@@ -147,7 +154,6 @@ type msgKind uint8
 const (
 	mSample msgKind = iota + 1
 	mNote
-	mRecord
 	mBegin
 	mFinish
 	mFlush
@@ -159,7 +165,6 @@ type msg struct {
 	cg     uint64
 	seq    uint64
 	sample detector.Sample
-	rec    control.Record
 	note   note
 	fn     func()
 	done   chan struct{}
@@ -177,7 +182,8 @@ type cgInfo struct {
 	known     bool // lastSeq is a real baseline
 	target    control.Target
 	hasTarget bool
-	finalSeen uint64 // > 0: finished, waiting for the last records
+	finished  bool   // the cgroup ended: waiting for its last records
+	finalSeen uint64 // the tracer's final count of its records
 	finishAt  time.Time
 	onFinish  func()
 }
@@ -200,6 +206,8 @@ func New(cfg Config) *Pipeline {
 		free:    make(chan *batch, cfg.QueueBatches+2),
 		batches: make(chan *batch, cfg.QueueBatches),
 		msgs:    make(chan msg, 4096),
+		recWake: make(chan struct{}, 1),
+		gone:    map[uint64]time.Time{},
 		quit:    make(chan struct{}),
 		done:    make(chan struct{}),
 		cgs:     map[uint64]*cgInfo{},
@@ -254,8 +262,27 @@ func (p *Pipeline) Note(kind audit.Kind, cgroupID uint64, containerID string, bo
 }
 
 // Record is the controller's callback: an action taken or undone is
-// audited and sent to the sinks.
-func (p *Pipeline) Record(r control.Record) { p.send(msg{kind: mRecord, cg: r.CgroupID, rec: r}) }
+// audited and sent to the sinks. It never blocks (the controller may call
+// it holding its own locks while the worker waits on them): records wait
+// in a list of their own, which actions bound.
+func (p *Pipeline) Record(r control.Record) {
+	p.recMu.Lock()
+	p.recs = append(p.recs, r)
+	p.recMu.Unlock()
+	select {
+	case p.recWake <- struct{}{}:
+	default:
+	}
+}
+
+// takeRecords hands the waiting records to the worker.
+func (p *Pipeline) takeRecords() []control.Record {
+	p.recMu.Lock()
+	defer p.recMu.Unlock()
+	rs := p.recs
+	p.recs = nil
+	return rs
+}
 
 // Begin tells the pipeline that a cgroup is tracked from now on and that
 // the tracer has already counted seen syscalls of it (0 for a new cgroup;
@@ -336,6 +363,8 @@ func (p *Pipeline) Run(ctx context.Context) {
 			p.process(b)
 		case m := <-p.msgs:
 			p.handle(m)
+		case <-p.recWake:
+			p.records()
 		case <-tick.C:
 			p.idle()
 		case <-ctx.Done():
@@ -357,6 +386,7 @@ func (p *Pipeline) drain() {
 		case m := <-p.msgs:
 			p.handle(m)
 		default:
+			p.records()
 			p.finishAll()
 			p.flushSinks()
 			return
@@ -418,9 +448,19 @@ func (p *Pipeline) event(ev *event.Event) {
 	for _, s := range p.cfg.Sinks {
 		s.Event(ev)
 	}
-	if p.cfg.Detector == nil || (c.hasTarget && c.target.Mode == annotations.ModeLearn) {
-		return
+	if p.cfg.Detector != nil && (!c.hasTarget || c.target.Mode != annotations.ModeLearn) {
+		p.detect(ev, c)
 	}
+	if c.finished && c.lastSeq >= c.finalSeen {
+		p.finish(ev.CgroupID, c)
+	} else if _, late := p.gone[ev.CgroupID]; late && !c.finished {
+		// A record after its cgroup finished: processed, then forgotten again.
+		p.forgetLate(ev.CgroupID)
+	}
+}
+
+// detect runs the detector on one event and handles its verdicts.
+func (p *Pipeline) detect(ev *event.Event, c *cgInfo) {
 	var vs []detector.Verdict
 	if p.tick++; p.tick >= p.cfg.TimeEvery {
 		p.tick = 0
@@ -437,8 +477,16 @@ func (p *Pipeline) event(ev *event.Event) {
 	for i := range vs {
 		p.verdict(&vs[i], c, ev.Time)
 	}
-	if c.finalSeen > 0 && c.lastSeq >= c.finalSeen {
-		p.finish(ev.CgroupID, c)
+}
+
+// forgetLate drops the state a late record of a finished cgroup made.
+func (p *Pipeline) forgetLate(id uint64) {
+	delete(p.cgs, id)
+	if p.cfg.Detector != nil {
+		p.cfg.Detector.Forget(id)
+	}
+	if p.cfg.Audit != nil {
+		p.cfg.Audit.Forget(id)
 	}
 }
 
@@ -490,6 +538,11 @@ func (p *Pipeline) gap(g Gap) {
 func (p *Pipeline) handle(m msg) {
 	switch m.kind {
 	case mSample:
+		if _, ok := p.cgs[m.cg]; !ok {
+			if _, late := p.gone[m.cg]; late {
+				return // a sample taken as its cgroup ended
+			}
+		}
 		c := p.info(m.cg)
 		if m.sample.Container == nil && c.hasTarget {
 			m.sample.Container = c.target.Container
@@ -504,27 +557,24 @@ func (p *Pipeline) handle(m msg) {
 		}
 	case mNote:
 		p.audit(m.note.kind, m.cg, m.note.ctrID, m.note.body)
-	case mRecord:
-		p.audit(audit.KindAction, m.rec.CgroupID, m.rec.ContainerID, m.rec)
-		for _, s := range p.cfg.Sinks {
-			s.Action(m.rec)
-		}
 	case mBegin:
+		delete(p.gone, m.cg) // a new life for the id
 		c := p.info(m.cg)
 		p.refreshTarget(m.cg, c)
 		if !c.known {
 			c.lastSeq, c.known = m.seq, true
 		}
-		c.finalSeen, c.onFinish = 0, nil
+		c.finished, c.finalSeen, c.onFinish = false, 0, nil
 	case mFinish:
 		c := p.info(m.cg)
 		c.onFinish = m.fn
-		c.finalSeen = max(m.seq, 1)
+		c.finished, c.finalSeen = true, m.seq
 		c.finishAt = time.Now().Add(p.cfg.FinishWait)
 		if c.lastSeq >= c.finalSeen {
 			p.finish(m.cg, c)
 		}
 	case mSync:
+		p.records()
 		for {
 			select {
 			case b := <-p.batches:
@@ -542,8 +592,19 @@ func (p *Pipeline) handle(m msg) {
 				p.verdict(&vs[i], p.info(vs[i].CgroupID), time.Now())
 			}
 		}
+		p.records()
 		p.flushSinks()
 		close(m.done)
+	}
+}
+
+// records audits the waiting action records and sends them to the sinks.
+func (p *Pipeline) records() {
+	for _, r := range p.takeRecords() {
+		p.audit(audit.KindAction, r.CgroupID, r.ContainerID, r)
+		for _, s := range p.cfg.Sinks {
+			s.Action(r)
+		}
 	}
 }
 
@@ -551,8 +612,13 @@ func (p *Pipeline) handle(m msg) {
 func (p *Pipeline) idle() {
 	now := time.Now()
 	for id, c := range p.cgs {
-		if c.finalSeen > 0 && now.After(c.finishAt) {
+		if c.finished && now.After(c.finishAt) {
 			p.finish(id, c)
+		}
+	}
+	for id, at := range p.gone {
+		if now.Sub(at) > 30*time.Second {
+			delete(p.gone, id)
 		}
 	}
 	p.flushSinks()
@@ -560,7 +626,7 @@ func (p *Pipeline) idle() {
 
 func (p *Pipeline) finishAll() {
 	for id, c := range p.cgs {
-		if c.finalSeen > 0 {
+		if c.finished {
 			p.finish(id, c)
 		}
 	}
@@ -585,9 +651,11 @@ func (p *Pipeline) finish(id uint64, c *cgInfo) {
 		p.cfg.Audit.Forget(id)
 	}
 	if p.cfg.Control != nil {
-		p.cfg.Control.Forget(id)
+		// Not on the worker: the controller may be busy with an action.
+		go p.cfg.Control.Forget(id)
 	}
 	delete(p.cgs, id)
+	p.gone[id] = time.Now()
 	if c.onFinish != nil {
 		c.onFinish()
 	}

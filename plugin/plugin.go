@@ -590,6 +590,13 @@ func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 	// Containers the OCI hook registered are not the runtime's to list: keep
 	// them across a resync.
 	byID, byCgroup := map[string]*container{}, map[uint64]*container{}
+	// The containers tracked before: those gone since are finished below.
+	before := map[uint64]*container{}
+	for _, c := range p.byCgroup {
+		if c.tracked {
+			before[c.cgroupID] = c
+		}
+	}
 	for id, c := range p.byID {
 		if c.hook {
 			byID[id] = c
@@ -634,8 +641,17 @@ func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 	if tracked, err := p.tracer.Tracked(); err == nil {
 		for id := range tracked {
 			if !keep[id] {
-				if c, err := p.tracer.Untrack(id); err == nil {
-					p.log.WithFields(logrus.Fields{"cgroup": id, "seen": c.Seen, "dropped": c.Dropped}).Info("untracked a cgroup whose container is gone")
+				n, err := p.tracer.Untrack(id)
+				if err == nil {
+					p.log.WithFields(logrus.Fields{"cgroup": id, "seen": n.Seen, "dropped": n.Dropped}).Info("untracked a cgroup whose container is gone")
+				}
+				if c := before[id]; c != nil && err == nil {
+					// It stopped while the runtime's connection was down: finish it
+					// like a stop (final counters, lifecycle, state dropped).
+					p.mu.Lock()
+					c.tracked, c.state = false, "stopped"
+					p.mu.Unlock()
+					p.finalize(c, n, p.log.WithField("cgroup", id), "stopped")
 				}
 			}
 		}

@@ -185,7 +185,8 @@ func TestBadAnnotationsFailCreation(t *testing.T) {
 		})
 	}
 	// Nothing else broke: the same pod still runs a good container.
-	id := p.run(t, "good", busybox, []string{"echo", "fine"}, map[string]string{"vigil.dev/priority": "80"})
+	// (Priority applies to monitored containers: the node allows no more.)
+	id := p.run(t, "good", busybox, []string{"echo", "fine"}, map[string]string{"vigil.dev/priority": "80", "ebpf-monitor": "true"})
 	if logs := waitExited(t, id); !strings.Contains(logs, "fine") {
 		t.Errorf("good container after rejections: %q", logs)
 	}
