@@ -476,4 +476,3 @@ func writeControlFiles() error {
 	}
 	return nil
 }
-
