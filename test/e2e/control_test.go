@@ -217,7 +217,7 @@ func TestKillOnHostRootRead(t *testing.T) {
 	benign := runPod(t, "benign", "default", monitored).run(t, "app", busybox, []string{"sh", "-c", "while true; do cat /etc/hostname >/dev/null; sleep 0.2; done"}, nil)
 	t.Cleanup(func() { crictl(nil, "stop", "-t", "0", benign) })
 	p := runPod(t, "escape", "default", enforced())
-	id := p.run(t, "app", busybox, []string{"sh", "-c", "sleep 1; exec tail -f /proc/1/root/etc/hostname"}, nil)
+	id := p.run(t, "app", busybox, []string{"sh", "-c", "echo secret >/tmp/f; sleep 1; exec tail -f /proc/1/root/tmp/f"}, nil)
 	logs := waitExited(t, id)
 	out, _ := crictl(t, "inspect", "-o", "go-template", "--template", "{{.status.exitCode}}", id)
 	if out != "137" {
