@@ -208,16 +208,16 @@ func TestThrottleCPUAbuse(t *testing.T) {
 	})
 }
 
-// TestKillOnHostRootRead: a pod in enforce that opens the host's root
-// through /proc/1/root has that process killed (here its only process: the
-// container exits); verdict and action are audited; a benign pod on the
-// node is untouched.
+// TestKillOnHostRootRead: a pod in enforce that opens another root through
+// /proc/1/root (in this pod, pause's; on a host-PID pod, the host's) has
+// that process killed (here its only process: the container exits);
+// verdict and action are audited; a benign pod on the node is untouched.
 func TestKillOnHostRootRead(t *testing.T) {
 	need(t)
 	benign := runPod(t, "benign", "default", monitored).run(t, "app", busybox, []string{"sh", "-c", "while true; do cat /etc/hostname >/dev/null; sleep 0.2; done"}, nil)
 	t.Cleanup(func() { crictl(nil, "stop", "-t", "0", benign) })
 	p := runPod(t, "escape", "default", enforced())
-	id := p.run(t, "app", busybox, []string{"sh", "-c", "echo secret >/tmp/f; sleep 1; exec tail -f /proc/1/root/tmp/f"}, nil)
+	id := p.run(t, "app", busybox, []string{"sh", "-c", "sleep 1; exec tail -f /proc/1/root/dev/null"}, nil)
 	logs := waitExited(t, id)
 	out, _ := crictl(t, "inspect", "-o", "go-template", "--template", "{{.status.exitCode}}", id)
 	if out != "137" {
