@@ -27,7 +27,9 @@ func (a *Agent) handle(_ context.Context, req agentctl.Request, _ agentctl.Peer)
 		if req.Container == nil || req.Container.ID == "" {
 			return agentctl.Response{Error: "unregister: no container id"}
 		}
-		a.reg.Unregister(req.Container.ID)
+		if err := a.reg.Unregister(req.Container.ID); err != nil {
+			return agentctl.Response{Error: err.Error()}
+		}
 		return agentctl.Response{}
 	case agentctl.OpRelease, agentctl.OpUnfreeze:
 		info, err := a.reg.Find(req.Target)

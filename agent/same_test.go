@@ -169,10 +169,15 @@ func TestSamePipelineInTraceAndAgent(t *testing.T) {
 			if a.eng, err = det.NewDetector(); err != nil {
 				t.Fatal(err)
 			}
-			a.reg = plugin.New(plugin.Config{CgroupRoot: "/nonexistent", CgroupID: func(string) (uint64, error) { return cg, nil }},
+			a.reg = plugin.New(plugin.Config{CgroupRoot: "/nonexistent", CgroupID: func(string) (uint64, error) { return cg, nil },
+				CgroupOf: func(int) (string, error) { return "/k8s.io/c1", nil }},
 				&fakeTracer{tracked: map[uint64]bpf.Counters{}}, nopNotifier{}, log)
+			bundle := t.TempDir()
+			if err := os.WriteFile(filepath.Join(bundle, "config.json"), []byte(`{"linux":{"cgroupsPath":"/k8s.io/c1"}}`), 0o600); err != nil {
+				t.Fatal(err)
+			}
 			if _, err := a.reg.Register(agentctl.Request{Container: &event.Container{ID: "c1", Name: "app"}, CgroupsPath: "/k8s.io/c1",
-				Annotations: map[string]string{"ebpf-monitor": "true"}}); err != nil {
+				Annotations: map[string]string{"ebpf-monitor": "true"}, Bundle: bundle, PID: 1}); err != nil {
 				t.Fatal(err)
 			}
 			if a.ctl, err = control.New(control.Config{Policies: map[string]*control.Policy{"default": control.DefaultPolicy()},

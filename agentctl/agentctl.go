@@ -41,10 +41,14 @@ var Ops = []string{OpStatus, OpRegister, OpUnregister, OpRelease, OpUnfreeze, Op
 // Request is one call on the control socket.
 type Request struct {
 	Op string `json:"op"`
-	// For register/unregister (the OCI hook mode).
+	// For register/unregister (the OCI hook mode): the container, its
+	// cgroups path and annotations, and, from the runtime's state, its bundle
+	// and init pid, which the agent checks them against.
 	Container   *event.Container  `json:"container,omitempty"`
 	CgroupsPath string            `json:"cgroups_path,omitempty"`
 	Annotations map[string]string `json:"annotations,omitempty"`
+	Bundle      string            `json:"bundle,omitempty"`
+	PID         int               `json:"pid,omitempty"`
 	// Target names a container for release/unfreeze: its id (or a unique
 	// prefix of it), or its name.
 	Target string `json:"target,omitempty"`

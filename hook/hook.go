@@ -79,7 +79,7 @@ func BuildRequest(st *specs.State, spec *specs.Spec) Request {
 	if c.Name == "" {
 		c.Name = st.ID
 	}
-	req := Request{Op: agentctl.OpRegister, Container: c, Annotations: ann}
+	req := Request{Op: agentctl.OpRegister, Container: c, Annotations: ann, Bundle: st.Bundle, PID: st.Pid}
 	if spec != nil && spec.Linux != nil {
 		req.CgroupsPath = spec.Linux.CgroupsPath
 	}

@@ -13,8 +13,11 @@ package plugin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -23,6 +26,7 @@ import (
 	"time"
 
 	"github.com/containerd/nri/pkg/api"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
 
 	"vigil.dev/vigil/agentctl"
@@ -54,6 +58,9 @@ type Config struct {
 	ListenerPath string // the notify Server's socket
 	// CgroupID maps a cgroup directory to its id (bpf.CgroupID by default).
 	CgroupID func(dir string) (uint64, error)
+	// CgroupOf is a process's cgroup v2 path ("0::" of /proc/PID/cgroup by
+	// default), to check an OCI hook's registration.
+	CgroupOf func(pid int) (string, error)
 	// Callbacks tell the agent about monitored containers.
 	Callbacks Callbacks
 }
@@ -153,6 +160,9 @@ type container struct {
 func New(cfg Config, tracer Tracer, notify Notifier, log *logrus.Logger) *Plugin {
 	if cfg.CgroupID == nil {
 		cfg.CgroupID = bpf.CgroupID
+	}
+	if cfg.CgroupOf == nil {
+		cfg.CgroupOf = unifiedCgroupOf
 	}
 	p := newPlugin(cfg, tracer, notify, log)
 	p.nodeCfg.Store(&cfg.Node)
@@ -807,11 +817,33 @@ func (p *Plugin) Rejected() []string {
 // Register tracks a container announced by the OCI hook (runtimes without
 // NRI). The hook runs after the runtime fixed the container's spec, so only
 // monitoring applies: a seccomp profile cannot be injected this way.
+//
+// The request is checked against what the runtime made, so that a caller
+// cannot make vigil track (or put its metadata on) a cgroup that is not the
+// container's: the bundle's config.json must name the same cgroups path,
+// the container's init process must be in that cgroup, the id must not be
+// a container the runtime manages over NRI, and the cgroup must not be
+// another container's.
 func (p *Plugin) Register(req agentctl.Request) (annotations.Policy, error) {
 	if req.Container == nil || req.Container.ID == "" {
 		return annotations.Policy{}, errors.New("register: no container id")
 	}
 	meta := *req.Container
+	if err := p.checkRegistration(req); err != nil {
+		return annotations.Policy{}, fmt.Errorf("register %s: %w", short(meta.ID), err)
+	}
+	p.mu.RLock()
+	old := p.byID[meta.ID]
+	p.mu.RUnlock()
+	if old != nil {
+		if !old.hook {
+			return annotations.Policy{}, fmt.Errorf("register %s: the runtime manages this container over NRI", short(meta.ID))
+		}
+		if old.cgroupsPath == req.CgroupsPath {
+			return old.policy, nil // the same registration again
+		}
+		return annotations.Policy{}, fmt.Errorf("register %s: already registered with another cgroup", short(meta.ID))
+	}
 	pol, err := annotations.Parse(nil, req.Annotations, meta.Name, meta.Namespace, meta.Image, p.node())
 	if err != nil {
 		return annotations.Policy{}, err
@@ -819,7 +851,21 @@ func (p *Plugin) Register(req agentctl.Request) (annotations.Policy, error) {
 	if pol.Seccomp != "" {
 		pol.Warnings = append(pol.Warnings, fmt.Sprintf("seccomp profile %q not applied: the OCI hook cannot change a created container's seccomp policy (use NRI)", pol.Seccomp))
 	}
-	c := &container{meta: &meta, policy: pol, state: "running", hook: true}
+	c := &container{meta: &meta, policy: pol, state: "running", hook: true, cgroupsPath: req.CgroupsPath}
+	if pol.Monitor {
+		dir, err := CgroupDir(p.cfg.CgroupRoot, req.CgroupsPath)
+		if err != nil {
+			return pol, fmt.Errorf("vigil: %w", err)
+		}
+		if id, err := p.cfg.CgroupID(dir); err == nil {
+			p.mu.RLock()
+			other := p.byCgroup[id]
+			p.mu.RUnlock()
+			if other != nil && other.meta.ID != meta.ID {
+				return annotations.Policy{}, fmt.Errorf("register %s: cgroup %s belongs to container %s", short(meta.ID), req.CgroupsPath, short(other.meta.ID))
+			}
+		}
+	}
 	p.mu.Lock()
 	p.byID[meta.ID] = c
 	p.mu.Unlock()
@@ -836,13 +882,73 @@ func (p *Plugin) Register(req agentctl.Request) (annotations.Policy, error) {
 	return pol, nil
 }
 
-// Unregister stops tracking a container registered by the OCI hook.
-func (p *Plugin) Unregister(id string) {
+// checkRegistration checks a hook's request against the runtime's own
+// bundle and the container's init process.
+func (p *Plugin) checkRegistration(req agentctl.Request) error {
+	if req.Bundle == "" || !filepath.IsAbs(req.Bundle) {
+		return fmt.Errorf("bundle %q: the hook must pass the absolute bundle path from the runtime's state", req.Bundle)
+	}
+	data, err := os.ReadFile(filepath.Join(req.Bundle, "config.json"))
+	if err != nil {
+		return fmt.Errorf("read the bundle's config.json: %w", err)
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(data, &spec); err != nil {
+		return fmt.Errorf("decode the bundle's config.json: %w", err)
+	}
+	if spec.Linux == nil || spec.Linux.CgroupsPath != req.CgroupsPath {
+		want := ""
+		if spec.Linux != nil {
+			want = spec.Linux.CgroupsPath
+		}
+		return fmt.Errorf("cgroups path %q is not the bundle's (%q)", req.CgroupsPath, want)
+	}
+	if req.PID <= 0 {
+		return errors.New("no init pid: the hook must pass the pid from the runtime's state")
+	}
+	dir, err := CgroupDir(p.cfg.CgroupRoot, req.CgroupsPath)
+	if err != nil {
+		return err
+	}
+	rel, err := filepath.Rel(p.cfg.CgroupRoot, dir)
+	if err != nil {
+		return err
+	}
+	got, err := p.cfg.CgroupOf(req.PID)
+	if err != nil {
+		return err
+	}
+	if got != "/"+filepath.ToSlash(rel) {
+		return fmt.Errorf("the container's init process %d is in cgroup %q, not %q", req.PID, got, "/"+rel)
+	}
+	return nil
+}
+
+// unifiedCgroupOf is a process's cgroup v2 path (the "0::" line).
+func unifiedCgroupOf(pid int) (string, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return "", fmt.Errorf("cgroup of the container's init process: %w", err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if path, ok := strings.CutPrefix(line, "0::"); ok {
+			return path, nil
+		}
+	}
+	return "", fmt.Errorf("process %d has no cgroup v2 path", pid)
+}
+
+// Unregister stops tracking a container registered by the OCI hook; the
+// runtime's own (NRI) containers cannot be unregistered this way.
+func (p *Plugin) Unregister(id string) error {
 	p.mu.RLock()
 	c := p.byID[id]
 	p.mu.RUnlock()
 	if c == nil {
-		return
+		return nil
+	}
+	if !c.hook {
+		return fmt.Errorf("unregister %s: the runtime manages this container over NRI", short(id))
 	}
 	pod := &api.PodSandbox{Name: c.meta.Pod, Namespace: c.meta.Namespace}
 	ctr := &api.Container{Id: id, Name: c.meta.Name}
@@ -853,4 +959,5 @@ func (p *Plugin) Unregister(id string) {
 	}
 	delete(p.byID, id)
 	p.mu.Unlock()
+	return nil
 }

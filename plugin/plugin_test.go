@@ -2,9 +2,12 @@ package plugin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -81,8 +84,29 @@ func newTestPlugin(node annotations.NodeConfig) (*Plugin, *fakeTracer, *fakeNoti
 		}
 		return 0, errors.New("no such cgroup " + dir)
 	}
-	p := New(Config{Node: node, CgroupRoot: "/cg", ListenerPath: "/run/test/seccomp.sock", CgroupID: cgid}, tr, nt, log)
+	// Process 4242 runs in /k8s.io/c1, 4343 in /k8s.io/c2.
+	cgOf := func(pid int) (string, error) {
+		switch pid {
+		case 4242:
+			return "/k8s.io/c1", nil
+		case 4343:
+			return "/k8s.io/c2", nil
+		}
+		return "", errors.New("no such process")
+	}
+	p := New(Config{Node: node, CgroupRoot: "/cg", ListenerPath: "/run/test/seccomp.sock", CgroupID: cgid, CgroupOf: cgOf}, tr, nt, log)
 	return p, tr, nt
+}
+
+// bundle writes an OCI bundle whose config.json names cgroupsPath.
+func bundle(t *testing.T, cgroupsPath string) string {
+	t.Helper()
+	dir := t.TempDir()
+	data, _ := json.Marshal(specs.Spec{Linux: &specs.Linux{CgroupsPath: cgroupsPath}})
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 func testPod(ann map[string]string) *api.PodSandbox {
@@ -401,8 +425,13 @@ func TestSynchronize(t *testing.T) {
 
 func TestRegisterHook(t *testing.T) {
 	p, tr, _ := newTestPlugin(annotations.NodeConfig{})
-	pol, err := p.Register(agentctl.Request{Op: "register", Container: &event.Container{ID: "c1", Name: "app"}, CgroupsPath: "/k8s.io/c1",
-		Annotations: map[string]string{"ebpf-monitor": "true"}})
+	ann := map[string]string{"ebpf-monitor": "true"}
+	reg := func(id, cgroupsPath, bundleDir string, pid int) (annotations.Policy, error) {
+		return p.Register(agentctl.Request{Op: "register", Container: &event.Container{ID: id, Name: "app"}, CgroupsPath: cgroupsPath,
+			Annotations: ann, Bundle: bundleDir, PID: pid})
+	}
+	b1 := bundle(t, "/k8s.io/c1")
+	pol, err := reg("c1", "/k8s.io/c1", b1, 4242)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -412,12 +441,69 @@ func TestRegisterHook(t *testing.T) {
 	if len(pol.Warnings) != 1 || !strings.Contains(pol.Warnings[0], "cannot change") {
 		t.Errorf("want a warning that seccomp is not applied in hook mode: %q", pol.Warnings)
 	}
-	p.Unregister("c1")
+	if _, err := reg("c1", "/k8s.io/c1", b1, 4242); err != nil {
+		t.Errorf("the same registration again: %v", err)
+	}
+
+	// Registrations a hostile caller could try.
+	for _, tt := range []struct {
+		name, id, cgroupsPath, bundle string
+		pid                           int
+		want                          string
+	}{
+		{"no bundle", "x1", "/k8s.io/c2", "", 4343, "absolute bundle path"},
+		{"a cgroup the bundle does not name", "x2", "/k8s.io/c2", b1, 4343, "is not the bundle's"},
+		{"no init pid", "x3", "/k8s.io/c2", bundle(t, "/k8s.io/c2"), 0, "no init pid"},
+		{"init process elsewhere", "x4", "/k8s.io/c2", bundle(t, "/k8s.io/c2"), 4242, `is in cgroup "/k8s.io/c1"`},
+		{"another container's cgroup", "x5", "/k8s.io/c1", b1, 4242, "belongs to container c1"},
+		{"the same id with another cgroup", "c1", "/k8s.io/c2", bundle(t, "/k8s.io/c2"), 4343, "already registered"},
+		{"escaping the cgroup root", "x6", "/k8s.io/../..", bundle(t, "/k8s.io/../.."), 4343, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := reg(tt.id, tt.cgroupsPath, tt.bundle, tt.pid)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("registration accepted or wrong error: %v, want %q", err, tt.want)
+			}
+		})
+	}
+	if len(tr.tracked) != 1 {
+		t.Errorf("tracked %v after refused registrations, want only c1's cgroup", tr.tracked)
+	}
+
+	if err := p.Unregister("c1"); err != nil {
+		t.Fatal(err)
+	}
 	if len(tr.tracked) != 0 {
 		t.Error("still tracked after unregister")
 	}
-	if _, err := p.Register(agentctl.Request{Container: &event.Container{ID: "x"}, Annotations: map[string]string{"ebpf-monitor": "maybe"}}); err == nil {
+	if _, err := p.Register(agentctl.Request{Container: &event.Container{ID: "x"}, Annotations: map[string]string{"ebpf-monitor": "maybe"},
+		CgroupsPath: "/k8s.io/c2", Bundle: bundle(t, "/k8s.io/c2"), PID: 4343}); err == nil {
 		t.Error("bad annotation accepted")
+	}
+}
+
+// TestUnregisterRuntimeContainerRefused: the control socket cannot make
+// vigil drop a container the runtime manages over NRI.
+func TestUnregisterRuntimeContainerRefused(t *testing.T) {
+	p, tr, _ := newTestPlugin(annotations.NodeConfig{})
+	ctx := context.Background()
+	pod := testPod(map[string]string{"ebpf-monitor": "true"})
+	ctr := testCtr("c1", nil)
+	if _, _, err := p.CreateContainer(ctx, pod, ctr); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.StartContainer(ctx, pod, ctr); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Unregister("c1"); err == nil || !strings.Contains(err.Error(), "NRI") {
+		t.Errorf("unregister of an NRI container: %v", err)
+	}
+	if _, ok := tr.tracked[101]; !ok {
+		t.Error("the NRI container was untracked")
+	}
+	if _, err := p.Register(agentctl.Request{Container: &event.Container{ID: "c1"}, CgroupsPath: "/k8s.io/c1", Bundle: bundle(t, "/k8s.io/c1"),
+		PID: 4242, Annotations: map[string]string{"ebpf-monitor": "true"}}); err == nil || !strings.Contains(err.Error(), "NRI") {
+		t.Errorf("register over an NRI container: %v", err)
 	}
 }
 
