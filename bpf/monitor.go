@@ -10,10 +10,13 @@ package bpf
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -77,13 +80,18 @@ type Monitor struct {
 	dec    decoder
 	reused bool
 
+	ident    [sha256.Size]byte // identity of the programs loaded (objectIdentity)
+	replaced []string          // pinned programs replaced by this Load (attach)
+
 	closing chan struct{} // closed by Close: Run stops
 	runMu   sync.Mutex    // held by Run; Close waits for it before unmapping the ring
 }
 
 // Load checks the kernel, loads and attaches the tracer. With cfg.PinDir set
-// and a tracer already pinned there, it reuses the pinned one: counters, ring
-// and attached programs carry on as they were.
+// and a tracer already pinned there, it reuses the pinned one: counters and
+// ring carry on as they were, and so do the attached programs when they are
+// this binary's (same object, same settings). Pinned programs of another
+// object or other settings are replaced in place (see Replaced).
 func Load(cfg Config) (*Monitor, error) {
 	if cfg.RingBytes == 0 {
 		cfg.RingBytes = 16 << 20
@@ -142,7 +150,7 @@ func Load(cfg Config) (*Monitor, error) {
 			ms.Pinning = ebpf.PinNone
 		}
 	}
-	m := &Monitor{cfg: cfg, closing: make(chan struct{})}
+	m := &Monitor{cfg: cfg, closing: make(chan struct{}), ident: objectIdentity(consts)}
 	if err := spec.LoadAndAssign(&m.objs, opts); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -186,36 +194,146 @@ var progs = []struct {
 	{"cgroup_rmdir", func(o *vigilObjects) *ebpf.Program { return o.VigilCgroupRmdir }},
 }
 
-// attach attaches the programs, or with pinning reuses pinned links so that
-// a restart loses no syscall.
+// attach attaches the programs. With pinning it reuses the pinned links, so
+// that a restart loses no syscall, when they run this binary's programs (the
+// identity pinned beside them matches); otherwise it attaches the new
+// programs and then detaches the pinned ones. Tracing links cannot swap
+// their program in place (the kernel's tracing links have no update), so
+// for the microseconds between the two both programs run: a syscall then
+// may be counted twice, but none goes uncounted. The maps stay, and with
+// them the counters.
 func (m *Monitor) attach() error {
+	stale := false
+	if m.cfg.PinDir != "" {
+		old, ok := pinnedIdentity(m.cfg.PinDir)
+		stale = !ok || old != m.ident // no identity: pinned by a vigil before identities
+	}
 	for _, p := range progs {
 		pin := ""
+		var pinned link.Link
 		if m.cfg.PinDir != "" {
 			pin = filepath.Join(m.cfg.PinDir, "link_"+p.name)
 			if l, err := link.LoadPinnedLink(pin, nil); err == nil {
-				m.links = append(m.links, l)
 				m.reused = true
-				continue
+				if !stale {
+					m.links = append(m.links, l)
+					continue
+				}
+				pinned = l
 			}
 		}
 		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog(&m.objs), AttachType: ebpf.AttachTraceRawTp})
 		if err != nil {
+			if pinned != nil {
+				pinned.Close()
+			}
 			return fmt.Errorf("attach %s: %w", p.name, err)
 		}
 		if pin != "" {
-			if err := l.Pin(pin); err != nil {
+			if err := pinOver(l, pin); err != nil {
 				l.Close()
+				if pinned != nil {
+					pinned.Close()
+				}
 				return fmt.Errorf("pin %s link: %w", p.name, err)
 			}
 		}
+		if pinned != nil {
+			// Its pin now names the new link: closing the last reference
+			// detaches the old program.
+			pinned.Close()
+			m.replaced = append(m.replaced, p.name)
+		}
 		m.links = append(m.links, l)
+	}
+	if stale {
+		if err := pinIdentity(m.cfg.PinDir, m.ident); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// Reused reports whether Load found a pinned tracer and carried it on.
+// identityPin names the pin, beside the maps and links, of an array map
+// holding the identity of the pinned programs (objectIdentity).
+const identityPin = "vigil_object"
+
+// objectIdentity is the SHA-256 of the embedded object and the constants
+// set at load: two loads with the same identity run the same programs.
+func objectIdentity(consts map[string]uint64) [sha256.Size]byte {
+	h := sha256.New()
+	h.Write(_VigilBytes)
+	names := make([]string, 0, len(consts))
+	for n := range consts {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(h, "\x00%s=%d", n, consts[n])
+	}
+	var id [sha256.Size]byte
+	h.Sum(id[:0])
+	return id
+}
+
+// pinnedIdentity reads the identity pinned in pinDir; false when there is
+// none (or it cannot be read).
+func pinnedIdentity(pinDir string) ([sha256.Size]byte, bool) {
+	var id [sha256.Size]byte
+	mp, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, identityPin), nil)
+	if err != nil {
+		return id, false
+	}
+	defer mp.Close()
+	if err := mp.Lookup(uint32(0), &id); err != nil {
+		return id, false
+	}
+	return id, true
+}
+
+// pinIdentity pins a map holding id in pinDir, replacing the one there.
+func pinIdentity(pinDir string, id [sha256.Size]byte) error {
+	mp, err := ebpf.NewMap(&ebpf.MapSpec{Name: identityPin, Type: ebpf.Array, KeySize: 4, ValueSize: sha256.Size, MaxEntries: 1})
+	if err != nil {
+		return fmt.Errorf("pin tracer identity: %w", err)
+	}
+	defer mp.Close()
+	if err := mp.Update(uint32(0), id[:], ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("pin tracer identity: %w", err)
+	}
+	if err := pinOver(mp, filepath.Join(pinDir, identityPin)); err != nil {
+		return fmt.Errorf("pin tracer identity: %w", err)
+	}
+	return nil
+}
+
+// pinOver pins obj at path, atomically replacing what is pinned there:
+// bpffs renames over an existing pin (and refuses names with a dot).
+func pinOver(obj interface{ Pin(string) error }, path string) error {
+	tmp := path + "_new"
+	os.Remove(tmp) // left by an interrupted replacement
+	if err := obj.Pin(tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+// Reused reports whether Load found a pinned tracer and carried it on: its
+// counters and ring, and its programs unless Replaced lists them.
 func (m *Monitor) Reused() bool { return m.reused }
+
+// Replaced lists the pinned programs (by tracepoint) that Load replaced
+// with its own because they came from another object or other settings
+// (Identity names the programs now in force).
+func (m *Monitor) Replaced() []string { return m.replaced }
+
+// Identity is the hex SHA-256 of the programs this Monitor loaded: the
+// embedded object and the settings compiled into it.
+func (m *Monitor) Identity() string { return hex.EncodeToString(m.ident[:]) }
 
 func (m *Monitor) bumpGen() error {
 	var gen uint64
@@ -417,8 +535,10 @@ func (m *Monitor) Close() error {
 	return m.objs.Close()
 }
 
-// Unpin removes a pinned tracer: its links (so the programs detach once no
-// Monitor holds them) and maps. Counters are gone afterwards.
+// Unpin removes a pinned tracer: it detaches its programs (also from under a
+// Monitor still running, where the kernel can detach a link) and removes
+// its links, maps and identity. Counters are gone afterwards. A missing
+// pinDir is not an error.
 func Unpin(pinDir string) error {
 	entries, err := os.ReadDir(pinDir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -427,12 +547,28 @@ func Unpin(pinDir string) error {
 	if err != nil {
 		return fmt.Errorf("read pin dir: %w", err)
 	}
+	var errs []error
 	for _, e := range entries {
-		if err := os.Remove(filepath.Join(pinDir, e.Name())); err != nil {
-			return fmt.Errorf("unpin %s: %w", e.Name(), err)
+		p := filepath.Join(pinDir, e.Name())
+		if strings.HasPrefix(e.Name(), "link_") {
+			if l, err := link.LoadPinnedLink(p, nil); err == nil {
+				if err := l.Detach(); err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
+					errs = append(errs, fmt.Errorf("detach %s: %w", e.Name(), err))
+				}
+				l.Close()
+			}
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("unpin %s: %w", e.Name(), err))
 		}
 	}
-	return os.Remove(pinDir)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if err := os.Remove(pinDir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove pin dir: %w", err)
+	}
+	return nil
 }
 
 func ensureBPFFS(dir string) error {

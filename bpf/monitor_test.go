@@ -385,8 +385,8 @@ func cancelled() context.Context {
 
 func TestPinnedRestart(t *testing.T) {
 	privtest.Require(t)
-	pin := filepath.Join(DefaultPinDir+"-test", strconv.Itoa(os.Getpid()))
-	t.Cleanup(func() { Unpin(pin) })
+	pin := filepath.Join(testPinParent, strconv.Itoa(os.Getpid())+"-restart")
+	t.Cleanup(func() { unpinTestDir(t, pin) })
 	m1, err := Load(Config{PinDir: pin})
 	if err != nil {
 		t.Fatal(err)
