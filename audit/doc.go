@@ -55,13 +55,24 @@
 // segment and the chain hash it starts from, so the rest of the stream stays
 // verifiable and a deletion that is not retention is still detected.
 //
-// # What verify cannot see
+// # The signed head
 //
-// A cut at a frame boundary of the newest, still open segment looks like a
-// writer that stopped there, and deleting whole newest segments after a
-// clean Close looks like the log's end. Record Report.Head (the last
-// frame's hash) elsewhere (the agent's metrics, a remote log) to close that
-// gap: a later verify given it (VerifyOptions.Head) must pass through it.
+// The chain alone cannot show a cut of the newest records at a frame
+// boundary (a writer that stopped there looks the same), nor the deletion
+// of whole newest segments. The writer therefore keeps a signed head, the
+// last record and the last frame's hash, in the file "head" beside the
+// segments, rewritten after every batch reaches the disk; verify requires
+// the chain to pass through it, and Open records any difference as a
+// KindLoss record before it writes a new one (see head.go). An old head
+// file put back after a cut to that point is caught only by a head kept
+// elsewhere: Writer.Head for the agent's status and metrics,
+// Options.Anchor to hand it out, VerifyOptions.Head to check it.
+//
+// # Keys
+//
+// Verify with a pinned public key (VerifyOptions.PubKey): the default key
+// file sits beside the log, and whoever replaces the log can replace it.
+// Readers built with NewReaderWith (show, export) check every signature.
 //
 // # Use
 //

@@ -198,7 +198,7 @@ func (fr *frameReader) next() (frame, error) {
 	if typ == 0 && fr.zeroTail() {
 		return f, fmt.Errorf("%w: zero bytes from offset %d to the end", errTorn, fr.off)
 	}
-	if typ != frameHeader && typ != frameBatch && typ != frameSeal && typ != frameAnchor || blen > maxFrameBody {
+	if typ != frameHeader && typ != frameBatch && typ != frameSeal && typ != frameAnchor && typ != frameHead || blen > maxFrameBody {
 		return f, fmt.Errorf("%w: type %q length %d at offset %d", errGarbage, typ, blen, fr.off)
 	}
 	total := framePrefix + int(blen) + frameTrailer

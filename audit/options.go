@@ -140,6 +140,15 @@ type Options struct {
 	Logf func(format string, args ...any)
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
+	// Anchor, if set, is handed the signed head (Writer.Head) every
+	// AnchorInterval when it changed, and the last one at Close, from a
+	// goroutine of its own (appends never wait for it). Store it where an
+	// attacker on the node cannot rewrite it: AnchorCommand runs a command
+	// with it on standard input. An error is logged; the next head is
+	// handed over at the next interval.
+	Anchor func(Head) error
+	// AnchorInterval is how often Anchor is called; default 1m.
+	AnchorInterval time.Duration
 }
 
 // DefaultKeyFile is where the key of a log in dir lives unless configured.
@@ -203,6 +212,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.AnchorInterval <= 0 {
+		o.AnchorInterval = time.Minute
 	}
 	return nil
 }
@@ -290,11 +302,29 @@ type Agent struct {
 }
 
 // Loss is the body of a KindLoss record: records the audit writer itself
-// could not keep. Records is -1 when the count is unknown.
+// could not keep, or that recovery found missing. Records is -1 when the
+// count is unknown (never 0 for a loss that may have held records).
 type Loss struct {
-	Reason  string `json:"reason"` // "torn-tail", "disk-full", "write-error", "unclean-shutdown", "hold-overflow"
+	// Reason: "torn-tail", "disk-full", "write-error", "unclean-shutdown",
+	// "hold-overflow"; found against the signed head at Open: "truncated"
+	// (records the head names are gone), "head-mismatch" (the chain does not
+	// pass through the head), "no-head", "bad-head".
+	Reason  string `json:"reason"`
 	Records int64  `json:"records"`
 	Bytes   int64  `json:"bytes,omitempty"`
 	Segment uint64 `json:"segment,omitempty"`
 	Detail  string `json:"detail,omitempty"`
+	// Head is the signed head the log no longer matches: kept as evidence
+	// before the writer replaces the head file.
+	Head *Head `json:"head,omitempty"`
+}
+
+// Alert reports whether the loss points at tampering (or damage) rather
+// than at a crash or a full disk.
+func (l *Loss) Alert() bool {
+	switch l.Reason {
+	case "truncated", "head-mismatch", "no-head", "bad-head":
+		return true
+	}
+	return false
 }

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"crypto/ed25519"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -85,12 +86,17 @@ func (f *Filter) skipBatch(bh *batchHeader) bool {
 
 // Reader reads the records of a log in order. It checks that every frame's
 // hash covers its content and that frames chain (so a read never silently
-// crosses damage), but not signatures: Verify does, with the key. A torn
+// crosses damage); a Reader of NewReaderWith also checks every frame's
+// signature with the given keys, and stops at the first frame that does
+// not verify, with an error naming the segment and the problem. A torn
 // last frame of the last segment (a writer that is running or crashed) ends
-// the stream without an error.
+// the stream without an error. Whether records were cut from the end only
+// Verify tells (it checks the signed head).
 type Reader struct {
 	dir    string
 	filter Filter
+	keys   keyring           // nil: signatures are not checked
+	pub    ed25519.PublicKey // the key of the segment being read
 	segs   []segFile
 	si     int
 	f      *os.File
@@ -106,7 +112,61 @@ type Reader struct {
 	segNum uint64
 }
 
-// NewReader opens the log in dir for reading; f selects records (nil: all).
+// ReadOptions say which keys a Reader checks signatures with; as in
+// VerifyOptions, PubKey (pinned) is used instead of KeyFile, and KeyFile
+// "" is DefaultKeyFile(dir).
+type ReadOptions struct {
+	KeyFile string
+	PubKey  ed25519.PublicKey
+	OldKeys []string
+	// Unverified reads without checking signatures (hashes and the chain
+	// are still checked): a log whose key is not at hand, or one that does
+	// not verify and is read anyway.
+	Unverified bool
+}
+
+// keys loads the keyring of o for the log in dir; nil when Unverified.
+func (o *ReadOptions) keys(dir string) (keyring, error) {
+	if o.Unverified {
+		return nil, nil
+	}
+	k, err := loadKeyring(o.OldKeys...)
+	if err != nil {
+		return nil, fmt.Errorf("read audit log: old key: %w", err)
+	}
+	if o.PubKey != nil {
+		k.add(o.PubKey)
+		return k, nil
+	}
+	file := o.KeyFile
+	if file == "" {
+		file = DefaultKeyFile(dir)
+	}
+	pub, err := LoadPublicKey(file)
+	if err != nil {
+		return nil, fmt.Errorf("read audit log: the key to check signatures with: %w", err)
+	}
+	k.add(pub)
+	return k, nil
+}
+
+// NewReaderWith opens the log in dir for reading, checking signatures as
+// o says; f selects records (nil: all).
+func NewReaderWith(dir string, f *Filter, o ReadOptions) (*Reader, error) {
+	keys, err := o.keys(dir)
+	if err != nil {
+		return nil, err
+	}
+	r, err := NewReader(dir, f)
+	if err != nil {
+		return nil, err
+	}
+	r.keys = keys
+	return r, nil
+}
+
+// NewReader opens the log in dir for reading without checking signatures
+// (see NewReaderWith); f selects records (nil: all).
 func NewReader(dir string, f *Filter) (*Reader, error) {
 	segs, err := listSegments(dir)
 	if err != nil {
@@ -202,8 +262,19 @@ func (r *Reader) nextBatch() error {
 		if err != nil {
 			return fmt.Errorf("segment %d: %w", r.segNum, err)
 		}
-		if ok, _ := fm.check(r.h, nil); !ok {
-			return fmt.Errorf("segment %d: frame at offset %d does not match its hash: run 'vigil audit verify'", r.segNum, fm.off)
+		if fm.typ == frameHeader && r.keys != nil {
+			hd, err := parseHeader(fm.body)
+			if err != nil {
+				return r.bad(fm.off, "the segment header does not parse: %v", err)
+			}
+			if r.pub = r.keys[hd.keyID]; r.pub == nil {
+				return r.bad(fm.off, "signed by key %x, not by the verifying key %s", hd.keyID, strings.Join(r.keys.ids(), ", "))
+			}
+		}
+		if hashOK, sigOK := fm.check(r.h, r.pub); !hashOK {
+			return r.bad(fm.off, "the frame does not match its hash (its content was changed)")
+		} else if r.keys != nil && !sigOK {
+			return r.bad(fm.off, "the frame's signature does not verify (forged, or altered and re-hashed)")
 		}
 		if r.chain && fm.prev != r.prev {
 			return fmt.Errorf("segment %d: frame at offset %d does not chain to the frame before it: run 'vigil audit verify'", r.segNum, fm.off)
@@ -240,6 +311,22 @@ func (r *Reader) nextBatch() error {
 	}
 }
 
+// bad is the error of a frame that does not verify.
+func (r *Reader) bad(off int64, format string, args ...any) error {
+	return fmt.Errorf("segment %d (%s) at offset %d: %s: the log does not verify: run 'vigil audit verify' (or read it anyway, unverified)",
+		r.segNum, segName(r.segNum), off, fmt.Sprintf(format, args...))
+}
+
+// ScanWith is Scan with a Reader of NewReaderWith: signatures are checked
+// as o says.
+func ScanWith(dir string, f *Filter, o ReadOptions, fn func(*Record) error) error {
+	r, err := NewReaderWith(dir, f, o)
+	if err != nil {
+		return err
+	}
+	return scan(r, fn)
+}
+
 // Scan calls fn with every record of the log in dir that f selects (nil:
 // all), in order, until fn returns an error (returned as is).
 func Scan(dir string, f *Filter, fn func(*Record) error) error {
@@ -247,6 +334,10 @@ func Scan(dir string, f *Filter, fn func(*Record) error) error {
 	if err != nil {
 		return err
 	}
+	return scan(r, fn)
+}
+
+func scan(r *Reader, fn func(*Record) error) error {
 	defer r.Close()
 	for {
 		rec, err := r.Next()

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
@@ -20,7 +21,7 @@ type recovered struct {
 	nextIndex uint64
 	lastSeg   uint64
 	counters  map[uint64]uint64
-	loss      *Loss
+	losses    []Loss // what recovery found lost, in the order found
 	segs      []segInfo
 	keyID     [8]byte // the key the last segment was signed with
 }
@@ -28,12 +29,22 @@ type recovered struct {
 // recoverDir reads the last segment of the log in dir: where the chain
 // ends, the next index and per-container sequence numbers. A torn last
 // frame is cut off, an unsealed segment is sealed; anything else that does
-// not check out is an error (the writer never destroys evidence).
+// not check out is an error (the writer never destroys evidence). The
+// signed head file is compared with what is found: records it names that
+// are gone, a head the chain does not pass through, a missing or invalid
+// head file are recorded as losses (carrying the old head), never
+// silently overwritten. What recovery cannot count is recorded as an
+// unknown loss (Records -1), never as zero.
 func recoverDir(dir string, keys keyring, s *sealer) (recovered, error) {
 	var rec recovered
 	files, err := listSegments(dir)
 	if err != nil {
 		return rec, err
+	}
+	head, hasHead, headErr := readHeadFile(dir, keys)
+	var want *[32]byte
+	if hasHead && headErr == nil {
+		want = &head.Hash
 	}
 	for _, f := range files {
 		info, err := os.Stat(f.path)
@@ -42,23 +53,23 @@ func recoverDir(dir string, keys keyring, s *sealer) (recovered, error) {
 		}
 		rec.segs = append(rec.segs, segInfo{num: f.num, path: f.path, size: f.size, last: info.ModTime()})
 	}
-	var lossBytes int64
+	var removed []Loss
 	for len(rec.segs) > 0 {
 		last := rec.segs[len(rec.segs)-1]
-		st, err := recoverSegment(last.path, last.num, keys, s)
+		st, err := recoverSegment(last.path, last.num, keys, s, want)
 		if errors.Is(err, errNoHeader) {
-			// A crash while creating the segment: nothing of it counts.
+			// A crash while creating the segment leaves no complete header
+			// and no records; so does an attacker who emptied it. Which
+			// one, and how many records, recovery cannot tell here: the
+			// loss is unknown unless the head counts it (below).
 			size := last.size
 			if rerr := os.Remove(last.path); rerr != nil {
 				return rec, fmt.Errorf("recover: remove headless segment: %w", rerr)
 			}
-			lossBytes += size
 			rec.segs = rec.segs[:len(rec.segs)-1]
-			if rec.loss == nil {
-				rec.loss = &Loss{Reason: "torn-tail", Records: 0, Segment: last.num}
-			}
-			rec.loss.Bytes = lossBytes
-			rec.loss.Detail = fmt.Sprintf("segment %d had no complete header (a crash while it was created); removed %d bytes", last.num, size)
+			removed = append(removed, Loss{Reason: "torn-tail", Records: -1, Bytes: size, Segment: last.num,
+				Detail: fmt.Sprintf("segment %d had no complete header (%d bytes: a crash while it was created, or it was emptied); removed it; "+
+					"the records it held, if any, are unknown", last.num, size)})
 			continue
 		}
 		if err != nil {
@@ -66,12 +77,16 @@ func recoverDir(dir string, keys keyring, s *sealer) (recovered, error) {
 		}
 		rec.found = true
 		rec.prev, rec.nextIndex, rec.lastSeg, rec.counters, rec.keyID = st.prev, st.nextIndex, last.num, st.counters, st.keyID
+		rec.losses = append(rec.losses, removed...)
 		if st.torn {
-			rec.loss = &Loss{Reason: "torn-tail", Records: st.tornRecords, Bytes: st.tornBytes + lossBytes, Segment: last.num,
-				Detail: fmt.Sprintf("segment %d ended inside a frame at offset %d (%v); cut %d bytes", last.num, st.tornAt, st.tornErr, st.tornBytes)}
-		} else if !st.sealed && rec.loss == nil {
-			rec.loss = &Loss{Reason: "unclean-shutdown", Records: -1, Segment: last.num,
-				Detail: fmt.Sprintf("segment %d was not closed: the writer stopped without Close; what it had not written (at most one batch) is lost", last.num)}
+			rec.losses = append(rec.losses, Loss{Reason: "torn-tail", Records: st.tornRecords, Bytes: st.tornBytes, Segment: last.num,
+				Detail: fmt.Sprintf("segment %d ended inside a frame at offset %d (%v); cut %d bytes", last.num, st.tornAt, st.tornErr, st.tornBytes)})
+		} else if !st.sealed && len(removed) == 0 {
+			rec.losses = append(rec.losses, Loss{Reason: "unclean-shutdown", Records: -1, Segment: last.num,
+				Detail: fmt.Sprintf("segment %d was not closed: the writer stopped without Close; what it had not written (at most one batch) is lost", last.num)})
+		}
+		if l := checkHead(head, hasHead, headErr, st, last.num); l != nil {
+			rec.losses = append(rec.losses, *l)
 		}
 		if !st.sealed {
 			if err := sealTail(last.path, st, s); err != nil {
@@ -82,7 +97,53 @@ func recoverDir(dir string, keys keyring, s *sealer) (recovered, error) {
 		rec.segs[len(rec.segs)-1].size = st.size
 		return rec, nil
 	}
+	if hasHead && len(removed) > 0 {
+		// Every segment is gone (or was headless): what the head names is lost.
+		l := Loss{Reason: "truncated", Records: -1, Segment: head.Segment, Head: headOrNil(head, headErr),
+			Detail: "no segment with a header is left, and the signed head file says the log existed"}
+		if headErr == nil && head.Index > 0 {
+			l.Records = int64(head.Index)
+			l.Detail = fmt.Sprintf("no segment with a header is left; the signed head says the log reached record %d in segment %d", head.Index, head.Segment)
+		}
+		rec.losses = append(rec.losses, removed...)
+		rec.losses = append(rec.losses, l)
+	}
 	return rec, nil
+}
+
+func headOrNil(h Head, err error) *Head {
+	if err != nil || h.Seq == 0 {
+		return nil
+	}
+	return &h
+}
+
+// checkHead compares the signed head with the recovered last segment
+// (number num, state st); it returns the loss to record, or nil when the
+// chain passes through the head (or the head is older than the segment).
+func checkHead(h Head, ok bool, herr error, st *segState, num uint64) *Loss {
+	switch {
+	case !ok:
+		return &Loss{Reason: "no-head", Records: -1, Segment: num,
+			Detail: "the signed head file is missing: it was deleted (records at the end may have been cut with it), or a vigil without signed heads wrote the log"}
+	case herr != nil:
+		return &Loss{Reason: "bad-head", Records: -1, Segment: num,
+			Detail: fmt.Sprintf("the signed head file does not verify (%v): it was altered or replaced; records at the end may have been cut", herr)}
+	case h.Segment < num || st.sawHead:
+		return nil // the head is behind: the chain check of verify covers it
+	}
+	l := &Loss{Reason: "truncated", Records: -1, Segment: h.Segment, Head: &h}
+	have := st.nextIndex - 1
+	if h.Index > have {
+		l.Records = int64(h.Index - have)
+		l.Detail = fmt.Sprintf("the signed head (seq %d, %s) says the log reached record %d in segment %d; it ends at record %d in segment %d: records %d..%d were cut off",
+			h.Seq, h.Time.UTC().Format(time.RFC3339), h.Index, h.Segment, have, num, have+1, h.Index)
+	} else {
+		l.Reason = "head-mismatch"
+		l.Detail = fmt.Sprintf("the signed head (seq %d, %s) names frame %x of segment %d, record %d, which the log does not hold: it was cut and rewritten, or the head belongs to another log",
+			h.Seq, h.Time.UTC().Format(time.RFC3339), h.Hash, h.Segment, h.Index)
+	}
+	return l
 }
 
 var errNoHeader = errors.New("segment has no complete header")
@@ -100,9 +161,10 @@ type segState struct {
 	tornErr     error
 	size        int64
 	keyID       [8]byte
+	sawHead     bool // a frame of the segment has the head's hash
 }
 
-func recoverSegment(path string, num uint64, keys keyring, s *sealer) (*segState, error) {
+func recoverSegment(path string, num uint64, keys keyring, s *sealer, head *[32]byte) (*segState, error) {
 	var pub ed25519.PublicKey
 	f, err := os.Open(path)
 	if err != nil {
@@ -217,6 +279,9 @@ func recoverSegment(path string, num uint64, keys keyring, s *sealer) (*segState
 		}
 		st.prev = fm.hash
 		st.size = fm.end
+		if head != nil && fm.hash == *head {
+			st.sawHead = true
+		}
 	}
 	if first {
 		return nil, errNoHeader

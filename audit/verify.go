@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -56,9 +57,16 @@ func (p *Problem) Error() string {
 
 // Report is what Verify checked.
 type Report struct {
-	Dir          string
-	KeyID        string   // the verifying key
-	KeyIDs       []string // every key accepted (the verifying key and OldKeys)
+	Dir         string
+	KeyID       string   // the verifying key
+	KeyIDs      []string // every key accepted (the verifying key and OldKeys)
+	Fingerprint string   // the verifying key's Fingerprint
+	KeySource   string   // "pinned" (VerifyOptions.PubKey) or the key file read
+	// KeyBesideLog is true when the key was found next to the log (the
+	// default DIR/../audit.key or .pub, or a file in DIR or its parent):
+	// whoever can replace the log can replace that key, so the result only
+	// proves the log consistent, not authentic. Pin the key (PubKey).
+	KeyBesideLog bool
 	Segments     int
 	FirstSegment uint64
 	LastSegment  uint64
@@ -66,13 +74,18 @@ type Report struct {
 	Records      uint64 // records checked
 	FirstIndex   uint64
 	LastIndex    uint64
-	Head         string // hex hash of the last frame: record it elsewhere to detect a cut tail later
-	Anchored     bool   // the log starts after a retention cut, at a signed anchor
-	Open         bool   // the last segment is not sealed: a writer is running (or crashed and has not restarted)
-	LossRecords  int    // KindLoss records: what the writer itself recorded as lost
-	LostRecords  int64  // records those KindLoss records count (-1 entries, unknown, not summed)
-	TornTail     int64  // with Live: bytes of the frame being written at the end
-	Problem      *Problem
+	Head         string   // hex hash of the last frame: record it elsewhere to detect a cut tail later
+	Anchored     bool     // the log starts after a retention cut, at a signed anchor
+	Open         bool     // the last segment is not sealed: a writer is running (or crashed and has not restarted)
+	LossRecords  int      // KindLoss records: what the writer itself recorded as lost
+	LostRecords  int64    // records those KindLoss records count (-1 entries, unknown, not summed)
+	UnknownLoss  int      // KindLoss records whose count is unknown (-1)
+	Alerts       []string // details of KindLoss records that point at tampering (Loss.Alert)
+	TornTail     int64    // with Live: bytes of the frame being written at the end
+	// SignedHead is the head file's signed head the chain was checked
+	// against (nil with NoHeadFile).
+	SignedHead *Head
+	Problem    *Problem
 }
 
 // OK reports whether the log verified.
@@ -91,6 +104,14 @@ func Verify(dir, keyFile string) (Report, error) {
 // VerifyOptions tune VerifyWith.
 type VerifyOptions struct {
 	KeyFile string // as Verify's keyFile
+	// PubKey is a pinned public key (ParsePublicKey): it is used instead
+	// of KeyFile. Pin the node's key where the log is verified; a key read
+	// from beside the log proves nothing against whoever replaced both.
+	PubKey ed25519.PublicKey
+	// NoHeadFile verifies without the signed head file (a log written by a
+	// vigil without one). A cut of the newest records at a frame boundary
+	// then goes unnoticed unless Head is given.
+	NoHeadFile bool
 	// Live accepts a torn frame at the end of the last, unsealed segment as
 	// the frame a running writer is writing (Report.TornTail), instead of
 	// reporting the segment truncated.
@@ -98,36 +119,70 @@ type VerifyOptions struct {
 	// OldKeys are earlier node keys (public or private key files) whose
 	// segments are accepted as well, after a key change.
 	OldKeys []string
-	// Head is a head hash published earlier (Stats.Head, Report.Head, hex):
-	// the chain must pass through it, which catches a cut of the newest
-	// records that the chain alone cannot show.
+	// Head is a head published earlier: its hash (Writer.Head().HashHex(),
+	// Report.Head, hex) or its signed JSON (Options.Anchor, Writer.Head):
+	// the chain must pass through it, which catches a cut back to an older
+	// head file put back in place.
 	Head string
+}
+
+// isBesideLog reports whether the key file is the default one or sits in
+// the log directory or its parent.
+func isBesideLog(dir, keyFile string) bool {
+	d, err1 := filepath.Abs(dir)
+	k, err2 := filepath.Abs(keyFile)
+	if err1 != nil || err2 != nil {
+		return true
+	}
+	kd := filepath.Dir(k)
+	return kd == d || kd == filepath.Dir(d)
 }
 
 // VerifyWith is Verify with options.
 func VerifyWith(dir string, o VerifyOptions) (Report, error) {
 	keyFile := o.KeyFile
 	rep := Report{Dir: dir}
-	if keyFile == "" {
-		keyFile = DefaultKeyFile(dir)
+	pub := o.PubKey
+	if pub != nil {
+		if len(pub) != ed25519.PublicKeySize {
+			return rep, fmt.Errorf("verify: pinned public key of %d bytes, want %d", len(pub), ed25519.PublicKeySize)
+		}
+		rep.KeySource = "pinned"
+	} else {
+		if keyFile == "" {
+			keyFile = DefaultKeyFile(dir)
+		}
+		var err error
+		if pub, err = LoadPublicKey(keyFile); err != nil {
+			return rep, fmt.Errorf("verify: %w", err)
+		}
+		rep.KeySource, rep.KeyBesideLog = keyFile, isBesideLog(dir, keyFile)
 	}
-	pub, err := LoadPublicKey(keyFile)
-	if err != nil {
-		return rep, fmt.Errorf("verify: %w", err)
-	}
+	rep.Fingerprint = Fingerprint(pub)
 	keys, err := loadKeyring(o.OldKeys...)
 	if err != nil {
 		return rep, fmt.Errorf("verify: old key: %w", err)
 	}
 	keys.add(pub)
-	v := &verifier{rep: &rep, pub: pub, kid: keyID(pub), keys: keys, h: sha256.New(), live: o.Live}
+	v := &verifier{rep: &rep, pub: pub, kid: keyID(pub), keys: keys, h: sha256.New(), live: o.Live, noHeadFile: o.NoHeadFile}
 	rep.KeyIDs = keys.ids()
 	if o.Head != "" {
-		b, err := hex.DecodeString(o.Head)
-		if err != nil || len(b) != 32 {
-			return rep, fmt.Errorf("verify: head %q: want 64 hex digits (a Report.Head or Stats.Head)", o.Head)
+		if b, err := hex.DecodeString(o.Head); err == nil && len(b) == 32 {
+			v.expect = (*[32]byte)(b)
+		} else {
+			h, err := ParseHead([]byte(o.Head))
+			if err == nil {
+				if k := keys[h.KeyID]; k == nil {
+					err = fmt.Errorf("signed by key %x, not among the verifying keys %v", h.KeyID, keys.ids())
+				} else {
+					err = CheckHead(h, k)
+				}
+			}
+			if err != nil {
+				return rep, fmt.Errorf("verify: published head: want 64 hex digits (a head hash) or a signed head (JSON): %w", err)
+			}
+			v.expect = &h.Hash
 		}
-		v.expect = (*[32]byte)(b)
 	}
 	rep.KeyID = hex.EncodeToString(v.kid[:])
 	if v.dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1)); err != nil {
@@ -157,6 +212,11 @@ type verifier struct {
 	live   bool
 	expect *[32]byte // a published head the chain must pass through
 	found  bool
+
+	noHeadFile bool
+	headFile   *Head // the head file's head the chain must pass through
+	headErr    error // the head file is missing (os.ErrNotExist) or invalid
+	headFound  bool
 }
 
 func (v *verifier) fail(p Problem) error {
@@ -165,6 +225,20 @@ func (v *verifier) fail(p Problem) error {
 }
 
 func (v *verifier) run(dir string) error {
+	// The head file first: a running writer rewrites it only after the
+	// segment data it names, so read before the segments it is never ahead.
+	if !v.noHeadFile {
+		h, ok, err := readHeadFile(dir, v.keys)
+		switch {
+		case !ok:
+			v.headErr = os.ErrNotExist
+		case err != nil:
+			v.headErr = err
+		default:
+			v.headFile = &h
+			v.rep.SignedHead = &h
+		}
+	}
 	segs, err := listSegments(dir)
 	if err != nil {
 		return err
@@ -226,6 +300,9 @@ func (v *verifier) run(dir string) error {
 		v.rep.LastIndex = v.index - 1
 	}
 	v.rep.Head = hex.EncodeToString(v.prev[:])
+	if p := v.checkHeadFile(dir, segs); p != nil {
+		return v.fail(*p)
+	}
 	if v.expect != nil && !v.found {
 		last := segs[len(segs)-1]
 		return v.fail(Problem{Kind: Truncated, Segment: last.num, File: last.path, Offset: -1,
@@ -238,6 +315,52 @@ func (v *verifier) seen(h [32]byte) {
 	if v.expect != nil && h == *v.expect {
 		v.found = true
 	}
+	if v.headFile != nil && h == v.headFile.Hash {
+		v.headFound = true
+	}
+}
+
+// checkHeadFile compares the chain with the signed head file: the chain
+// must pass through the head it names.
+func (v *verifier) checkHeadFile(dir string, segs []segFile) *Problem {
+	if v.noHeadFile {
+		return nil
+	}
+	last := segs[len(segs)-1]
+	p := &Problem{Kind: Truncated, Segment: last.num, File: filepath.Join(dir, headName), Offset: -1}
+	switch {
+	case errors.Is(v.headErr, os.ErrNotExist):
+		p.Detail = "the signed head file is missing: it was deleted, perhaps with records cut from the end " +
+			"(a log written by a vigil without signed heads: verify it with --no-head)"
+		return p
+	case v.headErr != nil:
+		p.Kind, p.Detail = Modified, v.headErr.Error()
+		if strings.Contains(v.headErr.Error(), "not among the verifying keys") {
+			p.Kind = WrongKey
+		}
+		return p
+	case v.headFound:
+		return nil
+	}
+	h := v.headFile
+	have := v.index - 1
+	p.Segment = h.Segment
+	p.Detail = fmt.Sprintf("the signed head (seq %d, signed %s) says the log reaches record %d at offset %d of segment %d; ",
+		h.Seq, h.Time.UTC().Format(time.RFC3339), h.Index, h.Offset, h.Segment)
+	switch {
+	case h.Index > have:
+		p.First, p.Last = have+1, h.Index
+		p.Detail += fmt.Sprintf("the log ends at record %d in segment %d: records after it were cut off", have, last.num)
+	case h.Segment == last.num && last.size < h.Offset:
+		p.Offset = last.size
+		p.Detail += fmt.Sprintf("the segment ends at offset %d, before the head's frame: frames after it (batches or the seal) were cut off", last.size)
+	default:
+		p.Detail += "the chain does not pass through it: the end of the log was cut and rewritten, or the head file belongs to another log"
+	}
+	if h.Segment > last.num {
+		p.Detail += fmt.Sprintf(" (segments %d..%d are missing)", last.num+1, h.Segment)
+	}
+	return p
 }
 
 // segment checks one segment file; it returns whether it ends with a seal
@@ -462,8 +585,15 @@ func (v *verifier) count(bh *batchHeader, payload []byte) (n uint64, losses int,
 		if r.Kind == KindLoss {
 			losses++
 			var l Loss
-			if json.Unmarshal(r.Body, &l) == nil && l.Records > 0 {
-				lost += l.Records
+			if json.Unmarshal(r.Body, &l) == nil {
+				if l.Records > 0 {
+					lost += l.Records
+				} else {
+					v.rep.UnknownLoss++
+				}
+				if l.Alert() {
+					v.rep.Alerts = append(v.rep.Alerts, fmt.Sprintf("record %d: %s: %s", r.Index, l.Reason, l.Detail))
+				}
 			}
 		}
 	}

@@ -224,6 +224,27 @@ func TestVerifyDetectsTampering(t *testing.T) {
 				segs, _ := listSegments(o.Dir)
 				os.Remove(segs[len(segs)-1].path)
 			}},
+		{name: "cut the newest segment at a frame boundary, seal included", kind: Truncated, detail: "were cut off",
+			tamper: func(t *testing.T, o Options) {
+				segs, _ := listSegments(o.Dir)
+				l := segs[len(segs)-1].path
+				sp := frameSpans(t, l)
+				os.Truncate(l, sp[len(sp)-3].end) // the last batch and the seal
+			}},
+		{name: "cut the seal of the newest segment", kind: Truncated, detail: "before the head's frame",
+			tamper: func(t *testing.T, o Options) {
+				segs, _ := listSegments(o.Dir)
+				l := segs[len(segs)-1].path
+				sp := frameSpans(t, l)
+				os.Truncate(l, sp[len(sp)-2].end)
+			}},
+		{name: "delete the signed head file", kind: Truncated, detail: "head file is missing",
+			tamper: func(t *testing.T, o Options) { os.Remove(filepath.Join(o.Dir, headName)) }},
+		{name: "replace the signed head file with another log's", kind: WrongKey, detail: "not among the verifying keys",
+			tamper: func(t *testing.T, o Options) {
+				b, _ := os.ReadFile(filepath.Join(other.Dir, headName))
+				os.WriteFile(filepath.Join(o.Dir, headName), b, 0o600)
+			}},
 		{name: "forge a segment with another key", kind: WrongKey, segment: 3, detail: "signed by key",
 			tamper: func(t *testing.T, o Options) {
 				b, err := os.ReadFile(segPath(other, 1))
@@ -378,10 +399,11 @@ func TestVerifyPublishedHead(t *testing.T) {
 	last := segs[len(segs)-1].path
 	sp := frameSpans(t, last)
 	os.Truncate(last, sp[len(sp)-2].end) // drop the seal: looks like a crashed writer
-	if r, err := Verify(mid.Dir, mid.KeyFile); err != nil || !r.Open {
-		t.Fatalf("without the head the cut is invisible: %v (open %v)", err, r.Open)
+	if r, err := VerifyWith(mid.Dir, VerifyOptions{KeyFile: mid.KeyFile, NoHeadFile: true}); err != nil || !r.Open {
+		t.Fatalf("without any head the cut is invisible: %v (open %v)", err, r.Open)
 	}
-	_, err = VerifyWith(mid.Dir, VerifyOptions{KeyFile: mid.KeyFile, Head: rep.Head})
+	os.Remove(filepath.Join(mid.Dir, headName)) // the attacker removes the head file too
+	_, err = VerifyWith(mid.Dir, VerifyOptions{KeyFile: mid.KeyFile, Head: rep.Head, NoHeadFile: true})
 	var p *Problem
 	if !errors.As(err, &p) || p.Kind != Truncated || !strings.Contains(p.Detail, "published head") {
 		t.Fatalf("verify with the published head after a cut: %v", err)

@@ -78,6 +78,16 @@ type Writer struct {
 
 	forget []uint64 // cgroups to forget once the open batch is written
 
+	wpos    headPos  // the last frame written
+	headF   *os.File // the signed head file (head.go)
+	headSeq uint64
+	headAt  headPos // what the head file names
+	head    Head
+
+	anchorMu   sync.Mutex // serializes Options.Anchor calls
+	anchored   uint64     // seq of the last head anchored
+	anchorDone chan struct{}
+
 	stats  Stats
 	closed bool
 	stop   chan struct{}
@@ -157,6 +167,9 @@ func open(opts Options, lock *os.File) (*Writer, error) {
 		return nil, err
 	}
 	w.segs = rec.segs
+	if w.headF, err = openHeadFile(opts.Dir); err != nil {
+		return nil, err
+	}
 	var counters map[uint64]uint64
 	if rec.found {
 		w.prev = rec.prev
@@ -166,21 +179,23 @@ func open(opts Options, lock *os.File) (*Writer, error) {
 		for cg, c := range counters {
 			w.enc.state(cg).cseq = c
 		}
-		if rec.loss != nil {
-			opts.Logf("audit: recovered %s: %s", opts.Dir, rec.loss.Detail)
-		}
+	}
+	for _, l := range rec.losses {
+		opts.Logf("audit: ALERT recovered %s: %s (%s)", opts.Dir, l.Detail, lossCount(l.Records))
 	}
 	if err := w.newSegment(); err != nil {
+		w.headF.Close()
 		return nil, err
 	}
-	if rec.loss != nil {
-		body, _ := json.Marshal(rec.loss)
+	for i := range rec.losses {
+		body, _ := json.Marshal(&rec.losses[i])
 		w.enc.appendOther(KindLoss, 0, "", opts.Now().UnixNano(), body)
 		w.batchOpen = opts.Now()
-		if err := w.flushLocked(); err != nil {
-			w.f.Close()
-			return nil, err
-		}
+	}
+	if err := w.flushLocked(); err != nil {
+		w.f.Close()
+		w.headF.Close()
+		return nil, err
 	}
 	if rec.found && rec.keyID != w.keyID {
 		detail := fmt.Sprintf("the audit key changed: segments up to %d are signed by key %x, from segment %d on by key %x", rec.lastSeg, rec.keyID, w.segNum, w.keyID)
@@ -190,12 +205,27 @@ func open(opts Options, lock *os.File) (*Writer, error) {
 		w.batchOpen = opts.Now()
 		if err := w.flushLocked(); err != nil {
 			w.f.Close()
+			w.headF.Close()
 			return nil, err
 		}
 	}
+	pub := w.PublicKey()
+	opts.Logf("audit: %s signed by key %s (fingerprint %s); pin it where the log is verified: vigil audit verify --pubkey %x",
+		opts.Dir, KeyID(pub), Fingerprint(pub), []byte(pub))
 	w.retention()
 	go w.background()
+	if opts.Anchor != nil {
+		w.anchorDone = make(chan struct{})
+		go w.anchorLoop()
+	}
 	return w, nil
+}
+
+func lossCount(n int64) string {
+	if n < 0 {
+		return "an unknown number of records lost"
+	}
+	return fmt.Sprintf("%d records lost", n)
 }
 
 // AppendEvent appends a syscall event. It copies what it needs: the caller
@@ -312,7 +342,8 @@ func (w *Writer) Flush() error {
 	return w.syncLocked()
 }
 
-// Close writes what is pending, seals the segment and closes it. Records
+// Close writes what is pending, seals the segment and closes it, writes
+// the signed head of the seal and hands it to Options.Anchor. Records
 // still held because the disk is full are counted as lost.
 func (w *Writer) Close() error {
 	w.mu.Lock()
@@ -324,9 +355,21 @@ func (w *Writer) Close() error {
 	close(w.stop)
 	w.mu.Unlock()
 	<-w.done
+	if w.anchorDone != nil {
+		<-w.anchorDone
+	}
+	err := w.close()
+	if w.opts.Anchor != nil {
+		w.anchor()
+	}
+	return err
+}
+
+func (w *Writer) close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	defer w.lock.Close()
+	defer w.headF.Close()
 	if w.err != nil {
 		if w.f != nil {
 			w.f.Close()
@@ -358,6 +401,15 @@ func (w *Writer) Close() error {
 		}
 		if err := w.f.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close segment: %w", err))
+		}
+		w.f = nil
+	}
+	if len(errs) == 0 {
+		w.writeHead(w.wpos)
+		if w.opts.Fsync != FsyncNever {
+			if err := w.headF.Sync(); err != nil {
+				errs = append(errs, fmt.Errorf("sync the head file: %w", err))
+			}
 		}
 	}
 	w.zenc.Close()
@@ -588,17 +640,28 @@ func (w *Writer) writeFrame(b []byte) error {
 	w.stats.Bytes += int64(n)
 	w.stats.Batches++
 	w.dirty = true
+	w.wpos.segment, w.wpos.offset = w.segNum, w.segOff
+	copy(w.wpos.hash[:], b[len(b)-frameTrailer+32:])
+	if b[0] == frameBatch {
+		bh, _, _ := parseBatchHeader(b[framePrefix:])
+		w.wpos.next = bh.firstIndex + uint64(bh.records)
+	}
 	if len(w.segs) > 0 {
 		s := &w.segs[len(w.segs)-1]
 		s.size = w.segOff
 		s.last = w.opts.Now()
 	}
-	if w.opts.Fsync == FsyncBatch {
+	switch w.opts.Fsync {
+	case FsyncBatch:
 		return w.syncLocked()
+	case FsyncNever:
+		w.writeHead(w.wpos) // nothing is synced: the head follows the writes
 	}
 	return nil // FsyncPolicy(d): the background goroutine syncs
 }
 
+// syncLocked syncs the segment and then writes the signed head of what it
+// synced.
 func (w *Writer) syncLocked() error {
 	if !w.dirty || w.opts.Fsync == FsyncNever {
 		return nil
@@ -613,6 +676,7 @@ func (w *Writer) syncLocked() error {
 	w.dirty = false
 	w.lastSync = time.Now()
 	w.stats.Syncs++
+	w.writeHead(w.wpos)
 	return nil
 }
 
@@ -742,6 +806,8 @@ func (w *Writer) newSegment() error {
 	w.segs = append(w.segs, segInfo{num: num, path: path, size: int64(len(b)), last: now, prevEnd: prev, first: w.nextIndex})
 	w.prev = h
 	w.stats.Bytes += int64(len(b))
+	w.wpos = headPos{hash: h, next: w.nextIndex, segment: num, offset: int64(len(b))}
+	w.writeHead(w.wpos) // synced above (or nothing is synced)
 	return nil
 }
 
@@ -810,7 +876,7 @@ func (w *Writer) background() {
 			}
 			if w.opts.Fsync > 0 && w.dirty && w.f != nil && time.Since(w.lastSync) >= time.Duration(w.opts.Fsync) {
 				// Sync without the lock: appenders never wait for the disk.
-				f := w.f
+				f, pos := w.f, w.wpos
 				w.dirty = false
 				w.mu.Unlock()
 				err := fdatasync(f)
@@ -820,6 +886,8 @@ func (w *Writer) background() {
 				if err != nil && !errors.Is(err, os.ErrClosed) {
 					w.dirty = true
 					w.opts.Logf("audit: sync %s: %v", f.Name(), err)
+				} else if err == nil && (pos.segment > w.headAt.segment || pos.segment == w.headAt.segment && pos.offset > w.headAt.offset) {
+					w.writeHead(pos)
 				}
 			}
 		}

@@ -63,7 +63,7 @@ func writeLog(t testing.TB, fill func(w *audit.Writer)) string {
 	t.Helper()
 	d := t.TempDir()
 	dir := filepath.Join(d, "audit")
-	w, err := audit.Open(audit.Options{Dir: dir, KeyFile: filepath.Join(d, "node.key"), Fsync: audit.FsyncNever,
+	w, err := audit.Open(audit.Options{Dir: dir, KeyFile: audit.DefaultKeyFile(dir), Fsync: audit.FsyncNever,
 		Now: func() time.Time { return recordTime }, Logf: func(format string, args ...any) { t.Logf(format, args...) }})
 	if err != nil {
 		t.Fatal(err)

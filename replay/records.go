@@ -19,12 +19,13 @@ var errStop = errors.New("stop")
 
 // Show writes the records of the log in dir that sel selects to w, one
 // text line each (see formatRecord), and stops after limit records (0: no
-// limit).
+// limit). Signatures are checked as sel.Read says: at a frame that does
+// not verify it stops with an error naming the segment.
 func Show(dir string, sel *Selection, w io.Writer, limit int) error {
 	bw := bufio.NewWriter(w)
 	defer bw.Flush()
 	n := 0
-	err := audit.Scan(dir, &sel.Filter, func(r *audit.Record) error {
+	err := audit.ScanWith(dir, &sel.Filter, sel.Read, func(r *audit.Record) error {
 		if !sel.Match(r) {
 			return nil
 		}
@@ -126,13 +127,14 @@ func formatEvent(ev *event.Event) string {
 
 // Export writes the records of the log in dir that sel selects to w as
 // JSON lines, one object per record (see appendExport) with node in each,
-// and stops after limit records (0 or less: no limit). It returns how many
+// and stops after limit records (0 or less: no limit); signatures are
+// checked as sel.Read says (see Show). It returns how many
 // it wrote and the index of the last record the filter passed: a later
 // pass resumes after it.
 func Export(dir string, sel *Selection, w io.Writer, limit int, node string) (n int, last uint64, err error) {
 	bw := bufio.NewWriterSize(w, 1<<16)
 	var line []byte
-	err = audit.Scan(dir, &sel.Filter, func(r *audit.Record) error {
+	err = audit.ScanWith(dir, &sel.Filter, sel.Read, func(r *audit.Record) error {
 		last = r.Index
 		if !sel.Match(r) {
 			return nil

@@ -38,7 +38,11 @@ type Spec struct {
 // pod match that needs the records before.
 type Selection struct {
 	Filter audit.Filter
-	pod    *podMatcher
+	// Read says which keys Show and Export check every frame's signature
+	// with (the zero value: the key beside the log); they stop at the
+	// first segment that does not verify unless Read.Unverified.
+	Read audit.ReadOptions
+	pod  *podMatcher
 }
 
 // Parse checks the spec and turns it into a Selection; durations count

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"vigil.dev/vigil/detector"
 	"vigil.dev/vigil/event"
 	"vigil.dev/vigil/internal/privtest"
+	"vigil.dev/vigil/replay"
 )
 
 func nrOf(t *testing.T, name string) int32 {
@@ -318,7 +320,7 @@ func TestExportFollow(t *testing.T) {
 	}
 	w.Flush()
 	r, pw, _ := os.Pipe()
-	go exportFollow(dir, &filterFlags{}, pw, 12, "n", 20*time.Millisecond)
+	go exportFollow(dir, &filterFlags{}, audit.ReadOptions{}, pw, 12, "n", 20*time.Millisecond)
 	go func() {
 		time.Sleep(100 * time.Millisecond)
 		for i := 5; i < 12; i++ {
@@ -387,4 +389,84 @@ func TestReplayOfATracedRun(t *testing.T) {
 		t.Fatalf("replay: status %d, detect %+v, verified %v", st, tl.Detect, tl.Verified != nil)
 	}
 	t.Logf("%d events, %d verdicts recorded and reproduced with the same ids", tl.Events, recorded)
+}
+
+// TestAuditKeysAndSignatures: verify against a pinned key (an attacker who
+// replaces the log and the key beside it is caught; the key beside the log
+// is warned about), and show/export refuse a segment that does not verify.
+func TestAuditKeysAndSignatures(t *testing.T) {
+	dir, _ := recordLive(t)
+	pub, err := audit.LoadPublicKey(audit.DefaultKeyFile(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned := hex.EncodeToString(pub)
+	run := func(f func([]string, io.Writer) int, args ...string) (int, string) {
+		var b bytes.Buffer
+		return f(args, &b), b.String()
+	}
+	t.Run("verify with the pinned key", func(t *testing.T) {
+		st, out := run(auditVerify, "--pubkey", pinned, dir)
+		if st != 0 || !strings.Contains(out, "pinned key "+audit.Fingerprint(pub)) || strings.Contains(out, "WARNING") ||
+			!strings.Contains(out, "signed head file: record") {
+			t.Fatalf("status %d:\n%s", st, out)
+		}
+	})
+	t.Run("verify with the key beside the log warns", func(t *testing.T) {
+		st, out := run(auditVerify, dir)
+		if st != 0 || !strings.Contains(out, "WARNING: verified with the key found next to the log") {
+			t.Fatalf("status %d:\n%s", st, out)
+		}
+	})
+	t.Run("a replaced log and key fail against the pinned key", func(t *testing.T) {
+		forged, _ := recordLive(t) // another node key, beside another log
+		if st, out := run(auditVerify, forged); st != 0 {
+			t.Fatalf("the forged log with its own key: status %d:\n%s", st, out)
+		}
+		st, out := run(auditVerify, "--pubkey", pinned, forged)
+		if st != 1 || !strings.Contains(out, "wrong-key") || !strings.Contains(out, audit.Fingerprint(pub)) {
+			t.Fatalf("status %d:\n%s", st, out)
+		}
+	})
+	t.Run("verify with a published head file", func(t *testing.T) {
+		h, err := os.ReadFile(filepath.Join(dir, "head"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		head, err := audit.ParseHead(h[:256])
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(head)
+		f := filepath.Join(t.TempDir(), "head.json")
+		os.WriteFile(f, b, 0o644)
+		if st, out := run(auditVerify, "--pubkey", pinned, "--head", f, dir); st != 0 {
+			t.Fatalf("status %d:\n%s", st, out)
+		}
+	})
+	t.Run("show and export refuse a forged segment", func(t *testing.T) {
+		d := filepath.Join(t.TempDir(), "copy")
+		os.MkdirAll(d, 0o700)
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			b, _ := os.ReadFile(filepath.Join(dir, e.Name()))
+			os.WriteFile(filepath.Join(d, e.Name()), b, 0o600)
+		}
+		segs, _ := filepath.Glob(filepath.Join(d, "seg-*"))
+		b, _ := os.ReadFile(segs[1])
+		b[len(b)-1] ^= 1 // the seal's signature
+		os.WriteFile(segs[1], b, 0o600)
+		for _, cmd := range []func([]string, io.Writer) int{auditShow, auditExport} {
+			if st, _ := run(cmd, "--pubkey", pinned, d); st != 1 {
+				t.Fatalf("status %d for a forged segment, want 1", st)
+			}
+			if st, out := run(cmd, "--unverified", d); st != 0 || out == "" {
+				t.Fatalf("--unverified: status %d", st)
+			}
+		}
+		if _, _, err := replay.Export(d, &replay.Selection{Read: audit.ReadOptions{PubKey: pub}}, io.Discard, 0, ""); err == nil ||
+			!strings.Contains(err.Error(), "segment 2 ("+filepath.Base(segs[1])+")") {
+			t.Fatalf("export error %v does not name segment 2", err)
+		}
+	})
 }
