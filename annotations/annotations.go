@@ -61,6 +61,13 @@ type Policy struct {
 	Forced bool
 	// Seccomp is the profile to inject; "" leaves the runtime's policy as it is.
 	Seccomp string
+	// SeccompFloor is the least protective built-in seccomp profile the node
+	// allows this container (forced pods: NodeConfig.SeccompFloor); "" when
+	// none. A named profile is applied together with it.
+	SeccompFloor string
+	// AllowUnconfined is the node's allowUnconfined: without it, a named
+	// profile whose default action allows counts as unconfined and is refused.
+	AllowUnconfined bool
 	// Priority is 0..100, within the node's bounds; PrioritySet tells
 	// whether it applies (only then are CPU shares adjusted).
 	Priority    int
@@ -136,11 +143,25 @@ func Parse(pod, ctr map[string]string, ctrName, namespace, image string, node No
 		p.Monitor, p.Forced = true, true
 	}
 
+	p.AllowUnconfined = node.AllowUnconfined
+	if p.Forced {
+		// The node forces monitoring: the pod may raise its seccomp
+		// profile above the floor, never lower it (fail closed: a profile
+		// below it is a bad value, whatever form of the key names it).
+		if f := node.seccompFloor(); f != SeccompUnconfined {
+			p.SeccompFloor = f
+		}
+	}
 	if k, v, ok := Lookup(pod, ctr, KeySeccomp, ctrName); ok {
-		allowed := node.SeccompProfiles()
-		if slices.Contains(allowed, v) {
+		offered := node.SeccompProfiles()
+		allowed := slices.DeleteFunc(slices.Clone(offered), func(n string) bool { return !meetsFloor(n, p.SeccompFloor) })
+		switch {
+		case slices.Contains(allowed, v):
 			p.Seccomp = v
-		} else {
+		case slices.Contains(offered, v):
+			bad(k, v, fmt.Sprintf("%s (this node forces monitoring of this pod and allows no seccomp profile below %q: node configuration seccompFloor)",
+				quoteList(allowed), p.SeccompFloor))
+		default:
 			bad(k, v, quoteList(allowed))
 		}
 	}
@@ -227,6 +248,26 @@ func (c NodeConfig) applyPriority(p *Policy, namespace, key string) string {
 	return fmt.Sprintf("vigil: annotation %q asks for priority %d: applying %d (%d CPU shares): "+
 		"this node allows priorities from %d to %d in namespace %q (node configuration priority)",
 		key, asked, p.Priority, CPUShares(p.Priority), lo, hi, namespace)
+}
+
+// meetsFloor reports whether seccomp profile name may be asked for under
+// floor ("" for none): a built-in profile when it is at least as protective
+// (runtime-default is met by runtime-default, strict and notify; strict and
+// notify only by themselves: strict sends nothing to vigil, notify denies
+// less than strict), a named profile always (it is applied together with
+// the floor).
+func meetsFloor(name, floor string) bool {
+	switch {
+	case floor == "" || floor == SeccompUnconfined || !isBuiltinSeccomp(name):
+		return true
+	case floor == SeccompRuntimeDefault:
+		return name != SeccompUnconfined
+	}
+	return name == floor
+}
+
+func isBuiltinSeccomp(name string) bool {
+	return slices.Contains([]string{SeccompRuntimeDefault, SeccompStrict, SeccompNotify, SeccompUnconfined}, name)
 }
 
 func modeRank(m Mode) int {

@@ -68,14 +68,18 @@ func TestParse(t *testing.T) {
 		{name: "per-container override", pod: map[string]string{"ebpf-monitor": "true", "vigil.dev/seccomp/pod": "strict", "vigil.dev/seccomp/container.app": "notify"},
 			want: with(func(p *Policy) { p.Monitor, p.Seccomp = true, "notify" })},
 		{name: "node forces namespace over false", pod: map[string]string{"ebpf-monitor": "false"}, namespace: "prod-eu", node: forceNS,
-			want: with(func(p *Policy) { p.Monitor, p.Forced, p.Seccomp = true, true, "notify" })},
+			want: with(func(p *Policy) { p.Monitor, p.Forced, p.Seccomp, p.SeccompFloor = true, true, "notify", "notify" })},
 		{name: "node namespace pattern does not match", namespace: "dev", node: forceNS, want: def},
 		{name: "node forces image with slashes", image: "registry.local/payments/api:1.2", node: forceImg,
-			want: with(func(p *Policy) { p.Monitor, p.Forced, p.Seccomp = true, true, "notify" })},
+			want: with(func(p *Policy) { p.Monitor, p.Forced, p.Seccomp, p.SeccompFloor = true, true, "notify", "notify" })},
 		{name: "forced: learn raised to node minimum", pod: map[string]string{"vigil.dev/mode": "learn"}, namespace: "prod-1", node: forceEnforce,
-			want: with(func(p *Policy) { p.Monitor, p.Forced, p.Seccomp, p.Mode = true, true, "notify", ModeDetect })},
+			want: with(func(p *Policy) {
+				p.Monitor, p.Forced, p.Seccomp, p.SeccompFloor, p.Mode = true, true, "notify", "notify", ModeDetect
+			})},
 		{name: "forced: pod may raise above minimum", pod: map[string]string{"vigil.dev/mode": "enforce"}, namespace: "prod-1", node: forceEnforce,
-			want: with(func(p *Policy) { p.Monitor, p.Forced, p.Seccomp, p.Mode = true, true, "notify", ModeEnforce })},
+			want: with(func(p *Policy) {
+				p.Monitor, p.Forced, p.Seccomp, p.SeccompFloor, p.Mode = true, true, "notify", "notify", ModeEnforce
+			})},
 		{name: "minimum holds for unforced pods too", pod: map[string]string{"ebpf-monitor": "true", "vigil.dev/mode": "learn"}, node: forceEnforce,
 			want: with(func(p *Policy) { p.Monitor, p.Seccomp, p.Mode = true, "notify", ModeDetect })},
 		{name: "node default mode", pod: map[string]string{"ebpf-monitor": "true"}, node: NodeConfig{DefaultMode: ModeEnforce},
@@ -91,9 +95,9 @@ func TestParse(t *testing.T) {
 		{name: "policy and mode", pod: map[string]string{"vigil.dev/policy": "web-strict", "vigil.dev/mode": "learn"},
 			want: with(func(p *Policy) { p.PolicyName, p.Mode = "web-strict", ModeLearn })},
 		{name: "named profile and unconfined allowed", ctr: map[string]string{"vigil.dev/seccomp": "nginx"}, node: named,
-			want: with(func(p *Policy) { p.Seccomp = "nginx" })},
+			want: with(func(p *Policy) { p.Seccomp, p.AllowUnconfined = "nginx", true })},
 		{name: "unconfined allowed", pod: map[string]string{"vigil.dev/seccomp": "unconfined"}, node: named,
-			want: with(func(p *Policy) { p.Seccomp = "unconfined" })},
+			want: with(func(p *Policy) { p.Seccomp, p.AllowUnconfined = "unconfined", true })},
 		{name: "listed policy", pod: map[string]string{"vigil.dev/policy": "web"}, node: policies,
 			want: with(func(p *Policy) { p.PolicyName = "web" })},
 	}
@@ -395,7 +399,7 @@ func TestExampleNodeConfigParses(t *testing.T) {
 	if !c.Forces("payments", "") || !c.Forces("prod-eu", "") || !c.Forces("", "registry.example.com/finance/ledger:2") || c.Forces("dev", "nginx") {
 		t.Errorf("example config forces the wrong pods: %+v", c.ForceMonitor)
 	}
-	if c.MinMode != ModeDetect || c.OnInvalid != OnInvalidReject || c.ProfileDir != "/etc/vigil/seccomp" {
+	if c.MinMode != ModeDetect || c.OnInvalid != OnInvalidReject || c.ProfileDir != "/etc/vigil/seccomp" || c.SeccompFloor != SeccompNotify {
 		t.Errorf("example config: %+v", c)
 	}
 	if lo, hi := c.PriorityBounds("shop"); lo != 0 || hi != 60 || c.Priority.Unmonitored {
@@ -403,5 +407,105 @@ func TestExampleNodeConfigParses(t *testing.T) {
 	}
 	if _, hi := c.PriorityBounds("kube-system"); hi != 100 {
 		t.Errorf("example config: kube-system max %d, want 100", hi)
+	}
+}
+
+// TestParseSeccompFloor: a pod the node forces to be monitored cannot lower
+// its seccomp profile below the node's floor, whatever key form or
+// container override names it; unforced pods are not bound by it.
+func TestParseSeccompFloor(t *testing.T) {
+	node := func(floor string, allowUnconfined bool) NodeConfig {
+		c := NodeConfig{SeccompFloor: floor, AllowUnconfined: allowUnconfined, Profiles: []string{"web", "unconfined", "notify"}}
+		c.ForceMonitor.Namespaces = []string{"prod"}
+		return c
+	}
+	tests := []struct {
+		name      string
+		pod, ctr  map[string]string
+		namespace string
+		node      NodeConfig
+		want      string // the profile, or "" when rejected
+		wantFloor string
+		allowed   []string // with want "": substrings of the error
+		refused   []string // with want "": values the error must not offer
+	}{
+		{name: "forced, default floor: runtime-default refused", pod: map[string]string{"vigil.dev/seccomp": "runtime-default"},
+			namespace: "prod", node: node("", false), wantFloor: "notify", allowed: []string{`"notify"`, `"web"`, "seccompFloor", `below "notify"`},
+			refused: []string{`"runtime-default", `, `"strict"`}},
+		{name: "forced: pod form refused", pod: map[string]string{"vigil.dev/seccomp/pod": "strict"},
+			namespace: "prod", node: node("", false), wantFloor: "notify", allowed: []string{"vigil.dev/seccomp/pod", `"strict"`}},
+		{name: "forced: container override refused", pod: map[string]string{"vigil.dev/seccomp": "notify"},
+			ctr:       map[string]string{"vigil.dev/seccomp/container.app": "runtime-default"},
+			namespace: "prod", node: node("", false), wantFloor: "notify", allowed: []string{"vigil.dev/seccomp/container.app"}},
+		{name: "forced: unconfined refused even when the node allows it", pod: map[string]string{"vigil.dev/seccomp": "unconfined"},
+			namespace: "prod", node: node("runtime-default", true), wantFloor: "runtime-default", allowed: []string{`"runtime-default"`, `"strict"`, `"notify"`}},
+		{name: "forced: notify kept", pod: map[string]string{"vigil.dev/seccomp": "notify"},
+			namespace: "prod", node: node("", false), want: "notify", wantFloor: "notify"},
+		{name: "forced: no annotation gets notify", namespace: "prod", node: node("", false), want: "notify", wantFloor: "notify"},
+		{name: "forced: named profile allowed, applied with the floor", pod: map[string]string{"vigil.dev/seccomp": "web"},
+			namespace: "prod", node: node("", false), want: "web", wantFloor: "notify"},
+		{name: "forced, floor runtime-default: strict allowed", pod: map[string]string{"vigil.dev/seccomp": "strict"},
+			namespace: "prod", node: node("runtime-default", false), want: "strict", wantFloor: "runtime-default"},
+		{name: "forced, floor strict: notify refused", pod: map[string]string{"vigil.dev/seccomp": "notify"},
+			namespace: "prod", node: node("strict", false), wantFloor: "strict", allowed: []string{`"strict"`}},
+		{name: "forced, no floor: runtime-default allowed", pod: map[string]string{"vigil.dev/seccomp": "runtime-default"},
+			namespace: "prod", node: node("unconfined", false), want: "runtime-default"},
+		{name: "unforced pod: runtime-default allowed", pod: map[string]string{"ebpf-monitor": "true", "vigil.dev/seccomp": "runtime-default"},
+			namespace: "dev", node: node("", false), want: "runtime-default"},
+		{name: "unconfined.json in the profile dir is not unconfined", pod: map[string]string{"vigil.dev/seccomp": "unconfined"},
+			namespace: "dev", node: node("", false), allowed: []string{`"web"`}, refused: []string{`"unconfined"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := Parse(tt.pod, tt.ctr, "app", tt.namespace, "", tt.node)
+			if tt.want != "" {
+				if err != nil {
+					t.Fatalf("Parse: %v", err)
+				}
+				if p.Seccomp != tt.want || p.SeccompFloor != tt.wantFloor {
+					t.Errorf("seccomp %q floor %q, want %q floor %q", p.Seccomp, p.SeccompFloor, tt.want, tt.wantFloor)
+				}
+				return
+			}
+			var ae *Error
+			if !errors.As(err, &ae) {
+				t.Fatalf("Parse = %+v, %v; want an *Error", p, err)
+			}
+			for _, s := range append([]string{"vigil.dev/seccomp", "allowed values"}, tt.allowed...) {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("error lacks %s: %v", s, err)
+				}
+			}
+			for _, s := range tt.refused {
+				if strings.Contains(ae.Allowed, s) {
+					t.Errorf("error offers %s: %v", s, err)
+				}
+			}
+			// Warn mode falls back to the default profile, which meets every floor.
+			node := tt.node
+			node.OnInvalid = OnInvalidWarn
+			if p, err := Parse(tt.pod, tt.ctr, "app", tt.namespace, "", node); err != nil || (tt.namespace == "prod" && p.Seccomp != "notify") {
+				t.Errorf("warn mode: %+v, %v", p, err)
+			}
+		})
+	}
+}
+
+func TestSeccompFloorConfig(t *testing.T) {
+	tests := []struct{ yaml, wantErr string }{
+		{"seccompFloor: notify\n", ""},
+		{"seccompFloor: runtime-default\n", ""},
+		{"seccompFloor: unconfined\n", ""},
+		{"seccompFloor: low\n", `seccompFloor "low": allowed values are "notify", "strict", "runtime-default", "unconfined"`},
+		{"profiles: [unconfined]\n", `profiles: name "unconfined": the name of a built-in profile`},
+		{"profiles: [runtime-default]\n", `profiles: name "runtime-default"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.yaml, func(t *testing.T) {
+			_, err := ParseNodeConfig([]byte(tt.yaml))
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("error %v, want %q", err, tt.wantErr)
+			}
+		})
 	}
 }

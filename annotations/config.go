@@ -21,6 +21,12 @@ const (
 	OnInvalidWarn   = "warn"   // log a warning and use the default
 )
 
+// What seccompUnsupported may say.
+const (
+	SeccompUnsupportedFallback = "fallback" // run with the runtime's own seccomp profile (the default)
+	SeccompUnsupportedReject   = "reject"   // fail container creation
+)
+
 // NodeConfig is the node's side of the contract, read from
 // /etc/vigil/config.yaml. The zero value forces nothing and rejects bad
 // values.
@@ -38,8 +44,16 @@ type NodeConfig struct {
 	// PolicyDir holds response policies (NAME.yaml, package control),
 	// named by pods with vigil.dev/policy; "default" is built in.
 	PolicyDir string `yaml:"policyDir"`
-	// AllowUnconfined lets pods ask for vigil.dev/seccomp: unconfined.
+	// AllowUnconfined lets pods ask for vigil.dev/seccomp: unconfined, and
+	// for named profiles whose default action allows (which count as
+	// unconfined).
 	AllowUnconfined bool `yaml:"allowUnconfined"`
+	// SeccompFloor is the least protective seccomp profile a pod the node
+	// forces to be monitored may have: notify (the default), strict,
+	// runtime-default, or unconfined (no floor). A forced pod asking for a
+	// built-in profile below it fails creation; a named profile is applied
+	// together with the floor's profile (what either denies is denied).
+	SeccompFloor string `yaml:"seccompFloor"`
 	// ProfileDir holds named seccomp profiles (NAME.json); Profiles lists the
 	// names found there (filled by the agent, or given here).
 	ProfileDir string   `yaml:"profileDir"`
@@ -49,6 +63,11 @@ type NodeConfig struct {
 	Policies []string `yaml:"policies"`
 	// OnInvalid is "reject" (default) or "warn".
 	OnInvalid string `yaml:"onInvalid"`
+	// SeccompUnsupported says what happens to a container asking for a
+	// seccomp profile when the runtime cannot take seccomp policies through
+	// NRI (CRI-O 1.34): "fallback" (default) runs it with the runtime's own
+	// seccomp profile, with a warning; "reject" fails its creation.
+	SeccompUnsupported string `yaml:"seccompUnsupported"`
 	// Priority bounds what pods may ask for with vigil.dev/priority.
 	Priority PriorityConfig `yaml:"priority"`
 }
@@ -147,14 +166,28 @@ func (c NodeConfig) defaultMode() Mode {
 	return m
 }
 
-// SeccompProfiles lists the profile names a pod may ask for.
+// DefaultSeccompFloor is the seccomp floor of forced pods when the node
+// configuration sets none.
+const DefaultSeccompFloor = SeccompNotify
+
+// seccompFloor is the floor of forced pods.
+func (c NodeConfig) seccompFloor() string {
+	if c.SeccompFloor == "" {
+		return DefaultSeccompFloor
+	}
+	return c.SeccompFloor
+}
+
+// SeccompProfiles lists the profile names a pod may ask for. A named
+// profile with the name of a built-in one is left out: the name means the
+// built-in profile (unconfined only with allowUnconfined).
 func (c NodeConfig) SeccompProfiles() []string {
 	names := []string{SeccompRuntimeDefault, SeccompStrict, SeccompNotify}
 	if c.AllowUnconfined {
 		names = append(names, SeccompUnconfined)
 	}
 	for _, p := range c.Profiles {
-		if !slices.Contains(names, p) {
+		if !slices.Contains(names, p) && !isBuiltinSeccomp(p) {
 			names = append(names, p)
 		}
 	}
@@ -167,6 +200,11 @@ func (c NodeConfig) Validate() error {
 	case "", OnInvalidReject, OnInvalidWarn:
 	default:
 		return fmt.Errorf("onInvalid %q: allowed values are %q, %q", c.OnInvalid, OnInvalidReject, OnInvalidWarn)
+	}
+	switch c.SeccompUnsupported {
+	case "", SeccompUnsupportedFallback, SeccompUnsupportedReject:
+	default:
+		return fmt.Errorf("seccompUnsupported %q: allowed values are %q, %q", c.SeccompUnsupported, SeccompUnsupportedFallback, SeccompUnsupportedReject)
 	}
 	for _, f := range []struct {
 		name string
@@ -182,6 +220,15 @@ func (c NodeConfig) Validate() error {
 		if p == "" || strings.ContainsAny(p, "/\x00") {
 			return fmt.Errorf("profiles: name %q: must be non-empty and contain no '/'", p)
 		}
+		if isBuiltinSeccomp(p) {
+			return fmt.Errorf("profiles: name %q: the name of a built-in profile: allowed values are other names", p)
+		}
+	}
+	switch c.SeccompFloor {
+	case "", SeccompUnconfined, SeccompRuntimeDefault, SeccompStrict, SeccompNotify:
+	default:
+		return fmt.Errorf("seccompFloor %q: allowed values are %q, %q, %q, %q", c.SeccompFloor,
+			SeccompNotify, SeccompStrict, SeccompRuntimeDefault, SeccompUnconfined)
 	}
 	return c.validatePriority()
 }

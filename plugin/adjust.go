@@ -37,15 +37,22 @@ func parsePolicy(pod *api.PodSandbox, ctr *api.Container, node annotations.NodeC
 }
 
 // buildAdjustment turns a container's Policy into the NRI adjustment: the
-// seccomp policy (built on the runtime's own default when the container is
-// RuntimeDefault) and CPU shares from the priority. It returns the built
-// profile (nil when seccomp is left alone) so the notify Server can be told
-// the container's answers. A nil adjustment means nothing to change.
+// seccomp policy and CPU shares from the priority. The seccomp policy is
+// built on the runtime's own default when the container is RuntimeDefault,
+// and composed with the policy the container arrived with (its runtime
+// default or its own Localhost profile): it never allows what that policy
+// denies. A forced pod's named profile is composed with the node's floor.
+// It returns the built profile (nil when seccomp is left alone) so the
+// notify Server can be told the container's answers. A nil adjustment
+// means nothing to change.
 func buildAdjustment(pol annotations.Policy, ctr *api.Container, o seccomp.Options) (*api.ContainerAdjustment, *seccomp.Profile, error) {
 	var adj *api.ContainerAdjustment
 	var prof *seccomp.Profile
 	if pol.Seccomp != "" {
 		o.Base = runtimeDefaultBase(ctr)
+		o.Pod = arrivedWith(ctr)
+		o.Floor = pol.SeccompFloor
+		o.AllowUnconfined = pol.AllowUnconfined
 		p, err := seccomp.Build(pol.Seccomp, o)
 		if err != nil {
 			return nil, nil, fmt.Errorf("vigil: seccomp profile %q: %w", pol.Seccomp, err)
@@ -72,6 +79,17 @@ func runtimeDefaultBase(ctr *api.Container) *specs.LinuxSeccomp {
 		return nil
 	}
 	return toOCISeccomp(l.GetSeccompPolicy())
+}
+
+// arrivedWith returns the seccomp policy the container came with (the
+// runtime's default, or the pod's Localhost profile), or nil when it came
+// unconfined.
+func arrivedWith(ctr *api.Container) *specs.LinuxSeccomp {
+	s := ctr.GetLinux().GetSeccompPolicy()
+	if s == nil {
+		return nil
+	}
+	return toOCISeccomp(s)
 }
 
 func toOCISeccomp(s *api.LinuxSeccomp) *specs.LinuxSeccomp {

@@ -8,9 +8,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -123,6 +125,13 @@ func TestBuildAdjustment(t *testing.T) {
 		SeccompProfile: &api.SecurityProfile{ProfileType: api.SecurityProfile_RUNTIME_DEFAULT},
 		SeccompPolicy:  &api.LinuxSeccomp{DefaultAction: "SCMP_ACT_ERRNO", Syscalls: []*api.LinuxSyscall{{Names: []string{"read", "unshare"}, Action: "SCMP_ACT_ALLOW"}}},
 	}
+	eacces := &api.OptionalUInt32{Value: uint32(syscall.EACCES)}
+	localhost := &api.LinuxContainer{
+		SeccompProfile: &api.SecurityProfile{ProfileType: api.SecurityProfile_LOCALHOST, LocalhostRef: "/etc/seccomp/tiny.json"},
+		SeccompPolicy: &api.LinuxSeccomp{DefaultAction: "SCMP_ACT_ERRNO", Syscalls: []*api.LinuxSyscall{
+			{Names: []string{"read", "write", "exit_group", "mkdirat"}, Action: "SCMP_ACT_ALLOW"},
+			{Names: []string{"mkdir"}, Action: "SCMP_ACT_ERRNO", ErrnoRet: eacces}}},
+	}
 	tests := []struct {
 		name    string
 		pol     annotations.Policy
@@ -166,6 +175,43 @@ func TestBuildAdjustment(t *testing.T) {
 				}
 			}},
 		{name: "unknown named profile", pol: annotations.Policy{Seccomp: "nginx"}, wantErr: `seccomp profile "nginx"`},
+		// A pod's own profile used to be replaced by moby's default once
+		// monitored; it now bounds what vigil's profile allows.
+		{name: "localhost profile kept under notify", pol: annotations.Policy{Monitor: true, Forced: true, Seccomp: "notify", SeccompFloor: "notify"}, linux: localhost,
+			check: func(t *testing.T, adj *api.ContainerAdjustment, prof *seccomp.Profile) {
+				s := adj.GetLinux().GetSeccompPolicy()
+				var allowed []string
+				for _, r := range s.GetSyscalls() {
+					switch {
+					case r.Action == "SCMP_ACT_ALLOW" || r.Action == "SCMP_ACT_NOTIFY":
+						allowed = append(allowed, r.Names...)
+					case slices.Contains(r.Names, "mkdir") && (r.Action != "SCMP_ACT_ERRNO" || r.GetErrnoRet().GetValue() != 13):
+						t.Errorf("mkdir: %v, want the pod's EACCES", r)
+					}
+				}
+				slices.Sort(allowed)
+				if !reflect.DeepEqual(allowed, []string{"exit_group", "mkdirat", "read", "write"}) {
+					t.Errorf("allowed %v, want the pod's 4 syscalls", allowed)
+				}
+				if s.GetDefaultAction() != "SCMP_ACT_ERRNO" || s.GetListenerPath() != "/run/test/seccomp.sock" {
+					t.Errorf("default %s listener %q", s.GetDefaultAction(), s.GetListenerPath())
+				}
+				mkdir, _ := event.SyscallNr("mkdir")
+				mkdirat, _ := event.SyscallNr("mkdirat")
+				if d := prof.Policy.Decide(int32(mkdir)); d != (seccomp.Decision{Errno: syscall.EACCES}) {
+					t.Errorf("mkdir answered %v, want the pod's EACCES", d)
+				}
+				if d := prof.Policy.Decide(int32(mkdirat)); !d.Allow {
+					t.Errorf("mkdirat answered %v, want allow", d)
+				}
+			}},
+		{name: "localhost profile kept under unconfined", pol: annotations.Policy{Seccomp: "unconfined", AllowUnconfined: true}, linux: localhost,
+			check: func(t *testing.T, adj *api.ContainerAdjustment, prof *seccomp.Profile) {
+				if s := adj.GetLinux().GetSeccompPolicy(); s.GetDefaultAction() != "SCMP_ACT_ERRNO" || len(s.GetSyscalls()) != 2 || prof.Policy != nil {
+					t.Errorf("seccomp %v", s)
+				}
+			}},
+		{name: "built-in below the floor", pol: annotations.Policy{Seccomp: "runtime-default", SeccompFloor: "notify"}, wantErr: `below the node's floor "notify"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -7,7 +7,9 @@
 // sensitive syscalls sent to vigil's listener), unconfined, and named
 // profiles (NAME.json) from a node directory. Build returns the OCI policy
 // to inject and the answers the notify Server gives for the notified
-// syscalls; ToNRI converts the policy to an NRI adjustment.
+// syscalls. A built profile never allows what the policy the container
+// arrived with denies (Options.Pod), and a named profile never goes below
+// the node's floor (Options.Floor).
 //
 // The Server needs Linux ≥ 5.0 (SECCOMP_FILTER_FLAG_NEW_LISTENER, 5.5 for
 // SECCOMP_USER_NOTIF_FLAG_CONTINUE) and a runc that supports listenerPath
@@ -20,6 +22,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"syscall"
@@ -94,8 +97,21 @@ type Policy struct {
 	Default   Decision
 }
 
-// Decide answers syscall nr.
+// x32SyscallBit marks the syscall numbers of the x32 ABI, which x86_64
+// filters see with the native AUDIT_ARCH (arch/x86/include/uapi/asm/unistd.h,
+// __X32_SYSCALL_BIT). No native number of any ABI has it set.
+const x32SyscallBit = 0x40000000
+
+// foreignNr reports whether nr cannot be a syscall number of the native ABI
+// (an x32 number, or a negative one): the tables know nothing of it.
+func foreignNr(nr int32) bool { return nr < 0 || nr&x32SyscallBit != 0 }
+
+// Decide answers syscall nr. A number that is not of the native ABI (x32's,
+// negative) is denied with ENOSYS, whatever the table says.
 func (p *Policy) Decide(nr int32) Decision {
+	if foreignNr(nr) {
+		return Decision{Errno: syscall.ENOSYS}
+	}
 	if d, ok := p.Decisions[nr]; ok {
 		return d
 	}
@@ -120,10 +136,74 @@ type Options struct {
 	ListenerPath string
 	// ProfileDir holds named profiles (NAME.json, OCI or moby format).
 	ProfileDir string
+	// Pod is the policy the container arrived with: the runtime's default or
+	// the pod's own (Localhost) profile; nil when it arrived unconfined. The
+	// built profile is intersected with it (see intersect): it never allows
+	// what Pod denies, and notifies only syscalls Pod allows. When Pod is
+	// Base, the profiles built on Base (runtime-default, strict, notify) are
+	// already within it and are left as they are.
+	Pod *specs.LinuxSeccomp
+	// Floor is the least protective built-in profile allowed ("" or
+	// unconfined: none; see MeetsFloor). A built-in profile below it is an
+	// error; a named profile is intersected with it.
+	Floor string
+	// AllowUnconfined lets a named profile whose default action allows
+	// (which counts as unconfined) be used.
+	AllowUnconfined bool
 }
 
-// Build returns profile name.
+// IsBuiltin reports whether name is a built-in profile's name.
+func IsBuiltin(name string) bool {
+	return slices.Contains([]string{RuntimeDefault, Strict, Notify, Unconfined}, name)
+}
+
+// MeetsFloor reports whether built-in profile name is at least as
+// protective as floor: every profile meets unconfined (or ""), and
+// runtime-default is met by runtime-default, strict and notify; strict and
+// notify are met only by themselves (strict does not send syscalls to
+// vigil, notify does not deny strict's).
+func MeetsFloor(name, floor string) bool {
+	switch floor {
+	case "", Unconfined:
+		return true
+	case RuntimeDefault:
+		return name == RuntimeDefault || name == Strict || name == Notify
+	}
+	return name == floor
+}
+
+// Build returns profile name: the built-in or named profile, intersected
+// with the node's floor when it is named, then with the policy the
+// container arrived with (Options.Pod).
 func Build(name string, o Options) (*Profile, error) {
+	switch o.Floor {
+	case "", Unconfined, RuntimeDefault, Strict, Notify:
+	default:
+		return nil, fmt.Errorf("seccomp floor %q: allowed values are %q, %q, %q, %q", o.Floor, Unconfined, RuntimeDefault, Strict, Notify)
+	}
+	p, err := build(name, o)
+	if err != nil {
+		return nil, err
+	}
+	if IsBuiltin(name) && !MeetsFloor(name, o.Floor) {
+		return nil, fmt.Errorf("seccomp profile %q is below the node's floor %q", name, o.Floor)
+	}
+	if !IsBuiltin(name) && o.Floor != "" && o.Floor != Unconfined {
+		floor, err := build(o.Floor, o)
+		if err != nil {
+			return nil, err
+		}
+		p.Spec, p.Policy = intersect(side{p.Spec, p.Policy}, side{floor.Spec, floor.Policy}, o.ListenerPath)
+	}
+	onBase := o.Base != nil && (name == RuntimeDefault || name == Strict || name == Notify) && reflect.DeepEqual(o.Pod, o.Base)
+	if o.Pod != nil && !onBase {
+		p.Spec, p.Policy = intersect(side{spec: o.Pod}, side{p.Spec, p.Policy}, o.ListenerPath)
+	}
+	return p, nil
+}
+
+// build returns profile name alone.
+func build(name string, o Options) (*Profile, error) {
 	base, err := runtimeDefault(o.Base)
 	if err != nil {
 		return nil, err
@@ -192,9 +272,13 @@ func withRule(s *specs.LinuxSeccomp, names []string, r specs.LinuxSyscall) *spec
 
 // notifyPolicy answers each of names as s would have: allowed when an
 // unconditional allow rule names it, otherwise the errno of its rule or of
-// the default action (EPERM when none is given).
+// the default action (EPERM when none is given). Syscalls it has no answer
+// for are denied (with the default's errno, ENOSYS when the default allows).
 func notifyPolicy(s *specs.LinuxSeccomp, names []string) *Policy {
 	p := &Policy{Decisions: map[int32]Decision{}, Default: defaultDecision(s)}
+	if p.Default.Allow {
+		p.Default = Decision{Errno: syscall.ENOSYS}
+	}
 	for _, n := range names {
 		nr, ok := event.SyscallNr(n)
 		if !ok {
@@ -236,11 +320,19 @@ func ruleDecision(r specs.LinuxSyscall) Decision {
 // loadNamed reads a named profile from the node's directory. Rules with
 // action SCMP_ACT_NOTIFY are answered by the Server: with errnoRet, a denial
 // with that errno; without, allow. runc rejects errnoRet on a notify rule,
-// so it is kept in the Policy and removed from the Spec.
+// so it is kept in the Policy and removed from the Spec. A notify rule's
+// syscalls that vigil's table does not know get an errno rule instead (the
+// rule's errnoRet, else ENOSYS): the Server could not tell their
+// notifications apart. Anything else notified is denied with ENOSYS. Names
+// of built-in profiles are refused, and so is a profile whose default
+// action allows (it counts as unconfined) unless o.AllowUnconfined.
 func loadNamed(name string, o Options) (*specs.LinuxSeccomp, *Policy, error) {
 	if o.ProfileDir == "" || name == "" || strings.ContainsAny(name, "/\x00") || name[0] == '.' {
 		return nil, nil, fmt.Errorf("seccomp profile %q: unknown (built-in: %s, %s, %s, %s; named profiles need a profile directory)",
 			name, RuntimeDefault, Strict, Notify, Unconfined)
+	}
+	if IsBuiltin(name) {
+		return nil, nil, fmt.Errorf("seccomp profile %q: the name of a built-in profile: %s.json in %s is never used", name, name, o.ProfileDir)
 	}
 	path := filepath.Join(o.ProfileDir, name+".json")
 	data, err := os.ReadFile(path)
@@ -255,24 +347,48 @@ func loadNamed(name string, o Options) (*specs.LinuxSeccomp, *Policy, error) {
 	if s == nil {
 		return nil, nil, fmt.Errorf("seccomp profile %s: empty", path)
 	}
+	if (s.DefaultAction == specs.ActAllow || s.DefaultAction == specs.ActLog) && !o.AllowUnconfined {
+		return nil, nil, fmt.Errorf("seccomp profile %s: default action %s makes it unconfined, which this node does not allow (allowUnconfined is false)", path, s.DefaultAction)
+	}
 	var pol *Policy
+	var unknown []specs.LinuxSyscall
 	for i, r := range s.Syscalls {
 		if r.Action != specs.ActNotify {
 			continue
 		}
 		if pol == nil {
-			pol = &Policy{Decisions: map[int32]Decision{}, Default: Decision{Allow: true}}
+			pol = &Policy{Decisions: map[int32]Decision{}, Default: Decision{Errno: syscall.ENOSYS}}
 		}
 		d := Decision{Allow: true}
 		if r.ErrnoRet != nil {
 			d = Decision{Errno: syscall.Errno(*r.ErrnoRet)}
 		}
+		var known []string
+		var other specs.LinuxSyscall
 		for _, n := range r.Names {
-			if nr, ok := event.SyscallNr(n); ok {
-				pol.Decisions[int32(nr)] = d
+			nr, ok := event.SyscallNr(n)
+			if !ok {
+				other.Names = append(other.Names, n)
+				continue
 			}
+			pol.Decisions[int32(nr)] = d
+			known = append(known, n)
 		}
+		if len(other.Names) > 0 {
+			other.Action, other.Args = specs.ActErrno, r.Args
+			other.ErrnoRet = errnoPtr(syscall.ENOSYS)
+			if r.ErrnoRet != nil {
+				other.ErrnoRet = copyUint(r.ErrnoRet)
+			}
+			unknown = append(unknown, other)
+		}
+		s.Syscalls[i].Names = known
 		s.Syscalls[i].ErrnoRet = nil
+	}
+	s.Syscalls = slices.DeleteFunc(s.Syscalls, func(r specs.LinuxSyscall) bool { return len(r.Names) == 0 })
+	s.Syscalls = append(s.Syscalls, unknown...)
+	if pol != nil && len(pol.Decisions) == 0 {
+		pol = nil // every notified name was unknown: nothing is sent to the listener
 	}
 	if pol != nil {
 		if o.ListenerPath == "" {
@@ -284,7 +400,8 @@ func loadNamed(name string, o Options) (*specs.LinuxSeccomp, *Policy, error) {
 }
 
 // ListNamed returns the profile names (NAME.json) in dir, sorted; a missing
-// directory has none.
+// directory has none. Files named as a built-in profile (unconfined.json,
+// …) are left out: the built-in name always means the built-in profile.
 func ListNamed(dir string) ([]string, error) {
 	if dir == "" {
 		return nil, nil
@@ -298,7 +415,7 @@ func ListNamed(dir string) ([]string, error) {
 	}
 	var names []string
 	for _, e := range ents {
-		if n, ok := strings.CutSuffix(e.Name(), ".json"); ok && !e.IsDir() && n != "" && n[0] != '.' {
+		if n, ok := strings.CutSuffix(e.Name(), ".json"); ok && !e.IsDir() && n != "" && n[0] != '.' && !IsBuiltin(n) {
 			names = append(names, n)
 		}
 	}

@@ -114,7 +114,7 @@ func TestBuild(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := Build(tt.name, Options{ListenerPath: listener, ProfileDir: "testdata"})
+			p, err := Build(tt.name, Options{ListenerPath: listener, ProfileDir: "testdata", AllowUnconfined: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -136,7 +136,13 @@ func TestBuildErrors(t *testing.T) {
 		{"missing file", "nginx", Options{ProfileDir: "testdata"}, "no such file"},
 		{"path escape", "../x", Options{ProfileDir: "testdata"}, "unknown"},
 		{"notify without listener", Notify, Options{}, "no listener"},
-		{"named notify without listener", "no-mkdir", Options{ProfileDir: "testdata"}, "need a listener"},
+		{"named notify without listener", "no-mkdir", Options{ProfileDir: "testdata", AllowUnconfined: true}, "need a listener"},
+		{"named default allow counts as unconfined", "no-mkdir", Options{ProfileDir: "testdata", ListenerPath: "/x"},
+			"default action SCMP_ACT_ALLOW makes it unconfined, which this node does not allow"},
+		{"built-in below the floor", RuntimeDefault, Options{Floor: Notify}, `"runtime-default" is below the node's floor "notify"`},
+		{"unconfined below the floor", Unconfined, Options{Floor: RuntimeDefault}, `"unconfined" is below`},
+		{"notify below the strict floor", Notify, Options{Floor: Strict, ListenerPath: "/x"}, `"notify" is below`},
+		{"bad floor", Strict, Options{Floor: "low"}, `seccomp floor "low": allowed values`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -205,7 +211,7 @@ func TestExpandDefaultErrno(t *testing.T) {
 
 func TestListNamed(t *testing.T) {
 	got, err := ListNamed("testdata")
-	if err != nil || !reflect.DeepEqual(got, []string{"no-mkdir", "plain"}) {
+	if err != nil || !reflect.DeepEqual(got, []string{"no-mkdir", "plain", "unknown-notify"}) { // unconfined.json is left out
 		t.Fatalf("ListNamed = %v, %v", got, err)
 	}
 	if got, err := ListNamed(t.TempDir() + "/none"); err != nil || got != nil {

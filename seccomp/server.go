@@ -248,12 +248,14 @@ func (s *Server) deniedCopy() map[string]map[int32]syscall.Errno {
 	return out
 }
 
-// decide answers syscall nr of ABI arch for container id: a dynamic deny
-// first, then the container's Policy (or the fallback). dynamic tells which.
+// decide answers syscall nr of ABI arch for container id: a syscall of
+// another ABI is denied with ENOSYS; then a dynamic deny, then the
+// container's Policy (or the fallback). dynamic tells which.
 func (s *Server) decide(id string, nr int32, arch uint32) (d Decision, dynamic bool) {
-	if arch != nativeAuditArch {
-		// Numbers of another ABI (e.g. i386 on x86_64) do not index our
-		// tables: deny, as the profiles' default does.
+	if arch != nativeAuditArch || foreignNr(nr) {
+		// Numbers of another ABI (e.g. i386 on x86_64, or x32, which comes
+		// with the native AUDIT_ARCH and __X32_SYSCALL_BIT set) do not index
+		// our tables: deny, whatever the policy or a dynamic deny says.
 		return Decision{Errno: unix.ENOSYS}, false
 	}
 	if cur := s.denied.Load(); cur != nil {
