@@ -61,14 +61,32 @@ type Config struct {
 	// IdleWait bounds one sleep of an idle reader, and so how long Run
 	// takes to notice a cancelled context (default 10 ms).
 	IdleWait time.Duration
+	// CgroupRate is each tracked cgroup's budget of records per second
+	// (default DefaultCgroupRate; negative: no budget), CgroupBurst how many
+	// it may write at once (default DefaultCgroupBurst). A record over the
+	// budget is the cgroup's own drop, counted as throttled, so that one
+	// flooding container cannot fill the ring that all of them share.
+	CgroupRate  int
+	CgroupBurst int
 }
+
+// The default budget of a cgroup: a twelfth of what one reader takes
+// (about 2.4M records/s), far above what busy services make (a build or
+// a web server: tens of thousands per second).
+const (
+	DefaultCgroupRate  = 200_000
+	DefaultCgroupBurst = 50_000
+)
 
 // Counters are the exact per-cgroup counts kept in the kernel. At any quiet
 // moment Seen == Emitted + Dropped.
 type Counters struct {
 	Seen    uint64 // syscalls completed (= sequence numbers handed out)
 	Emitted uint64 // records written to the ring
-	Dropped uint64 // records lost because the ring was full
+	Dropped uint64 // records lost because the ring was full or the cgroup over its budget
+	// Throttled counts the dropped records that were over the cgroup's
+	// budget: the loss was the cgroup's own flood.
+	Throttled uint64
 }
 
 // Monitor is a loaded tracer.
@@ -117,6 +135,10 @@ func Load(cfg Config) (*Monitor, error) {
 	if cfg.IdleWait == 0 {
 		cfg.IdleWait = 10 * time.Millisecond
 	}
+	budgetNs, budgetTau, err := budget(cfg.CgroupRate, cfg.CgroupBurst)
+	if err != nil {
+		return nil, err
+	}
 	if err := CheckKernel(); err != nil {
 		return nil, err
 	}
@@ -133,6 +155,8 @@ func Load(cfg Config) (*Monitor, error) {
 		"wake_ns":     uint64(cfg.WakeInterval),
 		"wake_bytes":  uint64(cfg.WakeBytes),
 		"wake_min_ns": uint64(cfg.WakeInterval / 20),
+		"budget_ns":   budgetNs,
+		"budget_tau":  budgetTau,
 	}
 	for name, v := range consts {
 		if err := spec.Variables[name].Set(v); err != nil {
@@ -412,7 +436,7 @@ func (m *Monitor) final(cgroupID uint64) (Counters, bool) {
 	if err := m.objs.VigilFinal.Lookup(cgroupID, &st); err != nil {
 		return Counters{}, false
 	}
-	return Counters{Seen: st.Seq, Emitted: st.Emitted, Dropped: st.Dropped}, true
+	return st.counters(), true
 }
 
 func (m *Monitor) counters(fd int, cgroupID uint64) (Counters, error) {
@@ -423,7 +447,7 @@ func (m *Monitor) counters(fd int, cgroupID uint64) (Counters, error) {
 		}
 		return Counters{}, fmt.Errorf("read counters of cgroup %d: %w", cgroupID, err)
 	}
-	return Counters{Seen: st.Seq, Emitted: st.Emitted, Dropped: st.Dropped}, nil
+	return st.counters(), nil
 }
 
 // Tracked lists the tracked cgroups that still exist, with their counters.
@@ -569,6 +593,32 @@ func Unpin(pinDir string) error {
 		return fmt.Errorf("remove pin dir: %w", err)
 	}
 	return nil
+}
+
+func (st *vigilCgState) counters() Counters {
+	return Counters{Seen: st.Seq, Emitted: st.Emitted, Dropped: st.Dropped, Throttled: st.Throttled}
+}
+
+// budget turns a cgroup budget into the tracer's: ns per record and how far
+// ahead a burst may go (0, 0: no budget).
+func budget(rate, burst int) (ns, tau uint64, err error) {
+	if rate < 0 {
+		return 0, 0, nil
+	}
+	if rate == 0 {
+		rate = DefaultCgroupRate
+	}
+	if burst == 0 {
+		burst = DefaultCgroupBurst
+	}
+	if rate > 1e9 {
+		return 0, 0, fmt.Errorf("cgroup rate %d: at most 1000000000 records/s (or negative for no budget)", rate)
+	}
+	if burst < 0 || burst > 1e9 {
+		return 0, 0, fmt.Errorf("cgroup burst %d: must be between 1 and 1000000000 records", burst)
+	}
+	ns = uint64(1e9 / rate)
+	return ns, ns * uint64(burst), nil
 }
 
 func ensureBPFFS(dir string) error {

@@ -22,10 +22,12 @@ const (
 	fNoRet  = 2
 	fTrunc  = 4
 
-	sPath  = 1
-	sPath2 = 2
-	sArgv  = 3
-	sSock  = 4
+	sPath     = 1
+	sPath2    = 2
+	sArgv     = 3
+	sSock     = 4
+	sPathUser = 5 // an open's path as the user passed it, when not the file's path
+	sSockUser = 6 // a connect's or bind's sockaddr as passed, when not the socket's
 )
 
 // Decoders of syscalls.bpf.c's enum dec.
@@ -42,14 +44,21 @@ const (
 	dSock4
 	dAccept
 	dMsg
+	dOpen0
+	dOpen1
+	dConnect
+	dBind
 )
 
 // decoders says which strings the tracer reads for which syscall: paths of
 // the open/stat/exec/unlink/rename/mount/chmod families, execve filename and
 // argv, socket addresses of connect/sendto/bind/accept/sendmsg.
 var decoders = map[string]uint8{
+	// opens: the opened file's path (the user's path at arg0 or arg1 too
+	// when it differs); a failed open has the user's path
+	"open": dOpen0, "creat": dOpen0, "openat": dOpen1, "openat2": dOpen1,
 	// path at arg0
-	"open": dPath0, "creat": dPath0, "stat": dPath0, "lstat": dPath0, "access": dPath0,
+	"stat": dPath0, "lstat": dPath0, "access": dPath0,
 	"chdir": dPath0, "chroot": dPath0, "unlink": dPath0, "rmdir": dPath0, "mkdir": dPath0,
 	"chmod": dPath0, "chown": dPath0, "lchown": dPath0, "truncate": dPath0, "readlink": dPath0,
 	"statfs": dPath0, "mknod": dPath0, "utime": dPath0, "utimes": dPath0, "acct": dPath0,
@@ -58,7 +67,7 @@ var decoders = map[string]uint8{
 	"listxattr": dPath0, "llistxattr": dPath0, "removexattr": dPath0, "lremovexattr": dPath0,
 	"quotactl": dPath0,
 	// path at arg1: the *at family
-	"openat": dPath1, "openat2": dPath1, "newfstatat": dPath1, "statx": dPath1,
+	"newfstatat": dPath1, "statx": dPath1,
 	"faccessat": dPath1, "faccessat2": dPath1, "mkdirat": dPath1, "mknodat": dPath1,
 	"unlinkat": dPath1, "fchmodat": dPath1, "fchmodat2": dPath1, "fchownat": dPath1,
 	"readlinkat": dPath1, "utimensat": dPath1, "futimesat": dPath1,
@@ -71,7 +80,9 @@ var decoders = map[string]uint8{
 	// exec
 	"execve": dExec, "execveat": dExecAt,
 	// sockets
-	"connect": dSock1, "bind": dSock1, "sendto": dSock4,
+	// connect, bind: the socket's own address once it took effect (the
+	// user's sockaddr too when it differs); sendto, accept, sendmsg: as passed
+	"connect": dConnect, "bind": dBind, "sendto": dSock4,
 	"accept": dAccept, "accept4": dAccept, "sendmsg": dMsg,
 }
 
@@ -196,6 +207,12 @@ func (d *decoder) decode(b []byte, ev *event.Event) bool {
 			}
 		case sSock:
 			ev.Addr = sockaddr(s)
+		case sPathUser:
+			ev.PathUser = string(s)
+			ev.Flags |= event.UserDiffers
+		case sSockUser:
+			ev.AddrUser = sockaddr(s)
+			ev.Flags |= event.UserDiffers
 		}
 		off += (n + 7) &^ 7
 	}

@@ -18,9 +18,22 @@
 //
 // Counting: each tracked cgroup has a struct cg_state. Every syscall takes a
 // sequence number (seen == seq), then is either written to the ring buffer
-// (emitted) or counted as dropped when the ring is full. So at any quiet
-// moment seen == emitted + dropped, and the sequence gaps in the stream are
-// exactly the drops.
+// (emitted) or counted as dropped when the ring is full or the cgroup is over
+// its budget (then also counted as throttled). So at any quiet moment
+// seen == emitted + dropped, and the sequence gaps in the stream are exactly
+// the drops.
+//
+// Budget: each cgroup may write budget_burst records at once and one more
+// every budget_ns (a token bucket kept as a theoretical arrival time, GCRA),
+// so that one flooding container cannot fill the one ring that every
+// container shares: its excess is its own loss, counted as throttled.
+//
+// Strings the kernel used: user memory read at syscall exit may have been
+// rewritten by another thread since the kernel read it. So a successful
+// open's path is the path of the file the kernel opened (the new fd's
+// struct file, its dentries walked up to the task's root), and a successful
+// connect's or bind's address is the socket's own (struct sock). The user's
+// string follows as a *_USER item only when it differs.
 
 #include "headers/vmlinux.h"
 #include "headers/bpf_helpers.h"
@@ -37,6 +50,14 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define SOCK_BYTES 112    // >= sizeof(struct sockaddr_un) (110)
 #define SCRATCH 4096      // per-CPU record buffer; a power of two
 #define TASK_COMM 16
+#define PATH_DEPTH 64     // bound of the dentries walked for a file's path
+#define NAME_MAX 255      // include/uapi/linux/limits.h
+#define TMP_OFF 3072      // a file's path is built backwards here, above any record
+#define PATH_PREFIX 16    // room left for "(unreachable)" or "..."
+#define EINPROGRESS 115
+#define AF_UNIX 1         // include/linux/socket.h
+#define AF_INET 2
+#define AF_INET6 10
 
 // Record flags (mirrored in record.go).
 #define F_COMM 1          // a comm[16] follows the arguments
@@ -48,6 +69,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define S_PATH2 2
 #define S_ARGV 3
 #define S_SOCK 4
+#define S_PATH_USER 5     // the user's path of an open when it differs from S_PATH
+#define S_SOCK_USER 6     // the user's sockaddr when it differs from S_SOCK
 
 // Decoders, chosen per syscall number by user space (sysmeta map).
 enum dec {
@@ -63,6 +86,10 @@ enum dec {
 	D_SOCK4,    // sockaddr at arg4, length arg5 (sendto)
 	D_ACCEPT,   // peer sockaddr at arg1, *length at arg2 (accept, accept4)
 	D_MSG,      // msghdr at arg1: msg_name/msg_namelen (sendmsg)
+	D_OPEN0,    // open, creat: the opened file's path; the user's path at arg0
+	D_OPEN1,    // openat, openat2: likewise, the user's path at arg1
+	D_CONNECT,  // the socket's peer address; the user's sockaddr at arg1
+	D_BIND,     // the socket's own address; the user's sockaddr at arg1
 };
 
 struct rec_hdr {
@@ -87,10 +114,12 @@ struct str_hdr {
 };
 
 struct cg_state {
-	__u64 seq;      // seen: sequence numbers handed out
-	__u64 emitted;  // records written
-	__u64 dropped;  // records lost to a full ring
+	__u64 seq;       // seen: sequence numbers handed out
+	__u64 emitted;   // records written
+	__u64 dropped;   // records lost to a full ring or to the budget
 	__u64 tracked_ns;
+	__u64 throttled; // of dropped, those over the cgroup's budget
+	__u64 tat;       // budget: when the records granted so far are paid for
 };
 
 // The final counters of tracked cgroups that were removed (their storage
@@ -171,6 +200,11 @@ volatile const __u64 wake_ns = 2000000;
 volatile const __u64 wake_bytes = 1 << 20;
 volatile const __u64 wake_min_ns = 100000;
 __u64 last_wake;
+
+// The budget of each tracked cgroup, set at load: one record every budget_ns
+// on average, budget_tau (burst * budget_ns) ahead at most. 0: no budget.
+volatile const __u64 budget_ns = 5000;
+volatile const __u64 budget_tau = 250000000;
 
 // Bumped by a (re)starting reader so that every thread resends its comm.
 // Pinned: a new reader must reach programs that an old agent attached.
@@ -261,7 +295,7 @@ static __always_inline __u32 put_raw(__u8 *buf, __u32 off, __u8 kind, const void
 		len = SOCK_BYTES;
 	off &= (SCRATCH / 2 - 1);
 	struct str_hdr *h = (void *)(buf + off);
-	if (bpf_probe_read_user(buf + off + sizeof(*h), len & (SOCK_BYTES * 2 - 1), src))
+	if (bpf_probe_read_user(buf + off + sizeof(*h), len & 127, src)) // 127 >= SOCK_BYTES
 		return off;
 	h->kind = kind;
 	h->pad = 0;
@@ -311,6 +345,30 @@ static __always_inline int count_lost(struct cg_state *st)
 	__sync_fetch_and_add(&st->seq, 1);
 	__sync_fetch_and_add(&st->dropped, 1);
 	return 0;
+}
+
+// over_budget charges one record to the cgroup's budget (GCRA: tat is the
+// time by which the records granted so far are paid for, one per budget_ns;
+// a record is granted while tat stays within budget_tau of now). A record
+// over budget is counted as dropped and throttled, and takes its sequence
+// number, exactly like a record the full ring refused. The charge is one
+// atomic add on the line that seq's atomic has just brought to this CPU;
+// the reset after an idle spell is a plain store (a race there forgives at
+// most a record per CPU).
+static __always_inline int over_budget(struct cg_state *st, __u64 now)
+{
+	if (!budget_ns)
+		return 0;
+	if ((__s64)(st->tat - now) < 0)
+		st->tat = now;
+	__u64 prev = __sync_fetch_and_add(&st->tat, budget_ns);
+	if ((__s64)(prev - now) <= (__s64)(budget_tau - budget_ns))
+		return 0;
+	__sync_fetch_and_add(&st->tat, -budget_ns);
+	__sync_fetch_and_add(&st->seq, 1);
+	__sync_fetch_and_add(&st->dropped, 1);
+	__sync_fetch_and_add(&st->throttled, 1);
+	return 1;
 }
 
 static __always_inline void *get_scratch(void)
@@ -400,11 +458,13 @@ static __always_inline struct cg_state *tracked(__u64 *cgid)
 	return st;
 }
 
-static __always_inline struct rec_hdr *begin(struct cg_state *st, __u64 cgid, __u8 *buf, long nr, long ret, __u8 flags)
+// begin fills a record's header; now is its timestamp, taken before the
+// budget check.
+static __always_inline struct rec_hdr *begin(struct cg_state *st, __u64 cgid, __u8 *buf, __u64 now, long nr, long ret, __u8 flags)
 {
 	struct rec_hdr *r = (void *)buf;
 	__u64 id = bpf_get_current_pid_tgid();
-	r->ktime = bpf_ktime_get_ns();
+	r->ktime = now;
 	r->cgid = cgid;
 	r->seq = __sync_fetch_and_add(&st->seq, 1) + 1;
 	r->ret = ret;
@@ -424,10 +484,10 @@ static __always_inline struct rec_hdr *begin(struct cg_state *st, __u64 cgid, __
 // a store to memory the reader reads on another CPU.
 #define FAST_SIZE (sizeof(struct rec_hdr) + 6 * 8 + TASK_COMM)
 
-static __always_inline int fast_record(struct cg_state *st, __u64 cgid, struct pt_regs *regs, long nr, long ret, __u8 nargs)
+static __always_inline int fast_record(struct cg_state *st, __u64 cgid, __u64 now, struct pt_regs *regs, long nr, long ret, __u8 nargs)
 {
 	__u64 buf[FAST_SIZE / 8];
-	struct rec_hdr *r = begin(st, cgid, (void *)buf, nr, ret, 0);
+	struct rec_hdr *r = begin(st, cgid, (void *)buf, now, nr, ret, 0);
 	r->nargs = nargs;
 	__u64 *args = &buf[sizeof(*r) / 8];
 	args[0] = ARG0(regs);
@@ -456,6 +516,246 @@ static __always_inline int fast_record(struct cg_state *st, __u64 cgid, struct p
 	return 0;
 }
 
+// The objects behind an fd are read through read-only casts (kernel/bpf/
+// helpers.c: bpf_rdonly_cast): plain loads the verifier guards like probe
+// reads, without a helper call each.
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+#define CAST(type, p) ((struct type *)bpf_rdonly_cast((void *)(p), bpf_core_type_id_kernel(struct type)))
+
+// fd_file is the struct file of the current task's fd, or NULL
+// (include/linux/fdtable.h: files->fdt->fd[fd]).
+static __always_inline struct file *fd_file(long fd)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = task->files->fdt;
+	struct file *f = 0;
+	if (fd < 0 || fd >= fdt->max_fds)
+		return 0;
+	bpf_probe_read_kernel(&f, sizeof(f), &fdt->fd[fd]);
+	if (!f)
+		return 0;
+	return CAST(file, f);
+}
+
+// same_bytes compares n (at most 256) bytes of two items in buf, 8 at a time.
+static __always_inline int same_bytes(__u8 *buf, __u32 a, __u32 b, __u32 n)
+{
+	for (int i = 0; i < PATH_BYTES / 8; i++) {
+		__u32 at = i * 8;
+		if (at >= n)
+			break;
+		__u64 x = *(__u64 *)(buf + ((a + at) & (SCRATCH - 1) & ~7));
+		__u64 y = *(__u64 *)(buf + ((b + at) & (SCRATCH - 1) & ~7));
+		if (n - at < 8) {
+			__u64 mask = (1ULL << ((n - at) * 8)) - 1;
+			x &= mask;
+			y &= mask;
+		}
+		if (x != y)
+			return 0;
+	}
+	return 1;
+}
+
+// put_file_path appends the path of an open file as the task sees it
+// (fs/d_path.c: prepend_path): its dentries up to the mount's root, across
+// mounts (struct mount: fs/mount.h) up to the task's root. A file outside the
+// task's root (reached through /proc/<pid>/root, a passed fd, a detached
+// mount or a pseudo filesystem) gets the path from the top of its mount tree
+// after "(unreachable)", as getcwd(2) does; a path over PATH_BYTES keeps its
+// end after "...". It returns the new offset; the item starts at off.
+static __always_inline __u32 put_file_path(__u8 *buf, __u32 off, struct file *f, __u16 *nstr, __u8 *flags)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fs_struct *fs = task->fs;
+	struct dentry *root_d = fs->root.dentry;
+	struct vfsmount *root_m = fs->root.mnt;
+	struct dentry *d = f->f_path.dentry;
+	struct vfsmount *vm = f->f_path.mnt;
+	struct mount *mnt = CAST(mount, (unsigned long)vm - bpf_core_field_offset(struct mount, mnt));
+	__u8 *tmp = buf + TMP_OFF;
+	__u32 pos = PATH_BYTES; // tmp[pos, PATH_BYTES) holds the path so far
+	int end = 0;            // 1: at the task's root, 2: outside it, 3: no room
+	for (int i = 0; i < PATH_DEPTH; i++) {
+		if (d == root_d && vm == root_m) {
+			end = 1;
+			break;
+		}
+		if (d == vm->mnt_root) {
+			struct mount *parent = mnt->mnt_parent;
+			if (parent == mnt) {
+				end = 2;
+				break;
+			}
+			d = mnt->mnt_mountpoint;
+			mnt = CAST(mount, parent);
+			vm = &mnt->mnt;
+			continue;
+		}
+		struct dentry *up = d->d_parent;
+		if (up == d) {
+			end = 2;
+			break;
+		}
+		__u32 len = d->d_name.len;
+		if (len > NAME_MAX || len + 1 + PATH_PREFIX > pos) {
+			end = 3;
+			break;
+		}
+		pos = (pos - len) & (2 * PATH_BYTES - 1);
+		bpf_probe_read_kernel(tmp + pos, len & NAME_MAX, d->d_name.name);
+		pos = (pos - 1) & (2 * PATH_BYTES - 1);
+		tmp[pos] = '/';
+		d = up;
+	}
+	if (pos == PATH_BYTES) {
+		pos = PATH_BYTES - 1;
+		tmp[pos] = '/';
+	}
+	if (end == 2) {
+		pos = (pos - 13) & (2 * PATH_BYTES - 1);
+		__builtin_memcpy(tmp + pos, "(unreachable)", 13);
+	} else if (end != 1) {
+		pos = (pos - 3) & (2 * PATH_BYTES - 1);
+		__builtin_memcpy(tmp + pos, "...", 3);
+		*flags |= F_TRUNC;
+	}
+	__u32 n = PATH_BYTES - pos;
+	off &= (SCRATCH / 2 - 1);
+	struct str_hdr *h = (void *)(buf + off);
+	if (n > PATH_BYTES || bpf_probe_read_kernel(buf + off + sizeof(*h), n & (2 * PATH_BYTES - 1), tmp + (pos & (2 * PATH_BYTES - 1))))
+		return off;
+	h->kind = S_PATH;
+	h->pad = 0;
+	h->len = n;
+	h->pad2 = 0;
+	(*nstr)++;
+	return off + sizeof(*h) + ((n + 7) & ~7);
+}
+
+// put_open appends a successful open's file path, then the user's path if
+// it differs.
+static __always_inline __u32 put_open(__u8 *buf, __u32 off, long fd, const void *user, __u16 *nstr, __u8 *flags)
+{
+	struct file *f = fd_file(fd);
+	if (!f)
+		return put_str(buf, off, S_PATH, user, 1, nstr, flags);
+	__u16 k = *nstr;
+	__u32 koff = off & (SCRATCH / 2 - 1);
+	off = put_file_path(buf, off, f, nstr, flags);
+	if (*nstr == k)
+		return put_str(buf, off, S_PATH, user, 1, nstr, flags);
+	__u32 kn = ((struct str_hdr *)(buf + koff))->len;
+	__u16 u = 0;
+	__u8 ufl = 0;
+	__u32 end = put_str(buf, off, S_PATH_USER, user, 1, &u, &ufl);
+	if (!u)
+		return off;
+	__u32 n = ((struct str_hdr *)(buf + (off & (SCRATCH / 2 - 1))))->len;
+	if (n == kn && same_bytes(buf, koff + sizeof(struct str_hdr), (off & (SCRATCH / 2 - 1)) + sizeof(struct str_hdr), n))
+		return off;
+	*flags |= ufl;
+	(*nstr)++;
+	return end;
+}
+
+// put_sock_addr appends a socket's address as a struct sockaddr of its
+// family (include/net/sock.h: sock_common; net/unix/af_unix.h: unix_sock):
+// with peer, the address it is connected to, else its bound one. It returns
+// the new offset; nothing is appended for another family or an unnamed unix
+// socket.
+static __always_inline __u32 put_sock_addr(__u8 *buf, __u32 off, struct file *f, int peer, __u16 *nstr)
+{
+	struct socket *sock = CAST(socket, f->private_data);
+	struct sock *sk = sock->sk;
+	__u16 fam = sk->__sk_common.skc_family;
+	off &= (SCRATCH / 2 - 1);
+	struct str_hdr *h = (void *)(buf + off);
+	__u8 *a = buf + off + sizeof(*h);
+	__u32 n;
+	if (fam == AF_INET) {
+		struct sockaddr_in *in = (void *)a;
+		__builtin_memset(in, 0, sizeof(*in));
+		in->sin_family = AF_INET;
+		if (peer) {
+			in->sin_port = sk->__sk_common.skc_dport;
+			in->sin_addr.s_addr = sk->__sk_common.skc_daddr;
+		} else {
+			in->sin_port = __builtin_bswap16(sk->__sk_common.skc_num); // host order (LE targets only)
+			in->sin_addr.s_addr = sk->__sk_common.skc_rcv_saddr;
+		}
+		n = sizeof(*in);
+	} else if (fam == AF_INET6) {
+		struct sockaddr_in6 *in6 = (void *)a;
+		__builtin_memset(in6, 0, sizeof(*in6));
+		in6->sin6_family = AF_INET6;
+		if (peer) {
+			in6->sin6_port = sk->__sk_common.skc_dport;
+			__builtin_memcpy(&in6->sin6_addr, &sk->__sk_common.skc_v6_daddr, 16);
+		} else {
+			in6->sin6_port = __builtin_bswap16(sk->__sk_common.skc_num);
+			__builtin_memcpy(&in6->sin6_addr, &sk->__sk_common.skc_v6_rcv_saddr, 16);
+		}
+		n = sizeof(*in6);
+	} else if (fam == AF_UNIX) {
+		struct unix_sock *u = CAST(unix_sock, sk);
+		if (peer)
+			u = CAST(unix_sock, u->peer);
+		struct unix_address *ua = u->addr;
+		if (!ua)
+			return off;
+		n = ua->len;
+		if (n < 2 || n > SOCK_BYTES)
+			return off;
+		if (bpf_probe_read_kernel(a, n & 127, &ua->name))
+			return off;
+	} else {
+		return off;
+	}
+	h->kind = S_SOCK;
+	h->pad = 0;
+	h->len = n;
+	h->pad2 = 0;
+	(*nstr)++;
+	return off + sizeof(*h) + ((n + 7) & ~7);
+}
+
+// put_sock appends, for a connect (peer) or bind that succeeded or is in
+// progress, the socket's address, then the user's sockaddr if it differs
+// in family, port or address (inet6: flow info and scope are not compared).
+static __always_inline __u32 put_sock(__u8 *buf, __u32 off, long fd, int peer, const void *user, __u64 len, __u16 *nstr)
+{
+	struct file *f = fd_file(fd);
+	__u16 k = *nstr;
+	__u32 koff = off & (SCRATCH / 2 - 1);
+	if (f)
+		off = put_sock_addr(buf, off, f, peer, nstr);
+	if (*nstr == k)
+		return put_raw(buf, off, S_SOCK, user, len, nstr);
+	__u16 u = 0;
+	__u32 end = put_raw(buf, off, S_SOCK_USER, user, len, &u);
+	if (!u)
+		return off;
+	__u32 uoff = off & (SCRATCH / 2 - 1);
+	__u32 kn = ((struct str_hdr *)(buf + koff))->len;
+	__u32 n = ((struct str_hdr *)(buf + uoff))->len;
+	__u8 *ka = buf + koff + sizeof(struct str_hdr);
+	__u8 *ua = buf + uoff + sizeof(struct str_hdr);
+	int same;
+	__u16 fam = *(__u16 *)ka;
+	if (fam == AF_INET)
+		same = n >= 8 && *(__u64 *)ka == *(__u64 *)ua;
+	else if (fam == AF_INET6)
+		same = n >= 24 && *(__u32 *)ka == *(__u32 *)ua &&
+		       *(__u64 *)(ka + 8) == *(__u64 *)(ua + 8) && *(__u64 *)(ka + 16) == *(__u64 *)(ua + 16);
+	else
+		same = n >= kn && same_bytes(buf, koff + sizeof(struct str_hdr), uoff + sizeof(struct str_hdr), kn);
+	if (same)
+		return off;
+	(*nstr)++;
+	return end;
+}
+
 SEC("tp_btf/sys_exit")
 int BPF_PROG(vigil_sys_exit, struct pt_regs *regs, long ret)
 {
@@ -464,28 +764,37 @@ int BPF_PROG(vigil_sys_exit, struct pt_regs *regs, long ret)
 	if (!st)
 		return 0;
 	long nr = SYSCALL_NR(regs);
+	__u64 now = bpf_ktime_get_ns();
 	// A number outside the table (an invalid syscall, or -1 when a tracer
 	// skipped the call) still completed: it is recorded with all arguments.
-	if (nr < 0 || nr >= MAX_NR)
-		return fast_record(st, cgid, regs, nr, ret, 6);
+	if (nr < 0 || nr >= MAX_NR) {
+		if (over_budget(st, now))
+			return 0;
+		return fast_record(st, cgid, now, regs, nr, ret, 6);
+	}
 	__u32 key = nr;
 	struct sysmeta *m = bpf_map_lookup_elem(&vigil_sysmeta, &key);
-	if (!m)
-		return fast_record(st, cgid, regs, nr, ret, 6);
+	if (!m) {
+		if (over_budget(st, now))
+			return 0;
+		return fast_record(st, cgid, now, regs, nr, ret, 6);
+	}
 	// A successful execve returns in the new image: its record came from
 	// sched_process_exec, with the strings of the new image.
 	if (ret == 0 && (m->dec == D_EXEC || m->dec == D_EXECAT))
+		return 0;
+	if (over_budget(st, now))
 		return 0;
 	__u8 nargs = m->nargs & 7;
 	if (nargs > 6)
 		nargs = 6;
 	if (m->dec == D_NONE)
-		return fast_record(st, cgid, regs, nr, ret, nargs);
+		return fast_record(st, cgid, now, regs, nr, ret, nargs);
 	__u8 *buf = get_scratch();
 	if (!buf)
 		return count_lost(st);
 
-	struct rec_hdr *r = begin(st, cgid, buf, nr, ret, 0);
+	struct rec_hdr *r = begin(st, cgid, buf, now, nr, ret, 0);
 	r->nargs = nargs;
 	__u64 *args = (void *)(buf + sizeof(*r));
 	__u64 a0 = ARG0(regs);
@@ -539,6 +848,22 @@ int BPF_PROG(vigil_sys_exit, struct pt_regs *regs, long ret)
 	case D_SOCK1:
 		off = put_raw(buf, off, S_SOCK, (void *)a1, a2, &nstr);
 		break;
+	case D_OPEN0:
+	case D_OPEN1: {
+		void *user = (void *)(m->dec == D_OPEN0 ? a0 : a1);
+		if (ret >= 0)
+			off = put_open(buf, off, ret, user, &nstr, &fl);
+		else
+			off = put_str(buf, off, S_PATH, user, 1, &nstr, &fl);
+		break;
+	}
+	case D_CONNECT:
+	case D_BIND:
+		if (ret == 0 || (m->dec == D_CONNECT && ret == -EINPROGRESS))
+			off = put_sock(buf, off, a0, m->dec == D_CONNECT, (void *)a1, a2, &nstr);
+		else
+			off = put_raw(buf, off, S_SOCK, (void *)a1, a2, &nstr);
+		break;
 	case D_SOCK4:
 		off = put_raw(buf, off, S_SOCK, (void *)a4, a5, &nstr);
 		break;
@@ -572,9 +897,12 @@ int BPF_PROG(vigil_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 	__u8 *buf = get_scratch();
 	if (!buf)
 		return count_lost(st);
+	__u64 now = bpf_ktime_get_ns();
+	if (over_budget(st, now))
+		return 0;
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(p);
 	long nr = SYSCALL_NR(regs);
-	struct rec_hdr *r = begin(st, cgid, buf, nr, 0, 0);
+	struct rec_hdr *r = begin(st, cgid, buf, now, nr, 0, 0);
 	__u64 *args = (void *)(buf + sizeof(*r));
 	args[0] = ARG0(regs);
 	args[1] = ARG1(regs);
@@ -635,7 +963,10 @@ int BPF_PROG(vigil_exit, struct task_struct *p)
 	__u8 *buf = get_scratch();
 	if (!buf)
 		return count_lost(st);
-	struct rec_hdr *r = begin(st, cgid, buf, nr, 0, F_NORET);
+	__u64 now = bpf_ktime_get_ns();
+	if (over_budget(st, now))
+		return 0;
+	struct rec_hdr *r = begin(st, cgid, buf, now, nr, 0, F_NORET);
 	r->nargs = 1;
 	__u64 *args = (void *)(buf + sizeof(*r));
 	args[0] = ARG0(regs);

@@ -19,7 +19,7 @@ int vigil_test_record(__u64 *ctx)
 	__u8 *buf = get_scratch();
 	if (!buf)
 		return 2;
-	struct rec_hdr *r = begin(st, cgid, buf, ctx[1], ctx[2], 0);
+	struct rec_hdr *r = begin(st, cgid, buf, bpf_ktime_get_ns(), ctx[1], ctx[2], 0);
 	r->nargs = 1;
 	__u64 *args = (void *)(buf + sizeof(*r));
 	args[0] = ctx[3];

@@ -19,6 +19,8 @@ type tracertestCgState struct {
 	Emitted   uint64
 	Dropped   uint64
 	TrackedNs uint64
+	Throttled uint64
+	Tat       uint64
 }
 
 type tracertestLastComm struct {
@@ -51,6 +53,8 @@ const (
 	tracertestProgVigilExit        = "vigil_exit"
 	tracertestProgVigilSysExit     = "vigil_sys_exit"
 	tracertestProgVigilTestRecord  = "vigil_test_record"
+	tracertestVarBudgetNs          = "budget_ns"
+	tracertestVarBudgetTau         = "budget_tau"
 	tracertestVarLastWake          = "last_wake"
 	tracertestVarWakeBytes         = "wake_bytes"
 	tracertestVarWakeMinNs         = "wake_min_ns"
@@ -124,6 +128,8 @@ type tracertestMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tracertestVariableSpecs struct {
+	BudgetNs  *ebpf.VariableSpec `ebpf:"budget_ns"`
+	BudgetTau *ebpf.VariableSpec `ebpf:"budget_tau"`
 	LastWake  *ebpf.VariableSpec `ebpf:"last_wake"`
 	WakeBytes *ebpf.VariableSpec `ebpf:"wake_bytes"`
 	WakeMinNs *ebpf.VariableSpec `ebpf:"wake_min_ns"`
@@ -177,6 +183,8 @@ func (m *tracertestMaps) Close() error {
 //
 // It can be passed to loadTracertestObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tracertestVariables struct {
+	BudgetNs  *ebpf.Variable `ebpf:"budget_ns"`
+	BudgetTau *ebpf.Variable `ebpf:"budget_tau"`
 	LastWake  *ebpf.Variable `ebpf:"last_wake"`
 	WakeBytes *ebpf.Variable `ebpf:"wake_bytes"`
 	WakeMinNs *ebpf.Variable `ebpf:"wake_min_ns"`

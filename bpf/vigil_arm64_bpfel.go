@@ -19,6 +19,8 @@ type vigilCgState struct {
 	Emitted   uint64
 	Dropped   uint64
 	TrackedNs uint64
+	Throttled uint64
+	Tat       uint64
 }
 
 type vigilLastComm struct {
@@ -50,6 +52,8 @@ const (
 	vigilProgVigilExec        = "vigil_exec"
 	vigilProgVigilExit        = "vigil_exit"
 	vigilProgVigilSysExit     = "vigil_sys_exit"
+	vigilVarBudgetNs          = "budget_ns"
+	vigilVarBudgetTau         = "budget_tau"
 	vigilVarLastWake          = "last_wake"
 	vigilVarWakeBytes         = "wake_bytes"
 	vigilVarWakeMinNs         = "wake_min_ns"
@@ -122,6 +126,8 @@ type vigilMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type vigilVariableSpecs struct {
+	BudgetNs  *ebpf.VariableSpec `ebpf:"budget_ns"`
+	BudgetTau *ebpf.VariableSpec `ebpf:"budget_tau"`
 	LastWake  *ebpf.VariableSpec `ebpf:"last_wake"`
 	WakeBytes *ebpf.VariableSpec `ebpf:"wake_bytes"`
 	WakeMinNs *ebpf.VariableSpec `ebpf:"wake_min_ns"`
@@ -175,6 +181,8 @@ func (m *vigilMaps) Close() error {
 //
 // It can be passed to loadVigilObjects or ebpf.CollectionSpec.LoadAndAssign.
 type vigilVariables struct {
+	BudgetNs  *ebpf.Variable `ebpf:"budget_ns"`
+	BudgetTau *ebpf.Variable `ebpf:"budget_tau"`
 	LastWake  *ebpf.Variable `ebpf:"last_wake"`
 	WakeBytes *ebpf.Variable `ebpf:"wake_bytes"`
 	WakeMinNs *ebpf.Variable `ebpf:"wake_min_ns"`

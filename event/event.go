@@ -24,9 +24,16 @@ const (
 	// Lost marks a synthetic record that stands for Count-1 dropped ones,
 	// made by a reader from a gap in the sequence numbers.
 	Lost
+	// UserDiffers marks a record whose Path or Addr the tracer took from the
+	// kernel's objects (the opened file, the connected or bound socket) and
+	// whose user-space string said something else: PathUser or AddrUser
+	// holds what the task passed. Relative paths, symbolic links and port 0
+	// differ legitimately; a string rewritten by another thread while the
+	// syscall ran differs too.
+	UserDiffers
 )
 
-var flagNames = []string{"noreturn", "truncated", "lost"}
+var flagNames = []string{"noreturn", "truncated", "lost", "user-differs"}
 
 func (f Flags) String() string {
 	var parts []string
@@ -120,10 +127,12 @@ type Event struct {
 	Ret       int64      // return value; -errno on failure
 	Flags     Flags
 	Count     uint64   // with Lost: how many records the gap stands for
-	Path      string   // first decoded path (open/stat/exec/unlink/rename/mount/chmod families)
+	Path      string   // first decoded path (open/stat/exec/unlink/rename/mount/chmod families); of a successful open, the opened file's
 	Path2     string   // second path: rename/link target, mount target, symlink linkpath
 	Argv      []string // execve arguments (bounded)
-	Addr      Addr     // connect/sendto/bind socket address
+	Addr      Addr     // connect/sendto/bind socket address; of a connect or bind that took effect, the socket's
+	PathUser  string   // with UserDiffers: the path the task passed, when not Path
+	AddrUser  Addr     // with UserDiffers: the sockaddr the task passed, when not Addr
 }
 
 // Name is the syscall's name in the native ABI.

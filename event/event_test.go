@@ -83,6 +83,38 @@ func TestJSONRoundTrip(t *testing.T) {
 	}
 }
 
+// TestJSONUserStrings: the user's strings of a record whose kernel strings
+// differ round-trip under path_user and addr_user with the user-differs flag;
+// records without them keep their old form, and old records still read.
+func TestJSONUserStrings(t *testing.T) {
+	ev := Event{Seq: 3, Time: time.Unix(1, 0).UTC(), Nr: 257, Ret: 3, Flags: UserDiffers,
+		Path: "/etc/shadow", PathUser: "/tmp/harm\"less",
+		Addr:     Addr{Family: AFInet, IP: netip.MustParseAddr("10.0.0.1"), Port: 443},
+		AddrUser: Addr{Family: AFUnix, Path: "/run/a\"b.sock"},
+	}
+	b := ev.AppendJSON(nil)
+	for _, want := range []string{`"path_user":"/tmp/harm\"less"`, `"addr_user":"unix:/run/a\"b.sock"`, `"flags":"user-differs"`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("%s: no %s", b, want)
+		}
+	}
+	var back Event
+	if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(back, ev) {
+		t.Errorf("round trip: %+v, %v\nwant %+v", back, err, ev)
+	}
+	plain := Event{Seq: 3, Nr: 257, Path: "/etc/passwd"}
+	if b := plain.AppendJSON(nil); strings.Contains(string(b), "_user") {
+		t.Errorf("user fields written without a difference: %s", b)
+	}
+	old := `{"seq":1,"syscall":"openat","ret":3,"path":"/etc/passwd","addr":"127.0.0.1:9","flags":"truncated"}`
+	if err := json.Unmarshal([]byte(old), &back); err != nil || back.PathUser != "" || !back.AddrUser.IsZero() || back.Flags != Truncated {
+		t.Errorf("old record: %+v, %v", back, err)
+	}
+	if err := json.Unmarshal([]byte(`{"syscall":"connect","addr_user":"nonsense"}`), &back); err == nil {
+		t.Error("a bad addr_user read without error")
+	}
+}
+
 func TestJSONInvalidUTF8(t *testing.T) {
 	ev := Event{Nr: 2, Path: "a\xffb"}
 	b := ev.AppendJSON(nil)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -19,7 +20,8 @@ func ErrnoName(errno int) string { return unix.ErrnoName(unix.Errno(errno)) }
 //
 //	{"seq":1,"time":"…","ktime":…,"cgroup":…,"container":{…},"pid":…,"tid":…,
 //	 "comm":"…","syscall":"openat","nr":257,"args":[…],"ret":-2,"errno":"ENOENT",
-//	 "path":"…","path2":"…","argv":["…"],"addr":"127.0.0.1:9","flags":"noreturn","count":…}
+//	 "path":"…","path2":"…","argv":["…"],"addr":"127.0.0.1:9","path_user":"…","addr_user":"…",
+//	 "flags":"noreturn","count":…}
 func (e *Event) AppendJSON(b []byte) []byte {
 	b = append(b, `{"seq":`...)
 	b = strconv.AppendUint(b, e.Seq, 10)
@@ -87,14 +89,14 @@ func (e *Event) AppendJSON(b []byte) []byte {
 		b = append(b, ']')
 	}
 	if e.Addr.Family != 0 {
-		b = append(b, `,"addr":"`...)
-		b = append(b, e.Addr.String()...) // no quotes or controls can occur but in a unix path
-		b = append(b, '"')
-		if e.Addr.Family == AFUnix {
-			b = b[:len(b)-len(e.Addr.Path)-1]
-			b = appendEscaped(b, e.Addr.Path)
-			b = append(b, '"')
-		}
+		b = appendAddr(b, `,"addr":"`, e.Addr)
+	}
+	if e.PathUser != "" {
+		b = append(b, `,"path_user":`...)
+		b = appendString(b, e.PathUser)
+	}
+	if e.AddrUser.Family != 0 {
+		b = appendAddr(b, `,"addr_user":"`, e.AddrUser)
 	}
 	if e.Flags != 0 {
 		b = append(b, `,"flags":"`...)
@@ -106,6 +108,19 @@ func (e *Event) AppendJSON(b []byte) []byte {
 		b = strconv.AppendUint(b, e.Count, 10)
 	}
 	return append(b, '}')
+}
+
+// appendAddr appends key (which opens the string) and the address.
+func appendAddr(b []byte, key string, a Addr) []byte {
+	b = append(b, key...)
+	b = append(b, a.String()...) // no quotes or controls can occur but in a unix path
+	b = append(b, '"')
+	if a.Family == AFUnix {
+		b = b[:len(b)-len(a.Path)-1]
+		b = appendEscaped(b, a.Path)
+		b = append(b, '"')
+	}
+	return b
 }
 
 // MarshalJSON implements json.Marshaler with AppendJSON.
@@ -128,6 +143,8 @@ type jsonEvent struct {
 	Path2     string     `json:"path2"`
 	Argv      []string   `json:"argv"`
 	Addr      string     `json:"addr"`
+	PathUser  string     `json:"path_user"`
+	AddrUser  string     `json:"addr_user"`
 	Flags     string     `json:"flags"`
 	Count     uint64     `json:"count"`
 }
@@ -143,6 +160,10 @@ func (e *Event) UnmarshalJSON(data []byte) error {
 	if err != nil {
 		return err
 	}
+	addrUser, err := ParseAddr(j.AddrUser)
+	if err != nil {
+		return fmt.Errorf("addr_user: %w", err)
+	}
 	var flags Flags
 	if j.Flags != "" {
 		for _, f := range splitComma(j.Flags) {
@@ -154,7 +175,7 @@ func (e *Event) UnmarshalJSON(data []byte) error {
 				}
 			}
 			if !found {
-				return fmt.Errorf("flags %q: unknown flag %q, allowed: noreturn, truncated, lost", j.Flags, f)
+				return fmt.Errorf("flags %q: unknown flag %q, allowed: %s", j.Flags, f, strings.Join(flagNames, ", "))
 			}
 		}
 	}
@@ -173,7 +194,8 @@ func (e *Event) UnmarshalJSON(data []byte) error {
 	}
 	*e = Event{Seq: j.Seq, KTime: j.KTime, Time: j.Time, CgroupID: j.Cgroup, Container: j.Container,
 		PID: j.PID, TID: j.TID, Comm: j.Comm, Nr: nr, Args: j.Args, Ret: j.Ret, Flags: flags,
-		Count: j.Count, Path: j.Path, Path2: j.Path2, Argv: j.Argv, Addr: addr}
+		Count: j.Count, Path: j.Path, Path2: j.Path2, Argv: j.Argv, Addr: addr,
+		PathUser: j.PathUser, AddrUser: addrUser}
 	return nil
 }
 
