@@ -78,6 +78,12 @@ type Config struct {
 	// AuditDir, when set, is the audit log: every event, gap, verdict,
 	// action, notify decision, sample, container start/stop and reload.
 	AuditDir string
+	// AuditMaxBytes and AuditMaxAge bound the audit log (its oldest
+	// sealed segments are deleted; 0: no limit); AuditOnFull is what it
+	// does when the disk is full (default audit.FullCount).
+	AuditMaxBytes int64
+	AuditMaxAge   time.Duration
+	AuditOnFull   audit.FullPolicy
 	// Reconnect is the wait between attempts to reach the runtime.
 	Reconnect time.Duration
 	// Detect configures the detector; NoDetect runs none.
@@ -148,7 +154,8 @@ func Run(ctx context.Context, cfg Config, mon Monitor, log *logrus.Logger) error
 
 	// The audit log first: everything after this is recorded.
 	if cfg.AuditDir != "" {
-		if a.aud, err = audit.Open(audit.Options{Dir: cfg.AuditDir}); err != nil {
+		opts := audit.Options{Dir: cfg.AuditDir, MaxBytes: cfg.AuditMaxBytes, MaxAge: cfg.AuditMaxAge, OnFull: cfg.AuditOnFull, Logf: log.Warnf}
+		if a.aud, err = audit.Open(opts); err != nil {
 			return fmt.Errorf("audit log: %w", err)
 		}
 		host, _ := os.Hostname()

@@ -86,6 +86,7 @@ func (a *Agent) status() *agentctl.Status {
 			st.EventsError = err.Error()
 		}
 	}
+	a.outputStatus(st)
 	st.NotifyOpen, st.NotifyFds, st.NotifyAnswer = a.server.Stats()
 	st.Actions = a.actions.Load()
 	for _, s := range a.ctl.InForce() {

@@ -40,17 +40,12 @@ func (a *Agent) serveHTTP(ctx context.Context, ln net.Listener) {
 }
 
 // healthy is nil when the agent is connected to the runtime and its
-// outputs work.
+// outputs (event and decision files, audit log) can write.
 func (a *Agent) healthy() error {
 	if connected, _ := a.reg.Connected(); !connected {
 		return errors.New("not connected to the runtime over NRI")
 	}
-	if a.events != nil {
-		if err := a.events.Err(); err != nil {
-			return fmt.Errorf("event output: %w", err)
-		}
-	}
-	return nil
+	return a.outputsHealthy()
 }
 
 // writeMetrics writes st in the Prometheus text exposition format.
@@ -111,6 +106,26 @@ func writeMetrics(w io.Writer, st *agentctl.Status) {
 	fmt.Fprintf(w, "vigil_reloads_total %d\n", st.Reloads)
 	metric("vigil_audit_errors_total", "counter", "Records the audit log could not take.")
 	fmt.Fprintf(w, "vigil_audit_errors_total %d\n", st.AuditErrors)
+	metric("vigil_audit_lost_records_total", "counter", "Records the audit log counted as lost (disk full beyond its on-full policy, write errors).")
+	fmt.Fprintf(w, "vigil_audit_lost_records_total %d\n", st.AuditLost)
+	metric("vigil_audit_disk_full", "gauge", "1 while the audit log's disk is full.")
+	fmt.Fprintf(w, "vigil_audit_disk_full %d\n", b01(st.AuditFull))
+	metric("vigil_output_lost_lines_total", "counter", "Lines an output file (events, decisions) could not write, by output.")
+	for _, o := range st.Outputs {
+		fmt.Fprintf(w, "vigil_output_lost_lines_total{output=%q} %d\n", o.Name, o.LostLines)
+	}
+	metric("vigil_output_writable", "gauge", "1 while an output file can be written, by output.")
+	for _, o := range st.Outputs {
+		fmt.Fprintf(w, "vigil_output_writable{output=%q} %d\n", o.Name, b01(o.Error == ""))
+	}
+	metric("vigil_output_bytes_total", "counter", "Bytes written to an output file, by output.")
+	for _, o := range st.Outputs {
+		fmt.Fprintf(w, "vigil_output_bytes_total{output=%q} %d\n", o.Name, o.Bytes)
+	}
+	metric("vigil_output_rotations_total", "counter", "Rotations of an output file, by output.")
+	for _, o := range st.Outputs {
+		fmt.Fprintf(w, "vigil_output_rotations_total{output=%q} %d\n", o.Name, o.Rotations)
+	}
 	metric("vigil_containers_rejected_total", "counter", "Containers whose seccomp adjustment the runtime refused (last 256).")
 	fmt.Fprintf(w, "vigil_containers_rejected_total %d\n", len(st.Rejected))
 	metric("vigil_container_tracked", "gauge", "1 when the container's cgroup is traced.")

@@ -17,7 +17,10 @@ func TestWriteMetrics(t *testing.T) {
 		Containers: []ContainerStatus{
 			{Container: event.Container{ID: "c1", Name: "app", Pod: "web", Namespace: "shop"}, Tracked: true, Seen: 10, Emitted: 8, Dropped: 2},
 			{Container: event.Container{ID: "c2", Name: `we"ird`, Pod: "web", Namespace: "shop"}},
-		}}
+		},
+		Outputs: []agentctl.OutputStatus{{Name: "events", LostLines: 12, Rotations: 2, Bytes: 4096, Error: "no space left on device"},
+			{Name: "decisions"}},
+		AuditLost: 6, AuditFull: true}
 	var b bytes.Buffer
 	writeMetrics(&b, st)
 	out := b.String()
@@ -39,6 +42,14 @@ func TestWriteMetrics(t *testing.T) {
 		`vigil_action_runs_total{action="kill-process"} 3` + "\n",
 		`vigil_action_failures_total{action="kill-process"} 1` + "\n",
 		`vigil_action_latency_seconds{action="kill-process",quantile="0.99"} 0.008` + "\n",
+		"vigil_audit_lost_records_total 6\n",
+		"vigil_audit_disk_full 1\n",
+		`vigil_output_lost_lines_total{output="events"} 12` + "\n",
+		`vigil_output_lost_lines_total{output="decisions"} 0` + "\n",
+		`vigil_output_writable{output="events"} 0` + "\n",
+		`vigil_output_writable{output="decisions"} 1` + "\n",
+		`vigil_output_rotations_total{output="events"} 2` + "\n",
+		`vigil_output_bytes_total{output="events"} 4096` + "\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("metrics lack %q", want)

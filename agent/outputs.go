@@ -3,16 +3,20 @@ package agent
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
+	"vigil.dev/vigil/agentctl"
 	"vigil.dev/vigil/audit"
 	"vigil.dev/vigil/control"
 	"vigil.dev/vigil/detector"
 	"vigil.dev/vigil/event"
+	"vigil.dev/vigil/internal/rotate"
 	"vigil.dev/vigil/pipeline"
 	"vigil.dev/vigil/seccomp"
 )
@@ -65,7 +69,9 @@ func (a *Agent) onDecision(n seccomp.Notification) {
 	})
 }
 
-// logSink logs verdicts, actions and gaps (not events).
+// logSink logs verdicts, actions and gaps (not events). Fields are quoted
+// by the formatter; messages are not (a terminal's coloured format prints
+// them raw), so what a container controls in them is made printable.
 type logSink struct{ log *logrus.Logger }
 
 func (logSink) Event(*event.Event) {}
@@ -81,7 +87,7 @@ func (l logSink) Verdict(v *detector.Verdict) {
 	if len(v.WouldAct) > 0 {
 		fields["would_act"] = v.WouldAct
 	}
-	l.log.WithFields(fields).Warn(v.Message)
+	l.log.WithFields(fields).Warn(event.Printable(v.Message))
 }
 
 func (l logSink) Action(r control.Record) {
@@ -90,10 +96,10 @@ func (l logSink) Action(r control.Record) {
 		fields["id"] = short(r.ContainerID)
 	}
 	if r.Error != "" {
-		l.log.WithFields(fields).Error("action failed: " + r.Error)
+		l.log.WithFields(fields).Error("action failed: " + event.Printable(r.Error))
 		return
 	}
-	l.log.WithFields(fields).Info("action in force: " + r.Detail)
+	l.log.WithFields(fields).Info("action in force: " + event.Printable(r.Detail))
 }
 
 func (l logSink) Gap(g pipeline.Gap) {
@@ -112,6 +118,7 @@ func short(id string) string {
 // jsonLines is a buffered writer of JSON lines shared by goroutines.
 type jsonLines struct {
 	mu      sync.Mutex
+	out     io.Writer
 	w       *bufio.Writer
 	buf     []byte
 	written uint64
@@ -122,7 +129,7 @@ func newJSONLines(w io.Writer) *jsonLines {
 	if w == nil {
 		return &jsonLines{}
 	}
-	return &jsonLines{w: bufio.NewWriterSize(w, 64<<10)}
+	return &jsonLines{out: w, w: bufio.NewWriterSize(w, 64<<10)}
 }
 
 func (j *jsonLines) write(appendJSON func([]byte) []byte) {
@@ -144,4 +151,75 @@ func (j *jsonLines) flush() {
 	if j.w != nil && j.err == nil {
 		j.err = j.w.Flush()
 	}
+	if r, ok := j.out.(rotating); ok {
+		r.Flush() // a failed file is tried again; it reports itself (Stats)
+	}
+}
+
+// rotating is an output file that rotates and outlives a full disk
+// (*rotate.Writer): it never fails a write, it counts what it cannot write.
+type rotating interface {
+	io.Writer
+	Flush() error
+	Reopen() error
+	Stats() rotate.Stats
+}
+
+type namedOutput struct {
+	name string
+	w    rotating
+}
+
+// outputs are the agent's rotating output files.
+func (a *Agent) outputs() []namedOutput {
+	var out []namedOutput
+	if r, ok := a.cfg.Events.(rotating); ok {
+		out = append(out, namedOutput{"events", r})
+	}
+	if r, ok := a.cfg.Decisions.(rotating); ok {
+		out = append(out, namedOutput{"decisions", r})
+	}
+	return out
+}
+
+// reopenOutputs reopens the output files (after logrotate moved them; on
+// SIGHUP and 'vigil reload').
+func (a *Agent) reopenOutputs() {
+	for _, o := range a.outputs() {
+		if err := o.w.Reopen(); err != nil {
+			a.log.WithError(err).WithField("output", o.name).Error("reopen output file")
+		}
+	}
+}
+
+// outputStatus adds the outputs' and the audit log's counters to st.
+func (a *Agent) outputStatus(st *agentctl.Status) {
+	for _, o := range a.outputs() {
+		s := o.w.Stats()
+		st.Outputs = append(st.Outputs, agentctl.OutputStatus{Name: o.name, Path: s.Path, Bytes: s.Bytes,
+			LostLines: s.LostLines, Rotations: s.Rotations, Error: errorString(s.Err)})
+	}
+	if a.aud != nil {
+		s := a.aud.Stats()
+		st.AuditLost, st.AuditFull, st.AuditBytes = s.Lost, s.Full, s.Bytes
+	}
+}
+
+// outputsHealthy is nil while every output can write.
+func (a *Agent) outputsHealthy() error {
+	var errs []error
+	if a.events != nil {
+		if err := a.events.Err(); err != nil {
+			errs = append(errs, fmt.Errorf("event output: %w", err))
+		}
+	}
+	for _, o := range a.outputs() {
+		if err := o.w.Stats().Err; err != nil {
+			errs = append(errs, fmt.Errorf("%s output %s: %w", o.name, o.w.Stats().Path, err))
+		}
+	}
+	if a.aud != nil && a.aud.Stats().Full {
+		errs = append(errs, fmt.Errorf("audit log %s: disk full", a.cfg.AuditDir))
+	}
+	return errors.Join(errs...)
 }

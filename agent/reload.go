@@ -87,6 +87,9 @@ func (a *Agent) node() annotations.NodeConfig { return a.reg.Node() }
 func (a *Agent) reload(forced bool) ([]string, error) {
 	a.reloadRun.Lock() // the watcher and the control socket: one at a time
 	defer a.reloadRun.Unlock()
+	if forced {
+		a.reopenOutputs() // SIGHUP and 'vigil reload': after logrotate
+	}
 	var done, errs []string
 	{
 		// The node configuration from its file (or the one the agent started

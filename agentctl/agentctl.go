@@ -96,6 +96,27 @@ type Status struct {
 	// Reloads counts live reloads; ReloadError is the last rejected one.
 	Reloads     uint64 `json:"reloads"`
 	ReloadError string `json:"reload_error,omitempty"`
+	// Outputs are the output files (--events, --decisions): what they
+	// wrote, the lines they could not write, and why while they cannot.
+	Outputs []OutputStatus `json:"outputs,omitempty"`
+	// AuditLost counts records the audit log could not keep (disk full
+	// beyond its on-full policy, write errors); AuditFull is true while its
+	// disk is full; AuditBytes is what it wrote since the agent started.
+	AuditLost  uint64 `json:"audit_lost"`
+	AuditFull  bool   `json:"audit_full,omitempty"`
+	AuditBytes int64  `json:"audit_bytes,omitempty"`
+}
+
+// OutputStatus is one output file of the agent.
+type OutputStatus struct {
+	Name      string `json:"name"` // "events" or "decisions"
+	Path      string `json:"path"`
+	Bytes     uint64 `json:"bytes"`
+	LostLines uint64 `json:"lost_lines"`
+	Rotations uint64 `json:"rotations"`
+	// Error is why the file cannot be written now ("" while it can); the
+	// output tries again and counts the lines it loses meanwhile.
+	Error string `json:"error,omitempty"`
 }
 
 // ContainerStatus is one container in `vigil status`.

@@ -17,6 +17,7 @@ import (
 // each action as {"action":{...}} and each gap as {"gap":{...}}. It is
 // the agent's --events stream and `vigil trace --json`'s.
 type JSONLines struct {
+	out     io.Writer
 	w       *bufio.Writer
 	buf     []byte
 	events  bool
@@ -28,7 +29,7 @@ type JSONLines struct {
 // NewJSONLines writes to w; with events false only verdicts, actions and
 // gaps are written.
 func NewJSONLines(w io.Writer, events bool) *JSONLines {
-	return &JSONLines{w: bufio.NewWriterSize(w, 256<<10), events: events, buf: make([]byte, 0, 1024)}
+	return &JSONLines{out: w, w: bufio.NewWriterSize(w, 256<<10), events: events, buf: make([]byte, 0, 1024)}
 }
 
 func (j *JSONLines) failed() bool {
@@ -88,14 +89,22 @@ func (j *JSONLines) Action(r control.Record) { j.object("action", r) }
 // Gap writes {"gap":{...}}.
 func (j *JSONLines) Gap(g Gap) { j.object("gap", g) }
 
-// Flush writes what is buffered.
+// Flush writes what is buffered. A writer beneath with a Flush of its own
+// (a rotating file, which counts and reports what it cannot write rather
+// than failing) gets the chance to retry a failed file.
 func (j *JSONLines) Flush() error {
 	if j.failed() {
 		return j.Err()
 	}
 	j.setErr(j.w.Flush())
+	if f, ok := j.out.(flusher); ok {
+		f.Flush()
+	}
 	return j.Err()
 }
+
+// flusher is a writer that holds or retries what it is given.
+type flusher interface{ Flush() error }
 
 // Written is the number of event lines (attempted), Err the first error.
 func (j *JSONLines) Written() uint64 { return j.written.Load() }

@@ -44,7 +44,8 @@ func Show(dir string, sel *Selection, w io.Writer, limit int) error {
 }
 
 // formatRecord is the text line of a record: time, index, container,
-// per-container sequence number, kind and what happened.
+// per-container sequence number, kind and what happened. What the
+// container controlled is escaped (event.Printable): one record, one line.
 func formatRecord(r *audit.Record) string {
 	var b strings.Builder
 	b.WriteString(r.Time.UTC().Format("2006-01-02T15:04:05.000000Z"))
@@ -62,7 +63,7 @@ func formatRecord(r *audit.Record) string {
 	default:
 		b.Write(r.Body)
 	}
-	return b.String()
+	return event.Printable(b.String())
 }
 
 // formatEvent is one syscall as text: pid/tid comm name(args) = ret.

@@ -16,15 +16,18 @@ import (
 
 // Print writes the timeline as text: a header, the process tree with its
 // execs, files and network peers (at most top of each; 0: all), the
-// recorded verdicts and other records, and the detector comparison.
+// recorded verdicts and other records, and the detector comparison. What
+// the container controlled (names, comms, paths, addresses, messages) is
+// printed with event.Printable: one record, one line.
 func (tl *Timeline) Print(w io.Writer, top int) {
+	p := event.Printable
 	if c := tl.Container; c != nil {
-		fmt.Fprintf(w, "container %s", c.ID)
+		fmt.Fprintf(w, "container %s", p(c.ID))
 		if c.Name != "" || c.Pod != "" {
-			fmt.Fprintf(w, " (%s, pod %s/%s, image %s)", c.Name, c.Namespace, c.Pod, c.Image)
+			fmt.Fprintf(w, " (%s, pod %s/%s, image %s)", p(c.Name), p(c.Namespace), p(c.Pod), p(c.Image))
 		}
 	} else if len(tl.Containers) == 1 {
-		fmt.Fprintf(w, "container %s", tl.Containers[0])
+		fmt.Fprintf(w, "container %s", p(tl.Containers[0]))
 	} else {
 		fmt.Fprintf(w, "no container id")
 	}
@@ -53,7 +56,7 @@ func (tl *Timeline) Print(w io.Writer, top int) {
 	if len(tl.Other) > 0 {
 		fmt.Fprintf(w, "\nactions, lifecycle, gaps, losses, policy (%d):\n", len(tl.Other))
 		for _, o := range tl.Other {
-			fmt.Fprintf(w, "  %s #%d %s %s\n", stamp(o.Time), o.Index, o.Kind, o.Body)
+			fmt.Fprintf(w, "  %s #%d %s %s\n", stamp(o.Time), o.Index, o.Kind, p(string(o.Body)))
 		}
 	}
 	if d := tl.Detect; d != nil {
@@ -84,7 +87,7 @@ func stamp(t time.Time) string {
 }
 
 func printProcess(w io.Writer, p *Process, indent string) {
-	fmt.Fprintf(w, "%s%d %s  [%s .. %s, %d events", indent, p.PID, p.Comm, stamp(p.First), stamp(p.Last), p.Events)
+	fmt.Fprintf(w, "%s%d %s  [%s .. %s, %d events", indent, p.PID, event.Printable(p.Comm), stamp(p.First), stamp(p.Last), p.Events)
 	if p.Exit != nil {
 		fmt.Fprintf(w, ", exit %d", *p.Exit)
 	}
@@ -98,7 +101,7 @@ func printProcess(w io.Writer, p *Process, indent string) {
 		for i, a := range x.Argv {
 			q[i] = fmt.Sprintf("%q", a)
 		}
-		fmt.Fprintf(w, "%s  exec %s [%s] %s (%s)\n", indent, x.Path, strings.Join(q, " "), stamp(x.Time), res)
+		fmt.Fprintf(w, "%s  exec %s [%s] %s (%s)\n", indent, event.Printable(x.Path), strings.Join(q, " "), stamp(x.Time), event.Printable(res))
 	}
 	for _, c := range p.Children {
 		printProcess(w, c, indent+"  ")
@@ -117,7 +120,7 @@ func printUses(w io.Writer, title string, us []*Use, top int) {
 			ops = append(ops, fmt.Sprintf("%s×%d", op, n))
 		}
 		sort.Strings(ops)
-		fmt.Fprintf(w, "  %s  %s", u.Name, strings.Join(ops, " "))
+		fmt.Fprintf(w, "  %s  %s", event.Printable(u.Name), event.Printable(strings.Join(ops, " ")))
 		if u.Errors > 0 {
 			fmt.Fprintf(w, " (%d failed)", u.Errors)
 		}
@@ -126,7 +129,7 @@ func printUses(w io.Writer, title string, us []*Use, top int) {
 }
 
 func printVerdict(w io.Writer, prefix string, v *detector.Verdict) {
-	fmt.Fprintf(w, "%s%s %s %s %s pid %d %s: %s [%s]\n", prefix, stamp(v.Time), v.Severity, v.Class, v.Rule, v.PID, v.Comm, v.Message, v.ID)
+	fmt.Fprintf(w, "%s%s\n", prefix, event.Printable(fmt.Sprintf("%s %s %s %s pid %d %s: %s [%s]", stamp(v.Time), v.Severity, v.Class, v.Rule, v.PID, v.Comm, v.Message, v.ID)))
 }
 
 // ListContainers writes a table of the containers (and bare cgroups, as
@@ -182,7 +185,7 @@ func ListContainers(dir string, out io.Writer) error {
 		if r.meta != nil && r.meta.Pod != "" {
 			pod = r.meta.Namespace + "/" + r.meta.Pod
 		}
-		fmt.Fprintf(out, "%-14s %-10d %-24s %9d %8d  %s .. %s\n", shortID(r.id, r.cg), r.cg, pod, r.events, r.verdicts, stamp(r.first), stamp(r.last))
+		fmt.Fprintf(out, "%-14s %-10d %-24s %9d %8d  %s .. %s\n", event.Printable(shortID(r.id, r.cg)), r.cg, event.Printable(pod), r.events, r.verdicts, stamp(r.first), stamp(r.last))
 	}
 	if len(keys) == 0 {
 		return errors.New("the log holds no container records")

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -19,7 +20,9 @@ import (
 
 	"vigil.dev/vigil/agent"
 	"vigil.dev/vigil/annotations"
+	"vigil.dev/vigil/audit"
 	"vigil.dev/vigil/bpf"
+	"vigil.dev/vigil/internal/rotate"
 	"vigil.dev/vigil/pipeline"
 	"vigil.dev/vigil/plugin"
 	"vigil.dev/vigil/seccomp"
@@ -47,6 +50,16 @@ docs/response.md). Rule files, policies, the model and the node
 configuration reload when they change, on SIGHUP and on 'vigil reload'.
 'vigil status' asks it what it monitors and what is in force;
 'vigil release' and 'vigil unfreeze' undo actions.
+
+The --events and --decisions files rotate at --events-max-size and
+--decisions-max-size (FILE becomes FILE.1, FILE.1 FILE.2, ...; the oldest
+beyond --*-max-files is deleted; --*-compress gzips rotated files). They are
+reopened on SIGHUP and 'vigil reload' and when logrotate moved them. When a
+write fails (a full disk) the agent keeps running: it counts the lines it
+could not write, tries again every second, and once it can, writes
+{"output_lost":{"lines":N,...}} before the next line. The audit log is bounded
+by --audit-max-size and --audit-max-age. Every loss shows in 'vigil status'
+and /metrics, and /healthz reports unhealthy while an output cannot write.
 
 It connects to the runtime's NRI socket, or runs pre-registered from
 /opt/nri/plugins (the runtime then passes the connection), and reconnects
@@ -83,6 +96,11 @@ func runAgent(args []string) int {
 		keeper    = fs.String("notify-keeper", "/run/vigil/notify-keeper.sock", "keep the seccomp notify fds in a helper process at `SOCKET`, so that notify containers survive an agent restart ('' keeps none)")
 		metrics   = fs.String("metrics-addr", "127.0.0.1:9477", "serve /healthz and /metrics (Prometheus) on `ADDR` ('' serves nothing)")
 		auditDir  = fs.String("audit", "", "also append events, decisions and container lifecycle to the audit log in `DIR` ('vigil audit verify DIR')")
+		auditSize = fs.String("audit-max-size", "1GiB", "delete the audit log's oldest sealed segments while it is larger than `SIZE` (e.g. 500MiB, 10GiB; 0: no limit)")
+		auditAge  = fs.String("audit-max-age", "0", "delete the audit log's sealed segments whose last record is older than `AGE` (e.g. 72h, 30d; 0: no limit)")
+		auditFull = fs.String("audit-on-full", "count", "`POLICY` of the audit log when its disk is full: count (drop and count records, record the loss when space returns) or freeze (hold up to 16 batches in memory, then count; the agent reports unhealthy meanwhile)")
+		evOpts    = outputFlags(fs, "events")
+		decOpts   = outputFlags(fs, "decisions")
 		pinDir    = fs.String("pin-dir", bpf.DefaultPinDir, "pin the tracer's state in `DIR` on bpffs, so a restarted agent keeps counting ('' pins nothing)")
 		ringBytes = fs.Int("ring-size", 16<<20, "ring buffer size in `BYTES` (a power of two)")
 		logLevel  = fs.String("log-level", "info", "log `LEVEL`: debug, info, warn, error")
@@ -116,12 +134,32 @@ func runAgent(args []string) int {
 	if err != nil {
 		return fail("agent: %v", err)
 	}
-	evOut, closeEv, err := openOutput(*events)
+	evRot, err := evOpts.options(log)
+	if err != nil {
+		return fail("agent: %v", err)
+	}
+	decRot, err := decOpts.options(log)
+	if err != nil {
+		return fail("agent: %v", err)
+	}
+	auditMax, err := rotate.ParseSize(*auditSize)
+	if err != nil {
+		return fail("agent: --audit-max-size: %v", err)
+	}
+	auditMaxAge, err := parseAge(*auditAge)
+	if err != nil {
+		return fail("agent: --audit-max-age: %v", err)
+	}
+	onFull, err := audit.ParseFullPolicy(*auditFull)
+	if err != nil {
+		return fail("agent: --audit-on-full: %v", err)
+	}
+	evOut, closeEv, err := openOutput(*events, evRot)
 	if err != nil {
 		return fail("agent: --events: %v", err)
 	}
 	defer closeEv()
-	decOut, closeDec, err := openOutput(*decisions)
+	decOut, closeDec, err := openOutput(*decisions, decRot)
 	if err != nil {
 		return fail("agent: --decisions: %v", err)
 	}
@@ -151,6 +189,7 @@ func runAgent(args []string) int {
 	defer stop()
 	cfg := agent.Config{Node: node, NodeConfigPath: *cfgPath, NRISocket: *nriSock, ControlSocket: *ctlSock, ListenerPath: *listener,
 		CgroupRoot: root, Events: evOut, Decisions: decOut, AuditDir: *auditDir, MetricsAddr: *metrics,
+		AuditMaxBytes: auditMax, AuditMaxAge: auditMaxAge, AuditOnFull: onFull,
 		KeeperPath: *keeper, StartKeeper: startKeeper, Detect: det, NoDetect: *noDetect, StateFile: *stateFile}
 	// The connect guard (deny-connect) is pinned beside the tracer so that
 	// what it refuses stays refused across agent restarts.
@@ -170,19 +209,66 @@ func runAgent(args []string) int {
 	return 0
 }
 
-// openOutput opens an output: "-" is standard output, "" is none.
-func openOutput(path string) (io.Writer, func(), error) {
+// openOutput opens an output: "-" is standard output, "" is none, a file
+// a rotating writer that outlives a full disk.
+func openOutput(path string, opts rotate.Options) (io.Writer, func(), error) {
 	switch path {
 	case "":
 		return nil, func() {}, nil
 	case "-":
 		return os.Stdout, func() {}, nil
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	w, err := rotate.Open(path, opts)
 	if err != nil {
 		return nil, nil, err
 	}
-	return f, func() { f.Close() }, nil
+	return w, func() { w.Close() }, nil
+}
+
+// outputFlag holds the rotation flags of one output file.
+type outputFlag struct {
+	name     string
+	maxSize  *string
+	maxFiles *int
+	compress *bool
+}
+
+// outputFlags defines --NAME-max-size, --NAME-max-files, --NAME-compress.
+func outputFlags(fs *flag.FlagSet, name string) outputFlag {
+	return outputFlag{name: name,
+		maxSize:  fs.String(name+"-max-size", "100MiB", "rotate the --"+name+" file when it reaches `SIZE` (e.g. 100MiB, 1GiB; 0: never)"),
+		maxFiles: fs.Int(name+"-max-files", 5, "keep `N` rotated --"+name+" files (FILE.1 the newest) and delete older ones; the output takes at most (N+1) x max size"),
+		compress: fs.Bool(name+"-compress", false, "gzip rotated --"+name+" files (FILE.1.gz, ...)"),
+	}
+}
+
+func (o outputFlag) options(log *logrus.Logger) (rotate.Options, error) {
+	size, err := rotate.ParseSize(*o.maxSize)
+	if err != nil {
+		return rotate.Options{}, fmt.Errorf("--%s-max-size: %w", o.name, err)
+	}
+	if *o.maxFiles < 0 {
+		return rotate.Options{}, fmt.Errorf("--%s-max-files %d: want 0 or more", o.name, *o.maxFiles)
+	}
+	return rotate.Options{MaxBytes: size, MaxFiles: *o.maxFiles, Compress: *o.compress,
+		LossLine: rotate.JSONLossLine, Logf: log.Warnf}, nil
+}
+
+// parseAge reads a duration such as 72h, or a number of days such as 30d;
+// "0" is no limit.
+func parseAge(s string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.ParseUint(days, 10, 16)
+		if err != nil {
+			return 0, fmt.Errorf("age %q: want a duration such as 72h or a number of days such as 30d", s)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("age %q: want a duration such as 72h or a number of days such as 30d (0: no limit)", s)
+	}
+	return d, nil
 }
 
 // loadTracer loads the tracer; a pinned tracer of another layout (another

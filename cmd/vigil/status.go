@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 
 	"vigil.dev/vigil/agentctl"
+	"vigil.dev/vigil/event"
 )
 
 func init() {
@@ -72,10 +73,24 @@ func printStatus(w io.Writer, st *agentctl.Status) {
 		fmt.Fprintf(w, "detector decision p99 %v per event; delivery p99 %v (kernel timestamp to decision)\n", st.DecisionP99, st.DeliveryP99)
 	}
 	if st.ReloadError != "" {
-		fmt.Fprintf(w, "last reload rejected: %s\n", st.ReloadError)
+		fmt.Fprintf(w, "last reload rejected: %s\n", event.Printable(st.ReloadError))
 	}
 	if st.EventsError != "" {
-		fmt.Fprintf(w, "event output error: %s\n", st.EventsError)
+		fmt.Fprintf(w, "event output error: %s\n", event.Printable(st.EventsError))
+	}
+	for _, o := range st.Outputs {
+		fmt.Fprintf(w, "output %s %s: %d bytes written, %d rotations, %d lines lost", o.Name, event.Printable(o.Path), o.Bytes, o.Rotations, o.LostLines)
+		if o.Error != "" {
+			fmt.Fprintf(w, "; CANNOT WRITE: %s", event.Printable(o.Error))
+		}
+		fmt.Fprintln(w)
+	}
+	if st.AuditLost > 0 || st.AuditFull || st.AuditBytes > 0 {
+		fmt.Fprintf(w, "audit log: %d bytes written, %d records lost", st.AuditBytes, st.AuditLost)
+		if st.AuditFull {
+			fmt.Fprint(w, "; DISK FULL")
+		}
+		fmt.Fprintln(w)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nNAMESPACE\tPOD\tCONTAINER\tID\tSTATE\tMONITOR\tSECCOMP\tMODE\tCGROUP\tSEEN\tEMITTED\tDROPPED")
@@ -91,8 +106,11 @@ func printStatus(w io.Writer, st *agentctl.Status) {
 		if len(id) > 12 {
 			id = id[:12]
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n", c.Namespace, c.Pod, c.Name, id, c.State, mon,
-			dash(c.Seccomp), dash(c.Mode), c.CgroupID, c.Seen, c.Emitted, c.Dropped)
+		// Names come from the pod's annotations and the runtime: a tab or
+		// newline in them must not make columns or rows.
+		p := event.Printable
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n", p(c.Namespace), p(c.Pod), p(c.Name), p(id), p(c.State), mon,
+			p(dash(c.Seccomp)), p(dash(c.Mode)), c.CgroupID, c.Seen, c.Emitted, c.Dropped)
 	}
 	for _, c := range st.Containers {
 		row(c)
@@ -109,12 +127,12 @@ func printStatus(w io.Writer, st *agentctl.Status) {
 			if len(id) > 12 {
 				id = id[:12]
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", f.Action, dash(id), f.CgroupID, f.Since.Format("15:04:05"), dash(f.Detail))
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", f.Action, event.Printable(dash(id)), f.CgroupID, f.Since.Format("15:04:05"), event.Printable(dash(f.Detail)))
 		}
 		tw.Flush()
 	}
 	for _, id := range st.Rejected {
-		fmt.Fprintf(w, "rejected by the runtime (seccomp adjustment refused): %s\n", id)
+		fmt.Fprintf(w, "rejected by the runtime (seccomp adjustment refused): %s\n", event.Printable(id))
 	}
 }
 

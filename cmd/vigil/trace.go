@@ -296,7 +296,7 @@ func (o *eventWriter) Verdict(v *detector.Verdict) {
 	} else if len(v.WouldAct) > 0 {
 		line += fmt.Sprintf(" [%s: would %s]", v.Mode, strings.Join(v.WouldAct, ", "))
 	}
-	o.text(line)
+	o.text(event.Printable(line)) // comm and message are the container's
 }
 
 // Action writes one action taken or undone.
@@ -313,7 +313,7 @@ func (o *eventWriter) Action(r control.Record) {
 	if r.Error != "" {
 		what = "failed: " + r.Error
 	}
-	o.text(fmt.Sprintf("!! action %s %s (%s) after %v", r.Action, what, r.Detail, r.Latency))
+	o.text(event.Printable(fmt.Sprintf("!! action %s %s (%s) after %v", r.Action, what, r.Detail, r.Latency)))
 }
 
 // Gap writes a run of lost records.
@@ -418,10 +418,12 @@ func (o *eventWriter) printSummary(w io.Writer, c bpf.Counters, detect bool) {
 
 // appendText is the human form of an event:
 // 12:00:00.123456 cat[41/41] openat(0xffffff9c, 0x7ffd2a1b, 0x0, 0x0) = -2 ENOENT path="/x"
+// What the traced program controls is escaped: paths and argv are quoted,
+// comm and addresses made printable, so each event stays one line.
 func appendText(b []byte, ev *event.Event) []byte {
 	b = ev.Time.AppendFormat(b, "15:04:05.000000")
 	b = append(b, ' ')
-	b = append(b, ev.Comm...)
+	b = event.AppendPrintable(b, ev.Comm)
 	b = append(b, '[')
 	b = strconv.AppendUint(b, uint64(ev.PID), 10)
 	b = append(b, '/')
@@ -467,7 +469,7 @@ func appendText(b []byte, ev *event.Event) []byte {
 	}
 	if !ev.Addr.IsZero() {
 		b = append(b, " addr="...)
-		b = append(b, ev.Addr.String()...)
+		b = event.AppendPrintable(b, ev.Addr.String())
 	}
 	if ev.Flags&event.Truncated != 0 {
 		b = append(b, " (truncated)"...)
