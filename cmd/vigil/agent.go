@@ -183,7 +183,10 @@ func runAgent(args []string) int {
 		return fail("agent: %v", err)
 	}
 	defer mon.Close()
-	log.WithFields(logrus.Fields{"pinned": *pinDir, "reused": mon.Reused(), "cgroup_root": root}).Info("tracer loaded")
+	log.WithFields(logrus.Fields{"pinned": *pinDir, "reused": mon.Reused(), "program": mon.Identity()[:16], "cgroup_root": root}).Info("tracer loaded")
+	if r := mon.Replaced(); len(r) > 0 {
+		log.WithFields(logrus.Fields{"pinned": *pinDir, "replaced": r, "program": mon.Identity()[:16]}).Warn("the pinned tracer ran another vigil's programs (or other settings): replaced them with this binary's, counters kept")
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
