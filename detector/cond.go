@@ -109,18 +109,24 @@ var strFields = map[string]func(*evalCtx) string{
 		}
 		return ""
 	},
-	"cmdline": func(c *evalCtx) string { return strings.Join(c.ev.Argv, " ") },
-	"proc.exe": func(c *evalCtx) string {
-		if c.proc != nil {
-			return c.proc.exe
-		}
-		return ""
-	},
+	"cmdline":             func(c *evalCtx) string { return strings.Join(c.ev.Argv, " ") },
+	"exe":                 exeOf,
+	"proc.exe":            exeOf,
 	"container.id":        func(c *evalCtx) string { return ctr(c).ID },
 	"container.name":      func(c *evalCtx) string { return ctr(c).Name },
 	"container.image":     func(c *evalCtx) string { return ctr(c).Image },
 	"container.pod":       func(c *evalCtx) string { return ctr(c).Pod },
 	"container.namespace": func(c *evalCtx) string { return ctr(c).Namespace },
+}
+
+// exeOf is the path of the process's last successful execve (inherited
+// across fork), "" when vigil never saw one. Unlike comm, a process cannot
+// rename it (prctl PR_SET_NAME) without executing something else.
+func exeOf(c *evalCtx) string {
+	if c.proc != nil {
+		return c.proc.exe
+	}
+	return ""
 }
 
 var noContainer event.Container

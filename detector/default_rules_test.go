@@ -143,7 +143,7 @@ func TestDefaultRulesFire(t *testing.T) {
 // programs (startup, files, sockets to allowed peers, a subprocess) and
 // expects no verdict.
 func TestDefaultRulesQuietOnNormalActivity(t *testing.T) {
-	e := newEngine(t, Config{Lists: map[string][]string{"allowed_resolvers": {"10.0.0.10"}, "wx_allowed_comms": {"java"}}})
+	e := newEngine(t, Config{Lists: map[string][]string{"allowed_resolvers": {"10.0.0.10"}, "wx_allowed_exes": {"*/java"}}})
 	var steps []*event.Event
 	add := func(name string, mod func(e *event.Event)) { steps = append(steps, ev(t, len(steps)+1, name, mod)) }
 	add("execve", func(e *event.Event) { e.Path = "/usr/bin/app"; e.Argv = []string{"app", "--port", "8080"} })
@@ -171,9 +171,10 @@ func TestDefaultRulesQuietOnNormalActivity(t *testing.T) {
 	add("execve", func(e *event.Event) { e.PID, e.Path, e.Comm = 101, "/bin/sh", "sh" })
 	add("getuid", nil)
 	add("setuid", func(e *event.Event) { e.Args[0] = 1000 })
-	add("unshare", func(e *event.Event) { e.Args[0] = 0x400 })          // CLONE_FILES
-	add("ptrace", func(e *event.Event) { e.Args[0] = 0 })               // PTRACE_TRACEME
-	add("mmap", func(e *event.Event) { e.Comm, e.Args[2] = "java", 7 }) // an allowed JIT
+	add("unshare", func(e *event.Event) { e.Args[0] = 0x400 }) // CLONE_FILES
+	add("ptrace", func(e *event.Event) { e.Args[0] = 0 })      // PTRACE_TRACEME
+	add("execve", func(e *event.Event) { e.PID, e.Path, e.Comm = 300, "/usr/lib/jvm/bin/java", "java" })
+	add("mmap", func(e *event.Event) { e.PID, e.Comm, e.Args[2] = 300, "java", 7 }) // an allowed JIT
 	add("exit_group", nil)
 	for _, x := range steps {
 		if vs := e.Observe(x); len(vs) > 0 {

@@ -18,5 +18,8 @@
 // gives the same verdicts with the same ids. State is sharded by cgroup: an
 // Engine is safe for concurrent use, and callers that feed different cgroups
 // from different goroutines run in parallel (Dispatcher does that for a
-// single producer).
+// single producer). Per process the engine tracks the executable, working
+// directory and fd table, so rules see normalised absolute paths and the
+// program's executable rather than its self-chosen name; every table is
+// bounded and forgets its least recently used entries (RULES.md, Bounds).
 package detector

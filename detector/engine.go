@@ -59,10 +59,11 @@ type Engine struct {
 }
 
 type shard struct {
-	mu  sync.Mutex
-	cgs map[uint64]*cgState
-	ctx evalCtx
-	_   [64]byte // keep shards on separate cache lines
+	mu      sync.Mutex
+	cgs     map[uint64]*cgState
+	ctx     evalCtx
+	scratch event.Event // the event with normalised paths, while it is observed
+	_       [64]byte    // keep shards on separate cache lines
 }
 
 // cgState is everything the engine remembers about one cgroup.
@@ -73,10 +74,20 @@ type cgState struct {
 	events    uint64
 	procs     procs
 	rates     []rateCounter // per rule index (per-container rates)
-	prates    map[procRuleKey]*rateCounter
-	last      map[procRuleKey]int64 // last verdict time per rule (and process), for throttling
-	sample    sampleState
-	model     *modelState
+	// ruleStates holds per-process rate counters and the last verdict time
+	// per rule (and process), for throttling. It lives outside the process
+	// table: forgetting a process forgets neither.
+	ruleStates lru[procRuleKey, ruleState]
+	sample     sampleState
+	model      *modelState
+}
+
+// ruleState is the verdict state of one rule for one process (pid 0: the
+// container).
+type ruleState struct {
+	rate    rateCounter // per-process rates
+	last    int64       // time of the last verdict
+	hasLast bool
 }
 
 type procRuleKey struct {
@@ -190,8 +201,7 @@ func (sh *shard) state(id uint64, rs *ruleSet) *cgState {
 	if cg.gen != rs.gen {
 		cg.gen = rs.gen
 		cg.rates = make([]rateCounter, len(rs.rules))
-		cg.prates = nil
-		cg.last = nil
+		cg.ruleStates = lru[procRuleKey, ruleState]{max: maxRuleStates}
 		cg.model = nil
 	}
 	return cg
@@ -218,6 +228,15 @@ func (e *Engine) Observe(ev *event.Event) []Verdict {
 		cg := sh.state(ev.CgroupID, rs)
 		if !cg.execd {
 			if ev.Ret != 0 || (ev.Nr != execveNr && ev.Nr != execveatNr) {
+				if ev.Nr == nrChdir && ev.Ret == 0 && ev.Flags&event.Lost == 0 {
+					// the runtime moves the first process to the
+					// container's working directory before its exec
+					dir := ev.Path
+					if n := normalize(ev, &cg.procs); n.changed {
+						dir = n.path
+					}
+					cg.procs.get(ev.PID, true).setCwd(dir)
+				}
 				return nil
 			}
 			cg.execd = true
@@ -265,14 +284,24 @@ func (sh *shard) observe(rs *ruleSet, ev *event.Event) []Verdict {
 	}
 	nr := ev.Nr
 	known := nr >= 0 && int(nr) <= maxNativeNr // numbers past the table reach only the model
-	if known && procTracked[nr] {
-		cg.procs.update(ev)
-	}
-	var out []Verdict
 	var rules []*rule
 	if known {
 		rules = rs.byNr[nr]
 	}
+	orig := ev
+	if known && (procTracked[nr] || len(rules) > 0) {
+		// rules and the process state see normalised paths; the caller's
+		// event stays as it is
+		if n := normalize(ev, &cg.procs); n.changed {
+			sh.scratch = *ev
+			sh.scratch.Path, sh.scratch.Path2, sh.scratch.Addr.Path = n.path, n.path2, n.unix
+			ev = &sh.scratch
+		}
+		if procTracked[nr] {
+			cg.procs.update(ev)
+		}
+	}
+	var out []Verdict
 	if len(rules) > 0 {
 		t := eventTime(ev)
 		ctx := &sh.ctx
@@ -303,33 +332,28 @@ func (sh *shard) observe(rs *ruleSet, ev *event.Event) []Verdict {
 			if cg.throttled(key, t, r.throttle) {
 				continue
 			}
-			out = append(out, r.verdict(cg, ev, ctx.proc, t, note))
+			out = append(out, r.verdict(cg, ev, orig, ctx.proc, t, note))
 		}
 		ctx.ev, ctx.proc = nil, nil
 	}
 	if rs.online != nil {
 		out = rs.online.observe(cg, ev, out)
 	}
-	if nr == nrExitGroup && cg.procs != nil {
-		delete(cg.procs, ev.PID)
+	if nr == nrExitGroup {
+		cg.procs.remove(ev.PID)
+	}
+	if ev != orig {
+		sh.scratch = event.Event{} // keep nothing of the caller's
 	}
 	return out
 }
 
 func (cg *cgState) procRate(idx int, pid uint32) *rateCounter {
-	if cg.prates == nil {
-		cg.prates = make(map[procRuleKey]*rateCounter)
+	st, fresh := cg.ruleStates.put(procRuleKey{rule: int32(idx), pid: pid})
+	if fresh {
+		*st = ruleState{}
 	}
-	k := procRuleKey{rule: int32(idx), pid: pid}
-	rc := cg.prates[k]
-	if rc == nil {
-		if len(cg.prates) >= procStateCap {
-			clear(cg.prates)
-		}
-		rc = &rateCounter{}
-		cg.prates[k] = rc
-	}
-	return rc
+	return &st.rate
 }
 
 // throttled records a verdict of key at t and reports whether one was
@@ -338,22 +362,23 @@ func (cg *cgState) throttled(key procRuleKey, t, throttle int64) bool {
 	if throttle <= 0 {
 		return false
 	}
-	if cg.last == nil {
-		cg.last = make(map[procRuleKey]int64)
+	st, fresh := cg.ruleStates.put(key)
+	if fresh {
+		*st = ruleState{}
 	}
-	if last, ok := cg.last[key]; ok && t-last < throttle && t >= last {
+	if st.hasLast && t-st.last < throttle && t >= st.last {
 		return true
 	}
-	if len(cg.last) >= procStateCap {
-		clear(cg.last)
-	}
-	cg.last[key] = t
+	st.last, st.hasLast = t, true
 	return false
 }
 
-func (r *rule) verdict(cg *cgState, ev *event.Event, p *procState, t int64, note string) Verdict {
+func (r *rule) verdict(cg *cgState, ev, orig *event.Event, p *procState, t int64, note string) Verdict {
 	evd := evidenceOf(ev)
 	evd.Note = note
+	if orig != ev {
+		evd.given(orig)
+	}
 	msg := render(r.message, ev, p)
 	return Verdict{
 		ID:        verdictID(r.name, ev.CgroupID, ev.PID, ev.TID, ev.Seq, t),

@@ -62,7 +62,7 @@ func (w *windower) add(ev *event.Event) bool {
 // unit copies the window out as a Unit and starts a new window.
 func (w *windower) unit(source string, index int) Unit {
 	u := Unit{Source: source, Index: index, first: w.start, last: w.end}
-	if len(w.tail) > procStateCap {
+	if len(w.tail) > modelTailCap {
 		clear(w.tail) // bounded: threads come and go
 	}
 	for i, tid := range w.order {

@@ -28,10 +28,25 @@ var (
 	nrSetresuid  = nativeNr("setresuid")
 	nrGetuid     = nativeNr("getuid")
 	nrGeteuid    = nativeNr("geteuid")
+	nrCreat      = nativeNr("creat")
+	nrOpenat2    = nativeNr("openat2")
+	nrOpenTree   = nativeNr("open_tree")
+	nrChdir      = nativeNr("chdir")
+	nrFchdir     = nativeNr("fchdir")
+	nrCloseRange = nativeNr("close_range")
 	procTracked  = buildProcTracked()
 	maxNativeNr  = event.NativeABI().MaxNr()
 	cloneThread  = uint64(0x10000)
-	procStateCap = 4096
+)
+
+// Bounds of the per-cgroup state. Past them the least recently used entry
+// goes (RULES.md states them).
+const (
+	maxProcs      = 4096  // processes tracked per cgroup
+	maxFds        = 1024  // fd paths tracked per process
+	maxFdBytes    = 65536 // bytes of fd paths per process
+	maxRuleStates = 16384 // per-process rate counters and last-verdict times per cgroup
+	modelTailCap  = 4096  // threads whose last calls the model keeps per cgroup
 )
 
 func nativeNr(name string) int32 {
@@ -45,7 +60,8 @@ func buildProcTracked() []bool {
 	t := make([]bool, event.NativeABI().MaxNr()+1)
 	for _, nr := range []int32{nrSocket, nrConnect, nrAccept, nrAccept4, nrDup, nrDup2, nrDup3, nrFcntl, nrClose,
 		nrClone, nrClone3, nrFork, nrVfork, nrExecve, nrExecveat, nrExitGroup, nrSetuid, nrSetreuid,
-		nrSetresuid, nrGetuid, nrGeteuid} {
+		nrSetresuid, nrGetuid, nrGeteuid, nrOpen, nrOpenat, nrOpenat2, nrCreat, nrOpenTree, nrChdir, nrFchdir,
+		nrCloseRange} {
 		if nr >= 0 {
 			t[nr] = true
 		}
@@ -54,10 +70,13 @@ func buildProcTracked() []bool {
 }
 
 // procState is what the engine remembers about one process (thread group)
-// to answer proc.* conditions: its executable, its uid when known, which
+// to answer proc.* conditions and to resolve its paths: its executable,
+// its uid when known, its working directory, the paths of its fds, which
 // fds are sockets, and whether a socket was duplicated onto its stdio.
 type procState struct {
 	exe         string
+	cwd         string     // absolute and clean; "" unknown
+	fds         *fdTable   // fd -> path; shared with a forked child until one writes
 	uid         int64      // -1: unknown
 	sockfds     [16]uint64 // fds from socket/accept (and their dups)
 	connfds     [16]uint64 // sockets this process connected out (and their dups)
@@ -66,8 +85,8 @@ type procState struct {
 	stdioConn   bool       // a connected-out socket is on stdio
 }
 
-func newProc() *procState {
-	return &procState{uid: -1, stdioFrom: [3]int32{-1, -1, -1}}
+func (p *procState) reset() {
+	*p = procState{uid: -1, stdioFrom: [3]int32{-1, -1, -1}}
 }
 
 func bit(set *[16]uint64, fd int64) bool {
@@ -115,6 +134,35 @@ func (p *procState) refreshStdio() {
 	}
 }
 
+// fdPath is the path fd was opened with, or "" when unknown. The string is
+// a view of the table's buffer: valid only until the table changes.
+func (p *procState) fdPath(fd int32) string {
+	if p.fds == nil {
+		return ""
+	}
+	return p.fds.path(fd)
+}
+
+// writableFds returns the process's own fd table, copying a shared one.
+func (p *procState) writableFds() *fdTable {
+	switch {
+	case p.fds == nil:
+		p.fds = newFdTable()
+	case p.fds.refs > 1:
+		p.fds.refs--
+		p.fds = p.fds.clone()
+	}
+	return p.fds
+}
+
+// dropFds lets go of the fd table (the process is gone).
+func (p *procState) dropFds() {
+	if p.fds != nil {
+		p.fds.refs--
+		p.fds = nil
+	}
+}
+
 // merge folds a parent's state into a child that may have been seen first
 // (events of different CPUs arrive out of order).
 func (p *procState) merge(parent *procState) {
@@ -124,6 +172,14 @@ func (p *procState) merge(parent *procState) {
 	}
 	if p.exe == "" {
 		p.exe = parent.exe
+	}
+	if p.cwd == "" {
+		p.cwd = parent.cwd
+	}
+	if (p.fds == nil || p.fds.l.len() == 0) && parent.fds != nil && parent.fds != p.fds {
+		p.dropFds()
+		p.fds = parent.fds
+		p.fds.refs++
 	}
 	if p.uid < 0 {
 		p.uid = parent.uid
@@ -138,36 +194,153 @@ func (p *procState) merge(parent *procState) {
 	p.refreshStdio()
 }
 
-// procs tracks the processes of one cgroup. Its size is bounded: past
-// procStateCap processes it starts over (deterministically).
-type procs map[uint32]*procState
+// fdTable maps a process's fds to the absolute paths they were opened
+// with, bounded by maxFds entries and maxFdBytes bytes of paths (the least
+// recently used fd goes). A forked child shares its parent's table until
+// one of them changes it (refs counts the sharers).
+type fdTable struct {
+	l     lru[int32, fdEntry]
+	refs  int32
+	bytes int
+}
+
+type fdEntry struct {
+	path    []byte // absolute, clean; the buffer is reused
+	cloexec bool
+}
+
+func newFdTable() *fdTable {
+	t := &fdTable{refs: 1}
+	t.l.max = maxFds
+	t.l.onEvict = func(_ int32, e *fdEntry) { t.bytes -= len(e.path) }
+	return t
+}
+
+func (t *fdTable) path(fd int32) string {
+	e := t.l.get(fd)
+	if e == nil || len(e.path) == 0 {
+		return ""
+	}
+	return unsafeString(e.path)
+}
+
+// set records that fd names path (absolute and clean); any other path
+// forgets fd.
+func (t *fdTable) set(fd int32, path string, cloexec bool) {
+	if fd < 0 || path == "" || path[0] != '/' || len(path) > maxPathLen {
+		t.l.remove(fd)
+		return
+	}
+	e, _ := t.l.put(fd)
+	t.bytes += len(path) - len(e.path)
+	e.path = append(e.path[:0], path...)
+	e.cloexec = cloexec
+	for t.bytes > maxFdBytes {
+		old, _ := t.l.oldest()
+		t.l.remove(old)
+	}
+}
+
+func (t *fdTable) dup(oldfd, newfd int32, cloexec bool) {
+	if oldfd == newfd {
+		return
+	}
+	e := t.l.get(oldfd) // now the most recently used: set(newfd) cannot evict it
+	if e == nil {
+		t.l.remove(newfd)
+		return
+	}
+	t.set(newfd, unsafeString(e.path), cloexec)
+}
+
+func (t *fdTable) setCloexec(fd int32, on bool) {
+	if e := t.l.peek(fd); e != nil {
+		e.cloexec = on
+	}
+}
+
+// exec forgets the fds a successful execve closes.
+func (t *fdTable) exec() {
+	var gone []int32
+	t.l.each(func(fd int32, e *fdEntry) {
+		if e.cloexec {
+			gone = append(gone, fd)
+		}
+	})
+	for _, fd := range gone {
+		t.l.remove(fd)
+	}
+}
+
+// closeRange forgets (or marks close-on-exec) fds first..last.
+func (t *fdTable) closeRange(first, last uint32, cloexec bool) {
+	var gone []int32
+	t.l.each(func(fd int32, e *fdEntry) {
+		if uint32(fd) >= first && uint32(fd) <= last {
+			if cloexec {
+				e.cloexec = true
+			} else {
+				gone = append(gone, fd)
+			}
+		}
+	})
+	for _, fd := range gone {
+		t.l.remove(fd)
+	}
+}
+
+func (t *fdTable) clone() *fdTable {
+	c := newFdTable()
+	t.l.each(func(fd int32, e *fdEntry) { c.set(fd, unsafeString(e.path), e.cloexec) })
+	return c
+}
+
+// procs tracks the processes of one cgroup, at most maxProcs: past that
+// the least recently used one is forgotten.
+type procs struct {
+	l lru[uint32, procState]
+}
 
 func (ps *procs) get(pid uint32, create bool) *procState {
-	if *ps == nil {
-		if !create {
-			return nil
-		}
-		*ps = make(procs)
+	if !create {
+		return ps.l.get(pid)
 	}
-	p := (*ps)[pid]
-	if p == nil && create {
-		if len(*ps) >= procStateCap {
-			clear(*ps)
-		}
-		p = newProc()
-		(*ps)[pid] = p
+	if ps.l.max == 0 {
+		ps.l.max = maxProcs
+		ps.l.onEvict = func(_ uint32, p *procState) { p.dropFds() }
+	}
+	p, fresh := ps.l.put(pid)
+	if fresh {
+		p.reset()
 	}
 	return p
 }
 
+func (ps *procs) remove(pid uint32) { ps.l.remove(pid) }
+
+// Linux open flags and fcntl commands the fd table follows.
+const (
+	oCloexec        = 0x80000
+	fDupfd          = 0
+	fDupfdCloexec   = 1030
+	fSetfd          = 2
+	fdCloexec       = 1
+	closeRangeCloex = 4
+)
+
 // update applies a tracked syscall's effect before rules see the event.
+// Paths (ev.Path, ev.Path2) are already normalised.
 func (ps *procs) update(ev *event.Event) {
 	nr := ev.Nr
 	ret := ev.Ret
 	switch nr {
 	case nrSocket, nrAccept, nrAccept4:
 		if ret >= 0 {
-			ps.get(ev.PID, true).setSocket(ret, true)
+			p := ps.get(ev.PID, true)
+			p.setSocket(ret, true)
+			if p.fds != nil && p.fds.l.peek(int32(ret)) != nil {
+				p.writableFds().l.remove(int32(ret))
+			}
 		}
 	case nrConnect:
 		// connected, or connecting (EINPROGRESS) for a non-blocking socket
@@ -176,21 +349,78 @@ func (ps *procs) update(ev *event.Event) {
 				setBit(&p.connfds, int64(ev.Args[0]), true)
 			}
 		}
+	case nrOpen, nrOpenat, nrOpenat2, nrCreat, nrOpenTree:
+		if ret >= 0 {
+			p := ps.get(ev.PID, true)
+			p.setSocket(ret, false)
+			var cloexec bool
+			switch nr {
+			case nrOpen:
+				cloexec = ev.Args[1]&oCloexec != 0
+			case nrOpenat:
+				cloexec = ev.Args[2]&oCloexec != 0
+			case nrOpenTree:
+				cloexec = ev.Args[2]&oCloexec != 0 // OPEN_TREE_CLOEXEC
+			}
+			if p.fds != nil || ev.Path != "" {
+				p.writableFds().set(int32(ret), ev.Path, cloexec)
+			}
+		}
 	case nrDup:
 		if ret >= 0 {
-			ps.get(ev.PID, true).dup(int64(ev.Args[0]), ret)
+			p := ps.get(ev.PID, true)
+			p.dup(int64(ev.Args[0]), ret)
+			p.dupPath(int32(ev.Args[0]), int32(ret), false)
 		}
 	case nrDup2, nrDup3:
 		if ret >= 0 {
-			ps.get(ev.PID, true).dup(int64(ev.Args[0]), int64(ev.Args[1]))
+			p := ps.get(ev.PID, true)
+			p.dup(int64(ev.Args[0]), int64(ev.Args[1]))
+			p.dupPath(int32(ev.Args[0]), int32(ev.Args[1]), nr == nrDup3 && ev.Args[2]&oCloexec != 0)
 		}
 	case nrFcntl:
-		if ret >= 0 && (ev.Args[1] == 0 || ev.Args[1] == 1030) {
-			ps.get(ev.PID, true).dup(int64(ev.Args[0]), ret)
+		if ret < 0 {
+			return
+		}
+		switch ev.Args[1] {
+		case fDupfd, fDupfdCloexec:
+			p := ps.get(ev.PID, true)
+			p.dup(int64(ev.Args[0]), ret)
+			p.dupPath(int32(ev.Args[0]), int32(ret), ev.Args[1] == fDupfdCloexec)
+		case fSetfd:
+			if p := ps.get(ev.PID, false); p != nil && p.fds != nil && p.fds.l.peek(int32(ev.Args[0])) != nil {
+				p.writableFds().setCloexec(int32(ev.Args[0]), ev.Args[2]&fdCloexec != 0)
+			}
 		}
 	case nrClose:
 		if p := ps.get(ev.PID, false); p != nil && ret == 0 {
 			p.setSocket(int64(ev.Args[0]), false)
+			if p.fds != nil && p.fds.l.peek(int32(ev.Args[0])) != nil {
+				p.writableFds().l.remove(int32(ev.Args[0]))
+			}
+		}
+	case nrCloseRange:
+		if p := ps.get(ev.PID, false); p != nil && ret == 0 {
+			first, last := uint32(ev.Args[0]), uint32(ev.Args[1])
+			cloexec := ev.Args[2]&closeRangeCloex != 0
+			if !cloexec {
+				for fd := uint64(first); fd <= uint64(last) && fd < 1024; fd++ {
+					p.setSocket(int64(fd), false)
+				}
+			}
+			if p.fds != nil && p.fds.l.len() > 0 {
+				p.writableFds().closeRange(first, last, cloexec)
+			}
+		}
+	case nrChdir:
+		if ret == 0 {
+			p := ps.get(ev.PID, true)
+			p.setCwd(ev.Path)
+		}
+	case nrFchdir:
+		if ret == 0 {
+			p := ps.get(ev.PID, true)
+			p.setCwd(p.fdPath(int32(ev.Args[0])))
 		}
 	case nrClone, nrClone3, nrFork, nrVfork:
 		if ret <= 0 || (nr == nrClone && ev.Args[0]&cloneThread != 0) {
@@ -206,6 +436,9 @@ func (ps *procs) update(ev *event.Event) {
 			p := ps.get(ev.PID, true)
 			if p.exe != ev.Path {
 				p.exe = cloneString(ev.Path)
+			}
+			if p.fds != nil && p.fds.l.len() > 0 {
+				p.writableFds().exec()
 			}
 		}
 	case nrSetuid:
@@ -227,6 +460,25 @@ func (ps *procs) update(ev *event.Event) {
 				p.uid = ret
 			}
 		}
+	}
+}
+
+// dupPath gives newfd oldfd's path.
+func (p *procState) dupPath(oldfd, newfd int32, cloexec bool) {
+	if p.fds == nil || (p.fds.l.peek(oldfd) == nil && p.fds.l.peek(newfd) == nil) {
+		return
+	}
+	p.writableFds().dup(oldfd, newfd, cloexec)
+}
+
+// setCwd records a new working directory: an absolute clean path, else
+// unknown.
+func (p *procState) setCwd(dir string) {
+	switch {
+	case dir == "" || dir[0] != '/' || len(dir) > maxPathLen:
+		p.cwd = ""
+	case dir != p.cwd:
+		p.cwd = cloneString(dir)
 	}
 }
 

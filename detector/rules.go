@@ -512,8 +512,10 @@ func render(msg string, ev *event.Event, p *procState) string {
 		case "argv":
 			b.WriteString(strings.Join(ev.Argv, " "))
 		case "exe":
-			if p != nil {
+			if p != nil && p.exe != "" {
 				b.WriteString(p.exe)
+			} else {
+				b.WriteString("?")
 			}
 		case "arg0", "arg1", "arg2", "arg3", "arg4", "arg5":
 			b.WriteString("0x" + strconv.FormatUint(ev.Args[key[3]-'0'], 16))

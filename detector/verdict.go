@@ -90,21 +90,26 @@ func (s *Severity) UnmarshalText(b []byte) error {
 // Evidence is one event that made a rule fire, copied out of the (reused)
 // event, or a sequence of syscall names for model verdicts.
 type Evidence struct {
-	Seq      uint64    `json:"seq,omitempty"`
-	Time     time.Time `json:"time,omitzero"`
-	PID      uint32    `json:"pid,omitempty"`
-	TID      uint32    `json:"tid,omitempty"`
-	Comm     string    `json:"comm,omitempty"`
-	Syscall  string    `json:"syscall,omitempty"`
-	Args     []uint64  `json:"args,omitempty"`
-	Ret      int64     `json:"ret"`
-	Errno    string    `json:"errno,omitempty"`
-	Path     string    `json:"path,omitempty"`
-	Path2    string    `json:"path2,omitempty"`
-	Argv     []string  `json:"argv,omitempty"`
-	Addr     string    `json:"addr,omitempty"`
-	Sequence []string  `json:"sequence,omitempty"` // model verdicts: the syscalls of the anomalous window
-	Note     string    `json:"note,omitempty"`     // resource verdicts: the measured values
+	Seq     uint64    `json:"seq,omitempty"`
+	Time    time.Time `json:"time,omitzero"`
+	PID     uint32    `json:"pid,omitempty"`
+	TID     uint32    `json:"tid,omitempty"`
+	Comm    string    `json:"comm,omitempty"`
+	Syscall string    `json:"syscall,omitempty"`
+	Args    []uint64  `json:"args,omitempty"`
+	Ret     int64     `json:"ret"`
+	Errno   string    `json:"errno,omitempty"`
+	Path    string    `json:"path,omitempty"`
+	Path2   string    `json:"path2,omitempty"`
+	Argv    []string  `json:"argv,omitempty"`
+	Addr    string    `json:"addr,omitempty"`
+	// UserPath, UserPath2 and UserAddr are the strings as the process gave
+	// them, when the detector normalised them into Path, Path2 and Addr.
+	UserPath  string   `json:"user_path,omitempty"`
+	UserPath2 string   `json:"user_path2,omitempty"`
+	UserAddr  string   `json:"user_addr,omitempty"`
+	Sequence  []string `json:"sequence,omitempty"` // model verdicts: the syscalls of the anomalous window
+	Note      string   `json:"note,omitempty"`     // resource verdicts: the measured values
 }
 
 func evidenceOf(ev *event.Event) Evidence {
@@ -120,6 +125,19 @@ func evidenceOf(ev *event.Event) Evidence {
 		e.Argv = append(e.Argv, strings.Clone(a))
 	}
 	return e
+}
+
+// given records the strings of orig that normalisation changed.
+func (e *Evidence) given(orig *event.Event) {
+	if orig.Path != e.Path {
+		e.UserPath = strings.Clone(orig.Path)
+	}
+	if orig.Path2 != e.Path2 {
+		e.UserPath2 = strings.Clone(orig.Path2)
+	}
+	if a := orig.Addr.String(); a != e.Addr {
+		e.UserAddr = a
+	}
 }
 
 // Verdict is one detection: what fired, on which container and process,
