@@ -46,9 +46,6 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	if code, ran := eachRuntime(); ran {
-		os.Exit(code)
-	}
 	if os.Geteuid() == 0 {
 		setupErr = setup()
 	}
@@ -94,11 +91,11 @@ func setup() error {
 	}
 	// A pre-registered test agent left by an interrupted run would start
 	// with containerd and claim every container's seccomp policy.
-	if data, err := os.ReadFile(preRegisteredEntry()); err == nil && strings.Contains(string(data), "vigil-e2e-") {
-		os.Remove(preRegisteredEntry())
+	if data, err := os.ReadFile(preRegisteredEntry); err == nil && strings.Contains(string(data), "vigil-e2e-") {
+		os.Remove(preRegisteredEntry)
 	}
-	if out, err := exec.Command("bash", nodeUpArgs()...).CombinedOutput(); err != nil {
-		return fmt.Errorf("install/node.sh up --runtime %s: %v\n%s", testRuntime.name, err, out)
+	if out, err := exec.Command("bash", filepath.Join(repo, "install/node.sh"), "up").CombinedOutput(); err != nil {
+		return fmt.Errorf("install/node.sh up: %v\n%s", err, out)
 	}
 	workDir, err = os.MkdirTemp("", "vigil-e2e-")
 	if err != nil {
@@ -132,17 +129,12 @@ func setup() error {
 // metricsAddr is where the test agent serves /healthz and /metrics.
 var metricsAddr string
 
-// need skips when not root and fails when the node could not be set up;
-// it skips the tests of vigil's seccomp policies in other files where the
-// runtime cannot take them (seccompTests).
+// need skips when not root and fails when the node could not be set up.
 func need(t *testing.T) {
 	t.Helper()
 	privtest.Require(t)
 	if setupErr != nil {
-		t.Fatalf("test node setup (%s): %v", testRuntime.name, setupErr)
-	}
-	if seccompTests[t.Name()] {
-		needSeccompAdjust(t)
+		t.Fatalf("test node setup: %v", setupErr)
 	}
 }
 
@@ -173,7 +165,7 @@ func startAgent() (*agentProc, error) {
 	a.cmd = exec.Command(vigil, "agent", "--config", filepath.Join(workDir, "config.yaml"),
 		"--control-socket", controlSocket(), "--listener", filepath.Join(workDir, "seccomp.sock"),
 		"--events", a.events, "--decisions", a.decisions, "--pin-dir", pinDir, "--audit", auditDir(),
-		"--metrics-addr", metricsAddr, "--notify-keeper", keeperSocket(), "--nri-socket", testRuntime.nriSocket,
+		"--metrics-addr", metricsAddr, "--notify-keeper", keeperSocket(),
 		"--policy", ruleFile(), "--allowed-resolver", allowedResolver, "--state", filepath.Join(workDir, "control-state.json"))
 	a.cmd.Stdout = lockedWriter{a.logMu, a.log}
 	a.cmd.Stderr = lockedWriter{a.logMu, a.log}
@@ -192,7 +184,7 @@ func startAgent() (*agentProc, error) {
 		}
 	}
 	a.kill()
-	return nil, fmt.Errorf("agent not connected to %s after 15s:\n%s", testRuntime.name, a.logs())
+	return nil, fmt.Errorf("agent not connected to containerd after 15s:\n%s", a.logs())
 }
 
 func (a *agentProc) logs() string { a.logMu.Lock(); defer a.logMu.Unlock(); return a.log.String() }
@@ -234,7 +226,7 @@ func crictl(t *testing.T, args ...string) (string, error) {
 		t.Helper()
 	}
 	var stderr bytes.Buffer
-	cmd := crictlCmd(args...)
+	cmd := exec.Command("crictl", args...)
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
@@ -321,7 +313,7 @@ func waitExited(t *testing.T, id string) string {
 		out, _ := crictl(t, "inspect", "-o", "go-template", "--template", "{{.status.state}}", id)
 		if out == "CONTAINER_EXITED" {
 			// crictl prints the container's stderr on its own stderr.
-			logs, err := crictlCmd("logs", id).CombinedOutput()
+			logs, err := exec.Command("crictl", "logs", id).CombinedOutput()
 			if err != nil {
 				t.Fatalf("crictl logs %s: %v: %s", id, err, logs)
 			}
@@ -427,17 +419,13 @@ func containerStatus(t *testing.T, id string) (agentctl.ContainerStatus, bool) {
 	return agentctl.ContainerStatus{}, false
 }
 
-// runtimeSpec is the OCI spec the runtime gave a container. Where the
-// runtime leaves the cgroups path empty (CRI-O under _CRIO_ROOTLESS, see
-// install/crio.sh), it is filled with the cgroup v2 path of the container's
-// process while it runs.
+// runtimeSpec is the OCI spec containerd gave a container.
 func runtimeSpec(t *testing.T, id string) *specs.Spec {
 	t.Helper()
 	out, _ := crictl(t, "inspect", id)
 	var v struct {
 		Info struct {
 			RuntimeSpec specs.Spec `json:"runtimeSpec"`
-			Pid         int        `json:"pid"`
 		} `json:"info"`
 	}
 	if err := json.Unmarshal([]byte(out), &v); err != nil {
@@ -445,15 +433,6 @@ func runtimeSpec(t *testing.T, id string) *specs.Spec {
 	}
 	if v.Info.RuntimeSpec.Linux == nil {
 		t.Fatalf("crictl inspect %s: no linux spec", id)
-	}
-	if v.Info.RuntimeSpec.Linux.CgroupsPath == "" && v.Info.Pid > 0 {
-		if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", v.Info.Pid)); err == nil {
-			for _, line := range strings.Split(string(data), "\n") {
-				if p, ok := strings.CutPrefix(line, "0::"); ok {
-					v.Info.RuntimeSpec.Linux.CgroupsPath = p
-				}
-			}
-		}
 	}
 	return &v.Info.RuntimeSpec
 }
