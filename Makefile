@@ -5,7 +5,7 @@ PKGS    := ./...
 # BPF objects and Go bindings are committed; `make generate` rebuilds them.
 GOFLAGS_TEST ?= -count=1 -timeout 40m
 
-.PHONY: help build generate generate-check test unit e2e demo bench bench-control bench-peers bench-audit bench-detector bench-runtime eval node-up node-down lint clean deps
+.PHONY: help build generate generate-check test unit e2e demo bench bench-control bench-peers bench-audit bench-detector bench-runtime eval node-up node-down lint clean deps fuzz
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -68,6 +68,19 @@ bench-runtime: build ## container create+start latency without/with vigil, JSON 
 
 bench-peers: build ## the tracer benchmarks with strace -f and vigil+audit side by side
 	./$(BIN) bench tracer --workloads getppid,open-read-close,tar-rm-5000,http --peers --audit --out bench-peers.json
+
+# Fuzz targets as package:Target (go test fuzzes one target per run). Their
+# seed corpora (testdata/fuzz/) run with every plain `go test`.
+FUZZTIME ?= 10s
+FUZZ_TARGETS := ./bpf:FuzzDecode ./bpf:FuzzRecordRoundTrip ./annotations:FuzzParse ./annotations:FuzzParseNodeConfig \
+	./detector:FuzzRules ./detector:FuzzReadModel ./detector:FuzzReadUnits ./audit:FuzzSegment \
+	./seccomp:FuzzReadState ./seccomp:FuzzParseRights
+
+fuzz: ## run every fuzz target for FUZZTIME each (default 10s; e.g. make fuzz FUZZTIME=30s); failing inputs land in testdata/fuzz/
+	@failed=""; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t#*:} ($${t%%:*}, $(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%%:*}" || failed="$$failed $$t"; \
+	done; [ -z "$$failed" ] || { echo "fuzz: failed:$$failed (inputs in testdata/fuzz/; rerun with go test -run=TARGET/INPUT)"; exit 1; }
 
 lint: ## go vet, gofmt and staticcheck
 	$(GO) vet $(PKGS)

@@ -167,6 +167,9 @@ func Parse(pod, ctr map[string]string, ctrName, namespace, image string, node No
 	}
 	if p.Seccomp == "" && p.Monitor {
 		p.Seccomp = DefaultSeccomp
+		if !meetsFloor(p.Seccomp, p.SeccompFloor) {
+			p.Seccomp = p.SeccompFloor // seccompFloor: strict is above the default
+		}
 	}
 
 	if k, v, ok := Lookup(pod, ctr, KeyPriority, ctrName); ok {

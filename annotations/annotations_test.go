@@ -481,10 +481,15 @@ func TestParseSeccompFloor(t *testing.T) {
 					t.Errorf("error offers %s: %v", s, err)
 				}
 			}
-			// Warn mode falls back to the default profile, which meets every floor.
+			// Warn mode falls back to the default profile, raised to the
+			// floor when below it (strict).
 			node := tt.node
 			node.OnInvalid = OnInvalidWarn
-			if p, err := Parse(tt.pod, tt.ctr, "app", tt.namespace, "", node); err != nil || (tt.namespace == "prod" && p.Seccomp != "notify") {
+			want := "notify"
+			if node.SeccompFloor == "strict" {
+				want = "strict"
+			}
+			if p, err := Parse(tt.pod, tt.ctr, "app", tt.namespace, "", node); err != nil || (tt.namespace == "prod" && p.Seccomp != want) {
 				t.Errorf("warn mode: %+v, %v", p, err)
 			}
 		})

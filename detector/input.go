@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -227,7 +228,7 @@ func countUnits(source string, data []byte) ([]Unit, error) {
 				continue
 			}
 			c, err := strconv.ParseFloat(v, 64)
-			if err != nil || c < 0 {
+			if err != nil || !(c >= 0) || math.IsInf(c, 1) { // NaN and Inf parse as floats
 				return nil, fmt.Errorf("%s:%d: column %q: %q is not a count", source, line, names[i], v)
 			}
 			if c > 0 {
