@@ -15,6 +15,10 @@ import (
 type evalCtx struct {
 	ev   *event.Event
 	proc *procState // nil when the process is unknown
+	// pathUser is the path the process passed, normalised, when the tracer
+	// recorded the kernel's own path and it differs ("" otherwise): path
+	// conditions match either, so neither spelling evades a rule.
+	pathUser string
 }
 
 // cond is a compiled condition.
@@ -48,10 +52,27 @@ func (n notCond) eval(c *evalCtx) bool { return !n.c.eval(c) }
 
 type strCond struct {
 	get func(*evalCtx) string
+	alt func(*evalCtx) string // another spelling of the same field, or nil
 	m   strMatcher
 }
 
-func (s *strCond) eval(c *evalCtx) bool { return s.m.match(s.get(c)) }
+func (s *strCond) eval(c *evalCtx) bool {
+	if s.m.match(s.get(c)) {
+		return true
+	}
+	if s.alt != nil {
+		if a := s.alt(c); a != "" {
+			return s.m.match(a)
+		}
+	}
+	return false
+}
+
+// altFields are the second spellings of string fields: for path, what the
+// process passed when it differs from the file the kernel opened.
+var altFields = map[string]func(*evalCtx) string{
+	"path": func(c *evalCtx) string { return c.pathUser },
+}
 
 // argvCond passes when any argv element matches.
 type argvCond struct{ m strMatcher }
@@ -399,7 +420,7 @@ func (c *compiler) field(k, v *yaml.Node) (cond, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &strCond{get: get, m: m}, nil
+		return &strCond{get: get, alt: altFields[key], m: m}, nil
 	}
 	if get, ok := numFields[key]; ok {
 		m, err := c.numMatcher(v)

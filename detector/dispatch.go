@@ -97,6 +97,12 @@ func (d *Dispatcher) Submit(ev *event.Event) {
 	if c.Addr.Path != "" {
 		c.Addr.Path = strings.Clone(c.Addr.Path)
 	}
+	if c.PathUser != "" {
+		c.PathUser = strings.Clone(c.PathUser)
+	}
+	if c.AddrUser.Path != "" {
+		c.AddrUser.Path = strings.Clone(c.AddrUser.Path)
+	}
 	if len(c.Argv) > 0 {
 		argv := make([]string, len(c.Argv))
 		for k, a := range c.Argv {

@@ -307,6 +307,18 @@ func (sh *shard) observe(rs *ruleSet, ev *event.Event) []Verdict {
 		ctx := &sh.ctx
 		ctx.ev = ev
 		ctx.proc = cg.procs.get(ev.PID, false)
+		ctx.pathUser = ""
+		if orig.PathUser != "" && orig.Flags&event.UserDiffers != 0 {
+			// The kernel's path won; the rules also see the process's spelling,
+			// normalised the same way.
+			u := *orig
+			u.Path = orig.PathUser
+			if n := normalize(&u, &cg.procs); n.changed {
+				ctx.pathUser = n.path
+			} else {
+				ctx.pathUser = orig.PathUser
+			}
+		}
 		for _, r := range rules {
 			if r.cond != nil && !r.cond.eval(ctx) {
 				continue
