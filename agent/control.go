@@ -77,6 +77,7 @@ func describe[A ~string](action A, detail string) string {
 func (a *Agent) status() *agentctl.Status {
 	st := &agentctl.Status{Since: a.started}
 	st.Connected, st.Connections = a.reg.Connected()
+	st.Runtime = a.reg.Runtime()
 	st.Containers, st.Finished = a.reg.Containers()
 	st.Rejected = a.reg.Rejected()
 	ps := a.pl.Stats()

@@ -65,10 +65,24 @@ type Response struct {
 }
 
 // Status is what `vigil status` shows.
+// RuntimeInfo is what the agent knows of the runtime it is connected to,
+// from NRI's Configure.
+type RuntimeInfo struct {
+	Name       string `json:"name"`
+	Version    string `json:"version"`
+	NRIVersion string `json:"nri_version,omitempty"` // "" when the runtime does not say
+	// Seccomp says whether the runtime applies the seccomp policy of an NRI
+	// adjustment; SeccompWhy says how that was decided.
+	Seccomp    bool   `json:"seccomp"`
+	SeccompWhy string `json:"seccomp_why"`
+}
+
 type Status struct {
-	Since        time.Time         `json:"since"`
-	Connected    bool              `json:"connected"`
-	Connections  int               `json:"connections"`
+	Since       time.Time `json:"since"`
+	Connected   bool      `json:"connected"`
+	Connections int       `json:"connections"`
+	// Runtime is the runtime connected over NRI and what it can apply.
+	Runtime      *RuntimeInfo      `json:"runtime,omitempty"`
 	Containers   []ContainerStatus `json:"containers"`
 	Finished     []ContainerStatus `json:"finished,omitempty"`
 	Rejected     []string          `json:"rejected,omitempty"`

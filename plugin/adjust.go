@@ -17,7 +17,7 @@ const imageAnnotation = "io.kubernetes.cri.image-name"
 
 // containerMeta is the metadata events carry for one container.
 func containerMeta(pod *api.PodSandbox, ctr *api.Container) event.Container {
-	c := event.Container{ID: ctr.GetId(), Name: ctr.GetName(), Image: imageOf(ctr)}
+	c := event.Container{ID: ctr.GetId(), Name: containerName(ctr), Image: imageOf(ctr)}
 	if pod != nil {
 		c.Pod, c.Namespace = pod.GetName(), pod.GetNamespace()
 	}
@@ -28,12 +28,17 @@ func imageOf(ctr *api.Container) string {
 	if n := ctr.GetImage().GetName(); n != "" {
 		return n
 	}
-	return ctr.GetAnnotations()[imageAnnotation]
+	for _, k := range []string{imageAnnotation, crioImage, crioImageAlt} {
+		if n := ctr.GetAnnotations()[k]; n != "" {
+			return n
+		}
+	}
+	return ""
 }
 
 // parsePolicy applies the annotation contract to one container.
 func parsePolicy(pod *api.PodSandbox, ctr *api.Container, node annotations.NodeConfig) (annotations.Policy, error) {
-	return annotations.Parse(pod.GetAnnotations(), ctr.GetAnnotations(), ctr.GetName(), pod.GetNamespace(), imageOf(ctr), node)
+	return annotations.Parse(pod.GetAnnotations(), ctr.GetAnnotations(), containerName(ctr), pod.GetNamespace(), imageOf(ctr), node)
 }
 
 // buildAdjustment turns a container's Policy into the NRI adjustment: the

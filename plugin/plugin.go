@@ -12,6 +12,7 @@
 package plugin
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -61,6 +62,10 @@ type Config struct {
 	// CgroupOf is a process's cgroup v2 path ("0::" of /proc/PID/cgroup by
 	// default), to check an OCI hook's registration.
 	CgroupOf func(pid int) (string, error)
+	// PidOf finds the init process of a container whose runtime gives
+	// neither a cgroups path nor a pid over NRI (CRI-O run with
+	// _CRIO_ROOTLESS): the child of its conmon by default.
+	PidOf func(containerID string) (int, error)
 	// Callbacks tell the agent about monitored containers.
 	Callbacks Callbacks
 }
@@ -115,8 +120,13 @@ type Plugin struct {
 	// kernel frees a cgroup's counters with the cgroup, which a runtime may
 	// remove before vigil hears that the container stopped.
 	last map[uint64]bpf.Counters
-	// stub is the NRI connection while Run has one (UpdateCPU uses it).
+	// stub is the NRI connection while Run has one (UpdateCPU uses it);
+	// starting is the one being set up (Configure reads its NRI version).
 	stub     atomic.Pointer[nriStub]
+	starting atomic.Pointer[nriStub]
+	// rt is the runtime as of the last Configure (nil before: seccomp
+	// policies are then sent as if the runtime took them).
+	rt       atomic.Pointer[RuntimeInfo]
 	connMu   sync.Mutex
 	conn     bool
 	connects int
@@ -145,8 +155,11 @@ type container struct {
 	cgroupDir   string
 	cgroupsPath string
 	hook        bool
-	tracked     bool
-	state       string
+	// runtimeSeccomp: the runtime could not take the asked seccomp profile
+	// (seccompUnsupported fallback); its own applies.
+	runtimeSeccomp bool
+	tracked        bool
+	state          string
 	// origShares are the CPU shares the runtime gave the container before
 	// its priority (0: not known, as after a restart of the agent).
 	origShares uint64
@@ -163,6 +176,9 @@ func New(cfg Config, tracer Tracer, notify Notifier, log *logrus.Logger) *Plugin
 	}
 	if cfg.CgroupOf == nil {
 		cfg.CgroupOf = unifiedCgroupOf
+	}
+	if cfg.PidOf == nil {
+		cfg.PidOf = func(id string) (int, error) { return monitorChild("/proc", id) }
 	}
 	p := newPlugin(cfg, tracer, notify, log)
 	p.nodeCfg.Store(&cfg.Node)
@@ -290,6 +306,16 @@ func (p *Plugin) TrackedContainers() []Info {
 	return out
 }
 
+// Runtime is the runtime connected over NRI (nil before the first
+// Configure).
+func (p *Plugin) Runtime() *RuntimeInfo {
+	if rt := p.rt.Load(); rt != nil {
+		c := *rt
+		return &c
+	}
+	return nil
+}
+
 // node is the node configuration in force (the file's, or the runtime's
 // NRI plugin configuration when it sent one).
 func (p *Plugin) node() annotations.NodeConfig { return *p.nodeCfg.Load() }
@@ -299,7 +325,18 @@ func (p *Plugin) node() annotations.NodeConfig { return *p.nodeCfg.Load() }
 // as /etc/vigil/config.yaml, which it then replaces. Empty keeps the file's.
 // It comes before Synchronize, which applies it to the runtime's containers.
 func (p *Plugin) Configure(_ context.Context, config, runtime, version string) (api.EventMask, error) {
-	p.log.WithFields(logrus.Fields{"runtime": runtime, "version": version}).Info("configured by the runtime")
+	nriVersion := ""
+	if st := p.starting.Load(); st != nil {
+		nriVersion = st.s.RuntimeNRIVersion()
+	}
+	rt := runtimeCaps(runtime, version, nriVersion)
+	p.rt.Store(&rt)
+	log := p.log.WithFields(logrus.Fields{"runtime": runtime, "version": version, "nri": nriVersion, "seccomp": rt.Seccomp})
+	log.Info("configured by the runtime")
+	if !rt.Seccomp {
+		log.WithField("node", "seccompUnsupported: "+cmp.Or(p.node().SeccompUnsupported, annotations.SeccompUnsupportedFallback)).
+			Warn("the runtime cannot take seccomp policies through NRI: " + rt.SeccompWhy + "; containers asking for a seccomp profile get the runtime's own, or are rejected, as the node says")
+	}
 	if strings.TrimSpace(config) == "" {
 		return 0, nil
 	}
@@ -367,7 +404,7 @@ func (p *Plugin) retire(id uint64, c *container) {
 }
 
 func (p *Plugin) logFor(pod *api.PodSandbox, ctr *api.Container) *logrus.Entry {
-	return p.log.WithFields(logrus.Fields{"pod": pod.GetNamespace() + "/" + pod.GetName(), "container": ctr.GetName(), "id": short(ctr.GetId())})
+	return p.log.WithFields(logrus.Fields{"pod": pod.GetNamespace() + "/" + pod.GetName(), "container": containerName(ctr), "id": short(ctr.GetId())})
 }
 
 func short(id string) string {
@@ -393,7 +430,17 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 	for _, w := range pol.Warnings {
 		log.Warn(w)
 	}
-	adj, prof, err := buildAdjustment(pol, ctr, p.seccompOptions())
+	build := pol
+	if rt := p.rt.Load(); rt != nil {
+		var warning string
+		if build, warning, err = seccompUnsupported(pol, *rt, p.node()); err != nil {
+			log.WithError(err).Error("rejecting container")
+			return nil, nil, err
+		} else if warning != "" {
+			log.Warn(warning)
+		}
+	}
+	adj, prof, err := buildAdjustment(build, ctr, p.seccompOptions())
 	if err != nil {
 		log.WithError(err).Error("rejecting container")
 		return nil, nil, err
@@ -402,7 +449,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		p.notify.SetPolicy(ctr.GetId(), prof.Policy)
 	}
 	c := &container{meta: ptr(containerMeta(pod, ctr)), policy: pol, state: "created",
-		origShares: ctr.GetLinux().GetResources().GetCpu().GetShares().GetValue()}
+		origShares: ctr.GetLinux().GetResources().GetCpu().GetShares().GetValue(), runtimeSeccomp: build.Seccomp != pol.Seccomp}
 	p.mu.Lock()
 	p.byID[ctr.GetId()] = c
 	if prof != nil {
@@ -423,9 +470,11 @@ func (p *Plugin) PostCreateContainer(_ context.Context, pod *api.PodSandbox, ctr
 	delete(p.pending, ctr.GetId())
 	c := p.byID[ctr.GetId()]
 	p.mu.Unlock()
-	if wanted && c != nil && c.policy.Seccomp == seccomp.Notify && ctr.GetLinux().GetSeccompPolicy().GetListenerPath() != p.cfg.ListenerPath {
-		p.logFor(pod, ctr).WithField("listener", ctr.GetLinux().GetSeccompPolicy().GetListenerPath()).
-			Error("container runs without vigil's notify seccomp policy: another NRI plugin replaced it")
+	// Runtimes that do not pass a container's seccomp policy to plugins
+	// (CRI-O 1.34, containerd before 2026) leave nothing to check here.
+	if got := ctr.GetLinux().GetSeccompPolicy(); wanted && c != nil && c.policy.Seccomp == seccomp.Notify && got != nil && got.GetListenerPath() != p.cfg.ListenerPath {
+		p.logFor(pod, ctr).WithField("listener", got.GetListenerPath()).
+			Error("container runs without vigil's notify listener: another NRI plugin (or the runtime) replaced vigil's seccomp policy")
 	}
 	return nil
 }
@@ -444,7 +493,8 @@ func (p *Plugin) StartContainer(_ context.Context, pod *api.PodSandbox, ctr *api
 			log.WithError(err).Warn("bad vigil annotation on a container created while vigil was away; not monitored")
 			return nil
 		}
-		c = &container{meta: ptr(containerMeta(pod, ctr)), policy: pol, origShares: ctr.GetLinux().GetResources().GetCpu().GetShares().GetValue()}
+		c = &container{meta: ptr(containerMeta(pod, ctr)), policy: pol, origShares: ctr.GetLinux().GetResources().GetCpu().GetShares().GetValue(),
+			runtimeSeccomp: p.seccompByRuntime(pol)}
 		p.mu.Lock()
 		p.byID[ctr.GetId()] = c
 		p.mu.Unlock()
@@ -469,7 +519,11 @@ func (p *Plugin) StartContainer(_ context.Context, pod *api.PodSandbox, ctr *api
 
 // track resolves the container's cgroup and tracks it.
 func (p *Plugin) track(c *container, ctr *api.Container) error {
-	dir, err := CgroupDir(p.cfg.CgroupRoot, ctr.GetLinux().GetCgroupsPath())
+	cgroupsPath, err := p.cgroupsPathOf(ctr)
+	if err != nil {
+		return fmt.Errorf("vigil: %w", err)
+	}
+	dir, err := CgroupDir(p.cfg.CgroupRoot, cgroupsPath)
 	if err != nil {
 		return fmt.Errorf("vigil: %w", err)
 	}
@@ -486,7 +540,7 @@ func (p *Plugin) track(c *container, ctr *api.Container) error {
 		c.gaps.Store(n.Dropped)
 	}
 	p.mu.Lock()
-	c.cgroupID, c.cgroupDir, c.cgroupsPath, c.tracked = id, dir, ctr.GetLinux().GetCgroupsPath(), true
+	c.cgroupID, c.cgroupDir, c.cgroupsPath, c.tracked = id, dir, cgroupsPath, true
 	p.byCgroup[id] = c
 	p.mu.Unlock()
 	return nil
@@ -626,7 +680,7 @@ func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 			log.WithError(err).Warn("synchronize: bad vigil annotation; not monitored")
 			continue
 		}
-		c := &container{meta: ptr(containerMeta(pod, ctr)), policy: pol, state: stateName(ctr.GetState())}
+		c := &container{meta: ptr(containerMeta(pod, ctr)), policy: pol, state: stateName(ctr.GetState()), runtimeSeccomp: p.seccompByRuntime(pol)}
 		if pol.Seccomp != "" {
 			if prof, err := seccomp.Build(pol.Seccomp, p.seccompOptions()); err == nil && prof.Policy != nil {
 				p.notify.SetPolicy(ctr.GetId(), prof.Policy)
@@ -715,7 +769,7 @@ func (p *Plugin) statusOf(c *container, n bpf.Counters) ContainerStatus {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	seccompProfile := c.policy.Seccomp
-	if c.hook && seccompProfile != "" {
+	if (c.hook || c.runtimeSeccomp) && seccompProfile != "" {
 		// The OCI hook cannot change a created container's seccomp policy:
 		// show what is in force, not what was asked for.
 		seccompProfile = "(runtime's)"

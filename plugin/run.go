@@ -58,6 +58,7 @@ func (p *Plugin) Run(ctx context.Context, socket string, reconnect time.Duration
 		if err != nil {
 			return fmt.Errorf("nri plugin: %w", err)
 		}
+		p.starting.Store(&nriStub{s})
 		err = p.serveOnce(ctx, s, socket, preRegistered)
 		if ctx.Err() != nil {
 			return nil
