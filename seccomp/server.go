@@ -393,6 +393,10 @@ func parseRights(oob []byte) ([]int, error) {
 	}
 	var fds []int
 	for _, m := range msgs {
+		if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_RIGHTS && len(m.Data)%4 != 0 {
+			// ParseUnixRights would read past the data (and panic).
+			return fds, fmt.Errorf("seccomp server: control message: SCM_RIGHTS of %d bytes, not whole fds", len(m.Data))
+		}
 		got, err := unix.ParseUnixRights(&m)
 		if err != nil {
 			continue
