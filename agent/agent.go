@@ -464,7 +464,11 @@ func (a *Agent) sampleLoop(ctx context.Context) {
 				if err != nil {
 					continue
 				}
-				a.pl.Sample(detector.Sample{CgroupID: c.CgroupID, Container: c.Meta, Time: now, CPUUsageNs: usage, Threads: threads})
+				smp := detector.Sample{CgroupID: c.CgroupID, Container: c.Meta, Time: now, CPUUsageNs: usage, Threads: threads}
+				if n, err := a.mon.Counters(c.CgroupID); err == nil {
+					smp.Throttled = n.Throttled
+				}
+				a.pl.Sample(smp)
 			}
 		}
 	}

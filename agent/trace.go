@@ -67,6 +67,9 @@ type TraceConfig struct {
 	// StartSeq is the number of records the tracer counted for the cgroup
 	// before the run (0 for a fresh cgroup).
 	StartSeq uint64
+	// Counters, when set, reads the tracer's counters of the cgroup (the
+	// samples carry its over-budget drops).
+	Counters func(cgroupID uint64) (bpf.Counters, error)
 	// Guard, when set, serves deny-connect.
 	Guard Guard
 	Log   *logrus.Logger
@@ -170,7 +173,13 @@ func (r *TraceRun) Sample(every time.Duration) (stop func()) {
 				if err != nil {
 					continue
 				}
-				r.P.Sample(detector.Sample{CgroupID: r.cfg.CgroupID, Time: now, CPUUsageNs: usage, Threads: threads})
+				smp := detector.Sample{CgroupID: r.cfg.CgroupID, Time: now, CPUUsageNs: usage, Threads: threads}
+				if r.cfg.Counters != nil {
+					if n, err := r.cfg.Counters(r.cfg.CgroupID); err == nil {
+						smp.Throttled = n.Throttled
+					}
+				}
+				r.P.Sample(smp)
 			}
 		}
 	}()

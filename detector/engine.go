@@ -46,6 +46,9 @@ type Sample struct {
 	Time       time.Time
 	CPUUsageNs uint64 // cumulative cgroup CPU usage (cpu.stat usage_usec * 1000)
 	Threads    int    // threads in the cgroup now
+	// Throttled is the tracer's cumulative count of the cgroup's records
+	// dropped for being over its budget (its own flood); 0 when unknown.
+	Throttled uint64 `json:",omitempty"`
 }
 
 // Engine evaluates rules, resource rules and the model. It is safe for
@@ -126,9 +129,10 @@ type sampleState struct {
 }
 
 type histEntry struct {
-	t   int64
-	cpu uint64
-	ev  uint64
+	t         int64
+	cpu       uint64
+	ev        uint64
+	throttled uint64
 }
 
 // New compiles the rules and returns a ready Engine. Rule errors name the
@@ -428,7 +432,7 @@ func (e *Engine) Sample(s Sample) []Verdict {
 	if len(st.hist) == 0 {
 		st.firstT = t
 	}
-	st.hist = append(st.hist, histEntry{t: t, cpu: s.CPUUsageNs, ev: cg.events})
+	st.hist = append(st.hist, histEntry{t: t, cpu: s.CPUUsageNs, ev: cg.events, throttled: s.Throttled})
 	// Keep what the longest sustain needs, plus one sample before it.
 	var keep int64
 	for _, r := range rs.samples {
@@ -483,6 +487,9 @@ func (e *Engine) Sample(s Sample) []Verdict {
 		}
 		note := fmt.Sprintf("over %s: cpu %.2f cores, %.0f syscalls/s, %.0f syscalls per cpu-second, %d threads",
 			time.Duration(t-st.hist[from].t).Round(time.Millisecond), m["cpu_cores"], m["syscall_rate"], m["syscalls_per_cpu_second"], s.Threads)
+		if v := m["throttled_per_second"]; v > 0 {
+			note += fmt.Sprintf(", %.0f records/s over the tracing budget", v)
+		}
 		out = append(out, Verdict{
 			ID:        verdictID(r.name, s.CgroupID, 0, 0, cg.events, t),
 			Time:      time.Unix(0, t).UTC(),
@@ -508,6 +515,9 @@ func sampleMetrics(st *sampleState, from histEntry, t int64, s Sample, events ui
 		"cpu_cores":    dcpu / dt,
 		"syscall_rate": dev / dt * 1e9,
 		"threads":      float64(s.Threads),
+	}
+	if s.Throttled >= from.throttled {
+		m["throttled_per_second"] = float64(s.Throttled-from.throttled) / dt * 1e9
 	}
 	if dcpu > 0 {
 		m["syscalls_per_cpu_second"] = dev / (dcpu / 1e9)

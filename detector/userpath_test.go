@@ -3,6 +3,7 @@ package detector
 import (
 	"slices"
 	"testing"
+	"time"
 
 	"vigil.dev/vigil/event"
 )
@@ -45,5 +46,30 @@ func TestKernelPathAndUserSpelling(t *testing.T) {
 	}}})
 	if len(vs[0]) != 0 {
 		t.Errorf("verdicts %v from a user string the tracer did not flag", rulesOf(vs[0]))
+	}
+}
+
+// TestTracerFloodVerdict: a container whose records exceed its tracing
+// budget (the tracer counts them as throttled) gets a verdict; one that
+// never exceeds it does not.
+func TestTracerFloodVerdict(t *testing.T) {
+	e, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := time.Unix(1000, 0)
+	feed := func(cg uint64, throttledPerTick uint64) []Verdict {
+		var out []Verdict
+		for i := 0; i <= 8; i++ {
+			out = append(out, e.Sample(Sample{CgroupID: cg, Time: base.Add(time.Duration(i) * 250 * time.Millisecond),
+				CPUUsageNs: uint64(i) * 1e6, Threads: 1, Throttled: uint64(i) * throttledPerTick})...)
+		}
+		return out
+	}
+	if vs := feed(1, 5000); !slices.ContainsFunc(vs, func(v Verdict) bool { return v.Rule == "tracer-flood" && v.Class == ClassAnomaly }) {
+		t.Errorf("no tracer-flood verdict for 20000 throttled records/s: %v", rulesOf(vs))
+	}
+	if vs := feed(2, 0); len(vs) != 0 {
+		t.Errorf("verdicts %v for a container within its budget", rulesOf(vs))
 	}
 }

@@ -143,7 +143,8 @@ func trace(o traceOpts, cmdArgs []string) (int, error) {
 	}
 	tc := agent.TraceConfig{CgroupID: cg.ID, CgroupDir: cg.Path, CgroupRoot: root, NoDetect: o.noDetect,
 		Detect: pipeline.Detection{RuleFiles: o.policy, Model: o.model}, AuditDir: o.auditDir,
-		Mode: annotations.Mode(o.mode), ResponseFile: o.response, Sinks: []pipeline.Sink{out}, Log: quietLogger()}
+		Mode: annotations.Mode(o.mode), ResponseFile: o.response, Sinks: []pipeline.Sink{out}, Log: quietLogger(),
+		Counters: mon.Counters}
 	if annotations.Mode(o.mode) == annotations.ModeEnforce {
 		// deny-connect in a trace: a guard of its own, gone with the run.
 		if g, err := bpf.LoadGuard(""); err == nil {
