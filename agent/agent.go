@@ -84,6 +84,11 @@ type Config struct {
 	AuditMaxBytes int64
 	AuditMaxAge   time.Duration
 	AuditOnFull   audit.FullPolicy
+	// AuditAnchor, when set, is a shell command run with the audit log's
+	// signed head (JSON) on its standard input every AuditAnchorEvery when
+	// it changed, so that a copy of the head lives off the node.
+	AuditAnchor      string
+	AuditAnchorEvery time.Duration
 	// Reconnect is the wait between attempts to reach the runtime.
 	Reconnect time.Duration
 	// Detect configures the detector; NoDetect runs none.
@@ -155,6 +160,12 @@ func Run(ctx context.Context, cfg Config, mon Monitor, log *logrus.Logger) error
 	// The audit log first: everything after this is recorded.
 	if cfg.AuditDir != "" {
 		opts := audit.Options{Dir: cfg.AuditDir, MaxBytes: cfg.AuditMaxBytes, MaxAge: cfg.AuditMaxAge, OnFull: cfg.AuditOnFull, Logf: log.Warnf}
+		if cfg.AuditAnchor != "" {
+			if opts.Anchor, err = audit.AnchorCommand(30*time.Second, "/bin/sh", "-c", cfg.AuditAnchor); err != nil {
+				return fmt.Errorf("audit anchor: %w", err)
+			}
+			opts.AnchorInterval = cfg.AuditAnchorEvery
+		}
 		if a.aud, err = audit.Open(opts); err != nil {
 			return fmt.Errorf("audit log: %w", err)
 		}

@@ -108,6 +108,14 @@ func writeMetrics(w io.Writer, st *agentctl.Status) {
 	fmt.Fprintf(w, "vigil_audit_errors_total %d\n", st.AuditErrors)
 	metric("vigil_audit_lost_records_total", "counter", "Records the audit log counted as lost (disk full beyond its on-full policy, write errors).")
 	fmt.Fprintf(w, "vigil_audit_lost_records_total %d\n", st.AuditLost)
+	if h := st.AuditHead; h != nil {
+		metric("vigil_audit_head_index", "gauge", "Stream index of the last record of the audit log's signed head.")
+		fmt.Fprintf(w, "vigil_audit_head_index %d\n", h.Index)
+		metric("vigil_audit_head_segment", "gauge", "Segment of the audit log's signed head.")
+		fmt.Fprintf(w, "vigil_audit_head_segment %d\n", h.Segment)
+		metric("vigil_audit_head_info", "gauge", "The audit log's signed head: its chain hash, to compare with 'vigil audit verify'.")
+		fmt.Fprintf(w, "vigil_audit_head_info{hash=%q} 1\n", h.Hash)
+	}
 	metric("vigil_audit_disk_full", "gauge", "1 while the audit log's disk is full.")
 	fmt.Fprintf(w, "vigil_audit_disk_full %d\n", b01(st.AuditFull))
 	metric("vigil_output_lost_lines_total", "counter", "Lines an output file (events, decisions) could not write, by output.")

@@ -20,7 +20,7 @@ func TestWriteMetrics(t *testing.T) {
 		},
 		Outputs: []agentctl.OutputStatus{{Name: "events", LostLines: 12, Rotations: 2, Bytes: 4096, Error: "no space left on device"},
 			{Name: "decisions"}},
-		AuditLost: 6, AuditFull: true}
+		AuditLost: 6, AuditFull: true, AuditHead: &agentctl.AuditHead{Index: 41, Segment: 2, Hash: "ab12"}}
 	var b bytes.Buffer
 	writeMetrics(&b, st)
 	out := b.String()
@@ -38,6 +38,8 @@ func TestWriteMetrics(t *testing.T) {
 		`vigil_container_records_dropped_total{namespace="shop",pod="web",container="app",id="c1"} 2` + "\n",
 		"# TYPE vigil_container_records_dropped_total counter\n",
 		"vigil_records_lost_total 7\n",
+		"vigil_audit_head_index 41\n",
+		`vigil_audit_head_info{hash="ab12"} 1` + "\n",
 		`vigil_actions_in_force{action="throttle"} 2` + "\n",
 		`vigil_action_runs_total{action="kill-process"} 3` + "\n",
 		`vigil_action_failures_total{action="kill-process"} 1` + "\n",

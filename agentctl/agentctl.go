@@ -116,9 +116,12 @@ type Status struct {
 	// AuditLost counts records the audit log could not keep (disk full
 	// beyond its on-full policy, write errors); AuditFull is true while its
 	// disk is full; AuditBytes is what it wrote since the agent started.
-	AuditLost  uint64 `json:"audit_lost"`
-	AuditFull  bool   `json:"audit_full,omitempty"`
-	AuditBytes int64  `json:"audit_bytes,omitempty"`
+	AuditLost uint64 `json:"audit_lost"`
+	// AuditHead is the audit log's signed chain head (what `vigil audit
+	// verify --head` and an anchor compare against); nil without a log.
+	AuditHead  *AuditHead `json:"audit_head,omitempty"`
+	AuditFull  bool       `json:"audit_full,omitempty"`
+	AuditBytes int64      `json:"audit_bytes,omitempty"`
 }
 
 // OutputStatus is one output file of the agent.
@@ -159,6 +162,14 @@ type InForce struct {
 	Action      string    `json:"action"`
 	Since       time.Time `json:"since"`
 	Detail      string    `json:"detail,omitempty"`
+}
+
+// AuditHead is the last head the audit log wrote to disk.
+type AuditHead struct {
+	Segment uint64    `json:"segment"`
+	Index   uint64    `json:"index"` // the last record's stream index
+	Hash    string    `json:"hash"`  // hex chain hash of the last frame
+	Time    time.Time `json:"time"`
 }
 
 // ActionStat is one action's count and latency.

@@ -98,6 +98,8 @@ func runAgent(args []string) int {
 		auditDir  = fs.String("audit", "", "also append events, decisions and container lifecycle to the audit log in `DIR` ('vigil audit verify DIR')")
 		auditSize = fs.String("audit-max-size", "1GiB", "delete the audit log's oldest sealed segments while it is larger than `SIZE` (e.g. 500MiB, 10GiB; 0: no limit)")
 		auditAge  = fs.String("audit-max-age", "0", "delete the audit log's sealed segments whose last record is older than `AGE` (e.g. 72h, 30d; 0: no limit)")
+		anchor    = fs.String("audit-anchor", "", "run shell `COMMAND` with the audit log's signed head (JSON) on its standard input when it changed, every --audit-anchor-every, to keep a copy off the node")
+		anchorDur = fs.Duration("audit-anchor-every", time.Minute, "how often --audit-anchor runs at most (`DURATION`)")
 		auditFull = fs.String("audit-on-full", "count", "`POLICY` of the audit log when its disk is full: count (drop and count records, record the loss when space returns) or freeze (hold up to 16 batches in memory, then count; the agent reports unhealthy meanwhile)")
 		evOpts    = outputFlags(fs, "events")
 		decOpts   = outputFlags(fs, "decisions")
@@ -192,7 +194,7 @@ func runAgent(args []string) int {
 	defer stop()
 	cfg := agent.Config{Node: node, NodeConfigPath: *cfgPath, NRISocket: *nriSock, ControlSocket: *ctlSock, ListenerPath: *listener,
 		CgroupRoot: root, Events: evOut, Decisions: decOut, AuditDir: *auditDir, MetricsAddr: *metrics,
-		AuditMaxBytes: auditMax, AuditMaxAge: auditMaxAge, AuditOnFull: onFull,
+		AuditMaxBytes: auditMax, AuditMaxAge: auditMaxAge, AuditOnFull: onFull, AuditAnchor: *anchor, AuditAnchorEvery: *anchorDur,
 		KeeperPath: *keeper, StartKeeper: startKeeper, Detect: det, NoDetect: *noDetect, StateFile: *stateFile}
 	// The connect guard (deny-connect) is pinned beside the tracer so that
 	// what it refuses stays refused across agent restarts.

@@ -92,6 +92,9 @@ func printStatus(w io.Writer, st *agentctl.Status) {
 		}
 		fmt.Fprintln(w)
 	}
+	if h := st.AuditHead; h != nil {
+		fmt.Fprintf(w, "audit head: record %d, segment %d, hash %s (signed %s)\n", h.Index, h.Segment, h.Hash, h.Time.Format("15:04:05"))
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nNAMESPACE\tPOD\tCONTAINER\tID\tSTATE\tMONITOR\tSECCOMP\tMODE\tCGROUP\tSEEN\tEMITTED\tDROPPED")
 	row := func(c agentctl.ContainerStatus) {
