@@ -34,9 +34,10 @@ unit: ## the tests that need no root
 demo: ## build vigil and trace a small workload (as root)
 	bash install/demo.sh
 
-e2e: build ## end-to-end: real containerd + runc + vigil agent, pods via crictl (as root; first run builds the node, ~3.5 min)
+e2e: build ## end-to-end: real containerd, then CRI-O, + runc + vigil agent, pods via crictl (as root; the first run builds both nodes)
 	bash install/node.sh up
-	$(GO) test -count=1 -timeout 20m -v ./test/e2e/...
+	bash install/node.sh up --runtime crio
+	$(GO) test -count=1 -timeout 30m -v ./test/e2e/...
 
 node-up: build ## a local test node: containerd with NRI, runc, crictl, local images, vigil agent (idempotent)
 	bash install/node.sh up

@@ -5,14 +5,17 @@
 # imported). What CI, `make e2e` and `make node-up` use.
 #
 #   install/node.sh up          build/install what is missing, start containerd (idempotent)
+#   install/node.sh up --runtime crio   the same for CRI-O instead (install/crio.sh; both
+#                               may run at once: CRI-O has its own CRI and NRI sockets)
 #   install/node.sh down        remove the test pods, stop containerd (and the agent);
 #                               'vigil uninstall' detaches and unpins the agent's tracer
 #                               and guard and stops its notify fd keeper
-#   install/node.sh agent-up    start bin/vigil agent in the background (after up): events in
+#   install/node.sh agent-up [--runtime crio]   start bin/vigil agent in the background (after up): events in
 #                               /var/lib/vigil-node/events.jsonl, notify decisions in
 #                               seccomp.jsonl, audit log in audit/, log in agent.log
 #   install/node.sh status      say what runs
 #   install/node.sh env         print the paths as shell variables
+#   install/node.sh restart-crio   rewrite CRI-O's config, restart it
 #   install/node.sh restart-containerd   rewrite the config, restart containerd
 #                               (containers keep running; VIGIL_NRI_VALIDATOR=reject-seccomp
 #                               turns on NRI's validator refusing seccomp adjustments)
@@ -220,14 +223,20 @@ build_images() {
 	rm -rf "$r"
 }
 
-import_images() {
-	local dir=$CACHE/images have stamp
+# ensure_images builds the OCI tarballs of the local images (once).
+ensure_images() {
+	local dir=$CACHE/images stamp
 	stamp=$(cat "$REPO/test/e2e/testdata/"*.c "$BASH_SOURCE" /bin/busybox | sha256sum | cut -c1-16)
 	if [ "$(cat "$dir/stamp" 2>/dev/null)" != "$stamp" ] || [ ! -f "$dir/probe.tar" ]; then
 		say "building local images"
 		build_images
 		echo "$stamp" >"$dir/stamp"
 	fi
+}
+
+import_images() {
+	local dir=$CACHE/images have
+	ensure_images
 	have=$("$BIN/ctr" --address "$CONTAINERD_SOCK" -n k8s.io images ls -q 2>/dev/null || true)
 	for img in pause:"$PAUSE_IMAGE" busybox:"$BUSYBOX_IMAGE" probe:"$PROBE_IMAGE"; do
 		local f=${img%%:*} name=${img#*:}
@@ -249,6 +258,15 @@ agent_pid() {
 
 cmd_up() {
 	need_root
+	if [ "$RUNTIME" = crio ]; then
+		apt_need runc busybox-static gcc libc6-dev
+		if ! cmp -s "$CACHE/crictl-$CRICTL_VERSION/crictl" "$BIN/crictl" 2>/dev/null; then
+			go_bin "crictl-$CRICTL_VERSION" "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
+		fi
+		ensure_images
+		bash "$REPO/install/crio.sh" up
+		return
+	fi
 	install_binaries
 	write_config
 	start_containerd
@@ -299,6 +317,7 @@ cmd_down() {
 		fi
 		[ ! -d /sys/fs/bpf/vigil ] || say "$REPO/bin/vigil missing: the tracer pinned in /sys/fs/bpf/vigil stays attached ('make build', then 'bin/vigil uninstall')"
 	fi
+	bash "$REPO/install/crio.sh" down
 	if pid=$(containerd_pid); then
 		"$BIN/crictl" rmp -fa >/dev/null 2>&1 || true
 		stop_pid "$pid"
@@ -309,6 +328,7 @@ cmd_down() {
 
 cmd_status() {
 	if pid=$(containerd_pid); then say "containerd running (pid $pid)"; else say "containerd not running"; fi
+	bash "$REPO/install/crio.sh" status
 	if pid=$(agent_pid); then say "agent running (pid $pid)"; else say "agent not running (from this script)"; fi
 }
 
@@ -325,8 +345,20 @@ PROBE_IMAGE=$PROBE_IMAGE
 EOF
 }
 
+RUNTIME=containerd
+if [ "${2:-}" = --runtime ]; then
+	RUNTIME=${3:-}
+	case "$RUNTIME" in
+	containerd | crio) ;;
+	*) echo "node: --runtime $RUNTIME: allowed values are containerd, crio" >&2; exit 2 ;;
+	esac
+	# agent-up --runtime crio: the agent connects to CRI-O's NRI socket.
+	[ "$RUNTIME" = containerd ] || NRI_SOCK=/var/run/nri/crio-nri.sock
+fi
+
 case "${1:-up}" in
 up) cmd_up ;;
+restart-crio) bash "$REPO/install/crio.sh" restart ;;
 down) cmd_down ;;
 agent-up) cmd_agent_up ;;
 status) cmd_status ;;
@@ -338,7 +370,7 @@ restart-containerd)
 	start_containerd
 	;;
 *)
-	echo "usage: install/node.sh up|down|agent-up|status|env|restart-containerd" >&2
+	echo "usage: install/node.sh up [--runtime containerd|crio]|down|agent-up|status|env|restart-containerd|restart-crio" >&2
 	exit 2
 	;;
 esac
