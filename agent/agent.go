@@ -67,7 +67,11 @@ type Config struct {
 	ListenerPath   string
 	CgroupRoot     string
 	Events         io.Writer // JSON lines of events, verdicts, actions, gaps; nil: none
-	Decisions      io.Writer // JSON lines of seccomp notify decisions; nil logs them
+	// Alerts receives verdicts and actions as alert lines (pipeline.Alerts);
+	// Webhook, when set, is a URL each alert is POSTed to.
+	Alerts    io.Writer
+	Webhook   string
+	Decisions io.Writer // JSON lines of seccomp notify decisions; nil logs them
 	// KeeperPath, when set, is the notify fd keeper's socket (see
 	// seccomp.RunKeeper): the fds outlive the agent, and a new agent takes
 	// them back. StartKeeper starts a keeper there when none answers.
@@ -119,6 +123,7 @@ type Agent struct {
 	eng      *detector.Engine
 	ctl      *control.Controller
 	events   *pipeline.JSONLines
+	webhook  *pipeline.Webhook
 	decided  *jsonLines
 	aud      *audit.Writer
 	started  time.Time
@@ -215,6 +220,24 @@ func Run(ctx context.Context, cfg Config, mon Monitor, log *logrus.Logger) error
 	if cfg.Events != nil {
 		a.events = pipeline.NewJSONLines(cfg.Events, true)
 		sinks = append(sinks, a.events)
+	}
+	host := os.Getenv("NODE_NAME") // the chart sets it from the pod's node
+	if host == "" {
+		host, _ = os.Hostname()
+	}
+	if cfg.Alerts != nil {
+		sinks = append(sinks, pipeline.NewAlerts(cfg.Alerts, host))
+	}
+	if cfg.Webhook != "" {
+		if a.webhook, err = pipeline.NewWebhook(pipeline.WebhookConfig{URL: cfg.Webhook, Hostname: host}); err != nil {
+			return fmt.Errorf("webhook: %w", err)
+		}
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			a.webhook.Close(ctx)
+		}()
+		sinks = append(sinks, a.webhook)
 	}
 	sinks = append(sinks, logSink{log})
 	a.pl = a.buildPipeline(sinks)

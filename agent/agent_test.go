@@ -146,8 +146,9 @@ func (m *eventsMonitor) RunBatches(ctx context.Context, fn func(*event.Event), e
 // written into the event stream and counted in its status.
 func TestAgentDetects(t *testing.T) {
 	cfg := testAgentConfig(t)
-	var out syncBuffer
+	var out, alerts syncBuffer
 	cfg.Events = &out
+	cfg.Alerts = &alerts
 	openat, _ := event.SyscallNr("openat")
 	execve, _ := event.SyscallNr("execve")
 	mon := &eventsMonitor{fakeTracer: fakeTracer{tracked: map[uint64]bpf.Counters{}}, evs: []event.Event{
@@ -191,6 +192,20 @@ func TestAgentDetects(t *testing.T) {
 	}
 	if verdicts != int(resp.Status.Verdicts) {
 		t.Errorf("%d verdict lines, status says %d", verdicts, resp.Status.Verdicts)
+	}
+	// The alert stream holds each verdict as one falcosidekick-shaped line.
+	var nalerts int
+	for _, line := range strings.Split(strings.TrimSpace(alerts.String()), "\n") {
+		var a struct {
+			Rule, Priority, Output string
+		}
+		if err := json.Unmarshal([]byte(line), &a); err != nil || a.Rule == "" || a.Priority == "" || a.Output == "" {
+			t.Fatalf("alert line %q: %v", line, err)
+		}
+		nalerts++
+	}
+	if nalerts != verdicts {
+		t.Errorf("%d alert lines for %d verdicts", nalerts, verdicts)
 	}
 }
 

@@ -108,6 +108,12 @@ func writeMetrics(w io.Writer, st *agentctl.Status) {
 	fmt.Fprintf(w, "vigil_audit_errors_total %d\n", st.AuditErrors)
 	metric("vigil_audit_lost_records_total", "counter", "Records the audit log counted as lost (disk full beyond its on-full policy, write errors).")
 	fmt.Fprintf(w, "vigil_audit_lost_records_total %d\n", st.AuditLost)
+	if wh := st.Webhook; wh != nil {
+		metric("vigil_webhook_alerts_total", "counter", "Alerts of the webhook by outcome: sent (accepted), dropped (queue full), failed (given up).")
+		fmt.Fprintf(w, "vigil_webhook_alerts_total{outcome=\"sent\"} %d\n", wh.Sent)
+		fmt.Fprintf(w, "vigil_webhook_alerts_total{outcome=\"dropped\"} %d\n", wh.Dropped)
+		fmt.Fprintf(w, "vigil_webhook_alerts_total{outcome=\"failed\"} %d\n", wh.Failed)
+	}
 	if h := st.AuditHead; h != nil {
 		metric("vigil_audit_head_index", "gauge", "Stream index of the last record of the audit log's signed head.")
 		fmt.Fprintf(w, "vigil_audit_head_index %d\n", h.Index)

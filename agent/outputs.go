@@ -199,6 +199,10 @@ func (a *Agent) outputStatus(st *agentctl.Status) {
 		st.Outputs = append(st.Outputs, agentctl.OutputStatus{Name: o.name, Path: s.Path, Bytes: s.Bytes,
 			LostLines: s.LostLines, Rotations: s.Rotations, Error: errorString(s.Err)})
 	}
+	if a.webhook != nil {
+		w := a.webhook.Stats()
+		st.Webhook = &agentctl.WebhookStatus{Sent: w.Sent, Retries: w.Retries, Dropped: w.Dropped, Failed: w.Failed, LastError: w.LastError}
+	}
 	if a.aud != nil {
 		s := a.aud.Stats()
 		st.AuditLost, st.AuditFull, st.AuditBytes = s.Lost, s.Full, s.Bytes

@@ -117,6 +117,8 @@ type Status struct {
 	// beyond its on-full policy, write errors); AuditFull is true while its
 	// disk is full; AuditBytes is what it wrote since the agent started.
 	AuditLost uint64 `json:"audit_lost"`
+	// Webhook counts what the alert webhook did (nil without one).
+	Webhook *WebhookStatus `json:"webhook,omitempty"`
 	// AuditHead is the audit log's signed chain head (what `vigil audit
 	// verify --head` and an anchor compare against); nil without a log.
 	AuditHead  *AuditHead `json:"audit_head,omitempty"`
@@ -162,6 +164,15 @@ type InForce struct {
 	Action      string    `json:"action"`
 	Since       time.Time `json:"since"`
 	Detail      string    `json:"detail,omitempty"`
+}
+
+// WebhookStatus is the alert webhook's counters.
+type WebhookStatus struct {
+	Sent      uint64 `json:"sent"`
+	Retries   uint64 `json:"retries"`
+	Dropped   uint64 `json:"dropped"`
+	Failed    uint64 `json:"failed"`
+	LastError string `json:"last_error,omitempty"`
 }
 
 // AuditHead is the last head the audit log wrote to disk.

@@ -90,7 +90,9 @@ func runAgent(args []string) int {
 		nriSock   = fs.String("nri-socket", plugin.DefaultNRISocket, "the runtime's NRI `SOCKET`")
 		ctlSock   = fs.String("control-socket", agent.DefaultControlSocket, "control `SOCKET` for 'vigil status', release, unfreeze, reload and the OCI hook (mode 0600, root only)")
 		listener  = fs.String("listener", agent.DefaultListenerPath, "seccomp notify listener `SOCKET` (the profiles' listenerPath)")
-		events    = fs.String("events", "-", "write events, verdicts, actions and gaps as JSON lines to `FILE` ('-' standard output, '' nowhere)")
+		events    = fs.String("events", "", "also write every syscall event, with verdicts, actions and gaps, as JSON lines to `FILE` ('-' standard output; default none: the audit log is the complete record)")
+		alerts    = fs.String("alerts", "-", "write verdicts and the actions taken as alerts (one JSON line each, in the shape falcosidekick and log pipelines read) to `FILE` ('-' standard output, '' nowhere)")
+		webhook   = fs.String("webhook", "", "also POST each alert as JSON to `URL` (e.g. falcosidekick); retried with backoff, a bounded queue, drops counted in status and metrics")
 		stateFile = fs.String("state", agent.DefaultStateFile, "keep what the response ladder has in force in `FILE`, so a restarted agent knows it ('' keeps nothing)")
 		decisions = fs.String("decisions", "", "write seccomp notify decisions as JSON lines to `FILE` (default: log them)")
 		keeper    = fs.String("notify-keeper", "/run/vigil/notify-keeper.sock", "keep the seccomp notify fds in a helper process at `SOCKET`, so that notify containers survive an agent restart ('' keeps none)")
@@ -161,6 +163,11 @@ func runAgent(args []string) int {
 		return fail("agent: --events: %v", err)
 	}
 	defer closeEv()
+	alOut, closeAl, err := openOutput(*alerts, evRot)
+	if err != nil {
+		return fail("agent: --alerts: %v", err)
+	}
+	defer closeAl()
 	decOut, closeDec, err := openOutput(*decisions, decRot)
 	if err != nil {
 		return fail("agent: --decisions: %v", err)
@@ -195,7 +202,8 @@ func runAgent(args []string) int {
 	cfg := agent.Config{Node: node, NodeConfigPath: *cfgPath, NRISocket: *nriSock, ControlSocket: *ctlSock, ListenerPath: *listener,
 		CgroupRoot: root, Events: evOut, Decisions: decOut, AuditDir: *auditDir, MetricsAddr: *metrics,
 		AuditMaxBytes: auditMax, AuditMaxAge: auditMaxAge, AuditOnFull: onFull, AuditAnchor: *anchor, AuditAnchorEvery: *anchorDur,
-		KeeperPath: *keeper, StartKeeper: startKeeper, Detect: det, NoDetect: *noDetect, StateFile: *stateFile}
+		KeeperPath: *keeper, StartKeeper: startKeeper, Detect: det, NoDetect: *noDetect, StateFile: *stateFile,
+		Alerts: alOut, Webhook: *webhook}
 	// The connect guard (deny-connect) is pinned beside the tracer so that
 	// what it refuses stays refused across agent restarts.
 	guardPin := ""
