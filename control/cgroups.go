@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -579,8 +580,13 @@ func (c *Cgroups) v2Root() (string, error) {
 	return bpf.CgroupRoot()
 }
 
-// v1Dir returns the directory of rel in the v1 hierarchy of controller, if
-// that controller is mounted as cgroup v1 and rel exists in it.
+// v1Dir returns the directory of rel (a cgroup v2 path) in the v1
+// hierarchy of controller, if that controller is mounted as cgroup v1 and
+// the directory exists: rel itself, or else the v1 cgroup of a process of
+// the v2 cgroup. The v1 hierarchies need not mirror the v2 path: runc given
+// no cgroups path (CRI-O run with _CRIO_ROOTLESS) makes a container's v1
+// cgroups below its monitor's (/crio-conmon-ID/ID) and its v2 cgroup below
+// its own (/ID).
 func (c *Cgroups) v1Dir(controller, rel string) (string, bool) {
 	mnt := filepath.Join(c.v1Root(), controller)
 	var st unix.Statfs_t
@@ -588,8 +594,44 @@ func (c *Cgroups) v1Dir(controller, rel string) (string, bool) {
 		return "", false
 	}
 	d := filepath.Join(mnt, rel)
-	fi, err := os.Stat(d)
-	return d, err == nil && fi.IsDir()
+	if fi, err := os.Stat(d); err == nil && fi.IsDir() {
+		return d, true
+	}
+	if p, ok := c.v1PathOfMember(controller, rel); ok {
+		if fi, err := os.Stat(filepath.Join(mnt, p)); err == nil && fi.IsDir() {
+			return filepath.Join(mnt, p), true
+		}
+	}
+	return d, false
+}
+
+// v1PathOfMember is the v1 cgroup path, for controller, of the first
+// process of the v2 cgroup rel.
+func (c *Cgroups) v1PathOfMember(controller, rel string) (string, bool) {
+	root, err := c.v2Root()
+	if err != nil {
+		return "", false
+	}
+	procs, err := os.ReadFile(filepath.Join(root, rel, "cgroup.procs"))
+	if err != nil {
+		return "", false
+	}
+	pid, _, _ := strings.Cut(string(procs), "\n")
+	if pid == "" {
+		return "", false
+	}
+	data, err := os.ReadFile(filepath.Join("/proc", pid, "cgroup"))
+	if err != nil {
+		return "", false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		// hierarchy-ID:controller-list:path
+		f := strings.SplitN(line, ":", 3)
+		if len(f) == 3 && slices.Contains(strings.Split(f[1], ","), controller) {
+			return cleanRel(f[2]), cleanRel(f[2]) != ""
+		}
+	}
+	return "", false
 }
 
 func hasV2(dir string) bool {

@@ -18,9 +18,10 @@
 # CRI-O runs with _CRIO_ROOTLESS=1 in its environment: this VM lacks
 # CAP_SYS_RESOURCE, and without it CRI-O gives the pause container an
 # oom_score_adj of -998, which the kernel refuses. In that mode CRI-O also
-# clears every container's cgroupsPath (runc then makes the cgroup below its
-# own), drops oom_score_adj and the AppArmor profile, mounts /sys read-only
-# for host-network pods and strips gid= mount options. Everything else is
+# clears every container's cgroupsPath (runc then makes its cgroup /ID in
+# cgroup v2 and /crio-conmon-ID/ID in the v1 hierarchies), drops
+# oom_score_adj and the AppArmor profile, mounts /sys read-only for
+# host-network pods and strips gid= mount options. Everything else is
 # CRI-O's normal root path.
 set -euo pipefail
 

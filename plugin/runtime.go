@@ -26,13 +26,23 @@ type RuntimeInfo = agentctl.RuntimeInfo
 const seccompMinNRI = "0.10.0"
 
 // runtimeCaps decides what the runtime can apply from what it reports at
-// Configure: its name, version and (NRI releases since early 2026) the NRI version
-// it was built with. Without an NRI version, containerd 2.2 and later (NRI
-// v0.10) apply seccomp policies; other runtimes are assumed not to, so that
-// no container depends on a listener it will not get (CRI-O 1.34 is built
-// with NRI v0.9 and drops them).
+// Configure: its name, version and the NRI version it was built with (which
+// recent runtimes report, and the NRI stub otherwise infers from its table
+// of runtime releases). CRI-O before 1.35 never applies them: the v1.34.0
+// module is built with NRI v0.9.1-0.20250219030224-e597e7849f24, although
+// NRI's table says v0.10.0 for it. Without an NRI version, containerd 2.2
+// and later (NRI v0.10) apply seccomp policies; other runtimes are assumed
+// not to, so that no container depends on a listener it will not get.
 func runtimeCaps(name, version, nriVersion string) RuntimeInfo {
 	rt := RuntimeInfo{Name: name, Version: version}
+	if v, ok := parseVersion(version); ok && name == "cri-o" && compareVersion(v, [3]int{1, 35, 0}) < 0 {
+		rt.NRIVersion = nriVersion
+		if _, ok := parseVersion(nriVersion); !ok {
+			rt.NRIVersion = ""
+		}
+		rt.SeccompWhy = fmt.Sprintf("cri-o %s is built with NRI v0.9 (CRI-O 1.34.0's go.mod), which drops the seccomp policy of NRI adjustments", version)
+		return rt
+	}
 	if v, ok := parseVersion(nriVersion); ok {
 		rt.NRIVersion = nriVersion
 		min, _ := parseVersion(seccompMinNRI)
@@ -51,8 +61,7 @@ func runtimeCaps(name, version, nriVersion string) RuntimeInfo {
 			return rt
 		}
 	}
-	rt.SeccompWhy = fmt.Sprintf("%s %s does not report its NRI version and is not known to apply seccomp policies from NRI "+
-		"(CRI-O 1.34 is built with NRI v0.9, which drops them)", name, version)
+	rt.SeccompWhy = fmt.Sprintf("%s %s does not report its NRI version and is not known to apply seccomp policies from NRI", name, version)
 	return rt
 }
 
