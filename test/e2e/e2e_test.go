@@ -6,13 +6,14 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	vigilagent "vigil.dev/vigil/agent"
 	"vigil.dev/vigil/agentctl"
@@ -83,8 +84,8 @@ func TestMonitoredPodTracedFromFirstExecve(t *testing.T) {
 	if cs.Seen != cs.Emitted+cs.Dropped || cs.Dropped != 0 || cs.Seen != uint64(len(evs)) {
 		t.Errorf("counters seen %d emitted %d dropped %d; %d events written", cs.Seen, cs.Emitted, cs.Dropped, len(evs))
 	}
-	if cs.Seccomp != "notify" || !cs.Monitor {
-		t.Errorf("status %+v: want monitored with the notify profile (the default)", cs)
+	if want := defaultSeccomp(t); cs.Seccomp != want || !cs.Monitor {
+		t.Errorf("status %+v: want monitored with the %s profile (the default)", cs, want)
 	}
 
 	// The audit log holds the same events and the container's lifecycle
@@ -197,6 +198,7 @@ func TestBadAnnotationsFailCreation(t *testing.T) {
 
 func TestSeccompStrictBlocksUnshare(t *testing.T) {
 	need(t)
+	needSeccompAdjust(t)
 	script := []string{"sh", "-c", "unshare -U true && echo unshare-ok"}
 	strict := runPod(t, "strict", "default", map[string]string{"vigil.dev/seccomp": "strict"})
 	id := strict.run(t, "app", busybox, script, nil)
@@ -243,6 +245,7 @@ func TestVerdicts(t *testing.T) {
 // (vigil spells the default out per syscall).
 func TestSeccompDefaultErrnoKept(t *testing.T) {
 	need(t)
+	needSeccompAdjust(t)
 	p := runPod(t, "enosys", "default", map[string]string{"vigil.dev/seccomp": "enosys-default"})
 	id := p.run(t, "app", busybox, []string{"sh", "-c", "unshare -U true || echo unshare-failed"}, nil)
 	logs := waitExited(t, id)
@@ -256,6 +259,7 @@ func TestSeccompDefaultErrnoKept(t *testing.T) {
 
 func TestSeccompNotify(t *testing.T) {
 	need(t)
+	needSeccompAdjust(t)
 	t.Run("notify profile allows mkdir through the server", func(t *testing.T) {
 		p := runPod(t, "notify", "default", monitored)
 		id := p.run(t, "app", busybox, []string{"sh", "-c", "mkdir /tmp/made && echo mkdir-ok; unshare -U true || echo unshare-denied"}, nil)
@@ -307,32 +311,14 @@ func hasDecision(ds []vigilagent.Decision, syscall, action, errno string) bool {
 	})
 }
 
-// restartContainerd restarts containerd with env set for install/node.sh
-// and waits for the agent to reconnect.
-func restartContainerd(t *testing.T, env ...string) {
-	t.Helper()
-	st, err := status()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("bash", filepath.Join(repo, "install/node.sh"), "restart-containerd")
-	cmd.Env = append(os.Environ(), env...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("restart containerd: %v\n%s", err, out)
-	}
-	eventually(t, "the agent reconnected", 20*time.Second, func() bool {
-		s, err := status()
-		return err == nil && s.Connected && s.Connections > st.Connections
-	})
-}
-
 // TestValidatorRejectionReported turns on containerd's NRI validator
 // refusing seccomp adjustments: creation fails with the validator's reason,
 // and the agent reports the container as rejected.
 func TestValidatorRejectionReported(t *testing.T) {
 	need(t)
-	restartContainerd(t, "VIGIL_NRI_VALIDATOR=reject-seccomp")
-	defer restartContainerd(t)
+	skipOn(t, "crio", "CRI-O 1.34's NRI (v0.9) has no default validator")
+	restartRuntime(t, "VIGIL_NRI_VALIDATOR=reject-seccomp")
+	defer restartRuntime(t)
 	st, _ := status()
 	before := len(st.Rejected)
 	p := runPod(t, "validated", "default", monitored)
@@ -349,7 +335,7 @@ func TestValidatorRejectionReported(t *testing.T) {
 	}
 }
 
-// TestRestarts kills the agent and restarts it, then restarts containerd:
+// TestRestarts kills the agent and restarts it, then restarts the runtime:
 // running monitored containers are tracked again with their counters intact,
 // and new containers are handled. It runs last: it replaces the agent.
 func TestRestarts(t *testing.T) {
@@ -370,7 +356,7 @@ func TestRestarts(t *testing.T) {
 	np := runPod(t, "notifyloop", "default", monitored)
 	nid := np.run(t, "mk", busybox, []string{"sh", "-c", "i=0; while true; do i=$((i+1)); mkdir /tmp/d$i && echo ok$i || echo fail$i; sleep 0.1; done"}, nil)
 	mkdirs := func() (ok int, logs string) {
-		out, _ := exec.Command("crictl", "logs", nid).CombinedOutput()
+		out, _ := crictlCmd("logs", nid).CombinedOutput()
 		return strings.Count(string(out), "ok"), string(out)
 	}
 	eventually(t, "the notify loop running", 10*time.Second, func() bool { n, _ := mkdirs(); return n > 3 })
@@ -419,8 +405,8 @@ func TestRestarts(t *testing.T) {
 		}
 	})
 
-	t.Run("containerd restarted", func(t *testing.T) {
-		restartContainerd(t)
+	t.Run("runtime restarted", func(t *testing.T) {
+		restartRuntime(t)
 		var after uint64
 		eventually(t, "the container still tracked, counting on", 10*time.Second, func() bool { after = seen(); return after > before })
 		// A new container after the restart is handled.
@@ -438,10 +424,10 @@ func TestRestarts(t *testing.T) {
 	crictl(nil, "stop", "-t", "0", nid)
 }
 
-// TestPreRegisteredPlugin installs vigil in containerd's NRI plugin
-// directory: containerd starts it with the connection in the environment,
-// it tracks monitored containers, and exits when containerd stops (the next
-// containerd starts a new one).
+// TestPreRegisteredPlugin installs vigil in the runtime's NRI plugin
+// directory: the runtime starts it with the connection in the environment,
+// it tracks monitored containers, and exits when the runtime stops (the next
+// start of the runtime starts a new one).
 func TestPreRegisteredPlugin(t *testing.T) {
 	need(t)
 	agent.stop() // one vigil at a time: two would both claim the seccomp policy
@@ -455,18 +441,18 @@ func TestPreRegisteredPlugin(t *testing.T) {
 	sock, events := filepath.Join(dir, "vigil.sock"), filepath.Join(dir, "events.jsonl")
 	script := fmt.Sprintf("#!/bin/sh\nexec %s agent --control-socket %s --listener %s --events %s --pin-dir '' --metrics-addr '' --notify-keeper '' 2>>%s\n",
 		vigil, sock, filepath.Join(dir, "seccomp.sock"), events, filepath.Join(dir, "agent.log"))
-	entry := preRegisteredEntry
+	entry := preRegisteredEntry()
 	if err := os.WriteFile(entry, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	defer func() {
 		os.Remove(entry)
-		if out, err := exec.Command("bash", filepath.Join(repo, "install/node.sh"), "restart-containerd").CombinedOutput(); err != nil {
-			t.Errorf("restart containerd: %v\n%s", err, out)
+		if err := restartRuntimeOnly(); err != nil {
+			t.Error(err)
 		}
 	}()
-	if out, err := exec.Command("bash", filepath.Join(repo, "install/node.sh"), "restart-containerd").CombinedOutput(); err != nil {
-		t.Fatalf("restart containerd: %v\n%s", err, out)
+	if err := restartRuntimeOnly(); err != nil {
+		t.Fatal(err)
 	}
 	eventually(t, "the pre-registered agent connected", 10*time.Second, func() bool {
 		resp, err := agentctl.Call(sock, agentctl.Request{Op: "status"})
@@ -481,5 +467,103 @@ func TestPreRegisteredPlugin(t *testing.T) {
 	})
 }
 
-// preRegisteredEntry is where TestPreRegisteredPlugin installs vigil.
-const preRegisteredEntry = "/opt/nri/plugins/10-vigil"
+// TestSeccompWithoutRuntimeSupport: where the runtime cannot take seccomp
+// policies through NRI (CRI-O 1.34, whose NRI v0.9 drops them), a monitored
+// pod is never left with vigil's notify rules and no listener. With the
+// node's default (seccompUnsupported: fallback) it runs with the runtime's
+// own profile (here none: the pod asks the runtime for none), its
+// sensitive syscalls are not answered ENOSYS, and it is traced with its
+// metadata; with "reject" its creation fails, naming the runtime and the
+// setting.
+func TestSeccompWithoutRuntimeSupport(t *testing.T) {
+	need(t)
+	st, err := status()
+	if err != nil || st.Runtime == nil {
+		t.Fatalf("status: %+v, %v: want the runtime", st, err)
+	}
+	if st.Runtime.Seccomp {
+		t.Skipf("not on %s %s: it takes seccomp policies through NRI (%s)", st.Runtime.Name, st.Runtime.Version, st.Runtime.SeccompWhy)
+	}
+	p := runPod(t, "noseccomp", "default", monitored)
+	id := p.run(t, "app", busybox, []string{"sh", "-c", "grep Seccomp: /proc/self/status; mkdir /tmp/made && echo mkdir-ok; unshare -U true && echo unshare-ok"}, nil)
+	logs := waitExited(t, id)
+	if !strings.Contains(logs, "Seccomp:\t0") || !strings.Contains(logs, "mkdir-ok") || !strings.Contains(logs, "unshare-ok") ||
+		strings.Contains(logs, "not implemented") {
+		t.Errorf("logs %q: want the runtime's profile (none asked: unconfined), mkdir and unshare working, no ENOSYS", logs)
+	}
+	if s := runtimeSpec(t, id).Linux.Seccomp; s != nil {
+		t.Errorf("the container got a seccomp policy: %+v", s)
+	}
+	var evs []event.Event
+	eventually(t, "the container's events", 10*time.Second, func() bool {
+		evs = eventsOf(t, id)
+		return len(evs) > 0 && evs[len(evs)-1].Name() == "exit_group"
+	})
+	if !slices.ContainsFunc(evs, func(e event.Event) bool { return e.Name() == "unshare" && e.Ret == 0 }) {
+		t.Errorf("no successful unshare among the %d events", len(evs))
+	}
+	if c := evs[0].Container; c == nil || c.Name != "app" || c.Pod != p.name || c.Namespace != p.namespace || c.Image != busybox {
+		t.Errorf("metadata %+v", c)
+	}
+	if cs, ok := containerStatus(t, id); !ok || cs.Seccomp != "(runtime's)" || !cs.Monitor || cs.Name != "app" {
+		t.Errorf("status %+v: want monitored, named, with the runtime's seccomp profile", cs)
+	}
+	if d := decisionsOf(t, id); len(d) != 0 {
+		t.Errorf("notify decisions for a container without vigil's policy: %+v", d)
+	}
+	if !strings.Contains(agent.logs(), "cannot take seccomp policies") {
+		t.Errorf("the agent log does not say the runtime cannot take seccomp policies:\n%s", agent.logs())
+	}
+
+	// A pod asking the runtime for its default profile gets exactly that,
+	// monitored or not: no notify rule, no listener. (CRI-O's default
+	// profile answers what it denies with ENOSYS: that is the runtime's.)
+	runDefault := func(p *pod) (string, *specs.LinuxSeccomp) {
+		ctrSeq++
+		cfg := map[string]any{"metadata": map[string]any{"name": "rtdefault"}, "image": map[string]any{"image": busybox},
+			"command": []string{"sh", "-c", "unshare -U true 2>&1; echo rc=$?"}, "log_path": fmt.Sprintf("rtdefault-%d.log", ctrSeq),
+			"linux": map[string]any{"security_context": map[string]any{"seccomp": map[string]any{"profile_type": 0}}}}
+		id, err := crictl(nil, "create", p.id, writeJSON(t, fmt.Sprintf("ctr-rtdefault-%d.json", ctrSeq), cfg), p.config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		crictl(t, "start", id)
+		return waitExited(t, id), runtimeSpec(t, id).Linux.Seccomp
+	}
+	monLogs, monSpec := runDefault(p)
+	plainLogs, _ := runDefault(runPod(t, "rtdefault", "default", nil))
+	if monLogs != plainLogs {
+		t.Errorf("RuntimeDefault: monitored %q, unmonitored %q: want the same", monLogs, plainLogs)
+	}
+	if monSpec == nil || monSpec.ListenerPath != "" || slices.ContainsFunc(monSpec.Syscalls, func(r specs.LinuxSyscall) bool { return r.Action == specs.ActNotify }) {
+		t.Errorf("RuntimeDefault: monitored container's policy %+v: want the runtime's, without notify rules", monSpec)
+	}
+	t.Logf("RuntimeDefault on %s: %q", st.Runtime.Name, monLogs)
+
+	// The node says reject: creation fails, saying why.
+	cfgPath := filepath.Join(workDir, "config.yaml")
+	orig, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reload := func(data []byte) {
+		t.Helper()
+		if err := os.WriteFile(cfgPath, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if resp, err := agentctl.Call(controlSocket(), agentctl.Request{Op: agentctl.OpReload}); err != nil {
+			t.Fatalf("reload: %v %+v", err, resp)
+		}
+	}
+	reload(append(slices.Clone(orig), "seccompUnsupported: reject\n"...))
+	t.Cleanup(func() { reload(orig) })
+	_, err = p.create(t, "rejected", busybox, []string{"true"}, nil)
+	if err == nil {
+		t.Fatal("a monitored container was created although the node rejects it without vigil's seccomp policy")
+	}
+	for _, s := range []string{"seccompUnsupported", `"reject"`, st.Runtime.Name, `"notify"`} {
+		if !strings.Contains(strings.ReplaceAll(err.Error(), `\"`, `"`), s) {
+			t.Errorf("error lacks %s: %v", s, err)
+		}
+	}
+}

@@ -46,6 +46,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if code, ran := eachRuntime(); ran {
+		os.Exit(code)
+	}
 	if os.Geteuid() == 0 {
 		setupErr = setup()
 	}
@@ -91,21 +94,18 @@ func setup() error {
 	}
 	// A pre-registered test agent left by an interrupted run would start
 	// with containerd and claim every container's seccomp policy.
-	if data, err := os.ReadFile(preRegisteredEntry); err == nil && strings.Contains(string(data), "vigil-e2e-") {
-		os.Remove(preRegisteredEntry)
+	if data, err := os.ReadFile(preRegisteredEntry()); err == nil && strings.Contains(string(data), "vigil-e2e-") {
+		os.Remove(preRegisteredEntry())
 	}
-	if out, err := exec.Command("bash", filepath.Join(repo, "install/node.sh"), "up").CombinedOutput(); err != nil {
-		return fmt.Errorf("install/node.sh up: %v\n%s", err, out)
+	if out, err := exec.Command("bash", nodeUpArgs()...).CombinedOutput(); err != nil {
+		return fmt.Errorf("install/node.sh up --runtime %s: %v\n%s", testRuntime.name, err, out)
 	}
 	workDir, err = os.MkdirTemp("", "vigil-e2e-")
 	if err != nil {
 		return err
 	}
-	vigil = filepath.Join(workDir, "vigil")
-	build := exec.Command("go", "build", "-o", vigil, "./cmd/vigil")
-	build.Dir = repo
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("build vigil: %v\n%s", err, out)
+	if vigil, err = buildVigil(filepath.Join(workDir, "vigil")); err != nil {
+		return err
 	}
 	crictl(nil, "rmp", "-fa")
 	os.RemoveAll(pinDir)
@@ -129,12 +129,17 @@ func setup() error {
 // metricsAddr is where the test agent serves /healthz and /metrics.
 var metricsAddr string
 
-// need skips when not root and fails when the node could not be set up.
+// need skips when not root and fails when the node could not be set up;
+// it skips the tests of vigil's seccomp policies in other files where the
+// runtime cannot take them (seccompTests).
 func need(t *testing.T) {
 	t.Helper()
 	privtest.Require(t)
 	if setupErr != nil {
-		t.Fatalf("test node setup: %v", setupErr)
+		t.Fatalf("test node setup (%s): %v", testRuntime.name, setupErr)
+	}
+	if seccompTests[t.Name()] {
+		needSeccompAdjust(t)
 	}
 }
 
@@ -165,7 +170,7 @@ func startAgent() (*agentProc, error) {
 	a.cmd = exec.Command(vigil, "agent", "--config", filepath.Join(workDir, "config.yaml"),
 		"--control-socket", controlSocket(), "--listener", filepath.Join(workDir, "seccomp.sock"),
 		"--events", a.events, "--decisions", a.decisions, "--pin-dir", pinDir, "--audit", auditDir(),
-		"--metrics-addr", metricsAddr, "--notify-keeper", keeperSocket(),
+		"--metrics-addr", metricsAddr, "--notify-keeper", keeperSocket(), "--nri-socket", testRuntime.nriSocket,
 		"--policy", ruleFile(), "--allowed-resolver", allowedResolver, "--state", filepath.Join(workDir, "control-state.json"))
 	a.cmd.Stdout = lockedWriter{a.logMu, a.log}
 	a.cmd.Stderr = lockedWriter{a.logMu, a.log}
@@ -184,7 +189,7 @@ func startAgent() (*agentProc, error) {
 		}
 	}
 	a.kill()
-	return nil, fmt.Errorf("agent not connected to containerd after 15s:\n%s", a.logs())
+	return nil, fmt.Errorf("agent not connected to %s after 15s:\n%s", testRuntime.name, a.logs())
 }
 
 func (a *agentProc) logs() string { a.logMu.Lock(); defer a.logMu.Unlock(); return a.log.String() }
@@ -226,7 +231,7 @@ func crictl(t *testing.T, args ...string) (string, error) {
 		t.Helper()
 	}
 	var stderr bytes.Buffer
-	cmd := exec.Command("crictl", args...)
+	cmd := crictlCmd(args...)
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
@@ -273,7 +278,7 @@ func (p *pod) create(t *testing.T, name, image string, cmd []string, ann map[str
 		"image":       map[string]any{"image": image},
 		"log_path":    fmt.Sprintf("%s-%d.log", name, ctrSeq),
 		"annotations": ann,
-		"linux":       map[string]any{},
+		"linux":       testRuntime.containerLinux(),
 	}
 	if cmd != nil {
 		cfg["command"] = cmd
@@ -313,7 +318,7 @@ func waitExited(t *testing.T, id string) string {
 		out, _ := crictl(t, "inspect", "-o", "go-template", "--template", "{{.status.state}}", id)
 		if out == "CONTAINER_EXITED" {
 			// crictl prints the container's stderr on its own stderr.
-			logs, err := exec.Command("crictl", "logs", id).CombinedOutput()
+			logs, err := crictlCmd("logs", id).CombinedOutput()
 			if err != nil {
 				t.Fatalf("crictl logs %s: %v: %s", id, err, logs)
 			}
@@ -419,13 +424,17 @@ func containerStatus(t *testing.T, id string) (agentctl.ContainerStatus, bool) {
 	return agentctl.ContainerStatus{}, false
 }
 
-// runtimeSpec is the OCI spec containerd gave a container.
+// runtimeSpec is the OCI spec the runtime gave a container. Where the
+// runtime leaves the cgroups path empty (CRI-O under _CRIO_ROOTLESS, see
+// install/crio.sh), it is filled with the cgroup v2 path of the container's
+// process while it runs.
 func runtimeSpec(t *testing.T, id string) *specs.Spec {
 	t.Helper()
 	out, _ := crictl(t, "inspect", id)
 	var v struct {
 		Info struct {
 			RuntimeSpec specs.Spec `json:"runtimeSpec"`
+			Pid         int        `json:"pid"`
 		} `json:"info"`
 	}
 	if err := json.Unmarshal([]byte(out), &v); err != nil {
@@ -433,6 +442,15 @@ func runtimeSpec(t *testing.T, id string) *specs.Spec {
 	}
 	if v.Info.RuntimeSpec.Linux == nil {
 		t.Fatalf("crictl inspect %s: no linux spec", id)
+	}
+	if v.Info.RuntimeSpec.Linux.CgroupsPath == "" && v.Info.Pid > 0 {
+		if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", v.Info.Pid)); err == nil {
+			for _, line := range strings.Split(string(data), "\n") {
+				if p, ok := strings.CutPrefix(line, "0::"); ok {
+					v.Info.RuntimeSpec.Linux.CgroupsPath = p
+				}
+			}
+		}
 	}
 	return &v.Info.RuntimeSpec
 }
