@@ -77,8 +77,14 @@ type Config struct {
 	// them back. StartKeeper starts a keeper there when none answers.
 	KeeperPath  string
 	StartKeeper func(path string) error
-	// MetricsAddr, when set, serves /healthz and /metrics there.
+	// MetricsAddr, when set, serves /healthz, /readyz and /metrics there.
 	MetricsAddr string
+	// HookOnly runs without NRI: containers register through the OCI hook
+	// on the control socket only (a runtime without NRI).
+	HookOnly bool
+	// Build names the binary (vigil_build_info, the audit log's start
+	// record).
+	Build BuildInfo
 	// AuditDir, when set, is the audit log: every event, gap, verdict,
 	// action, notify decision, sample, container start/stop and reload.
 	AuditDir string
@@ -105,6 +111,8 @@ type Config struct {
 	Guard Guard
 	// SampleEvery is the CPU/thread sampling period (default 250 ms).
 	SampleEvery time.Duration
+	// started, when set, gets the agent once it is built (tests).
+	started func(*Agent)
 	// WatchEvery is how often rule, policy, model and node config files are
 	// checked for changes (default 250 ms; they also reload on SIGHUP and
 	// on `vigil reload`).
@@ -134,6 +142,11 @@ type Agent struct {
 	reloadMu  sync.Mutex
 	reloadErr string
 	actions   atomic.Uint64
+
+	metrics *metrics
+	hb      *heartbeat
+	tracing atomic.Bool // the tracer's reader runs
+	serving atomic.Bool // the control socket serves
 }
 
 // Run runs the agent until ctx is done: the notify server, the tracer's
@@ -161,6 +174,8 @@ func Run(ctx context.Context, cfg Config, mon Monitor, log *logrus.Logger) error
 	}
 	cfg.Node = node
 	a := &Agent{cfg: cfg, baseNode: base, log: log, mon: mon, started: time.Now(), decided: newJSONLines(cfg.Decisions)}
+	a.metrics = newMetrics(a.status, cfg.Build)
+	a.hb = newHeartbeat(a.started, staleAfter)
 
 	// The audit log first: everything after this is recorded.
 	if cfg.AuditDir != "" {
@@ -175,7 +190,7 @@ func Run(ctx context.Context, cfg Config, mon Monitor, log *logrus.Logger) error
 			return fmt.Errorf("audit log: %w", err)
 		}
 		host, _ := os.Hostname()
-		if err := a.aud.Append(audit.KindAgent, 0, "", audit.Agent{Event: "start", Host: host, PID: os.Getpid(), Detail: "vigil agent"}); err != nil {
+		if err := a.aud.Append(audit.KindAgent, 0, "", audit.Agent{Event: "start", Version: cfg.Build.Version, Host: host, PID: os.Getpid(), Detail: "vigil agent"}); err != nil {
 			log.WithError(err).Error("audit log")
 		}
 		defer func() {
@@ -239,7 +254,7 @@ func Run(ctx context.Context, cfg Config, mon Monitor, log *logrus.Logger) error
 		}()
 		sinks = append(sinks, a.webhook)
 	}
-	sinks = append(sinks, logSink{log})
+	sinks = append(sinks, logSink{log}, a.metrics.sink())
 	a.pl = a.buildPipeline(sinks)
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -271,7 +286,7 @@ func Run(ctx context.Context, cfg Config, mon Monitor, log *logrus.Logger) error
 		if err != nil {
 			return fmt.Errorf("metrics address: %w", err)
 		}
-		log.WithField("addr", ln.Addr().String()).Info("serving /healthz and /metrics")
+		log.WithField("addr", ln.Addr().String()).Info("serving /healthz, /readyz and /metrics")
 		go a.serveHTTP(ctx, ln)
 	}
 	errc := make(chan error, 3)
@@ -288,14 +303,29 @@ func Run(ctx context.Context, cfg Config, mon Monitor, log *logrus.Logger) error
 	go func() { defer wg.Done(); errc <- fatal(nonNil(a.server.Serve(), "seccomp server")) }()
 	go func() {
 		defer wg.Done()
-		errc <- fatal(nonNil(mon.RunBatches(ctx, a.pl.Event, a.pl.EndBatch), "tracer"))
+		a.tracing.Store(true)
+		err := mon.RunBatches(ctx, a.pl.Event, func() { a.pl.EndBatch(); a.hb.handed(time.Now()) })
+		a.tracing.Store(false)
+		a.hb.stopped()
+		errc <- fatal(nonNil(err, "tracer"))
 	}()
-	go func() { defer wg.Done(); agentctl.Serve(ctx, ctl, a.handle) }()
+	a.serving.Store(true)
+	go func() { defer wg.Done(); agentctl.Serve(ctx, ctl, a.handle); a.serving.Store(false) }()
+	go a.heartbeatLoop(ctx)
+	if cfg.started != nil {
+		cfg.started(a)
+	}
 	go a.sampleLoop(ctx)
 	go a.watch(ctx)
 	go a.refreshLoop(ctx)
 
-	nriErr := a.reg.Run(ctx, cfg.NRISocket, cfg.Reconnect)
+	var nriErr error
+	if cfg.HookOnly {
+		log.WithField("control_socket", cfg.ControlSocket).Info("hook-only: no NRI; containers register through the OCI hook")
+		<-ctx.Done()
+	} else {
+		nriErr = a.reg.Run(ctx, cfg.NRISocket, cfg.Reconnect)
+	}
 	cancel()
 	a.server.Close()
 	ctl.Close()
@@ -450,7 +480,8 @@ func (a *Agent) cpuHeld(c plugin.Info) bool {
 }
 
 func lifecycle(what string, c plugin.Info, final *bpf.Counters) audit.Lifecycle {
-	rec := audit.Lifecycle{Event: what, ID: c.Meta.ID, Name: c.Meta.Name, Pod: c.Meta.Pod, Namespace: c.Meta.Namespace, Image: c.Meta.Image}
+	rec := audit.Lifecycle{Event: what, ID: c.Meta.ID, Name: c.Meta.Name, Pod: c.Meta.Pod, Namespace: c.Meta.Namespace, Image: c.Meta.Image,
+		PodUID: c.Meta.PodUID}
 	if final != nil {
 		rec.Counters = map[string]uint64{"seen": final.Seen, "emitted": final.Emitted, "dropped": final.Dropped}
 	}
@@ -460,6 +491,7 @@ func lifecycle(what string, c plugin.Info, final *bpf.Counters) audit.Lifecycle 
 // record is the response ladder's callback: every action taken or undone.
 func (a *Agent) record(r control.Record) {
 	a.actions.Add(1)
+	a.metrics.action(r)
 	v, _ := a.actionLat.LoadOrStore(r.Action, &actionStat{})
 	st := v.(*actionStat)
 	switch {

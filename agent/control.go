@@ -82,6 +82,7 @@ func (a *Agent) status() *agentctl.Status {
 	st.Rejected = a.reg.Rejected()
 	ps := a.pl.Stats()
 	st.Events, st.Verdicts, st.Lost, st.QueueDropped, st.AuditErrors = ps.Events, ps.Verdicts, ps.Lost, ps.QueueDropped, ps.AuditErrors
+	st.Gaps, st.QueueDepth, st.HookOnly = ps.Gaps, ps.QueueDepth, a.cfg.HookOnly
 	if a.events != nil {
 		if err := a.events.Err(); err != nil {
 			st.EventsError = err.Error()
@@ -99,7 +100,7 @@ func (a *Agent) status() *agentctl.Status {
 		}
 		return st.InForce[i].Action < st.InForce[j].Action
 	})
-	st.DecisionP99, st.DeliveryP99 = ps.DecisionP99, ps.DeliveryP99
+	st.DecisionP50, st.DecisionP99, st.DeliveryP50, st.DeliveryP99 = ps.DecisionP50, ps.DecisionP99, ps.DeliveryP50, ps.DeliveryP99
 	a.actionLat.Range(func(k, v any) bool {
 		s := v.(*actionStat)
 		st.ActionStats = append(st.ActionStats, agentctl.ActionStat{Action: string(k.(control.Action)), Count: s.lat.Count(),

@@ -64,7 +64,6 @@ type Response struct {
 	Done []string `json:"done,omitempty"`
 }
 
-// Status is what `vigil status` shows.
 // RuntimeInfo is what the agent knows of the runtime it is connected to,
 // from NRI's Configure.
 type RuntimeInfo struct {
@@ -77,6 +76,7 @@ type RuntimeInfo struct {
 	SeccompWhy string `json:"seccomp_why"`
 }
 
+// Status is what `vigil status` shows.
 type Status struct {
 	Since       time.Time `json:"since"`
 	Connected   bool      `json:"connected"`
@@ -97,6 +97,13 @@ type Status struct {
 	// and queue drops, as gaps); QueueDropped the queue's share.
 	Lost         uint64 `json:"lost"`
 	QueueDropped uint64 `json:"queue_dropped"`
+	// Gaps counts the gap records (runs of lost records); QueueDepth is
+	// the batches waiting for the pipeline's worker now.
+	Gaps       uint64 `json:"gaps,omitempty"`
+	QueueDepth int    `json:"queue_depth,omitempty"`
+	// HookOnly says the agent runs without NRI: containers come through
+	// the OCI hook only.
+	HookOnly bool `json:"hook_only,omitempty"`
 	// Actions counts actions run; InForce lists what is in force now.
 	Actions uint64    `json:"actions"`
 	InForce []InForce `json:"in_force,omitempty"`
@@ -107,6 +114,8 @@ type Status struct {
 	// from an event's kernel timestamp to its decision (sampled).
 	DecisionP99 time.Duration `json:"decision_p99_ns"`
 	DeliveryP99 time.Duration `json:"delivery_p99_ns"`
+	DecisionP50 time.Duration `json:"decision_p50_ns,omitempty"`
+	DeliveryP50 time.Duration `json:"delivery_p50_ns,omitempty"`
 	// Reloads counts live reloads; ReloadError is the last rejected one.
 	Reloads     uint64 `json:"reloads"`
 	ReloadError string `json:"reload_error,omitempty"`
@@ -153,6 +162,9 @@ type ContainerStatus struct {
 	Seen     uint64 `json:"seen"`
 	Emitted  uint64 `json:"emitted"`
 	Dropped  uint64 `json:"dropped"`
+	// Throttled counts the dropped records that were over the container's
+	// tracing budget (its own flood), not lost to a full ring.
+	Throttled uint64 `json:"throttled,omitempty"`
 	// Hook says the container came through the OCI hook (no NRI).
 	Hook bool `json:"hook,omitempty"`
 }

@@ -53,7 +53,7 @@ type cgState struct {
 	tid   uint32
 	seq   uint64
 	comm  []byte
-	cont  event.Container
+	cont  encodedContainer
 	hasCt bool
 	evOK  bool // pid/tid/comm/cont/seq hold a previous event of this batch
 }
@@ -165,7 +165,7 @@ func (e *encoder) appendEvent(ev *event.Event) {
 	switch c := ev.Container; {
 	case s.evOK && c == nil && !s.hasCt:
 		fl |= efSameCont
-	case s.evOK && c != nil && s.hasCt && *c == s.cont:
+	case s.evOK && c != nil && s.hasCt && encodedOf(c) == s.cont:
 		fl |= efSameCont
 	case c != nil:
 		fl |= efContainer
@@ -283,9 +283,9 @@ func (e *encoder) appendEvent(ev *event.Event) {
 	}
 	if fl&efSameCont == 0 {
 		if c := ev.Container; c != nil {
-			s.cont, s.hasCt = *c, true
+			s.cont, s.hasCt = encodedOf(c), true
 		} else {
-			s.cont, s.hasCt = event.Container{}, false
+			s.cont, s.hasCt = encodedContainer{}, false
 		}
 	}
 	e.commit(b, wall)
@@ -338,7 +338,7 @@ type decoder struct {
 	off   int64
 	// containers interns Container values so events of one container
 	// share one *Container, across batches.
-	containers map[event.Container]*event.Container
+	containers map[encodedContainer]*event.Container
 }
 
 var errShort = errors.New("record cut short")
@@ -615,12 +615,23 @@ func (d *decoder) event(s *cgDec) (*event.Event, error) {
 
 func (d *decoder) intern(c event.Container) *event.Container {
 	if d.containers == nil {
-		d.containers = make(map[event.Container]*event.Container)
+		d.containers = make(map[encodedContainer]*event.Container)
 	}
-	if p := d.containers[c]; p != nil {
+	k := encodedOf(&c)
+	if p := d.containers[k]; p != nil {
 		return p
 	}
 	p := &c
-	d.containers[c] = p
+	d.containers[k] = p
 	return p
+}
+
+// encodedContainer is the part of an event's container that the event
+// record holds. The pod's uid and labels and the node are not in it (a
+// new field would change the record's format): the lifecycle record of
+// the container's start holds the pod's uid.
+type encodedContainer struct{ id, name, pod, namespace, image string }
+
+func encodedOf(c *event.Container) encodedContainer {
+	return encodedContainer{c.ID, c.Name, c.Pod, c.Namespace, c.Image}
 }

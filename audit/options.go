@@ -287,6 +287,7 @@ type Lifecycle struct {
 	Pod         string            `json:"pod,omitempty"`
 	Namespace   string            `json:"namespace,omitempty"`
 	Image       string            `json:"image,omitempty"`
+	PodUID      string            `json:"pod_uid,omitempty"`
 	PID         uint32            `json:"pid,omitempty"`
 	Annotations map[string]string `json:"annotations,omitempty"`
 	Counters    map[string]uint64 `json:"counters,omitempty"` // final tracer counters at stop

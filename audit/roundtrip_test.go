@@ -14,7 +14,7 @@ func eventsEqual(a, b *event.Event) bool {
 	}
 	x, y := *a, *b
 	x.Time, y.Time = b.Time, b.Time
-	if (x.Container == nil) != (y.Container == nil) || x.Container != nil && *x.Container != *y.Container {
+	if (x.Container == nil) != (y.Container == nil) || x.Container != nil && !reflect.DeepEqual(*x.Container, *y.Container) {
 		return false
 	}
 	x.Container, y.Container = nil, nil

@@ -46,13 +46,20 @@ func (f Flags) String() string {
 }
 
 // Container is what the runtime told vigil about the container a cgroup
-// belongs to. Events of one container share one *Container.
+// belongs to. Events of one container share one *Container: it is never
+// changed once made (PodLabels included).
 type Container struct {
 	ID        string `json:"id,omitempty"`
 	Name      string `json:"name,omitempty"`
 	Pod       string `json:"pod,omitempty"`
 	Namespace string `json:"namespace,omitempty"`
 	Image     string `json:"image,omitempty"`
+	// PodUID is the pod's uid (Kubernetes metadata.uid) and PodLabels its
+	// labels, as the runtime passed them; Node is the node's name. The
+	// runtime knows no owner references (Deployment, Job, ...).
+	PodUID    string            `json:"pod_uid,omitempty"`
+	PodLabels map[string]string `json:"pod_labels,omitempty"`
+	Node      string            `json:"node,omitempty"`
 }
 
 // Address families of Addr (linux/socket.h).

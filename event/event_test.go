@@ -154,3 +154,30 @@ func BenchmarkAppendJSON(b *testing.B) {
 		buf = ev.AppendJSON(buf[:0])
 	}
 }
+
+// TestJSONContainerKubernetes: the pod's uid and labels and the node
+// round-trip when set (labels sorted by key), and are absent when not, so
+// that consumers of the older form read both.
+func TestJSONContainerKubernetes(t *testing.T) {
+	ev := Event{Seq: 1, Time: time.Unix(1, 0).UTC(), Nr: 0,
+		Container: &Container{ID: "abc", Name: "web", Pod: "p", Namespace: "ns", Image: "busybox",
+			PodUID: "9c1d-77", PodLabels: map[string]string{"tier": "front", "app": `we"b`}, Node: "node-1"}}
+	b := ev.AppendJSON(nil)
+	if !json.Valid(b) {
+		t.Fatalf("invalid JSON: %s", b)
+	}
+	if want := `"image":"busybox","pod_uid":"9c1d-77","pod_labels":{"app":"we\"b","tier":"front"},"node":"node-1"}`; !strings.Contains(string(b), want) {
+		t.Errorf("container JSON %s lacks %s", b, want)
+	}
+	var back Event
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back, ev) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", back, ev)
+	}
+	ev.Container = &Container{ID: "abc"}
+	if b := string(ev.AppendJSON(nil)); strings.Contains(b, "pod_uid") || strings.Contains(b, "pod_labels") || strings.Contains(b, `"node"`) {
+		t.Errorf("unset fields written: %s", b)
+	}
+}

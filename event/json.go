@@ -3,6 +3,8 @@ package event
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -42,6 +44,7 @@ func (e *Event) AppendJSON(b []byte) []byte {
 		b = appendString(b, c.Namespace)
 		b = append(b, `,"image":`...)
 		b = appendString(b, c.Image)
+		b = appendKubernetes(b, c)
 		b = append(b, '}')
 	}
 	b = append(b, `,"pid":`...)
@@ -209,6 +212,32 @@ func splitComma(s string) []string {
 		}
 	}
 	return out
+}
+
+// appendKubernetes appends the container's pod uid, pod labels (sorted
+// by key) and node, each only when set.
+func appendKubernetes(b []byte, c *Container) []byte {
+	if c.PodUID != "" {
+		b = append(b, `,"pod_uid":`...)
+		b = appendString(b, c.PodUID)
+	}
+	if len(c.PodLabels) > 0 {
+		b = append(b, `,"pod_labels":{`...)
+		for i, k := range slices.Sorted(maps.Keys(c.PodLabels)) {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, k)
+			b = append(b, ':')
+			b = appendString(b, c.PodLabels[k])
+		}
+		b = append(b, '}')
+	}
+	if c.Node != "" {
+		b = append(b, `,"node":`...)
+		b = appendString(b, c.Node)
+	}
+	return b
 }
 
 func appendString(b []byte, s string) []byte {

@@ -2,6 +2,8 @@ package plugin
 
 import (
 	"fmt"
+	"os"
+	"strings"
 
 	"github.com/containerd/nri/pkg/api"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -15,13 +17,44 @@ import (
 // name when the NRI Image field is empty.
 const imageAnnotation = "io.kubernetes.cri.image-name"
 
-// containerMeta is the metadata events carry for one container.
+// containerMeta is the metadata events carry for one container: its
+// pod's name, namespace, uid and labels, and the node's name. NRI passes
+// no owner references, so events name no Deployment or Job.
 func containerMeta(pod *api.PodSandbox, ctr *api.Container) event.Container {
-	c := event.Container{ID: ctr.GetId(), Name: containerName(ctr), Image: imageOf(ctr)}
+	c := event.Container{ID: ctr.GetId(), Name: containerName(ctr), Image: imageOf(ctr), Node: NodeName()}
 	if pod != nil {
-		c.Pod, c.Namespace = pod.GetName(), pod.GetNamespace()
+		c.Pod, c.Namespace, c.PodUID = pod.GetName(), pod.GetNamespace(), pod.GetUid()
+		c.PodLabels = podLabels(pod.GetLabels())
 	}
 	return c
+}
+
+// podLabels copies a pod's labels without those the CRI adds to every
+// sandbox (its name, namespace and uid, which the metadata holds already,
+// and containerd's kind); nil when none are left.
+func podLabels(in map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range in {
+		if strings.HasPrefix(k, "io.kubernetes.pod.") || strings.HasPrefix(k, "io.kubernetes.container.") ||
+			strings.HasPrefix(k, "io.cri-containerd.") {
+			continue
+		}
+		if out == nil {
+			out = make(map[string]string, len(in))
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// NodeName is the node's name: NODE_NAME (which the Helm chart sets from
+// the pod's spec.nodeName), else the host name.
+func NodeName() string {
+	if n := os.Getenv("NODE_NAME"); n != "" {
+		return n
+	}
+	n, _ := os.Hostname()
+	return n
 }
 
 func imageOf(ctr *api.Container) string {

@@ -268,8 +268,8 @@ func TestLifecycle(t *testing.T) {
 	}
 	ev := &event.Event{CgroupID: 101}
 	p.Enrich(ev)
-	want := event.Container{ID: "c1", Name: "app", Pod: "web", Namespace: "shop"}
-	if ev.Container == nil || *ev.Container != want {
+	want := event.Container{ID: "c1", Name: "app", Pod: "web", Namespace: "shop", Node: NodeName()}
+	if ev.Container == nil || !reflect.DeepEqual(*ev.Container, want) {
 		t.Fatalf("enriched %+v, want %+v", ev.Container, want)
 	}
 	other := &event.Event{CgroupID: 7, Container: &event.Container{ID: "stale"}}

@@ -1,0 +1,141 @@
+package agent
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"vigil.dev/vigil/bpf"
+	"vigil.dev/vigil/internal/rotate"
+	"vigil.dev/vigil/plugin"
+)
+
+func TestHeartbeat(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	for _, tc := range []struct {
+		name string
+		run  func(h *heartbeat)
+		now  int
+		want string // "" alive, else a part of the error
+	}{
+		{"just started", func(h *heartbeat) {}, 5, ""},
+		{"idle node, worker answers", func(h *heartbeat) {
+			for s := 1; s <= 60; s++ {
+				h.sync(at(s))
+				h.tick(at(s), map[uint64]uint64{7: 100})
+			}
+		}, 60, ""},
+		{"worker stuck", func(h *heartbeat) { h.sync(at(1)) }, 30, "pipeline's worker has not answered for 29s"},
+		{"reader stopped", func(h *heartbeat) { h.sync(at(1)); h.stopped() }, 2, "reader stopped"},
+		{"reader keeps up", func(h *heartbeat) {
+			for s := 1; s <= 60; s++ {
+				h.sync(at(s))
+				h.handed(at(s).Add(-time.Millisecond))
+				h.tick(at(s), map[uint64]uint64{7: uint64(100 * s)})
+			}
+		}, 60, ""},
+		{"reader stuck while records come", func(h *heartbeat) {
+			h.handed(at(0))
+			for s := 1; s <= 30; s++ {
+				h.sync(at(s))
+				h.tick(at(s), map[uint64]uint64{7: uint64(100 * s)})
+			}
+		}, 30, "records 28s ago that its reader has not taken"},
+		{"first record after a quiet hour", func(h *heartbeat) {
+			h.handed(at(0))
+			for s := 1; s <= 3600; s++ {
+				h.sync(at(s))
+				n := uint64(100)
+				if s >= 3599 {
+					n = 101
+				}
+				if s == 3600 {
+					h.handed(at(s).Add(-time.Millisecond))
+				}
+				h.tick(at(s), map[uint64]uint64{7: n})
+			}
+		}, 3600, ""},
+		{"new cgroup with a pinned count", func(h *heartbeat) {
+			for s := 1; s <= 30; s++ {
+				h.sync(at(s))
+				m := map[uint64]uint64{7: 100}
+				if s > 2 {
+					m[8] = 5000 // kept by the pinned tracer, read before
+				}
+				h.tick(at(s), m)
+			}
+		}, 30, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHeartbeat(t0, staleAfter)
+			tc.run(h)
+			err := h.check(at(tc.now))
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("check: %v, want alive", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("check: %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestProbes: /healthz and /readyz in each state the agent can be in.
+func TestProbes(t *testing.T) {
+	full, err := rotate.Open("/dev/full", rotate.Options{Logf: t.Logf})
+	if err != nil {
+		t.Skipf("no /dev/full: %v", err)
+	}
+	defer full.Close()
+	full.Write([]byte("{}\n"))
+	newAgent := func(cfg Config) *Agent {
+		a := &Agent{cfg: cfg, log: quietLog(), hb: newHeartbeat(time.Now(), staleAfter)}
+		a.reg = plugin.New(plugin.Config{CgroupRoot: t.TempDir()}, &fakeTracer{tracked: map[uint64]bpf.Counters{}}, nopNotifier{}, a.log)
+		a.metrics = newMetrics(a.status, BuildInfo{})
+		return a
+	}
+	for _, tc := range []struct {
+		name           string
+		cfg            Config
+		tracing, serve bool
+		stale          bool
+		health, ready  string // "" ok, else a part of the body
+	}{
+		{"starting", Config{HookOnly: true}, false, false, false, "", "tracer's reader is not running"},
+		{"hook-only, serving", Config{HookOnly: true}, true, true, false, "", ""},
+		{"hook-only, control socket gone", Config{HookOnly: true, ControlSocket: "/run/x.sock"}, true, false, false, "", "control socket /run/x.sock is not serving"},
+		{"NRI, not connected", Config{}, true, true, false, "", "not connected to the runtime over NRI"},
+		{"output cannot write", Config{HookOnly: true, Events: full}, true, true, false, "", "events output /dev/full"},
+		{"worker stuck", Config{HookOnly: true}, true, true, true, "pipeline's worker has not answered", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newAgent(tc.cfg)
+			a.tracing.Store(tc.tracing)
+			a.serving.Store(tc.serve)
+			if tc.stale {
+				a.hb = newHeartbeat(time.Now().Add(-time.Minute), staleAfter)
+			}
+			srv := httptest.NewServer(a.httpHandler())
+			defer srv.Close()
+			for path, want := range map[string]string{"/healthz": tc.health, "/readyz": tc.ready} {
+				resp, err := http.Get(srv.URL + path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var b strings.Builder
+				_, _ = io.Copy(&b, resp.Body)
+				resp.Body.Close()
+				switch {
+				case want == "" && resp.StatusCode != http.StatusOK:
+					t.Errorf("%s: %s %q, want ok", path, resp.Status, b.String())
+				case want != "" && (resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(b.String(), want)):
+					t.Errorf("%s: %s %q, want 503 with %q", path, resp.Status, b.String(), want)
+				}
+			}
+		})
+	}
+}
