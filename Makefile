@@ -10,8 +10,14 @@ GOFLAGS_TEST ?= -count=1 -timeout 40m
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
 
+# What `vigil version` and vigil_build_info report: the tree's `git describe`
+# and commit (a build outside git falls back to the module's build info).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+
 build: ## build bin/vigil (no clang needed: the BPF objects are committed)
-	$(GO) build -o $(BIN) ./cmd/vigil
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/vigil
 
 deps: ## install what building, testing and generating need (apt; idempotent)
 	bash install/deps.sh

@@ -59,11 +59,13 @@ write fails (a full disk) the agent keeps running: it counts the lines it
 could not write, tries again every second, and once it can, writes
 {"output_lost":{"lines":N,...}} before the next line. The audit log is bounded
 by --audit-max-size and --audit-max-age. Every loss shows in 'vigil status'
-and /metrics, and /healthz reports unhealthy while an output cannot write.
+and /metrics, and /readyz reports not ready while an output cannot write.
+/healthz says whether the agent's loops make progress (docs/metrics.md).
 
 It connects to the runtime's NRI socket, or runs pre-registered from
 /opt/nri/plugins (the runtime then passes the connection), and reconnects
-when the runtime restarts. Tracer state is pinned under --pin-dir, so a
+when the runtime restarts. With --hook-only it does not use NRI: containers
+register through the OCI hook ('vigil hook') on the control socket. Tracer state is pinned under --pin-dir, so a
 restarted agent keeps each container's counters. Needs root.
 
 Example:
@@ -108,6 +110,8 @@ func runAgent(args []string) int {
 		pinDir    = fs.String("pin-dir", bpf.DefaultPinDir, "pin the tracer's state in `DIR` on bpffs, so a restarted agent keeps counting ('' pins nothing)")
 		ringBytes = fs.Int("ring-size", 16<<20, "ring buffer size in `BYTES` (a power of two)")
 		logLevel  = fs.String("log-level", "info", "log `LEVEL`: debug, info, warn, error")
+		logFormat = fs.String("log-format", "text", "log `FORMAT`: text (key=value) or json (one JSON object a line, for log collectors)")
+		hookOnly  = fs.Bool("hook-only", false, "run without NRI: containers register through the OCI hook on --control-socket only (a runtime without NRI); /readyz then needs the control socket, not the runtime")
 		noDetect  = fs.Bool("no-detect", false, "run no detector (trace, audit and seccomp only)")
 		model     = fs.String("model", "", "learned model `FILE` (from 'vigil detect train') to score every container with")
 		policies  multiFlag
@@ -129,6 +133,11 @@ func runAgent(args []string) int {
 	}
 	log.SetLevel(lvl)
 	log.SetOutput(os.Stderr)
+	formatter, err := logFormatter(*logFormat)
+	if err != nil {
+		return fail("agent: %v", err)
+	}
+	log.SetFormatter(formatter)
 
 	node, err := annotations.LoadNodeConfig(*cfgPath)
 	if err != nil {
@@ -203,7 +212,7 @@ func runAgent(args []string) int {
 		CgroupRoot: root, Events: evOut, Decisions: decOut, AuditDir: *auditDir, MetricsAddr: *metrics,
 		AuditMaxBytes: auditMax, AuditMaxAge: auditMaxAge, AuditOnFull: onFull, AuditAnchor: *anchor, AuditAnchorEvery: *anchorDur,
 		KeeperPath: *keeper, StartKeeper: startKeeper, Detect: det, NoDetect: *noDetect, StateFile: *stateFile,
-		Alerts: alOut, Webhook: *webhook}
+		Alerts: alOut, Webhook: *webhook, HookOnly: *hookOnly, Build: buildInfo()}
 	// The connect guard (deny-connect) is pinned beside the tracer so that
 	// what it refuses stays refused across agent restarts.
 	guardPin := ""
@@ -220,6 +229,17 @@ func runAgent(args []string) int {
 		return fail("agent: %v", err)
 	}
 	return 0
+}
+
+// logFormatter is the formatter of --log-format.
+func logFormatter(name string) (logrus.Formatter, error) {
+	switch name {
+	case "text":
+		return &logrus.TextFormatter{FullTimestamp: true}, nil
+	case "json":
+		return &logrus.JSONFormatter{}, nil
+	}
+	return nil, fmt.Errorf("--log-format %q: allowed values are text, json", name)
 }
 
 // openOutput opens an output: "-" is standard output, "" is none, a file
