@@ -65,8 +65,10 @@ and /metrics, and /readyz reports not ready while an output cannot write.
 It connects to the runtime's NRI socket, or runs pre-registered from
 /opt/nri/plugins (the runtime then passes the connection), and reconnects
 when the runtime restarts. With --hook-only it does not use NRI: containers
-register through the OCI hook ('vigil hook') on the control socket. Tracer state is pinned under --pin-dir, so a
-restarted agent keeps each container's counters. Needs root.
+register through the OCI hook ('vigil hook') on the control socket. Tracer
+state is pinned under --pin-dir, so a restarted agent keeps each container's
+counters. Needs root. --log-format json writes one JSON object a line for
+log collectors; 'vigil version' names the build.
 
 Example:
   sudo vigil agent --events /var/log/vigil/events.jsonl
