@@ -219,6 +219,7 @@ stop_pid() {
 
 cmd_up() {
 	need_root
+	apt_need runc conmon podman
 	build
 	write_config
 	start
