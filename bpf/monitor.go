@@ -642,14 +642,14 @@ func CheckKernel() error {
 		return errors.New("tracing needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN): run it with sudo")
 	}
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
-		return errors.New("this kernel has no BTF (/sys/kernel/btf/vmlinux is missing): use a kernel built with CONFIG_DEBUG_INFO_BTF=y (5.15 or newer)")
+		return errors.New("this kernel has no BTF (/sys/kernel/btf/vmlinux is missing): use a kernel built with CONFIG_DEBUG_INFO_BTF=y (6.2 or newer)")
 	}
 	var u unix.Utsname
 	if err := unix.Uname(&u); err == nil {
 		var major, minor int
 		fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor)
-		if major < 5 || (major == 5 && minor < 15) {
-			return fmt.Errorf("kernel %d.%d is too old: vigil's tracer needs Linux 5.15 or newer", major, minor)
+		if major < 6 || (major == 6 && minor < 2) {
+			return fmt.Errorf("kernel %d.%d is too old: vigil's tracer keeps each container's state in cgroup local storage, which needs Linux 6.2 or newer", major, minor)
 		}
 	}
 	return nil

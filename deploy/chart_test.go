@@ -287,9 +287,13 @@ func TestDaemonSet(t *testing.T) {
 	if port.ContainerPort == 0 || !strings.HasSuffix(addr, fmt.Sprintf(":%d", port.ContainerPort)) {
 		t.Errorf("metrics port %+v, --metrics-addr=%s", port, addr)
 	}
-	for name, p := range map[string]*corev1.Probe{"liveness": agent.LivenessProbe, "readiness": agent.ReadinessProbe} {
-		if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/healthz" || p.HTTPGet.Port.String() != "metrics" {
-			t.Errorf("%s probe %+v: want GET /healthz on port metrics", name, p)
+	for name, want := range map[string]string{"liveness": "/healthz", "readiness": "/readyz"} {
+		p := agent.LivenessProbe
+		if name == "readiness" {
+			p = agent.ReadinessProbe
+		}
+		if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != want || p.HTTPGet.Port.String() != "metrics" {
+			t.Errorf("%s probe %+v: want GET %s on port metrics", name, p, want)
 		}
 	}
 
