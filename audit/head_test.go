@@ -137,15 +137,6 @@ func TestRecoveryAccountsForACutTail(t *testing.T) {
 	}
 }
 
-func keyringOf(t *testing.T, o Options) keyring {
-	t.Helper()
-	k, err := loadKeyring(o.KeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 func TestHeadPublishedAndAnchored(t *testing.T) {
 	o := testOptions(t)
 	o.BatchRecords, o.SegmentBytes, o.AnchorInterval = 50, 4096, 5*time.Millisecond
