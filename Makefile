@@ -5,7 +5,7 @@ PKGS    := ./...
 # BPF objects and Go bindings are committed; `make generate` rebuilds them.
 GOFLAGS_TEST ?= -count=1 -timeout 40m
 
-.PHONY: help build generate generate-check test unit e2e demo bench bench-control bench-peers bench-audit bench-detector bench-runtime eval node-up node-down lint clean deps fuzz
+.PHONY: help build generate generate-check test unit e2e demo bench bench-control bench-peers bench-audit bench-detector bench-runtime eval eval-full node-up node-down lint clean deps fuzz
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -52,8 +52,11 @@ node-up: build ## a local test node: containerd with NRI, runc, crictl, local im
 node-down: ## stop the local test node (agent, notify keeper, containerd, test pods)
 	bash install/node.sh down
 
-eval: build ## detection report: every attack and benign scenario under vigil trace (eval-report.json)
+eval: build ## detection report: the CVE protocol on ../shared/datasets/sok-dev (VIGIL_SOK_DEV), then every attack and benign scenario under vigil trace (as root; eval-report.json)
 	$(GO) run ./test/scenarios/eval --vigil $(BIN) --out eval-report.json
+
+eval-full: build ## make eval plus the model's variants side by side and leave-one-CVE-out (longer)
+	$(GO) run ./test/scenarios/eval --vigil $(BIN) --variants --out eval-report.json
 
 bench: build ## tracer overhead ratios, throughput and latency, JSON in bench-tracer.json
 	./$(BIN) bench tracer --out bench-tracer.json

@@ -1,6 +1,7 @@
 package detector
 
 import (
+	"bytes"
 	"compress/gzip"
 	"fmt"
 	"os"
@@ -174,4 +175,37 @@ func BenchmarkScoreWindow(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		m.Score(&test[i%len(test)])
 	}
+}
+
+// BenchmarkTrainDay trains on as many windows as a workload's learning
+// keeps (NewLearner's default cap, 5000 windows of 1000 events: the most a
+// day of one workload gives a model), cut from recorded workloads, and
+// reports the model file's size.
+func BenchmarkTrainDay(b *testing.B) {
+	var units []Unit
+	for _, name := range []string{"compile", "kv-database", "go-service", "text-search", "idle-service", "shell-pipeline"} {
+		u, err := eventUnits(name, mustGz(b, name), DefaultWindowEvents)
+		if err != nil {
+			b.Fatal(err)
+		}
+		units = append(units, u...)
+	}
+	day := make([]Unit, 0, 5000)
+	for len(day) < 5000 {
+		day = append(day, units[len(day)%len(units)])
+	}
+	b.ResetTimer()
+	var m *Model
+	for i := 0; i < b.N; i++ {
+		var err error
+		if m, err = Train(day, TrainOptions{WindowN: DefaultWindowEvents}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	var buf bytes.Buffer
+	if err := m.Save(&buf); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(buf.Len()), "model-bytes")
 }

@@ -202,7 +202,7 @@ func countUnits(source string, data []byte) ([]Unit, error) {
 	}
 	names := make([]string, len(head))
 	for i, h := range head {
-		names[i] = strings.TrimSpace(h)
+		names[i] = countColumnName(h)
 	}
 	var units []Unit
 	line := 1
@@ -238,6 +238,16 @@ func countUnits(source string, data []byte) ([]Unit, error) {
 		units = append(units, Unit{Source: source, Index: len(units), Counts: counts})
 	}
 	return units, nil
+}
+
+// countColumnName is the syscall a counts CSV column names: the header
+// cell without what follows a '[' (some recorders write "read[node1]:42").
+func countColumnName(h string) string {
+	h = strings.TrimSpace(h)
+	if i := strings.IndexByte(h, '['); i > 0 {
+		h = h[:i]
+	}
+	return h
 }
 
 // ReplayEvents reads vigil event JSON lines from r and calls fn for each

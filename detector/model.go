@@ -12,8 +12,9 @@ import (
 	"strings"
 )
 
-// ModelVersion is the file format version of Model.
-const ModelVersion = 1
+// ModelVersion is the file format version of Model. Version 1 files (no
+// count component) are read too.
+const ModelVersion = 2
 
 // Model parameters. They are fixed (not tuned to any dataset): the classic
 // values of the syscall anomaly-detection literature.
@@ -95,12 +96,18 @@ type Model struct {
 	IDF     []float64   `json:"idf"`     // per token id, plus one for unknown
 	Refs    []refWindow `json:"refs"`    // reference frequency windows
 
-	Norm      [3]float64 `json:"norm"` // per component (ngram, stide, freq): normalizer
+	Count *countStats `json:"count,omitempty"` // count component (z-scores of count features)
+	PCA   *pcaStats   `json:"pca,omitempty"`   // pca component (residual off the principal subspace)
+	Use   int         `json:"use,omitempty"`   // components used, bit per component; 0: every one the data allows
+	Max   bool        `json:"max,omitempty"`   // combine normalized components by their maximum, not their mean
+
+	Norm      [5]float64 `json:"norm"` // per component (ngram, stide, freq, count, pca): normalizer
 	Threshold float64    `json:"threshold"`
 	Calib     calibInfo  `json:"calibration"`
 
-	stats map[uint64]gramStat // built from Grams
-	index map[string]int
+	stats   map[uint64]gramStat // built from Grams
+	index   map[string]int
+	classes []uint8 // syscall class per token id
 }
 
 type gramEntry struct {
@@ -121,7 +128,7 @@ type refWindow struct {
 type calibInfo struct {
 	Folds      int        `json:"folds"`
 	HeldOut    int        `json:"held_out"`
-	Quantiles  [3]float64 `json:"component_p95"`
+	Quantiles  [5]float64 `json:"component_p95"`
 	CombinedQ  float64    `json:"combined_quantile"`
 	InSample   bool       `json:"in_sample"` // too few units for k-fold
 	Components []string   `json:"components"`
@@ -132,15 +139,17 @@ const (
 	compNgram = iota
 	compStide
 	compFreq
+	compCount
+	compPCA
 )
 
-var compNames = []string{"ngram", "stide", "freq"}
+var compNames = []string{"ngram", "stide", "freq", "count", "pca"}
 
 // Scores is a unit's score: the combined score, the verdict, and the parts.
 type Scores struct {
 	Score     float64    `json:"score"`
 	Anomalous bool       `json:"anomalous"`
-	Parts     [3]float64 `json:"parts"` // raw ngram (max window mean bits), stide (max frame fraction), freq (distance)
+	Parts     [5]float64 `json:"parts"` // raw ngram (max window mean bits), stide (max frame fraction), freq (distance), count (deviation in SDs), pca (residual)
 	Worst     []string   `json:"-"`     // the worst NLL window, for evidence
 }
 
@@ -159,6 +168,7 @@ func (m *Model) buildIndex() {
 	for i, n := range m.Vocab {
 		m.index[n] = i
 	}
+	m.buildClasses()
 	m.stats = make(map[uint64]gramStat, len(m.Grams))
 	for _, g := range m.Grams {
 		m.stats[hashToks(g.Toks)] = gramStat{n: g.N, ctxN: g.CtxN, types: g.Types}
@@ -180,6 +190,50 @@ type TrainOptions struct {
 	Name     string
 	UnitKind string
 	WindowN  int
+	// Components names the components to use (ngram, stide, freq, count);
+	// nil: DefaultComponents.
+	Components []string
+	Max        bool         // combine components by their maximum (default: the mean)
+	Count      CountOptions // the count component's settings
+	PCAVar     float64      // the pca component's variance explained; 0: default
+	// NormQuantile is the quantile of held-out normal scores that
+	// normalizes each component; 0: 0.95.
+	NormQuantile float64
+}
+
+// DefaultComponents are the components a model uses unless told, for
+// data with sequences (event streams, traces): the n-gram model, STIDE,
+// the tf-idf nearest-window distance and the count z-scores.
+var DefaultComponents = []string{"ngram", "stide", "freq", "count"}
+
+// DefaultCountComponents are the components for count windows (no order):
+// the count z-scores alone. On the development CVE data, adding the tf-idf
+// distance (freq) or the PCA residual (pca) catches no more runs, or one
+// more, for more false alarms (the comparison is in test/scenarios,
+// ModelVariants).
+var DefaultCountComponents = []string{"count"}
+
+func useMask(names []string, hasSeq bool) (int, error) {
+	if names == nil {
+		names = DefaultComponents
+		if !hasSeq {
+			names = DefaultCountComponents
+		}
+	}
+	mask := 0
+	for _, n := range names {
+		i := -1
+		for c, cn := range compNames {
+			if cn == n {
+				i = c
+			}
+		}
+		if i < 0 {
+			return 0, fmt.Errorf("train: component %q: unknown, use some of %s", n, strings.Join(compNames, ", "))
+		}
+		mask |= 1 << i
+	}
+	return mask, nil
 }
 
 // Train builds a model from normal units. It is deterministic: the same
@@ -212,11 +266,22 @@ func Train(units []Unit, opt TrainOptions) (*Model, error) {
 		vocab = append(vocab, n)
 	}
 	sort.Strings(vocab)
-	full := fit(units, vocab, hasSeq, hasCounts, opt)
+	use, err := useMask(opt.Components, hasSeq)
+	if err != nil {
+		return nil, err
+	}
+	full := fit(units, vocab, hasSeq, hasCounts, use, opt)
+	if len(full.components()) == 0 {
+		names := opt.Components
+		if names == nil {
+			names = DefaultCountComponents
+		}
+		return nil, fmt.Errorf("train: none of the components %s applies to this data (sequences: %v, counts: %v)", strings.Join(names, ", "), hasSeq, hasCounts)
+	}
 
 	// Calibrate on held-out folds: train on k-1 contiguous folds, score the
 	// held-out one, so normal scores are those of unseen normal data.
-	var held [][3]float64
+	var held [][5]float64
 	idxs := calibIndices(len(units))
 	folds := 5
 	if len(units) < folds {
@@ -241,7 +306,7 @@ func Train(units []Unit, opt TrainOptions) (*Model, error) {
 					train = append(train, units[i])
 				}
 			}
-			fm := fit(train, vocab, hasSeq, hasCounts, opt)
+			fm := fit(train, vocab, hasSeq, hasCounts, use, opt)
 			for _, i := range idxs {
 				if fold(i) == f {
 					held = append(held, fm.raw(&units[i]))
@@ -255,7 +320,11 @@ func Train(units []Unit, opt TrainOptions) (*Model, error) {
 		for i, h := range held {
 			vals[i] = h[c]
 		}
-		q := quantile(vals, calibPct)
+		nq := calibPct
+		if opt.NormQuantile > 0 {
+			nq = opt.NormQuantile
+		}
+		q := quantile(vals, nq)
 		full.Calib.Quantiles[c] = q
 		full.Norm[c] = math.Max(q, floorNorm[c])
 	}
@@ -280,7 +349,7 @@ func Train(units []Unit, opt TrainOptions) (*Model, error) {
 
 // floorNorm keeps a normalizer from being zero when every held-out normal
 // unit scored 0 on a component (all its sequences seen before).
-var floorNorm = [3]float64{0.5, 1.0 / frameLen, 0.01}
+var floorNorm = [5]float64{0.5, 1.0 / frameLen, 0.01, 1, 1}
 
 func calibIndices(n int) []int {
 	var out []int
@@ -296,23 +365,35 @@ func calibIndices(n int) []int {
 
 func (m *Model) components() []int {
 	var c []int
+	use := func(i int) bool { return m.Use == 0 || m.Use&(1<<i) != 0 }
 	if m.HasSeq {
-		c = append(c, compNgram, compStide)
+		for _, i := range []int{compNgram, compStide} {
+			if use(i) {
+				c = append(c, i)
+			}
+		}
 	}
-	if m.HasCounts {
+	if m.HasCounts && use(compFreq) {
 		c = append(c, compFreq)
+	}
+	if m.HasCounts && m.Count != nil && use(compCount) {
+		c = append(c, compCount)
+	}
+	if m.HasCounts && m.PCA != nil && use(compPCA) {
+		c = append(c, compPCA)
 	}
 	return c
 }
 
 // fit builds the statistics of a model from units (no calibration).
-func fit(units []Unit, vocab []string, hasSeq, hasCounts bool, opt TrainOptions) *Model {
+func fit(units []Unit, vocab []string, hasSeq, hasCounts bool, use int, opt TrainOptions) *Model {
 	m := &Model{Version: ModelVersion, Name: opt.Name, Vocab: vocab, Units: len(units),
-		UnitKind: opt.UnitKind, WindowN: opt.WindowN, HasSeq: hasSeq, HasCounts: hasCounts}
+		UnitKind: opt.UnitKind, WindowN: opt.WindowN, HasSeq: hasSeq, HasCounts: hasCounts, Use: use, Max: opt.Max}
 	m.index = make(map[string]int, len(vocab))
 	for i, n := range vocab {
 		m.index[n] = i
 	}
+	m.buildClasses()
 	m.Unigram = make([]uint64, len(vocab))
 	m.stats = map[uint64]gramStat{}
 	gramToks := map[uint64][]uint16{}
@@ -378,6 +459,9 @@ func fit(units []Unit, vocab []string, hasSeq, hasCounts bool, opt TrainOptions)
 	seen := map[string]bool{}
 	var refs []refWindow
 	for ui := range units {
+		if use&(1<<compFreq) == 0 {
+			break // no reference windows without the freq component
+		}
 		r := m.vector(units[ui].counts())
 		key := fmt.Sprint(r.Idx, r.W, r.LogTo)
 		if seen[key] {
@@ -394,6 +478,12 @@ func fit(units []Unit, vocab []string, hasSeq, hasCounts bool, opt TrainOptions)
 		refs = picked
 	}
 	m.Refs = refs
+	if hasCounts && use&(1<<compCount) != 0 {
+		m.Count = m.fitCounts(units, opt.Count)
+	}
+	if hasCounts && use&(1<<compPCA) != 0 {
+		m.PCA = m.fitPCA(units, opt.PCAVar)
+	}
 	return m
 }
 
@@ -480,13 +570,13 @@ func (m *Model) prob(ctx []uint16, tok uint16) float64 {
 }
 
 // raw scores a unit's components without normalization.
-func (m *Model) raw(u *Unit) [3]float64 {
+func (m *Model) raw(u *Unit) [5]float64 {
 	s, _ := m.rawWorst(u, false)
 	return s
 }
 
-func (m *Model) rawWorst(u *Unit, wantWorst bool) ([3]float64, []string) {
-	var out [3]float64
+func (m *Model) rawWorst(u *Unit, wantWorst bool) ([5]float64, []string) {
+	var out [5]float64
 	var worst []string
 	if m.HasSeq && len(u.Seqs) > 0 {
 		var buf []uint16
@@ -545,8 +635,14 @@ func (m *Model) rawWorst(u *Unit, wantWorst bool) ([3]float64, []string) {
 		}
 		out[compNgram], out[compStide] = best, maxFrame
 	}
-	if m.HasCounts {
+	if m.HasCounts && (m.Use == 0 || m.Use&(1<<compFreq) != 0) {
 		out[compFreq] = m.freqDistance(u.counts())
+	}
+	if m.HasCounts && m.Count != nil && (m.Use == 0 || m.Use&(1<<compCount) != 0) {
+		out[compCount] = m.countScore(u.counts())
+	}
+	if m.HasCounts && m.PCA != nil && (m.Use == 0 || m.Use&(1<<compPCA) != 0) {
+		out[compPCA] = m.pcaScore(u.counts())
 	}
 	return out, worst
 }
@@ -584,14 +680,21 @@ func (m *Model) freqDistance(counts map[string]float64) float64 {
 	return best
 }
 
-func (m *Model) combine(raw [3]float64) float64 {
+func (m *Model) combine(raw [5]float64) float64 {
 	comps := m.components()
 	if len(comps) == 0 {
 		return 0
 	}
 	s := 0.0
 	for _, c := range comps {
+		if m.Max {
+			s = math.Max(s, raw[c]/m.Norm[c])
+			continue
+		}
 		s += raw[c] / m.Norm[c]
+	}
+	if m.Max {
+		return s
 	}
 	return s / float64(len(comps))
 }
@@ -659,7 +762,7 @@ func ReadModel(r io.Reader) (*Model, error) {
 	if err := json.NewDecoder(zr).Decode(&m); err != nil {
 		return nil, fmt.Errorf("read model: %w", err)
 	}
-	if m.Version != ModelVersion {
+	if m.Version != ModelVersion && m.Version != 1 {
 		return nil, fmt.Errorf("read model: version %d, this vigil reads version %d", m.Version, ModelVersion)
 	}
 	if len(m.Unigram) != len(m.Vocab) || len(m.IDF) != len(m.Vocab)+1 {
@@ -672,6 +775,36 @@ func ReadModel(r io.Reader) (*Model, error) {
 		for _, id := range r.Idx {
 			if int(id) > len(m.Vocab) {
 				return nil, fmt.Errorf("read model: reference window names token %d of %d", id, len(m.Vocab))
+			}
+		}
+	}
+	if c := m.Count; c != nil {
+		v, k := len(m.Vocab), len(syscallClasses)
+		if len(c.Mean) != v || len(c.SD) != v || len(c.RelMean) != v || len(c.RelSD) != v || len(c.ClsMean) != k || len(c.ClsSD) != k {
+			return nil, fmt.Errorf("read model: count statistics of %d syscalls and %d classes for a vocabulary of %d and %d classes", len(c.Mean), len(c.ClsMean), v, k)
+		}
+		c.Opt = c.Opt.withDefaults()
+		for _, sds := range [][]float64{c.SD, c.RelSD, c.ClsSD, {c.TotSD}} {
+			for _, x := range sds {
+				if !(x > 0) || math.IsInf(x, 1) {
+					return nil, fmt.Errorf("read model: count statistics hold a standard deviation of %v, want > 0", x)
+				}
+			}
+		}
+	}
+	if p := m.PCA; p != nil {
+		v := len(m.Vocab)
+		if len(p.Mean) != v || len(p.SD) != v {
+			return nil, fmt.Errorf("read model: pca statistics of %d syscalls for a vocabulary of %d", len(p.Mean), v)
+		}
+		for _, x := range p.SD {
+			if !(x > 0) || math.IsInf(x, 1) {
+				return nil, fmt.Errorf("read model: pca statistics hold a standard deviation of %v, want > 0", x)
+			}
+		}
+		for _, d := range p.Comp {
+			if len(d) != v {
+				return nil, fmt.Errorf("read model: a principal component of %d syscalls for a vocabulary of %d", len(d), v)
 			}
 		}
 	}
@@ -703,11 +836,21 @@ func (m *Model) Summary() string {
 	if m.HasSeq {
 		fmt.Fprintf(&b, "n-gram order %d (Witten-Bell), %d distinct 2..%d-grams; STIDE k=%d, frame %d\n", ngramOrder, len(m.Grams), ngramOrder, stideK, frameLen)
 	}
-	if m.HasCounts {
+	if m.HasCounts && len(m.Refs) > 0 {
 		fmt.Fprintf(&b, "frequency: %d reference windows (tf-idf, cosine + %.2f*|log volume|)\n", len(m.Refs), magWeight)
 	}
-	fmt.Fprintf(&b, "calibration: %d folds, %d held-out units; normalizers ngram %.3g, stide %.3g, freq %.3g; threshold %.3f (held-out quantile %.3f)\n",
-		m.Calib.Folds, m.Calib.HeldOut, m.Norm[0], m.Norm[1], m.Norm[2], m.Threshold, m.Calib.CombinedQ)
+	if c := m.Count; c != nil {
+		fmt.Fprintf(&b, "count z-scores: features %#x, SD floors %.3g (log count) %.3g (relative), top %d\n", c.Opt.Features, c.Opt.Floor, c.Opt.RelFloor, c.Opt.Top)
+	}
+	if p := m.PCA; p != nil {
+		fmt.Fprintf(&b, "pca: %d principal components (%.0f%% of the variance)\n", len(p.Comp), 100*p.Var)
+	}
+	comb := "mean"
+	if m.Max {
+		comb = "max"
+	}
+	fmt.Fprintf(&b, "calibration: %d folds, %d held-out units; normalizers ngram %.3g, stide %.3g, freq %.3g, count %.3g, pca %.3g; combined by %s; threshold %.3f (held-out quantile %.3f)\n",
+		m.Calib.Folds, m.Calib.HeldOut, m.Norm[0], m.Norm[1], m.Norm[2], m.Norm[3], m.Norm[4], comb, m.Threshold, m.Calib.CombinedQ)
 	type kv struct {
 		n string
 		c uint64

@@ -135,8 +135,8 @@ func (o *onlineModel) close(cg *cgState, cgroup uint64, pid, tid uint32, seq uin
 	if s.Score > 2*o.m.Threshold {
 		sev = High
 	}
-	note := fmt.Sprintf("window %d: %d syscalls, score %.3f > threshold %.3f (ngram %.2f bits, stide %.2f, freq %.3f)",
-		u.Index, n, s.Score, o.m.Threshold, s.Parts[0], s.Parts[1], s.Parts[2])
+	note := fmt.Sprintf("window %d: %d syscalls, score %.3f > threshold %.3f (ngram %.2f bits, stide %.2f, freq %.3f, count %.2f SD)",
+		u.Index, n, s.Score, o.m.Threshold, s.Parts[0], s.Parts[1], s.Parts[2], s.Parts[3])
 	return append(out, Verdict{
 		ID:        verdictID(o.rule, cgroup, pid, tid, seq, t),
 		Time:      time.Unix(0, t).UTC(),

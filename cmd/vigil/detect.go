@@ -255,7 +255,7 @@ func detectScore(args []string) int {
 			s := m.Score(&units[i])
 			line := scoreLine{Source: f, Index: units[i].Index, Score: round6(s.Score), Verdict: "normal",
 				Anomaly: s.Anomalous, Threshold: round6(m.Threshold), Length: units[i].Len(),
-				Parts: map[string]float64{"ngram": round6(s.Parts[0]), "stide": round6(s.Parts[1]), "freq": round6(s.Parts[2])}}
+				Parts: map[string]float64{"ngram": round6(s.Parts[0]), "stide": round6(s.Parts[1]), "freq": round6(s.Parts[2]), "count": round6(s.Parts[3]), "pca": round6(s.Parts[4])}}
 			if s.Anomalous {
 				line.Verdict = "anomaly"
 			}

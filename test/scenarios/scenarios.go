@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -117,33 +118,49 @@ type Run struct {
 
 // Report is eval-report.json.
 type Report struct {
-	Time              string    `json:"time"`
-	Attacks           int       `json:"attacks"`
-	Detected          int       `json:"detected"`
-	DetectionRate     float64   `json:"detection_rate"`
-	BenignRuns        int       `json:"benign_runs"`
-	BenignWorkloads   int       `json:"benign_workloads"`
-	FalsePositiveRuns int       `json:"false_positive_runs"`
-	FalsePositives    int       `json:"false_positives"`
-	BenignSeconds     float64   `json:"benign_seconds"`
-	FPPerHour         float64   `json:"false_positives_per_hour"`
-	FPRate            float64   `json:"false_positive_rate"` // benign runs with any verdict / benign runs
-	MeanTTDms         float64   `json:"mean_ttd_ms"`
-	Model             ModelEval `json:"model"`
-	Runs              []Run     `json:"runs"`
+	Time              string     `json:"time"`
+	Attacks           int        `json:"attacks"`
+	Detected          int        `json:"detected"`
+	DetectionRate     float64    `json:"detection_rate"`
+	BenignRuns        int        `json:"benign_runs"`
+	BenignWorkloads   int        `json:"benign_workloads"`
+	FalsePositiveRuns int        `json:"false_positive_runs"`
+	FalsePositives    int        `json:"false_positives"`
+	BenignSeconds     float64    `json:"benign_seconds"`
+	FPPerHour         float64    `json:"false_positives_per_hour"`
+	FPRate            float64    `json:"false_positive_rate"` // benign runs with any verdict / benign runs
+	MeanTTDms         float64    `json:"mean_ttd_ms"`
+	Model             ModelEval  `json:"model"`
+	Runs              []Run      `json:"runs"`
+	CVE               *CVEReport `json:"cve,omitempty"` // the CVE protocol on the development data set
 }
 
-// ModelEval is the learned model alone on sequences: trained on the first
-// run of each benign workload, scored on attack runs and held-out benign runs.
+// ModelEval is the learned model alone (and two baselines) on the
+// scenario windows (1000 events, with order), cross-validated by workload:
+// for each benign workload W, a method trains on the first run of every
+// other benign workload, takes as threshold its highest score on their
+// second runs (normal data only), and scores W's runs (negatives never
+// seen in training) and every attack run.
 type ModelEval struct {
-	TrainUnits    int     `json:"train_units"`
-	Threshold     float64 `json:"threshold"`
-	WindowAUC     float64 `json:"window_auc"` // attack windows vs held-out benign windows
-	RunAUC        float64 `json:"run_auc"`    // per run, max window score
-	WindowDetect5 float64 `json:"window_detection_at_5pct_fpr"`
-	DetectAt5FPR  float64 `json:"detection_at_5pct_fpr"` // runs
-	ThresholdTPR  float64 `json:"threshold_detection"`   // runs above the model's own threshold
-	ThresholdFPR  float64 `json:"threshold_fpr"`
+	Folds      int             `json:"folds"`       // benign workloads left out in turn
+	TrainUnits int             `json:"train_units"` // windows of all first benign runs
+	Methods    []SeqMethodEval `json:"methods"`
+	// The model as vigil detect train makes it, on all first runs, at its
+	// own threshold (from its held-out training folds).
+	Threshold    float64 `json:"threshold"`
+	ThresholdTPR float64 `json:"threshold_detection"` // attack runs with a window above it
+	ThresholdFPR float64 `json:"threshold_fpr"`       // second benign runs with a window above it
+}
+
+// SeqMethodEval is one method under leave-one-workload-out (means over
+// the folds for attack figures, totals for held-out benign figures).
+type SeqMethodEval struct {
+	Method        string  `json:"method"`
+	WindowAUC     float64 `json:"window_auc"`       // attack windows vs the left-out workload's windows, mean over folds
+	WindowDetect  float64 `json:"window_detection"` // attack windows above the fold's threshold
+	RunDetect     float64 `json:"run_detection"`    // attack runs with a window above it
+	BenignWinFA   float64 `json:"benign_window_false_alarm_rate"`
+	BenignRunFA   float64 `json:"benign_run_false_alarm_rate"`
 	AttackWindows int     `json:"attack_windows"`
 	BenignWindows int     `json:"benign_windows"`
 }
@@ -625,76 +642,181 @@ func summarize(rep *Report) {
 	}
 }
 
-// evalModel trains on the first run of each benign workload and scores the
-// attack runs and the other benign runs, per window and per run.
+// evalModel evaluates the model and the baselines on the scenario
+// windows, leaving one benign workload out at a time (see ModelEval).
 func evalModel(o *Options, rep *Report) error {
 	opt := detector.ReadOptions{Format: detector.FormatEvents, Window: detector.DefaultWindowEvents}
-	var train []detector.Unit
+	units := make([][]detector.Unit, len(rep.Runs))
+	for i, r := range rep.Runs {
+		u, _, err := detector.ReadUnits(r.EventFile, opt)
+		if err != nil {
+			return err
+		}
+		units[i] = withCounts(u)
+	}
+	var workloads []string
+	seen := map[string]bool{}
 	for _, r := range rep.Runs {
-		if !r.Attack && r.Run == 1 {
-			u, _, err := detector.ReadUnits(r.EventFile, opt)
-			if err != nil {
-				return err
-			}
-			train = append(train, u...)
+		if !r.Attack && !seen[r.Scenario] {
+			seen[r.Scenario] = true
+			workloads = append(workloads, r.Scenario)
 		}
 	}
+	me := &rep.Model
+	me.Folds = len(workloads)
+	methods := []Method{ModelMethod("model", "", detector.TrainOptions{UnitKind: "events", WindowN: opt.Window}), ZScoreBaseline(), SeqSTIDEBaseline()}
+	for _, m := range methods {
+		e, err := looWorkload(rep, units, workloads, m)
+		if err != nil {
+			return err
+		}
+		me.Methods = append(me.Methods, e)
+	}
+	// the model as vigil detect train makes it, at its own threshold
+	var train []detector.Unit
+	for i, r := range rep.Runs {
+		if !r.Attack && r.Run == 1 {
+			train = append(train, units[i]...)
+		}
+	}
+	me.TrainUnits = len(train)
 	m, err := detector.Train(train, detector.TrainOptions{Name: "eval-benign", UnitKind: "events", WindowN: opt.Window})
 	if err != nil {
 		return err
 	}
-	me := &rep.Model
-	me.TrainUnits, me.Threshold = len(train), m.Threshold
-	var winA, winB, runA, runB []float64
-	tpr, fpr, na, nb := 0, 0, 0, 0
+	me.Threshold = m.Threshold
+	tp, fp, na, nb := 0, 0, 0, 0
 	for i := range rep.Runs {
 		r := &rep.Runs[i]
 		if !r.Attack && r.Run == 1 {
 			continue
 		}
-		units, _, err := detector.ReadUnits(r.EventFile, opt)
-		if err != nil {
-			return err
-		}
 		best := 0.0
-		for j := range units {
-			s := m.Score(&units[j]).Score
-			if r.Attack {
-				winA = append(winA, s)
-			} else {
-				winB = append(winB, s)
-			}
-			if s > best {
-				best = s
-			}
+		for j := range units[i] {
+			best = max(best, m.Score(&units[i][j]).Score)
 		}
 		r.ModelMax = best
 		if r.Attack {
-			runA = append(runA, best)
 			na++
 			if best > m.Threshold {
-				tpr++
+				tp++
 			}
 		} else {
-			runB = append(runB, best)
 			nb++
 			if best > m.Threshold {
-				fpr++
+				fp++
 			}
 		}
 	}
-	me.AttackWindows, me.BenignWindows = len(winA), len(winB)
-	me.WindowAUC = AUC(winA, winB)
-	me.RunAUC = AUC(runA, runB)
-	me.DetectAt5FPR = DetectionAtFPR(runA, runB, 0.05)
-	me.WindowDetect5 = DetectionAtFPR(winA, winB, 0.05)
 	if na > 0 {
-		me.ThresholdTPR = float64(tpr) / float64(na)
+		me.ThresholdTPR = float64(tp) / float64(na)
 	}
 	if nb > 0 {
-		me.ThresholdFPR = float64(fpr) / float64(nb)
+		me.ThresholdFPR = float64(fp) / float64(nb)
 	}
 	return nil
+}
+
+// withCounts fills each unit's Counts from its sequences, for methods that
+// read counts.
+func withCounts(us []detector.Unit) []detector.Unit {
+	for i := range us {
+		if us[i].Counts != nil {
+			continue
+		}
+		c := map[string]float64{}
+		for _, s := range us[i].Seqs {
+			for _, n := range s {
+				c[n]++
+			}
+		}
+		us[i].Counts = c
+	}
+	return us
+}
+
+func looWorkload(rep *Report, units [][]detector.Unit, workloads []string, m Method) (SeqMethodEval, error) {
+	e := SeqMethodEval{Method: m.Name}
+	var aucSum, winDet, runDet float64
+	var fpWin, fpRun, nbRun int
+	for _, w := range workloads {
+		var train, calib [][]detector.Unit
+		for i, r := range rep.Runs {
+			if r.Attack || r.Scenario == w {
+				continue
+			}
+			if r.Run == 1 {
+				train = append(train, units[i])
+			} else {
+				calib = append(calib, units[i])
+			}
+		}
+		score, err := m.Fit(train)
+		if err != nil {
+			return e, fmt.Errorf("%s without %s: %w", m.Name, w, err)
+		}
+		thr := math.Inf(-1)
+		for _, f := range calib {
+			for _, s := range score(f) {
+				thr = max(thr, s)
+			}
+		}
+		var pos, neg []float64
+		aw, ad, ar, an := 0, 0, 0, 0
+		for i, r := range rep.Runs {
+			if !r.Attack && r.Scenario != w {
+				continue
+			}
+			sc := score(units[i])
+			hit := false
+			for _, s := range sc {
+				if s > thr {
+					hit = true
+				}
+				if r.Attack {
+					pos = append(pos, s)
+					aw++
+					if s > thr {
+						ad++
+					}
+				} else {
+					neg = append(neg, s)
+					e.BenignWindows++
+					if s > thr {
+						fpWin++
+					}
+				}
+			}
+			if r.Attack {
+				an++
+				if hit {
+					ar++
+				}
+			} else {
+				nbRun++
+				if hit {
+					fpRun++
+				}
+			}
+		}
+		e.AttackWindows = aw
+		aucSum += AUC(pos, neg)
+		if aw > 0 {
+			winDet += float64(ad) / float64(aw)
+		}
+		if an > 0 {
+			runDet += float64(ar) / float64(an)
+		}
+	}
+	n := float64(len(workloads))
+	e.WindowAUC, e.WindowDetect, e.RunDetect = aucSum/n, winDet/n, runDet/n
+	if e.BenignWindows > 0 {
+		e.BenignWinFA = float64(fpWin) / float64(e.BenignWindows)
+	}
+	if nbRun > 0 {
+		e.BenignRunFA = float64(fpRun) / float64(nbRun)
+	}
+	return e, nil
 }
 
 // AUC is the probability that a random positive scores above a random
@@ -773,7 +895,16 @@ func (rep *Report) Table() string {
 	fmt.Fprintf(&b, "benign: %d runs of %d workloads, %.1f s; false positives %d (%d runs, rate %.3f, %.1f per hour)\n",
 		rep.BenignRuns, rep.BenignWorkloads, rep.BenignSeconds, rep.FalsePositives, rep.FalsePositiveRuns, rep.FPRate, rep.FPPerHour)
 	m := rep.Model
-	fmt.Fprintf(&b, "model alone (trained on %d benign windows): windows: AUC %.3f, detection at 5%% FPR %.3f (%d attack, %d benign); runs (max window): AUC %.3f, detection at 5%% FPR %.3f; at its own threshold %.2f: run detection %.3f, run FPR %.3f\n",
-		m.TrainUnits, m.WindowAUC, m.WindowDetect5, m.AttackWindows, m.BenignWindows, m.RunAUC, m.DetectAt5FPR, m.Threshold, m.ThresholdTPR, m.ThresholdFPR)
+	fmt.Fprintf(&b, "\nscenario windows, leave one benign workload out (%d folds; threshold = highest score on the other workloads' second runs):\n", m.Folds)
+	fmt.Fprintf(&b, "%-8s %9s %10s %10s %13s %11s\n", "method", "win AUC", "win det", "run det", "benign win FA", "benign runs")
+	for _, e := range m.Methods {
+		fmt.Fprintf(&b, "%-8s %9.3f %10.3f %10.3f %13.4f %11.3f\n", e.Method, e.WindowAUC, e.WindowDetect, e.RunDetect, e.BenignWinFA, e.BenignRunFA)
+	}
+	fmt.Fprintf(&b, "model trained on all %d first-run windows, at its own threshold %.2f: attack runs detected %.3f, second benign runs flagged %.3f\n",
+		m.TrainUnits, m.Threshold, m.ThresholdTPR, m.ThresholdFPR)
+	if rep.CVE != nil {
+		b.WriteString("\nCVE protocol (" + rep.CVE.Dataset + "):\n")
+		b.WriteString(CVETable(rep.CVE.Methods, rep.CVE.CVEs))
+	}
 	return b.String()
 }

