@@ -176,8 +176,60 @@ type note struct {
 	body  any
 }
 
+// span is a run of sequence numbers whose records have not come (yet).
+type span struct {
+	from, count uint64
+	at          time.Time
+	ctr         *event.Container
+}
+
+func (s span) gap(cg uint64) Gap {
+	return Gap{CgroupID: cg, Container: s.ctr, FromSeq: s.from, Count: s.count}
+}
+
+const (
+	// settleAfter is how long missing numbers wait for their records.
+	settleAfter = 500 * time.Millisecond
+	// maxMissing bounds the runs a cgroup may have waiting.
+	maxMissing = 64
+)
+
+// fill takes seq, a late record, out of the missing runs.
+func (c *cgInfo) fill(seq uint64) {
+	for i, m := range c.missing {
+		if seq < m.from || seq >= m.from+m.count {
+			continue
+		}
+		var parts []span
+		if seq > m.from {
+			parts = append(parts, span{from: m.from, count: seq - m.from, at: m.at, ctr: m.ctr})
+		}
+		if end := m.from + m.count; seq+1 < end {
+			parts = append(parts, span{from: seq + 1, count: end - seq - 1, at: m.at, ctr: m.ctr})
+		}
+		c.missing = append(c.missing[:i], append(parts, c.missing[i+1:]...)...)
+		return
+	}
+}
+
+// settleGaps records the missing runs older than settleAfter (all with
+// all set) as gaps.
+func (p *Pipeline) settleGaps(id uint64, c *cgInfo, now time.Time, all bool) {
+	n := 0
+	for _, m := range c.missing {
+		if all || now.Sub(m.at) >= settleAfter {
+			p.gap(m.gap(id))
+			continue
+		}
+		c.missing[n] = m
+		n++
+	}
+	c.missing = c.missing[:n]
+}
+
 // cgInfo is what the worker keeps per cgroup.
 type cgInfo struct {
+	missing   []span // numbers not seen yet below lastSeq, oldest first
 	lastSeq   uint64
 	known     bool // lastSeq is a real baseline
 	target    control.Target
@@ -388,6 +440,9 @@ func (p *Pipeline) drain() {
 		default:
 			p.records()
 			p.finishAll()
+			for id, c := range p.cgs {
+				p.settleGaps(id, c, time.Time{}, true)
+			}
 			p.flushSinks()
 			return
 		}
@@ -434,8 +489,18 @@ func (p *Pipeline) event(ev *event.Event) {
 		// were in the ring before): it is the baseline.
 		c.lastSeq, c.known = ev.Seq-1, true
 	}
-	if ev.Seq > c.lastSeq+1 {
-		p.gap(Gap{CgroupID: ev.CgroupID, Container: ev.Container, FromSeq: c.lastSeq + 1, Count: ev.Seq - c.lastSeq - 1})
+	switch {
+	case ev.Seq > c.lastSeq+1:
+		// Records of one cgroup can reach the ring a little out of order (two
+		// threads on two CPUs): the missing numbers wait a moment for their
+		// records before they are a gap (see settleGaps).
+		c.missing = append(c.missing, span{from: c.lastSeq + 1, count: ev.Seq - c.lastSeq - 1, at: time.Now(), ctr: ev.Container})
+		if len(c.missing) > maxMissing {
+			p.gap(c.missing[0].gap(ev.CgroupID))
+			c.missing = c.missing[1:]
+		}
+	case ev.Seq <= c.lastSeq && len(c.missing) > 0:
+		c.fill(ev.Seq)
 	}
 	if ev.Seq > c.lastSeq {
 		c.lastSeq = ev.Seq
@@ -612,6 +677,9 @@ func (p *Pipeline) records() {
 func (p *Pipeline) idle() {
 	now := time.Now()
 	for id, c := range p.cgs {
+		if len(c.missing) > 0 {
+			p.settleGaps(id, c, now, false)
+		}
 		if c.finished && now.After(c.finishAt) {
 			p.finish(id, c)
 		}
@@ -634,6 +702,7 @@ func (p *Pipeline) finishAll() {
 
 // finish records a finished cgroup's trailing gap and forgets it.
 func (p *Pipeline) finish(id uint64, c *cgInfo) {
+	p.settleGaps(id, c, time.Now(), true)
 	if c.finalSeen > c.lastSeq {
 		var ctr *event.Container
 		if c.hasTarget {

@@ -319,3 +319,19 @@ func TestFullQueueDropsAreCounted(t *testing.T) {
 		t.Errorf("stats %+v: want %d events and the dropped %d as lost", st, 2*BatchSize+1, n-2*BatchSize)
 	}
 }
+
+// TestReorderedRecordsAreNoGap: records of one cgroup reach the ring a
+// little out of order when its threads run on several CPUs; a number that
+// comes late is not a gap, one that never comes is.
+func TestReorderedRecordsAreNoGap(t *testing.T) {
+	sink := &capture{}
+	var evs []event.Event
+	for _, seq := range []uint64{1, 2, 4, 3, 5, 8, 6, 10} { // 7 and 9 never come
+		evs = append(evs, event.Event{CgroupID: 5, Seq: seq, Nr: 39})
+	}
+	run(t, Config{Sinks: []Sink{sink}}, evs, func(p *Pipeline) { p.Begin(5, 0) })
+	want := []Gap{{CgroupID: 5, FromSeq: 7, Count: 1}, {CgroupID: 5, FromSeq: 9, Count: 1}}
+	if len(sink.gaps) != 2 || sink.gaps[0] != want[0] || sink.gaps[1] != want[1] {
+		t.Errorf("gaps %+v, want %+v", sink.gaps, want)
+	}
+}

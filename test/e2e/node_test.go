@@ -342,7 +342,8 @@ func eventsOf(t *testing.T, id string) []event.Event {
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	needle := []byte(`"id":"` + id + `"`)
 	for sc.Scan() {
-		if !bytes.Contains(sc.Bytes(), needle) || bytes.HasPrefix(sc.Bytes(), []byte(`{"verdict":`)) {
+		// Events only: the stream also holds verdicts, actions and gaps.
+		if !bytes.Contains(sc.Bytes(), needle) || !bytes.HasPrefix(sc.Bytes(), []byte(`{"seq":`)) {
 			continue
 		}
 		var ev event.Event
