@@ -67,6 +67,8 @@ type Config struct {
 	ListenerPath   string
 	CgroupRoot     string
 	Events         io.Writer // JSON lines of events, verdicts, actions, gaps; nil: none
+	// EventFilter chooses the events written to Events (nil: all).
+	EventFilter *pipeline.EventFilter
 	// Alerts receives verdicts and actions as alert lines (pipeline.Alerts);
 	// Webhook, when set, is a URL each alert is POSTed to.
 	Alerts    io.Writer
@@ -233,7 +235,7 @@ func Run(ctx context.Context, cfg Config, mon Monitor, log *logrus.Logger) error
 	}
 	var sinks []pipeline.Sink
 	if cfg.Events != nil {
-		a.events = pipeline.NewJSONLines(cfg.Events, true)
+		a.events = pipeline.NewJSONLines(cfg.Events, true).Filter(cfg.EventFilter)
 		sinks = append(sinks, a.events)
 	}
 	host := os.Getenv("NODE_NAME") // the chart sets it from the pod's node

@@ -226,6 +226,10 @@ func TestMetricsMove(t *testing.T) {
 		{Seq: 1, CgroupID: 9, PID: 5, TID: 5, Comm: "cat", Nr: int32(execve), Path: "/bin/cat", Time: time.Now()},
 		{Seq: 2, CgroupID: 9, PID: 5, TID: 5, Comm: "cat", Nr: int32(openat), Ret: 3, Path: "/proc/1/root/etc/shadow", Time: time.Now()},
 	}
+	// The fake tracer hands the batch over on its own goroutine: wait for
+	// the pipeline to have it, then for its verdict to be through.
+	for deadline := time.Now().Add(5 * time.Second); a.pl.Stats().Events < 2 && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+	}
 	a.pl.Sync()
 	after := scrape(t, srv.URL+"/metrics")
 	if v, _, _ := sample(after, "vigil_events_total"); v != 2 {

@@ -21,6 +21,7 @@ type JSONLines struct {
 	w       *bufio.Writer
 	buf     []byte
 	events  bool
+	filter  *EventFilter
 	written atomic.Uint64 // event lines
 	mu      sync.Mutex    // err, read by Stats from other goroutines
 	err     error
@@ -30,6 +31,13 @@ type JSONLines struct {
 // gaps are written.
 func NewJSONLines(w io.Writer, events bool) *JSONLines {
 	return &JSONLines{out: w, w: bufio.NewWriterSize(w, 256<<10), events: events, buf: make([]byte, 0, 1024)}
+}
+
+// Filter makes the stream write only the events f matches (verdicts,
+// actions and gaps all the same); call it before the pipeline runs.
+func (j *JSONLines) Filter(f *EventFilter) *JSONLines {
+	j.filter = f
+	return j
 }
 
 func (j *JSONLines) failed() bool {
@@ -57,7 +65,7 @@ func (j *JSONLines) line(b []byte) {
 
 // Event writes one event line.
 func (j *JSONLines) Event(ev *event.Event) {
-	if !j.events {
+	if !j.events || !j.filter.Match(ev) {
 		return
 	}
 	j.written.Add(1)

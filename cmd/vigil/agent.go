@@ -118,9 +118,15 @@ func runAgent(args []string) int {
 		model     = fs.String("model", "", "learned model `FILE` (from 'vigil detect train') to score every container with")
 		policies  multiFlag
 		resolvers multiFlag
+		evNS      multiFlag
+		evLabels  multiFlag
+		evCalls   multiFlag
 	)
 	fs.Var(&policies, "policy", "extra detection rule `FILE` (repeatable), on top of the default rules")
 	fs.Var(&resolvers, "allowed-resolver", "a DNS resolver `IP` the pods may query, besides the node's /etc/resolv.conf (repeatable; e.g. the cluster DNS service)")
+	fs.Var(&evNS, "events-namespace", "write to --events only the events of pods in namespace `NS` ('*' and '?' patterns; repeatable)")
+	fs.Var(&evLabels, "events-label", "write to --events only the events of pods with label `KEY[=VALUE]` (repeatable: any)")
+	fs.Var(&evCalls, "events-syscall", "write to --events only the events of syscall `NAME` (repeatable)")
 	fs.Usage = usageFunc(fs, agentUsage)
 	if status, done := parseFlags(fs, args); done {
 		return status
@@ -174,6 +180,10 @@ func runAgent(args []string) int {
 		return fail("agent: --events: %v", err)
 	}
 	defer closeEv()
+	evFilter, err := pipeline.ParseEventFilter(evNS, evLabels, evCalls)
+	if err != nil {
+		return fail("agent: --events-*: %v", err)
+	}
 	alOut, closeAl, err := openOutput(*alerts, evRot)
 	if err != nil {
 		return fail("agent: --alerts: %v", err)
@@ -214,7 +224,7 @@ func runAgent(args []string) int {
 		CgroupRoot: root, Events: evOut, Decisions: decOut, AuditDir: *auditDir, MetricsAddr: *metrics,
 		AuditMaxBytes: auditMax, AuditMaxAge: auditMaxAge, AuditOnFull: onFull, AuditAnchor: *anchor, AuditAnchorEvery: *anchorDur,
 		KeeperPath: *keeper, StartKeeper: startKeeper, Detect: det, NoDetect: *noDetect, StateFile: *stateFile,
-		Alerts: alOut, Webhook: *webhook, HookOnly: *hookOnly, Build: buildInfo()}
+		Alerts: alOut, Webhook: *webhook, HookOnly: *hookOnly, Build: buildInfo(), EventFilter: evFilter}
 	// The connect guard (deny-connect) is pinned beside the tracer so that
 	// what it refuses stays refused across agent restarts.
 	guardPin := ""
