@@ -106,16 +106,28 @@ func wantsMonitoring(req Request) bool {
 	return ok && v == "true"
 }
 
-// call sends one request to the agent.
+// call sends one request to the agent; the response is nil when the agent
+// did not answer.
 func call(socket string, req Request) (*agentctl.Response, error) {
 	return agentctl.Call(socket, req)
+}
+
+// Options are the hook's settings (its command-line flags).
+type Options struct {
+	// Socket is the agent's control socket.
+	Socket string
+	// FailOpen starts a container that asked for monitoring, with a
+	// warning, when the agent cannot be reached (default: fail closed).
+	// A container the agent rejects fails either way.
+	FailOpen bool
 }
 
 // CreateRuntime registers the container whose state is on stdin. An error
 // makes the runtime fail the container's creation: returned when the agent
 // rejects the container (bad annotation) or when it cannot be reached and
-// the container asked to be monitored. Warnings go to warn.
-func CreateRuntime(stdin io.Reader, socket string, warn io.Writer) error {
+// the container asked to be monitored (unless opts.FailOpen). Warnings go
+// to warn.
+func CreateRuntime(stdin io.Reader, opts Options, warn io.Writer) error {
 	st, err := ReadState(stdin)
 	if err != nil {
 		return err
@@ -125,13 +137,22 @@ func CreateRuntime(stdin io.Reader, socket string, warn io.Writer) error {
 		return err
 	}
 	req := BuildRequest(st, spec)
-	resp, err := call(socket, req)
-	if err != nil {
-		if resp == nil && !wantsMonitoring(req) {
-			fmt.Fprintf(warn, "vigil hook: %v (container %s not monitored)\n", err, st.ID)
-			return nil
-		}
+	if req.Container.Name == st.ID {
+		podmanNames(st.Bundle, req.Container)
+	}
+	resp, err := call(opts.Socket, req)
+	switch {
+	case err == nil:
+	case resp != nil: // the agent answered: it rejects the container
 		return fmt.Errorf("container %s: %w", st.ID, err)
+	case !wantsMonitoring(req):
+		fmt.Fprintf(warn, "vigil hook: %v (container %s not monitored)\n", err, st.ID)
+		return nil
+	case opts.FailOpen:
+		fmt.Fprintf(warn, "vigil hook: WARNING: container %s asked to be monitored but runs unmonitored (--fail-open): %v\n", st.ID, err)
+		return nil
+	default:
+		return fmt.Errorf("container %s asked to be monitored (start it anyway with the hook's --fail-open): %w", st.ID, err)
 	}
 	if resp.Policy != nil {
 		for _, w := range resp.Policy.Warnings {
@@ -139,6 +160,43 @@ func CreateRuntime(stdin io.Reader, socket string, warn io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// podmanNames fills the name and image of a podman container, which podman
+// (4.x) leaves out of the spec: its containers-storage keeps both in
+// containers.json two levels above the bundle (ROOT/overlay-containers/ID/
+// userdata). Nothing is filled when the bundle is not laid out so.
+func podmanNames(bundle string, c *Container) {
+	if filepath.Base(bundle) != "userdata" || filepath.Base(filepath.Dir(bundle)) != c.ID {
+		return
+	}
+	data, err := os.ReadFile(filepath.Join(bundle, "..", "..", "containers.json"))
+	if err != nil {
+		return
+	}
+	var stored []struct {
+		ID       string   `json:"id"`
+		Names    []string `json:"names"`
+		Metadata string   `json:"metadata"`
+	}
+	if json.Unmarshal(data, &stored) != nil {
+		return
+	}
+	for _, s := range stored {
+		if s.ID != c.ID {
+			continue
+		}
+		if len(s.Names) > 0 && s.Names[0] != "" {
+			c.Name = s.Names[0]
+		}
+		var md struct {
+			ImageName string `json:"image-name"`
+		}
+		if c.Image == "" && json.Unmarshal([]byte(s.Metadata), &md) == nil {
+			c.Image = md.ImageName
+		}
+		return
+	}
 }
 
 // Poststop unregisters the container whose state is on stdin. An agent that

@@ -104,6 +104,7 @@ func TestCreateRuntime(t *testing.T) {
 		name     string
 		answer   string // "" = no agent
 		ann      map[string]string
+		failOpen bool
 		wantErr  string
 		wantWarn string
 	}{
@@ -112,6 +113,8 @@ func TestCreateRuntime(t *testing.T) {
 		{name: "agent rejects", answer: `{"error":"annotation \"ebpf-monitor\" has invalid value \"yes\""}`, ann: map[string]string{"ebpf-monitor": "yes"}, wantErr: `invalid value "yes"`},
 		{name: "no agent, monitoring asked: fail closed", ann: monitored, wantErr: "connect to the agent at"},
 		{name: "no agent, not asked: warn only", ann: nil, wantWarn: "not monitored"},
+		{name: "no agent, monitoring asked, fail open: warn", ann: monitored, failOpen: true, wantWarn: "runs unmonitored (--fail-open)"},
+		{name: "agent rejects, fail open: still fails", answer: `{"error":"annotation \"ebpf-monitor\" has invalid value \"yes\""}`, ann: map[string]string{"ebpf-monitor": "yes"}, failOpen: true, wantErr: `invalid value "yes"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -121,7 +124,7 @@ func TestCreateRuntime(t *testing.T) {
 				sock, reqs = fakeAgent(t, tt.answer)
 			}
 			var warn bytes.Buffer
-			err := CreateRuntime(state("c1", bundle(t, tt.ann)), sock, &warn)
+			err := CreateRuntime(state("c1", bundle(t, tt.ann)), Options{Socket: sock, FailOpen: tt.failOpen}, &warn)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("error %v, want %q", err, tt.wantErr)
@@ -137,6 +140,31 @@ func TestCreateRuntime(t *testing.T) {
 				if r.Op != "register" || r.Container.ID != "c1" || r.CgroupsPath != "/vigil/c1" {
 					t.Errorf("request %+v", r)
 				}
+			}
+		})
+	}
+}
+
+func TestPodmanNames(t *testing.T) {
+	root := t.TempDir()
+	stored := `[{"id":"other","names":["x"]},{"id":"c1","names":["web"],"metadata":"{\"image-name\":\"localhost/app:1\",\"name\":\"web\"}"}]`
+	if err := os.WriteFile(filepath.Join(root, "containers.json"), []byte(stored), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, bundle string
+		want         Container
+	}{
+		{name: "podman's layout", bundle: filepath.Join(root, "c1", "userdata"), want: Container{ID: "c1", Name: "web", Image: "localhost/app:1"}},
+		{name: "another id's directory", bundle: filepath.Join(root, "c2", "userdata"), want: Container{ID: "c1", Name: "c1"}},
+		{name: "not podman's layout", bundle: filepath.Join(root, "c1"), want: Container{ID: "c1", Name: "c1"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Container{ID: "c1", Name: "c1"}
+			podmanNames(tt.bundle, &c)
+			if !reflect.DeepEqual(c, tt.want) {
+				t.Errorf("got %+v, want %+v", c, tt.want)
 			}
 		})
 	}

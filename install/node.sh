@@ -73,7 +73,8 @@ go_bin() {
 }
 
 install_binaries() {
-	apt_need runc busybox-static gcc libc6-dev
+	# podman: test/e2e/podman_test.go runs the OCI hook under it.
+	apt_need runc busybox-static gcc libc6-dev podman
 	# One after another: parallel Go builds are slower on 2 cores.
 	for c in containerd containerd-shim-runc-v2 ctr; do
 		if ! cmp -s "$CACHE/containerd-$CONTAINERD_VERSION/$c" "$BIN/$c" 2>/dev/null; then

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"log/syslog"
 	"os"
 
 	"vigil.dev/vigil/agentctl"
@@ -22,7 +24,9 @@ create-runtime registers the container with the running 'vigil agent', which
 tracks its cgroup before the workload's first instruction (annotations as in
 NRI mode; a seccomp profile cannot be injected this way); it fails the
 container when the agent rejects it, or when the agent is unreachable and
-the container asked to be monitored. poststop unregisters it.
+the container asked to be monitored (--fail-open: it starts, unmonitored,
+with a warning on standard error and in the system log). poststop
+unregisters it.
 
 Example (in the bundle's config.json):
   "hooks": {
@@ -36,6 +40,7 @@ Options:
 func runHook(args []string) int {
 	fs := flag.NewFlagSet("hook", flag.ContinueOnError)
 	sock := fs.String("socket", agentctl.DefaultSocket, "the agent's control `SOCKET`")
+	failOpen := fs.Bool("fail-open", false, "create-runtime: start a container that asked to be monitored, with a warning, when the agent cannot be reached (default: the container fails)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), hookUsage)
 		fs.PrintDefaults()
@@ -58,7 +63,7 @@ func runHook(args []string) int {
 	var err error
 	switch stage {
 	case "create-runtime":
-		err = hook.CreateRuntime(os.Stdin, *sock, os.Stderr)
+		err = hook.CreateRuntime(os.Stdin, hook.Options{Socket: *sock, FailOpen: *failOpen}, hookWarnings())
 	case "poststop":
 		err = hook.Poststop(os.Stdin, *sock, os.Stderr)
 	default:
@@ -68,4 +73,15 @@ func runHook(args []string) int {
 		return fail("hook %s: %v", stage, err)
 	}
 	return 0
+}
+
+// hookWarnings is where create-runtime's warnings go: standard error and,
+// where there is one, the system log, since runc and crun drop the output of
+// a hook that succeeds.
+func hookWarnings() io.Writer {
+	w, err := syslog.New(syslog.LOG_WARNING|syslog.LOG_DAEMON, "vigil-hook")
+	if err != nil {
+		return os.Stderr
+	}
+	return io.MultiWriter(os.Stderr, w)
 }
