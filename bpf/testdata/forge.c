@@ -58,15 +58,41 @@ static void *flip_port(void *arg)
 
 static char *fifo_path;
 
+// blocked_in reports whether the main thread is blocked in syscall nr
+// (its /proc/self/task/PID/syscall starts with the number).
+static int blocked_in(long nr)
+{
+	char p[64], line[64] = {0}, want[32];
+	snprintf(p, sizeof(p), "/proc/self/task/%d/syscall", getpid());
+	FILE *f = fopen(p, "r");
+	if (!f)
+		return 0;
+	size_t n = fread(line, 1, sizeof(line) - 1, f);
+	fclose(f);
+	line[n] = 0;
+	snprintf(want, sizeof(want), "%ld ", nr);
+	return strncmp(line, want, strlen(want)) == 0;
+}
+
 // Once the main thread blocks in open(fifo), rewrite its buffer, then let
-// the open complete by opening the other end.
+// the open complete by opening the other end. It waits until the main
+// thread is really in openat (a busy machine may start it late), and never
+// blocks itself: the other end is opened without blocking.
 static void *fifo_writer(void *arg)
 {
 	(void)arg;
-	usleep(2000);
+	for (int i = 0; i < 100000 && !blocked_in(SYS_openat); i++)
+		usleep(100);
+	usleep(1000);
 	memcpy(buf, path[1], sizeof(buf));
-	int fd = open(fifo_path, O_WRONLY);
-	close(fd);
+	for (int i = 0; i < 100000; i++) {
+		int fd = open(fifo_path, O_WRONLY | O_NONBLOCK);
+		if (fd >= 0) {
+			close(fd);
+			break;
+		}
+		usleep(100);
+	}
 	return NULL;
 }
 
@@ -79,7 +105,9 @@ static int listener;
 static void *unix_acceptor(void *arg)
 {
 	(void)arg;
-	usleep(2000);
+	for (int i = 0; i < 100000 && !blocked_in(SYS_connect); i++)
+		usleep(100);
+	usleep(1000);
 	memcpy(un.sun_path, decoy, sizeof(decoy));
 	close(accept(listener, NULL, NULL));
 	return NULL;
