@@ -44,6 +44,13 @@ func TestOCIHookMode(t *testing.T) {
 	spec.Root = &specs.Root{Path: "rootfs", Readonly: true}
 	spec.Annotations = map[string]string{"ebpf-monitor": "true"}
 	spec.Linux.CgroupsPath = "/vigil-e2e-hook/" + id
+	// runc removes the container's cgroups, not the parent it made for them.
+	t.Cleanup(func() {
+		dirs, _ := filepath.Glob("/sys/fs/cgroup/*/vigil-e2e-hook")
+		for _, d := range append(dirs, "/sys/fs/cgroup/vigil-e2e-hook") {
+			os.Remove(d)
+		}
+	})
 	hookArgs := func(stage string) []string { return []string{"vigil", "hook", stage, "--socket", controlSocket()} }
 	spec.Hooks = &specs.Hooks{
 		CreateRuntime: []specs.Hook{{Path: vigil, Args: hookArgs("create-runtime")}},
