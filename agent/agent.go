@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -170,7 +169,7 @@ func Run(ctx context.Context, cfg Config, mon Monitor, log *logrus.Logger) error
 		cfg.WatchEvery = 250 * time.Millisecond
 	}
 	base := cfg.Node
-	node, err := withProfiles(cfg.Node)
+	node, err := plugin.WithProfiles(cfg.Node)
 	if err != nil {
 		return err
 	}
@@ -558,16 +557,6 @@ func (a *Agent) refreshLoop(ctx context.Context) {
 			}
 		}
 	}
-}
-
-// withProfiles adds the profile directory's names to node.Profiles.
-func withProfiles(node annotations.NodeConfig) (annotations.NodeConfig, error) {
-	names, err := seccomp.ListNamed(node.ProfileDir)
-	if err != nil {
-		return node, err
-	}
-	node.Profiles = append(slices.Clone(node.Profiles), names...)
-	return node, nil
 }
 
 // errorString is "" for nil.

@@ -14,6 +14,7 @@ import (
 	"vigil.dev/vigil/annotations"
 	"vigil.dev/vigil/audit"
 	"vigil.dev/vigil/control"
+	"vigil.dev/vigil/plugin"
 )
 
 // watch reloads rules, response policies, the model and the node
@@ -99,7 +100,7 @@ func (a *Agent) reload(forced bool) ([]string, error) {
 			node, err = annotations.LoadNodeConfig(a.cfg.NodeConfigPath)
 		}
 		if err == nil {
-			node, err = withProfiles(node)
+			node, err = plugin.WithProfiles(node)
 		}
 		if err != nil {
 			errs = append(errs, err.Error())

@@ -355,11 +355,12 @@ func loadNodeConfig(data []byte) (annotations.NodeConfig, error) {
 	if err != nil {
 		return node, err
 	}
-	return withProfiles(node)
+	return WithProfiles(node)
 }
 
-// withProfiles adds the profile directory's names to node.Profiles.
-func withProfiles(node annotations.NodeConfig) (annotations.NodeConfig, error) {
+// WithProfiles adds the names of the node's profile directory to
+// node.Profiles: the one place the file, NRI and the agent's reloads list it.
+func WithProfiles(node annotations.NodeConfig) (annotations.NodeConfig, error) {
 	names, err := seccomp.ListNamed(node.ProfileDir)
 	if err != nil {
 		return node, err
