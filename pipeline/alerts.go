@@ -31,7 +31,8 @@ type Alert struct {
 	// are escaped, so a path or comm cannot forge a line.
 	Output string `json:"output"`
 	// OutputFields uses Falco's field names: container.id, container.name,
-	// container.image, k8s.pod.name, k8s.ns.name, proc.pid, proc.name,
+	// container.image, k8s.pod.name, k8s.ns.name, k8s.pod.uid,
+	// k8s.pod.labels (an object), k8s.node.name, proc.pid, proc.name,
 	// thread.tid, proc.cmdline, evt.time, evt.type (the syscall), fd.name
 	// (a path or unix socket), fd.sip and fd.sport (an IP address), each
 	// only when known.
@@ -192,6 +193,15 @@ func outputFields(v *detector.Verdict) map[string]any {
 		setString(f, "container.image", c.Image)
 		setString(f, "k8s.pod.name", c.Pod)
 		setString(f, "k8s.ns.name", c.Namespace)
+		setString(f, "k8s.pod.uid", c.PodUID)
+		setString(f, "k8s.node.name", c.Node)
+		if len(c.PodLabels) > 0 {
+			labels := make(map[string]string, len(c.PodLabels))
+			for k, v := range c.PodLabels {
+				labels[k] = v
+			}
+			f["k8s.pod.labels"] = labels
+		}
 	}
 	pid, tid, comm := v.PID, v.TID, v.Comm
 	if e := trigger(v); e != nil {
