@@ -65,7 +65,8 @@ func printStatus(w io.Writer, st *agentctl.Status) {
 	fmt.Fprintf(w, "agent since %s, runtime %s (%d connections), %d events written\n",
 		st.Since.Format("2006-01-02 15:04:05"), conn, st.Connections, st.Events)
 	fmt.Fprintf(w, "seccomp notify: %d fds open, %d received, %d decisions\n", st.NotifyOpen, st.NotifyFds, st.NotifyAnswer)
-	fmt.Fprintf(w, "verdicts %d, actions %d, records lost %d (queue %d), reloads %d\n", st.Verdicts, st.Actions, st.Lost, st.QueueDropped, st.Reloads)
+	fmt.Fprintf(w, "verdicts %d, actions %d, records lost %d (queue %d), reloads %d; %d batches waiting for the pipeline\n",
+		st.Verdicts, st.Actions, st.Lost, st.QueueDropped, st.Reloads, st.QueueDepth)
 	for _, a := range st.ActionStats {
 		fmt.Fprintf(w, "action %s: %d in force (%d failed), p50 %v p99 %v from the triggering event\n", a.Action, a.Count, a.Failed, a.P50, a.P99)
 	}
@@ -96,7 +97,7 @@ func printStatus(w io.Writer, st *agentctl.Status) {
 		fmt.Fprintf(w, "audit head: record %d, segment %d, hash %s (signed %s)\n", h.Index, h.Segment, h.Hash, h.Time.Format("15:04:05"))
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nNAMESPACE\tPOD\tCONTAINER\tID\tSTATE\tMONITOR\tSECCOMP\tMODE\tCGROUP\tSEEN\tEMITTED\tDROPPED")
+	fmt.Fprintln(tw, "\nNAMESPACE\tPOD\tCONTAINER\tID\tSTATE\tMONITOR\tSECCOMP\tMODE\tCGROUP\tSEEN\tEMITTED\tDROPPED\tTHROTTLED")
 	row := func(c agentctl.ContainerStatus) {
 		mon := "no"
 		switch {
@@ -112,8 +113,8 @@ func printStatus(w io.Writer, st *agentctl.Status) {
 		// Names come from the pod's annotations and the runtime: a tab or
 		// newline in them must not make columns or rows.
 		p := event.Printable
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n", p(c.Namespace), p(c.Pod), p(c.Name), p(id), p(c.State), mon,
-			p(dash(c.Seccomp)), p(dash(c.Mode)), c.CgroupID, c.Seen, c.Emitted, c.Dropped)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\n", p(c.Namespace), p(c.Pod), p(c.Name), p(id), p(c.State), mon,
+			p(dash(c.Seccomp)), p(dash(c.Mode)), c.CgroupID, c.Seen, c.Emitted, c.Dropped, c.Throttled)
 	}
 	for _, c := range st.Containers {
 		row(c)

@@ -12,10 +12,10 @@ import (
 
 func TestPrintStatus(t *testing.T) {
 	st := &agentctl.Status{Since: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Connected: true, Connections: 2, Events: 1234,
-		NotifyOpen: 1, NotifyFds: 3, NotifyAnswer: 7,
+		NotifyOpen: 1, NotifyFds: 3, NotifyAnswer: 7, QueueDepth: 17,
 		Containers: []agentctl.ContainerStatus{
 			{Container: event.Container{ID: "0123456789abcdef", Name: "app", Pod: "web", Namespace: "shop"}, State: "running",
-				Monitor: true, Forced: true, Seccomp: "notify", Mode: "enforce", CgroupID: 42, Tracked: true, Seen: 100, Emitted: 98, Dropped: 2},
+				Monitor: true, Forced: true, Seccomp: "notify", Mode: "enforce", CgroupID: 42, Tracked: true, Seen: 100, Emitted: 98, Dropped: 31, Throttled: 29},
 			{Container: event.Container{ID: "x", Name: "db", Pod: "web", Namespace: "shop"}, State: "running"},
 		},
 		Finished: []agentctl.ContainerStatus{{Container: event.Container{ID: "y", Name: "job", Pod: "batch", Namespace: "shop"}, State: "stopped", Monitor: true, Seen: 9, Emitted: 9}},
@@ -29,6 +29,8 @@ func TestPrintStatus(t *testing.T) {
 		"1 fds open, 3 received, 7 decisions",
 		"0123456789ab", // ids shortened
 		"forced", "notify", "100", "98",
+		"17 batches waiting for the pipeline",
+		"THROTTLED",
 		"job", "stopped",
 		"rejected by the runtime (seccomp adjustment refused): zzz",
 	} {
@@ -45,6 +47,15 @@ func TestPrintStatus(t *testing.T) {
 		if strings.Contains(l, " db ") {
 			dbLine = l
 		}
+	}
+	var appLine string
+	for _, l := range lines {
+		if strings.Contains(l, " app ") {
+			appLine = l
+		}
+	}
+	if f := strings.Fields(appLine); len(f) < 2 || f[len(f)-2] != "31" || f[len(f)-1] != "29" {
+		t.Errorf("monitored row %q: want DROPPED 31 then THROTTLED 29 last", appLine)
 	}
 	if !strings.Contains(dbLine, " no ") || !strings.Contains(dbLine, " - ") {
 		t.Errorf("unmonitored row %q: want monitor 'no' and '-' for no profile", dbLine)
