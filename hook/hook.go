@@ -36,6 +36,7 @@ var (
 	podKeys       = []string{"io.kubernetes.cri.sandbox-name", "io.kubernetes.pod.name"}
 	namespaceKeys = []string{"io.kubernetes.cri.sandbox-namespace", "io.kubernetes.pod.namespace"}
 	imageKeys     = []string{"io.kubernetes.cri.image-name", "org.opencontainers.image.ref.name"}
+	podUIDKeys    = []string{"io.kubernetes.cri.sandbox-uid", "io.kubernetes.pod.uid"}
 )
 
 // ReadState decodes the OCI state the runtime writes on the hook's stdin.
@@ -75,7 +76,8 @@ func BuildRequest(st *specs.State, spec *specs.Spec) Request {
 	for k, v := range st.Annotations {
 		ann[k] = v
 	}
-	c := &Container{ID: st.ID, Name: first(ann, nameKeys), Pod: first(ann, podKeys), Namespace: first(ann, namespaceKeys), Image: first(ann, imageKeys)}
+	c := &Container{ID: st.ID, Name: first(ann, nameKeys), Pod: first(ann, podKeys), Namespace: first(ann, namespaceKeys), Image: first(ann, imageKeys),
+		PodUID: first(ann, podUIDKeys)}
 	if c.Name == "" {
 		c.Name = st.ID
 	}

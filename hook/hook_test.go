@@ -25,11 +25,13 @@ func TestBuildRequest(t *testing.T) {
 			st:   specs.State{ID: "abc"},
 			spec: &specs.Spec{Linux: &specs.Linux{CgroupsPath: "/k8s.io/abc"}, Annotations: map[string]string{
 				"io.kubernetes.cri.container-name": "app", "io.kubernetes.cri.sandbox-name": "web",
-				"io.kubernetes.cri.sandbox-namespace": "shop", "io.kubernetes.cri.image-name": "nginx:1", "ebpf-monitor": "true"}},
-			want: Request{Op: "register", Container: &Container{ID: "abc", Name: "app", Pod: "web", Namespace: "shop", Image: "nginx:1"},
+				"io.kubernetes.cri.sandbox-namespace": "shop", "io.kubernetes.cri.image-name": "nginx:1", "ebpf-monitor": "true",
+				"io.kubernetes.cri.sandbox-uid": "5f0c-91aa"}},
+			want: Request{Op: "register", Container: &Container{ID: "abc", Name: "app", Pod: "web", Namespace: "shop", Image: "nginx:1", PodUID: "5f0c-91aa"},
 				CgroupsPath: "/k8s.io/abc", Annotations: map[string]string{
 					"io.kubernetes.cri.container-name": "app", "io.kubernetes.cri.sandbox-name": "web",
-					"io.kubernetes.cri.sandbox-namespace": "shop", "io.kubernetes.cri.image-name": "nginx:1", "ebpf-monitor": "true"}},
+					"io.kubernetes.cri.sandbox-namespace": "shop", "io.kubernetes.cri.image-name": "nginx:1", "ebpf-monitor": "true",
+					"io.kubernetes.cri.sandbox-uid": "5f0c-91aa"}},
 		},
 		{
 			name: "plain runc: id as name, state annotations win",

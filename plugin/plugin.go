@@ -884,6 +884,8 @@ func (p *Plugin) Register(req agentctl.Request) (annotations.Policy, error) {
 		return annotations.Policy{}, errors.New("register: no container id")
 	}
 	meta := *req.Container
+	// The node is the agent's to say, not the hook's.
+	meta.Node = NodeName()
 	if err := p.checkRegistration(req); err != nil {
 		return annotations.Policy{}, fmt.Errorf("register %s: %w", short(meta.ID), err)
 	}

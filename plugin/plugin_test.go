@@ -473,7 +473,7 @@ func TestRegisterHook(t *testing.T) {
 	p, tr, _ := newTestPlugin(annotations.NodeConfig{})
 	ann := map[string]string{"ebpf-monitor": "true"}
 	reg := func(id, cgroupsPath, bundleDir string, pid int) (annotations.Policy, error) {
-		return p.Register(agentctl.Request{Op: "register", Container: &event.Container{ID: id, Name: "app"}, CgroupsPath: cgroupsPath,
+		return p.Register(agentctl.Request{Op: "register", Container: &event.Container{ID: id, Name: "app", Node: "forged-node"}, CgroupsPath: cgroupsPath,
 			Annotations: ann, Bundle: bundleDir, PID: pid})
 	}
 	b1 := bundle(t, "/k8s.io/c1")
@@ -483,6 +483,9 @@ func TestRegisterHook(t *testing.T) {
 	}
 	if _, ok := tr.tracked[101]; !ok || !pol.Monitor {
 		t.Fatalf("hook registration: tracked %v policy %+v", ok, pol)
+	}
+	if got := p.byID["c1"].meta.Node; got != NodeName() {
+		t.Errorf("hook container's node %q, want the agent's %q (not the hook's)", got, NodeName())
 	}
 	if len(pol.Warnings) != 1 || !strings.Contains(pol.Warnings[0], "cannot change") {
 		t.Errorf("want a warning that seccomp is not applied in hook mode: %q", pol.Warnings)
