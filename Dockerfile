@@ -38,10 +38,16 @@ FROM ${GO_IMAGE} AS build
 WORKDIR /src
 COPY . .
 ARG TARGETARCH
+# What `vigil version` and vigil_build_info report (the build context has no
+# .git): docker build --build-arg VERSION=$(git describe --tags --always)
+#   --build-arg COMMIT=$(git rev-parse HEAD) ...
+ARG VERSION=dev
+ARG COMMIT=unknown
 # Static: CGO_ENABLED=0, so the image needs no libc; checked below. Only the
 # modules the binary imports are fetched (not the chart tests' helm modules).
 RUN --mount=type=cache,target=/root/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
-    CGO_ENABLED=0 GOOS=linux GOARCH=${TARGETARCH:-amd64} go build -trimpath -buildvcs=false -ldflags '-s -w' \
+    CGO_ENABLED=0 GOOS=linux GOARCH=${TARGETARCH:-amd64} go build -trimpath -buildvcs=false \
+        -ldflags "-s -w -X main.version=${VERSION} -X main.commit=${COMMIT}" \
         -o /out/usr/bin/vigil ./cmd/vigil \
     && if readelf -lW /out/usr/bin/vigil | grep -q INTERP; then echo "vigil is not static" >&2; exit 1; fi \
     && mkdir -p /out/etc/ssl/certs /out/etc/vigil /out/run/vigil /out/var/lib/vigil /out/var/log/vigil /out/tmp \
