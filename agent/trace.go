@@ -72,7 +72,10 @@ type TraceConfig struct {
 	Counters func(cgroupID uint64) (bpf.Counters, error)
 	// Guard, when set, serves deny-connect.
 	Guard Guard
-	Log   *logrus.Logger
+	// Enrich, when set, gives events their container metadata, as the
+	// agent's registry does (benchmarks of the agent's path).
+	Enrich func(*event.Event)
+	Log    *logrus.Logger
 }
 
 // TraceRun is the pipeline of one traced command.
@@ -134,7 +137,7 @@ func NewTraceRun(cfg TraceConfig) (*TraceRun, error) {
 		r.closeAudit()
 		return nil, err
 	}
-	r.P = newPipeline(parts{target: r.targetOf, aud: r.aud, eng: r.eng, ctl: r.ctl, sinks: cfg.Sinks, errorf: cfg.Log.Errorf})
+	r.P = newPipeline(parts{enrich: cfg.Enrich, target: r.targetOf, aud: r.aud, eng: r.eng, ctl: r.ctl, sinks: cfg.Sinks, errorf: cfg.Log.Errorf})
 	// A fresh cgroup: its records are numbered from 1. Told before the
 	// worker runs, so it is in force before any event.
 	r.P.Begin(cfg.CgroupID, cfg.StartSeq)

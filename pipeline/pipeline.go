@@ -145,6 +145,7 @@ type Pipeline struct {
 	errOnce                                                         sync.Map
 	decision, delivery                                              hist
 	tick                                                            int
+	stages                                                          stageClock
 }
 
 type batch struct{ evs []event.Event }
@@ -480,6 +481,7 @@ func (p *Pipeline) refreshTarget(cg uint64, c *cgInfo) {
 // control.
 func (p *Pipeline) event(ev *event.Event) {
 	p.events.Add(1)
+	sw := p.stages.start()
 	if p.cfg.Enrich != nil {
 		p.cfg.Enrich(ev)
 	}
@@ -505,17 +507,21 @@ func (p *Pipeline) event(ev *event.Event) {
 	if ev.Seq > c.lastSeq {
 		c.lastSeq = ev.Seq
 	}
+	sw.lap(&p.stages.enrich)
 	if a := p.cfg.Audit; a != nil {
 		if err := a.AppendEvent(ev); err != nil {
 			p.auditFailed(err)
 		}
 	}
+	sw.lap(&p.stages.audit)
 	for _, s := range p.cfg.Sinks {
 		s.Event(ev)
 	}
+	sw.lap(&p.stages.export)
 	if p.cfg.Detector != nil && (!c.hasTarget || c.target.Mode != annotations.ModeLearn) {
 		p.detect(ev, c)
 	}
+	sw.lap(&p.stages.detect)
 	if c.finished && c.lastSeq >= c.finalSeen {
 		p.finish(ev.CgroupID, c)
 	} else if _, late := p.gone[ev.CgroupID]; late && !c.finished {
