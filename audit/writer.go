@@ -37,6 +37,9 @@ type Stats struct {
 	Head string
 	// LastIndex is the stream index of the last record written.
 	LastIndex uint64
+	// Cgroups is the number of cgroups whose sequence counter the writer
+	// holds: those that wrote since they were last forgotten (Forget).
+	Cgroups int
 }
 
 // Writer appends records to the log. Its methods are safe for concurrent
@@ -428,6 +431,7 @@ func (w *Writer) Stats() Stats {
 	s.Full = w.full
 	s.Head = hex.EncodeToString(w.prev[:])
 	s.LastIndex = w.nextIndex - 1 - w.heldRecs
+	s.Cgroups = len(w.enc.cgs)
 	return s
 }
 
