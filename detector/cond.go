@@ -19,6 +19,7 @@ type evalCtx struct {
 	// recorded the kernel's own path and it differs ("" otherwise): path
 	// conditions match either, so neither spelling evades a rule.
 	pathUser string
+	written  *writtenFiles // the cgroup's written files
 }
 
 // cond is a compiled condition.
@@ -138,6 +139,25 @@ var strFields = map[string]func(*evalCtx) string{
 	"container.image":     func(c *evalCtx) string { return ctr(c).Image },
 	"container.pod":       func(c *evalCtx) string { return ctr(c).Pod },
 	"container.namespace": func(c *evalCtx) string { return ctr(c).Namespace },
+	"proc.pexe": func(c *evalCtx) string {
+		if c.proc != nil {
+			return c.proc.lin.pexe
+		}
+		return ""
+	},
+	"exe_writer": func(c *evalCtx) string {
+		if c.written != nil {
+			w, _ := c.written.writer(c.ev.Path)
+			return w
+		}
+		return ""
+	},
+	"fd_path": func(c *evalCtx) string {
+		if c.proc != nil {
+			return c.proc.fdPath(int32(c.ev.Args[0]))
+		}
+		return ""
+	},
 }
 
 // exeOf is the path of the process's last successful execve (inherited
@@ -207,6 +227,16 @@ var boolFields = map[string]func(*evalCtx) bool{
 		return fl&(0x1|0x2|0x40|0x200|0x400) != 0
 	},
 	"proc.stdio_socket":    func(c *evalCtx) bool { return c.proc != nil && c.proc.stdioSocket },
+	"proc.accepted":        func(c *evalCtx) bool { return c.proc != nil && c.proc.lin.accepted },
+	"proc.parent_accepted": func(c *evalCtx) bool { return c.proc != nil && c.proc.lin.paccepted },
+	"path_written": func(c *evalCtx) bool {
+		if c.written == nil {
+			return false
+		}
+		_, ok := c.written.writer(c.ev.Path)
+		return ok
+	},
+	"mem_writable":         func(c *evalCtx) bool { return c.proc != nil && c.proc.lin.writable(c.ev.Args[0]) },
 	"proc.stdio_connected": func(c *evalCtx) bool { return c.proc != nil && c.proc.stdioConn },
 	"fd_connected": func(c *evalCtx) bool {
 		return c.proc != nil && c.proc.isConnected(int64(c.ev.Args[0]))

@@ -81,6 +81,7 @@ type cgState struct {
 	// per rule (and process), for throttling. It lives outside the process
 	// table: forgetting a process forgets neither.
 	ruleStates lru[procRuleKey, ruleState]
+	written    writtenFiles // files written in the cgroup, for drift (lineage.go)
 	sample     sampleState
 	model      *modelState
 }
@@ -293,7 +294,7 @@ func (sh *shard) observe(rs *ruleSet, ev *event.Event) []Verdict {
 		rules = rs.byNr[nr]
 	}
 	orig := ev
-	if known && (procTracked[nr] || len(rules) > 0) {
+	if known && (procTracked[nr] || linTracked[nr] || len(rules) > 0) {
 		// rules and the process state see normalised paths; the caller's
 		// event stays as it is
 		if n := normalize(ev, &cg.procs); n.changed {
@@ -304,6 +305,9 @@ func (sh *shard) observe(rs *ruleSet, ev *event.Event) []Verdict {
 		if procTracked[nr] {
 			cg.procs.update(ev)
 		}
+		if procTracked[nr] || linTracked[nr] {
+			trackLineage(cg, ev)
+		}
 	}
 	var out []Verdict
 	if len(rules) > 0 {
@@ -311,6 +315,7 @@ func (sh *shard) observe(rs *ruleSet, ev *event.Event) []Verdict {
 		ctx := &sh.ctx
 		ctx.ev = ev
 		ctx.proc = cg.procs.get(ev.PID, false)
+		ctx.written = &cg.written
 		ctx.pathUser = ""
 		if orig.PathUser != "" && orig.Flags&event.UserDiffers != 0 {
 			// The kernel's path won; the rules also see the process's spelling,
@@ -350,7 +355,7 @@ func (sh *shard) observe(rs *ruleSet, ev *event.Event) []Verdict {
 			}
 			out = append(out, r.verdict(cg, ev, orig, ctx.proc, t, note))
 		}
-		ctx.ev, ctx.proc = nil, nil
+		ctx.ev, ctx.proc, ctx.written = nil, nil, nil
 	}
 	if rs.online != nil {
 		out = rs.online.observe(cg, ev, out)
@@ -409,6 +414,8 @@ func (r *rule) verdict(cg *cgState, ev, orig *event.Event, p *procState, t int64
 		Rule:      r.name,
 		Score:     r.score,
 		Message:   msg,
+		Tags:      r.tags,
+		Maturity:  r.maturity,
 		Evidence:  []Evidence{evd},
 	}
 }
@@ -500,6 +507,8 @@ func (e *Engine) Sample(s Sample) []Verdict {
 			Rule:      r.name,
 			Score:     r.score,
 			Message:   r.desc + " (" + note + ")",
+			Tags:      r.tags,
+			Maturity:  r.maturity,
 			Evidence:  []Evidence{{Time: time.Unix(0, t).UTC(), Note: note}},
 		})
 	}

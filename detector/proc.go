@@ -83,6 +83,7 @@ type procState struct {
 	stdioFrom   [3]int32   // the fd duplicated onto 0, 1, 2; -1 none
 	stdioSocket bool       // a socket is on stdio
 	stdioConn   bool       // a connected-out socket is on stdio
+	lin         lineage    // parent, server role, writable memory (lineage.go)
 }
 
 func (p *procState) reset() {

@@ -44,6 +44,8 @@ type rule struct {
 	cond     cond // nil: every event of nrs
 	rate     *rateSpec
 	throttle int64 // ns between two verdicts of this rule for one process
+	tags     []string
+	maturity string
 }
 
 type rateSpec struct {
@@ -64,6 +66,8 @@ type sampleRule struct {
 	tests    []sampleTest
 	sustain  int64 // ns the tests must hold
 	throttle int64
+	tags     []string
+	maturity string
 }
 
 type sampleTest struct {
@@ -114,6 +118,19 @@ type ruleDef struct {
 	name   string
 	sample bool
 	off    bool
+	// patch: the entry changes an earlier rule of the same name (enabled,
+	// appended or replaced exceptions) instead of replacing it.
+	patch    bool
+	setOn    bool      // a patch that says enabled
+	excMode  string    // a patch's override of exceptions: "append" or "replace"
+	excNodes []excNode // exceptions added to the rule by later files, in order
+}
+
+// excNode is an exceptions list of a rule file, with the file's name.
+type excNode struct {
+	file    string
+	node    *yaml.Node
+	replace bool // override: {exceptions: replace}: drop the exceptions before
 }
 
 // compileRules parses every source (later ones override lists, macros and
@@ -163,15 +180,32 @@ func compileRules(srcs []ruleSource, extraLists map[string][]string) (*ruleSet, 
 					if err != nil {
 						return nil, err
 					}
-					if old, ok := byName[d.name]; ok {
+					old, ok := byName[d.name]
+					if d.patch && !ok && d.excNodes == nil && d.excMode == "" {
+						d.patch = false // a lone enabled with no earlier rule: as before, a rule of its own
+					}
+					if d.patch {
+						if !ok {
+							return nil, c.errf(rn, "rule %q: no earlier rule of that name to change (append, override and a lone enabled change a rule of an earlier file)", d.name)
+						}
+						if err := patchRule(c, old, d); err != nil {
+							return nil, err
+						}
+						continue
+					}
+					if ok {
 						*old = *d // a later file replaces a rule in place
 						continue
 					}
 					byName[d.name] = d
 					defs = append(defs, d)
 				}
+			case "required_engine_version":
+				if err := checkEngineVersion(c, v); err != nil {
+					return nil, err
+				}
 			default:
-				return nil, c.errf(k, "unknown top-level key %q; allowed: lists, macros, rules", k.Value)
+				return nil, c.errf(k, "unknown top-level key %q; allowed: required_engine_version, lists, macros, rules", k.Value)
 			}
 		}
 	}
@@ -254,13 +288,17 @@ func parseLists(c *compiler, v *yaml.Node, lists map[string]*listDef) error {
 
 var ruleKeys = map[string]bool{"rule": true, "sample": true, "class": true, "severity": true, "desc": true,
 	"message": true, "syscalls": true, "when": true, "rate": true, "throttle": true, "enabled": true,
-	"score": true, "for": true}
+	"score": true, "for": true, "tags": true, "maturity": true, "exceptions": true}
+
+const ruleKeyList = "rule, sample, class, severity, desc, message, syscalls, when, exceptions, rate, for, throttle, score, tags, maturity, enabled"
 
 func ruleHead(c *compiler, n *yaml.Node) (*ruleDef, error) {
 	if n.Kind != yaml.MappingNode {
 		return nil, c.errf(n, "a rule is a mapping (rule: name, class: ..., syscalls: [...], when: ...), got %s", kindName(n))
 	}
 	d := &ruleDef{file: c.file, node: n}
+	hasEnabled, others := false, false
+	var override, appendKey *yaml.Node
 	for i := 0; i < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		switch k.Value {
@@ -274,16 +312,34 @@ func ruleHead(c *compiler, n *yaml.Node) (*ruleDef, error) {
 				return nil, c.errf(v, "enabled: want true or false, got %q", v.Value)
 			}
 			d.off = !b
+			hasEnabled, d.setOn = true, true
+		case "override":
+			override = v
+		case "append":
+			appendKey = v
+		default:
+			others = true
 		}
 	}
 	if d.name == "" {
 		return nil, c.errf(n, "rule without a name: give it `rule: NAME` (event rule) or `sample: NAME` (resource rule)")
+	}
+	switch {
+	case override != nil || appendKey != nil:
+		if err := patchHead(c, d, override, appendKey); err != nil {
+			return nil, err
+		}
+	case hasEnabled && !others:
+		d.patch = true // `- {rule: NAME, enabled: false}` switches a rule off or on
 	}
 	return d, nil
 }
 
 func compileCommon(c *compiler, d *ruleDef) (class Class, sev Severity, score float64, desc, msg string, throttle int64, err error) {
 	throttle = int64(10 * time.Second)
+	if d.node == nil {
+		return class, sev, score, desc, msg, throttle, fmt.Errorf("%s: rule %q: only changed (append/override) but never defined", d.file, d.name)
+	}
 	seen := map[string]bool{}
 	n := d.node
 	for i := 0; i < len(n.Content); i += 2 {
@@ -314,7 +370,7 @@ func compileCommon(c *compiler, d *ruleDef) (class Class, sev Severity, score fl
 			throttle = int64(dur)
 		default:
 			if !ruleKeys[k.Value] {
-				return class, sev, score, desc, msg, throttle, c.errf(k, "rule %q: unknown key %q; allowed: rule, sample, class, severity, desc, message, syscalls, when, rate, for, throttle, score, enabled", d.name, k.Value)
+				return class, sev, score, desc, msg, throttle, c.errf(k, "rule %q: unknown key %q; allowed: %s", d.name, k.Value, ruleKeyList)
 			}
 		}
 	}
@@ -339,6 +395,13 @@ func compileRule(c *compiler, d *ruleDef) (*rule, error) {
 	r := &rule{name: d.name, src: fmt.Sprintf("%s:%d", d.file, d.node.Line)}
 	var err error
 	if r.class, r.severity, r.score, r.desc, r.message, r.throttle, err = compileCommon(c, d); err != nil {
+		return nil, err
+	}
+	if r.tags, r.maturity, err = ruleMeta(c, d); err != nil {
+		return nil, err
+	}
+	exc, err := compileExceptions(c, d)
+	if err != nil {
 		return nil, err
 	}
 	n := d.node
@@ -372,6 +435,14 @@ func compileRule(c *compiler, d *ruleDef) (*rule, error) {
 	}
 	if !hasSyscalls {
 		return nil, c.errf(n, "rule %q: missing \"syscalls\": every event rule names the syscalls it looks at (that is how it is dispatched)", d.name)
+	}
+	if exc != nil {
+		// the rule's condition first: exceptions cost only when it holds
+		if r.cond == nil {
+			r.cond = notCond{exc}
+		} else {
+			r.cond = allCond{r.cond, notCond{exc}}
+		}
 	}
 	return r, nil
 }
@@ -420,6 +491,12 @@ func compileSample(c *compiler, d *ruleDef) (*sampleRule, error) {
 	var msg string
 	if r.class, r.severity, r.score, r.desc, msg, r.throttle, err = compileCommon(c, d); err != nil {
 		return nil, err
+	}
+	if r.tags, r.maturity, err = ruleMeta(c, d); err != nil {
+		return nil, err
+	}
+	if len(d.excNodes) > 0 || hasKey(d.node, "exceptions") {
+		return nil, c.errf(d.node, "rule %q: exceptions belong to event rules (rule: NAME); a sample rule has no event fields to match", d.name)
 	}
 	if r.desc == "" {
 		r.desc = msg

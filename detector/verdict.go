@@ -156,7 +156,11 @@ type Verdict struct {
 	Rule      string           `json:"rule"`
 	Score     float64          `json:"score"`
 	Message   string           `json:"message"`
-	Evidence  []Evidence       `json:"evidence,omitempty"`
+	// Tags are the rule's tags (MITRE ATT&CK technique ids like T1611,
+	// topics); Maturity its maturity (stable, incubating, sandbox).
+	Tags     []string   `json:"tags,omitempty"`
+	Maturity string     `json:"maturity,omitempty"`
+	Evidence []Evidence `json:"evidence,omitempty"`
 	// Mode is the container's mode when the verdict was made (learn,
 	// detect, enforce), set by the response ladder (package control).
 	Mode string `json:"mode,omitempty"`

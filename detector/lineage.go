@@ -1,0 +1,163 @@
+package detector
+
+import "vigil.dev/vigil/event"
+
+// lineage is what the rules know about a process's origin and memory
+// beyond procState's basics: its parent's executable, whether it or its
+// parent accepted inbound connections (a server), and the memory it made
+// writable recently (for write-then-execute).
+type lineage struct {
+	pexe      string // the parent's executable when the process was forked; "" unknown
+	accepted  bool   // the process accepted a connection (accept, accept4)
+	paccepted bool   // its parent had, when it forked this process
+	wr        [8]memRange
+	wrNext    uint8
+}
+
+// memRange is memory a process mapped anonymous and writable, or made
+// writable with mprotect.
+type memRange struct{ start, end uint64 }
+
+// Syscalls lineage and the written-file table follow, beyond procTracked.
+var (
+	nrMmap         = nativeNr("mmap")
+	nrMprotect     = nativeNr("mprotect")
+	nrPkeyMprotect = nativeNr("pkey_mprotect")
+	nrRename       = nativeNr("rename")
+	nrRenameat     = nativeNr("renameat")
+	nrRenameat2    = nativeNr("renameat2")
+	linTracked     = buildLinTracked()
+)
+
+func buildLinTracked() []bool {
+	t := make([]bool, event.NativeABI().MaxNr()+1)
+	for _, nr := range []int32{nrMmap, nrMprotect, nrPkeyMprotect, nrRename, nrRenameat, nrRenameat2} {
+		if nr >= 0 {
+			t[nr] = true
+		}
+	}
+	return t
+}
+
+const (
+	protWrite  = 0x2
+	protExec   = 0x4
+	mapAnon    = 0x20
+	maxWritten = 1024 // written files remembered per cgroup
+)
+
+func (l *lineage) addWritable(start, length uint64) {
+	if length == 0 || start+length < start {
+		return
+	}
+	l.wr[l.wrNext%uint8(len(l.wr))] = memRange{start, start + length}
+	l.wrNext++
+}
+
+// writable reports whether addr lies in memory recently made writable.
+func (l *lineage) writable(addr uint64) bool {
+	for _, r := range l.wr {
+		if r.end > r.start && addr >= r.start && addr < r.end {
+			return true
+		}
+	}
+	return false
+}
+
+// writtenFiles remembers the files a cgroup's processes created or wrote
+// (and where renames moved them), with the writer's executable, so an
+// exec of one of them is known as new code (drift). Bounded: past
+// maxWritten paths the least recently used goes.
+type writtenFiles struct {
+	l lru[string, string] // path -> writer's exe ("" unknown)
+}
+
+func (w *writtenFiles) writer(path string) (string, bool) {
+	if w.l.m == nil {
+		return "", false
+	}
+	v := w.l.peek(path)
+	if v == nil {
+		return "", false
+	}
+	return *v, true
+}
+
+func (w *writtenFiles) put(path, exe string) {
+	if path == "" || path[0] != '/' || len(path) > maxPathLen {
+		return
+	}
+	if w.l.max == 0 {
+		w.l.max = maxWritten
+	}
+	if v := w.l.peek(path); v != nil {
+		*v = exe
+		return
+	}
+	v, _ := w.l.put(cloneString(path))
+	*v = exe
+}
+
+// trackLineage applies an event's effect on lineage and written files,
+// after procs.update (the child of a fork exists, the exe of an exec is
+// set). Paths are normalised.
+func trackLineage(cg *cgState, ev *event.Event) {
+	nr, ret := ev.Nr, ev.Ret
+	ps := &cg.procs
+	switch nr {
+	case nrAccept, nrAccept4:
+		if ret >= 0 {
+			ps.get(ev.PID, true).lin.accepted = true
+		}
+	case nrClone, nrClone3, nrFork, nrVfork:
+		if ret <= 0 || (nr == nrClone && ev.Args[0]&cloneThread != 0) {
+			return
+		}
+		parent := ps.get(ev.PID, false)
+		if parent == nil {
+			return
+		}
+		pexe, acc := parent.exe, parent.lin.accepted
+		child := ps.get(uint32(ret), true)
+		child.lin.pexe, child.lin.paccepted = pexe, acc
+	case nrExecve, nrExecveat:
+		if ret == 0 && ev.Flags&event.NoReturn == 0 {
+			if p := ps.get(ev.PID, false); p != nil {
+				p.lin.wr, p.lin.wrNext = [8]memRange{}, 0 // a new address space
+			}
+		}
+	case nrMmap:
+		if ret > 0 && ev.Args[3]&mapAnon != 0 && ev.Args[2]&protWrite != 0 && ev.Args[2]&protExec == 0 {
+			ps.get(ev.PID, true).lin.addWritable(uint64(ret), ev.Args[1])
+		}
+	case nrMprotect, nrPkeyMprotect:
+		if ret == 0 && ev.Args[2]&protWrite != 0 && ev.Args[2]&protExec == 0 {
+			ps.get(ev.PID, true).lin.addWritable(ev.Args[0], ev.Args[1])
+		}
+	case nrOpen, nrOpenat, nrCreat:
+		if ret < 0 || ev.Path == "" {
+			return
+		}
+		var fl uint64
+		switch nr {
+		case nrOpen:
+			fl = ev.Args[1]
+		case nrOpenat:
+			fl = ev.Args[2]
+		}
+		if nr == nrCreat || fl&(0x1|0x2|0x40|0x200) != 0 {
+			exe := ""
+			if p := ps.get(ev.PID, false); p != nil {
+				exe = p.exe
+			}
+			cg.written.put(ev.Path, exe)
+		}
+	case nrRename, nrRenameat, nrRenameat2:
+		if ret == 0 && ev.Path2 != "" {
+			if exe, ok := cg.written.writer(ev.Path); ok {
+				cg.written.l.remove(ev.Path)
+				cg.written.put(ev.Path2, exe)
+			}
+		}
+	}
+}
