@@ -112,6 +112,9 @@ func TestAgentStatusWithoutRuntime(t *testing.T) {
 	if resp.Status.Connected || resp.Status.Connections != 0 {
 		t.Errorf("status %+v: want not connected (no runtime)", resp.Status)
 	}
+	if h := resp.Status.Held; h == nil || h.Goroutines <= 0 || h.FDs <= 0 || h.Tracked != 0 || h.Detector != 0 || h.Audit != 0 {
+		t.Errorf("status held %+v: want the agent's goroutines and fds, and no container state", h)
+	}
 	if _, err := agentctl.Call(cfg.ControlSocket, agentctl.Request{Op: "bogus"}); err == nil || !strings.Contains(err.Error(), `unknown op "bogus"`) {
 		t.Errorf("bogus op: %v", err)
 	}

@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"fmt"
+	"os"
+	"runtime"
 	"sort"
 	"strings"
 	"time"
@@ -112,7 +114,27 @@ func (a *Agent) status() *agentctl.Status {
 	a.reloadMu.Lock()
 	st.ReloadError = a.reloadErr
 	a.reloadMu.Unlock()
+	st.Held = a.held()
 	return st
+}
+
+// held counts what the agent holds per container (tracer list, detector,
+// audit writer) and its goroutines and fds, so that leaks show.
+func (a *Agent) held() *agentctl.Held {
+	h := &agentctl.Held{Goroutines: runtime.NumGoroutine(), FDs: -1}
+	if tr, err := a.mon.Tracked(); err == nil {
+		h.Tracked = len(tr)
+	}
+	if a.eng != nil {
+		h.Detector = a.eng.Cgroups()
+	}
+	if a.aud != nil {
+		h.Audit = a.aud.Stats().Cgroups
+	}
+	if fds, err := os.ReadDir("/proc/self/fd"); err == nil {
+		h.FDs = len(fds) - 1 // the directory's own
+	}
+	return h
 }
 
 // ContainerStatus is one container in `vigil status`.

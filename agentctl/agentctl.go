@@ -133,6 +133,24 @@ type Status struct {
 	AuditHead  *AuditHead `json:"audit_head,omitempty"`
 	AuditFull  bool       `json:"audit_full,omitempty"`
 	AuditBytes int64      `json:"audit_bytes,omitempty"`
+	// Held counts what the agent holds per container and its own
+	// goroutines and fds: each goes back to its level before when the
+	// containers stop.
+	Held *Held `json:"held,omitempty"`
+}
+
+// Held is what the agent holds now.
+type Held struct {
+	// Tracked is the cgroups the tracer's list names (what a restarted
+	// agent would take up again).
+	Tracked int `json:"tracked"`
+	// Detector and Audit are the cgroups the detector and the audit
+	// writer keep state for.
+	Detector int `json:"detector"`
+	Audit    int `json:"audit"`
+	// Goroutines and FDs are the agent process's.
+	Goroutines int `json:"goroutines"`
+	FDs        int `json:"fds"`
 }
 
 // OutputStatus is one output file of the agent.
