@@ -489,11 +489,20 @@ func (e *Engine) Sample(s Sample) []Verdict {
 		if !ok {
 			continue
 		}
+		who := ""
+		if r.unless != nil {
+			if who, ok = r.unless.unaccounted(cg); !ok {
+				continue
+			}
+		}
 		if cg.throttled(procRuleKey{rule: -int32(i) - 1}, t, r.throttle) {
 			continue
 		}
 		note := fmt.Sprintf("over %s: cpu %.2f cores, %.0f syscalls/s, %.0f syscalls per cpu-second, %d threads",
 			time.Duration(t-st.hist[from].t).Round(time.Millisecond), m["cpu_cores"], m["syscall_rate"], m["syscalls_per_cpu_second"], s.Threads)
+		if who != "" {
+			note += ", running " + who
+		}
 		if v := m["throttled_per_second"]; v > 0 {
 			note += fmt.Sprintf(", %.0f records/s over the tracing budget", v)
 		}

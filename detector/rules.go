@@ -66,6 +66,7 @@ type sampleRule struct {
 	tests    []sampleTest
 	sustain  int64 // ns the tests must hold
 	throttle int64
+	unless   *exeGate // unless_exes: nil, or the executables that do not count
 	tags     []string
 	maturity string
 }
@@ -288,9 +289,9 @@ func parseLists(c *compiler, v *yaml.Node, lists map[string]*listDef) error {
 
 var ruleKeys = map[string]bool{"rule": true, "sample": true, "class": true, "severity": true, "desc": true,
 	"message": true, "syscalls": true, "when": true, "rate": true, "throttle": true, "enabled": true,
-	"score": true, "for": true, "tags": true, "maturity": true, "exceptions": true}
+	"score": true, "for": true, "tags": true, "maturity": true, "exceptions": true, "unless_exes": true}
 
-const ruleKeyList = "rule, sample, class, severity, desc, message, syscalls, when, exceptions, rate, for, throttle, score, tags, maturity, enabled"
+const ruleKeyList = "rule, sample, class, severity, desc, message, syscalls, when, exceptions, rate, for, unless_exes, throttle, score, tags, maturity, enabled"
 
 func ruleHead(c *compiler, n *yaml.Node) (*ruleDef, error) {
 	if n.Kind != yaml.MappingNode {
@@ -431,6 +432,8 @@ func compileRule(c *compiler, d *ruleDef) (*rule, error) {
 			}
 		case "for":
 			return nil, c.errf(k, "rule %q: `for` belongs to sample rules; event rules use rate: {count, window}", d.name)
+		case "unless_exes":
+			return nil, c.errf(k, "rule %q: unless_exes belongs to sample rules; event rules test exe in when", d.name)
 		}
 	}
 	if !hasSyscalls {
@@ -511,6 +514,10 @@ func compileSample(c *compiler, d *ruleDef) (*sampleRule, error) {
 				return nil, c.errf(v, "rule %q: for %q: want a duration like 3s", d.name, v.Value)
 			}
 			r.sustain = int64(dur)
+		case "unless_exes":
+			if r.unless, err = compileExeGate(c, d.name, v); err != nil {
+				return nil, err
+			}
 		case "when":
 			if v.Kind != yaml.MappingNode {
 				return nil, c.errf(v, "rule %q: when: want a mapping of %s: {gt|ge|lt|le: N}", d.name, strings.Join(sampleFields, "|"))
