@@ -39,6 +39,9 @@ func runBench(args []string) int {
 	if len(args) > 0 && args[0] == "control" {
 		return runBenchControl(args[1:])
 	}
+	if len(args) > 0 && args[0] == "scale" {
+		return runBenchScale(args[1:])
+	}
 	if len(args) == 0 || args[0] != "tracer" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
 			fmt.Print(benchUsage)

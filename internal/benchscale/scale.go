@@ -1,0 +1,815 @@
+// Package benchscale measures vigil at scale: N containers tracked at once,
+// each a real cgroup v2 with a small real process making a steady mix of
+// syscalls, plus a few heavy ones. It runs the real agent binary (`vigil
+// agent --hook-only`, its own sockets, no pins) and registers every cgroup
+// through the control socket as the OCI hook does (the plugin's path:
+// registry, tracer, pipeline, detector, audit), then reads what it costs:
+// the agent's memory and CPU, the kernel maps, events per second, drops,
+// decision time, and the time to track and untrack them all.
+//
+// It needs root, a cgroup v2 hierarchy (pure or hybrid) and a C compiler
+// (cc or clang) for the workload, a static binary without libc.
+package benchscale
+
+import (
+	"bufio"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"vigil.dev/vigil/agentctl"
+	"vigil.dev/vigil/bpf"
+	"vigil.dev/vigil/event"
+)
+
+//go:embed helper.c
+var helperSource []byte
+
+// Options configures Run.
+type Options struct {
+	// Counts are the numbers of containers to run, one after the other
+	// (default 1000, 5000, 10000, 20000). A count the machine cannot hold
+	// (free memory, pid_max, open files) gets a line saying why.
+	Counts []int
+	// Heavy containers among them (0: none), each making HeavyRate
+	// syscalls per second (default 20000).
+	Heavy     int
+	HeavyRate int
+	// Rate is how many rounds of openat, read, close, getpid and
+	// nanosleep (5 syscalls) a light container makes per second
+	// (default 2).
+	Rate float64
+	// Warmup runs before the steady window (default 5 s); Steady is the
+	// window measured (default 20 s).
+	Warmup, Steady time.Duration
+	// Vigil is the agent binary (default: this executable).
+	Vigil string
+	// NoAudit runs the agent without its audit log.
+	NoAudit bool
+	// Clients register and unregister containers at once (default 8).
+	Clients int
+	// Log gets progress; Out one JSON line per count.
+	Log, Out io.Writer
+}
+
+// Result is one count's line.
+type Result struct {
+	Containers int    `json:"containers"`
+	Machine    string `json:"machine"`
+	Heavy      int    `json:"heavy"`
+	Skipped    string `json:"skipped,omitempty"`
+	Error      string `json:"error,omitempty"`
+
+	// Events per second the agent processed in the steady window, and
+	// what the workloads were set to make.
+	EventsPerSec   float64 `json:"events_per_s"`
+	ExpectedPerSec float64 `json:"expected_events_per_s"`
+	// Drops are the records lost from tracking to untracking (the
+	// containers' kernel counters: ring full or over budget, and the
+	// pipeline queue's); Throttled the part over a container's budget.
+	Drops     uint64 `json:"drops"`
+	Throttled uint64 `json:"throttled"`
+	// DecisionP99Ns is the detector's time per event (p50 beside it);
+	// DeliveryP99Ns kernel timestamp to decision.
+	DecisionP50Ns int64 `json:"decision_p50_ns"`
+	DecisionP99Ns int64 `json:"decision_p99_ns"`
+	DeliveryP99Ns int64 `json:"delivery_p99_ns"`
+	// AgentCPU is the agent's CPU in cores over the steady window.
+	AgentCPU float64 `json:"agent_cpu_cores"`
+	// RSSBytes is the agent's resident memory in the steady window,
+	// RSSIdleBytes before any container was registered; per container:
+	// their difference over Containers.
+	RSSBytes             int64   `json:"rss_bytes"`
+	RSSIdleBytes         int64   `json:"rss_idle_bytes"`
+	RSSPerContainerBytes float64 `json:"rss_bytes_per_container"`
+	// MapBytes is the memory of the agent's BPF maps as the kernel
+	// reports it (memlock in fdinfo), by map in Maps; a map's figure does
+	// not grow with the containers it holds when it is preallocated, and
+	// cgroup local storage is charged to the cgroups, not the map.
+	MapBytes int64            `json:"map_bytes"`
+	Maps     map[string]int64 `json:"maps"`
+	// SlabPerContainerBytes is the kernel's slab growth from registering
+	// the containers (cgroups and processes existed before), over
+	// Containers: the tracer's per-cgroup storage and whatever else the
+	// kernel allocated meanwhile (noisy).
+	SlabPerContainerBytes float64 `json:"kernel_slab_bytes_per_container"`
+	// TrackSeconds is the time to register (track) all containers,
+	// UntrackSeconds to unregister them all, ReleasedSeconds from the
+	// last unregister until the agent held no state for any of them.
+	TrackSeconds    float64 `json:"track_all_s"`
+	UntrackSeconds  float64 `json:"untrack_all_s"`
+	ReleasedSeconds float64 `json:"released_s"`
+	// Held is what the agent held in the steady window, HeldAfter once
+	// the containers were gone (it must be back to HeldIdle).
+	HeldIdle  *agentctl.Held `json:"held_idle,omitempty"`
+	Held      *agentctl.Held `json:"held,omitempty"`
+	HeldAfter *agentctl.Held `json:"held_after,omitempty"`
+	// WorkloadBytesPerContainer is a workload process's own memory
+	// (RssAnon + page tables), for the record: not vigil's cost.
+	WorkloadBytesPerContainer int64 `json:"workload_bytes_per_container"`
+}
+
+// Run measures each count in turn and writes its line to o.Out. It stops
+// at the first error or when ctx ends, and removes what it made
+// (processes, cgroups, the agent, files) in every case.
+func Run(ctx context.Context, o Options) error {
+	if len(o.Counts) == 0 {
+		o.Counts = []int{1000, 5000, 10000, 20000}
+	}
+	for _, n := range o.Counts {
+		if n <= 0 {
+			return fmt.Errorf("--counts: %d: each count must be a positive number of containers", n)
+		}
+	}
+	if o.Heavy < 0 {
+		return fmt.Errorf("--heavy %d: must be 0 or more", o.Heavy)
+	}
+	if o.HeavyRate <= 0 {
+		o.HeavyRate = 20000
+	}
+	if o.Rate <= 0 {
+		o.Rate = 2
+	}
+	if o.Rate > 1000 {
+		return fmt.Errorf("--rate %g: at most 1000 rounds per second per container", o.Rate)
+	}
+	if o.Warmup <= 0 {
+		o.Warmup = 5 * time.Second
+	}
+	if o.Steady <= 0 {
+		o.Steady = 20 * time.Second
+	}
+	if o.Clients <= 0 {
+		o.Clients = 8
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	if o.Out == nil {
+		o.Out = os.Stdout
+	}
+	if o.Vigil == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		o.Vigil = exe
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("bench scale needs root (cgroups, the tracer): run it with sudo")
+	}
+	root, err := bpf.CgroupRoot()
+	if err != nil {
+		return err
+	}
+	removeStale(root, o.Log)
+	work, err := os.MkdirTemp("", "vigil-bench-scale-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	helper, err := buildHelper(work)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(o.Out)
+	for _, n := range o.Counts {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		res := Result{Containers: n, Machine: Machine(), Heavy: min(o.Heavy, n)}
+		if why := room(n); why != "" {
+			res.Skipped = why
+			fmt.Fprintf(o.Log, "bench scale: %d containers: skipped: %s\n", n, why)
+		} else if err := runOne(ctx, o, root, work, helper, &res); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			res.Error = err.Error()
+			fmt.Fprintf(o.Log, "bench scale: %d containers: %v\n", n, err)
+		}
+		if err := enc.Encode(res); err != nil {
+			return err
+		}
+		if res.Error != "" {
+			return fmt.Errorf("%d containers: %s", n, res.Error)
+		}
+	}
+	return nil
+}
+
+// perContainer is a generous bound of what one container of the benchmark
+// takes from the machine (its process, cgroup, the agent's and kernel's
+// share), for room.
+const perContainer = 1 << 20
+
+// room says why n containers do not fit this machine ("" when they do).
+func room(n int) string {
+	if avail := memAvailable(); avail > 0 && int64(n)*perContainer > avail*3/4 {
+		return fmt.Sprintf("%d containers need about %d MiB, %d MiB available", n, int64(n)*perContainer>>20, avail>>20)
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/pid_max"); err == nil {
+		max, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		if used := countProcs(); max > 0 && n+used+1000 > max {
+			return fmt.Sprintf("%d processes and %d running exceed kernel.pid_max %d less a margin of 1000 (sysctl kernel.pid_max=%d)", n, used, max, 4*(n+used+1000))
+		}
+	}
+	return ""
+}
+
+func memAvailable() int64 {
+	v, _ := meminfo("MemAvailable")
+	return v
+}
+
+// meminfo reads one /proc/meminfo field in bytes.
+func meminfo(field string) (int64, error) {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, fmt.Errorf("no %s in /proc/meminfo", field)
+}
+
+func countProcs() int {
+	es, _ := os.ReadDir("/proc")
+	n := 0
+	for _, e := range es {
+		if _, err := strconv.Atoi(e.Name()); err == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// buildHelper compiles the workload into dir.
+func buildHelper(dir string) (string, error) {
+	src := filepath.Join(dir, "helper.c")
+	if err := os.WriteFile(src, helperSource, 0o644); err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, "helper")
+	var lastErr error
+	for _, cc := range []string{"cc", "clang", "gcc"} {
+		if _, err := exec.LookPath(cc); err != nil {
+			continue
+		}
+		b, err := exec.Command(cc, "-static", "-nostdlib", "-ffreestanding", "-fno-stack-protector", "-fno-builtin", "-O2", "-o", out, src).CombinedOutput()
+		if err == nil {
+			return out, nil
+		}
+		lastErr = fmt.Errorf("%s: %v: %s", cc, err, b)
+	}
+	if lastErr == nil {
+		lastErr = errors.New("no C compiler (cc, clang or gcc): install one (install/deps.sh installs clang)")
+	}
+	return "", fmt.Errorf("build the workload: %w", lastErr)
+}
+
+// parentPrefix names the benchmark's parent cgroups (with the pid).
+const parentPrefix = "vigil-bench-scale-"
+
+// removeStale removes the parent cgroups of earlier runs whose process is
+// gone (killed before it could clean up).
+func removeStale(root string, log io.Writer) {
+	es, _ := os.ReadDir(root)
+	for _, e := range es {
+		pid, err := strconv.Atoi(strings.TrimPrefix(e.Name(), parentPrefix))
+		if !strings.HasPrefix(e.Name(), parentPrefix) || err != nil {
+			continue
+		}
+		if syscall.Kill(pid, 0) == nil {
+			continue // a run in progress
+		}
+		fmt.Fprintf(log, "bench scale: removing %s left by an earlier run\n", e.Name())
+		removeTree(filepath.Join(root, e.Name()))
+	}
+}
+
+// removeTree kills every process below dir and removes its cgroups.
+func removeTree(dir string) error {
+	os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0)
+	for i := 0; i < 500; i++ {
+		b, err := os.ReadFile(filepath.Join(dir, "cgroup.events"))
+		if err != nil || strings.Contains(string(b), "populated 0") {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	es, _ := os.ReadDir(dir)
+	var errs []error
+	for _, e := range es {
+		if e.IsDir() {
+			if err := rmdir(filepath.Join(dir, e.Name())); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if err := rmdir(dir); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func rmdir(dir string) error {
+	var err error
+	for i := 0; i < 100; i++ {
+		if err = unix.Rmdir(dir); err == nil || errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return fmt.Errorf("remove cgroup %s: %w", dir, err)
+}
+
+// run is one count's machinery: what runOne made, for cleanup.
+type run struct {
+	o      Options
+	root   string
+	parent string // the parent cgroup
+	rel    string // parent relative to root, with a leading /
+	work   string
+	agent  *exec.Cmd
+	done   chan struct{}
+	sock   string
+	pids   []int
+	ids    []string
+}
+
+func runOne(ctx context.Context, o Options, root, work, helper string, res *Result) (err error) {
+	n := res.Containers
+	r := &run{o: o, root: root, work: filepath.Join(work, strconv.Itoa(n)), sock: filepath.Join(work, strconv.Itoa(n), "vigil.sock")}
+	r.rel = "/" + parentPrefix + strconv.Itoa(os.Getpid())
+	r.parent = filepath.Join(root, r.rel)
+	if err := os.MkdirAll(r.work, 0o700); err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := r.cleanup(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	if err := os.Mkdir(r.parent, 0o755); err != nil {
+		return fmt.Errorf("parent cgroup: %w", err)
+	}
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(o.Log, "bench scale: %d containers: "+format+"\n", append([]any{n}, args...)...)
+	}
+	if err := r.startAgent(ctx); err != nil {
+		return err
+	}
+	pid := r.agent.Process.Pid
+	time.Sleep(time.Second)
+	res.RSSIdleBytes = rss(pid)
+	if res.HeldIdle, err = r.held(); err != nil {
+		return err
+	}
+
+	// The containers: cgroups, each with its process, and a bundle whose
+	// config.json names its cgroups path (what the agent checks a hook's
+	// registration against).
+	logf("starting %d workloads", n)
+	period := int64(1e6 / o.Rate)
+	for i := 0; i < n; i++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		args := []string{helper, strconv.FormatInt(period, 10), "1"}
+		if i < res.Heavy {
+			// 1 ms rounds of BURST×4 syscalls and a nanosleep.
+			args = []string{helper, "1000", strconv.Itoa(max(1, o.HeavyRate/1000/4))}
+		}
+		if err := r.start(i, args); err != nil {
+			return err
+		}
+	}
+	res.ExpectedPerSec = float64(n-res.Heavy)*o.Rate*5 + float64(res.Heavy)*float64(o.HeavyRate)
+	res.WorkloadBytesPerContainer = processBytes(r.pids[len(r.pids)-1])
+	time.Sleep(2 * time.Second) // the workloads' start settles
+	slab0, _ := meminfo("Slab")
+
+	// Track them all, as the OCI hook registers containers.
+	logf("registering")
+	t0 := time.Now()
+	if err := r.each(ctx, r.register); err != nil {
+		return err
+	}
+	res.TrackSeconds = time.Since(t0).Seconds()
+	logf("tracked all in %.2fs; warming up %v", res.TrackSeconds, o.Warmup)
+	if err := sleep(ctx, o.Warmup); err != nil {
+		return err
+	}
+	slab1, _ := meminfo("Slab")
+	res.SlabPerContainerBytes = float64(slab1-slab0) / float64(n)
+
+	// The steady window.
+	st0, err := r.status()
+	if err != nil {
+		return err
+	}
+	cpu0, at0 := cpuTicks(pid), time.Now()
+	if err := sleep(ctx, o.Steady); err != nil {
+		return err
+	}
+	cpu1, at1 := cpuTicks(pid), time.Now()
+	res.RSSBytes = rss(pid)
+	st1, err := r.status()
+	if err != nil {
+		return err
+	}
+	secs := at1.Sub(at0).Seconds()
+	res.EventsPerSec = float64(st1.Events-st0.Events) / secs
+	res.AgentCPU = float64(cpu1-cpu0) / clockTicks / secs
+	res.RSSPerContainerBytes = float64(res.RSSBytes-res.RSSIdleBytes) / float64(n)
+	res.DecisionP50Ns, res.DecisionP99Ns, res.DeliveryP99Ns = int64(st1.DecisionP50), int64(st1.DecisionP99), int64(st1.DeliveryP99)
+	res.Held = st1.Held
+	res.MapBytes, res.Maps = mapMemory(pid)
+	tracked := 0
+	for _, c := range st1.Containers {
+		if c.Tracked && strings.HasPrefix(c.ID, "bench-") {
+			tracked++
+			res.Drops += c.Dropped
+			res.Throttled += c.Throttled
+		}
+	}
+	res.Drops += st1.QueueDropped
+	if tracked != n {
+		return fmt.Errorf("%d of %d containers tracked in the agent's status", tracked, n)
+	}
+	logf("%.0f events/s (%.0f expected), %d drops, agent %.2f cores, RSS %d MiB (%.0f B per container)",
+		res.EventsPerSec, res.ExpectedPerSec, res.Drops, res.AgentCPU, res.RSSBytes>>20, res.RSSPerContainerBytes)
+
+	// The containers stop: their processes end, then they unregister (the
+	// hook's poststop), and the agent must let go of all of them.
+	if err := r.killAll(); err != nil {
+		return err
+	}
+	t0 = time.Now()
+	if err := r.each(ctx, r.unregister); err != nil {
+		return err
+	}
+	res.UntrackSeconds = time.Since(t0).Seconds()
+	t0 = time.Now()
+	for {
+		h, err := r.held()
+		if err != nil {
+			return err
+		}
+		res.HeldAfter = h
+		if h.Tracked == res.HeldIdle.Tracked && h.Detector == res.HeldIdle.Detector && h.Audit <= res.HeldIdle.Audit {
+			break
+		}
+		if time.Since(t0) > 30*time.Second {
+			return fmt.Errorf("30s after the last container stopped the agent still holds %+v (before any: %+v)", *h, *res.HeldIdle)
+		}
+		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	res.ReleasedSeconds = time.Since(t0).Seconds()
+	logf("untracked all in %.2fs, state released %.2fs later", res.UntrackSeconds, res.ReleasedSeconds)
+	return nil
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat's times (100 on every
+// Linux architecture vigil supports).
+const clockTicks = 100
+
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+
+func (r *run) startAgent(ctx context.Context) error {
+	cfg := filepath.Join(r.work, "node.yaml")
+	if err := os.WriteFile(cfg, []byte("{}\n"), 0o600); err != nil {
+		return err
+	}
+	args := []string{"agent", "--hook-only", "--config", cfg, "--control-socket", r.sock,
+		"--listener", filepath.Join(r.work, "seccomp.sock"), "--pin-dir", "", "--state", "", "--notify-keeper", "",
+		"--metrics-addr", "", "--alerts", filepath.Join(r.work, "alerts.jsonl"), "--log-level", "warn"}
+	if !r.o.NoAudit {
+		args = append(args, "--audit", filepath.Join(r.work, "audit"))
+	}
+	logf, err := os.Create(filepath.Join(r.work, "agent.log"))
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	r.agent = exec.Command(r.o.Vigil, args...)
+	r.agent.Stdout, r.agent.Stderr = logf, logf
+	if err := r.agent.Start(); err != nil {
+		return fmt.Errorf("start the agent: %w", err)
+	}
+	r.done = make(chan struct{})
+	go func() { r.agent.Wait(); close(r.done) }()
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		select {
+		case <-r.done:
+			return fmt.Errorf("the agent exited: %s", r.agentLog())
+		case <-ctx.Done():
+			return ctx.Err()
+		default:
+		}
+		if _, err := r.status(); err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("the agent did not answer on %s within 15s: %s", r.sock, r.agentLog())
+}
+
+func (r *run) agentLog() string {
+	b, _ := os.ReadFile(filepath.Join(r.work, "agent.log"))
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func (r *run) status() (*agentctl.Status, error) {
+	resp, err := agentctl.Call(r.sock, agentctl.Request{Op: agentctl.OpStatus})
+	if err != nil {
+		return nil, fmt.Errorf("agent status: %w", err)
+	}
+	return resp.Status, nil
+}
+
+func (r *run) held() (*agentctl.Held, error) {
+	st, err := r.status()
+	if err != nil {
+		return nil, err
+	}
+	if st.Held == nil {
+		return nil, errors.New("the agent's status has no held counts: is --vigil an older binary?")
+	}
+	return st.Held, nil
+}
+
+// start makes container i's cgroup and starts its process in it (cloned
+// straight into the cgroup), and writes its bundle.
+func (r *run) start(i int, args []string) error {
+	name := fmt.Sprintf("c%d", i)
+	dir := filepath.Join(r.parent, name)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return fmt.Errorf("create cgroup: %w", err)
+	}
+	fd, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open cgroup: %w", err)
+	}
+	pid, err := syscall.ForkExec(args[0], args, &syscall.ProcAttr{Dir: "/", Env: []string{},
+		Sys: &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd, Setpgid: true}})
+	unix.Close(fd)
+	if err != nil {
+		return fmt.Errorf("start workload %d: %w", i, err)
+	}
+	r.pids = append(r.pids, pid)
+	r.ids = append(r.ids, fmt.Sprintf("bench-%d-%d", os.Getpid(), i))
+	bundle := filepath.Join(r.work, "bundles", name)
+	if err := os.MkdirAll(bundle, 0o700); err != nil {
+		return err
+	}
+	spec := fmt.Sprintf(`{"ociVersion":"1.0.2","linux":{"cgroupsPath":%q}}`, r.rel+"/"+name)
+	return os.WriteFile(filepath.Join(bundle, "config.json"), []byte(spec), 0o600)
+}
+
+// each runs f for every container with o.Clients at once.
+func (r *run) each(ctx context.Context, f func(i int) error) error {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	for c := 0; c < r.o.Clients; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= len(r.ids) {
+					return
+				}
+				if err := f(i); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		return first
+	}
+	return ctx.Err()
+}
+
+func (r *run) register(i int) error {
+	name := fmt.Sprintf("c%d", i)
+	req := agentctl.Request{Op: agentctl.OpRegister,
+		Container:   &event.Container{ID: r.ids[i], Name: name, Pod: "scale-" + name, Namespace: "bench", Image: "vigil-bench-helper"},
+		CgroupsPath: r.rel + "/" + name, Annotations: map[string]string{"ebpf-monitor": "true"},
+		Bundle: filepath.Join(r.work, "bundles", name), PID: r.pids[i]}
+	resp, err := agentctl.Call(r.sock, req)
+	if err == nil && resp.Error != "" {
+		err = errors.New(resp.Error)
+	}
+	if err != nil {
+		return fmt.Errorf("register container %d: %w", i, err)
+	}
+	return nil
+}
+
+func (r *run) unregister(i int) error {
+	resp, err := agentctl.Call(r.sock, agentctl.Request{Op: agentctl.OpUnregister, Container: &event.Container{ID: r.ids[i]}})
+	if err == nil && resp.Error != "" {
+		err = errors.New(resp.Error)
+	}
+	if err != nil {
+		return fmt.Errorf("unregister container %d: %w", i, err)
+	}
+	return nil
+}
+
+// killAll kills every workload and reaps it.
+func (r *run) killAll() error {
+	if r.parent == "" {
+		return nil
+	}
+	if err := os.WriteFile(filepath.Join(r.parent, "cgroup.kill"), []byte("1"), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("kill the workloads: %w", err)
+	}
+	for _, pid := range r.pids {
+		var ws syscall.WaitStatus
+		for {
+			_, err := syscall.Wait4(pid, &ws, 0, nil)
+			if err != syscall.EINTR {
+				break
+			}
+		}
+	}
+	r.pids = r.pids[:0]
+	return nil
+}
+
+// cleanup stops the agent and removes the processes, cgroups and files
+// of a count, whatever state the run is in.
+func (r *run) cleanup() error {
+	var errs []error
+	if err := r.killAll(); err != nil {
+		errs = append(errs, err)
+	}
+	if r.agent != nil && r.agent.Process != nil {
+		r.agent.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-r.done:
+		case <-time.After(15 * time.Second):
+			r.agent.Process.Kill()
+			<-r.done
+		}
+	}
+	if _, err := os.Stat(r.parent); err == nil {
+		if err := removeTree(r.parent); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	os.RemoveAll(r.work)
+	return errors.Join(errs...)
+}
+
+// rss is a process's resident memory in bytes (VmRSS).
+func rss(pid int) int64 {
+	v, _ := procStatus(pid, "VmRSS")
+	return v
+}
+
+// processBytes is what a process has of its own: anonymous memory and
+// page tables.
+func processBytes(pid int) int64 {
+	a, _ := procStatus(pid, "RssAnon")
+	p, _ := procStatus(pid, "VmPTE")
+	return a + p
+}
+
+func procStatus(pid int, field string) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
+}
+
+// cpuTicks is a process's user and system time in clock ticks.
+func cpuTicks(pid int) uint64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command (which may hold spaces): state is field 3,
+	// utime 14 and stime 15.
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 {
+		s = s[i+2:]
+	}
+	f := strings.Fields(s)
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseUint(f[11], 10, 64)
+	st, _ := strconv.ParseUint(f[12], 10, 64)
+	return u + st
+}
+
+// mapMemory sums the memlock the kernel reports for each BPF map a
+// process holds (fdinfo), by map name.
+func mapMemory(pid int) (int64, map[string]int64) {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	es, _ := os.ReadDir(dir)
+	seen := map[uint32]bool{}
+	byName := map[string]int64{}
+	var total int64
+	for _, e := range es {
+		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err != nil || l != "anon_inode:bpf-map" {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, e.Name()))
+		if err != nil {
+			continue
+		}
+		var id uint32
+		var memlock int64
+		for _, line := range strings.Split(string(b), "\n") {
+			k, v, ok := strings.Cut(line, ":")
+			if !ok {
+				continue
+			}
+			v = strings.TrimSpace(v)
+			switch k {
+			case "map_id":
+				n, _ := strconv.ParseUint(v, 10, 32)
+				id = uint32(n)
+			case "memlock":
+				memlock, _ = strconv.ParseInt(v, 10, 64)
+			}
+		}
+		if id == 0 || seen[id] {
+			continue
+		}
+		seen[id] = true
+		name := fmt.Sprintf("id%d", id)
+		if m, err := ebpf.NewMapFromID(ebpf.MapID(id)); err == nil {
+			if info, err := m.Info(); err == nil && info.Name != "" {
+				name = info.Name
+			}
+			m.Close()
+		}
+		byName[name] += memlock
+		total += memlock
+	}
+	return total, byName
+}
+
+// Machine describes where the benchmark ran, for the report.
+func Machine() string {
+	host, _ := os.Hostname()
+	var u unix.Utsname
+	unix.Uname(&u)
+	mem, _ := meminfo("MemTotal")
+	return fmt.Sprintf("%s, Linux %s, %d cpus, %d MiB", host, unix.ByteSliceToString(u.Release[:]), runtime.NumCPU(), mem>>20)
+}
