@@ -87,6 +87,22 @@ func (a *argvCond) eval(c *evalCtx) bool {
 	return false
 }
 
+// ancCond passes when the executable of any known ancestor matches
+// (parent first).
+type ancCond struct{ m strMatcher }
+
+func (a *ancCond) eval(c *evalCtx) bool {
+	if c.proc == nil {
+		return false
+	}
+	for _, s := range c.proc.lin.anc {
+		if s != "" && a.m.match(s) {
+			return true
+		}
+	}
+	return false
+}
+
 type numCond struct {
 	get func(*evalCtx) (int64, bool)
 	m   numMatcher
@@ -141,7 +157,7 @@ var strFields = map[string]func(*evalCtx) string{
 	"container.namespace": func(c *evalCtx) string { return ctr(c).Namespace },
 	"proc.pexe": func(c *evalCtx) string {
 		if c.proc != nil {
-			return c.proc.lin.pexe
+			return c.proc.lin.anc[0]
 		}
 		return ""
 	},
@@ -258,7 +274,7 @@ func allFieldNames() string {
 	for k := range boolFields {
 		n = append(n, k)
 	}
-	n = append(n, "argv", "ip", "errno", "syscall", "all", "any", "not", "macro")
+	n = append(n, "argv", "proc.aexe", "ip", "errno", "syscall", "all", "any", "not", "macro")
 	sortStrings(n)
 	return strings.Join(n, ", ")
 }
@@ -401,6 +417,12 @@ func (c *compiler) field(k, v *yaml.Node) (cond, error) {
 			return nil, err
 		}
 		return &argvCond{m: m}, nil
+	case "proc.aexe":
+		m, err := c.strMatcher(v)
+		if err != nil {
+			return nil, err
+		}
+		return &ancCond{m: m}, nil
 	case "ip":
 		m, err := c.ipMatcher(v)
 		if err != nil {

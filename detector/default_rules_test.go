@@ -105,7 +105,7 @@ func TestDefaultRulesFire(t *testing.T) {
 	cases["host-path-write"] = []step{{"openat", func(e *event.Event) { e.Path = "/data/host/x"; e.Args[2] = 0o101 }}}
 	rs := e.rs.Load()
 	for _, r := range rs.rules {
-		if _, ok := cases[r.name]; !ok {
+		if _, ok := cases[r.name]; !ok && !behaviourCovered(r.name) {
 			t.Errorf("default rule %q has no test case", r.name)
 		}
 	}

@@ -400,7 +400,7 @@ func (r *rule) verdict(cg *cgState, ev, orig *event.Event, p *procState, t int64
 	if orig != ev {
 		evd.given(orig)
 	}
-	msg := render(r.message, ev, p)
+	msg := render(r.message, ev, p, &cg.written)
 	return Verdict{
 		ID:        verdictID(r.name, ev.CgroupID, ev.PID, ev.TID, ev.Seq, t),
 		Time:      time.Unix(0, t).UTC(),

@@ -347,7 +347,7 @@ func checkTuple(c *compiler, rule string, x *excDef, items []*yaml.Node, at *yam
 func exceptionFieldKnown(f string) bool {
 	_, s := strFields[f]
 	_, n := numFields[f]
-	return s || n || f == "argv"
+	return s || n || f == "argv" || f == "proc.aexe"
 }
 
 func exceptionFieldNames() string {
@@ -358,7 +358,7 @@ func exceptionFieldNames() string {
 	for k := range numFields {
 		n = append(n, k)
 	}
-	n = append(n, "argv")
+	n = append(n, "argv", "proc.aexe")
 	sortStrings(n)
 	return strings.Join(n, ", ")
 }
@@ -431,9 +431,12 @@ func (c *compiler) exceptionField(rule, exc, field, comp string, v *yaml.Node) (
 		return nil, bad("comparison %q: unknown; allowed: %s", comp, exceptionComps)
 	}
 	var x cond
-	if field == "argv" {
+	switch field {
+	case "argv":
 		x = &argvCond{m: m}
-	} else {
+	case "proc.aexe":
+		x = &ancCond{m: m}
+	default:
 		x = &strCond{get: strFields[field], m: m}
 	}
 	if negate {

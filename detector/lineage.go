@@ -7,7 +7,7 @@ import "vigil.dev/vigil/event"
 // parent accepted inbound connections (a server), and the memory it made
 // writable recently (for write-then-execute).
 type lineage struct {
-	pexe      string // the parent's executable when the process was forked; "" unknown
+	anc       [maxAncestors]string // executables of the parent, grandparent… when forked; "" unknown
 	accepted  bool   // the process accepted a connection (accept, accept4)
 	paccepted bool   // its parent had, when it forked this process
 	wr        [8]memRange
@@ -44,6 +44,9 @@ const (
 	protExec   = 0x4
 	mapAnon    = 0x20
 	maxWritten = 1024 // written files remembered per cgroup
+	// maxAncestors is how many ancestors' executables a process keeps:
+	// enough for apt-get > dpkg > maintainer script > sh > tool.
+	maxAncestors = 6
 )
 
 func (l *lineage) addWritable(start, length uint64) {
@@ -117,9 +120,12 @@ func trackLineage(cg *cgState, ev *event.Event) {
 		if parent == nil {
 			return
 		}
-		pexe, acc := parent.exe, parent.lin.accepted
+		var anc [maxAncestors]string
+		anc[0] = parent.exe
+		copy(anc[1:], parent.lin.anc[:])
+		acc := parent.lin.accepted
 		child := ps.get(uint32(ret), true)
-		child.lin.pexe, child.lin.paccepted = pexe, acc
+		child.lin.anc, child.lin.paccepted = anc, acc
 	case nrExecve, nrExecveat:
 		if ret == 0 && ev.Flags&event.NoReturn == 0 {
 			if p := ps.get(ev.PID, false); p != nil {

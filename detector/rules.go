@@ -557,8 +557,9 @@ func compileSample(c *compiler, d *ruleDef) (*sampleRule, error) {
 	return r, nil
 }
 
-// render fills {field} placeholders of a message from the event.
-func render(msg string, ev *event.Event, p *procState) string {
+// render fills {field} placeholders of a message from the event, its
+// process and the cgroup's written files (w may be nil).
+func render(msg string, ev *event.Event, p *procState, w *writtenFiles) string {
 	if !strings.Contains(msg, "{") {
 		return msg
 	}
@@ -601,6 +602,25 @@ func render(msg string, ev *event.Event, p *procState) string {
 			} else {
 				b.WriteString("?")
 			}
+		case "proc.pexe":
+			if p != nil && p.lin.anc[0] != "" {
+				b.WriteString(p.lin.anc[0])
+			} else {
+				b.WriteString("?")
+			}
+		case "fd_path":
+			if p != nil {
+				b.WriteString(p.fdPath(int32(ev.Args[0])))
+			}
+		case "exe_writer":
+			wr := ""
+			if w != nil {
+				wr, _ = w.writer(ev.Path)
+			}
+			if wr == "" {
+				wr = "?"
+			}
+			b.WriteString(wr)
 		case "arg0", "arg1", "arg2", "arg3", "arg4", "arg5":
 			b.WriteString("0x" + strconv.FormatUint(ev.Args[key[3]-'0'], 16))
 		default:
