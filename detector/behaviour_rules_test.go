@@ -28,7 +28,9 @@ func forkOf(pid, child uint32) rstep {
 }
 
 func openOf(pid uint32, path string, flags uint64) rstep {
-	return rstep{"openat", func(e *event.Event) { e.PID, e.TID, e.Path, e.Args[0], e.Args[2], e.Ret = pid, pid, path, 0xffffff9c, flags, 3 }}
+	return rstep{"openat", func(e *event.Event) {
+		e.PID, e.TID, e.Path, e.Args[0], e.Args[2], e.Ret = pid, pid, path, 0xffffff9c, flags, 3
+	}}
 }
 
 func sys(pid uint32, name string, mod func(e *event.Event)) rstep {

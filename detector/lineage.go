@@ -8,8 +8,8 @@ import "vigil.dev/vigil/event"
 // writable recently (for write-then-execute).
 type lineage struct {
 	anc       [maxAncestors]string // executables of the parent, grandparent… when forked; "" unknown
-	accepted  bool   // the process accepted a connection (accept, accept4)
-	paccepted bool   // its parent had, when it forked this process
+	accepted  bool                 // the process accepted a connection (accept, accept4)
+	paccepted bool                 // its parent had, when it forked this process
 	wr        [8]memRange
 	wrNext    uint8
 }
