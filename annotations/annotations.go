@@ -1,6 +1,6 @@
 // Package annotations owns vigil's annotation contract: the keys a pod or
 // container sets to opt in to monitoring and choose its seccomp profile,
-// priority, detection policy and mode; the lookup order
+// priority, detection policy, mode and tracing class; the lookup order
 // `<key>/container.<name>` → `<key>/pod` → `<key>`; the node configuration
 // that may force monitoring; and Parse, which turns all of it into a Policy
 // or an error that names the key, the bad value and the allowed values.
@@ -79,6 +79,12 @@ type Policy struct {
 	// PolicyName names the detection/response policy.
 	PolicyName string
 	Mode       Mode
+	// Realtime is vigil.dev/latency: realtime, Block vigil.dev/loss: block
+	// (false: the normal classes). The node bounds how many containers hold
+	// each (realtimeMax, blockMax); the plugin applies the bound when it
+	// starts tracing.
+	Realtime bool
+	Block    bool
 	// Warnings lists bad values that were replaced by defaults because the
 	// node configuration says to warn instead of failing, and priorities
 	// the node's bounds changed or ignored.
@@ -207,6 +213,8 @@ func Parse(pod, ctr map[string]string, ctrName, namespace, image string, node No
 		// The node sets at least this mode; a pod may raise it, not lower it.
 		p.Mode = node.MinMode
 	}
+
+	parseClass(&p, pod, ctr, ctrName, bad)
 
 	if len(errs) == 0 {
 		return p, nil

@@ -70,6 +70,13 @@ type NodeConfig struct {
 	SeccompUnsupported string `yaml:"seccompUnsupported"`
 	// Priority bounds what pods may ask for with vigil.dev/priority.
 	Priority PriorityConfig `yaml:"priority"`
+	// RealtimeMax bounds how many containers may be in the realtime latency
+	// class (vigil.dev/latency: realtime) at once, BlockMax how many in the
+	// block loss class (vigil.dev/loss: block); 16 each when not set, 0
+	// allows none. A container over the bound runs in the normal class,
+	// with a warning.
+	RealtimeMax *int `yaml:"realtimeMax"`
+	BlockMax    *int `yaml:"blockMax"`
 }
 
 // PriorityConfig bounds vigil.dev/priority on the node. The zero value
@@ -229,6 +236,9 @@ func (c NodeConfig) Validate() error {
 	default:
 		return fmt.Errorf("seccompFloor %q: allowed values are %q, %q, %q, %q", c.SeccompFloor,
 			SeccompNotify, SeccompStrict, SeccompRuntimeDefault, SeccompUnconfined)
+	}
+	if err := c.validateClass(); err != nil {
+		return err
 	}
 	return c.validatePriority()
 }
