@@ -38,8 +38,11 @@ type Scenario struct {
 	Attack bool
 	Class  detector.Class // the class an attack must be detected as
 	Desc   string
-	Cmd    []string // "{bin}" is the build directory, "{src}" this folder
+	Cmd    []string // "{bin}" is the build directory, "{src}" this folder, "{fix}" the corpus fixtures
 	Env    []string // "{port}" is the reverse-shell listener's port
+	Needs  []string // programs the workload runs (looked up in PATH)
+	Setup  []string // fixtures it starts from (parts of benign/corpus/setup.sh)
+	CI     bool     // benign: in the subset TestEval runs in make test
 }
 
 // Attacks and Benign are the scenario sets.
@@ -68,20 +71,63 @@ var Attacks = []Scenario{
 	{Name: "fileless-exec", Class: detector.ClassPrivesc, Desc: "exec of a program from a memfd", Cmd: []string{"{bin}/fileless"}},
 }
 
+// Benign is the corpus of everyday work: no run may get a verdict. The
+// workloads marked CI run in make test (TestEval); make eval runs all.
 var Benign = []Scenario{
-	{Name: "web-server", Desc: "busybox httpd under 150 requests", Cmd: []string{"sh", "{src}/benign/web_server.sh"}, Env: []string{"PORT={port2}"}},
-	{Name: "go-service", Desc: "multi-threaded Go HTTP service with 4 client goroutines", Cmd: []string{"{bin}/go_service"}},
-	{Name: "batch-files", Desc: "batch job: filter, sort, gzip, checksum 60 files", Cmd: []string{"sh", "{src}/benign/batch_files.sh"}},
-	{Name: "compile", Desc: "gcc compile and link of a C program", Cmd: []string{"sh", "{src}/benign/compile.sh"}},
-	{Name: "shell-pipeline", Desc: "seq | awk | sort | uniq | sed pipelines", Cmd: []string{"sh", "{src}/benign/pipeline.sh"}},
-	{Name: "kv-database", Desc: "database-like: pread/pwrite, WAL with fsync, checkpoint + rename", Cmd: []string{"{bin}/kvstore", "/tmp/vigil-kv-eval", "6000"}},
-	{Name: "idle-service", Desc: "mostly idle, periodic status and log rotation for 3 s", Cmd: []string{"sh", "{src}/benign/idle_service.sh"}},
-	{Name: "archive", Desc: "tar + gzip backup, list, restore, diff", Cmd: []string{"sh", "{src}/benign/archive.sh"}},
-	{Name: "text-search", Desc: "log analysis with awk, grep, sed, cut", Cmd: []string{"sh", "{src}/benign/text_search.sh"}},
-	{Name: "find-stat", Desc: "inventory: find, du, ls -la /etc, stat", Cmd: []string{"sh", "{src}/benign/find_stat.sh"}},
-	{Name: "compress-cpu", Desc: "CPU-heavy gzip -9 of 20 MB", Cmd: []string{"sh", "{src}/benign/compress_cpu.sh"}},
-	{Name: "sort-numbers", Desc: "shuf and sort of 600k numbers", Cmd: []string{"sh", "{src}/benign/sort_numbers.sh"}},
-	{Name: "copy-checksum", Desc: "cp -r, md5sum -c, rm -r", Cmd: []string{"sh", "{src}/benign/copy_checksum.sh"}},
+	{Name: "web-server", CI: true, Desc: "busybox httpd under 150 requests", Cmd: []string{"sh", "{src}/benign/web_server.sh"}, Env: []string{"PORT={port2}"}},
+	{Name: "go-service", CI: true, Desc: "multi-threaded Go HTTP service with 4 client goroutines", Cmd: []string{"{bin}/go_service"}},
+	{Name: "batch-files", CI: true, Desc: "batch job: filter, sort, gzip, checksum 60 files", Cmd: []string{"sh", "{src}/benign/batch_files.sh"}},
+	{Name: "compile", CI: true, Desc: "gcc compile and link of a C program", Cmd: []string{"sh", "{src}/benign/compile.sh"}},
+	{Name: "shell-pipeline", CI: true, Desc: "seq | awk | sort | uniq | sed pipelines", Cmd: []string{"sh", "{src}/benign/pipeline.sh"}},
+	{Name: "kv-database", CI: true, Desc: "database-like: pread/pwrite, WAL with fsync, checkpoint + rename", Cmd: []string{"{bin}/kvstore", "/tmp/vigil-kv-eval", "6000"}},
+	{Name: "idle-service", CI: true, Desc: "mostly idle, periodic status and log rotation for 3 s", Cmd: []string{"sh", "{src}/benign/idle_service.sh"}},
+	{Name: "archive", CI: true, Desc: "tar + gzip backup, list, restore, diff", Cmd: []string{"sh", "{src}/benign/archive.sh"}},
+	{Name: "text-search", CI: true, Desc: "log analysis with awk, grep, sed, cut", Cmd: []string{"sh", "{src}/benign/text_search.sh"}},
+	{Name: "find-stat", CI: true, Desc: "inventory: find, du, ls -la /etc, stat", Cmd: []string{"sh", "{src}/benign/find_stat.sh"}},
+	{Name: "compress-cpu", CI: true, Desc: "CPU-heavy gzip -9 of 20 MB", Cmd: []string{"sh", "{src}/benign/compress_cpu.sh"}},
+	{Name: "sort-numbers", CI: true, Desc: "shuf and sort of 600k numbers", Cmd: []string{"sh", "{src}/benign/sort_numbers.sh"}},
+	{Name: "copy-checksum", CI: true, Desc: "cp -r, md5sum -c, rm -r", Cmd: []string{"sh", "{src}/benign/copy_checksum.sh"}},
+	// the corpus (benign/corpus): builds, package installs, databases,
+	// services on runtimes, version control, archives, scheduled jobs
+	corpus("go-build", true, "go build of a module (compile and link), then the binary", []string{"go"}, "go"),
+	corpus("go-test", false, "go vet and go test with a short benchmark", []string{"go"}, "go"),
+	corpus("make-parallel", false, "make -j2 of a 17-file C project, make check, clean", []string{"make", "gcc"}, "c"),
+	corpus("cxx-compile", false, "g++ -O2 of an STL program, then the program", []string{"g++"}, "c"),
+	corpus("cargo-build", false, "cargo build --offline --release of a crate, then the binary", []string{"cargo"}, "rust"),
+	corpus("javac-jar", false, "javac of three classes, jar, a word count with the jar", []string{"javac", "jar", "java"}, "data", "java"),
+	corpus("java-compute", false, "JVM data job: two threads counting primes (JIT)", []string{"java"}, "java"),
+	corpus("java-service", false, "JVM HTTP service answering 200 requests", []string{"java"}, "java"),
+	corpus("java-source", true, "a single-file Java program run from source", []string{"java"}),
+	corpus("node-server", true, "Node.js HTTP server answering 300 requests", []string{"node"}, "node"),
+	corpus("node-etl", false, "Node.js script summarising a 60k-row CSV", []string{"node"}, "data", "node"),
+	corpus("npm-install", false, "npm install (offline) of an app with a local dependency, npm test", []string{"npm", "node"}, "node"),
+	corpus("python-venv", true, "python3 -m venv with pip, the venv's python and pip", []string{"/usr/bin/python3"}),
+	corpus("pip-install", false, "pip install from local files into a target directory, then import", []string{"/usr/bin/python3"}, "venv"),
+	corpus("python-etl", false, "Python data job: group, mean and median of 60k CSV rows", []string{"/usr/bin/python3"}, "data", "py"),
+	corpus("python-http", false, "threaded Python HTTP service answering 200 requests", []string{"/usr/bin/python3"}),
+	corpus("python-tests", false, "python3 -m unittest and compileall", []string{"/usr/bin/python3"}, "py"),
+	corpus("sqlite", true, "SQLite: import 60k rows, index, aggregate, transaction, vacuum, dump", []string{"sqlite3"}, "data"),
+	corpus("postgres", false, "PostgreSQL server: pgbench init and 3 s run, psql, pg_dump, stop", []string{"setpriv", "pg_ctlcluster"}, "pg"),
+	corpus("git-workflow", true, "git init, 25 commits, branch and merge, log, blame, gc", []string{"git"}),
+	corpus("git-clone", false, "git clone of a local repository, log --stat, diff, archive", []string{"git"}, "git"),
+	corpus("deb-install", false, "dpkg-deb info/extract, dpkg --root install, list, remove in a throwaway root", []string{"dpkg", "dpkg-deb"}, "deb"),
+	corpus("xz-parallel", false, "tar of /usr/include through xz -T2, list, test", []string{"xz", "tar"}),
+	corpus("zstd-bzip2", false, "zstd -T2 -15 and bzip2 -9, checked by decompressing", []string{"zstd", "bzip2"}, "data"),
+	corpus("grep-find", true, "find by name and size, grep -r, xargs wc over /usr/include", []string{"find", "grep", "xargs"}),
+	corpus("cron-jobs", false, "cron-like: heartbeat, log rotation with gzip, cleanup, a backup", []string{"gzip", "tar"}),
+	corpus("shell-xargs", false, "bash: process substitution, xargs -P2 sha256sum, while-read", []string{"xargs", "sha256sum"}),
+	corpus("openssl-certs", false, "a small CA: keys, certificates, verify, encrypt, digests", []string{"openssl"}),
+	corpus("perl-report", false, "Perl report over 40 log files", []string{"perl"}, "data"),
+	corpus("ssh-keygen", false, "14 SSH keys, fingerprints, authorized_keys", []string{"ssh-keygen"}),
+	corpus("awk-crunch", true, "CPU-bound awk: 12 passes of statistics over 60k rows", []string{"awk"}, "data"),
+	corpus("csv-report", false, "coreutils ETL: sort, join, paste, cut, uniq over 60k rows", []string{"sort", "join", "paste"}, "data"),
+}
+
+// corpus is a workload of benign/corpus: NAME.sh (dashes as
+// underscores) run by bash with FIX, the fixtures, in its environment.
+func corpus(name string, ci bool, desc string, needs []string, setup ...string) Scenario {
+	return Scenario{Name: name, CI: ci, Desc: desc, Needs: append([]string{"bash"}, needs...), Setup: setup,
+		Cmd: []string{"bash", "{src}/benign/corpus/" + strings.ReplaceAll(name, "-", "_") + ".sh"}, Env: []string{"FIX={fix}"}}
 }
 
 // Options says where things are.
@@ -93,6 +139,8 @@ type Options struct {
 	Log     io.Writer
 	Timeout time.Duration // per run
 	Keep    string        // if set, copy each run's events (gzip) and samples here
+	Only    []string      // if set, only the scenarios of these names
+	CI      bool          // benign: only the workloads marked CI (attacks: all)
 }
 
 // Run is one execution of a scenario.
@@ -110,7 +158,7 @@ type Run struct {
 	Class     string             `json:"class,omitempty"`  // attacks: the class it must be detected as
 	Detected  bool               `json:"detected"`         // attacks: a verdict of the expected class
 	TTD       float64            `json:"ttd_ms,omitempty"` // time to detection from the first event, ms
-	FalsePos  int                `json:"false_positives"`  // benign: verdicts
+	FalsePos  int                `json:"false_positives"`  // benign: verdicts (replayed, and printed by vigil trace itself)
 	ModelMax  float64            `json:"model_max_score"`  // max model window score
 	LiveRules []string           `json:"live_rules"`       // rules of the verdicts vigil trace itself printed
 	EventFile string             `json:"event_file"`
@@ -118,21 +166,44 @@ type Run struct {
 
 // Report is eval-report.json.
 type Report struct {
-	Time              string     `json:"time"`
-	Attacks           int        `json:"attacks"`
-	Detected          int        `json:"detected"`
-	DetectionRate     float64    `json:"detection_rate"`
-	BenignRuns        int        `json:"benign_runs"`
-	BenignWorkloads   int        `json:"benign_workloads"`
-	FalsePositiveRuns int        `json:"false_positive_runs"`
-	FalsePositives    int        `json:"false_positives"`
-	BenignSeconds     float64    `json:"benign_seconds"`
-	FPPerHour         float64    `json:"false_positives_per_hour"`
-	FPRate            float64    `json:"false_positive_rate"` // benign runs with any verdict / benign runs
-	MeanTTDms         float64    `json:"mean_ttd_ms"`
-	Model             ModelEval  `json:"model"`
-	Runs              []Run      `json:"runs"`
-	CVE               *CVEReport `json:"cve,omitempty"` // the CVE protocol on the development data set
+	Time              string      `json:"time"`
+	Attacks           int         `json:"attacks"`
+	Detected          int         `json:"detected"`
+	DetectionRate     float64     `json:"detection_rate"`
+	BenignRuns        int         `json:"benign_runs"`
+	BenignWorkloads   int         `json:"benign_workloads"`
+	FalsePositiveRuns int         `json:"false_positive_runs"`
+	FalsePositives    int         `json:"false_positives"`
+	BenignSeconds     float64     `json:"benign_seconds"`
+	FPPerHour         float64     `json:"false_positives_per_hour"`
+	FPRate            float64     `json:"false_positive_rate"` // benign runs with any verdict / benign runs
+	MeanTTDms         float64     `json:"mean_ttd_ms"`
+	Classes           []ClassEval `json:"classes"` // per threat class
+	Skipped           []Skipped   `json:"skipped,omitempty"`
+	Model             ModelEval   `json:"model"`
+	Runs              []Run       `json:"runs"`
+	CVE               *CVEReport  `json:"cve,omitempty"` // the CVE protocol on the development data set
+}
+
+// ClassEval is the rules' figures for one threat class: its attack runs
+// detected (a verdict of the class), the verdicts of the class on benign
+// runs, and the time from a run's first event to the first verdict of
+// the class.
+type ClassEval struct {
+	Class          string  `json:"class"`
+	Attacks        int     `json:"attacks"`
+	Detected       int     `json:"detected"`
+	DetectionRate  float64 `json:"detection_rate"`
+	FalseAlarms    int     `json:"false_alarms"`     // verdicts of the class on benign runs
+	FalseAlarmRuns int     `json:"false_alarm_runs"` // benign runs with one
+	MeanTTDms      float64 `json:"mean_ttd_ms"`
+	P99TTDms       float64 `json:"p99_ttd_ms"`
+}
+
+// Skipped is a scenario left out because a program it needs is missing.
+type Skipped struct {
+	Scenario string `json:"scenario"`
+	Missing  string `json:"missing"`
 }
 
 // ModelEval is the learned model alone (and two baselines) on the
@@ -353,7 +424,7 @@ func sampler(ctx context.Context, dir string) []detector.Sample {
 
 func expand(s string, o *Options, l *listeners) string {
 	r := strings.NewReplacer("{bin}", filepath.Join(o.Work, "bin"), "{src}", o.Src,
-		"{port}", strconv.Itoa(l.shellPort), "{port2}", strconv.Itoa(l.webPort))
+		"{port}", strconv.Itoa(l.shellPort), "{port2}", strconv.Itoa(l.webPort), "{fix}", filepath.Join(o.Work, "fixtures"))
 	return r.Replace(s)
 }
 
@@ -502,7 +573,24 @@ func Evaluate(o Options) (*Report, error) {
 	if o.Timeout == 0 {
 		o.Timeout = 60 * time.Second
 	}
+	rep := &Report{Time: time.Now().UTC().Format(time.RFC3339)}
+	attacks, benign, err := Select(o)
+	if err != nil {
+		return nil, err
+	}
+	benign, rep.Skipped = Available(benign)
+	for _, sk := range rep.Skipped {
+		o.logf("%-18s skipped: %s not found", sk.Scenario, sk.Missing)
+	}
+	// The fixtures are read by workloads that run as another user
+	// (postgres): the scratch directory must be searchable.
+	if err := os.Chmod(o.Work, 0o755); err != nil {
+		return nil, err
+	}
 	if err := Build(&o); err != nil {
+		return nil, err
+	}
+	if err := setupFixtures(&o, benign); err != nil {
 		return nil, err
 	}
 	l, err := startListeners()
@@ -511,13 +599,12 @@ func Evaluate(o Options) (*Report, error) {
 	}
 	defer l.Close()
 	cfg := detector.Config{Shards: 1, Lists: map[string][]string{"allowed_resolvers": detector.SystemResolvers("")}}
-	rep := &Report{Time: time.Now().UTC().Format(time.RFC3339)}
 	var all []Scenario
-	for _, s := range Attacks {
+	for _, s := range attacks {
 		s.Attack = true
 		all = append(all, s)
 	}
-	for _, s := range Benign {
+	for _, s := range benign {
 		for i := 0; i < o.Runs; i++ {
 			all = append(all, s)
 		}
@@ -555,12 +642,14 @@ func Evaluate(o Options) (*Report, error) {
 		}
 		r.Rules, r.Classes = sortedKeys(rules), sortedKeys(classes)
 		if !sc.Attack {
-			r.FalsePos = len(vs)
+			// what vigil trace's own detector said counts too
+			r.FalsePos = max(len(vs), len(r.LiveRules))
 		}
 		o.logf("%-18s run %d  %6d events %5.2fs exit %d  %s", sc.Name, r.Run, r.Events, r.Seconds, r.Exit, strings.Join(r.Rules, ","))
 		rep.Runs = append(rep.Runs, *r)
 	}
 	summarize(rep)
+	rep.Classes = classEvals(rep.Runs)
 	if err := evalModel(&o, rep); err != nil {
 		return nil, err
 	}
@@ -894,6 +983,11 @@ func (rep *Report) Table() string {
 	fmt.Fprintf(&b, "\nattacks detected: %d/%d (%.1f%%), mean time to detection %.1f ms\n", rep.Detected, rep.Attacks, 100*rep.DetectionRate, rep.MeanTTDms)
 	fmt.Fprintf(&b, "benign: %d runs of %d workloads, %.1f s; false positives %d (%d runs, rate %.3f, %.1f per hour)\n",
 		rep.BenignRuns, rep.BenignWorkloads, rep.BenignSeconds, rep.FalsePositives, rep.FalsePositiveRuns, rep.FPRate, rep.FPPerHour)
+	for _, sk := range rep.Skipped {
+		fmt.Fprintf(&b, "skipped %s: %s not found\n", sk.Scenario, sk.Missing)
+	}
+	b.WriteString("\nper class (rules):\n")
+	b.WriteString(ClassTable(rep.Classes))
 	m := rep.Model
 	fmt.Fprintf(&b, "\nscenario windows, leave one benign workload out (%d folds; threshold = highest score on the other workloads' second runs):\n", m.Folds)
 	fmt.Fprintf(&b, "%-8s %9s %10s %10s %13s %11s\n", "method", "win AUC", "win det", "run det", "benign win FA", "benign runs")

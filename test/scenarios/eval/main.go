@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"vigil.dev/vigil/test/scenarios"
 )
@@ -25,6 +26,8 @@ func main() {
 	sok := flag.String("sok-dev", "", "the development CVE data set `DIR` (default $VIGIL_SOK_DEV, else ../shared/datasets/sok-dev beside the repository)")
 	cveOnly := flag.Bool("cve-only", false, "run the CVE protocol only (no scenarios, no root needed)")
 	variants := flag.Bool("variants", false, "also evaluate the model's variants side by side and leave-one-CVE-out")
+	only := flag.String("only", "", "run only the scenarios of these comma-separated `NAMES`")
+	ci := flag.Bool("ci", false, "benign: only the workloads make test runs (attacks: all)")
 	flag.Parse()
 	absSrc, _ := filepath.Abs(*src)
 	dataset := *sok
@@ -55,7 +58,11 @@ func main() {
 		}
 		defer os.RemoveAll(work)
 		absVigil, _ := filepath.Abs(*vigil)
-		sr, err := scenarios.Evaluate(scenarios.Options{Vigil: absVigil, Src: absSrc, Work: work, Runs: *runs, Log: os.Stderr, Keep: *keep})
+		var names []string
+		if *only != "" {
+			names = strings.Split(*only, ",")
+		}
+		sr, err := scenarios.Evaluate(scenarios.Options{Vigil: absVigil, Src: absSrc, Work: work, Runs: *runs, Log: os.Stderr, Keep: *keep, Only: names, CI: *ci})
 		if err != nil {
 			fail(err)
 		}
