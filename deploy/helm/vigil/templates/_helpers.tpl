@@ -92,5 +92,5 @@ resources:
   {{- toYaml .Values.keeper.resources | nindent 2 }}
 volumeMounts:
   - name: run
-    mountPath: /run/vigil
+    mountPath: {{ .Values.hostPaths.run | trimSuffix "/" }}
 {{- end }}
