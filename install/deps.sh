@@ -8,6 +8,15 @@ need=()
 for p in clang llvm libbpf-dev bpftool gcc libc6-dev make tar busybox-static bash; do
 	dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
+# The benign corpus (test/scenarios/benign/corpus): compilers, runtimes and
+# tools, each package only when its command is missing (a JDK, Node.js or
+# Go installed otherwise is kept). PostgreSQL is left to the user (its
+# package starts a system cluster); make eval skips what is absent.
+for c in g++:g++ java:default-jdk-headless javac:default-jdk-headless jar:default-jdk-headless node:nodejs npm:npm \
+	sqlite3:sqlite3 git:git xz:xz-utils zstd:zstd bzip2:bzip2 openssl:openssl ssh-keygen:openssh-client perl:perl; do
+	command -v "${c%%:*}" >/dev/null 2>&1 || [[ " ${need[*]} " == *" ${c#*:} "* ]] || need+=("${c#*:}")
+done
+/usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
 	echo "deps: installing ${need[*]}"
 	export DEBIAN_FRONTEND=noninteractive

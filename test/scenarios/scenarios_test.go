@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"vigil.dev/vigil/detector"
 	"vigil.dev/vigil/internal/privtest"
 )
 
@@ -40,20 +41,28 @@ func (l testLog) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// TestEval runs every attack and benign scenario under vigil trace (as
-// root) and asserts the targets: at least 95% of attacks detected with
-// their class, no verdict on any benign run, and the learned model alone
-// at least as good as the z-score and STIDE baselines when one benign
-// workload is left out at a time.
+// TestEval runs every attack scenario and the benign workloads marked CI
+// (make eval runs the whole corpus) under vigil trace (as root) and
+// asserts the targets: at least 95% of attacks detected with their class,
+// every class detected, no verdict on any benign run, and the learned
+// model alone at least as good as the z-score and STIDE baselines when
+// one benign workload is left out at a time.
 func TestEval(t *testing.T) {
 	privtest.Require(t)
 	if testing.Short() {
-		t.Skip("the evaluation runs every scenario (about a minute)")
+		t.Skip("the evaluation runs every attack and the CI benign workloads (about two minutes)")
 	}
 	for _, tool := range []string{"cc", "bash", "busybox"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("the scenarios need %s: %v (make deps installs it)", tool, err)
 		}
+	}
+	_, ci, err := Select(Options{CI: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, skipped := Available(ci); len(skipped) > 0 {
+		t.Fatalf("the CI benign workloads need programs that are missing: %+v (make deps installs them)", skipped)
 	}
 	src, err := filepath.Abs(".")
 	if err != nil {
@@ -67,7 +76,7 @@ func TestEval(t *testing.T) {
 		t.Fatalf("build vigil: %v\n%s", err, b)
 	}
 	start := time.Now()
-	rep, err := Evaluate(Options{Vigil: vigil, Src: src, Work: work, Runs: 2, Log: testLog{t}})
+	rep, err := Evaluate(Options{Vigil: vigil, Src: src, Work: work, Runs: 2, Log: testLog{t}, CI: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,8 +86,13 @@ func TestEval(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	if rep.Attacks < 12 || rep.BenignWorkloads < 12 {
-		t.Errorf("%d attacks and %d benign workloads, want at least 12 of each", rep.Attacks, rep.BenignWorkloads)
+	if rep.Attacks != len(Attacks) || rep.BenignWorkloads != len(ci) {
+		t.Errorf("%d attacks and %d benign workloads, want %d and %d", rep.Attacks, rep.BenignWorkloads, len(Attacks), len(ci))
+	}
+	for _, c := range rep.Classes {
+		if c.Attacks == 0 || c.Detected == 0 {
+			t.Errorf("class %s: %d of %d attacks detected", c.Class, c.Detected, c.Attacks)
+		}
 	}
 	if rep.DetectionRate < 0.95 {
 		t.Errorf("detection rate %.3f, want >= 0.95", rep.DetectionRate)
@@ -86,7 +100,7 @@ func TestEval(t *testing.T) {
 	if rep.FalsePositives != 0 {
 		for _, r := range rep.Runs {
 			if !r.Attack && r.FalsePos > 0 {
-				t.Errorf("benign %s run %d: %d verdicts (%v)", r.Scenario, r.Run, r.FalsePos, r.Rules)
+				t.Errorf("benign %s run %d: %d verdicts (replayed %v, vigil trace printed %v)", r.Scenario, r.Run, r.FalsePos, r.Rules, r.LiveRules)
 			}
 		}
 	}
@@ -99,6 +113,66 @@ func TestEval(t *testing.T) {
 	for _, b := range ms[1:] {
 		if ms[0].RunDetect < b.RunDetect || ms[0].WindowAUC < b.WindowAUC {
 			t.Errorf("model: attack runs detected %.3f, window AUC %.3f; %s does better (%.3f, %.3f)", ms[0].RunDetect, ms[0].WindowAUC, b.Method, b.RunDetect, b.WindowAUC)
+		}
+	}
+}
+
+func TestClassEvals(t *testing.T) {
+	runs := []Run{
+		{Scenario: "a1", Attack: true, Class: "network", Detected: true, TTD: 10},
+		{Scenario: "a2", Attack: true, Class: "network", Detected: true, TTD: 30},
+		{Scenario: "a3", Attack: true, Class: "network"},
+		{Scenario: "a4", Attack: true, Class: "privesc", Detected: true, TTD: 5},
+		{Scenario: "b1", Verdicts: []detector.Verdict{{Class: detector.ClassCPU}, {Class: detector.ClassCPU}}},
+		{Scenario: "b2", Verdicts: []detector.Verdict{{Class: detector.ClassCPU}, {Class: detector.ClassNetwork}}},
+		{Scenario: "b3"},
+	}
+	got := map[string]ClassEval{}
+	for _, c := range classEvals(runs) {
+		got[c.Class] = c
+	}
+	want := map[string]ClassEval{
+		"cpu-abuse": {Class: "cpu-abuse", FalseAlarms: 3, FalseAlarmRuns: 2},
+		"network":   {Class: "network", Attacks: 3, Detected: 2, DetectionRate: 2.0 / 3, FalseAlarms: 1, FalseAlarmRuns: 1, MeanTTDms: 20, P99TTDms: 30},
+		"fs-escape": {Class: "fs-escape"},
+		"privesc":   {Class: "privesc", Attacks: 1, Detected: 1, DetectionRate: 1, MeanTTDms: 5, P99TTDms: 5},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("classes %v", got)
+	}
+	for k, w := range want {
+		if got[k] != w {
+			t.Errorf("%s: %+v, want %+v", k, got[k], w)
+		}
+	}
+}
+
+func TestSelect(t *testing.T) {
+	a, b, err := Select(Options{CI: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a) != len(Attacks) || len(b) == 0 || len(b) >= len(Benign) {
+		t.Errorf("CI: %d attacks, %d of %d benign", len(a), len(b), len(Benign))
+	}
+	if len(Benign) < 40 {
+		t.Errorf("the benign corpus has %d workloads, want at least 40", len(Benign))
+	}
+	a, b, err = Select(Options{Only: []string{"cpu-miner", "go-build"}})
+	if err != nil || len(a) != 1 || len(b) != 1 || a[0].Name != "cpu-miner" || b[0].Name != "go-build" {
+		t.Errorf("only: %v %v %v", a, b, err)
+	}
+	if _, _, err := Select(Options{Only: []string{"no-such"}}); err == nil || !strings.Contains(err.Error(), "no-such") || !strings.Contains(err.Error(), "go-build") {
+		t.Errorf("unknown name: %v", err)
+	}
+	// every corpus workload has its script
+	for _, s := range Benign {
+		for _, a := range s.Cmd {
+			if p, ok := strings.CutPrefix(a, "{src}/"); ok {
+				if _, err := os.Stat(p); err != nil {
+					t.Errorf("%s: %v", s.Name, err)
+				}
+			}
 		}
 	}
 }
