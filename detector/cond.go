@@ -252,6 +252,14 @@ var boolFields = map[string]func(*evalCtx) bool{
 		_, ok := c.written.writer(c.ev.Path)
 		return ok
 	},
+	// the process runs a file the container wrote (exe of its last execve)
+	"proc.exe_written": func(c *evalCtx) bool {
+		if c.proc == nil || c.proc.exe == "" || c.written == nil {
+			return false
+		}
+		_, ok := c.written.writer(c.proc.exe)
+		return ok
+	},
 	"mem_writable":         func(c *evalCtx) bool { return c.proc != nil && c.proc.lin.writable(c.ev.Args[0]) },
 	"proc.stdio_connected": func(c *evalCtx) bool { return c.proc != nil && c.proc.stdioConn },
 	"fd_connected": func(c *evalCtx) bool {
