@@ -80,11 +80,14 @@ type Result struct {
 	// what the workloads were set to make.
 	EventsPerSec   float64 `json:"events_per_s"`
 	ExpectedPerSec float64 `json:"expected_events_per_s"`
-	// Drops are the records lost from tracking to untracking (the
-	// containers' kernel counters: ring full or over budget, and the
-	// pipeline queue's); Throttled the part over a container's budget.
-	Drops     uint64 `json:"drops"`
-	Throttled uint64 `json:"throttled"`
+	// Drops are the records lost in the steady window: the containers'
+	// kernel counters (ring full or over budget) and the pipeline queue's
+	// (QueueDropped of them); DropsTotal from tracking to the window's
+	// end; Throttled the part over a container's budget.
+	Drops        uint64 `json:"drops"`
+	QueueDropped uint64 `json:"queue_dropped"`
+	DropsTotal   uint64 `json:"drops_total"`
+	Throttled    uint64 `json:"throttled"`
 	// DecisionP99Ns is the detector's time per event (p50 beside it);
 	// DeliveryP99Ns kernel timestamp to decision.
 	DecisionP50Ns int64 `json:"decision_p50_ns"`
@@ -446,20 +449,15 @@ func runOne(ctx context.Context, o Options, root, work, helper string, res *Resu
 	res.DecisionP50Ns, res.DecisionP99Ns, res.DeliveryP99Ns = int64(st1.DecisionP50), int64(st1.DecisionP99), int64(st1.DeliveryP99)
 	res.Held = st1.Held
 	res.MapBytes, res.Maps = mapMemory(pid)
-	tracked := 0
-	for _, c := range st1.Containers {
-		if c.Tracked && strings.HasPrefix(c.ID, "bench-") {
-			tracked++
-			res.Drops += c.Dropped
-			res.Throttled += c.Throttled
-		}
-	}
-	res.Drops += st1.QueueDropped
+	d0, _, _ := drops(st0)
+	d1, throttled, tracked := drops(st1)
+	res.Drops, res.DropsTotal, res.Throttled = d1-d0, d1, throttled
+	res.QueueDropped = st1.QueueDropped - st0.QueueDropped
 	if tracked != n {
 		return fmt.Errorf("%d of %d containers tracked in the agent's status", tracked, n)
 	}
-	logf("%.0f events/s (%.0f expected), %d drops, agent %.2f cores, RSS %d MiB (%.0f B per container)",
-		res.EventsPerSec, res.ExpectedPerSec, res.Drops, res.AgentCPU, res.RSSBytes>>20, res.RSSPerContainerBytes)
+	logf("%.0f events/s (%.0f expected), %d drops (%d queue, %d since tracking), agent %.2f cores, RSS %d MiB (%.0f B per container)",
+		res.EventsPerSec, res.ExpectedPerSec, res.Drops, res.QueueDropped, res.DropsTotal, res.AgentCPU, res.RSSBytes>>20, res.RSSPerContainerBytes)
 
 	// The containers stop: their processes end, then they unregister (the
 	// hook's poststop), and the agent must let go of all of them.
@@ -491,6 +489,19 @@ func runOne(ctx context.Context, o Options, root, work, helper string, res *Resu
 	res.ReleasedSeconds = time.Since(t0).Seconds()
 	logf("untracked all in %.2fs, state released %.2fs later", res.UntrackSeconds, res.ReleasedSeconds)
 	return nil
+}
+
+// drops sums the records the benchmark's containers lost (kernel counters
+// and the pipeline's queue) and those over budget, and counts them.
+func drops(st *agentctl.Status) (lost, throttled uint64, tracked int) {
+	for _, c := range st.Containers {
+		if c.Tracked && strings.HasPrefix(c.ID, "bench-") {
+			tracked++
+			lost += c.Dropped
+			throttled += c.Throttled
+		}
+	}
+	return lost + st.QueueDropped, throttled, tracked
 }
 
 // clockTicks is USER_HZ, the unit of /proc/PID/stat's times (100 on every
