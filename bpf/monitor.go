@@ -500,7 +500,6 @@ func (m *Monitor) RunBatches(ctx context.Context, fn func(*event.Event), endBatc
 			fn(&ev)
 		}
 	}
-	idleMs := max(1, int(m.cfg.IdleWait/time.Millisecond))
 	var quiet time.Duration
 	for {
 		select {
@@ -532,7 +531,7 @@ func (m *Monitor) RunBatches(ctx context.Context, fn func(*event.Event), endBatc
 			}
 			quiet += m.cfg.PollInterval
 		default:
-			if err := m.ring.wait(idleMs); err != nil {
+			if err := m.ring.wait(m.cfg.IdleWait); err != nil {
 				return fmt.Errorf("wait for events: %w", err)
 			}
 		}

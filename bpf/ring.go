@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -21,12 +22,20 @@ import (
 // miss. This reader loads the producer position once per batch, decodes
 // records in place (no copy), and publishes the consumer position once per
 // batch (or every ringRelease bytes, so a long batch frees space early).
+//
+// The reader never blocks its thread in a system call: it waits for the
+// ring (the kernel's wakeup) and for its timer in Go's network poller, as
+// a socket read does. A thread blocked in poll(2) every poll interval
+// keeps the runtime's monitor thread waking every 20 µs to take its
+// processor back, which cost more CPU than reading the records.
 type ring struct {
-	fd    int
-	epfd  int
-	tfd   int    // timerfd: a busy reader's next look, with µs precision
-	cons  []byte // consumer page (read-write)
-	prod  []byte // producer page followed by the data, mapped twice
+	fd    int      // the map, non-blocking (mmap and the poller)
+	file  *os.File // fd in the poller
+	rawFd syscall.RawConn
+	tfd   int      // timerfd: a busy reader's next look, with µs precision
+	timer *os.File // tfd in the poller
+	cons  []byte   // consumer page (read-write)
+	prod  []byte   // producer page followed by the data, mapped twice
 	data  []byte
 	mask  uint64
 	consP *uint64
@@ -47,7 +56,7 @@ func newRing(m *ebpf.Map) (*ring, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ring: dup map fd: %w", err)
 	}
-	r := &ring{fd: fd, epfd: -1, tfd: -1, mask: uint64(size - 1)}
+	r := &ring{fd: fd, tfd: -1, mask: uint64(size - 1)}
 	if r.cons, err = unix.Mmap(fd, 0, page, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
 		r.close()
 		return nil, fmt.Errorf("ring: mmap consumer page: %w", err)
@@ -59,20 +68,22 @@ func newRing(m *ebpf.Map) (*ring, error) {
 	r.data = r.prod[page:]
 	r.consP = (*uint64)(unsafe.Pointer(&r.cons[0]))
 	r.prodP = (*uint64)(unsafe.Pointer(&r.prod[0]))
-	if r.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+	// The ring's poll says readable while records wait (kernel/bpf/ringbuf.c
+	// ringbuf_map_poll_kern); the kernel's wakeups reach Go's poller.
+	if err := unix.SetNonblock(fd, true); err != nil {
 		r.close()
-		return nil, fmt.Errorf("ring: epoll: %w", err)
+		return nil, fmt.Errorf("ring: non-blocking map fd: %w", err)
 	}
-	// The ring is level-triggered: epoll returns at once while records wait.
-	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
-	if err := unix.EpollCtl(r.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+	r.file = os.NewFile(uintptr(fd), "vigil_events")
+	if r.rawFd, err = r.file.SyscallConn(); err != nil {
 		r.close()
-		return nil, fmt.Errorf("ring: epoll add: %w", err)
+		return nil, fmt.Errorf("ring: %w", err)
 	}
 	if r.tfd, err = unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC); err != nil {
 		r.close()
 		return nil, fmt.Errorf("ring: timerfd: %w", err)
 	}
+	r.timer = os.NewFile(uintptr(r.tfd), "vigil_poll_timer")
 	return r, nil
 }
 
@@ -114,47 +125,40 @@ func (r *ring) pending() int {
 // sleep waits d on the timer alone: a busy reader does not chase the
 // producer record by record (reading lines the producer is still writing
 // costs the traced task a cache transfer per record), it comes back after d
-// and takes the whole batch.
+// and takes the whole batch. The goroutine parks in the poller meanwhile.
 func (r *ring) sleep(d time.Duration) error {
 	spec := unix.ItimerSpec{Value: unix.NsecToTimespec(int64(d))}
 	if err := unix.TimerfdSettime(r.tfd, 0, &spec, nil); err != nil {
 		return fmt.Errorf("arm poll timer: %w", err)
 	}
-	fds := []unix.PollFd{{Fd: int32(r.tfd), Events: unix.POLLIN}}
-	for {
-		_, err := unix.Poll(fds, -1)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		var b [8]byte
-		unix.Read(r.tfd, b[:]) // clear the expiry
-		return err
+	var b [8]byte // the expiry count; reading it clears the expiry
+	if _, err := r.timer.Read(b[:]); err != nil {
+		return fmt.Errorf("poll timer: %w", err)
 	}
+	return nil
 }
 
-// wait blocks until records wait in the ring (the kernel woke the reader,
-// or they were there already: the ring is level-triggered) or timeoutMs
-// passes.
-func (r *ring) wait(timeoutMs int) error {
-	var evs [1]unix.EpollEvent
-	for {
-		_, err := unix.EpollWait(r.epfd, evs[:], timeoutMs)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
+// wait parks until records wait in the ring (the kernel woke the reader,
+// or they were there already) or timeout passes.
+func (r *ring) wait(timeout time.Duration) error {
+	if err := r.file.SetReadDeadline(time.Now().Add(timeout)); err != nil {
 		return err
 	}
+	err := r.rawFd.Read(func(uintptr) bool { return r.pending() > 0 })
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil
+	}
+	return err
 }
 
 func (r *ring) close() {
-	if r.tfd >= 0 {
+	if r.timer != nil {
+		r.timer.Close()
+		r.timer = nil
+	} else if r.tfd >= 0 {
 		unix.Close(r.tfd)
-		r.tfd = -1
 	}
-	if r.epfd >= 0 {
-		unix.Close(r.epfd)
-		r.epfd = -1
-	}
+	r.tfd = -1
 	if r.prod != nil {
 		unix.Munmap(r.prod)
 		r.prod = nil
@@ -163,8 +167,11 @@ func (r *ring) close() {
 		unix.Munmap(r.cons)
 		r.cons = nil
 	}
-	if r.fd >= 0 {
+	if r.file != nil {
+		r.file.Close()
+		r.file = nil
+	} else if r.fd >= 0 {
 		unix.Close(r.fd)
-		r.fd = -1
 	}
+	r.fd = -1
 }
