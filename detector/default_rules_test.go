@@ -73,7 +73,7 @@ func TestDefaultRulesFire(t *testing.T) {
 		"symlink-race": func() []step {
 			var s []step
 			for i := 0; i < 250; i++ {
-				s = append(s, step{"renameat2", func(e *event.Event) { e.Path, e.Path2 = "/tmp/a", "/tmp/b" }})
+				s = append(s, step{"symlinkat", func(e *event.Event) { e.Path, e.Path2 = "/tmp/f", "/tmp/a" }})
 			}
 			return s
 		}(),

@@ -45,3 +45,26 @@ func TestWriteExecuteMemoryJIT(t *testing.T) {
 		})
 	}
 }
+
+// TestEverydaySyscallsNoVerdict: calls everyday tools make in bulk raise
+// nothing: an installer renaming 300 files into place in a second (pip,
+// dpkg), and a netlink socket (getifaddrs, as npm's Node.js does).
+func TestEverydaySyscallsNoVerdict(t *testing.T) {
+	e := newEngine(t, Config{})
+	seq := uint64(0)
+	var vs []Verdict
+	obs := func(ev event.Event) {
+		seq++
+		ev.Seq, ev.Time, ev.CgroupID, ev.TID = seq, t0, 5, ev.PID
+		vs = append(vs, e.Observe(&ev)...)
+	}
+	obs(event.Event{PID: 10, Nr: nr(t, "execve"), Path: "/usr/bin/python3.11", Comm: "pip"})
+	for i := 0; i < 300; i++ {
+		obs(event.Event{PID: 10, Nr: nr(t, "rename"), Path: "/venv/lib/site-packages/pip/x.py.tmp", Path2: "/venv/lib/site-packages/pip/x.py"})
+	}
+	obs(event.Event{PID: 11, Nr: nr(t, "execve"), Path: "/usr/bin/node", Comm: "node"})
+	obs(event.Event{PID: 11, Nr: nr(t, "socket"), Args: [6]uint64{16, 3 | 0x80000, 0}, Ret: 20})
+	for _, v := range vs {
+		t.Errorf("verdict %s: %s", v.Rule, v.Message)
+	}
+}
