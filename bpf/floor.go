@@ -18,7 +18,18 @@ const (
 	FloorEmpty  = "empty"  // an empty program on the tracer's hook
 	FloorFilter = "filter" // the cgroup filter alone, matching nothing
 	FloorFexit  = "fexit"  // an empty fexit trampoline on getppid
+
+	FloorFilterHelper = "filter-helper" // the filter calling the storage helper for every syscall
+	FloorKtime        = "ktime"         // one bpf_ktime_get_ns per syscall (the records' clock)
+	FloorKtimeBoot    = "ktime-boot"    // one bpf_ktime_get_boot_ns
+	FloorKtimeCoarse  = "ktime-coarse"  // one bpf_ktime_get_coarse_ns (tick resolution)
 )
+
+var floorProgs = map[string]string{
+	FloorEmpty: "floor_empty", FloorFilter: "floor_filter", FloorFexit: "floor_fexit_getppid",
+	FloorFilterHelper: "floor_filter_helper", FloorKtime: "floor_ktime",
+	FloorKtimeBoot: "floor_ktime_boot", FloorKtimeCoarse: "floor_ktime_coarse",
+}
 
 // ErrFloorUnsupported: this kernel cannot attach that floor program (fexit
 // needs CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS).
@@ -37,9 +48,9 @@ func AttachFloor(kind string) (*Floor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load floor spec: %w", err)
 	}
-	progName := map[string]string{FloorEmpty: "floor_empty", FloorFilter: "floor_filter", FloorFexit: "floor_fexit_getppid"}[kind]
+	progName := floorProgs[kind]
 	if progName == "" {
-		return nil, fmt.Errorf("unknown floor %q (allowed: empty, filter, fexit)", kind)
+		return nil, fmt.Errorf("unknown floor %q (allowed: empty, filter, filter-helper, fexit, ktime, ktime-boot, ktime-coarse)", kind)
 	}
 	for name := range spec.Programs {
 		if name != progName {

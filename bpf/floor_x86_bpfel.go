@@ -20,6 +20,11 @@ const (
 	floorProgFloorEmpty        = "floor_empty"
 	floorProgFloorFexitGetppid = "floor_fexit_getppid"
 	floorProgFloorFilter       = "floor_filter"
+	floorProgFloorFilterHelper = "floor_filter_helper"
+	floorProgFloorKtime        = "floor_ktime"
+	floorProgFloorKtimeBoot    = "floor_ktime_boot"
+	floorProgFloorKtimeCoarse  = "floor_ktime_coarse"
+	floorVarClockSum           = "clock_sum"
 	floorVarHits               = "hits"
 )
 
@@ -68,6 +73,10 @@ type floorProgramSpecs struct {
 	FloorEmpty        *ebpf.ProgramSpec `ebpf:"floor_empty"`
 	FloorFexitGetppid *ebpf.ProgramSpec `ebpf:"floor_fexit_getppid"`
 	FloorFilter       *ebpf.ProgramSpec `ebpf:"floor_filter"`
+	FloorFilterHelper *ebpf.ProgramSpec `ebpf:"floor_filter_helper"`
+	FloorKtime        *ebpf.ProgramSpec `ebpf:"floor_ktime"`
+	FloorKtimeBoot    *ebpf.ProgramSpec `ebpf:"floor_ktime_boot"`
+	FloorKtimeCoarse  *ebpf.ProgramSpec `ebpf:"floor_ktime_coarse"`
 }
 
 // floorMapSpecs contains maps before they are loaded into the kernel.
@@ -81,7 +90,8 @@ type floorMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type floorVariableSpecs struct {
-	Hits *ebpf.VariableSpec `ebpf:"hits"`
+	ClockSum *ebpf.VariableSpec `ebpf:"clock_sum"`
+	Hits     *ebpf.VariableSpec `ebpf:"hits"`
 }
 
 // floorObjects contains all objects after they have been loaded into the kernel.
@@ -117,7 +127,8 @@ func (m *floorMaps) Close() error {
 //
 // It can be passed to loadFloorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type floorVariables struct {
-	Hits *ebpf.Variable `ebpf:"hits"`
+	ClockSum *ebpf.Variable `ebpf:"clock_sum"`
+	Hits     *ebpf.Variable `ebpf:"hits"`
 }
 
 // floorPrograms contains all programs after they have been loaded into the kernel.
@@ -127,6 +138,10 @@ type floorPrograms struct {
 	FloorEmpty        *ebpf.Program `ebpf:"floor_empty"`
 	FloorFexitGetppid *ebpf.Program `ebpf:"floor_fexit_getppid"`
 	FloorFilter       *ebpf.Program `ebpf:"floor_filter"`
+	FloorFilterHelper *ebpf.Program `ebpf:"floor_filter_helper"`
+	FloorKtime        *ebpf.Program `ebpf:"floor_ktime"`
+	FloorKtimeBoot    *ebpf.Program `ebpf:"floor_ktime_boot"`
+	FloorKtimeCoarse  *ebpf.Program `ebpf:"floor_ktime_coarse"`
 }
 
 func (p *floorPrograms) Close() error {
@@ -134,6 +149,10 @@ func (p *floorPrograms) Close() error {
 		p.FloorEmpty,
 		p.FloorFexitGetppid,
 		p.FloorFilter,
+		p.FloorFilterHelper,
+		p.FloorKtime,
+		p.FloorKtimeBoot,
+		p.FloorKtimeCoarse,
 	)
 }
 

@@ -12,7 +12,8 @@
 //   tp_btf/cgroup_rmdir        keeps the final counters of a removed cgroup
 //
 // One program runs on the hot path (sys_exit). An untracked task pays a
-// pointer walk to its cgroup's local storage, nothing more. Records without
+// pointer walk to its cgroup, and stops there when the cgroup has no BPF
+// local storage at all (the common case: no helper call). Records without
 // strings are built on the stack; records with paths, argv or addresses in
 // a per-CPU scratch buffer.
 //
@@ -22,6 +23,18 @@
 // its budget (then also counted as throttled). So at any quiet moment
 // seen == emitted + dropped, and the sequence gaps in the stream are exactly
 // the drops.
+//
+// Classes (cg_state.flags, set by user space when tracking begins):
+// CG_REALTIME records wake the reader at once (BPF_RB_FORCE_WAKEUP), other
+// cgroups keep the adaptive wakeup (wake_flag). A CG_BLOCK cgroup is slowed
+// instead of losing records: a record over its budget is written all the
+// same, and when its budget is spent or the ring is half full, the
+// process that made the syscall is stopped (SIGSTOP, once: vigil_paused)
+// before it returns to user space; user space continues it (SIGCONT) once
+// the ring has drained and the budget has recovered. Its threads still in
+// a syscall on other CPUs finish that one syscall, so the ring keeps half
+// its size as headroom for them. A record the full ring refuses is still
+// counted as dropped.
 //
 // Budget: each cgroup may write budget_burst records at once and one more
 // every budget_ns (a token bucket kept as a theoretical arrival time, GCRA),
@@ -72,6 +85,11 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define S_PATH_USER 5     // the user's path of an open when it differs from S_PATH
 #define S_SOCK_USER 6     // the user's sockaddr when it differs from S_SOCK
 
+// Classes of a tracked cgroup (cg_state.flags, mirrored in class.go).
+#define CG_REALTIME 1     // wake the reader for each record
+#define CG_BLOCK 2        // stop the process rather than drop its records
+#define SIGSTOP 19        // include/uapi/asm-generic/signal.h (x86 and arm64)
+
 // Decoders, chosen per syscall number by user space (sysmeta map).
 enum dec {
 	D_NONE = 0,
@@ -120,6 +138,9 @@ struct cg_state {
 	__u64 tracked_ns;
 	__u64 throttled; // of dropped, those over the cgroup's budget
 	__u64 tat;       // budget: when the records granted so far are paid for
+	__u64 cgid;      // the cgroup's id: from its first record on, or set by user space
+	__u64 flags;     // CG_*, set by user space
+	__u64 paused;    // CG_BLOCK: processes stopped to wait for the reader
 };
 
 // The final counters of tracked cgroups that were removed (their storage
@@ -206,6 +227,16 @@ __u64 last_wake;
 volatile const __u64 budget_ns = 5000;
 volatile const __u64 budget_tau = 250000000;
 
+// The processes (tgid) the block class stopped, with their cgroup id:
+// user space continues each and removes it.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vigil_paused SEC(".maps");
+
 // Bumped by a (re)starting reader so that every thread resends its comm.
 // Pinned: a new reader must reach programs that an old agent attached.
 struct {
@@ -216,8 +247,10 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } vigil_gen SEC(".maps");
 
-static __always_inline __u64 wake_flag(__u64 now)
+static __always_inline __u64 wake_flag(__u64 now, __u64 cgflags)
 {
+	if (cgflags & CG_REALTIME)
+		return BPF_RB_FORCE_WAKEUP;
 	__u64 since = now - last_wake;
 	if (since >= wake_ns ||
 	    (since >= wake_min_ns && bpf_ringbuf_query(&vigil_events, BPF_RB_AVAIL_DATA) >= wake_bytes)) {
@@ -354,8 +387,9 @@ static __always_inline int count_lost(struct cg_state *st)
 // number, exactly like a record the full ring refused. The charge is one
 // atomic add on the line that seq's atomic has just brought to this CPU;
 // the reset after an idle spell is a plain store (a race there forgives at
-// most a record per CPU).
-static __always_inline int over_budget(struct cg_state *st, __u64 now)
+// most a record per CPU). A CG_BLOCK cgroup's record over budget keeps its
+// charge and is written: *pace tells the caller to stop the process.
+static __always_inline int over_budget(struct cg_state *st, __u64 now, int *pace)
 {
 	if (!budget_ns)
 		return 0;
@@ -364,6 +398,10 @@ static __always_inline int over_budget(struct cg_state *st, __u64 now)
 	__u64 prev = __sync_fetch_and_add(&st->tat, budget_ns);
 	if ((__s64)(prev - now) <= (__s64)(budget_tau - budget_ns))
 		return 0;
+	if (st->flags & CG_BLOCK) {
+		*pace = 1;
+		return 0;
+	}
 	__sync_fetch_and_add(&st->tat, -budget_ns);
 	__sync_fetch_and_add(&st->seq, 1);
 	__sync_fetch_and_add(&st->dropped, 1);
@@ -391,9 +429,8 @@ struct comm_check {
 	int send;
 };
 
-static __always_inline void check_comm(struct comm_check *cc)
+static __always_inline void check_comm(struct task_struct *task, struct comm_check *cc)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
 	__u32 zero = 0;
 	__u64 *gen = bpf_map_lookup_elem(&vigil_gen, &zero);
 	cc->lc = bpf_map_lookup_elem(&last_comm, &zero);
@@ -420,9 +457,9 @@ static __always_inline void comm_sent(struct comm_check *cc)
 }
 
 // put_comm appends the comm to a scratch record at off when it must be sent.
-static __always_inline __u32 put_comm(__u8 *buf, __u32 off, __u8 *flags, struct comm_check *cc)
+static __always_inline __u32 put_comm(struct task_struct *task, __u8 *buf, __u32 off, __u8 *flags, struct comm_check *cc)
 {
-	check_comm(cc);
+	check_comm(task, cc);
 	if (!cc->send)
 		return off;
 	off &= (SCRATCH / 2 - 1);
@@ -431,45 +468,75 @@ static __always_inline __u32 put_comm(__u8 *buf, __u32 off, __u8 *flags, struct 
 	return off + TASK_COMM;
 }
 
+// pause_proc stops the current process of a CG_BLOCK cgroup before it returns
+// to user space (kernel/trace/bpf_trace.c: bpf_send_signal, a group-wide
+// stop), once: the process is entered in vigil_paused, which user space
+// empties as it continues them.
+static __always_inline void pause_proc(struct task_struct *task, struct cg_state *st)
+{
+	__u32 tgid = task->tgid;
+	__u64 cgid = st->cgid;
+	if (bpf_map_update_elem(&vigil_paused, &tgid, &cgid, BPF_NOEXIST))
+		return;
+	if (bpf_send_signal(SIGSTOP) == 0)
+		__sync_fetch_and_add(&st->paused, 1);
+}
+
+// sent counts a record as emitted or dropped and notes the comm the reader
+// now knows. A CG_BLOCK cgroup's process is
+// stopped when its budget is spent (pace) or the ring is half full, so
+// that its next records wait instead of being dropped.
+static __always_inline void sent(struct task_struct *task, struct cg_state *st, long err, int pace, struct comm_check *cc)
+{
+	if (err) {
+		__sync_fetch_and_add(&st->dropped, 1);
+	} else {
+		__sync_fetch_and_add(&st->emitted, 1);
+		comm_sent(cc);
+	}
+	if ((st->flags & CG_BLOCK) &&
+	    (pace || bpf_ringbuf_query(&vigil_events, BPF_RB_AVAIL_DATA) >= bpf_ringbuf_query(&vigil_events, BPF_RB_RING_SIZE) / 2))
+		pause_proc(task, st);
+}
+
 // emit finishes a record in buf (header filled, size bytes long) and
 // writes it, counting it as emitted or dropped.
-static __always_inline void emit(struct cg_state *st, struct rec_hdr *r, __u32 size, struct comm_check *cc)
+static __always_inline void emit(struct task_struct *task, struct cg_state *st, struct rec_hdr *r, __u32 size, int pace, struct comm_check *cc)
 {
 	size &= (SCRATCH - 1);
 	if (size < sizeof(*r))
 		return;
-	if (bpf_ringbuf_output(&vigil_events, r, size, wake_flag(r->ktime)) == 0) {
-		__sync_fetch_and_add(&st->emitted, 1);
-		comm_sent(cc);
-	} else {
-		__sync_fetch_and_add(&st->dropped, 1);
-	}
+	long err = bpf_ringbuf_output(&vigil_events, r, size, wake_flag(r->ktime, st->flags));
+	sent(task, st, err, pace, cc);
 }
 
 // tracked returns the state of the current task's cgroup v2 if it is
-// tracked, and its id (include/linux/cgroup-defs.h: css_set.dfl_cgrp).
-static __always_inline struct cg_state *tracked(__u64 *cgid)
+// tracked (include/linux/cgroup-defs.h: css_set.dfl_cgrp). A cgroup that
+// holds no BPF local storage of any map is not tracked: one load decides,
+// before the helper (kernel/bpf/bpf_cgrp_storage.c) and its per-CPU lock.
+// The state keeps the cgroup's id, read from its kernfs node once.
+static __always_inline struct cg_state *tracked(struct task_struct *task)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
 	struct cgroup *cgrp = task->cgroups->dfl_cgrp;
+	if (!cgrp->bpf_cgrp_storage)
+		return 0;
 	struct cg_state *st = bpf_cgrp_storage_get(&vigil_cgroups, cgrp, 0, 0);
-	if (st)
-		*cgid = cgrp->kn->id;
+	if (st && !st->cgid)
+		st->cgid = cgrp->kn->id;
 	return st;
 }
 
 // begin fills a record's header; now is its timestamp, taken before the
-// budget check.
-static __always_inline struct rec_hdr *begin(struct cg_state *st, __u64 cgid, __u8 *buf, __u64 now, long nr, long ret, __u8 flags)
+// budget check. The ids are the task's own fields, not a helper call.
+static __always_inline struct rec_hdr *begin(struct task_struct *task, struct cg_state *st, __u8 *buf, __u64 now, long nr, long ret, __u8 flags)
 {
 	struct rec_hdr *r = (void *)buf;
-	__u64 id = bpf_get_current_pid_tgid();
 	r->ktime = now;
-	r->cgid = cgid;
+	r->cgid = st->cgid;
 	r->seq = __sync_fetch_and_add(&st->seq, 1) + 1;
 	r->ret = ret;
-	r->pid = id >> 32;
-	r->tid = (__u32)id;
+	r->pid = task->tgid;
+	r->tid = task->pid;
 	r->nr = nr;
 	r->nargs = 6;
 	r->flags = flags;
@@ -484,10 +551,10 @@ static __always_inline struct rec_hdr *begin(struct cg_state *st, __u64 cgid, __
 // a store to memory the reader reads on another CPU.
 #define FAST_SIZE (sizeof(struct rec_hdr) + 6 * 8 + TASK_COMM)
 
-static __always_inline int fast_record(struct cg_state *st, __u64 cgid, __u64 now, struct pt_regs *regs, long nr, long ret, __u8 nargs)
+static __always_inline int fast_record(struct task_struct *task, struct cg_state *st, __u64 now, struct pt_regs *regs, long nr, long ret, __u8 nargs, int pace)
 {
 	__u64 buf[FAST_SIZE / 8];
-	struct rec_hdr *r = begin(st, cgid, (void *)buf, now, nr, ret, 0);
+	struct rec_hdr *r = begin(task, st, (void *)buf, now, nr, ret, 0);
 	r->nargs = nargs;
 	__u64 *args = &buf[sizeof(*r) / 8];
 	args[0] = ARG0(regs);
@@ -498,7 +565,7 @@ static __always_inline int fast_record(struct cg_state *st, __u64 cgid, __u64 no
 	args[5] = ARG5(regs);
 	__u32 size = sizeof(*r) + nargs * 8;
 	struct comm_check cc;
-	check_comm(&cc);
+	check_comm(task, &cc);
 	if (cc.send) {
 		args[nargs] = cc.comm[0];
 		args[nargs + 1] = cc.comm[1];
@@ -507,12 +574,8 @@ static __always_inline int fast_record(struct cg_state *st, __u64 cgid, __u64 no
 	}
 	if (size > FAST_SIZE)
 		size = FAST_SIZE;
-	if (bpf_ringbuf_output(&vigil_events, buf, size, wake_flag(r->ktime)) == 0) {
-		__sync_fetch_and_add(&st->emitted, 1);
-		comm_sent(&cc);
-	} else {
-		__sync_fetch_and_add(&st->dropped, 1);
-	}
+	long err = bpf_ringbuf_output(&vigil_events, buf, size, wake_flag(r->ktime, st->flags));
+	sent(task, st, err, pace, &cc);
 	return 0;
 }
 
@@ -759,42 +822,43 @@ static __always_inline __u32 put_sock(__u8 *buf, __u32 off, long fd, int peer, c
 SEC("tp_btf/sys_exit")
 int BPF_PROG(vigil_sys_exit, struct pt_regs *regs, long ret)
 {
-	__u64 cgid = 0;
-	struct cg_state *st = tracked(&cgid);
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct cg_state *st = tracked(task);
 	if (!st)
 		return 0;
 	long nr = SYSCALL_NR(regs);
 	__u64 now = bpf_ktime_get_ns();
+	int pace = 0;
 	// A number outside the table (an invalid syscall, or -1 when a tracer
 	// skipped the call) still completed: it is recorded with all arguments.
 	if (nr < 0 || nr >= MAX_NR) {
-		if (over_budget(st, now))
+		if (over_budget(st, now, &pace))
 			return 0;
-		return fast_record(st, cgid, now, regs, nr, ret, 6);
+		return fast_record(task, st, now, regs, nr, ret, 6, pace);
 	}
 	__u32 key = nr;
 	struct sysmeta *m = bpf_map_lookup_elem(&vigil_sysmeta, &key);
 	if (!m) {
-		if (over_budget(st, now))
+		if (over_budget(st, now, &pace))
 			return 0;
-		return fast_record(st, cgid, now, regs, nr, ret, 6);
+		return fast_record(task, st, now, regs, nr, ret, 6, pace);
 	}
 	// A successful execve returns in the new image: its record came from
 	// sched_process_exec, with the strings of the new image.
 	if (ret == 0 && (m->dec == D_EXEC || m->dec == D_EXECAT))
 		return 0;
-	if (over_budget(st, now))
+	if (over_budget(st, now, &pace))
 		return 0;
 	__u8 nargs = m->nargs & 7;
 	if (nargs > 6)
 		nargs = 6;
 	if (m->dec == D_NONE)
-		return fast_record(st, cgid, now, regs, nr, ret, nargs);
+		return fast_record(task, st, now, regs, nr, ret, nargs, pace);
 	__u8 *buf = get_scratch();
 	if (!buf)
 		return count_lost(st);
 
-	struct rec_hdr *r = begin(st, cgid, buf, now, nr, ret, 0);
+	struct rec_hdr *r = begin(task, st, buf, now, nr, ret, 0);
 	r->nargs = nargs;
 	__u64 *args = (void *)(buf + sizeof(*r));
 	__u64 a0 = ARG0(regs);
@@ -812,7 +876,7 @@ int BPF_PROG(vigil_sys_exit, struct pt_regs *regs, long ret)
 	__u32 off = sizeof(*r) + nargs * 8;
 
 	struct comm_check cc;
-	off = put_comm(buf, off, &r->flags, &cc);
+	off = put_comm(task, buf, off, &r->flags, &cc);
 
 	__u16 nstr = 0;
 	__u8 fl = 0;
@@ -881,7 +945,7 @@ int BPF_PROG(vigil_sys_exit, struct pt_regs *regs, long ret)
 	}
 	}
 	r->flags |= fl | (nstr << 4);
-	emit(st, r, off, &cc);
+	emit(task, st, r, off, pace, &cc);
 	return 0;
 }
 
@@ -890,19 +954,20 @@ int BPF_PROG(vigil_sys_exit, struct pt_regs *regs, long ret)
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(vigil_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
-	__u64 cgid = 0;
-	struct cg_state *st = tracked(&cgid);
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct cg_state *st = tracked(task);
 	if (!st)
 		return 0;
 	__u8 *buf = get_scratch();
 	if (!buf)
 		return count_lost(st);
 	__u64 now = bpf_ktime_get_ns();
-	if (over_budget(st, now))
+	int pace = 0;
+	if (over_budget(st, now, &pace))
 		return 0;
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(p);
 	long nr = SYSCALL_NR(regs);
-	struct rec_hdr *r = begin(st, cgid, buf, now, nr, 0, 0);
+	struct rec_hdr *r = begin(task, st, buf, now, nr, 0, 0);
 	__u64 *args = (void *)(buf + sizeof(*r));
 	args[0] = ARG0(regs);
 	args[1] = ARG1(regs);
@@ -912,7 +977,7 @@ int BPF_PROG(vigil_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 	args[5] = ARG5(regs);
 	__u32 off = sizeof(*r) + 6 * 8;
 	struct comm_check cc;
-	off = put_comm(buf, off, &r->flags, &cc);
+	off = put_comm(task, buf, off, &r->flags, &cc);
 
 	__u16 nstr = 0;
 	__u8 fl = 0;
@@ -937,7 +1002,7 @@ int BPF_PROG(vigil_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 		off += sizeof(*h) + ((len + 7) & ~7);
 	}
 	r->flags |= fl | (nstr << 4);
-	emit(st, r, off, &cc);
+	emit(task, st, r, off, pace, &cc);
 	return 0;
 }
 
@@ -947,8 +1012,8 @@ int BPF_PROG(vigil_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(vigil_exit, struct task_struct *p)
 {
-	__u64 cgid = 0;
-	struct cg_state *st = tracked(&cgid);
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct cg_state *st = tracked(task);
 	if (!st)
 		return 0;
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(p);
@@ -964,16 +1029,23 @@ int BPF_PROG(vigil_exit, struct task_struct *p)
 	if (!buf)
 		return count_lost(st);
 	__u64 now = bpf_ktime_get_ns();
-	if (over_budget(st, now))
+	int pace = 0;
+	if (over_budget(st, now, &pace))
 		return 0;
-	struct rec_hdr *r = begin(st, cgid, buf, now, nr, 0, F_NORET);
+	struct rec_hdr *r = begin(task, st, buf, now, nr, 0, F_NORET);
 	r->nargs = 1;
 	__u64 *args = (void *)(buf + sizeof(*r));
 	args[0] = ARG0(regs);
 	__u32 off = sizeof(*r) + 8;
 	struct comm_check cc;
-	off = put_comm(buf, off, &r->flags, &cc);
-	emit(st, r, off, &cc);
+	off = put_comm(task, buf, off, &r->flags, &cc);
+	// An exiting process is not stopped: its records end here.
+	if (bpf_ringbuf_output(&vigil_events, r, off & (SCRATCH - 1), wake_flag(now, st->flags))) {
+		__sync_fetch_and_add(&st->dropped, 1);
+	} else {
+		__sync_fetch_and_add(&st->emitted, 1);
+		comm_sent(&cc);
+	}
 	return 0;
 }
 

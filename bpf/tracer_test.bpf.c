@@ -12,20 +12,20 @@
 SEC("raw_tp")
 int vigil_test_record(__u64 *ctx)
 {
-	__u64 cgid = 0;
-	struct cg_state *st = tracked(&cgid);
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct cg_state *st = tracked(task);
 	if (!st || !ctx[0])
 		return 1;
 	__u8 *buf = get_scratch();
 	if (!buf)
 		return 2;
-	struct rec_hdr *r = begin(st, cgid, buf, bpf_ktime_get_ns(), ctx[1], ctx[2], 0);
+	struct rec_hdr *r = begin(task, st, buf, bpf_ktime_get_ns(), ctx[1], ctx[2], 0);
 	r->nargs = 1;
 	__u64 *args = (void *)(buf + sizeof(*r));
 	args[0] = ctx[3];
 	__u32 off = sizeof(*r) + 8;
 	struct comm_check cc;
-	off = put_comm(buf, off, &r->flags, &cc);
-	emit(st, r, off, &cc);
+	off = put_comm(task, buf, off, &r->flags, &cc);
+	emit(task, st, r, off, 0, &cc);
 	return 0;
 }

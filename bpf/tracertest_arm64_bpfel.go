@@ -21,6 +21,9 @@ type tracertestCgState struct {
 	TrackedNs uint64
 	Throttled uint64
 	Tat       uint64
+	Cgid      uint64
+	Flags     uint64
+	Paused    uint64
 }
 
 type tracertestLastComm struct {
@@ -46,6 +49,7 @@ const (
 	tracertestMapVigilEvents       = "vigil_events"
 	tracertestMapVigilFinal        = "vigil_final"
 	tracertestMapVigilGen          = "vigil_gen"
+	tracertestMapVigilPaused       = "vigil_paused"
 	tracertestMapVigilSysmeta      = "vigil_sysmeta"
 	tracertestMapVigilTracked      = "vigil_tracked"
 	tracertestProgVigilCgroupRmdir = "vigil_cgroup_rmdir"
@@ -120,6 +124,7 @@ type tracertestMapSpecs struct {
 	VigilEvents  *ebpf.MapSpec `ebpf:"vigil_events"`
 	VigilFinal   *ebpf.MapSpec `ebpf:"vigil_final"`
 	VigilGen     *ebpf.MapSpec `ebpf:"vigil_gen"`
+	VigilPaused  *ebpf.MapSpec `ebpf:"vigil_paused"`
 	VigilSysmeta *ebpf.MapSpec `ebpf:"vigil_sysmeta"`
 	VigilTracked *ebpf.MapSpec `ebpf:"vigil_tracked"`
 }
@@ -162,6 +167,7 @@ type tracertestMaps struct {
 	VigilEvents  *ebpf.Map `ebpf:"vigil_events"`
 	VigilFinal   *ebpf.Map `ebpf:"vigil_final"`
 	VigilGen     *ebpf.Map `ebpf:"vigil_gen"`
+	VigilPaused  *ebpf.Map `ebpf:"vigil_paused"`
 	VigilSysmeta *ebpf.Map `ebpf:"vigil_sysmeta"`
 	VigilTracked *ebpf.Map `ebpf:"vigil_tracked"`
 }
@@ -174,6 +180,7 @@ func (m *tracertestMaps) Close() error {
 		m.VigilEvents,
 		m.VigilFinal,
 		m.VigilGen,
+		m.VigilPaused,
 		m.VigilSysmeta,
 		m.VigilTracked,
 	)

@@ -21,6 +21,9 @@ type vigilCgState struct {
 	TrackedNs uint64
 	Throttled uint64
 	Tat       uint64
+	Cgid      uint64
+	Flags     uint64
+	Paused    uint64
 }
 
 type vigilLastComm struct {
@@ -46,6 +49,7 @@ const (
 	vigilMapVigilEvents       = "vigil_events"
 	vigilMapVigilFinal        = "vigil_final"
 	vigilMapVigilGen          = "vigil_gen"
+	vigilMapVigilPaused       = "vigil_paused"
 	vigilMapVigilSysmeta      = "vigil_sysmeta"
 	vigilMapVigilTracked      = "vigil_tracked"
 	vigilProgVigilCgroupRmdir = "vigil_cgroup_rmdir"
@@ -118,6 +122,7 @@ type vigilMapSpecs struct {
 	VigilEvents  *ebpf.MapSpec `ebpf:"vigil_events"`
 	VigilFinal   *ebpf.MapSpec `ebpf:"vigil_final"`
 	VigilGen     *ebpf.MapSpec `ebpf:"vigil_gen"`
+	VigilPaused  *ebpf.MapSpec `ebpf:"vigil_paused"`
 	VigilSysmeta *ebpf.MapSpec `ebpf:"vigil_sysmeta"`
 	VigilTracked *ebpf.MapSpec `ebpf:"vigil_tracked"`
 }
@@ -160,6 +165,7 @@ type vigilMaps struct {
 	VigilEvents  *ebpf.Map `ebpf:"vigil_events"`
 	VigilFinal   *ebpf.Map `ebpf:"vigil_final"`
 	VigilGen     *ebpf.Map `ebpf:"vigil_gen"`
+	VigilPaused  *ebpf.Map `ebpf:"vigil_paused"`
 	VigilSysmeta *ebpf.Map `ebpf:"vigil_sysmeta"`
 	VigilTracked *ebpf.Map `ebpf:"vigil_tracked"`
 }
@@ -172,6 +178,7 @@ func (m *vigilMaps) Close() error {
 		m.VigilEvents,
 		m.VigilFinal,
 		m.VigilGen,
+		m.VigilPaused,
 		m.VigilSysmeta,
 		m.VigilTracked,
 	)

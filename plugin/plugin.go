@@ -159,7 +159,10 @@ type container struct {
 	// (seccompUnsupported fallback); its own applies.
 	runtimeSeccomp bool
 	tracked        bool
-	state          string
+	// class is the tracing class the container holds (classFor), counted
+	// against the node's bounds until it is untracked.
+	class bpf.TrackOptions
+	state string
 	// origShares are the CPU shares the runtime gave the container before
 	// its priority (0: not known, as after a restart of the agent).
 	origShares uint64
@@ -532,7 +535,7 @@ func (p *Plugin) track(c *container, ctr *api.Container) error {
 	if err != nil {
 		return fmt.Errorf("vigil: %w", err)
 	}
-	if err := p.tracer.Track(id); err != nil {
+	if err := p.trackClass(c, id); err != nil {
 		return fmt.Errorf("vigil: %w", err)
 	}
 	if n, err := p.tracer.Counters(id); err == nil {
@@ -589,6 +592,7 @@ func (p *Plugin) finish(pod *api.PodSandbox, ctr *api.Container, state string) {
 	c.state = state
 	wasTracked := c.tracked
 	c.tracked = false
+	c.class = bpf.TrackOptions{}
 	p.mu.Unlock()
 	if !wasTracked {
 		return
