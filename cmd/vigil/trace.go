@@ -4,12 +4,15 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -67,6 +70,8 @@ type traceOpts struct {
 	auditDir string
 	mode     string
 	response string
+	cpuProf  string
+	allocs   string
 }
 
 func runTrace(args []string) int {
@@ -83,6 +88,8 @@ func runTrace(args []string) int {
 	fs.StringVar(&o.auditDir, "audit", "", "also write the run's audit log to `DIR` (verify with 'vigil audit verify DIR')")
 	fs.StringVar(&o.mode, "mode", "detect", "what verdicts do: learn (record only), detect (report what the response policy would do), enforce (do it: kill, freeze, deny-connect; throttle where a cpu controller is at hand)")
 	fs.StringVar(&o.response, "response", "", "response policy `FILE` (YAML, see docs/response.md; default: the built-in default policy)")
+	fs.StringVar(&o.cpuProf, "cpuprofile", "", "write vigil's own CPU profile of the run to `FILE` (read it with 'go tool pprof')")
+	fs.StringVar(&o.allocs, "memprofile", "", "write vigil's own allocation profile of the run to `FILE` (every allocation sampled at the end of the run)")
 	fs.Usage = usageFunc(fs, traceUsage)
 	if status, done := parseFlags(fs, args); done {
 		return status
@@ -97,11 +104,60 @@ func runTrace(args []string) int {
 		fmt.Fprintln(os.Stderr, "vigil trace: no command given: use 'vigil trace [OPTIONS] -- CMD [ARG...]', for example 'vigil trace -- ls /tmp'")
 		return 2
 	}
+	stopProfile, err := startProfiles(o.cpuProf, o.allocs)
+	if err != nil {
+		return fail("trace: %v", err)
+	}
 	status, err := trace(o, cmdArgs)
+	if perr := stopProfile(); perr != nil && err == nil {
+		err = perr
+	}
 	if err != nil {
 		return fail("trace: %v", err)
 	}
 	return status
+}
+
+// startProfiles starts vigil's own CPU profile into cpuFile and prepares
+// the allocation profile into allocsFile ("" for none); stop writes them.
+func startProfiles(cpuFile, allocsFile string) (stop func() error, err error) {
+	var cpu *os.File
+	if cpuFile != "" {
+		if cpu, err = os.Create(cpuFile); err != nil {
+			return nil, fmt.Errorf("--cpuprofile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(cpu); err != nil {
+			cpu.Close()
+			return nil, fmt.Errorf("--cpuprofile: %w", err)
+		}
+	}
+	rate := runtime.MemProfileRate
+	if allocsFile != "" {
+		runtime.MemProfileRate = 1
+	}
+	return func() error {
+		defer func() { runtime.MemProfileRate = rate }()
+		var errs []error
+		if cpu != nil {
+			pprof.StopCPUProfile()
+			if err := cpu.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("--cpuprofile: %w", err))
+			}
+		}
+		if allocsFile != "" {
+			f, err := os.Create(allocsFile)
+			if err != nil {
+				return errors.Join(append(errs, fmt.Errorf("--memprofile: %w", err))...)
+			}
+			if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+				errs = append(errs, fmt.Errorf("--memprofile: %w", err))
+			}
+			if err := f.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("--memprofile: %w", err))
+			}
+		}
+		return errors.Join(errs...)
+	}, nil
 }
 
 // trace runs cmdArgs under the tracer and returns its exit status. The
@@ -412,9 +468,22 @@ func (o *eventWriter) printSummary(w io.Writer, c bpf.Counters, detect bool) {
 	if detect {
 		fmt.Fprintf(w, "verdicts: %d, actions: %d\n", o.verdicts, o.actions)
 	}
+	if user, sys, ok := selfCPU(); ok {
+		fmt.Fprintf(w, "vigil's own CPU: user %.3fs, sys %.3fs (start-up included)\n", user.Seconds(), sys.Seconds())
+	}
 	if o.preExec > 0 {
 		fmt.Fprintf(w, "(%d syscalls of vigil's fork before CMD's execve are counted, not shown)\n", o.preExec)
 	}
+}
+
+// selfCPU is the CPU time vigil's process used so far (all its threads,
+// not the traced command's).
+func selfCPU() (user, sys time.Duration, ok bool) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, 0, false
+	}
+	return time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano()), true
 }
 
 // appendText is the human form of an event:

@@ -131,3 +131,35 @@ func TestTraceUnknownCommand(t *testing.T) {
 		t.Fatalf("status %d, err %v: want an error naming the command", status, err)
 	}
 }
+
+// TestTraceProfiles checks that --cpuprofile and --memprofile write
+// profiles pprof reads (gzip-compressed protobuf) and that a profile that
+// cannot be created names its flag.
+func TestTraceProfiles(t *testing.T) {
+	dir := t.TempDir()
+	cpu, mem := filepath.Join(dir, "cpu.prof"), filepath.Join(dir, "mem.prof")
+	stop, err := startProfiles(cpu, mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keep [][]byte
+	for i := 0; i < 1000; i++ {
+		keep = append(keep, make([]byte, 64))
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{cpu, mem} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+			t.Errorf("%s: not a gzip-compressed profile (%d bytes)", f, len(b))
+		}
+	}
+	_ = keep
+	if _, err := startProfiles(filepath.Join(dir, "no/such/dir/cpu.prof"), ""); err == nil || !strings.Contains(err.Error(), "--cpuprofile") {
+		t.Errorf("profile in a missing directory: error %v, want one naming --cpuprofile", err)
+	}
+}
