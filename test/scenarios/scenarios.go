@@ -107,7 +107,7 @@ var Benign = []Scenario{
 	corpus("python-http", false, "threaded Python HTTP service answering 200 requests", []string{"/usr/bin/python3"}),
 	corpus("python-tests", false, "python3 -m unittest and compileall", []string{"/usr/bin/python3"}, "py"),
 	corpus("sqlite", true, "SQLite: import 60k rows, index, aggregate, transaction, vacuum, dump", []string{"sqlite3"}, "data"),
-	corpus("postgres", false, "PostgreSQL server: pgbench init and 3 s run, psql, pg_dump, stop", []string{"setpriv", "pg_ctlcluster"}, "pg"),
+	corpus("postgres", false, "PostgreSQL server: pgbench init and 3 s run, psql, pg_dump, stop", []string{"start-stop-daemon", "pg_ctlcluster"}, "pg"),
 	corpus("git-workflow", true, "git init, 25 commits, branch and merge, log, blame, gc", []string{"git"}),
 	corpus("git-clone", false, "git clone of a local repository, log --stat, diff, archive", []string{"git"}, "git"),
 	corpus("deb-install", false, "dpkg-deb info/extract, dpkg --root install, list, remove in a throwaway root", []string{"dpkg", "dpkg-deb"}, "deb"),
@@ -174,6 +174,7 @@ type Report struct {
 	BenignWorkloads   int         `json:"benign_workloads"`
 	FalsePositiveRuns int         `json:"false_positive_runs"`
 	FalsePositives    int         `json:"false_positives"`
+	BenignFailed      []string    `json:"benign_failed,omitempty"` // benign runs that exited non-zero (did not do their work)
 	BenignSeconds     float64     `json:"benign_seconds"`
 	FPPerHour         float64     `json:"false_positives_per_hour"`
 	FPRate            float64     `json:"false_positive_rate"` // benign runs with any verdict / benign runs
@@ -712,6 +713,9 @@ func summarize(rep *Report) {
 		rep.BenignRuns++
 		rep.BenignSeconds += r.Seconds
 		rep.FalsePositives += r.FalsePos
+		if r.Exit != 0 {
+			rep.BenignFailed = append(rep.BenignFailed, fmt.Sprintf("%s run %d (exit %d)", r.Scenario, r.Run, r.Exit))
+		}
 		if r.FalsePos > 0 {
 			rep.FalsePositiveRuns++
 		}
@@ -956,6 +960,24 @@ func (rep *Report) WriteJSON(path string) error {
 	return os.WriteFile(path, append(b, '\n'), 0o644)
 }
 
+// BenignClean reports whether every benign run did its work (exit 0)
+// without a verdict, and if not, which did not.
+func (rep *Report) BenignClean() error {
+	var bad []string
+	for _, r := range rep.Runs {
+		if !r.Attack && r.FalsePos > 0 {
+			bad = append(bad, fmt.Sprintf("%s run %d: %d verdicts (replayed %v, vigil trace printed %v)", r.Scenario, r.Run, r.FalsePos, r.Rules, r.LiveRules))
+		}
+	}
+	for _, f := range rep.BenignFailed {
+		bad = append(bad, f+": failed")
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("benign runs: %s", strings.Join(bad, "; "))
+	}
+	return nil
+}
+
 // Table is the readable report.
 func (rep *Report) Table() string {
 	var b strings.Builder
@@ -985,6 +1007,9 @@ func (rep *Report) Table() string {
 		rep.BenignRuns, rep.BenignWorkloads, rep.BenignSeconds, rep.FalsePositives, rep.FalsePositiveRuns, rep.FPRate, rep.FPPerHour)
 	for _, sk := range rep.Skipped {
 		fmt.Fprintf(&b, "skipped %s: %s not found\n", sk.Scenario, sk.Missing)
+	}
+	if len(rep.BenignFailed) > 0 {
+		fmt.Fprintf(&b, "benign runs that FAILED (non-zero exit): %s\n", strings.Join(rep.BenignFailed, ", "))
 	}
 	b.WriteString("\nper class (rules):\n")
 	b.WriteString(ClassTable(rep.Classes))

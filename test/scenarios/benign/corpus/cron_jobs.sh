@@ -2,7 +2,7 @@
 # cron_jobs: what a cron daemon runs over 4 s: every half second a
 # heartbeat, every second a log rotation with gzip and a cleanup of old
 # files, a nightly-style backup tarball once.
-set -euo pipefail
+set -eu # no pipefail: head ends pipelines early
 d=$(mktemp -d /tmp/vigil-cron-XXXXXX)
 trap 'rm -rf "$d"' EXIT
 mkdir -p "$d/log" "$d/spool" "$d/backup"

@@ -6,7 +6,8 @@ set -euo pipefail
 bin=$(cat "$FIX/pgbin")
 sock=$(mktemp -d /tmp/vigil-pg-XXXXXX)
 chown postgres "$sock"
-as_pg() { setpriv --reuid=postgres --regid=postgres --clear-groups "$@"; }
+# as the postgres user, the way init scripts start daemons
+as_pg() { start-stop-daemon --start --chuid postgres --pidfile "$sock/none.pid" --startas "$1" -- "${@:2}"; }
 stop() { as_pg "$bin/pg_ctl" -D "$FIX/pg/data" -m fast -w stop >/dev/null 2>&1 || true; rm -rf "$sock"; }
 trap stop EXIT
 as_pg "$bin/pg_ctl" -D "$FIX/pg/data" -w -l "$sock/log" -o "-k $sock -c listen_addresses='' -p 5433" start >/dev/null

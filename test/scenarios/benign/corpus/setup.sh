@@ -336,6 +336,25 @@ P
 fi
 if want venv && /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null; then
 	[ -x py/venv/bin/pip ] || /usr/bin/python3 -m venv py/venv
+	# a wheel of the package, made by hand (a venv has no wheel builder)
+	/usr/bin/python3 - py <<'P'
+import base64, hashlib, sys, zipfile
+d = sys.argv[1]
+files = {
+    "corpusstats/__init__.py": open(d + "/pkg/src/corpusstats/__init__.py", "rb").read(),
+    "corpusstats-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: corpusstats\nVersion: 1.0\n",
+    "corpusstats-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: corpus\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+}
+record = ""
+for name, data in files.items():
+    h = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    record += f"{name},sha256={h},{len(data)}\n"
+record += "corpusstats-1.0.dist-info/RECORD,,\n"
+with zipfile.ZipFile(d + "/corpusstats-1.0-py3-none-any.whl", "w") as z:
+    for name, data in files.items():
+        z.writestr(name, data)
+    z.writestr("corpusstats-1.0.dist-info/RECORD", record)
+P
 fi
 
 # git: a repository with history to clone
@@ -385,6 +404,6 @@ pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 if want pg && [ -n "$pgbin" ] && id postgres >/dev/null 2>&1 && [ ! -f pg/data/PG_VERSION ]; then
 	mkdir -p pg
 	chown postgres pg
-	setpriv --reuid=postgres --regid=postgres --clear-groups "$pgbin/initdb" -A trust -U postgres -D "$fix/pg/data" >/dev/null
+	start-stop-daemon --start --chuid postgres --pidfile "$fix/pg/none.pid" --startas "$pgbin/initdb" -- -A trust -U postgres -D "$fix/pg/data" >/dev/null
 fi
 if want pg; then echo "$pgbin" > pgbin; fi
