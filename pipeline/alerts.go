@@ -37,7 +37,8 @@ type Alert struct {
 	// (a path or unix socket), fd.sip and fd.sport (an IP address), each
 	// only when known.
 	OutputFields map[string]any `json:"output_fields"`
-	// Tags are the verdict's class, "mode:M", "would_act:A" and "action:A".
+	// Tags are the verdict's class, the rule's tags, "maturity_M", "mode:M",
+	// "would_act:A" and "action:A".
 	Tags      []string `json:"tags"`
 	Hostname  string   `json:"hostname"`
 	VerdictID string   `json:"vigil.verdict_id,omitempty"`
@@ -256,6 +257,10 @@ func setAddr(f map[string]any, addr string) {
 
 func verdictTags(v *detector.Verdict) []string {
 	tags := []string{string(v.Class)}
+	tags = append(tags, v.Tags...) // the rule's: MITRE ATT&CK ids, topics
+	if v.Maturity != "" {
+		tags = append(tags, "maturity_"+v.Maturity)
+	}
 	if v.Mode != "" {
 		tags = append(tags, "mode:"+v.Mode)
 	}

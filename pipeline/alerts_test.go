@@ -183,3 +183,13 @@ func TestAlertsRecentBounded(t *testing.T) {
 		t.Errorf("remembered %d verdicts (%d ids), want %d", len(a.recent), len(a.order), maxRecent)
 	}
 }
+
+// TestAlertTagsFromRule: the rule's tags and maturity reach the alert's tags.
+func TestAlertTagsFromRule(t *testing.T) {
+	v := escapeVerdict()
+	v.Tags, v.Maturity, v.Mode = []string{"T1611", "container"}, "stable", "detect"
+	got := strings.Join(verdictTags(v), " ")
+	if want := "fs-escape T1611 container maturity_stable mode:detect"; got != want {
+		t.Errorf("tags %q, want %q", got, want)
+	}
+}
