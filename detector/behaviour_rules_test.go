@@ -110,7 +110,7 @@ var behaviourCases = map[string]behaviourCase{
 			execOf(101, "/usr/bin/apt-get", "apt-get", "-o", "Dir=/tmp/root", "install", "-y", "hello"),
 			execOf(102, "/usr/bin/dpkg", "dpkg", "--root=/tmp/root", "-i", "hello.deb"),
 			execOf(103, "/usr/bin/dpkg", "dpkg", "-l"), execOf(104, "/usr/bin/rpm", "rpm", "-qa"),
-			execOf(105, "/sbin/apk", "apk", "info")}},
+			execOf(105, "/sbin/apk", "apk", "info"), execOf(106, "/usr/bin/apt-get", "apt-get", "install", "-s", "hello")}},
 	"language-package-install": {rule: "language-package-install",
 		fire: []rstep{execOf(100, "/usr/local/bin/pip", "pip", "install", "requests")},
 		miss: []rstep{execOf(100, "/usr/local/bin/pip", "pip", "list"), execOf(101, "/usr/bin/python3", "python3", "-m", "venv", "/tmp/v"),
