@@ -25,7 +25,7 @@ func escapeVerdict() *detector.Verdict {
 		ID: "3f2a9c1e5b7d0a4c6e8f1a2b", Time: alertT0, CgroupID: 120,
 		Container: &event.Container{ID: "c0ffee", Name: "web", Pod: "shop-7d9f", Namespace: "payments", Image: "example/shop:1.2",
 			PodUID: "5f0c-91aa", PodLabels: map[string]string{"app": "shop", "tier": "front"}, Node: "node-1"},
-		PID:       4242, TID: 4243, Comm: "sh", Class: detector.ClassFSEscape, Severity: detector.Critical,
+		PID: 4242, TID: 4243, Comm: "sh", Class: detector.ClassFSEscape, Severity: detector.Critical,
 		Rule: "host-root-read", Score: 1, Message: "read of the host's root through /proc/1/root",
 		Evidence: []detector.Evidence{{Seq: 7, Time: alertT0, PID: 4242, TID: 4243, Comm: "sh", Syscall: "openat",
 			Path: "/proc/1/root/etc/shad\now\x1b[31m", Argv: []string{"cat", "/proc/1/root/etc/shadow"}}},
@@ -187,9 +187,9 @@ func TestAlertsRecentBounded(t *testing.T) {
 // TestAlertTagsFromRule: the rule's tags and maturity reach the alert's tags.
 func TestAlertTagsFromRule(t *testing.T) {
 	v := escapeVerdict()
-	v.Tags, v.Maturity, v.Mode = []string{"T1611", "container"}, "stable", "detect"
+	v.Tags, v.Maturity, v.Mode, v.Actions, v.WouldAct = []string{"T1611", "container"}, "stable", "detect", nil, []string{"kill-process"}
 	got := strings.Join(verdictTags(v), " ")
-	if want := "fs-escape T1611 container maturity_stable mode:detect"; got != want {
+	if want := "fs-escape T1611 container maturity_stable mode:detect would_act:kill-process"; got != want {
 		t.Errorf("tags %q, want %q", got, want)
 	}
 }
