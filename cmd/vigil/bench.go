@@ -11,7 +11,7 @@ import (
 )
 
 func init() {
-	register("bench", "benchmarks: tracer overhead ratios, throughput, latency (JSON)", runBench)
+	register("bench", "benchmarks: tracer and pipeline overhead ratios, peers, throughput, latency (JSON)", runBench)
 }
 
 const benchUsage = `Usage: vigil bench tracer [OPTIONS]
@@ -42,12 +42,15 @@ func runBench(args []string) int {
 	if len(args) > 0 && args[0] == "scale" {
 		return runBenchScale(args[1:])
 	}
+	if len(args) > 0 && args[0] == "pipeline" {
+		return runBenchPipeline(args[1:])
+	}
 	if len(args) == 0 || args[0] != "tracer" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
 			fmt.Print(benchUsage)
 			return 0
 		}
-		fmt.Fprintln(os.Stderr, "vigil bench: name a benchmark: 'vigil bench tracer' or 'vigil bench control' (see 'vigil bench tracer --help')")
+		fmt.Fprintln(os.Stderr, "vigil bench: name a benchmark: 'vigil bench tracer', 'vigil bench pipeline' or 'vigil bench control' (see 'vigil bench pipeline --help')")
 		return 2
 	}
 	fs := flag.NewFlagSet("bench tracer", flag.ContinueOnError)
