@@ -5,7 +5,7 @@ PKGS    := ./...
 # BPF objects and Go bindings are committed; `make generate` rebuilds them.
 GOFLAGS_TEST ?= -count=1 -timeout 40m
 
-.PHONY: help build generate generate-check test unit e2e demo bench bench-control bench-peers bench-audit bench-detector bench-runtime eval eval-full node-up node-down lint clean deps fuzz
+.PHONY: help build generate generate-check test unit e2e demo bench bench-pipeline bench-control bench-peers bench-audit bench-detector bench-runtime eval eval-full node-up node-down lint clean deps fuzz
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -58,8 +58,12 @@ eval: build ## detection report: the CVE protocol on ../shared/datasets/sok-dev 
 eval-full: build ## make eval plus the model's variants side by side and leave-one-CVE-out (longer)
 	$(GO) run ./test/scenarios/eval --vigil $(BIN) --variants --out eval-report.json
 
-bench: build ## tracer overhead ratios, throughput and latency, JSON in bench-tracer.json
+bench: build ## tracer overhead ratios, throughput and latency (bench-tracer.json), then make bench-pipeline
 	./$(BIN) bench tracer --out bench-tracer.json
+	$(MAKE) bench-pipeline
+
+bench-pipeline: build ## realistic workloads untraced, on the agent's path and under vigil trace --quiet: ratios, CPU per event by stage (bench-pipeline.json; ~10 min)
+	./$(BIN) bench pipeline --reps 5 --duration 5s --out bench-pipeline.json
 
 bench-control: build ## response ladder: triggering event to action in force, p50/p99 per action (JSON in bench-control.json)
 	./$(BIN) bench control --triggers 100 --out bench-control.json
@@ -76,8 +80,8 @@ bench-runtime: build ## container create+start latency without/with vigil, JSON 
 	bash install/node.sh up
 	VIGIL_BENCH_OUT=$(CURDIR)/bench-runtime.json $(GO) test -count=1 -run TestCreateStartLatency -v ./test/e2e/
 
-bench-peers: build ## the tracer benchmarks with strace -f and vigil+audit side by side
-	./$(BIN) bench tracer --workloads getppid,open-read-close,tar-rm-5000,http --peers --audit --out bench-peers.json
+bench-peers: build ## the pipeline workloads under vigil, bpftrace, auditd and strace -f side by side (apt-get installs them; bench-peers.json; ~20 min)
+	./$(BIN) bench pipeline --peers --reps 5 --duration 2s --out bench-peers.json
 
 # Fuzz targets as package:Target (go test fuzzes one target per run). Their
 # seed corpora (testdata/fuzz/) run with every plain `go test`.
