@@ -1,0 +1,190 @@
+package bpf
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"vigil.dev/vigil/event"
+	"vigil.dev/vigil/internal/privtest"
+)
+
+// floodEnv makes the test binary a flood: THREADS,CALLS getppid calls on
+// each of THREADS threads at once.
+const floodEnv = "VIGIL_TEST_FLOOD"
+
+func init() {
+	v := os.Getenv(floodEnv)
+	if v == "" {
+		return
+	}
+	var threads, calls int
+	if _, err := fmt.Sscanf(v, "%d,%d", &threads, &calls); err != nil {
+		fmt.Fprintln(os.Stderr, "flood:", err)
+		os.Exit(2)
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < threads; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread()
+			for j := 0; j < calls; j++ {
+				unix.Getppid()
+			}
+		}()
+	}
+	wg.Wait()
+	os.Exit(0)
+}
+
+// flood runs threads×calls getppid calls in a child process of cg, and
+// returns how long it took.
+func flood(t *testing.T, cg *Cgroup, threads, calls int) time.Duration {
+	t.Helper()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d,%d", floodEnv, threads, calls), "GOMAXPROCS="+strconv.Itoa(threads+1))
+	cmd.SysProcAttr = cg.SysProcAttr()
+	cmd.Stderr = os.Stderr
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("flood: %v", err)
+	}
+	return time.Since(start)
+}
+
+// TestBlockClassLosesNothing floods a cgroup with 4 threads of getppid
+// faster than the reader takes the records, once in the normal class
+// (records are dropped: the flood really outruns the reader) and once in
+// the block class: no record dropped, every one delivered, the process
+// stopped and continued on the way. Ring: the reader holds its first
+// record until the normal class has dropped or the block class has been
+// stopped, so the ring fills whatever the machine's speed. Budget: a
+// budget far below any flood's rate.
+func TestBlockClassLosesNothing(t *testing.T) {
+	privtest.Require(t)
+	for _, tc := range []struct {
+		name          string
+		rate, burst   int // the cgroup budget (rate -1: none, only the ring limits)
+		calls         int // per thread
+		block, lossy  bool
+		holdTillFirst bool
+	}{
+		{"ring full, normal class", -1, 0, 10_000, false, true, true},
+		{"ring full, block class", -1, 0, 10_000, true, false, true},
+		{"over budget, normal class", 2000, 500, 2500, false, true, false},
+		{"over budget, block class", 2000, 500, 2500, true, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const threads = 4
+			m, err := Load(Config{RingBytes: 256 << 10, CgroupRate: tc.rate, CgroupBurst: tc.burst})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			cg, err := NewCgroup(fmt.Sprintf("vigil-test-block-%d", os.Getpid()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cg.Remove()
+			if err := m.TrackWith(cg.ID, TrackOptions{Block: tc.block}); err != nil {
+				t.Fatal(err)
+			}
+			var got atomic.Uint64
+			release := make(chan struct{})
+			if !tc.holdTillFirst {
+				close(release)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() {
+				done <- m.Run(ctx, func(ev *event.Event) {
+					if ev.CgroupID != cg.ID {
+						return
+					}
+					<-release
+					got.Add(1)
+				})
+			}()
+			if tc.holdTillFirst {
+				go func() {
+					defer close(release)
+					for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+						c, _ := m.Counters(cg.ID)
+						_, paused, _ := m.Class(cg.ID)
+						if c.Dropped > 0 || paused > 0 {
+							return
+						}
+					}
+				}()
+			}
+			took := flood(t, cg, threads, tc.calls)
+			c := waitQuiet(t, m, cg.ID, &got)
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			class, paused, err := m.Class(cg.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s: %d syscalls in %v: seen %d emitted %d dropped %d throttled %d received %d; stopped %d times, continued %d",
+				tc.name, threads*tc.calls, took.Round(time.Millisecond), c.Seen, c.Emitted, c.Dropped, c.Throttled, got.Load(), paused, m.Resumed())
+			if class.Block != tc.block {
+				t.Fatalf("class %+v, want block %v", class, tc.block)
+			}
+			if c.Seen < uint64(threads*tc.calls) || c.Seen != c.Emitted+c.Dropped || got.Load() != c.Emitted {
+				t.Fatalf("counters %+v, received %d: want seen >= %d = emitted + dropped, all emitted received", c, got.Load(), threads*tc.calls)
+			}
+			if tc.lossy && c.Dropped == 0 {
+				t.Fatalf("normal class dropped nothing: the flood did not outrun the reader, so the block case proves nothing")
+			}
+			if tc.block {
+				if c.Dropped != 0 {
+					t.Fatalf("block class dropped %d records (throttled %d)", c.Dropped, c.Throttled)
+				}
+				if paused == 0 || m.Resumed() == 0 {
+					t.Fatalf("block class: stopped %d times, continued %d: want both", paused, m.Resumed())
+				}
+			}
+			if n := pausedLeft(m); n != 0 {
+				t.Fatalf("%d processes left in the paused map", n)
+			}
+		})
+	}
+}
+
+// waitQuiet waits until every record the cgroup emitted is received.
+func waitQuiet(t *testing.T, m *Monitor, id uint64, got *atomic.Uint64) Counters {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := m.Counters(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Load() >= c.Emitted || time.Now().After(deadline) {
+			return c
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func pausedLeft(m *Monitor) int {
+	var k uint32
+	var v uint64
+	n := 0
+	for it := m.objs.VigilPaused.Iterate(); it.Next(&k, &v); {
+		n++
+	}
+	return n
+}
