@@ -48,6 +48,7 @@ type Scenario struct {
 // Attacks and Benign are the scenario sets.
 var Attacks = []Scenario{
 	{Name: "cpu-miner", Class: detector.ClassCPU, Desc: "4 threads hashing with no syscalls for 6 s", Cmd: []string{"{bin}/cpu_miner"}, Env: []string{"MINER_SECONDS=6"}},
+	{Name: "miner-as-compiler", Class: detector.ClassCPU, Desc: "the miner copied at run time to a compiler's name (cc1), then 4 threads for 6 s", Cmd: []string{"sh", "-c", `d=$(mktemp -d /tmp/vigil-cc1-XXXXXX) && cp {bin}/cpu_miner "$d/cc1" && "$d/cc1"; rc=$?; rm -rf "$d"; exit $rc`}, Env: []string{"MINER_SECONDS=6"}},
 	{Name: "stratum-pool", Class: detector.ClassCPU, Desc: "stratum subscribe to a pool port (loopback listener)", Cmd: []string{"{bin}/stratum"}},
 	{Name: "dns-unauthorized", Class: detector.ClassNetwork, Desc: "DNS over UDP and TCP to 127.0.0.77, not the node's resolver", Cmd: []string{"{bin}/dns_exfil"}},
 	{Name: "reverse-shell", Class: detector.ClassNetwork, Desc: "connect, dup2 the socket onto stdio, exec /bin/sh", Cmd: []string{"{bin}/reverse_shell"}, Env: []string{"PORT={port}"}},
