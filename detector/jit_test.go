@@ -18,6 +18,7 @@ func TestWriteExecuteMemoryJIT(t *testing.T) {
 	}{
 		{"jvm", "/usr/lib/jvm/java-17-openjdk-amd64/bin/java", false, false},
 		{"node", "/usr/bin/node", false, false},
+		{"javac (a JVM launcher)", "/usr/bin/javac", false, false},
 		{"jvm the container wrote", "/tmp/x/java", true, true},
 		{"other program", "/opt/app/server", false, true},
 	} {
