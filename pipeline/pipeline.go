@@ -137,6 +137,10 @@ type Pipeline struct {
 
 	// Worker side.
 	cgs map[uint64]*cgInfo
+	// lastID and last are the cgroup of the previous event: a batch holds
+	// runs of one cgroup's events (nil when it was forgotten).
+	lastID uint64
+	last   *cgInfo
 	// gone holds recently finished cgroups: records that arrive after their
 	// finish are processed and their state dropped again.
 	gone map[uint64]time.Time
@@ -454,6 +458,7 @@ func (p *Pipeline) process(b *batch) {
 	for i := range b.evs {
 		p.event(&b.evs[i])
 	}
+	p.events.Add(uint64(len(b.evs)))
 	b.evs = b.evs[:0]
 	select {
 	case p.free <- b:
@@ -462,13 +467,25 @@ func (p *Pipeline) process(b *batch) {
 }
 
 func (p *Pipeline) info(cg uint64) *cgInfo {
+	if p.last != nil && p.lastID == cg {
+		return p.last
+	}
 	c := p.cgs[cg]
 	if c == nil {
 		c = &cgInfo{}
 		p.refreshTarget(cg, c)
 		p.cgs[cg] = c
 	}
+	p.lastID, p.last = cg, c
 	return c
+}
+
+// drop forgets a cgroup's state.
+func (p *Pipeline) drop(cg uint64) {
+	delete(p.cgs, cg)
+	if p.lastID == cg {
+		p.last = nil
+	}
 }
 
 func (p *Pipeline) refreshTarget(cg uint64, c *cgInfo) {
@@ -480,7 +497,6 @@ func (p *Pipeline) refreshTarget(cg uint64, c *cgInfo) {
 // event runs one event through enrich → gaps → audit → sinks → detector →
 // control.
 func (p *Pipeline) event(ev *event.Event) {
-	p.events.Add(1)
 	sw := p.stages.start()
 	if p.cfg.Enrich != nil {
 		p.cfg.Enrich(ev)
@@ -524,7 +540,7 @@ func (p *Pipeline) event(ev *event.Event) {
 	sw.lap(&p.stages.detect)
 	if c.finished && c.lastSeq >= c.finalSeen {
 		p.finish(ev.CgroupID, c)
-	} else if _, late := p.gone[ev.CgroupID]; late && !c.finished {
+	} else if len(p.gone) > 0 && !c.finished && p.isGone(ev.CgroupID) {
 		// A record after its cgroup finished: processed, then forgotten again.
 		p.forgetLate(ev.CgroupID)
 	}
@@ -550,9 +566,14 @@ func (p *Pipeline) detect(ev *event.Event, c *cgInfo) {
 	}
 }
 
+func (p *Pipeline) isGone(cg uint64) bool {
+	_, ok := p.gone[cg]
+	return ok
+}
+
 // forgetLate drops the state a late record of a finished cgroup made.
 func (p *Pipeline) forgetLate(id uint64) {
-	delete(p.cgs, id)
+	p.drop(id)
 	if p.cfg.Detector != nil {
 		p.cfg.Detector.Forget(id)
 	}
@@ -729,7 +750,7 @@ func (p *Pipeline) finish(id uint64, c *cgInfo) {
 		// Not on the worker: the controller may be busy with an action.
 		go p.cfg.Control.Forget(id)
 	}
-	delete(p.cgs, id)
+	p.drop(id)
 	p.gone[id] = time.Now()
 	if c.onFinish != nil {
 		c.onFinish()

@@ -19,7 +19,7 @@ import (
 )
 
 // recorded reads a recorded scenario of the detector's test data.
-func recorded(t *testing.T, name string) []event.Event {
+func recorded(t testing.TB, name string) []event.Event {
 	t.Helper()
 	f, err := os.Open(filepath.Join("../detector/testdata/scenarios", name+".jsonl.gz"))
 	if err != nil {
