@@ -30,6 +30,7 @@ const (
 	thresholdMul = 1.02 // ...times this margin
 	magWeight    = 0.05 // weight of |log volume difference| in the frequency distance
 	minScoreLen  = 8    // units with fewer syscalls are not scored online
+	maxContext   = 100  // the most windows Model.Context may span
 )
 
 // Unit is one thing the model scores: a trace (one or several syscall
@@ -100,6 +101,11 @@ type Model struct {
 	PCA   *pcaStats   `json:"pca,omitempty"`   // pca component (residual off the principal subspace)
 	Use   int         `json:"use,omitempty"`   // components used, bit per component; 0: every one the data allows
 	Max   bool        `json:"max,omitempty"`   // combine normalized components by their maximum, not their mean
+	// Context is how many consecutive windows of one stream a deviation
+	// must last: a window's score is the smallest score of the last
+	// Context windows (ScoreSeries, and online per container). 0 or 1:
+	// each window on its own.
+	Context int `json:"context,omitempty"`
 
 	Norm      [5]float64 `json:"norm"` // per component (ngram, stide, freq, count, pca): normalizer
 	Threshold float64    `json:"threshold"`
@@ -199,7 +205,14 @@ type TrainOptions struct {
 	// NormQuantile is the quantile of held-out normal scores that
 	// normalizes each component; 0: 0.95.
 	NormQuantile float64
+	// Context is Model.Context: how many consecutive windows a deviation
+	// must last (0: DefaultContext for count windows, 1 otherwise).
+	Context int
 }
+
+// DefaultContext is the number of consecutive windows a count-window
+// model's deviation must last unless told (TrainOptions.Context).
+const DefaultContext = 2
 
 // DefaultComponents are the components a model uses unless told, for
 // data with sequences (event streams, traces): the n-gram model, STIDE,
@@ -269,6 +282,9 @@ func Train(units []Unit, opt TrainOptions) (*Model, error) {
 	use, err := useMask(opt.Components, hasSeq)
 	if err != nil {
 		return nil, err
+	}
+	if !hasSeq && opt.Count == (CountOptions{}) {
+		opt.Count = WindowCountOptions
 	}
 	full := fit(units, vocab, hasSeq, hasCounts, use, opt)
 	if len(full.components()) == 0 {
@@ -388,7 +404,14 @@ func (m *Model) components() []int {
 // fit builds the statistics of a model from units (no calibration).
 func fit(units []Unit, vocab []string, hasSeq, hasCounts bool, use int, opt TrainOptions) *Model {
 	m := &Model{Version: ModelVersion, Name: opt.Name, Vocab: vocab, Units: len(units),
-		UnitKind: opt.UnitKind, WindowN: opt.WindowN, HasSeq: hasSeq, HasCounts: hasCounts, Use: use, Max: opt.Max}
+		UnitKind: opt.UnitKind, WindowN: opt.WindowN, HasSeq: hasSeq, HasCounts: hasCounts, Use: use, Max: opt.Max,
+		Context: opt.Context}
+	if m.Context == 0 && !hasSeq {
+		m.Context = DefaultContext
+	}
+	if m.Context < 1 {
+		m.Context = 1
+	}
 	m.index = make(map[string]int, len(vocab))
 	for i, n := range vocab {
 		m.index[n] = i
@@ -707,6 +730,43 @@ func (m *Model) Score(u *Unit) Scores {
 	return Scores{Score: s, Anomalous: s > m.Threshold, Parts: raw, Worst: worst}
 }
 
+// ScoreSeries scores consecutive windows of one stream in order: each
+// window's score is the smallest of the last Context windows' scores (the
+// window's own when Context is 1), so a deviation must last Context
+// windows; Parts and Worst stay the window's own.
+func (m *Model) ScoreSeries(units []Unit) []Scores {
+	out := make([]Scores, len(units))
+	var recent contextScores
+	for i := range units {
+		s := m.Score(&units[i])
+		s.Score = recent.push(s.Score, m.Context)
+		s.Anomalous = s.Score > m.Threshold
+		out[i] = s
+	}
+	return out
+}
+
+// contextScores holds the last scores of one stream.
+type contextScores struct{ last []float64 }
+
+// push adds a window's score and returns the smallest of the last n
+// (fewer at the start of the stream).
+func (c *contextScores) push(s float64, n int) float64 {
+	if n <= 1 {
+		return s
+	}
+	if len(c.last) >= n {
+		copy(c.last, c.last[len(c.last)-n+1:])
+		c.last = c.last[:n-1]
+	}
+	c.last = append(c.last, s)
+	lo := s
+	for _, x := range c.last {
+		lo = math.Min(lo, x)
+	}
+	return lo
+}
+
 func quantile(v []float64, q float64) float64 {
 	if len(v) == 0 {
 		return 0
@@ -784,6 +844,14 @@ func ReadModel(r io.Reader) (*Model, error) {
 			return nil, fmt.Errorf("read model: count statistics of %d syscalls and %d classes for a vocabulary of %d and %d classes", len(c.Mean), len(c.ClsMean), v, k)
 		}
 		c.Opt = c.Opt.withDefaults()
+		if c.Scale != nil && len(c.Scale) != v {
+			return nil, fmt.Errorf("read model: count scales of %d syscalls for a vocabulary of %d", len(c.Scale), v)
+		}
+		for _, x := range c.Scale {
+			if !(x >= 1) || math.IsInf(x, 1) {
+				return nil, fmt.Errorf("read model: count statistics hold a held-out scale of %v, want >= 1", x)
+			}
+		}
 		for _, sds := range [][]float64{c.SD, c.RelSD, c.ClsSD, {c.TotSD}} {
 			for _, x := range sds {
 				if !(x > 0) || math.IsInf(x, 1) {
@@ -807,6 +875,9 @@ func ReadModel(r io.Reader) (*Model, error) {
 				return nil, fmt.Errorf("read model: a principal component of %d syscalls for a vocabulary of %d", len(d), v)
 			}
 		}
+	}
+	if m.Context < 0 || m.Context > maxContext {
+		return nil, fmt.Errorf("read model: context of %d windows, want 0..%d", m.Context, maxContext)
 	}
 	for c := range m.Norm {
 		if m.Norm[c] <= 0 {

@@ -103,15 +103,37 @@ func newOnlineModel(m *Model) *onlineModel {
 
 // modelState is a cgroup's current window.
 type modelState struct {
-	w     *windower
-	index int
+	w      *windower
+	index  int
+	recent contextScores // the last windows' scores (Model.Context)
+	// rulesOnly says why the model does not score this cgroup ("": it
+	// does): the model was learned for another workload.
+	rulesOnly string
+}
+
+// modelApplies says whether a model learned for workload name scores a
+// container of workload key: a model without a name scores every
+// container, a container outside a runtime (no key) is scored by any
+// model, otherwise the keys must match. It returns why not when it does
+// not.
+func modelApplies(name, key string) (bool, string) {
+	if name == "" || key == "" || name == key {
+		return true, ""
+	}
+	return false, fmt.Sprintf("rules only: no model for workload %q (the model is for %q)", key, name)
 }
 
 func (o *onlineModel) observe(cg *cgState, ev *event.Event, out []Verdict) []Verdict {
 	if cg.model == nil {
 		cg.model = &modelState{w: newWindower(o.window)}
+		if ok, why := modelApplies(o.m.Name, WorkloadKey(ev.Container)); !ok {
+			cg.model.rulesOnly = why
+		}
 	}
 	ms := cg.model
+	if ms.rulesOnly != "" {
+		return out
+	}
 	if !ms.w.add(ev) {
 		return out
 	}
@@ -127,6 +149,8 @@ func (o *onlineModel) close(cg *cgState, cgroup uint64, pid, tid uint32, seq uin
 		return out
 	}
 	s := o.m.Score(&u)
+	s.Score = ms.recent.push(s.Score, o.m.Context)
+	s.Anomalous = s.Score > o.m.Threshold
 	if !s.Anomalous {
 		return out
 	}
@@ -151,6 +175,29 @@ func (o *onlineModel) close(cg *cgState, cgroup uint64, pid, tid uint32, seq uin
 		Message:   "syscall behaviour unlike the learned model: " + strings.Join(s.Worst, " "),
 		Evidence:  []Evidence{{Time: time.Unix(0, t).UTC(), Sequence: s.Worst, Note: note}},
 	})
+}
+
+// ModelStatus says how the learned model treats a cgroup the engine has
+// seen: "model NAME" when the model scores it, "rules only: no model for
+// workload KEY (the model is for NAME)" when the model was learned for
+// another workload, so only the rules judge it. It is "" when the engine
+// has no model or has not seen the cgroup.
+func (e *Engine) ModelStatus(cgroupID uint64) string {
+	rs := e.rs.Load()
+	if rs.online == nil {
+		return ""
+	}
+	sh := &e.shards[cgroupID%uint64(len(e.shards))]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	cg := sh.cgs[cgroupID]
+	if cg == nil || cg.model == nil {
+		return ""
+	}
+	if cg.model.rulesOnly != "" {
+		return cg.model.rulesOnly
+	}
+	return "model " + strings.TrimPrefix(rs.online.rule, "model:")
 }
 
 // Flush scores every partial model window (at the end of a trace or

@@ -131,13 +131,18 @@ func readAll(paths []string, opt detector.ReadOptions) ([]detector.Unit, []strin
 const trainUsage = `Usage: vigil detect train --in PATH [--in PATH...] --out MODEL [OPTIONS]
 
 Learns a model of normal behaviour from traces of normal runs: an n-gram
-language model and STIDE sequence set (from sequences) and tf-idf frequency
-windows (from counts), calibrated on held-out folds of the same data so that
-the threshold is a high quantile of normal scores. Deterministic.
+language model, STIDE sequence set, tf-idf frequency windows and per-syscall
+count deviations (from sequences); per-syscall count deviations beyond 10
+standard deviations, lasting two consecutive windows (from count windows);
+calibrated on held-out folds of the same data so that the threshold is a
+high quantile of normal scores. Deterministic. --name is the workload key
+(image/container name): the agent scores only that workload's containers
+with the model, others by the rules only.
 
 Example:
   vigil detect train --in normal/ --abi i386 --out app.model
   vigil detect train --in run1.jsonl --in run2.jsonl --name nginx/web --out web.model
+  vigil detect train --in day1.csv --in day2.csv --context 3 --out app.model
 
 Options:
 `
@@ -149,6 +154,7 @@ func detectTrain(args []string) int {
 	fs.Var(&in, "in", "training input `PATH` (file or directory; repeatable)")
 	out := fs.String("out", "", "write the model to `MODEL`")
 	name := fs.String("name", "", "workload key stored in the model (image/container name)")
+	context := fs.Int("context", 0, "consecutive windows a deviation must last, `N` in 1..100 (0: 2 for count windows, 1 otherwise)")
 	rf.add(fs)
 	if st, done := parseFlags(fs, args); done {
 		return st
@@ -160,6 +166,9 @@ func detectTrain(args []string) int {
 	if *out == "" {
 		return fail("detect train: no --out MODEL: say where to write the model")
 	}
+	if *context < 0 || *context > 100 {
+		return fail("detect train: --context %d: want 1..100 windows (or 0 for the default)", *context)
+	}
 	opt, err := rf.options()
 	if err != nil {
 		return fail("detect train: %v", err)
@@ -169,7 +178,7 @@ func detectTrain(args []string) int {
 		return fail("detect train: %v", err)
 	}
 	kind := strings.Join(formats, "+")
-	m, err := detector.Train(units, detector.TrainOptions{Name: *name, UnitKind: kind, WindowN: opt.Window})
+	m, err := detector.Train(units, detector.TrainOptions{Name: *name, UnitKind: kind, WindowN: opt.Window, Context: *context})
 	if err != nil {
 		return fail("detect train: %v", err)
 	}
@@ -187,7 +196,9 @@ Scores each trace (sequence file), window (counts CSV row, or --window events
 of a cgroup in an event file) against the model and prints one JSON line each:
   {"source":FILE,"index":N,"score":S,"verdict":"anomaly"|"normal","anomaly":BOOL,...}
 The score is about 1 for typical normal data; "anomaly" means above the
-model's calibrated threshold.
+model's calibrated threshold. The rows of a counts CSV are consecutive
+windows: when the model asks a deviation to last N windows (its context),
+a row's score is the smallest of its last N rows' scores.
 
 Example:
   vigil detect score --model app.model --abi i386 attack/ validation/
@@ -246,13 +257,22 @@ func detectScore(args []string) int {
 	defer w.Flush()
 	enc := json.NewEncoder(w)
 	for _, f := range files {
-		units, _, err := detector.ReadUnits(f, opt)
+		units, format, err := detector.ReadUnits(f, opt)
 		if err != nil {
 			w.Flush()
 			return fail("detect score: %v", err)
 		}
+		var series []detector.Scores
+		if format == detector.FormatCounts {
+			series = m.ScoreSeries(units)
+		}
 		for i := range units {
-			s := m.Score(&units[i])
+			var s detector.Scores
+			if series != nil {
+				s = series[i]
+			} else {
+				s = m.Score(&units[i])
+			}
 			line := scoreLine{Source: f, Index: units[i].Index, Score: round6(s.Score), Verdict: "normal",
 				Anomaly: s.Anomalous, Threshold: round6(m.Threshold), Length: units[i].Len(),
 				Parts: map[string]float64{"ngram": round6(s.Parts[0]), "stide": round6(s.Parts[1]), "freq": round6(s.Parts[2]), "count": round6(s.Parts[3]), "pca": round6(s.Parts[4])}}

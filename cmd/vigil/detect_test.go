@@ -126,6 +126,7 @@ func TestDetectUserErrors(t *testing.T) {
 		{"bad abi", []string{"train", "--in", normal, "--out", "/tmp/x", "--abi", "sparc"}, `abi "sparc": unknown, use one of x86_64, i386, arm64`},
 		{"bad format", []string{"train", "--in", normal, "--out", "/tmp/x", "--format", "xml"}, `--format "xml": unknown, use one of auto, events, seq, counts`},
 		{"missing input", []string{"train", "--in", "/nonexistent", "--out", "/tmp/x"}, "no such file"},
+		{"bad context", []string{"train", "--in", normal, "--out", "/tmp/x", "--context", "101"}, "--context 101: want 1..100 windows"},
 		{"score without model", []string{"score", normal}, "no --model"},
 		{"bad model", []string{"score", "--model", filepath.Join(normal, "n00.txt"), normal}, "not a vigil model file"},
 		{"inspect args", []string{"inspect"}, "exactly one MODEL"},
@@ -140,6 +141,55 @@ func TestDetectUserErrors(t *testing.T) {
 				t.Errorf("stderr %q does not contain %q", errs, tc.want)
 			}
 		})
+	}
+}
+
+// TestDetectScoreCountSeries trains on count windows and scores a CSV
+// whose rows are consecutive windows: one odd row alone stays normal (a
+// deviation must last two windows, the default context), two in a row
+// raise an anomaly at the second.
+func TestDetectScoreCountSeries(t *testing.T) {
+	dir := t.TempDir()
+	row := func(b *strings.Builder, i, read int) {
+		fmt.Fprintf(b, "%d,%d,%d\n", 1000+100*i, read, 50+i%5)
+	}
+	var tr strings.Builder
+	tr.WriteString("timestamp,read,write\n")
+	for i := 0; i < 300; i++ {
+		row(&tr, i, 100+10*(i%5))
+	}
+	train := filepath.Join(dir, "normal.csv")
+	if err := os.WriteFile(train, []byte(tr.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var te strings.Builder
+	te.WriteString("timestamp,read,write\n")
+	for i, r := range []int{100, 110, 90000, 120, 90000, 90000, 100} {
+		row(&te, i, r)
+	}
+	test := filepath.Join(dir, "test.csv")
+	if err := os.WriteFile(test, []byte(te.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	model := filepath.Join(dir, "m.model")
+	if st, _, errs := detectRun(t, "train", "--in", train, "--out", model); st != 0 {
+		t.Fatalf("train: %s", errs)
+	}
+	st, out, errs := detectRun(t, "score", "--model", model, test)
+	if st != 0 {
+		t.Fatalf("score: %s", errs)
+	}
+	var got []bool
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		var s struct{ Anomaly bool }
+		if err := json.Unmarshal([]byte(l), &s); err != nil {
+			t.Fatalf("%q: %v", l, err)
+		}
+		got = append(got, s.Anomaly)
+	}
+	want := []bool{false, false, false, false, false, true, false}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("anomalies %v, want %v (only the second of two odd rows in a row)", got, want)
 	}
 }
 

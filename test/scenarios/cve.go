@@ -194,6 +194,9 @@ type CVEResult struct {
 	Caught     bool    `json:"caught"`
 	PreWindows int     `json:"pre_attack_windows"`
 	FalseAlarm int     `json:"false_alarms"`
+	// FirstAlarm is the first attack window above the threshold, counted
+	// from the attack's first window (0: that one); -1 when not caught.
+	FirstAlarm int `json:"first_alarm_window"`
 }
 
 // CVEMethodEval is one method over every run.
@@ -206,8 +209,12 @@ type CVEMethodEval struct {
 	FalseAlarms int               `json:"false_alarms"`
 	FARate      float64           `json:"false_alarm_rate"`
 	PerCVE      map[string][2]int `json:"per_cve"` // caught, false alarms
-	Results     []CVEResult       `json:"results"`
-	CPUSeconds  float64           `json:"cpu_seconds"`
+	// TTDMedian and TTDMax are the median and largest FirstAlarm of the
+	// caught runs, in 100 ms windows.
+	TTDMedian  float64     `json:"ttd_median_windows"`
+	TTDMax     int         `json:"ttd_max_windows"`
+	Results    []CVEResult `json:"results"`
+	CPUSeconds float64     `json:"cpu_seconds"`
 }
 
 // fileCache reads each CSV once.
@@ -319,11 +326,25 @@ func summarizeCVE(m Method, rs []CVEResult) CVEMethodEval {
 	if e.PreWindows > 0 {
 		e.FARate = float64(e.FalseAlarms) / float64(e.PreWindows)
 	}
+	var ttd []float64
+	for _, r := range rs {
+		if r.Caught {
+			ttd = append(ttd, float64(r.FirstAlarm))
+			e.TTDMax = max(e.TTDMax, r.FirstAlarm)
+		}
+	}
+	if len(ttd) > 0 {
+		sort.Float64s(ttd)
+		e.TTDMedian = ttd[len(ttd)/2]
+		if len(ttd)%2 == 0 {
+			e.TTDMedian = (ttd[len(ttd)/2-1] + ttd[len(ttd)/2]) / 2
+		}
+	}
 	return e
 }
 
 func cveRun(fc *fileCache, r CVERun, m Method) (CVEResult, error) {
-	res := CVEResult{CVE: r.CVE, Run: r.Run}
+	res := CVEResult{CVE: r.CVE, Run: r.Run, FirstAlarm: -1}
 	var train [][]detector.Unit
 	for _, p := range r.Train {
 		u, err := fc.get(p)
@@ -358,8 +379,9 @@ func cveRun(fc *fileCache, r CVERun, m Method) (CVEResult, error) {
 			}
 		case i <= r.End:
 			res.AttackMax = math.Max(res.AttackMax, s)
-			if s > res.Threshold {
+			if s > res.Threshold && !res.Caught {
 				res.Caught = true
+				res.FirstAlarm = i - r.Start
 			}
 		}
 	}
@@ -377,6 +399,9 @@ type LOCOResult struct {
 	PreWindows  int               `json:"pre_attack_windows"`
 	FARate      float64           `json:"false_alarm_rate"`
 	Picked      map[string]string `json:"picked"` // held-out CVE -> variant chosen on the other nine
+	// Majority is the variant picked for the most held-out CVEs (the
+	// first listed on ties): the one to use by default.
+	Majority string `json:"majority_pick"`
 }
 
 // LeaveOneCVEOut picks, for each held-out CVE, the variant among evals
@@ -420,19 +445,28 @@ func LeaveOneCVEOut(cves []string, evals []CVEMethodEval, maxFA float64) LOCORes
 	if lo.PreWindows > 0 {
 		lo.FARate = float64(lo.FalseAlarms) / float64(lo.PreWindows)
 	}
+	votes := map[string]int{}
+	for _, v := range lo.Picked {
+		votes[v]++
+	}
+	for _, e := range evals {
+		if votes[e.Method] > votes[lo.Majority] {
+			lo.Majority = e.Method
+		}
+	}
 	return lo
 }
 
 // CVETable is the readable form of a CVE evaluation.
 func CVETable(evals []CVEMethodEval, cves []string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-14s %7s %8s %9s", "method", "caught", "FA", "FA rate")
+	fmt.Fprintf(&b, "%-24s %7s %8s %9s %7s", "method", "caught", "FA", "FA rate", "TTD")
 	for _, c := range cves {
 		fmt.Fprintf(&b, " %9s", strings.TrimPrefix(c, "CVE-"))
 	}
 	b.WriteString("\n")
 	for _, e := range evals {
-		fmt.Fprintf(&b, "%-14s %4d/%-2d %8d %8.3f%%", e.Method, e.Caught, e.Runs, e.FalseAlarms, 100*e.FARate)
+		fmt.Fprintf(&b, "%-24s %4d/%-2d %8d %8.3f%% %3g/%-3d", e.Method, e.Caught, e.Runs, e.FalseAlarms, 100*e.FARate, e.TTDMedian, e.TTDMax)
 		for _, c := range cves {
 			pc := e.PerCVE[c]
 			fmt.Fprintf(&b, " %5s", fmt.Sprintf("%d/%d", pc[0], CVERuns))
@@ -440,7 +474,7 @@ func CVETable(evals []CVEMethodEval, cves []string) string {
 		}
 		b.WriteString("\n")
 	}
-	b.WriteString("(per CVE: runs caught / 4 and false-alarm windows)\n")
+	b.WriteString("(TTD: median/largest windows from the attack's first window to the first alarm, caught runs; per CVE: runs caught / 4 and false-alarm windows)\n")
 	return b.String()
 }
 
@@ -567,8 +601,8 @@ func ModelMethod(name, desc string, opt detector.TrainOptions) Method {
 			}
 			return func(file []detector.Unit) []float64 {
 				out := make([]float64, len(file))
-				for i := range file {
-					out[i] = m.Score(&file[i]).Score
+				for i, s := range m.ScoreSeries(file) {
+					out[i] = s.Score
 				}
 				return out
 			}, nil
@@ -615,41 +649,54 @@ func EvaluateCVE(dataset string, variants []Method, log io.Writer) (*CVEReport, 
 	return rep, nil
 }
 
-// ModelVariants are the model's variants compared side by side: which
-// components, how they combine, which count features, which floors.
+// ModelVariants are the model's variants compared side by side, each
+// on the count component alone: how a syscall never seen in training
+// counts (ranked above everything, or as a deviation with a standard
+// deviation of 0.1 in log count), whether each syscall's deviations are
+// scaled by its held-out spread between the two training files, whether
+// a window's deviation is its largest or the sum beyond 5 or 10 standard
+// deviations, and how many consecutive windows a deviation must last.
 func ModelVariants() []Method {
-	type v struct {
-		name string
-		opt  detector.TrainOptions
-	}
-	S, R, C, T := detector.FeatSyscall, detector.FeatRel, detector.FeatClass, detector.FeatTotal
-	cnt := func(o detector.CountOptions) detector.TrainOptions {
-		return detector.TrainOptions{Components: []string{"count"}, Count: o}
-	}
-	tier := detector.CountOptions{Features: S, Floor: 1e-6, Tier: true}
-	_, _, _ = R, C, T
-	sct := detector.CountOptions{Features: S | C | T, Floor: 0.1, Tier: true}
-	sct05 := detector.CountOptions{Features: S | C | T, Floor: 0.05, Tier: true}
-	both := func(c detector.CountOptions, pv, nq float64) detector.TrainOptions {
-		return detector.TrainOptions{Components: []string{"count", "pca"}, Max: true, Count: c, PCAVar: pv, NormQuantile: nq}
-	}
-	vs := []v{
-		{"z-tier", cnt(tier)},
-		{"sct.1-tier", cnt(sct)},
-		{"sct.05-tier", cnt(sct05)},
-		{"sct.05|pca.9", both(sct05, 0.9, 0)},
-		{"sct.05|pca.9q1", both(sct05, 0.9, 1)},
-		{"sct.05|pca.9q.99", both(sct05, 0.9, 0.99)},
-		{"z|pca.9q1", both(tier, 0.9, 1)},
-		{"z|pca.9q.99", both(tier, 0.9, 0.99)},
-		{"z|pca.95q1", both(tier, 0.95, 1)},
-		{"sct.05|pca.95q1", both(sct05, 0.95, 1)},
-	}
 	var out []Method
-	for _, x := range vs {
-		out = append(out, ModelMethod(x.name, fmt.Sprintf("%+v", x.opt), x.opt))
+	for _, v := range modelVariantOptions() {
+		out = append(out, ModelMethod(v.name, fmt.Sprintf("%+v", v.opt), v.opt))
 	}
 	return out
+}
+
+type modelVariant struct {
+	name string
+	opt  detector.TrainOptions
+}
+
+func modelVariantOptions() []modelVariant {
+	var vs []modelVariant
+	for _, novel := range []float64{0, 0.1} {
+		for _, held := range []bool{false, true} {
+			for _, ex := range []float64{0, 5, 10} {
+				for _, ctx := range []int{1, 2} {
+					o := detector.CountOptions{Features: detector.FeatSyscall, Floor: 1e-6, Tier: novel == 0, Novel: novel, HeldOut: held, Excess: ex}
+					name := "z"
+					if novel == 0 {
+						name += "-tier"
+					} else {
+						name += fmt.Sprintf("-nov%g", novel)
+					}
+					if held {
+						name += "-held"
+					}
+					if ex > 0 {
+						name += fmt.Sprintf("-ex%g", ex)
+					}
+					if ctx > 1 {
+						name += fmt.Sprintf("/ctx%d", ctx)
+					}
+					vs = append(vs, modelVariant{name, detector.TrainOptions{Components: []string{"count"}, Count: o, Context: ctx}})
+				}
+			}
+		}
+	}
+	return vs
 }
 
 // SeqSTIDEBaseline is STIDE (n=6) on syscall sequences: training keeps
@@ -818,8 +865,8 @@ func readCountCSV(path string) ([]detector.Unit, error) {
 // LOCOTable is the readable form of a leave-one-CVE-out result.
 func LOCOTable(lo *LOCOResult, cves []string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "leave one CVE out (variant chosen on the other CVEs, applied to the held-out one): %d/%d runs caught, %d false alarms (%.3f%%)\n",
-		lo.Caught, lo.Runs, lo.FalseAlarms, 100*lo.FARate)
+	fmt.Fprintf(&b, "leave one CVE out (variant chosen on the other CVEs, applied to the held-out one): %d/%d runs caught, %d false alarms (%.3f%%); picked most often: %s\n",
+		lo.Caught, lo.Runs, lo.FalseAlarms, 100*lo.FARate, lo.Majority)
 	for _, c := range cves {
 		fmt.Fprintf(&b, "  %s: %s\n", c, lo.Picked[c])
 	}
