@@ -22,13 +22,12 @@ const (
 	FloorFilterHelper = "filter-helper" // the filter calling the storage helper for every syscall
 	FloorKtime        = "ktime"         // one bpf_ktime_get_ns per syscall (the records' clock)
 	FloorKtimeBoot    = "ktime-boot"    // one bpf_ktime_get_boot_ns
-	FloorKtimeCoarse  = "ktime-coarse"  // one bpf_ktime_get_coarse_ns (tick resolution)
 )
 
 var floorProgs = map[string]string{
 	FloorEmpty: "floor_empty", FloorFilter: "floor_filter", FloorFexit: "floor_fexit_getppid",
 	FloorFilterHelper: "floor_filter_helper", FloorKtime: "floor_ktime",
-	FloorKtimeBoot: "floor_ktime_boot", FloorKtimeCoarse: "floor_ktime_coarse",
+	FloorKtimeBoot: "floor_ktime_boot",
 }
 
 // ErrFloorUnsupported: this kernel cannot attach that floor program (fexit
@@ -50,7 +49,7 @@ func AttachFloor(kind string) (*Floor, error) {
 	}
 	progName := floorProgs[kind]
 	if progName == "" {
-		return nil, fmt.Errorf("unknown floor %q (allowed: empty, filter, filter-helper, fexit, ktime, ktime-boot, ktime-coarse)", kind)
+		return nil, fmt.Errorf("unknown floor %q (allowed: empty, filter, filter-helper, fexit, ktime, ktime-boot)", kind)
 	}
 	for name := range spec.Programs {
 		if name != progName {

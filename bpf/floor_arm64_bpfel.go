@@ -23,7 +23,6 @@ const (
 	floorProgFloorFilterHelper = "floor_filter_helper"
 	floorProgFloorKtime        = "floor_ktime"
 	floorProgFloorKtimeBoot    = "floor_ktime_boot"
-	floorProgFloorKtimeCoarse  = "floor_ktime_coarse"
 	floorVarClockSum           = "clock_sum"
 	floorVarHits               = "hits"
 )
@@ -76,7 +75,6 @@ type floorProgramSpecs struct {
 	FloorFilterHelper *ebpf.ProgramSpec `ebpf:"floor_filter_helper"`
 	FloorKtime        *ebpf.ProgramSpec `ebpf:"floor_ktime"`
 	FloorKtimeBoot    *ebpf.ProgramSpec `ebpf:"floor_ktime_boot"`
-	FloorKtimeCoarse  *ebpf.ProgramSpec `ebpf:"floor_ktime_coarse"`
 }
 
 // floorMapSpecs contains maps before they are loaded into the kernel.
@@ -141,7 +139,6 @@ type floorPrograms struct {
 	FloorFilterHelper *ebpf.Program `ebpf:"floor_filter_helper"`
 	FloorKtime        *ebpf.Program `ebpf:"floor_ktime"`
 	FloorKtimeBoot    *ebpf.Program `ebpf:"floor_ktime_boot"`
-	FloorKtimeCoarse  *ebpf.Program `ebpf:"floor_ktime_coarse"`
 }
 
 func (p *floorPrograms) Close() error {
@@ -152,7 +149,6 @@ func (p *floorPrograms) Close() error {
 		p.FloorFilterHelper,
 		p.FloorKtime,
 		p.FloorKtimeBoot,
-		p.FloorKtimeCoarse,
 	)
 }
 
