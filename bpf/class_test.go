@@ -188,3 +188,61 @@ func pausedLeft(m *Monitor) int {
 	}
 	return n
 }
+
+// TestRealtimeClassWakes checks the kernel side of the realtime class: with
+// a wakeup policy that wakes nobody for seconds, the records of a normal
+// cgroup wake no reader, those of a realtime cgroup wake it at once
+// (edge-triggered epoll on the ring sees only the kernel's wakeups).
+func TestRealtimeClassWakes(t *testing.T) {
+	privtest.Require(t)
+	m, err := Load(Config{RingBytes: 1 << 20, IdleAfter: 20 * time.Second, WakeInterval: 19 * time.Second, WakeBytes: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	var cgs [2]*Cgroup
+	for i, rt := range []bool{false, true} {
+		cg, err := NewCgroup(fmt.Sprintf("vigil-test-rt%d-%d", i, os.Getpid()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cg.Remove()
+		if err := m.TrackWith(cg.ID, TrackOptions{Realtime: rt}); err != nil {
+			t.Fatal(err)
+		}
+		if o, _, err := m.Class(cg.ID); err != nil || o.Realtime != rt {
+			t.Fatalf("class %+v, %v: want realtime %v", o, err, rt)
+		}
+		cgs[i] = cg
+	}
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(epfd)
+	fd := m.objs.VigilEvents.FD()
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: int32(fd)}); err != nil {
+		t.Fatal(err)
+	}
+	wakeups := func(timeout time.Duration) int {
+		var evs [4]unix.EpollEvent
+		n, err := unix.EpollWait(epfd, evs[:], int(timeout/time.Millisecond))
+		if err != nil && err != unix.EINTR {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// The first record after the load wakes (no wakeup yet): take it.
+	flood(t, cgs[0], 1, 10)
+	wakeups(200 * time.Millisecond)
+	for wakeups(0) > 0 {
+	}
+	flood(t, cgs[0], 1, 1000)
+	if n := wakeups(200 * time.Millisecond); n != 0 {
+		t.Fatalf("normal class: %d wakeups, want none within the wake interval", n)
+	}
+	flood(t, cgs[1], 1, 10)
+	if n := wakeups(2 * time.Second); n == 0 {
+		t.Fatal("realtime class: no wakeup")
+	}
+}
