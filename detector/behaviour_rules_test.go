@@ -85,7 +85,14 @@ var behaviourCases = map[string]behaviourCase{
 			execOf(200, "/usr/bin/app"), // RELRO made read-only; a library mapped executable from its file
 			sys(200, "mmap", func(e *event.Event) { e.Args[1], e.Args[2], e.Args[3], e.Ret = 8192, 3, 0x22, 0x7f1000000000 }),
 			sys(200, "mprotect", func(e *event.Event) { e.Args[0], e.Args[1], e.Args[2] = 0x7f1000000000, 4096, 1 }),
-			sys(200, "mprotect", func(e *event.Event) { e.Args[0], e.Args[1], e.Args[2] = 0x7f2000000000, 4096, 5 })}},
+			sys(200, "mprotect", func(e *event.Event) { e.Args[0], e.Args[1], e.Args[2] = 0x7f2000000000, 4096, 5 }),
+			// javac embeds a JVM; W+X at once is write-execute-memory's, not this rule's
+			execOf(300, "/usr/bin/javac"),
+			sys(300, "mmap", func(e *event.Event) { e.Args[1], e.Args[2], e.Args[3], e.Ret = 8192, 3, 0x22, 0x7f3000000000 }),
+			sys(300, "mprotect", func(e *event.Event) { e.Args[0], e.Args[1], e.Args[2] = 0x7f3000000000, 4096, 5 }),
+			execOf(400, "/tmp/tool"),
+			sys(400, "mmap", func(e *event.Event) { e.Args[1], e.Args[2], e.Args[3], e.Ret = 8192, 3, 0x22, 0x7f4000000000 }),
+			sys(400, "mprotect", func(e *event.Event) { e.Args[0], e.Args[1], e.Args[2] = 0x7f4000000000, 4096, 6 })}},
 	"namespace-file-open": {rule: "namespace-file-open",
 		// what the tracer records: the nsfs file has no path, the process's spelling does
 		fire: []rstep{execOf(100, "/usr/bin/nsenter"), sys(100, "openat", func(e *event.Event) {
