@@ -2,6 +2,7 @@ package detector
 
 import (
 	"fmt"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -512,6 +513,23 @@ func TestRuleFileErrors(t *testing.T) {
 	for _, v := range []string{EngineVersion, "0.9", "1"} {
 		if _, err := New(Config{NoDefaultRules: true, RuleTexts: [][]byte{[]byte(fmt.Sprintf("required_engine_version: %s\n%s", v, rule))}}); err != nil {
 			t.Errorf("version %s: %v", v, err)
+		}
+	}
+}
+
+// TestDocsNameEveryRule keeps docs/rules.md true: every default rule
+// (sandbox ones included) has a row there and in RULES.md.
+func TestDocsNameEveryRule(t *testing.T) {
+	e := newEngine(t, Config{RuleTexts: [][]byte{sandboxOn}})
+	for _, f := range []string{"../docs/rules.md", "RULES.md"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range e.Rules() {
+			if !strings.Contains(string(b), "`"+n+"`") {
+				t.Errorf("%s does not name the default rule %s", f, n)
+			}
 		}
 	}
 }
