@@ -140,9 +140,16 @@ type ModeResult struct {
 	DeliveryP50Us float64 `json:"delivery_p50_us,omitempty"`
 	DeliveryP99Us float64 `json:"delivery_p99_us,omitempty"`
 	// HTTP request latency (http workload).
-	HTTPP50Us    float64   `json:"http_p50_us,omitempty"`
-	HTTPP99Us    float64   `json:"http_p99_us,omitempty"`
-	HTTPP99Ratio float64   `json:"http_p99_ratio,omitempty"`
+	HTTPP50Us    float64 `json:"http_p50_us,omitempty"`
+	HTTPP99Us    float64 `json:"http_p99_us,omitempty"`
+	HTTPP99Ratio float64 `json:"http_p99_ratio,omitempty"`
+	// ModeTraceQuiet: `vigil trace --quiet -- true` timed after each run
+	// (loading the tracer, building the pipeline, ending), and the ratios
+	// of the run without it.
+	StartupMs    float64   `json:"startup_ms,omitempty"`
+	StartupCPUMs float64   `json:"startup_cpu_ms,omitempty"`
+	NetWallRatio float64   `json:"net_wall_ratio,omitempty"`
+	NetCPURatio  float64   `json:"net_cpu_ratio,omitempty"`
 	Runs         []float64 `json:"wall_ms_runs"`
 	Note         string    `json:"note,omitempty"`
 }
@@ -163,11 +170,12 @@ type Stages struct {
 
 // run is what one run measured.
 type run struct {
-	wall, wlCPU, trCPU time.Duration
-	events, lost, seen uint64
-	stages             *Stages
-	delP50, delP99     time.Duration
-	httpP50, httpP99   float64
+	wall, wlCPU, trCPU  time.Duration
+	events, lost, seen  uint64
+	stages              *Stages
+	delP50, delP99      time.Duration
+	httpP50, httpP99    float64
+	startWall, startCPU time.Duration
 }
 
 // pworkload is one workload of the pipeline benchmark.
@@ -528,7 +536,16 @@ func (b *pbench) compare(w *pworkload) (*PipelineResult, error) {
 			// untraced workload's.
 			m.TracerCPUMs = round(m.CPUMs-base.WorkloadCPUMs, 1)
 			m.WorkloadCPUMs = 0
-			m.Note = "wall and CPU of the whole command, start-up included; tracer CPU = total - the untraced workload's CPU"
+			m.Note = "wall and CPU of the whole command, start-up included; tracer CPU = total - the untraced workload's CPU; net ratios without the start-up (vigil trace -- true, timed after each run)"
+			var sw, sc []float64
+			for _, r := range runs[mode] {
+				sw, sc = append(sw, msf(r.startWall)), append(sc, msf(r.startCPU))
+			}
+			m.StartupMs, m.StartupCPUMs = round(median(sw), 1), round(median(sc), 1)
+			if base.WallMs > 0 && base.CPUMs > 0 {
+				m.NetWallRatio = round((m.WallMs-m.StartupMs)/base.WallMs, 3)
+				m.NetCPURatio = round((m.CPUMs-m.StartupCPUMs)/base.CPUMs, 3)
+			}
 			if vigilEvents > 0 {
 				m.TracerNsPerEvent = round(m.TracerCPUMs*1e6/vigilEvents, 1)
 				m.Events = uint64(vigilEvents)
@@ -621,6 +638,16 @@ func (b *pbench) once(w *pworkload, mode string) (run, error) {
 	err = b.start(w, cg, mode, b.runs, &r)
 	if stop != nil {
 		err = errors.Join(err, stop(&r))
+	}
+	if mode == ModeTraceQuiet && err == nil {
+		// Its start-up, to tell it from the run's cost.
+		cmd := exec.Command(b.po.Vigil, "trace", "--quiet", "--summary=false", "--", "true")
+		t0 := time.Now()
+		if out, serr := cmd.CombinedOutput(); serr != nil {
+			return r, fmt.Errorf("vigil trace -- true: %v: %s", serr, lastLines(string(out), 3))
+		}
+		r.startWall = time.Since(t0)
+		r.startCPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	}
 	if mode != ModeTraceQuiet {
 		// The tracer's CPU in this process (the agent's path; nothing else
@@ -915,6 +942,9 @@ func (rep *PipelineReport) WriteTable(w io.Writer) {
 				ns = fmt.Sprintf("%.0f", m.TracerNsPerEvent)
 			}
 			fmt.Fprintf(w, "  %-15s %9.0f %7.3f %9.0f %7.3f %9.0f %9s %11.0f %8.2f %16s %10s\n", m.Mode, m.WallMs, m.WallRatio, m.CPUMs, m.CPURatio, m.TracerCPUMs, ns, m.EventsPerSec, m.LostPct, deliv, http)
+			if m.StartupMs > 0 {
+				fmt.Fprintf(w, "  %-15s %9.0f %7.3f %9.0f %7.3f   (without its start-up: %.0f ms wall, %.0f ms CPU)\n", "  net", m.WallMs-m.StartupMs, m.NetWallRatio, m.CPUMs-m.StartupCPUMs, m.NetCPURatio, m.StartupMs, m.StartupCPUMs)
+			}
 		}
 	}
 	fmt.Fprintf(w, "\nvigil CPU per event by stage (ns): decode = the reader thread; other = audit writes, GC, runtime\n")
