@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -141,15 +142,10 @@ func CgroupUsage(dir string) (cpuNs uint64, threads int, err error) {
 // openCgroup opens a cgroup v2 directory by its id, the way the kernel
 // exports cgroup ids as kernfs file handles (FILEID_KERNFS).
 func openCgroup(id uint64) (int, error) {
-	root, err := CgroupRoot()
+	mnt, err := cgroupMount()
 	if err != nil {
 		return -1, err
 	}
-	mnt, err := unix.Open(root, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1, fmt.Errorf("open cgroup root: %w", err)
-	}
-	defer unix.Close(mnt)
 	var b [8]byte
 	binary.LittleEndian.PutUint64(b[:], id)
 	const fileidKernfs = 0xfe
@@ -160,6 +156,32 @@ func openCgroup(id uint64) (int, error) {
 		}
 		return -1, fmt.Errorf("open cgroup %d by id: %w", id, err)
 	}
+	return fd, nil
+}
+
+// The cgroup v2 mount, opened once: the agent opens every tracked cgroup by
+// id several times a second (counters, samples), and finding and opening
+// the mount each time cost more than the open itself.
+var (
+	mountMu sync.Mutex
+	mountFd = -1
+)
+
+func cgroupMount() (int, error) {
+	mountMu.Lock()
+	defer mountMu.Unlock()
+	if mountFd >= 0 {
+		return mountFd, nil
+	}
+	root, err := CgroupRoot()
+	if err != nil {
+		return -1, err
+	}
+	fd, err := unix.Open(root, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open cgroup root: %w", err)
+	}
+	mountFd = fd
 	return fd, nil
 }
 
