@@ -316,7 +316,7 @@ func Train(units []Unit, opt TrainOptions) (*Model, error) {
 		block := min(max(len(units)/(folds*20), 1), 10)
 		fold := func(i int) int { return (i / block) % folds }
 		for f := 0; f < folds; f++ {
-			var train []Unit
+			train := make([]Unit, 0, len(units))
 			for i := range units {
 				if fold(i) != f {
 					train = append(train, units[i])
