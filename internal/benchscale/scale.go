@@ -115,7 +115,10 @@ type Result struct {
 	// TrackSeconds is the time to register (track) all containers,
 	// UntrackSeconds to unregister them all, ReleasedSeconds from the
 	// last unregister until the agent held no state for any of them.
-	TrackSeconds    float64 `json:"track_all_s"`
+	TrackSeconds float64 `json:"track_all_s"`
+	// TrackRetries counts registrations sent again because the agent had
+	// not answered within the control socket's 10 s.
+	TrackRetries    int64   `json:"track_retries"`
 	UntrackSeconds  float64 `json:"untrack_all_s"`
 	ReleasedSeconds float64 `json:"released_s"`
 	// Held is what the agent held in the steady window, HeldAfter once
@@ -359,6 +362,8 @@ type run struct {
 	sock   string
 	pids   []int
 	ids    []string
+	// retries counts requests sent again after the agent's answer timed out.
+	retries atomic.Int64
 }
 
 func runOne(ctx context.Context, o Options, root, work, helper string, res *Result) (err error) {
@@ -420,6 +425,7 @@ func runOne(ctx context.Context, o Options, root, work, helper string, res *Resu
 		return err
 	}
 	res.TrackSeconds = time.Since(t0).Seconds()
+	res.TrackRetries = r.retries.Load()
 	logf("tracked all in %.2fs; warming up %v", res.TrackSeconds, o.Warmup)
 	if err := sleep(ctx, o.Warmup); err != nil {
 		return err
@@ -643,28 +649,39 @@ func (r *run) each(ctx context.Context, f func(i int) error) error {
 	return ctx.Err()
 }
 
+// call sends one request, again when the agent did not answer in time (a
+// registration of the same container again is answered as the first).
+func (r *run) call(req agentctl.Request) error {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		var resp *agentctl.Response
+		resp, err = agentctl.Call(r.sock, req)
+		if err == nil && resp.Error != "" {
+			return errors.New(resp.Error)
+		}
+		var ne interface{ Timeout() bool }
+		if err == nil || !errors.As(err, &ne) || !ne.Timeout() {
+			return err
+		}
+		r.retries.Add(1)
+	}
+	return err
+}
+
 func (r *run) register(i int) error {
 	name := fmt.Sprintf("c%d", i)
 	req := agentctl.Request{Op: agentctl.OpRegister,
 		Container:   &event.Container{ID: r.ids[i], Name: name, Pod: "scale-" + name, Namespace: "bench", Image: "vigil-bench-helper"},
 		CgroupsPath: r.rel + "/" + name, Annotations: map[string]string{"ebpf-monitor": "true"},
 		Bundle: filepath.Join(r.work, "bundles", name), PID: r.pids[i]}
-	resp, err := agentctl.Call(r.sock, req)
-	if err == nil && resp.Error != "" {
-		err = errors.New(resp.Error)
-	}
-	if err != nil {
+	if err := r.call(req); err != nil {
 		return fmt.Errorf("register container %d: %w", i, err)
 	}
 	return nil
 }
 
 func (r *run) unregister(i int) error {
-	resp, err := agentctl.Call(r.sock, agentctl.Request{Op: agentctl.OpUnregister, Container: &event.Container{ID: r.ids[i]}})
-	if err == nil && resp.Error != "" {
-		err = errors.New(resp.Error)
-	}
-	if err != nil {
+	if err := r.call(agentctl.Request{Op: agentctl.OpUnregister, Container: &event.Container{ID: r.ids[i]}}); err != nil {
 		return fmt.Errorf("unregister container %d: %w", i, err)
 	}
 	return nil
