@@ -55,7 +55,20 @@ version_ge() {
 	[ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head -1)" = "$2" ]
 }
 
+# cmd_build builds kubelet unless cached; one build at a time: a second
+# caller waits for the first one's binary.
 cmd_build() {
+	mkdir -p "$CACHE"
+	exec 9>"$KUBELET_DIR.lock"
+	if ! flock -n 9; then
+		say "another kubelet build is running (lock $KUBELET_DIR.lock): waiting for it"
+		flock 9
+	fi
+	build_locked
+	exec 9>&- # kubelet, started after, must not hold the lock
+}
+
+build_locked() {
 	if [ -x "$KUBELET" ]; then
 		say "cached: $KUBELET ($("$KUBELET" --version 2>/dev/null))"
 		return
@@ -289,5 +302,5 @@ down) cmd_down ;;
 status) cmd_status ;;
 env) cmd_env ;;
 -h | --help | help) usage ;;
-*) usage >&2; exit 2 ;;
+*) echo "kubelet: unknown command \"${1:-}\": want build, up, down, status or env" >&2; usage >&2; exit 2 ;;
 esac

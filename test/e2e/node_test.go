@@ -332,7 +332,14 @@ func waitExited(t *testing.T, id string) string {
 // eventsOf reads the agent's events of one container (by id).
 func eventsOf(t *testing.T, id string) []event.Event {
 	t.Helper()
-	f, err := os.Open(agent.events)
+	return eventsIn(t, agent.events, id)
+}
+
+// eventsIn reads the events of one container (by id) from an agent's
+// --events file.
+func eventsIn(t *testing.T, path, id string) []event.Event {
+	t.Helper()
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,7 +387,14 @@ func verdictsOf(t *testing.T, id string) []detector.Verdict {
 // decisionsOf reads the seccomp notify decisions for one container.
 func decisionsOf(t *testing.T, id string) []vigilagent.Decision {
 	t.Helper()
-	data, err := os.ReadFile(agent.decisions)
+	return decisionsIn(t, agent.decisions, id)
+}
+
+// decisionsIn reads the notify decisions for one container from an agent's
+// --decisions file.
+func decisionsIn(t *testing.T, path, id string) []vigilagent.Decision {
+	t.Helper()
+	data, err := os.ReadFile(path)
 	if err != nil && !os.IsNotExist(err) {
 		t.Fatal(err)
 	}
