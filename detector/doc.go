@@ -10,8 +10,12 @@
 //   - resource rules over the Samples the tracer sends (cgroup CPU usage and
 //     thread count), for miners and runaway loops;
 //   - a learned model of normal behaviour (Model): n-gram language model,
-//     STIDE-style unseen-sequence counts and per-window syscall frequency
-//     distances, trained offline (Train) or online (Trainer), saved as a file.
+//     STIDE-style unseen-sequence counts, per-window syscall frequency
+//     distances and per-syscall count deviations (for count windows: the
+//     deviations beyond 10 standard deviations, lasting two consecutive
+//     windows), trained offline (Train) or from a workload's events
+//     (Learner), saved as a file; a model learned for one workload leaves
+//     other workloads' containers to the rules (Engine.ModelStatus).
 //
 // The package is pure: no kernel, no root. Decisions depend only on the
 // events (their times, never the wall clock), so replaying the same events
