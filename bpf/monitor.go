@@ -508,8 +508,32 @@ func (m *Monitor) Run(ctx context.Context, fn func(*event.Event)) error {
 // drain of the ring that delivered records: a consumer that batches events
 // hands its batch on there.
 func (m *Monitor) RunBatches(ctx context.Context, fn func(*event.Event), endBatch func()) error {
+	return m.Consume(ctx, Consumer{Event: fn, EndBatch: endBatch})
+}
+
+// Consumer is what Consume hands the records to.
+type Consumer struct {
+	// Event gets each event; the *Event is reused after it returns.
+	Event func(*event.Event)
+	// EndBatch, when set, is called after each drain of the ring that
+	// delivered records: a consumer that batches events hands its batch on
+	// there.
+	EndBatch func()
+	// String, when set, makes the events' strings (paths, argv, unix
+	// socket paths) from a record's bytes, which are valid only during the
+	// call: a consumer that batches events copies them into the batch's own
+	// memory (pipeline.Pipeline.String), so that no string is allocated.
+	// Unset, each string is allocated.
+	String func([]byte) string
+}
+
+// Consume is Run with a Consumer: see its fields.
+func (m *Monitor) Consume(ctx context.Context, c Consumer) error {
 	m.runMu.Lock()
 	defer m.runMu.Unlock()
+	fn, endBatch := c.Event, c.EndBatch
+	m.dec.str = c.String
+	defer func() { m.dec.str = nil }()
 	var ev event.Event
 	handle := func(b []byte) {
 		if m.dec.decode(b, &ev) {

@@ -115,6 +115,9 @@ func (m *Monitor) fillSysmeta() error {
 type decoder struct {
 	boot int64 // wall clock ns at monotonic 0
 	cpus []cpuComm
+	// str makes the events' strings from the record's bytes (nil: each is
+	// allocated); see Consumer.String.
+	str func([]byte) string
 }
 
 type cpuComm struct {
@@ -190,33 +193,42 @@ func (d *decoder) decode(b []byte, ev *event.Event) bool {
 		s := b[off : off+n]
 		switch kind {
 		case sPath:
-			ev.Path = string(s)
+			ev.Path = d.string(s)
 		case sPath2:
-			ev.Path2 = string(s)
+			ev.Path2 = d.string(s)
 		case sArgv:
 			for len(s) > 0 {
 				end := 0
 				for end < len(s) && s[end] != 0 {
 					end++
 				}
-				ev.Argv = append(ev.Argv, string(s[:end]))
+				ev.Argv = append(ev.Argv, d.string(s[:end]))
 				if end == len(s) {
 					break
 				}
 				s = s[end+1:]
 			}
 		case sSock:
-			ev.Addr = sockaddr(s)
+			ev.Addr = d.sockaddr(s)
 		case sPathUser:
-			ev.PathUser = string(s)
+			ev.PathUser = d.string(s)
 			ev.Flags |= event.UserDiffers
 		case sSockUser:
-			ev.AddrUser = sockaddr(s)
+			ev.AddrUser = d.sockaddr(s)
 			ev.Flags |= event.UserDiffers
 		}
 		off += (n + 7) &^ 7
 	}
 	return true
+}
+
+// string is a string of the record's bytes b, made by the consumer's
+// String or allocated.
+func (d *decoder) string(b []byte) string {
+	if d.str != nil && len(b) > 0 {
+		return d.str(b)
+	}
+	return string(b)
 }
 
 func cstring(b []byte) []byte {
@@ -230,7 +242,7 @@ func cstring(b []byte) []byte {
 
 // sockaddr decodes a struct sockaddr of the inet, inet6 and unix families
 // (include/uapi/linux/in.h, in6.h, un.h). Ports are in network order.
-func sockaddr(b []byte) event.Addr {
+func (d *decoder) sockaddr(b []byte) event.Addr {
 	if len(b) < 2 {
 		return event.Addr{}
 	}
@@ -251,7 +263,7 @@ func sockaddr(b []byte) event.Addr {
 		if len(p) > 0 && p[0] == 0 { // abstract: the name is the bytes after the NUL
 			return event.Addr{Family: fam, Path: "@" + string(cstring(p[1:]))}
 		}
-		return event.Addr{Family: fam, Path: string(cstring(p))}
+		return event.Addr{Family: fam, Path: d.string(cstring(p))}
 	}
 	return event.Addr{Family: fam}
 }

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"vigil.dev/vigil/annotations"
 	"vigil.dev/vigil/audit"
@@ -30,7 +31,7 @@ import (
 // log. The worker calls it, from one goroutine.
 type Sink interface {
 	// Event is every event, after enrichment and audit. ev is reused after
-	// the call: copy what is kept.
+	// the call, and so is the memory of its strings: copy what is kept.
 	Event(ev *event.Event)
 	// Verdict is every verdict, marked by the controller (mode, would_act,
 	// actions).
@@ -152,7 +153,16 @@ type Pipeline struct {
 	stages                                                          stageClock
 }
 
-type batch struct{ evs []event.Event }
+// batch is a hand-over from the reader to the worker: events and the
+// bytes of their strings (String), both reused once the worker is done.
+type batch struct {
+	evs  []event.Event
+	strs []byte
+}
+
+// strsSize is the first size of a batch's string memory: about 64 bytes
+// per event.
+const strsSize = 16 << 10
 
 type msgKind uint8
 
@@ -276,7 +286,7 @@ func New(cfg Config) *Pipeline {
 func (p *Pipeline) newBatch() *batch {
 	select {
 	case b := <-p.free:
-		b.evs = b.evs[:0]
+		b.evs, b.strs = b.evs[:0], b.strs[:0]
 		return b
 	default:
 		return &batch{evs: make([]event.Event, 0, BatchSize)}
@@ -293,6 +303,27 @@ func (p *Pipeline) Event(ev *event.Event) {
 	}
 }
 
+// String copies b into the memory of the batch being filled and returns
+// it as a string: the reader makes the strings of its next event with it
+// (bpf.Consumer.String), so decoding allocates nothing. The string lives
+// as long as the event in the batch: consumers copy what they keep (see
+// Sink.Event; the audit log and the detector copy).
+func (p *Pipeline) String(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	a := p.cur.strs
+	if cap(a)-len(a) < len(b) {
+		// A new buffer: the strings made from the old one keep it alive
+		// until the batch is processed.
+		a = make([]byte, 0, max(2*cap(a), strsSize, len(b)))
+	}
+	n := len(a)
+	a = append(a, b...)
+	p.cur.strs = a
+	return unsafe.String(&a[n], len(b))
+}
+
 // EndBatch hands the events taken so far to the worker. When the queue is
 // full the batch is dropped and counted: its records show as gaps.
 func (p *Pipeline) EndBatch() {
@@ -304,7 +335,7 @@ func (p *Pipeline) EndBatch() {
 		p.cur = p.newBatch()
 	default:
 		p.queueDropped.Add(uint64(len(p.cur.evs)))
-		p.cur.evs = p.cur.evs[:0]
+		p.cur.evs, p.cur.strs = p.cur.evs[:0], p.cur.strs[:0]
 	}
 }
 
@@ -459,7 +490,7 @@ func (p *Pipeline) process(b *batch) {
 		p.event(&b.evs[i])
 	}
 	p.events.Add(uint64(len(b.evs)))
-	b.evs = b.evs[:0]
+	b.evs, b.strs = b.evs[:0], b.strs[:0]
 	select {
 	case p.free <- b:
 	default:

@@ -4,6 +4,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -333,5 +334,68 @@ func TestReorderedRecordsAreNoGap(t *testing.T) {
 	want := []Gap{{CgroupID: 5, FromSeq: 7, Count: 1}, {CgroupID: 5, FromSeq: 9, Count: 1}}
 	if len(sink.gaps) != 2 || sink.gaps[0] != want[0] || sink.gaps[1] != want[1] {
 		t.Errorf("gaps %+v, want %+v", sink.gaps, want)
+	}
+}
+
+// pathSink checks that each event's path is the one made for its sequence
+// number: a batch's string memory is reused only once its events were
+// processed.
+type pathSink struct {
+	capture
+	bad int
+}
+
+func (s *pathSink) Event(ev *event.Event) {
+	if ev.Path != fmt.Sprintf("/tmp/file-%d", ev.Seq) {
+		s.bad++
+	}
+	s.capture.Event(ev)
+}
+
+func TestStringsLiveWithTheirBatch(t *testing.T) {
+	sink := &pathSink{}
+	p := New(Config{Sinks: []Sink{sink}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go p.Run(ctx)
+	const n = 20 * BatchSize
+	var ev event.Event
+	var path []byte
+	for i := 1; i <= n; i++ {
+		path = fmt.Appendf(path[:0], "/tmp/file-%d", i)
+		ev = event.Event{CgroupID: 5, Seq: uint64(i), Path: p.String(path)}
+		clear(path) // the reader's bytes are gone after the call
+		p.Event(&ev)
+		if i%100 == 0 {
+			p.EndBatch()
+			if i%1000 == 0 {
+				p.Sync() // batches come back to be reused
+			}
+		}
+	}
+	p.EndBatch()
+	p.Sync()
+	p.Close()
+	if len(sink.events) != n || sink.bad != 0 {
+		t.Fatalf("%d events, %d with a path not their own", len(sink.events), sink.bad)
+	}
+}
+
+// TestEventNoAllocations: taking an event and its strings allocates
+// nothing once the batches exist.
+func TestEventNoAllocations(t *testing.T) {
+	p := New(Config{QueueBatches: 1}) // no worker: full batches are dropped and reused
+	path := []byte("/usr/lib/x86_64-linux-gnu/libc.so.6")
+	ev := event.Event{CgroupID: 5, Comm: "tar"}
+	take := func() {
+		ev.Seq++
+		ev.Path = p.String(path)
+		p.Event(&ev)
+	}
+	for i := 0; i < 4*BatchSize; i++ {
+		take()
+	}
+	if n := testing.AllocsPerRun(2000, take); n != 0 {
+		t.Errorf("%v allocations per event, want 0", n)
 	}
 }

@@ -145,6 +145,7 @@ func startProfiles(cpuFile, allocsFile string) (stop func() error, err error) {
 			}
 		}
 		if allocsFile != "" {
+			runtime.GC() // the profile holds what the last collection saw
 			f, err := os.Create(allocsFile)
 			if err != nil {
 				return errors.Join(append(errs, fmt.Errorf("--memprofile: %w", err))...)
@@ -216,7 +217,9 @@ func trace(o traceOpts, cmdArgs []string) (int, error) {
 
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- mon.RunBatches(ctx, run.P.Event, run.P.EndBatch) }()
+	go func() {
+		done <- mon.Consume(ctx, bpf.Consumer{Event: run.P.Event, EndBatch: run.P.EndBatch, String: run.P.String})
+	}()
 
 	cmd := exec.Command(path, cmdArgs[1:]...)
 	cmd.Args[0] = cmdArgs[0]
@@ -468,22 +471,21 @@ func (o *eventWriter) printSummary(w io.Writer, c bpf.Counters, detect bool) {
 	if detect {
 		fmt.Fprintf(w, "verdicts: %d, actions: %d\n", o.verdicts, o.actions)
 	}
-	if user, sys, ok := selfCPU(); ok {
-		fmt.Fprintf(w, "vigil's own CPU: user %.3fs, sys %.3fs (start-up included)\n", user.Seconds(), sys.Seconds())
+	if ru, ok := selfUsage(); ok {
+		fmt.Fprintf(w, "vigil's own CPU: user %.3fs, sys %.3fs, %d context switches (start-up included)\n",
+			time.Duration(ru.Utime.Nano()).Seconds(), time.Duration(ru.Stime.Nano()).Seconds(), ru.Nvcsw+ru.Nivcsw)
 	}
 	if o.preExec > 0 {
 		fmt.Fprintf(w, "(%d syscalls of vigil's fork before CMD's execve are counted, not shown)\n", o.preExec)
 	}
 }
 
-// selfCPU is the CPU time vigil's process used so far (all its threads,
-// not the traced command's).
-func selfCPU() (user, sys time.Duration, ok bool) {
+// selfUsage is what vigil's process used so far (all its threads, not the
+// traced command's): CPU time and context switches.
+func selfUsage() (syscall.Rusage, bool) {
 	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0, 0, false
-	}
-	return time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano()), true
+	err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return ru, err == nil
 }
 
 // appendText is the human form of an event:
