@@ -222,6 +222,7 @@ cmd_up() {
 # static_pods lists the pod sandboxes kubelet made from its static pod
 # directory (annotation kubernetes.io/config.source=file).
 static_pods() {
+	command -v jq >/dev/null || return 0 # up installs it: without it, kubelet never ran
 	"${CRICTL[@]}" pods -o json 2>/dev/null |
 		jq -r '.items[]? | select(.annotations["kubernetes.io/config.source"] == "file") | .id'
 }

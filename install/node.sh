@@ -319,6 +319,8 @@ cmd_down() {
 		[ ! -d /sys/fs/bpf/vigil ] || say "$REPO/bin/vigil missing: the tracer pinned in /sys/fs/bpf/vigil stays attached ('make build', then 'bin/vigil uninstall')"
 	fi
 	bash "$REPO/install/crio.sh" down
+	# A kubelet of install/kubelet.sh (the kubelet e2e test) runs on containerd.
+	bash "$REPO/install/kubelet.sh" down
 	if pid=$(containerd_pid); then
 		"$BIN/crictl" rmp -fa >/dev/null 2>&1 || true
 		stop_pid "$pid"

@@ -277,6 +277,10 @@ func startKubelet(t *testing.T) *kubelet {
 	if out, _ := crictl(nil, "pods", "-q"); out != "" {
 		t.Logf("pods on the node before kubelet starts (kubelet will stop them): %s", out)
 	}
+	// What an interrupted run left (kubelet, its pods, its manifests) goes first.
+	if out, err := exec.Command("bash", script, "down").CombinedOutput(); err != nil {
+		t.Fatalf("install/kubelet.sh down (before the test): %v\n%s", err, out)
+	}
 	up := exec.Command("bash", script, "up")
 	up.Stdout, up.Stderr = os.Stdout, os.Stdout
 	t.Cleanup(func() {
