@@ -141,8 +141,8 @@ func TestKubeletStaticPods(t *testing.T) {
 		return n > 3 && hasDecision(decisionsIn(t, decisions, mkID), "mkdir", "allow", "")
 	})
 	cs := podContainerStatus(t, ctl, mkID)
-	if !cs.Monitor || !cs.Tracked || cs.Pod != traced.name || cs.Namespace != traced.namespace || cs.Seccomp != defaultSeccomp(t) {
-		t.Errorf("vigil status of the monitored container: %+v, want tracked in %s/%s with %s", cs, traced.namespace, traced.name, defaultSeccomp(t))
+	if !cs.Monitor || !cs.Tracked || cs.Pod != traced.name || cs.Namespace != traced.namespace || cs.Seccomp != "notify" {
+		t.Errorf("vigil status of the monitored container: %+v, want tracked in %s/%s with the notify profile (the default)", cs, traced.namespace, traced.name)
 	}
 
 	// (2) An unannotated static pod: not traced, no profile of vigil's.
