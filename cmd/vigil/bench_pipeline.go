@@ -28,9 +28,11 @@ each repetition, medians reported as ratios to the untraced runs.
 Per workload and mode: wall time and CPU (workload's cgroup plus the
 tracer's processes) and their ratios, the tracer's CPU per event, events/s,
 losses, delivery latency (kernel timestamp to detector) and, for vigil, its
-CPU per event by stage (decode, enrich, audit, export, detect, other).
+CPU per event by stage (decode, enrich, audit, export, detect, other) and
+without its idle cost (marginal).
 
-Workloads: tar-rm   tar -x of 5000 files and rm -rf on tmpfs, repeated
+Workloads: idle     sleep: what vigil costs when no event comes
+           tar-rm   tar -x of 5000 files and rm -rf on tmpfs, repeated
            go-build incremental Go builds of a small program, repeated
            http     a loopback HTTP server under a fixed request rate
            getppid  a getppid loop (the worst case: the cheapest syscall)

@@ -221,12 +221,13 @@ func (p *peers) startBpftrace(mode, script string, cg *bpf.Cgroup) (func(*run) e
 	// Its start-up (compiling the script) is not the run's.
 	startCPU := procCPU(strconv.Itoa(cmd.Process.Pid))
 	return func(r *run) error {
-		cmd.Process.Signal(syscall.SIGINT)
-		err := cmd.Wait()
+		err := stopProcess(cmd)
 		defer os.Remove(out)
-		if err != nil && !strings.Contains(err.Error(), "interrupt") {
+		if err != nil && cmd.ProcessState == nil {
 			return fmt.Errorf("bpftrace: %v: %s", err, lastLines(errOut.String(), 3))
 		}
+		// Ended by a signal after SIGINT did not end it: what it wrote is
+		// counted (the counting script's map may be missing: 0 events).
 		r.trCPU += cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime() - startCPU
 		f, err := os.Open(out)
 		if err != nil {
@@ -379,4 +380,22 @@ func procCPU(pid string) time.Duration {
 	}
 	const hz = 100 // USER_HZ
 	return time.Duration(ut+st) * time.Second / hz
+}
+
+// stopProcess stops a peer tracer: SIGINT (bpftrace prints its maps), then,
+// if it is still there after 20 s, SIGTERM (bpftrace 0.17 sometimes sits in
+// epoll_wait after SIGINT on a loaded machine), then SIGKILL.
+func stopProcess(cmd *exec.Cmd) error {
+	done := make(chan error, 1)
+	cmd.Process.Signal(syscall.SIGINT)
+	go func() { done <- cmd.Wait() }()
+	for _, next := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(20 * time.Second):
+			cmd.Process.Signal(next)
+		}
+	}
+	return <-done
 }

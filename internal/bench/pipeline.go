@@ -51,7 +51,7 @@ const (
 )
 
 // PipelineWorkloads are the workloads of `vigil bench pipeline`.
-var PipelineWorkloads = []string{"tar-rm", "go-build", "http", "getppid"}
+var PipelineWorkloads = []string{"idle", "tar-rm", "go-build", "http", "getppid"}
 
 // PipelineModes are the modes `vigil bench pipeline` runs by default;
 // PeerModes are added by --peers.
@@ -133,8 +133,15 @@ type ModeResult struct {
 	// backlog), LostPct its share of the syscalls.
 	Lost    uint64  `json:"lost_total"`
 	LostPct float64 `json:"lost_pct"`
-	// TracerNsPerEvent is the tracer's own CPU per delivered event.
-	TracerNsPerEvent float64 `json:"tracer_cpu_ns_per_event,omitempty"`
+	// TracerNsPerEvent is the tracer's own CPU per delivered event;
+	// MarginalNsPerEvent the same without what the tracer costs when no
+	// event comes (the idle workload's tracer CPU per second, times the
+	// run's wall time): the cost that grows with events.
+	TracerNsPerEvent   float64 `json:"tracer_cpu_ns_per_event,omitempty"`
+	MarginalNsPerEvent float64 `json:"marginal_cpu_ns_per_event,omitempty"`
+	// IdleCPUPerSecMs is the idle workload's tracer CPU per second of wall
+	// time (the reader's polls, sampling, flushes, the Go runtime).
+	IdleCPUPerSecMs float64 `json:"idle_tracer_cpu_ms_per_s,omitempty"`
 	// Stages splits ModeVigil's CPU per event (see Stages).
 	Stages        *Stages `json:"stages_ns_per_event,omitempty"`
 	DeliveryP50Us float64 `json:"delivery_p50_us,omitempty"`
@@ -197,6 +204,9 @@ type pbench struct {
 	load  string
 	runs  int
 	peers *peers
+	// idle is the tracer CPU per second of each mode with no events (the
+	// idle workload), when it ran.
+	idle map[string]float64
 }
 
 // RunPipeline runs `vigil bench pipeline`.
@@ -254,7 +264,7 @@ func RunPipeline(o PipelineOptions) (*PipelineReport, error) {
 	logOut := log.Writer()
 	log.SetOutput(io.Discard)
 	defer log.SetOutput(logOut)
-	b := &pbench{runner: &runner{o: Options{Scale: 1}, dir: dir, log: o.Log}, po: o}
+	b := &pbench{runner: &runner{o: Options{Scale: 1}, dir: dir, log: o.Log}, po: o, idle: map[string]float64{}}
 	defer func() {
 		for _, c := range b.cleanups {
 			c()
@@ -362,6 +372,9 @@ func (b *pbench) workloads() ([]*pworkload, error) {
 		}
 		w := &pworkload{name: name}
 		switch name {
+		case "idle":
+			w.argv = func(int) []string { return []string{"sleep", strconv.FormatFloat(target.Seconds(), 'f', 3, 64)} }
+			w.work = fmt.Sprintf("sleep %v: what the tracer costs with no events", target)
 		case "getppid":
 			calls := 1_000_000
 			w.argv = func(int) []string { return []string{b.loop, "getppid", strconv.Itoa(calls)} }
@@ -445,6 +458,9 @@ func (b *pbench) trainModel(ws []*pworkload) error {
 	learner := detector.NewLearner(0, 0)
 	const perWorkload = 60_000
 	for _, w := range ws {
+		if w.name == "idle" {
+			continue
+		}
 		cg, err := bpf.NewCgroup(fmt.Sprintf("vigil-bench-train-%d-%s", os.Getpid(), w.name))
 		if err != nil {
 			return err
@@ -520,6 +536,12 @@ func (b *pbench) compare(w *pworkload) (*PipelineResult, error) {
 		}
 		if w.http && base.HTTPP99Us > 0 {
 			m.HTTPP99Ratio = round(m.HTTPP99Us/base.HTTPP99Us, 3)
+		}
+		if w.name == "idle" && m.WallMs > 0 {
+			b.idle[mode] = m.TracerCPUMs / (m.WallMs / 1e3)
+			m.IdleCPUPerSecMs = round(b.idle[mode], 2)
+		} else if idle, ok := b.idle[mode]; ok && m.Events > 0 && mode != ModeTraceQuiet {
+			m.MarginalNsPerEvent = round((m.TracerCPUMs-idle*m.WallMs/1e3)*1e6/float64(m.Events), 1)
 		}
 		switch mode {
 		case ModeStrace:
@@ -947,12 +969,19 @@ func (rep *PipelineReport) WriteTable(w io.Writer) {
 			}
 		}
 	}
-	fmt.Fprintf(w, "\nvigil CPU per event by stage (ns): decode = the reader thread; other = audit writes, GC, runtime\n")
-	fmt.Fprintf(w, "  %-10s %7s %7s %7s %7s %7s %7s %7s\n", "workload", "decode", "enrich", "audit", "export", "detect", "other", "total")
+	for _, wl := range rep.Workloads {
+		for _, m := range wl.Modes {
+			if m.IdleCPUPerSecMs > 0 {
+				fmt.Fprintf(w, "idle: %s costs %.1f ms CPU per second with no events\n", m.Mode, m.IdleCPUPerSecMs)
+			}
+		}
+	}
+	fmt.Fprintf(w, "\nvigil CPU per event by stage (ns): decode = the reader thread; other = audit writes, GC, runtime; marginal = total without the idle cost\n")
+	fmt.Fprintf(w, "  %-10s %7s %7s %7s %7s %7s %7s %7s %9s\n", "workload", "decode", "enrich", "audit", "export", "detect", "other", "total", "marginal")
 	for _, wl := range rep.Workloads {
 		for _, m := range wl.Modes {
 			if s := m.Stages; m.Mode == ModeVigil && s != nil {
-				fmt.Fprintf(w, "  %-10s %7.0f %7.0f %7.0f %7.0f %7.0f %7.0f %7.0f\n", wl.Name, s.Decode, s.Enrich, s.Audit, s.Export, s.Detect, s.Other, m.TracerNsPerEvent)
+				fmt.Fprintf(w, "  %-10s %7.0f %7.0f %7.0f %7.0f %7.0f %7.0f %7.0f %9.0f\n", wl.Name, s.Decode, s.Enrich, s.Audit, s.Export, s.Detect, s.Other, m.TracerNsPerEvent, m.MarginalNsPerEvent)
 			}
 		}
 	}
