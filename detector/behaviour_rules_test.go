@@ -533,3 +533,21 @@ func TestDocsNameEveryRule(t *testing.T) {
 		}
 	}
 }
+
+// TestGlobPrefilter: the literal parts checked before a glob never turn
+// a match into a miss.
+func TestGlobPrefilter(t *testing.T) {
+	pats := []string{"*/.ssh/id_*", "/etc/ssh/ssh_host_*_key", "/var/run/secrets/*/serviceaccount/*token", "*.1?", "a*a", "?", "*-20??????.*",
+		"/proc/*/ns/*", "*x*y*z*", "ab?d*", "*", "**", "/a/*/b"}
+	strs := []string{"", "a", "aa", "aba", "/root/.ssh/id_rsa", "/root/.ssh/id_rsa.pub", "/etc/ssh/ssh_host_rsa_key", "/etc/ssh/ssh_host_rsa_key.pub",
+		"/var/run/secrets/kubernetes.io/serviceaccount/token", "/var/run/secrets/x/serviceaccount/..2026/token", "app.log.12", "app.log.1",
+		"x-20261201.gz", "/proc/1/ns/mnt", "/proc/self/ns", "xyz", "zyx", "abcd", "abcdef", "/a/x/b", "/a/b", "/a//b"}
+	for _, p := range pats {
+		g := newGlobPat(p)
+		for _, s := range strs {
+			if got, want := g.match(s), glob(p, s); got != want {
+				t.Errorf("pattern %q on %q: prefiltered %v, glob %v", p, s, got, want)
+			}
+		}
+	}
+}

@@ -9,7 +9,7 @@ import (
 // '*' matches any run of characters, '/' included, and '?' one character.
 type strMatcher struct {
 	eq       []string
-	globs    []string
+	globs    []globPat
 	prefixes []string
 	suffixes []string
 	contains []string
@@ -36,8 +36,8 @@ func (m *strMatcher) match(s string) bool {
 			return true
 		}
 	}
-	for _, p := range m.globs {
-		if glob(p, s) {
+	for i := range m.globs {
+		if m.globs[i].match(s) {
 			return true
 		}
 	}
@@ -57,8 +57,42 @@ func (m *strMatcher) addGlob(p string) {
 	case len(p) >= 2 && p[0] == '*' && p[len(p)-1] == '*' && !strings.ContainsAny(p[1:len(p)-1], "*?"):
 		m.contains = append(m.contains, p[1:len(p)-1])
 	default:
-		m.globs = append(m.globs, p)
+		m.globs = append(m.globs, newGlobPat(p))
 	}
+}
+
+// globPat is a glob with the literal parts every match must have: its
+// head (before the first wildcard), its tail (after the last) and its
+// longest literal run. Checking them first turns most misses into a
+// prefix, suffix or substring test.
+type globPat struct {
+	p, head, tail, lit string
+}
+
+func newGlobPat(p string) globPat {
+	g := globPat{p: p}
+	first, last := strings.IndexAny(p, "*?"), strings.LastIndexAny(p, "*?")
+	if first < 0 {
+		g.head = p
+		return g
+	}
+	g.head, g.tail = p[:first], p[last+1:]
+	for _, run := range strings.FieldsFunc(p[first:last+1], func(r rune) bool { return r == '*' || r == '?' }) {
+		if len(run) > len(g.lit) {
+			g.lit = run
+		}
+	}
+	return g
+}
+
+func (g *globPat) match(s string) bool {
+	if !strings.HasPrefix(s, g.head) || !strings.HasSuffix(s, g.tail) {
+		return false
+	}
+	if g.lit != "" && !strings.Contains(s, g.lit) {
+		return false
+	}
+	return glob(g.p, s)
 }
 
 // glob reports whether s matches pattern p ('*' any run, '?' one byte).
