@@ -62,7 +62,14 @@ func (m *Monitor) TrackWith(cgroupID uint64, o TrackOptions) error {
 	defer unix.Close(fd)
 	now := monotonicNow()
 	err = m.objs.VigilCgroups.Update(uint32(fd), vigilCgState{TrackedNs: now, Cgid: cgroupID, Flags: o.flags()}, ebpf.UpdateNoExist)
-	if err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
+	if errors.Is(err, ebpf.ErrKeyExist) {
+		// Tracked before: its class is the one it had, and a block class
+		// needs this agent's pacer whatever was asked now.
+		var st vigilCgState
+		if err := m.objs.VigilCgroups.Lookup(uint32(fd), &st); err == nil && st.Flags&cgBlock != 0 {
+			o.Block = true
+		}
+	} else if err != nil {
 		return fmt.Errorf("track cgroup %d: %w", cgroupID, err)
 	}
 	if err := m.objs.VigilTracked.Update(cgroupID, now, ebpf.UpdateAny); err != nil {
