@@ -81,6 +81,13 @@ func (a *Agent) status() *agentctl.Status {
 	st.Connected, st.Connections = a.reg.Connected()
 	st.Runtime = a.reg.Runtime()
 	st.Containers, st.Finished = a.reg.Containers()
+	if a.eng != nil {
+		for i := range st.Containers {
+			if c := &st.Containers[i]; c.CgroupID != 0 {
+				c.Model = a.eng.ModelStatus(c.CgroupID)
+			}
+		}
+	}
 	st.Rejected = a.reg.Rejected()
 	ps := a.pl.Stats()
 	st.Events, st.Verdicts, st.Lost, st.QueueDropped, st.AuditErrors = ps.Events, ps.Verdicts, ps.Lost, ps.QueueDropped, ps.AuditErrors

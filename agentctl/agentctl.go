@@ -185,6 +185,10 @@ type ContainerStatus struct {
 	Throttled uint64 `json:"throttled,omitempty"`
 	// Hook says the container came through the OCI hook (no NRI).
 	Hook bool `json:"hook,omitempty"`
+	// Model says how the learned model judges the container: "model
+	// NAME", or "rules only: ..." with the reason (no model for its
+	// workload); empty when the agent runs without a model.
+	Model string `json:"model,omitempty"`
 }
 
 // InForce is one action in force on a container.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 
 	"vigil.dev/vigil/agentctl"
@@ -123,6 +124,11 @@ func printStatus(w io.Writer, st *agentctl.Status) {
 		row(c)
 	}
 	tw.Flush()
+	for _, c := range st.Containers {
+		if strings.HasPrefix(c.Model, "rules only") {
+			fmt.Fprintf(w, "%s/%s: %s\n", event.Printable(c.Pod), event.Printable(c.Name), event.Printable(c.Model))
+		}
+	}
 	if len(st.InForce) > 0 {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "\nIN FORCE\tCONTAINER\tCGROUP\tSINCE\tDETAIL")

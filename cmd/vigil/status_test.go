@@ -16,7 +16,8 @@ func TestPrintStatus(t *testing.T) {
 		Containers: []agentctl.ContainerStatus{
 			{Container: event.Container{ID: "0123456789abcdef", Name: "app", Pod: "web", Namespace: "shop"}, State: "running",
 				Monitor: true, Forced: true, Seccomp: "notify", Mode: "enforce", CgroupID: 42, Tracked: true, Seen: 100, Emitted: 98, Dropped: 31, Throttled: 29},
-			{Container: event.Container{ID: "x", Name: "db", Pod: "web", Namespace: "shop"}, State: "running"},
+			{Container: event.Container{ID: "x", Name: "db", Pod: "web", Namespace: "shop"}, State: "running",
+				Model: `rules only: no model for workload "db" (the model is for "app")`},
 		},
 		Finished: []agentctl.ContainerStatus{{Container: event.Container{ID: "y", Name: "job", Pod: "batch", Namespace: "shop"}, State: "stopped", Monitor: true, Seen: 9, Emitted: 9}},
 		Rejected: []string{"zzz"},
@@ -30,6 +31,7 @@ func TestPrintStatus(t *testing.T) {
 		"0123456789ab", // ids shortened
 		"forced", "notify", "100", "98",
 		"17 batches waiting for the pipeline",
+		`web/db: rules only: no model for workload "db"`,
 		"THROTTLED",
 		"job", "stopped",
 		"rejected by the runtime (seccomp adjustment refused): zzz",
