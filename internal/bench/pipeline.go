@@ -959,11 +959,15 @@ func (rep *PipelineReport) WriteTable(w io.Writer) {
 			if m.HTTPP99Us > 0 {
 				http = fmt.Sprintf("%.0f us", m.HTTPP99Us)
 			}
+			lost := fmt.Sprintf("%.2f", m.LostPct)
+			if m.Mode == ModeUntraced || m.Mode == ModeTraceQuiet || m.Mode == ModeStrace {
+				lost = "-" // nothing to lose, not measured, none by design
+			}
 			ns := ""
 			if m.TracerNsPerEvent > 0 {
 				ns = fmt.Sprintf("%.0f", m.TracerNsPerEvent)
 			}
-			fmt.Fprintf(w, "  %-15s %9.0f %7.3f %9.0f %7.3f %9.0f %9s %11.0f %8.2f %16s %10s\n", m.Mode, m.WallMs, m.WallRatio, m.CPUMs, m.CPURatio, m.TracerCPUMs, ns, m.EventsPerSec, m.LostPct, deliv, http)
+			fmt.Fprintf(w, "  %-15s %9.0f %7.3f %9.0f %7.3f %9.0f %9s %11.0f %8s %16s %10s\n", m.Mode, m.WallMs, m.WallRatio, m.CPUMs, m.CPURatio, m.TracerCPUMs, ns, m.EventsPerSec, lost, deliv, http)
 			if m.StartupMs > 0 {
 				fmt.Fprintf(w, "  %-15s %9.0f %7.3f %9.0f %7.3f   (without its start-up: %.0f ms wall, %.0f ms CPU)\n", "  net", m.WallMs-m.StartupMs, m.NetWallRatio, m.CPUMs-m.StartupCPUMs, m.NetCPURatio, m.StartupMs, m.StartupCPUMs)
 			}
@@ -980,7 +984,7 @@ func (rep *PipelineReport) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "  %-10s %7s %7s %7s %7s %7s %7s %7s %9s\n", "workload", "decode", "enrich", "audit", "export", "detect", "other", "total", "marginal")
 	for _, wl := range rep.Workloads {
 		for _, m := range wl.Modes {
-			if s := m.Stages; m.Mode == ModeVigil && s != nil {
+			if s := m.Stages; m.Mode == ModeVigil && s != nil && wl.Name != "idle" {
 				fmt.Fprintf(w, "  %-10s %7.0f %7.0f %7.0f %7.0f %7.0f %7.0f %7.0f %9.0f\n", wl.Name, s.Decode, s.Enrich, s.Audit, s.Export, s.Detect, s.Other, m.TracerNsPerEvent, m.MarginalNsPerEvent)
 			}
 		}
