@@ -203,9 +203,15 @@ cmd_up() {
 		mkdir -p "$RUN" && touch "$RUN/bpffs-was-private"
 	fi
 	write_config
-	say "starting kubelet $KUBE_VERSION (node $NODE_NAME, static pods from $MANIFESTS, log $LOG)"
+	# The node's address (host-network pods' IP, where kubelet probes them):
+	# the source address of the default route; the node's name resolves to
+	# nothing.
+	local node_ip=() ip
+	ip=$(ip -o -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')
+	[ -z "$ip" ] || node_ip=(--node-ip "$ip")
+	say "starting kubelet $KUBE_VERSION (node $NODE_NAME ${ip:-}, static pods from $MANIFESTS, log $LOG)"
 	setsid "$KUBELET" --config "$CONFIG" --root-dir "$KUBELET_ROOT_DIR" --cert-dir "$ROOT/pki" \
-		--hostname-override "$NODE_NAME" --v 2 >>"$LOG" 2>&1 </dev/null &
+		--hostname-override "$NODE_NAME" "${node_ip[@]}" --v 2 >>"$LOG" 2>&1 </dev/null &
 	echo $! >"$PIDFILE"
 	for _ in $(seq 1 300); do
 		if [ "$(curl -fsS "http://127.0.0.1:$HEALTHZ_PORT/healthz" 2>/dev/null)" = ok ]; then
