@@ -311,6 +311,7 @@ func removeStale(root string, log io.Writer) {
 		}
 		fmt.Fprintf(log, "bench scale: removing %s left by an earlier run\n", e.Name())
 		removeTree(filepath.Join(root, e.Name()))
+		rmdir(filepath.Join(v1CPU, e.Name()))
 	}
 }
 
@@ -352,16 +353,17 @@ func rmdir(dir string) error {
 
 // run is one count's machinery: what runOne made, for cleanup.
 type run struct {
-	o      Options
-	root   string
-	parent string // the parent cgroup
-	rel    string // parent relative to root, with a leading /
-	work   string
-	agent  *exec.Cmd
-	done   chan struct{}
-	sock   string
-	pids   []int
-	ids    []string
+	o        Options
+	root     string
+	parent   string // the parent cgroup
+	rel      string // parent relative to root, with a leading /
+	work     string
+	agent    *exec.Cmd
+	done     chan struct{}
+	sock     string
+	pids     []int
+	ids      []string
+	cpuGroup string // the workloads' v1 cpu cgroup ("" on a pure v2 host)
 	// retries counts requests sent again after the agent's answer timed out.
 	retries atomic.Int64
 }
@@ -398,6 +400,12 @@ func runOne(ctx context.Context, o Options, root, work, helper string, res *Resu
 	// The containers: cgroups, each with its process, and a bundle whose
 	// config.json names its cgroups path (what the agent checks a hook's
 	// registration against).
+	// On a hybrid host the workloads share one v1 cpu cgroup, as a node's
+	// pods share kubepods: thousands of them in the root group would each
+	// weigh as much as the agent, which no real node does.
+	if err := r.groupCPU(); err != nil {
+		return err
+	}
 	logf("starting %d workloads", n)
 	period := int64(1e6 / o.Rate)
 	for i := 0; i < n; i++ {
@@ -616,6 +624,39 @@ func (r *run) start(i int, args []string) error {
 	return os.WriteFile(filepath.Join(bundle, "config.json"), []byte(spec), 0o600)
 }
 
+// v1CPU is the cgroup v1 cpu hierarchy of a hybrid host.
+const v1CPU = "/sys/fs/cgroup/cpu"
+
+// groupCPU moves the benchmark into a v1 cpu cgroup of its own (on a
+// hybrid host), so that the workloads it starts are one group for the CPU
+// scheduler; the agent, started before, stays where it was.
+func (r *run) groupCPU() error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(v1CPU, &st); err != nil || st.Type != unix.CGROUP_SUPER_MAGIC {
+		return nil // pure v2: the parent cgroup is the group
+	}
+	r.cpuGroup = filepath.Join(v1CPU, filepath.Base(r.parent))
+	if err := os.Mkdir(r.cpuGroup, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("cpu cgroup for the workloads: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(r.cpuGroup, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0); err != nil {
+		return fmt.Errorf("cpu cgroup for the workloads: %w", err)
+	}
+	return nil
+}
+
+// ungroupCPU moves the benchmark back to the root cpu cgroup and removes
+// the workloads' group.
+func (r *run) ungroupCPU() error {
+	if r.cpuGroup == "" {
+		return nil
+	}
+	os.WriteFile(filepath.Join(v1CPU, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0)
+	err := rmdir(r.cpuGroup)
+	r.cpuGroup = ""
+	return err
+}
+
 // each runs f for every container with o.Clients at once.
 func (r *run) each(ctx context.Context, f func(i int) error) error {
 	var next atomic.Int64
@@ -728,6 +769,9 @@ func (r *run) cleanup() error {
 		if err := removeTree(r.parent); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := r.ungroupCPU(); err != nil {
+		errs = append(errs, err)
 	}
 	os.RemoveAll(r.work)
 	return errors.Join(errs...)
