@@ -57,6 +57,7 @@ func main() {
 			fail(err)
 		}
 		defer os.RemoveAll(work)
+		scratch = work // fail removes it too
 		absVigil, _ := filepath.Abs(*vigil)
 		var names []string
 		if *only != "" {
@@ -86,7 +87,13 @@ func main() {
 	}
 }
 
+// scratch is the run's scratch directory, removed on failure as well.
+var scratch string
+
 func fail(err error) {
+	if scratch != "" {
+		os.RemoveAll(scratch)
+	}
 	fmt.Fprintln(os.Stderr, "eval:", err)
 	os.Exit(1)
 }
