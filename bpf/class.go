@@ -66,14 +66,18 @@ func (m *Monitor) TrackWith(cgroupID uint64, o TrackOptions) error {
 		// Tracked before: its class is the one it had, and a block class
 		// needs this agent's pacer whatever was asked now.
 		var st vigilCgState
-		if err := m.objs.VigilCgroups.Lookup(uint32(fd), &st); err == nil && st.Flags&cgBlock != 0 {
-			o.Block = true
+		if err := m.objs.VigilCgroups.Lookup(uint32(fd), &st); err == nil {
+			o.Block = st.Flags&cgBlock != 0
+			o.Realtime = st.Flags&cgRealtime != 0
 		}
 	} else if err != nil {
 		return fmt.Errorf("track cgroup %d: %w", cgroupID, err)
 	}
 	if err := m.objs.VigilTracked.Update(cgroupID, now, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("track cgroup %d: list: %w", cgroupID, err)
+	}
+	if o.Realtime {
+		m.setRealtime(cgroupID, true)
 	}
 	if o.Block {
 		return m.startPacer()

@@ -246,3 +246,64 @@ func TestRealtimeClassWakes(t *testing.T) {
 		t.Fatal("realtime class: no wakeup")
 	}
 }
+
+// TestRealtimeReaderTakesRecordsAtOnce: with a realtime cgroup tracked,
+// the reader waits between looks for the kernel's wakeup, so a realtime
+// record reaches the consumer long before the next look is due (here the
+// looks are 10 s apart; a reader that only slept between them would
+// deliver after up to 10 s).
+func TestRealtimeReaderTakesRecordsAtOnce(t *testing.T) {
+	privtest.Require(t)
+	const poll = 10 * time.Second
+	m, err := Load(Config{RingBytes: 1 << 20, PollInterval: poll, MaxPollInterval: poll, IdleAfter: 60 * time.Second,
+		WakeInterval: 50 * time.Second, WakeBytes: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	cg, err := NewCgroup(fmt.Sprintf("vigil-test-rtread-%d", os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Remove()
+	if err := m.TrackWith(cg.ID, TrackOptions{Realtime: true}); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan time.Time, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- m.Run(ctx, func(ev *event.Event) {
+			if ev.CgroupID == cg.ID {
+				select {
+				case got <- time.Now():
+				default:
+				}
+			}
+		})
+	}()
+	defer func() {
+		cancel()
+		m.Close()
+		<-done
+	}()
+	time.Sleep(300 * time.Millisecond) // the reader is parked between looks
+	start := time.Now()
+	flood(t, cg, 1, 10)
+	select {
+	case at := <-got:
+		if d := at.Sub(start); d > poll/2 {
+			t.Fatalf("realtime record delivered after %v, as late as the next look (%v)", d, poll)
+		} else {
+			t.Logf("realtime record delivered %v after its process started", d)
+		}
+	case <-time.After(poll / 2):
+		t.Fatalf("no realtime record within %v (looks every %v)", poll/2, poll)
+	}
+	if _, err := m.Untrack(cg.ID); err != nil {
+		t.Fatal(err)
+	}
+	if n := m.rtCount.Load(); n != 0 {
+		t.Errorf("%d realtime cgroups after untrack, want 0", n)
+	}
+}

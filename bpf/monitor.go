@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -113,6 +114,28 @@ type Monitor struct {
 
 	closing chan struct{} // closed by Close: Run stops
 	runMu   sync.Mutex    // held by Run; Close waits for it before unmapping the ring
+
+	// realtime holds the tracked cgroups of the realtime class: while
+	// there is one, the reader waits between looks for the kernel's
+	// wakeup (which each realtime record forces) instead of sleeping.
+	rtMu     sync.Mutex
+	realtime map[uint64]struct{}
+	rtCount  atomic.Int32
+}
+
+// setRealtime records whether a tracked cgroup is in the realtime class.
+func (m *Monitor) setRealtime(cgroupID uint64, on bool) {
+	m.rtMu.Lock()
+	defer m.rtMu.Unlock()
+	if on {
+		if m.realtime == nil {
+			m.realtime = map[uint64]struct{}{}
+		}
+		m.realtime[cgroupID] = struct{}{}
+	} else {
+		delete(m.realtime, cgroupID)
+	}
+	m.rtCount.Store(int32(len(m.realtime)))
 }
 
 // Load checks the kernel, loads and attaches the tracer. With cfg.PinDir set
@@ -410,6 +433,7 @@ func (m *Monitor) Track(cgroupID uint64) error {
 // for a cgroup already removed: the tracer kept them).
 func (m *Monitor) Untrack(cgroupID uint64) (Counters, error) {
 	m.objs.VigilTracked.Delete(cgroupID)
+	m.setRealtime(cgroupID, false)
 	fd, err := openCgroup(cgroupID)
 	if err != nil {
 		if c, ok := m.final(cgroupID); ok {
@@ -528,9 +552,16 @@ type Consumer struct {
 }
 
 // Consume is Run with a Consumer: see its fields.
-func (m *Monitor) Consume(ctx context.Context, c Consumer) error {
+func (m *Monitor) Consume(ctx context.Context, c Consumer) (err error) {
 	m.runMu.Lock()
 	defer m.runMu.Unlock()
+	defer func() {
+		select {
+		case <-m.closing:
+			err = nil // a wait Close interrupted
+		default:
+		}
+	}()
 	fn, endBatch := c.Event, c.EndBatch
 	m.dec.str = c.String
 	defer func() { m.dec.str = nil }()
@@ -567,6 +598,16 @@ func (m *Monitor) Consume(ctx context.Context, c Consumer) error {
 		switch {
 		case m.ring.pending() >= m.cfg.RingBytes/4:
 			// Falling behind: no pause until the backlog is down.
+		case quiet < m.cfg.IdleAfter && m.rtCount.Load() > 0:
+			// A realtime cgroup's record wakes the reader at once; the
+			// others wait for the next look as usual.
+			start := time.Now()
+			if err := m.ring.waitWake(poll); err != nil {
+				return fmt.Errorf("wait for events: %w", err)
+			}
+			if n == 0 {
+				quiet += time.Since(start)
+			}
 		case quiet < m.cfg.IdleAfter:
 			if err := m.ring.sleep(poll); err != nil {
 				return err
@@ -607,6 +648,9 @@ func (m *Monitor) Close() error {
 		return nil // closed already
 	default:
 		close(m.closing)
+	}
+	if m.ring != nil {
+		m.ring.interrupt() // a reader parked between looks returns now
 	}
 	m.runMu.Lock() // a running Run sees closing within one wait
 	defer m.runMu.Unlock()

@@ -151,6 +151,39 @@ func (r *ring) wait(timeout time.Duration) error {
 	return err
 }
 
+// waitWake parks until the kernel wakes the reader or timeout passes,
+// whatever already waits in the ring: the records of a realtime cgroup
+// force a wakeup, the others wait for the reader's next look.
+func (r *ring) waitWake(timeout time.Duration) error {
+	if err := r.file.SetReadDeadline(time.Now().Add(timeout)); err != nil {
+		return err
+	}
+	parked := false
+	err := r.rawFd.Read(func(uintptr) bool {
+		// The first call parks; the next comes after a wakeup.
+		if parked {
+			return true
+		}
+		parked = true
+		return false
+	})
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil
+	}
+	return err
+}
+
+// interrupt wakes a reader parked in wait, waitWake or sleep (Close).
+func (r *ring) interrupt() {
+	past := time.Unix(1, 0)
+	if r.file != nil {
+		r.file.SetReadDeadline(past)
+	}
+	if r.timer != nil {
+		r.timer.SetReadDeadline(past)
+	}
+}
+
 func (r *ring) close() {
 	if r.timer != nil {
 		r.timer.Close()
