@@ -26,7 +26,6 @@ import (
 	"vigil.dev/vigil/bpf"
 	"vigil.dev/vigil/control"
 	"vigil.dev/vigil/detector"
-	"vigil.dev/vigil/event"
 	"vigil.dev/vigil/pipeline"
 	"vigil.dev/vigil/plugin"
 	"vigil.dev/vigil/seccomp"
@@ -42,7 +41,8 @@ const (
 // Monitor is the tracer as the agent uses it (*bpf.Monitor).
 type Monitor interface {
 	plugin.Tracer
-	RunBatches(ctx context.Context, fn func(*event.Event), endBatch func()) error
+	// Consume hands the ring's records to c until ctx ends.
+	Consume(ctx context.Context, c bpf.Consumer) error
 }
 
 // Guard is the kernel's connect guard as the agent uses it (*bpf.Guard);
@@ -305,7 +305,10 @@ func Run(ctx context.Context, cfg Config, mon Monitor, log *logrus.Logger) error
 	go func() {
 		defer wg.Done()
 		a.tracing.Store(true)
-		err := mon.RunBatches(ctx, a.pl.Event, func() { a.pl.EndBatch(); a.hb.handed(time.Now()) })
+		// The events' strings are copied into the batch's own memory
+		// (pl.String): the reader allocates nothing per record.
+		err := mon.Consume(ctx, bpf.Consumer{Event: a.pl.Event, String: a.pl.String,
+			EndBatch: func() { a.pl.EndBatch(); a.hb.handed(time.Now()) }})
 		a.tracing.Store(false)
 		a.hb.stopped()
 		errc <- fatal(nonNil(err, "tracer"))

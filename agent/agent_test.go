@@ -47,14 +47,14 @@ func (f *fakeTracer) Tracked() (map[uint64]bpf.Counters, error) { return maps.Cl
 // failingMonitor is a tracer whose reader fails at once.
 type failingMonitor struct{ fakeTracer }
 
-func (failingMonitor) RunBatches(context.Context, func(*event.Event), func()) error {
+func (failingMonitor) Consume(context.Context, bpf.Consumer) error {
 	return errors.New("ring gone")
 }
 
 // idleMonitor is a tracer with no events.
 type idleMonitor struct{ fakeTracer }
 
-func (idleMonitor) RunBatches(ctx context.Context, _ func(*event.Event), _ func()) error {
+func (idleMonitor) Consume(ctx context.Context, _ bpf.Consumer) error {
 	<-ctx.Done()
 	return nil
 }
@@ -135,12 +135,12 @@ type eventsMonitor struct {
 	evs []event.Event
 }
 
-func (m *eventsMonitor) RunBatches(ctx context.Context, fn func(*event.Event), endBatch func()) error {
+func (m *eventsMonitor) Consume(ctx context.Context, c bpf.Consumer) error {
 	for i := range m.evs {
 		ev := m.evs[i]
-		fn(&ev)
+		c.Event(&ev)
 	}
-	endBatch()
+	c.EndBatch()
 	<-ctx.Done()
 	return nil
 }

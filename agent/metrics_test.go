@@ -163,7 +163,7 @@ type chanMonitor struct {
 	batches chan []event.Event
 }
 
-func (m *chanMonitor) RunBatches(ctx context.Context, fn func(*event.Event), endBatch func()) error {
+func (m *chanMonitor) Consume(ctx context.Context, c bpf.Consumer) error {
 	for {
 		select {
 		case <-ctx.Done():
@@ -171,9 +171,9 @@ func (m *chanMonitor) RunBatches(ctx context.Context, fn func(*event.Event), end
 		case evs := <-m.batches:
 			for i := range evs {
 				ev := evs[i]
-				fn(&ev)
+				c.Event(&ev)
 			}
-			endBatch()
+			c.EndBatch()
 		}
 	}
 }
