@@ -680,6 +680,7 @@ func (p *Pipeline) handle(m msg) {
 		}
 	case mNote:
 		p.audit(m.note.kind, m.cg, m.note.ctrID, m.note.body)
+		p.forgetLateRecord(m.cg)
 	case mBegin:
 		delete(p.gone, m.cg) // a new life for the id
 		c := p.info(m.cg)
@@ -725,9 +726,26 @@ func (p *Pipeline) handle(m msg) {
 func (p *Pipeline) records() {
 	for _, r := range p.takeRecords() {
 		p.audit(audit.KindAction, r.CgroupID, r.ContainerID, r)
+		p.forgetLateRecord(r.CgroupID)
 		for _, s := range p.cfg.Sinks {
 			s.Action(r)
 		}
+	}
+}
+
+// forgetLateRecord: a record audited for a cgroup that already finished
+// (an action record or a note that came after its end) made the audit
+// writer hold the cgroup's state again; forget it, or it would stay for
+// good.
+func (p *Pipeline) forgetLateRecord(cg uint64) {
+	if p.cfg.Audit == nil {
+		return
+	}
+	if _, live := p.cgs[cg]; live {
+		return
+	}
+	if _, gone := p.gone[cg]; gone {
+		p.cfg.Audit.Forget(cg)
 	}
 }
 

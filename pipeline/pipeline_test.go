@@ -261,6 +261,22 @@ func TestGapsFoundAndAudited(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("finish callback not run")
 	}
+	// An action record and a note for the finished cgroup, after its end:
+	// audited, and the writer does not keep the cgroup's state for them.
+	p2.Sync()
+	if err := w.Flush(); err != nil { // a Forget in the open batch waits for it
+		t.Fatal(err)
+	}
+	held := w.Stats().Cgroups // the first pipeline's cgroup, still live
+	p2.Record(control.Record{CgroupID: cg + 1, Action: control.ActFreeze, Effective: time.Now()})
+	p2.Note(audit.KindLifecycle, cg+1, "late", map[string]string{"event": "stopped"})
+	p2.Sync()
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := w.Stats().Cgroups; n != held {
+		t.Errorf("audit writer holds %d cgroups after late records for a finished one, want %d as before", n, held)
+	}
 	p2.Close()
 	if len(sink2.gaps) != 1 || sink2.gaps[0].FromSeq != 6 || sink2.gaps[0].Count != 10 {
 		t.Fatalf("trailing gap %+v, want from 6 count 10", sink2.gaps)
