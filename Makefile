@@ -5,7 +5,7 @@ PKGS    := ./...
 # BPF objects and Go bindings are committed; `make generate` rebuilds them.
 GOFLAGS_TEST ?= -count=1 -timeout 40m
 
-.PHONY: help build generate generate-check test unit e2e demo bench bench-pipeline bench-control bench-peers bench-audit bench-detector bench-runtime eval eval-full node-up node-down lint clean deps fuzz
+.PHONY: help build generate generate-check test unit e2e demo bench bench-pipeline bench-control bench-peers bench-latency bench-scale bench-churn bench-audit bench-detector bench-runtime eval eval-full node-up node-down lint clean deps fuzz
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -67,6 +67,16 @@ bench-pipeline: build ## realistic workloads untraced, on the agent's path and u
 
 bench-control: build ## response ladder: triggering event to action in force, p50/p99 per action (JSON in bench-control.json)
 	./$(BIN) bench control --triggers 100 --out bench-control.json
+
+bench-latency: build ## latency classes (normal vs realtime at 1K and 10K events/s: p50/p99 syscall exit to decision, agent and workload CPU) and loss classes (drop vs block under a 4-thread flood) (bench-latency.json)
+	./$(BIN) bench latency --reps 5 --out bench-latency.json
+
+bench-scale: build ## N containers tracked at once (1k, 5k, 10k, 20k): agent RSS and CPU, map memory, events/s, drops, decision p99, time to track/untrack (JSON lines appended to bench-scale.jsonl)
+	./$(BIN) bench scale --out bench-scale.jsonl
+
+bench-churn: build ## 500 annotated pods created and removed as fast as containerd allows: time per pod, nothing leaked (JSON in bench-churn.json)
+	bash install/node.sh up
+	VIGIL_E2E_RUNTIME=containerd VIGIL_CHURN_PODS=500 VIGIL_CHURN_OUT=$(CURDIR)/bench-churn.json $(GO) test -count=1 -timeout 60m -run TestChurn -v ./test/e2e/
 
 bench-audit: build ## audit writer alone: sustained events/s, CPU and bytes per event (JSON lines)
 	./$(BIN) audit bench --events 5000000 --fsync batch
