@@ -146,8 +146,11 @@ type Agent struct {
 
 	metrics *metrics
 	hb      *heartbeat
-	tracing atomic.Bool // the tracer's reader runs
-	serving atomic.Bool // the control socket serves
+	// throttled is each tracked cgroup's count of records over its
+	// budget, as the heartbeat read it last (for the samples).
+	throttled atomic.Pointer[map[uint64]uint64]
+	tracing   atomic.Bool // the tracer's reader runs
+	serving   atomic.Bool // the control socket serves
 }
 
 // Run runs the agent until ctx is done: the notify server, the tracer's
@@ -535,8 +538,11 @@ func (a *Agent) sampleLoop(ctx context.Context) {
 					continue
 				}
 				smp := detector.Sample{CgroupID: c.CgroupID, Container: c.Meta, Time: now, CPUUsageNs: usage, Threads: threads}
-				if n, err := a.mon.Counters(c.CgroupID); err == nil {
-					smp.Throttled = n.Throttled
+				// The heartbeat's read of the tracer's counters (once a
+				// second): reading them per container per sample cost more
+				// than all else the agent does with thousands of containers.
+				if th := a.throttled.Load(); th != nil {
+					smp.Throttled = (*th)[c.CgroupID]
 				}
 				a.pl.Sample(smp)
 			}
@@ -544,20 +550,17 @@ func (a *Agent) sampleLoop(ctx context.Context) {
 	}
 }
 
-// refreshLoop keeps the registry's last counters and flushes decisions.
+// refreshLoop flushes decisions (the registry's last counters are the
+// heartbeat's: see heartbeatLoop).
 func (a *Agent) refreshLoop(ctx context.Context) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
-	n := 0
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 			a.decided.flush()
-			if n++; n%10 == 0 {
-				a.reg.Refresh()
-			}
 		}
 	}
 }

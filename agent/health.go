@@ -98,7 +98,8 @@ func (h *heartbeat) check(now time.Time) error {
 }
 
 // heartbeatLoop syncs with the pipeline's worker and reads the tracer's
-// counters every second until ctx is done. A stuck worker blocks only the
+// counters every second until ctx is done (also for the registry and the
+// samples). A stuck worker blocks only the
 // sync goroutine; the reader's ticks go on.
 func (a *Agent) heartbeatLoop(ctx context.Context) {
 	go func() {
@@ -121,16 +122,31 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			counters, err := a.mon.Tracked()
-			if err != nil {
-				continue
-			}
-			offered := make(map[uint64]uint64, len(counters))
-			for cg, n := range counters {
-				offered[cg] = n.Emitted + n.Dropped - min(n.Throttled, n.Dropped)
-			}
-			a.hb.tick(now, offered)
+			a.readCounters(now)
 		}
+	}
+}
+
+// readCounters reads the tracer's counters of every tracked cgroup once:
+// the heartbeat's offered records, the registry's last counters and the
+// throttled counts the samples carry.
+func (a *Agent) readCounters(now time.Time) {
+	counters, err := a.mon.Tracked()
+	if err != nil {
+		return
+	}
+	offered := make(map[uint64]uint64, len(counters))
+	throttled := make(map[uint64]uint64, len(counters))
+	for cg, n := range counters {
+		offered[cg] = n.Emitted + n.Dropped - min(n.Throttled, n.Dropped)
+		if n.Throttled > 0 {
+			throttled[cg] = n.Throttled
+		}
+	}
+	a.hb.tick(now, offered)
+	a.throttled.Store(&throttled)
+	if a.reg != nil {
+		a.reg.RefreshWith(counters)
 	}
 }
 

@@ -139,3 +139,25 @@ func TestProbes(t *testing.T) {
 		})
 	}
 }
+
+// TestReadCountersServesAll: one read of the tracer's counters gives the
+// samples each cgroup's throttled count (and the heartbeat and the
+// registry theirs).
+func TestReadCountersServesAll(t *testing.T) {
+	tr := &fakeTracer{tracked: map[uint64]bpf.Counters{
+		7: {Seen: 100, Emitted: 90, Dropped: 10, Throttled: 4},
+		8: {Seen: 5, Emitted: 5},
+	}}
+	reg := plugin.New(plugin.Config{}, tr, nil, quietLog())
+	a := &Agent{mon: &idleMonitor{fakeTracer: *tr}, reg: reg, hb: newHeartbeat(time.Now(), staleAfter)}
+	a.readCounters(time.Now())
+	th := a.throttled.Load()
+	if th == nil || (*th)[7] != 4 || (*th)[8] != 0 {
+		t.Fatalf("throttled counts %v, want cgroup 7: 4 and none for 8", th)
+	}
+	tr.tracked[7] = bpf.Counters{Seen: 200, Emitted: 180, Dropped: 20, Throttled: 9}
+	a.readCounters(time.Now())
+	if th := a.throttled.Load(); (*th)[7] != 9 {
+		t.Errorf("throttled count of cgroup 7 after a second read: %d, want 9", (*th)[7])
+	}
+}

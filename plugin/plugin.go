@@ -384,6 +384,13 @@ func (p *Plugin) Refresh() {
 	if err != nil {
 		return
 	}
+	p.RefreshWith(all)
+}
+
+// RefreshWith is Refresh with the tracer's counters already read (the
+// agent reads them once a second for its heartbeat: one pass over the
+// tracked cgroups serves both).
+func (p *Plugin) RefreshWith(all map[uint64]bpf.Counters) {
 	p.mu.Lock()
 	for id := range p.last {
 		if _, ok := all[id]; !ok {
