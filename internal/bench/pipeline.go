@@ -566,6 +566,11 @@ func (b *pbench) compare(w *pworkload) (*PipelineResult, error) {
 			m.StartupMs, m.StartupCPUMs = round(median(sw), 1), round(median(sc), 1)
 			if base.WallMs > 0 && base.CPUMs > 0 {
 				m.NetWallRatio = round((m.WallMs-m.StartupMs)/base.WallMs, 3)
+				if w.http {
+					// Its wall time is the client's, which starts once the
+					// server (and so vigil trace) is up.
+					m.NetWallRatio = m.WallRatio
+				}
 				m.NetCPURatio = round((m.CPUMs-m.StartupCPUMs)/base.CPUMs, 3)
 			}
 			if vigilEvents > 0 {
