@@ -69,8 +69,9 @@ type Config struct {
 	// WakeBytes wakes the reader early when this much is waiting
 	// (default: an eighth of the ring), at most once per WakeInterval/20.
 	WakeBytes int
-	// IdleWait bounds one sleep of an idle reader, and so how long Run
-	// takes to notice a cancelled context (default 10 ms).
+	// IdleWait bounds one sleep of an idle reader (default 250 ms): a
+	// cancelled context or Close wakes it at once, so this only bounds
+	// how long a missed kernel wakeup could delay records.
 	IdleWait time.Duration
 	// CgroupRate is each tracked cgroup's budget of records per second
 	// (default DefaultCgroupRate; negative: no budget), CgroupBurst how many
@@ -172,7 +173,7 @@ func Load(cfg Config) (*Monitor, error) {
 		cfg.WakeBytes = cfg.RingBytes / 8
 	}
 	if cfg.IdleWait == 0 {
-		cfg.IdleWait = 10 * time.Millisecond
+		cfg.IdleWait = 250 * time.Millisecond
 	}
 	budgetNs, budgetTau, err := budget(cfg.CgroupRate, cfg.CgroupBurst)
 	if err != nil {
@@ -561,7 +562,15 @@ func (m *Monitor) Consume(ctx context.Context, c Consumer) (err error) {
 			err = nil // a wait Close interrupted
 		default:
 		}
+		if ctx.Err() != nil {
+			err = nil // a wait the cancelled context interrupted
+		}
 	}()
+	// An idle reader parks in the poller for up to IdleWait: the
+	// context's end wakes it (Close does too).
+	m.ring.resetDeadlines()
+	stop := context.AfterFunc(ctx, m.ring.interrupt)
+	defer stop()
 	fn, endBatch := c.Event, c.EndBatch
 	m.dec.str = c.String
 	defer func() { m.dec.str = nil }()
@@ -595,6 +604,7 @@ func (m *Monitor) Consume(ctx context.Context, c Consumer) (err error) {
 			quiet = 0
 			poll = nextPoll(poll, n, m.cfg.PollInterval, m.cfg.MaxPollInterval)
 		}
+		var err error
 		switch {
 		case m.ring.pending() >= m.cfg.RingBytes/4:
 			// Falling behind: no pause until the backlog is down.
@@ -602,23 +612,26 @@ func (m *Monitor) Consume(ctx context.Context, c Consumer) (err error) {
 			// A realtime cgroup's record wakes the reader at once; the
 			// others wait for the next look as usual.
 			start := time.Now()
-			if err := m.ring.waitWake(poll); err != nil {
-				return fmt.Errorf("wait for events: %w", err)
-			}
-			if n == 0 {
+			if err = m.ring.waitWake(poll); err != nil {
+				err = fmt.Errorf("wait for events: %w", err)
+			} else if n == 0 {
 				quiet += time.Since(start)
 			}
 		case quiet < m.cfg.IdleAfter:
-			if err := m.ring.sleep(poll); err != nil {
-				return err
+			if err = m.ring.sleep(poll); err == nil {
+				quiet += poll
 			}
-			quiet += poll
 		default:
-			if err := m.ring.wait(m.cfg.IdleWait); err != nil {
-				return fmt.Errorf("wait for events: %w", err)
+			if err = m.ring.wait(m.cfg.IdleWait); err != nil {
+				err = fmt.Errorf("wait for events: %w", err)
 			}
 			poll = m.cfg.PollInterval // the first look after a quiet spell
 		}
+		if err != nil && ctx.Err() == nil {
+			return err
+		}
+		// A wait the context's end interrupted: the next turn drains
+		// what is left and returns.
 	}
 }
 

@@ -513,3 +513,49 @@ func TestCloseStopsRun(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 }
+
+// TestIdleReaderStopsAtOnce: an idle reader parks for up to IdleWait (here
+// a minute), yet the end of its context, and Close, wake it at once; and a
+// reader run again after a cancelled one reads normally.
+func TestIdleReaderStopsAtOnce(t *testing.T) {
+	privtest.Require(t)
+	m, err := Load(Config{RingBytes: 1 << 20, IdleAfter: time.Millisecond, WakeInterval: 500 * time.Microsecond, IdleWait: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	run := func(ctx context.Context) chan error {
+		done := make(chan error, 1)
+		go func() { done <- m.Run(ctx, func(*event.Event) {}) }()
+		return done
+	}
+	for round := range 2 {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := run(ctx)
+		time.Sleep(300 * time.Millisecond) // idle: parked in the poller
+		start := time.Now()
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("round %d: Run: %v", round, err)
+			}
+			if d := time.Since(start); d > 10*time.Second {
+				t.Errorf("round %d: Run returned %v after its context ended", round, d)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("round %d: Run still parked 30 s after its context ended (IdleWait is a minute)", round)
+		}
+	}
+	done := run(context.Background())
+	time.Sleep(300 * time.Millisecond)
+	m.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run after Close: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run still parked 30 s after Close")
+	}
+}

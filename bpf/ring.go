@@ -173,7 +173,18 @@ func (r *ring) waitWake(timeout time.Duration) error {
 	return err
 }
 
-// interrupt wakes a reader parked in wait, waitWake or sleep (Close).
+// resetDeadlines clears what an interrupt of an earlier run left.
+func (r *ring) resetDeadlines() {
+	if r.file != nil {
+		r.file.SetReadDeadline(time.Time{})
+	}
+	if r.timer != nil {
+		r.timer.SetReadDeadline(time.Time{})
+	}
+}
+
+// interrupt wakes a reader parked in wait, waitWake or sleep (Close, or
+// the end of the reader's context).
 func (r *ring) interrupt() {
 	past := time.Unix(1, 0)
 	if r.file != nil {
