@@ -45,12 +45,15 @@ func runBench(args []string) int {
 	if len(args) > 0 && args[0] == "pipeline" {
 		return runBenchPipeline(args[1:])
 	}
+	if len(args) > 0 && args[0] == "latency" {
+		return runBenchLatency(args[1:])
+	}
 	if len(args) == 0 || args[0] != "tracer" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
 			fmt.Print(benchUsage)
 			return 0
 		}
-		fmt.Fprintln(os.Stderr, "vigil bench: name a benchmark: 'vigil bench tracer', 'vigil bench pipeline' or 'vigil bench control' (see 'vigil bench pipeline --help')")
+		fmt.Fprintln(os.Stderr, "vigil bench: name a benchmark: tracer, pipeline, control, latency or scale (e.g. 'vigil bench pipeline --help')")
 		return 2
 	}
 	fs := flag.NewFlagSet("bench tracer", flag.ContinueOnError)

@@ -11,18 +11,6 @@ import (
 	"vigil.dev/vigil/internal/bench"
 )
 
-// init adds `vigil bench latency` in front of the other benchmarks (this
-// file's init runs after bench.go's, which registers "bench").
-func init() {
-	prev := commands["bench"]
-	register("bench", prev.summary, func(args []string) int {
-		if len(args) > 0 && args[0] == "latency" {
-			return runBenchLatency(args[1:])
-		}
-		return prev.run(args)
-	})
-}
-
 const benchLatencyUsage = `Usage: vigil bench latency [OPTIONS]
 
 Measures the tracing classes side by side. Latency: a workload makes
