@@ -185,6 +185,11 @@ type ContainerStatus struct {
 	Throttled uint64 `json:"throttled,omitempty"`
 	// Hook says the container came through the OCI hook (no NRI).
 	Hook bool `json:"hook,omitempty"`
+	// Class is the tracing class the container holds ("realtime",
+	// "block", both, or empty for the normal class); Stopped counts how
+	// many times the block class stopped one of its processes.
+	Class   string `json:"class,omitempty"`
+	Stopped uint64 `json:"stopped,omitempty"`
 	// Model says how the learned model judges the container: "model
 	// NAME", or "rules only: ..." with the reason (no model for its
 	// workload); empty when the agent runs without a model.

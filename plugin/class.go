@@ -97,3 +97,31 @@ func (p *Plugin) trackClass(c *container, id uint64) error {
 	}
 	return nil
 }
+
+// classString names a class for vigil status: "realtime", "block",
+// "realtime,block", or "" for the normal class.
+func classString(o bpf.TrackOptions) string {
+	switch {
+	case o.Realtime && o.Block:
+		return "realtime,block"
+	case o.Realtime:
+		return "realtime"
+	case o.Block:
+		return "block"
+	}
+	return ""
+}
+
+// stoppedBy is how many times the block class stopped one of a tracked
+// container's processes (0 for other classes); p.mu is held.
+func (p *Plugin) stoppedBy(c *container) uint64 {
+	ct, ok := p.tracer.(ClassTracer)
+	if !ok || !c.class.Block || !c.tracked || c.cgroupID == 0 {
+		return 0
+	}
+	_, paused, err := ct.Class(c.cgroupID)
+	if err != nil {
+		return 0
+	}
+	return paused
+}

@@ -53,7 +53,8 @@ func TestClassFor(t *testing.T) {
 // classTracer is fakeTracer with classes.
 type classTracer struct {
 	*fakeTracer
-	class map[uint64]bpf.TrackOptions
+	class  map[uint64]bpf.TrackOptions
+	paused map[uint64]uint64
 }
 
 func (f *classTracer) TrackWith(id uint64, o bpf.TrackOptions) error {
@@ -71,7 +72,7 @@ func (f *classTracer) Class(id uint64) (bpf.TrackOptions, uint64, error) {
 	if !ok {
 		return o, 0, bpf.ErrNotTracked
 	}
-	return o, 0, nil
+	return o, f.paused[id], nil
 }
 
 func TestStartContainerClassBound(t *testing.T) {
@@ -101,6 +102,19 @@ func TestStartContainerClassBound(t *testing.T) {
 	info, _ := p.Lookup(102)
 	if info.Policy.Realtime || !info.Policy.Block {
 		t.Errorf("c2 policy %+v: want the class it holds", info.Policy)
+	}
+	// vigil status shows the class each holds and how often block stopped it.
+	ct.paused = map[uint64]uint64{102: 7}
+	live, _ := p.Containers()
+	byID := map[string]ContainerStatus{}
+	for _, c := range live {
+		byID[c.ID] = c
+	}
+	if s := byID["c1"]; s.Class != "realtime,block" || s.Stopped != 0 {
+		t.Errorf("c1 status class %q stopped %d, want realtime,block and 0", s.Class, s.Stopped)
+	}
+	if s := byID["c2"]; s.Class != "block" || s.Stopped != 7 {
+		t.Errorf("c2 status class %q stopped %d, want block and 7", s.Class, s.Stopped)
 	}
 	// Stopping c1 frees its place: a container started next gets it.
 	if _, err := p.StopContainer(ctx, pod, c1); err != nil {

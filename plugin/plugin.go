@@ -788,7 +788,8 @@ func (p *Plugin) statusOf(c *container, n bpf.Counters) ContainerStatus {
 	}
 	return ContainerStatus{Container: *c.meta, State: c.state, Monitor: c.policy.Monitor, Forced: c.policy.Forced,
 		Seccomp: seccompProfile, Mode: string(c.policy.Mode), Policy: c.policy.PolicyName, Priority: c.policy.Priority,
-		CgroupID: c.cgroupID, Tracked: c.tracked, Seen: n.Seen, Emitted: n.Emitted, Dropped: n.Dropped, Throttled: n.Throttled, Hook: c.hook}
+		CgroupID: c.cgroupID, Tracked: c.tracked, Seen: n.Seen, Emitted: n.Emitted, Dropped: n.Dropped, Throttled: n.Throttled, Hook: c.hook,
+		Class: classString(c.class), Stopped: p.stoppedBy(c)}
 }
 
 // infoOf copies a container's registry entry.

@@ -125,8 +125,16 @@ func printStatus(w io.Writer, st *agentctl.Status) {
 	}
 	tw.Flush()
 	for _, c := range st.Containers {
+		name := event.Printable(c.Pod) + "/" + event.Printable(c.Name)
+		if c.Class != "" {
+			fmt.Fprintf(w, "%s: tracing class %s", name, event.Printable(c.Class))
+			if strings.Contains(c.Class, "block") {
+				fmt.Fprintf(w, ", processes stopped %d times to lose nothing", c.Stopped)
+			}
+			fmt.Fprintln(w)
+		}
 		if strings.HasPrefix(c.Model, "rules only") {
-			fmt.Fprintf(w, "%s/%s: %s\n", event.Printable(c.Pod), event.Printable(c.Name), event.Printable(c.Model))
+			fmt.Fprintf(w, "%s: %s\n", name, event.Printable(c.Model))
 		}
 	}
 	if len(st.InForce) > 0 {

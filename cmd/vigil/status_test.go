@@ -15,7 +15,8 @@ func TestPrintStatus(t *testing.T) {
 		NotifyOpen: 1, NotifyFds: 3, NotifyAnswer: 7, QueueDepth: 17,
 		Containers: []agentctl.ContainerStatus{
 			{Container: event.Container{ID: "0123456789abcdef", Name: "app", Pod: "web", Namespace: "shop"}, State: "running",
-				Monitor: true, Forced: true, Seccomp: "notify", Mode: "enforce", CgroupID: 42, Tracked: true, Seen: 100, Emitted: 98, Dropped: 31, Throttled: 29},
+				Monitor: true, Forced: true, Seccomp: "notify", Mode: "enforce", CgroupID: 42, Tracked: true, Seen: 100, Emitted: 98, Dropped: 31, Throttled: 29,
+				Class: "block", Stopped: 4},
 			{Container: event.Container{ID: "x", Name: "db", Pod: "web", Namespace: "shop"}, State: "running",
 				Model: `rules only: no model for workload "db" (the model is for "app")`},
 		},
@@ -31,6 +32,7 @@ func TestPrintStatus(t *testing.T) {
 		"0123456789ab", // ids shortened
 		"forced", "notify", "100", "98",
 		"17 batches waiting for the pipeline",
+		"web/app: tracing class block, processes stopped 4 times",
 		`web/db: rules only: no model for workload "db"`,
 		"THROTTLED",
 		"job", "stopped",
