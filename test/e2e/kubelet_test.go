@@ -260,8 +260,9 @@ func startKubelet(t *testing.T) *kubelet {
 		t.Fatalf("ctr images import: %v\n%s", err, out)
 	}
 	t.Cleanup(func() {
-		if out, err := ctr("images", "rm", kubeletImage); err != nil {
-			t.Errorf("ctr images rm %s: %v\n%s", kubeletImage, err, out)
+		// Through CRI: it also removes the image's id reference (sha256:CONFIG).
+		if _, err := crictl(nil, "rmi", kubeletImage); err != nil {
+			t.Errorf("remove the agent's image: %v", err)
 		}
 	})
 
