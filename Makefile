@@ -5,7 +5,7 @@ PKGS    := ./...
 # BPF objects and Go bindings are committed; `make generate` rebuilds them.
 GOFLAGS_TEST ?= -count=1 -timeout 40m
 
-.PHONY: help build generate generate-check test unit e2e demo bench bench-pipeline bench-control bench-peers bench-latency bench-scale bench-churn bench-audit bench-detector bench-runtime eval eval-full node-up node-down lint clean deps fuzz
+.PHONY: help build generate generate-check test unit e2e demo bench bench-pipeline bench-control bench-peers bench-latency bench-scale bench-churn kubelet-e2e bench-audit bench-detector bench-runtime eval eval-full node-up node-down lint clean deps fuzz
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -44,6 +44,10 @@ e2e: build ## end-to-end: real containerd, then CRI-O, + runc + vigil agent, pod
 	bash install/node.sh up
 	bash install/node.sh up --runtime crio
 	$(GO) test -count=1 -timeout 30m -v ./test/e2e/...
+
+kubelet-e2e: build ## the kubelet end-to-end test alone: a real kubelet (built once, cached) runs the agent as a static pod from the Helm chart (as root)
+	bash install/node.sh up
+	VIGIL_E2E_RUNTIME=containerd $(GO) test -count=1 -timeout 20m -run TestKubeletStaticPods -v ./test/e2e/
 
 node-up: build ## a local test node: containerd with NRI, runc, crictl, local images, vigil agent (idempotent)
 	bash install/node.sh up
