@@ -149,8 +149,13 @@ type Agent struct {
 	// throttled is each tracked cgroup's count of records over its
 	// budget, as the heartbeat read it last (for the samples).
 	throttled atomic.Pointer[map[uint64]uint64]
-	tracing   atomic.Bool // the tracer's reader runs
-	serving   atomic.Bool // the control socket serves
+	// sweeps counts heartbeats; staleAudit holds the cgroups the audit
+	// writer held at the last sweep that the tracer did not follow (the
+	// heartbeat goroutine's own).
+	sweeps     int
+	staleAudit map[uint64]bool
+	tracing    atomic.Bool // the tracer's reader runs
+	serving    atomic.Bool // the control socket serves
 }
 
 // Run runs the agent until ctx is done: the notify server, the tracer's

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"vigil.dev/vigil/bpf"
 )
 
 // staleAfter is how long a loop may make no progress before /healthz
@@ -148,6 +150,37 @@ func (a *Agent) readCounters(now time.Time) {
 	if a.reg != nil {
 		a.reg.RefreshWith(counters)
 	}
+	if a.sweeps++; a.sweeps%auditSweepEvery == 0 {
+		a.sweepAudit(counters)
+	}
+}
+
+// auditSweepEvery is how many heartbeats pass between two sweeps of the
+// audit writer's per-cgroup state.
+const auditSweepEvery = 10
+
+// sweepAudit forgets the audit writer's counters of cgroups that the
+// tracer no longer follows and did not follow at the last sweep either:
+// those an audit log reopened at start carried over from containers that
+// are gone (a container that stops is forgotten by the pipeline; one that
+// lives on across a restart is still tracked). Two sweeps apart, so that a
+// container finishing just now is left to the pipeline.
+func (a *Agent) sweepAudit(tracked map[uint64]bpf.Counters) {
+	if a.aud == nil {
+		return
+	}
+	stale := map[uint64]bool{}
+	for _, cg := range a.aud.Held() {
+		if _, live := tracked[cg]; live || cg == 0 {
+			continue
+		}
+		if a.staleAudit[cg] {
+			a.aud.Forget(cg)
+		} else {
+			stale[cg] = true
+		}
+	}
+	a.staleAudit = stale
 }
 
 // ready is nil when the agent serves its purpose: its tracer reads, the

@@ -4,11 +4,14 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"vigil.dev/vigil/audit"
 	"vigil.dev/vigil/bpf"
+	"vigil.dev/vigil/event"
 	"vigil.dev/vigil/internal/rotate"
 	"vigil.dev/vigil/plugin"
 )
@@ -159,5 +162,43 @@ func TestReadCountersServesAll(t *testing.T) {
 	a.readCounters(time.Now())
 	if th := a.throttled.Load(); (*th)[7] != 9 {
 		t.Errorf("throttled count of cgroup 7 after a second read: %d, want 9", (*th)[7])
+	}
+}
+
+// TestSweepAuditForgetsGoneCgroups: the audit writer's counters of cgroups
+// the tracer does not follow are forgotten at the second sweep that finds
+// them (an audit log reopened at start carries over those of containers
+// that are gone); tracked cgroups and the agent's own records stay.
+func TestSweepAuditForgetsGoneCgroups(t *testing.T) {
+	dir := t.TempDir()
+	w, err := audit.Open(audit.Options{Dir: filepath.Join(dir, "log"), KeyFile: filepath.Join(dir, "key"), Fsync: audit.FsyncNever,
+		Logf: func(string, ...any) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	w.Append(audit.KindAgent, 0, "", audit.Agent{Event: "start"})
+	for cg := uint64(5); cg <= 7; cg++ {
+		w.AppendEvent(&event.Event{CgroupID: cg, Seq: 1, Nr: 39})
+	}
+	held := func() map[uint64]bool {
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		m := map[uint64]bool{}
+		for _, cg := range w.Held() {
+			m[cg] = true
+		}
+		return m
+	}
+	a := &Agent{aud: w}
+	tracked := map[uint64]bpf.Counters{5: {}}
+	a.sweepAudit(tracked)
+	if h := held(); !h[6] || !h[7] {
+		t.Fatalf("first sweep forgot %v: a cgroup is forgotten only when two sweeps find it untracked", h)
+	}
+	a.sweepAudit(tracked)
+	if h := held(); h[6] || h[7] || !h[5] || !h[0] {
+		t.Errorf("after the second sweep the writer holds %v, want 0 and 5 only", h)
 	}
 }

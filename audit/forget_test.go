@@ -36,3 +36,44 @@ func TestForgetBoundsCgroupState(t *testing.T) {
 		}
 	}
 }
+
+// A writer reopened over an earlier log holds the counters of the
+// cgroups that log wrote to (so that containers alive across a restart
+// carry on): Held lists them, so the agent can forget those that are gone.
+func TestHeldAfterReopen(t *testing.T) {
+	opts := testOptions(t)
+	w, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for cg := uint64(1); cg <= 3; cg++ {
+		w.AppendEvent(&event.Event{CgroupID: cg, Seq: 1, Nr: 39})
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	w, err = Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	held := map[uint64]bool{}
+	for _, cg := range w.Held() {
+		held[cg] = true
+	}
+	for cg := uint64(1); cg <= 3; cg++ {
+		if !held[cg] {
+			t.Fatalf("reopened writer holds %v, want cgroups 1..3 recovered", w.Held())
+		}
+	}
+	w.Forget(1)
+	w.Forget(2)
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for _, cg := range w.Held() {
+		if cg == 1 || cg == 2 {
+			t.Errorf("cgroup %d still held after Forget: %v", cg, w.Held())
+		}
+	}
+}

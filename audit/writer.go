@@ -325,6 +325,18 @@ func (w *Writer) Forget(cgroupID uint64) {
 	}
 }
 
+// Held lists the cgroups whose sequence counter the writer holds (0, the
+// agent's own records, included).
+func (w *Writer) Held() []uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ids := make([]uint64, 0, len(w.enc.cgs))
+	for id := range w.enc.cgs {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
 // Flush writes the batch being built (and, under FullFreeze, what is held)
 // and syncs it unless Fsync is FsyncNever.
 func (w *Writer) Flush() error {
