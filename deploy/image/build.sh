@@ -15,13 +15,15 @@
 # needs a host part for kubelet to find it ("localhost" is never pulled from
 # when the image is present and the pull policy is IfNotPresent).
 #
-# VERSION is `git describe --tags --always --dirty` (or "dev"), or $VERSION.
+# VERSION is `git describe --tags --always --dirty` (or "dev"), or $VERSION;
+# COMMIT is `git rev-parse HEAD`, or $COMMIT: both reach `vigil version`.
 # Options: -o OUT (tarball), -n NAME (image name), -a ARCH (GOARCH: amd64,
 # arm64), -b BINARY (use this static binary instead of building one).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 VERSION=${VERSION:-$(git -C "$REPO" describe --tags --always --dirty 2>/dev/null || echo dev)}
+COMMIT=${COMMIT:-$(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)}
 OUT=$REPO/bin/vigil-image.tar
 NAME=
 ARCH=$(go env GOARCH)
@@ -65,7 +67,7 @@ if [ -n "$BINARY" ]; then
 	install -m 0755 "$BINARY" "$rootfs/usr/bin/vigil"
 else
 	(cd "$REPO" && CGO_ENABLED=0 GOOS=linux GOARCH=$ARCH go build -trimpath -buildvcs=false \
-		-ldflags '-s -w' -o "$rootfs/usr/bin/vigil" ./cmd/vigil)
+		-ldflags "-s -w -X main.version=$VERSION -X main.commit=$COMMIT" -o "$rootfs/usr/bin/vigil" ./cmd/vigil)
 fi
 if readelf -lW "$rootfs/usr/bin/vigil" 2>/dev/null | grep -q INTERP; then
 	echo "build.sh: $rootfs/usr/bin/vigil is dynamically linked (build it with CGO_ENABLED=0)" >&2
