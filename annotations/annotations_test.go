@@ -408,8 +408,8 @@ func TestExampleNodeConfigParses(t *testing.T) {
 	if _, hi := c.PriorityBounds("kube-system"); hi != 100 {
 		t.Errorf("example config: kube-system max %d, want 100", hi)
 	}
-	if c.RealtimeMax == nil || *c.RealtimeMax != 16 || c.BlockMax == nil || *c.BlockMax != 16 {
-		t.Errorf("example config: realtimeMax %v blockMax %v, want 16 each", c.RealtimeMax, c.BlockMax)
+	if c.RealtimeMax == nil || *c.RealtimeMax != 16 || c.BlockMax == nil || *c.BlockMax != 0 {
+		t.Errorf("example config: realtimeMax %v blockMax %v, want 16 and 0", c.RealtimeMax, c.BlockMax)
 	}
 }
 

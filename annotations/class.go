@@ -30,8 +30,10 @@ const (
 // container can stall on the reader.
 const (
 	DefaultRealtimeMax = 16
-	DefaultBlockMax    = 16
-	maxClassBound      = 4096
+	// DefaultBlockMax is 0: the block class is off until the node's
+	// operator sets blockMax (its known limits are in docs/annotations.md).
+	DefaultBlockMax = 0
+	maxClassBound   = 4096
 )
 
 // parseClass sets p.Realtime and p.Block from the annotations (validated

@@ -72,8 +72,9 @@ type NodeConfig struct {
 	Priority PriorityConfig `yaml:"priority"`
 	// RealtimeMax bounds how many containers may be in the realtime latency
 	// class (vigil.dev/latency: realtime) at once, BlockMax how many in the
-	// block loss class (vigil.dev/loss: block); 16 each when not set, 0
-	// allows none. A container over the bound runs in the normal class,
+	// block loss class (vigil.dev/loss: block); when not set, 16 realtime
+	// and 0 block (off: its limits are in docs/annotations.md); 0 allows
+	// none. A container over the bound runs in the normal class,
 	// with a warning.
 	RealtimeMax *int `yaml:"realtimeMax"`
 	BlockMax    *int `yaml:"blockMax"`

@@ -307,3 +307,36 @@ func TestRealtimeReaderTakesRecordsAtOnce(t *testing.T) {
 		t.Errorf("%d realtime cgroups after untrack, want 0", n)
 	}
 }
+
+// TestTrackKeepsClass: a cgroup tracked again with plain Track (an agent
+// after a restart, its policy no longer asking for a class) keeps the
+// class the tracer holds for it, and this Monitor's reader serves it.
+func TestTrackKeepsClass(t *testing.T) {
+	privtest.Require(t)
+	m, err := Load(Config{RingBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	cg, err := NewCgroup(fmt.Sprintf("vigil-test-keep-%d", os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Remove()
+	if err := m.TrackWith(cg.ID, TrackOptions{Realtime: true}); err != nil {
+		t.Fatal(err)
+	}
+	m.setRealtime(cg.ID, false) // as a new agent's Monitor would start
+	if err := m.Track(cg.ID); err != nil {
+		t.Fatal(err)
+	}
+	if o, _, err := m.Class(cg.ID); err != nil || !o.Realtime {
+		t.Fatalf("class after Track: %+v, %v: want realtime kept", o, err)
+	}
+	if n := m.rtCount.Load(); n != 1 {
+		t.Errorf("%d realtime cgroups for the reader after Track, want 1", n)
+	}
+	if _, err := m.Untrack(cg.ID); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -424,8 +424,23 @@ func (m *Monitor) Track(cgroupID uint64) error {
 	if err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
 		return fmt.Errorf("track cgroup %d: %w", cgroupID, err)
 	}
+	var kept TrackOptions
+	if errors.Is(err, ebpf.ErrKeyExist) {
+		// Tracked before (an agent before a restart): it keeps the class
+		// it had, which needs this agent's reader and pacer.
+		var st vigilCgState
+		if err := m.objs.VigilCgroups.Lookup(uint32(fd), &st); err == nil {
+			kept = TrackOptions{Realtime: st.Flags&cgRealtime != 0, Block: st.Flags&cgBlock != 0}
+		}
+	}
 	if err := m.objs.VigilTracked.Update(cgroupID, now, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("track cgroup %d: list: %w", cgroupID, err)
+	}
+	if kept.Realtime {
+		m.setRealtime(cgroupID, true)
+	}
+	if kept.Block {
+		return m.startPacer()
 	}
 	return nil
 }

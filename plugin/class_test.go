@@ -30,7 +30,8 @@ func TestClassFor(t *testing.T) {
 		{"realtime under a node bound", annotations.Policy{Realtime: true}, bounded, classCount{Realtime: 1}, bpf.TrackOptions{Realtime: true}, nil},
 		{"block refused by blockMax 0, realtime kept", annotations.Policy{Realtime: true, Block: true}, bounded, classCount{}, bpf.TrackOptions{Realtime: true}, []string{"blockMax"}},
 		{"both refused", annotations.Policy{Realtime: true, Block: true}, bounded, classCount{Realtime: 2}, bpf.TrackOptions{}, []string{"realtimeMax", "blockMax"}},
-		{"block", annotations.Policy{Block: true}, annotations.NodeConfig{}, classCount{Block: 3}, bpf.TrackOptions{Block: true}, nil},
+		{"block off by default", annotations.Policy{Block: true}, annotations.NodeConfig{}, classCount{}, bpf.TrackOptions{}, []string{"blockMax"}},
+		{"block under a node bound", annotations.Policy{Block: true}, annotations.NodeConfig{BlockMax: &two}, classCount{Block: 1}, bpf.TrackOptions{Block: true}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -77,8 +78,8 @@ func (f *classTracer) Class(id uint64) (bpf.TrackOptions, uint64, error) {
 
 func TestStartContainerClassBound(t *testing.T) {
 	ctx := context.Background()
-	one := 1
-	p, tr, _ := newTestPlugin(annotations.NodeConfig{RealtimeMax: &one})
+	one, four := 1, 4
+	p, tr, _ := newTestPlugin(annotations.NodeConfig{RealtimeMax: &one, BlockMax: &four})
 	ct := &classTracer{fakeTracer: tr, class: map[uint64]bpf.TrackOptions{}}
 	p.tracer = ct
 	pod := testPod(map[string]string{"ebpf-monitor": "true", "vigil.dev/latency": "realtime", "vigil.dev/loss": "block"})
@@ -92,7 +93,7 @@ func TestStartContainerClassBound(t *testing.T) {
 		}
 	}
 	// realtimeMax 1: the first holds realtime, the second runs normal;
-	// blockMax is the default 16: both block.
+	// blockMax 4: both block.
 	if got := ct.class[101]; got != (bpf.TrackOptions{Realtime: true, Block: true}) {
 		t.Errorf("c1 class %+v", got)
 	}
