@@ -163,7 +163,9 @@ func TestRacedOpenPath(t *testing.T) {
 	const n = 4000
 	evs, lines, _ := tracedOutput(t, m, forge, "open", strconv.Itoa(n), harmless, sensitive)
 	opens := mainCalls(t, evs, "openat")
-	if len(opens) != len(lines) || len(opens) < n/2 {
+	// How many opens succeed is the race's to say (a torn path fails):
+	// about half; a quarter is enough to test the records.
+	if len(opens) != len(lines) || len(opens) < n/4 {
 		t.Fatalf("%d successful openat records, the probe reported %d (of %d tries)", len(opens), len(lines), n)
 	}
 	var forged, differs int
