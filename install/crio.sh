@@ -27,6 +27,7 @@ set -euo pipefail
 
 CRIO_VERSION=v1.34.0
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$REPO/install/lib.sh"
 CACHE=${VIGIL_CACHE:-/var/cache/vigil}
 NODE_ROOT=${VIGIL_NODE_ROOT:-/var/lib/vigil-node}/crio
 NODE_RUN=${VIGIL_NODE_RUN:-/run/vigil-node}/crio
@@ -47,15 +48,6 @@ need_root() {
 	[ "$(id -u)" = 0 ] || { echo "node: must run as root" >&2; exit 1; }
 }
 
-apt_need() {
-	local need=()
-	for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
-	[ ${#need[@]} -eq 0 ] && return
-	say "installing ${need[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-}
 
 # build builds crio and pinns into $BUILD (once). The module's go.mod and
 # go.sum are pinned in install/crio: some of CRI-O's pseudo-version

@@ -22,6 +22,7 @@
 # same module at the matching v0 release, as kubernetes' own go.mod points them
 # at its source tree.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 KUBE_VERSION=${VIGIL_KUBE_VERSION:-v1.37.2}
 CACHE=${VIGIL_CACHE:-/var/cache/vigil}
@@ -120,16 +121,6 @@ build_locked() {
 	say "built $KUBELET ($("$KUBELET" --version))"
 }
 
-# apt_need installs the Debian packages that are missing.
-apt_need() {
-	local need=()
-	for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
-	[ ${#need[@]} -eq 0 ] && return
-	say "installing ${need[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-}
 
 kubelet_pid() {
 	local pid

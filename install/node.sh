@@ -28,6 +28,7 @@ set -euo pipefail
 CONTAINERD_VERSION=v2.4.2
 CRICTL_VERSION=v1.37.0
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$REPO/install/lib.sh"
 CACHE=${VIGIL_CACHE:-/var/cache/vigil}
 NODE_ROOT=${VIGIL_NODE_ROOT:-/var/lib/vigil-node}
 NODE_RUN=${VIGIL_NODE_RUN:-/run/vigil-node}
@@ -49,16 +50,6 @@ need_root() {
 	[ "$(id -u)" = 0 ] || { echo "node: must run as root" >&2; exit 1; }
 }
 
-# apt_need installs the Debian packages that are missing.
-apt_need() {
-	local need=()
-	for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
-	[ ${#need[@]} -eq 0 ] && return
-	say "installing ${need[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-}
 
 # go_bin VERSION_DIR PKG@VERSION builds one Go command into the cache (once).
 go_bin() {
