@@ -78,8 +78,10 @@ type Config struct {
 	// them back. StartKeeper starts a keeper there when none answers.
 	KeeperPath  string
 	StartKeeper func(path string) error
-	// MetricsAddr, when set, serves /healthz, /readyz and /metrics there.
+	// MetricsAddr, when set, serves /healthz, /readyz and /metrics there;
+	// with Pprof also Go's profiles at /debug/pprof/.
 	MetricsAddr string
+	Pprof       bool
 	// HookOnly runs without NRI: containers register through the OCI hook
 	// on the control socket only (a runtime without NRI).
 	HookOnly bool
@@ -110,8 +112,12 @@ type Config struct {
 	StateFile string
 	// Guard refuses connections in the kernel (deny-connect); may be nil.
 	Guard Guard
-	// SampleEvery is the CPU/thread sampling period (default 250 ms).
+	// SampleEvery is the CPU/thread sampling period (default 250 ms): the
+	// full rate of Sampling's hot containers.
 	SampleEvery time.Duration
+	// Sampling bounds the reads of the containers' cgroup files (zero
+	// fields: the defaults; see Sampling).
+	Sampling Sampling
 	// started, when set, gets the agent once it is built (tests).
 	started func(*Agent)
 	// WatchEvery is how often rule, policy, model and node config files are
@@ -146,6 +152,7 @@ type Agent struct {
 
 	metrics *metrics
 	hb      *heartbeat
+	smp     *sampler
 	// throttled is each tracked cgroup's count of records over its
 	// budget, as the heartbeat read it last (for the samples).
 	throttled atomic.Pointer[map[uint64]uint64]
@@ -185,6 +192,7 @@ func Run(ctx context.Context, cfg Config, mon Monitor, log *logrus.Logger) error
 	a := &Agent{cfg: cfg, baseNode: base, log: log, mon: mon, started: time.Now(), decided: newJSONLines(cfg.Decisions)}
 	a.metrics = newMetrics(a.status, cfg.Build)
 	a.hb = newHeartbeat(a.started, staleAfter)
+	a.smp = newSampler(cfg.Sampling.withDefaults(cfg.SampleEvery))
 
 	// The audit log first: everything after this is recorded.
 	if cfg.AuditDir != "" {
@@ -263,7 +271,7 @@ func Run(ctx context.Context, cfg Config, mon Monitor, log *logrus.Logger) error
 		}()
 		sinks = append(sinks, a.webhook)
 	}
-	sinks = append(sinks, logSink{log}, a.metrics.sink())
+	sinks = append(sinks, logSink{log}, a.metrics.sink(), samplerSink{a.smp})
 	a.pl = a.buildPipeline(sinks)
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -430,6 +438,7 @@ func (a *Agent) allowedResolvers() []netip.Addr {
 
 // started_ is the registry's Started callback: the container is tracked.
 func (a *Agent) started_(c plugin.Info) {
+	a.sampleFrom(c)
 	a.pl.Begin(c.CgroupID, 0)
 	a.pl.Note(audit.KindLifecycle, c.CgroupID, c.Meta.ID, lifecycle("start", c, nil))
 }
@@ -440,6 +449,7 @@ func (a *Agent) running(c plugin.Info) {
 	if a.eng != nil {
 		a.eng.Started(c.CgroupID)
 	}
+	a.sampleFrom(c)
 	if n, err := a.mon.Counters(c.CgroupID); err == nil {
 		a.pl.Begin(c.CgroupID, n.Seen)
 	}
@@ -450,6 +460,15 @@ func (a *Agent) stopped(c plugin.Info, final bpf.Counters) {
 	a.pl.Note(audit.KindLifecycle, c.CgroupID, c.Meta.ID, lifecycle("stop", c, &final))
 	a.pl.Finish(c.CgroupID, final.Seen, nil)
 	a.releaseGuard(c.CgroupID)
+	a.smp.untrack(c.CgroupID)
+}
+
+// sampleFrom has a container tracked now sampled from the next tick on
+// (its resource rules from its first instruction, as its events).
+func (a *Agent) sampleFrom(c plugin.Info) {
+	if c.Policy.Mode != annotations.ModeLearn && c.CgroupDir != "" {
+		a.smp.track(c.CgroupID, c.CgroupDir)
+	}
 }
 
 // releaseGuard drops the connect guard's state of a cgroup that is gone
@@ -521,38 +540,73 @@ type actionStat struct {
 	failed atomic.Uint64
 }
 
-// sampleLoop feeds the detector each tracked container's CPU use and
-// thread count (a busy loop makes few syscalls: it shows here).
+// sampleLoop feeds the detector tracked containers' CPU use and thread
+// counts (a busy loop makes few syscalls: it shows here), as the sampling
+// policy says: hot and suspect containers every SampleEvery, idle ones
+// less often, within the budget (see Sampling).
 func (a *Agent) sampleLoop(ctx context.Context) {
 	if a.eng == nil {
 		return
 	}
-	t := time.NewTicker(a.cfg.SampleEvery)
+	t := time.NewTicker(a.smp.cfg.Every)
 	defer t.Stop()
+	buf := make([]byte, 4096)
+	var synced time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			for _, c := range a.reg.TrackedContainers() {
-				if c.Policy.Mode == annotations.ModeLearn {
-					continue
-				}
-				usage, threads, err := bpf.CgroupUsage(c.CgroupDir)
+			// The registry's list once a second (a container tracked
+			// meanwhile is added by the Started callback at once).
+			if now.Sub(synced) >= time.Second {
+				a.syncSampler()
+				synced = now
+			}
+			// The heartbeat's read of the tracer's counters (once a
+			// second): reading them per container per sample cost more
+			// than all else the agent does with thousands of containers.
+			th := a.throttled.Load()
+			for _, j := range a.smp.due(now) {
+				at := time.Now()
+				usage, err := readCPUStat(j.Dir, buf)
 				if err != nil {
 					continue
 				}
-				smp := detector.Sample{CgroupID: c.CgroupID, Container: c.Meta, Time: now, CPUUsageNs: usage, Threads: threads}
-				// The heartbeat's read of the tracer's counters (once a
-				// second): reading them per container per sample cost more
-				// than all else the agent does with thousands of containers.
-				if th := a.throttled.Load(); th != nil {
-					smp.Throttled = (*th)[c.CgroupID]
+				threads := -1
+				if j.wantThreads(at, usage) {
+					if threads, err = readThreads(j.Dir, buf); err != nil {
+						continue
+					}
+				}
+				a.smp.observed(j.ID, at, usage, threads)
+				if threads < 0 {
+					threads = j.Threads // idle since it was counted
+				}
+				smp := detector.Sample{CgroupID: j.ID, Time: at, CPUUsageNs: usage, Threads: threads}
+				if th != nil {
+					smp.Throttled = (*th)[j.ID]
 				}
 				a.pl.Sample(smp)
 			}
 		}
 	}
+}
+
+// syncSampler makes the sampled containers the registry's tracked ones
+// (not in mode learn), with what the response ladder holds on them.
+func (a *Agent) syncSampler() {
+	dirs := map[uint64]string{}
+	for _, c := range a.reg.TrackedContainers() {
+		if c.Policy.Mode != annotations.ModeLearn && c.CgroupDir != "" {
+			dirs[c.CgroupID] = c.CgroupDir
+		}
+	}
+	held := map[uint64]bool{}
+	for _, s := range a.ctl.InForce() {
+		held[s.CgroupID] = true
+	}
+	a.smp.sync(dirs, held)
 }
 
 // refreshLoop flushes decisions (the registry's last counters are the

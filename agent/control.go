@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"vigil.dev/vigil/bpf"
 	"vigil.dev/vigil/control"
 
 	"vigil.dev/vigil/agentctl"
@@ -80,7 +81,13 @@ func (a *Agent) status() *agentctl.Status {
 	st := &agentctl.Status{Since: a.started}
 	st.Connected, st.Connections = a.reg.Connected()
 	st.Runtime = a.reg.Runtime()
-	st.Containers, st.Finished = a.reg.Containers()
+	// The tracer's counters of every tracked cgroup in one pass, for the
+	// containers and the held counts.
+	tracked, err := a.mon.Tracked()
+	if err != nil {
+		tracked = nil
+	}
+	st.Containers, st.Finished = a.reg.ContainersWith(tracked)
 	if a.eng != nil {
 		for i := range st.Containers {
 			if c := &st.Containers[i]; c.CgroupID != 0 {
@@ -121,16 +128,22 @@ func (a *Agent) status() *agentctl.Status {
 	a.reloadMu.Lock()
 	st.ReloadError = a.reloadErr
 	a.reloadMu.Unlock()
-	st.Held = a.held()
+	st.Held = a.held(tracked, err)
+	if a.eng != nil {
+		ss := a.smp.snapshot()
+		st.Sampling = &agentctl.Sampling{Hot: ss.Hot, Suspect: ss.Suspect, Idle: ss.Idle, Budget: a.smp.cfg.Budget,
+			FullEvery: a.smp.cfg.Every, IdleEvery: a.smp.cfg.IdleEvery, Samples: ss.Samples, Deferred: ss.Deferred, OldestAge: ss.IdleAge}
+	}
 	return st
 }
 
 // held counts what the agent holds per container (tracer list, detector,
 // audit writer) and its goroutines and fds, so that leaks show.
-func (a *Agent) held() *agentctl.Held {
+// tracked is the tracer's list as status read it (err its error).
+func (a *Agent) held(tracked map[uint64]bpf.Counters, err error) *agentctl.Held {
 	h := &agentctl.Held{Goroutines: runtime.NumGoroutine(), FDs: -1}
-	if tr, err := a.mon.Tracked(); err == nil {
-		h.Tracked = len(tr)
+	if err == nil {
+		h.Tracked = len(tracked)
 	}
 	if a.eng != nil {
 		h.Detector = a.eng.Cgroups()

@@ -99,8 +99,9 @@ func (h *heartbeat) check(now time.Time) error {
 	return errors.Join(errs...)
 }
 
-// heartbeatLoop syncs with the pipeline's worker and reads the tracer's
-// counters every second until ctx is done (also for the registry and the
+// heartbeatLoop syncs with the pipeline's worker every second and reads
+// the tracer's counters every second (longer with many containers: see
+// counterPeriod) until ctx is done (also for the registry and the
 // samples). A stuck worker blocks only the
 // sync goroutine; the reader's ticks go on.
 func (a *Agent) heartbeatLoop(ctx context.Context) {
@@ -117,7 +118,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 			}
 		}
 	}()
-	t := time.NewTicker(time.Second)
+	t := time.NewTimer(time.Second)
 	defer t.Stop()
 	for {
 		select {
@@ -125,9 +126,24 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 			return
 		case now := <-t.C:
 			a.readCounters(now)
+			t.Reset(counterPeriod(time.Since(now)))
 		}
 	}
 }
+
+// counterPeriod is the wait before the next read of the tracer's counters
+// after one that took took: a second, or longer when the read took more
+// than 1/counterShare of it (the tracer reads each tracked cgroup's
+// counters on its own, about 20 µs each here: with 10,000 containers a
+// read a second would take a fifth of a core), up to half of staleAfter
+// (the heartbeat's ticks must come sooner than that).
+func counterPeriod(took time.Duration) time.Duration {
+	return min(max(time.Second, counterShare*took), staleAfter/2)
+}
+
+// counterShare: the counters' reads take at most 1/20 of the agent's time
+// on one core.
+const counterShare = 20
 
 // readCounters reads the tracer's counters of every tracked cgroup once:
 // the heartbeat's offered records, the registry's last counters and the
@@ -147,6 +163,9 @@ func (a *Agent) readCounters(now time.Time) {
 	}
 	a.hb.tick(now, offered)
 	a.throttled.Store(&throttled)
+	if a.smp != nil {
+		a.smp.counters(now, counters)
+	}
 	if a.reg != nil {
 		a.reg.RefreshWith(counters)
 	}

@@ -202,3 +202,16 @@ func TestSweepAuditForgetsGoneCgroups(t *testing.T) {
 		t.Errorf("after the second sweep the writer holds %v, want 0 and 5 only", h)
 	}
 }
+
+func TestCounterPeriod(t *testing.T) {
+	for _, tc := range []struct{ took, want time.Duration }{
+		{time.Millisecond, time.Second},
+		{50 * time.Millisecond, time.Second},
+		{200 * time.Millisecond, 4 * time.Second},
+		{5 * time.Second, staleAfter / 2},
+	} {
+		if got := counterPeriod(tc.took); got != tc.want {
+			t.Errorf("counterPeriod(%v) = %v, want %v", tc.took, got, tc.want)
+		}
+	}
+}

@@ -137,6 +137,29 @@ type Status struct {
 	// goroutines and fds: each goes back to its level before when the
 	// containers stop.
 	Held *Held `json:"held,omitempty"`
+	// Sampling is how the containers' CPU and thread counts are read for
+	// the resource rules (nil without a detector).
+	Sampling *Sampling `json:"sampling,omitempty"`
+}
+
+// Sampling is the agent's sampling of the containers' cgroup files: hot
+// and suspect containers at the full rate, idle ones less often, within a
+// budget of samples a second.
+type Sampling struct {
+	Hot     int `json:"hot"`
+	Suspect int `json:"suspect"`
+	Idle    int `json:"idle"`
+	// Budget is the samples a second at most; FullEvery and IdleEvery the
+	// periods of the hot and the idle containers while it allows them.
+	Budget    int           `json:"budget_per_s"`
+	FullEvery time.Duration `json:"full_every_ns"`
+	IdleEvery time.Duration `json:"idle_every_ns"`
+	// Samples counts the samples taken; Deferred the due samples a tick
+	// left for a later one for the budget; OldestAge is the longest time
+	// since a container's last sample at the last tick.
+	Samples   uint64        `json:"samples"`
+	Deferred  uint64        `json:"deferred"`
+	OldestAge time.Duration `json:"oldest_age_ns"`
 }
 
 // Held is what the agent holds now.

@@ -842,6 +842,13 @@ func (p *Plugin) Find(target string) (Info, error) {
 // Containers lists the known containers with live counters, sorted by
 // namespace, pod, name; then the last finished ones with final counters.
 func (p *Plugin) Containers() (live, finished []ContainerStatus) {
+	return p.ContainersWith(nil)
+}
+
+// ContainersWith is Containers with the tracked cgroups' counters already
+// read (the tracer's Tracked: one pass over them, not one read per
+// container); a tracked container missing from all is read on its own.
+func (p *Plugin) ContainersWith(all map[uint64]bpf.Counters) (live, finished []ContainerStatus) {
 	p.mu.RLock()
 	cs := make([]*container, 0, len(p.byID))
 	for _, c := range p.byID {
@@ -851,13 +858,17 @@ func (p *Plugin) Containers() (live, finished []ContainerStatus) {
 	}
 	finished = append(finished, p.final...)
 	p.mu.RUnlock()
+	live = make([]ContainerStatus, 0, len(cs))
 	for _, c := range cs {
 		var n bpf.Counters
 		p.mu.RLock()
 		tracked, id := c.tracked, c.cgroupID
 		p.mu.RUnlock()
 		if tracked {
-			n, _ = p.tracer.Counters(id)
+			var ok bool
+			if n, ok = all[id]; !ok {
+				n, _ = p.tracer.Counters(id)
+			}
 		}
 		live = append(live, p.statusOf(c, n))
 	}

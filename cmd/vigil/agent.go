@@ -101,6 +101,9 @@ func runAgent(args []string) int {
 		decisions = fs.String("decisions", "", "write seccomp notify decisions as JSON lines to `FILE` (default: log them)")
 		keeper    = fs.String("notify-keeper", "/run/vigil/notify-keeper.sock", "keep the seccomp notify fds in a helper process at `SOCKET`, so that notify containers survive an agent restart ('' keeps none)")
 		metrics   = fs.String("metrics-addr", "127.0.0.1:9477", "serve /healthz and /metrics (Prometheus) on `ADDR` ('' serves nothing)")
+		pprofOn   = fs.Bool("debug-pprof", false, "also serve the agent's Go profiles (CPU, heap, goroutines) at /debug/pprof/ on --metrics-addr, for 'go tool pprof'")
+		smpBudget = fs.Int("sample-budget", 2000, "read at most `N` containers' CPU and thread counts a second, all together (hot containers first, every 250 ms; idle ones less often)")
+		smpIdle   = fs.Duration("sample-idle-every", 2*time.Second, "read an idle container's CPU every `DURATION` while --sample-budget allows (longer when it does not)")
 		auditDir  = fs.String("audit", "", "also append events, decisions and container lifecycle to the audit log in `DIR` ('vigil audit verify DIR')")
 		auditSize = fs.String("audit-max-size", "1GiB", "delete the audit log's oldest sealed segments while it is larger than `SIZE` (e.g. 500MiB, 10GiB; 0: no limit)")
 		auditAge  = fs.String("audit-max-age", "0", "delete the audit log's sealed segments whose last record is older than `AGE` (e.g. 72h, 30d; 0: no limit)")
@@ -224,7 +227,14 @@ func runAgent(args []string) int {
 		CgroupRoot: root, Events: evOut, Decisions: decOut, AuditDir: *auditDir, MetricsAddr: *metrics,
 		AuditMaxBytes: auditMax, AuditMaxAge: auditMaxAge, AuditOnFull: onFull, AuditAnchor: *anchor, AuditAnchorEvery: *anchorDur,
 		KeeperPath: *keeper, StartKeeper: startKeeper, Detect: det, NoDetect: *noDetect, StateFile: *stateFile,
-		Alerts: alOut, Webhook: *webhook, HookOnly: *hookOnly, Build: buildInfo(), EventFilter: evFilter}
+		Alerts: alOut, Webhook: *webhook, HookOnly: *hookOnly, Build: buildInfo(), EventFilter: evFilter, Pprof: *pprofOn,
+		Sampling: agent.Sampling{Budget: *smpBudget, IdleEvery: *smpIdle}}
+	if *smpBudget <= 0 {
+		return fail("agent: --sample-budget %d: must be a positive number of samples a second", *smpBudget)
+	}
+	if *smpIdle <= 0 {
+		return fail("agent: --sample-idle-every %v: must be a positive duration", *smpIdle)
+	}
 	// The connect guard (deny-connect) is pinned beside the tracer so that
 	// what it refuses stays refused across agent restarts.
 	guardPin := ""

@@ -55,6 +55,9 @@ func runBenchScale(args []string) int {
 	noAudit := fs.Bool("no-audit", false, "run the agent without its audit log")
 	vigilBin := fs.String("vigil", "", "the agent `BINARY` to measure (default: this one)")
 	out := fs.String("out", "", "append the JSON lines to `FILE` (default: standard output)")
+	profDir := fs.String("profile", "", "write the agent's CPU profiles while it registers and in the steady window to `DIR` (N-register.pprof, N-steady.pprof; read them with 'go tool pprof')")
+	var agentArgs multiFlag
+	fs.Var(&agentArgs, "agent-arg", "pass `ARG` to the agent too (repeatable; e.g. --agent-arg=--sample-budget=500)")
 	fs.Usage = usageFunc(fs, benchScaleUsage)
 	if status, done := parseFlags(fs, args); done {
 		return status
@@ -63,7 +66,7 @@ func runBenchScale(args []string) int {
 		return fail("bench scale: unexpected argument %q (see --help)", fs.Arg(0))
 	}
 	o := benchscale.Options{Heavy: *heavy, HeavyRate: *heavyRate, Rate: *rate, Warmup: *warmup, Steady: *steady,
-		Clients: *clients, NoAudit: *noAudit, Vigil: *vigilBin, Log: os.Stderr, Out: os.Stdout}
+		Clients: *clients, NoAudit: *noAudit, Vigil: *vigilBin, Log: os.Stderr, Out: os.Stdout, ProfileDir: *profDir, AgentArgs: agentArgs}
 	for _, s := range strings.Split(*counts, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n <= 0 {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"vigil.dev/vigil/agentctl"
 	"vigil.dev/vigil/event"
@@ -70,6 +71,10 @@ func printStatus(w io.Writer, st *agentctl.Status) {
 		st.Verdicts, st.Actions, st.Lost, st.QueueDropped, st.Reloads, st.QueueDepth)
 	for _, a := range st.ActionStats {
 		fmt.Fprintf(w, "action %s: %d in force (%d failed), p50 %v p99 %v from the triggering event\n", a.Action, a.Count, a.Failed, a.P50, a.P99)
+	}
+	if sm := st.Sampling; sm != nil {
+		fmt.Fprintf(w, "sampling: %d hot, %d suspect every %v, %d idle every %v or more (oldest %v), budget %d/s, %d samples, %d deferred\n",
+			sm.Hot, sm.Suspect, sm.FullEvery, sm.Idle, sm.IdleEvery, sm.OldestAge.Round(time.Millisecond), sm.Budget, sm.Samples, sm.Deferred)
 	}
 	if st.DecisionP99 > 0 {
 		fmt.Fprintf(w, "detector decision p99 %v per event; delivery p99 %v (kernel timestamp to decision)\n", st.DecisionP99, st.DeliveryP99)

@@ -19,6 +19,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -64,6 +66,12 @@ type Options struct {
 	NoAudit bool
 	// Clients register and unregister containers at once (default 8).
 	Clients int
+	// ProfileDir, when set, gets the agent's CPU profiles (go tool pprof):
+	// N-register.pprof, the first 15 s of registering, and
+	// N-steady.pprof, the steady window.
+	ProfileDir string
+	// AgentArgs are added to the agent's command line.
+	AgentArgs []string
 	// Log gets progress; Out one JSON line per count.
 	Log, Out io.Writer
 }
@@ -129,6 +137,11 @@ type Result struct {
 	// WorkloadBytesPerContainer is a workload process's own memory
 	// (RssAnon + page tables), for the record: not vigil's cost.
 	WorkloadBytesPerContainer int64 `json:"workload_bytes_per_container"`
+	// MachineBytesPerContainer is how much MemAvailable fell from before
+	// the workloads started to the steady window, over Containers: all a
+	// container of the benchmark takes (its process and cgroup, the
+	// kernel's and the agent's share; what room bounds).
+	MachineBytesPerContainer float64 `json:"machine_bytes_per_container"`
 }
 
 // Run measures each count in turn and writes its line to o.Out. It stops
@@ -183,6 +196,11 @@ func Run(ctx context.Context, o Options) error {
 	root, err := bpf.CgroupRoot()
 	if err != nil {
 		return err
+	}
+	if o.ProfileDir != "" {
+		if err := os.MkdirAll(o.ProfileDir, 0o755); err != nil {
+			return fmt.Errorf("--profile: %w", err)
+		}
 	}
 	removeStale(root, o.Log)
 	work, err := os.MkdirTemp("", "vigil-bench-scale-")
@@ -359,6 +377,7 @@ type run struct {
 	rel      string // parent relative to root, with a leading /
 	work     string
 	agent    *exec.Cmd
+	pprof    string // the agent's metrics address with /debug/pprof ("" none)
 	done     chan struct{}
 	sock     string
 	pids     []int
@@ -406,6 +425,7 @@ func runOne(ctx context.Context, o Options, root, work, helper string, res *Resu
 	if err := r.groupCPU(); err != nil {
 		return err
 	}
+	avail0 := memAvailable()
 	logf("starting %d workloads", n)
 	period := int64(1e6 / o.Rate)
 	for i := 0; i < n; i++ {
@@ -428,12 +448,14 @@ func runOne(ctx context.Context, o Options, root, work, helper string, res *Resu
 
 	// Track them all, as the OCI hook registers containers.
 	logf("registering")
+	profDone := r.profile(ctx, fmt.Sprintf("%d-register.pprof", n), 15*time.Second)
 	t0 := time.Now()
 	if err := r.each(ctx, r.register); err != nil {
 		return err
 	}
 	res.TrackSeconds = time.Since(t0).Seconds()
 	res.TrackRetries = r.retries.Load()
+	<-profDone
 	logf("tracked all in %.2fs; warming up %v", res.TrackSeconds, o.Warmup)
 	if err := sleep(ctx, o.Warmup); err != nil {
 		return err
@@ -447,11 +469,14 @@ func runOne(ctx context.Context, o Options, root, work, helper string, res *Resu
 		return err
 	}
 	cpu0, at0 := cpuTicks(pid), time.Now()
+	profDone = r.profile(ctx, fmt.Sprintf("%d-steady.pprof", n), o.Steady-time.Second)
 	if err := sleep(ctx, o.Steady); err != nil {
 		return err
 	}
+	<-profDone
 	cpu1, at1 := cpuTicks(pid), time.Now()
 	res.RSSBytes = rss(pid)
+	res.MachineBytesPerContainer = float64(avail0-memAvailable()) / float64(n)
 	st1, err := r.status()
 	if err != nil {
 		return err
@@ -536,9 +561,23 @@ func (r *run) startAgent(ctx context.Context) error {
 	if err := os.WriteFile(cfg, []byte("{}\n"), 0o600); err != nil {
 		return err
 	}
+	metrics := ""
+	if r.o.ProfileDir != "" {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		metrics = ln.Addr().String()
+		ln.Close()
+		r.pprof = metrics
+	}
 	args := []string{"agent", "--hook-only", "--config", cfg, "--control-socket", r.sock,
 		"--listener", filepath.Join(r.work, "seccomp.sock"), "--pin-dir", "", "--state", "", "--notify-keeper", "",
-		"--metrics-addr", "", "--alerts", filepath.Join(r.work, "alerts.jsonl"), "--log-level", "warn"}
+		"--metrics-addr", metrics, "--alerts", filepath.Join(r.work, "alerts.jsonl"), "--log-level", "warn"}
+	if metrics != "" {
+		args = append(args, "--debug-pprof")
+	}
+	args = append(args, r.o.AgentArgs...)
 	if !r.o.NoAudit {
 		args = append(args, "--audit", filepath.Join(r.work, "audit"))
 	}
@@ -567,6 +606,37 @@ func (r *run) startAgent(ctx context.Context) error {
 		}
 	}
 	return fmt.Errorf("the agent did not answer on %s within 15s: %s", r.sock, r.agentLog())
+}
+
+// profile writes the agent's CPU profile over the next d to name in
+// ProfileDir (nothing without one); the channel closes when it is written.
+func (r *run) profile(ctx context.Context, name string, d time.Duration) <-chan struct{} {
+	done := make(chan struct{})
+	if r.pprof == "" || d < time.Second {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", r.pprof, int(d.Seconds())), nil)
+		if err != nil {
+			return
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			fmt.Fprintf(r.o.Log, "bench scale: profile %s: %v\n", name, err)
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(filepath.Join(r.o.ProfileDir, name))
+		if err != nil {
+			fmt.Fprintf(r.o.Log, "bench scale: profile %s: %v\n", name, err)
+			return
+		}
+		defer f.Close()
+		io.Copy(f, resp.Body)
+	}()
+	return done
 }
 
 func (r *run) agentLog() string {
