@@ -263,6 +263,17 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		e.counter("vigil_output_bytes_total", "Bytes written to an output file, by output.", o.Bytes, "output", o.Name)
 		e.counter("vigil_output_rotations_total", "Rotations of an output file, by output.", o.Rotations, "output", o.Name)
 	}
+	if sm := st.Sampling; sm != nil {
+		for _, c := range []struct {
+			class string
+			n     int
+		}{{"hot", sm.Hot}, {"suspect", sm.Suspect}, {"idle", sm.Idle}} {
+			e.gauge("vigil_sampling_containers", "Containers whose CPU and threads are sampled, by class: hot and suspect every 250 ms, idle less often.", float64(c.n), "class", c.class)
+		}
+		e.counter("vigil_samples_total", "CPU and thread samples of the containers taken.", sm.Samples)
+		e.counter("vigil_samples_deferred_total", "Samples due that a tick left to a later one for the read budget (--sample-budget).", sm.Deferred)
+		e.gauge("vigil_sampling_oldest_seconds", "The longest time since a container's last sample (how far the budget stretched the idle period).", sm.OldestAge.Seconds())
+	}
 	e.counter("vigil_containers_rejected_total", "Containers whose seccomp adjustment the runtime refused (the last 256 are kept).", uint64(len(st.Rejected)))
 	tracked := 0
 	for _, ct := range st.Containers {

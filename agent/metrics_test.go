@@ -86,7 +86,8 @@ func TestStatusMetrics(t *testing.T) {
 			{Name: "decisions"}},
 		Webhook:   &agentctl.WebhookStatus{Sent: 5, Dropped: 1, Retries: 2},
 		AuditLost: 6, AuditFull: true, AuditBytes: 1 << 20, AuditHead: &agentctl.AuditHead{Index: 41, Segment: 2, Hash: "ab12", Time: time.Unix(1700000000, 0)},
-		ReloadError: "bad rule"}
+		ReloadError: "bad rule",
+		Sampling:    &agentctl.Sampling{Hot: 3, Suspect: 1, Idle: 996, Samples: 1234, Deferred: 5, OldestAge: 2500 * time.Millisecond}}
 	m := newMetrics(func() *agentctl.Status { return st }, BuildInfo{Version: "v1.2.3", Commit: "abc", Modified: true})
 	a := &Agent{metrics: m, hb: newHeartbeat(time.Now(), staleAfter)}
 	srv := httptest.NewServer(a.httpHandler())
@@ -116,6 +117,12 @@ func TestStatusMetrics(t *testing.T) {
 		{"vigil_records_lost_total", nil, c, 7},
 		{"vigil_gaps_total", nil, c, 2},
 		{"vigil_queue_depth", nil, g, 4},
+		{"vigil_sampling_containers", []string{"class", "hot"}, g, 3},
+		{"vigil_sampling_containers", []string{"class", "suspect"}, g, 1},
+		{"vigil_sampling_containers", []string{"class", "idle"}, g, 996},
+		{"vigil_samples_total", nil, c, 1234},
+		{"vigil_samples_deferred_total", nil, c, 5},
+		{"vigil_sampling_oldest_seconds", nil, g, 2.5},
 		{"vigil_audit_head_index", nil, g, 41},
 		{"vigil_audit_head_segment", nil, g, 2},
 		{"vigil_audit_head_timestamp_seconds", nil, g, 1700000000},

@@ -1,15 +1,22 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"vigil.dev/vigil/bpf"
 	"vigil.dev/vigil/detector"
 	"vigil.dev/vigil/event"
+	"vigil.dev/vigil/internal/privtest"
 	"vigil.dev/vigil/pipeline"
 )
 
@@ -339,5 +346,69 @@ func TestReadCgroupFiles(t *testing.T) {
 	}
 	if _, err := readCPUStat(filepath.Join(dir, "gone"), make([]byte, 4096)); err == nil {
 		t.Error("no cgroup: no error")
+	}
+}
+
+// TestReadCgroupFilesKernel reads a real cgroup's files as the sampling
+// loop does, beside bpf.CgroupUsage.
+func TestReadCgroupFilesKernel(t *testing.T) {
+	privtest.Require(t)
+	root, err := bpf.CgroupRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(root, fmt.Sprintf("vigil-test-sampling-%d", os.Getpid()))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0)
+		for i := 0; i < 200; i++ {
+			if err := unix.Rmdir(dir); err == nil || errors.Is(err, unix.ENOENT) {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Errorf("cgroup %s left behind", dir)
+	})
+	fd, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	// A shell that spins a little, then one sleeping thread.
+	cmd := exec.Command("/bin/sh", "-c", "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; exec sleep 30")
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	buf := make([]byte, 4096)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		usage, err := readCPUStat(dir, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		threads, err := readThreads(dir, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", cmd.Process.Pid))
+		if usage >= 10e6 && threads == 1 && strings.TrimSpace(string(b)) == "sleep" {
+			// Sleeping: the usage stays; bpf.CgroupUsage reads the same.
+			want, wantThreads, err := bpf.CgroupUsage(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if usage2, _ := readCPUStat(dir, buf); usage2 != want || wantThreads != threads {
+				t.Errorf("read %d ns, %d threads; bpf.CgroupUsage %d ns, %d threads", usage2, threads, want, wantThreads)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cgroup read %d ns of CPU and %d threads (process %q), want at least 10 ms and 1 sleeping thread", usage, threads, b)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
