@@ -55,7 +55,16 @@ type cgState struct {
 	comm  []byte
 	cont  encodedContainer
 	hasCt bool
-	evOK  bool // pid/tid/comm/cont/seq hold a previous event of this batch
+	evOK  bool   // pid/tid/comm/cont/seq hold a previous event of this batch
+	liste uint64 // the batch (gen) whose touched list holds it
+}
+
+// cgOp is what a batch did to a cgroup's sequence counter, for the
+// counters a segment header carries: the counter at the end of the batch
+// (s), or a Forget (s nil).
+type cgOp struct {
+	s  *cgState
+	id uint64
 }
 
 // encoder builds a batch payload. It allocates nothing once its buffers
@@ -69,6 +78,7 @@ type encoder struct {
 	off     int64
 	rec     []byte // one record, before its length
 	raw     []byte // the batch payload
+	touched []cgOp // cgroups numbered and forgotten in this batch, in order
 	n       int
 	minTime int64
 	maxTime int64
@@ -85,6 +95,7 @@ func (e *encoder) reset() {
 	e.ktime = 0
 	e.off = 0
 	e.raw = e.raw[:0]
+	e.touched = e.touched[:0]
 	e.n = 0
 	e.minTime, e.maxTime = 0, 0
 }
@@ -107,15 +118,29 @@ func (e *encoder) forget(cg uint64) {
 		e.last = nil
 	}
 	delete(e.cgs, cg)
+	e.touched = append(e.touched, cgOp{id: cg})
+}
+
+// touch notes that the batch changes s's counter.
+func (e *encoder) touch(s *cgState) {
+	if s.liste != e.gen {
+		s.liste = e.gen
+		e.touched = append(e.touched, cgOp{s: s, id: s.id})
+	}
 }
 
 // skip assigns the cgroup's next sequence number without encoding a record
 // (a record counted as lost keeps its number, so the gap shows).
-func (e *encoder) skip(cg uint64) { e.state(cg).cseq++ }
+func (e *encoder) skip(cg uint64) {
+	s := e.state(cg)
+	s.cseq++
+	e.touch(s)
+}
 
 // head starts a record: kind and cgroup reference.
 func (e *encoder) head(kind Kind, s *cgState) []byte {
 	s.cseq++
+	e.touch(s)
 	b := append(e.rec[:0], byte(kind))
 	if s.gen != e.gen {
 		s.gen = e.gen

@@ -37,10 +37,18 @@
 //
 // # Durability
 //
-// Records are batched in memory; a batch is written when it holds
-// Options.BatchRecords records, when Flush is called, or by a background
-// flusher after Options.FlushInterval. fsync follows Options.Fsync. A
-// process crash loses at most the batch in memory; a torn frame at the end
+// Records are batched in memory: an append only encodes its record into
+// the batch being built. A batch is cut when it holds Options.BatchRecords
+// records, when Flush is called, or after Options.FlushInterval, and handed
+// to the writer's own goroutine, which compresses, chains, signs and
+// writes it and syncs per Options.Fsync (under FsyncBatch, batches that
+// waited together are written and then synced once), then rewrites the
+// signed head. The hand-off is bounded (Options.PendingBatches): an
+// append that cuts a batch while that many wait, waits for the writer
+// (back-pressure, counted in Stats.Stalls; nothing is dropped for it). A
+// process crash loses at most the records not written yet: the batch being
+// built and the batches waiting in the hand-off, never one that Flush
+// returned for or that the signed head names. A torn frame at the end
 // (power loss, a cut file) is found and truncated by the next Open, which
 // records the loss as a KindLoss record. When the disk is full the writer
 // logs an alert, counts what it could not write and follows Options.OnFull.

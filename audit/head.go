@@ -274,8 +274,8 @@ func readHeadFile(dir string, keys keyring) (h Head, ok bool, err error) {
 // agent's status and metrics, Options.Anchor) so a later verify can prove
 // that nothing after it was cut: 'vigil audit verify --head HASH'.
 func (w *Writer) Head() Head {
-	w.mu.Lock()
-	defer w.mu.Unlock()
+	w.io.Lock()
+	defer w.io.Unlock()
 	h := w.head
 	h.Signed = append([]byte(nil), h.Signed...)
 	return h

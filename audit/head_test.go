@@ -32,12 +32,14 @@ func crashedLog(t *testing.T, n int) Options {
 		w.AppendEvent(ev)
 	}
 	w.Flush()
+	w.io.Lock()
 	w.mu.Lock()
 	w.closed = true
 	close(w.stop)
 	w.lock.Close()
 	w.headF.Close()
 	w.mu.Unlock()
+	w.io.Unlock()
 	return o
 }
 

@@ -10,14 +10,16 @@ import (
 )
 
 // FsyncPolicy says when the writer calls fsync: FsyncBatch after every
-// batch, a positive duration at most that often (a background flusher makes
+// batch (batches that wait for the writer together are written and then
+// synced once, before the signed head names them), a positive duration at
+// most that often (a background flusher makes
 // sure a written batch is synced within the interval), FsyncNever leaves it
 // to the kernel. A process crash loses no written batch under any policy;
 // the policy bounds what a power loss or kernel crash can take.
 type FsyncPolicy time.Duration
 
 const (
-	// FsyncBatch syncs after every batch (the default).
+	// FsyncBatch syncs after every batch, before the signed head names it (the default).
 	FsyncBatch FsyncPolicy = 0
 	// FsyncNever never syncs (benchmarks, tests, throwaway runs).
 	FsyncNever FsyncPolicy = -1
@@ -106,9 +108,18 @@ type Options struct {
 	AcceptKeys []string
 	// Fsync is when to fsync; default FsyncBatch.
 	Fsync FsyncPolicy
-	// BatchRecords is how many records a batch holds before it is written;
-	// default 4096. A process crash loses at most this many.
+	// BatchRecords is how many records a batch holds before it is handed to
+	// the writer's goroutine; default 4096. A process crash loses at most
+	// the batch being built and the PendingBatches handed over but not yet
+	// written: (1+PendingBatches) x BatchRecords records, none that Flush
+	// returned for or that the signed head names.
 	BatchRecords int
+	// PendingBatches bounds the batches handed to the writer's goroutine
+	// and not yet written (it compresses, chains, signs, writes and syncs
+	// them off the appender's goroutine); an append that fills a batch
+	// while that many wait, waits for one to be written (back-pressure,
+	// counted in Stats.Stalls: nothing is dropped for it). Default 2.
+	PendingBatches int
 	// FlushInterval writes a partial batch that is this old; default 200ms.
 	// Negative: only full batches, Flush and Close write.
 	FlushInterval time.Duration
@@ -168,6 +179,12 @@ func (o *Options) setDefaults() error {
 	}
 	if o.BatchRecords < 1 || o.BatchRecords > 1<<20 {
 		return fmt.Errorf("audit options: BatchRecords %d, want 1..%d", o.BatchRecords, 1<<20)
+	}
+	if o.PendingBatches == 0 {
+		o.PendingBatches = 2
+	}
+	if o.PendingBatches < 1 || o.PendingBatches > 64 {
+		return fmt.Errorf("audit options: PendingBatches %d, want 1..64", o.PendingBatches)
 	}
 	if o.FlushInterval == 0 {
 		o.FlushInterval = 200 * time.Millisecond

@@ -83,7 +83,7 @@ func recoverDir(dir string, keys keyring, s *sealer) (recovered, error) {
 				Detail: fmt.Sprintf("segment %d ended inside a frame at offset %d (%v); cut %d bytes", last.num, st.tornAt, st.tornErr, st.tornBytes)})
 		} else if !st.sealed && len(removed) == 0 {
 			rec.losses = append(rec.losses, Loss{Reason: "unclean-shutdown", Records: -1, Segment: last.num,
-				Detail: fmt.Sprintf("segment %d was not closed: the writer stopped without Close; what it had not written (at most one batch) is lost", last.num)})
+				Detail: fmt.Sprintf("segment %d was not closed: the writer stopped without Close; what it had not written (the batch being built and those waiting for the writer) is lost", last.num)})
 		}
 		if l := checkHead(head, hasHead, headErr, st, last.num); l != nil {
 			rec.losses = append(rec.losses, *l)

@@ -54,11 +54,13 @@ func TestRecovery(t *testing.T) {
 				w.AppendEvent(ev)
 			}
 			w.Flush()
-			w.mu.Lock() // stop it as a crash would: nothing more is written
+			w.io.Lock() // stop it as a crash would: nothing more is written
+			w.mu.Lock()
 			w.closed = true
 			close(w.stop)
 			w.lock.Close()
 			w.mu.Unlock()
+			w.io.Unlock()
 			segs, _ := listSegments(o.Dir)
 			tc.damage(t, o, segs[len(segs)-1].path)
 

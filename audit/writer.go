@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -24,7 +26,7 @@ type Stats struct {
 	Written  uint64 // records written to disk
 	Lost     uint64 // records counted as lost (disk full beyond the policy, write errors)
 	Held     uint64 // records held in memory while the disk is full (FullFreeze)
-	Pending  uint64 // records in the batch being built
+	Pending  uint64 // records appended and not written yet: the batch being built and the batches handed to the writer
 	Batches  uint64 // batch frames written
 	Bytes    int64  // bytes written (frames, all segments)
 	Segments int    // segment files in the directory now
@@ -32,6 +34,10 @@ type Stats struct {
 	Full     bool   // the disk is full now
 	Syncs    uint64 // fsync calls
 	Deleted  int    // segments removed by retention
+	// Stalls counts the appends that waited because Options.PendingBatches
+	// batches were already waiting for the writer goroutine (back-pressure:
+	// nothing is dropped for it).
+	Stalls uint64
 	// Head is the hex hash of the last frame written: publish it (metrics,
 	// a remote log) so a later verify can prove nothing after it was cut.
 	Head string
@@ -43,17 +49,45 @@ type Stats struct {
 }
 
 // Writer appends records to the log. Its methods are safe for concurrent
-// use; AppendEvent is the hot path (the tracer's reader goroutine) and
-// allocates nothing.
+// use. Appending only encodes the record into the batch being built
+// (AppendEvent is the hot path and allocates nothing); a full batch is
+// handed to the writer's own goroutine, which compresses, chains, signs,
+// writes and syncs it, so an appender never waits for the disk unless
+// Options.PendingBatches batches are already waiting (back-pressure).
+//
+// Two locks: mu guards the append side (the batch being built, the
+// hand-off, the per-cgroup counters); io guards the files and the chain.
+// io is taken before mu, never the other way round, and mu is held only
+// briefly by the writer.
 type Writer struct {
-	mu    sync.Mutex
+	// Append side, under mu.
+	mu          sync.Mutex
+	room        *sync.Cond // the writer took a batch: room in the hand-off
+	enc         *encoder
+	batchOpen   time.Time  // when the current batch got its first record
+	forget      []uint64   // cgroups to forget once the open batch is cut
+	lossInBatch uint64     // lost records reported by a KindLoss record in the open batch
+	lossRecs    int        // KindLoss records in the open batch
+	queue       []*pending // batches cut and not taken by the writer, oldest first
+	spare       []*pending // written batches, for their buffers
+	inflight    int        // batches cut and not written yet (queued or being written)
+	waiting     int        // appenders waiting for room
+	stalls      uint64
+	lostPending uint64 // lost records no KindLoss record has reported yet
+	lost        uint64 // Stats.Lost
+	closed      bool
+	kick        chan struct{} // a batch was cut
+	fullNow     atomic.Bool   // the disk is full (the writer's full, for the append side)
+	fatal       atomic.Pointer[error]
+
+	// Writer side, under io.
+	io    sync.Mutex
 	opts  Options
 	lock  *os.File // the directory's writer lock
 	priv  ed25519.PrivateKey
 	keyID [8]byte
 	seal  *sealer
 	zenc  *zstd.Encoder
-	enc   *encoder
 
 	f          *os.File
 	segNum     uint64
@@ -63,23 +97,18 @@ type Writer struct {
 	segRecs    uint64
 	segs       []segInfo // segments in the directory, oldest first (current last)
 
-	prev      [32]byte // hash of the last frame (written or held)
-	nextIndex uint64   // stream index of the next record to get a frame
+	counters  map[uint64]uint64 // per-cgroup counters after the last batch written (held or dropped)
+	prev      [32]byte          // hash of the last frame (written or held)
+	nextIndex uint64            // stream index of the next record to get a frame
 	frame     []byte
 
-	dirty     bool // written but not synced
-	lastSync  time.Time
-	batchOpen time.Time // when the current batch got its first record
+	dirty    bool // written but not synced
+	lastSync time.Time
 
-	full        bool
-	retryAt     time.Time
-	held        [][]byte // frames built while the disk was full (FullFreeze)
-	heldRecs    uint64
-	lostPending uint64 // lost records no KindLoss record has reported yet
-	lossInBatch uint64 // lost records reported by a KindLoss record in the current batch
-	lossRecs    int    // KindLoss records in the current batch
-
-	forget []uint64 // cgroups to forget once the open batch is written
+	full     bool
+	retryAt  time.Time
+	held     [][]byte // frames built while the disk was full (FullFreeze)
+	heldRecs uint64
 
 	wpos    headPos  // the last frame written
 	headF   *os.File // the signed head file (head.go)
@@ -91,11 +120,33 @@ type Writer struct {
 	anchored   uint64     // seq of the last head anchored
 	anchorDone chan struct{}
 
-	stats  Stats
-	closed bool
-	stop   chan struct{}
-	done   chan struct{}
-	err    error // a fatal error (not disk full): returned by every call
+	stats Stats
+	stop  chan struct{}
+	done  chan struct{}
+	err   error // a fatal error (not disk full): returned by every call
+}
+
+// pending is a batch cut from the encoder and handed to the writer.
+type pending struct {
+	raw              []byte
+	n                int
+	minTime, maxTime int64
+	lossInBatch      uint64
+	lossRecs         int
+	// counts are the batch's cgroup counters (and forgets), in order: the
+	// writer applies them once the batch is written, so a segment header
+	// carries the counters of the records before it.
+	counts []cgCount
+	// at is when it was cut (Options.Now, read by the appender): the time
+	// of what writing it does (the segment's last write, a rotation), so
+	// that a given clock makes the same bytes whatever the goroutines'
+	// timing.
+	at time.Time
+}
+
+type cgCount struct {
+	id, cseq uint64
+	forget   bool
 }
 
 // segInfo is what retention needs to know about a segment.
@@ -159,7 +210,9 @@ func open(opts Options, lock *os.File) (*Writer, error) {
 		return nil, fmt.Errorf("zstd: %w", err)
 	}
 	w := &Writer{opts: opts, lock: lock, priv: priv, keyID: keyID(priv.Public().(ed25519.PublicKey)), seal: newSealer(priv),
-		zenc: zenc, enc: newEncoder(), nextIndex: 1, stop: make(chan struct{}), done: make(chan struct{})}
+		zenc: zenc, enc: newEncoder(), nextIndex: 1, stop: make(chan struct{}), done: make(chan struct{}),
+		kick: make(chan struct{}, 1), counters: map[uint64]uint64{}}
+	w.room = sync.NewCond(&w.mu)
 	keys, err := loadKeyring(opts.AcceptKeys...)
 	if err != nil {
 		return nil, fmt.Errorf("audit accept keys: %w", err)
@@ -181,12 +234,13 @@ func open(opts Options, lock *os.File) (*Writer, error) {
 		counters = rec.counters
 		for cg, c := range counters {
 			w.enc.state(cg).cseq = c
+			w.counters[cg] = c
 		}
 	}
 	for _, l := range rec.losses {
 		opts.Logf("audit: ALERT recovered %s: %s (%s)", opts.Dir, l.Detail, lossCount(l.Records))
 	}
-	if err := w.newSegment(); err != nil {
+	if err := w.newSegment(opts.Now()); err != nil {
 		w.headF.Close()
 		return nil, err
 	}
@@ -195,7 +249,7 @@ func open(opts Options, lock *os.File) (*Writer, error) {
 		w.enc.appendOther(KindLoss, 0, "", opts.Now().UnixNano(), body)
 		w.batchOpen = opts.Now()
 	}
-	if err := w.flushLocked(); err != nil {
+	if err := w.writeNow(); err != nil {
 		w.f.Close()
 		w.headF.Close()
 		return nil, err
@@ -206,7 +260,7 @@ func open(opts Options, lock *os.File) (*Writer, error) {
 		body, _ := json.Marshal(Agent{Event: "key-change", Detail: detail})
 		w.enc.appendOther(KindAgent, 0, "", opts.Now().UnixNano(), body)
 		w.batchOpen = opts.Now()
-		if err := w.flushLocked(); err != nil {
+		if err := w.writeNow(); err != nil {
 			w.f.Close()
 			w.headF.Close()
 			return nil, err
@@ -222,6 +276,18 @@ func open(opts Options, lock *os.File) (*Writer, error) {
 		go w.anchorLoop()
 	}
 	return w, nil
+}
+
+// writeNow writes the batch being built at once, on the caller's
+// goroutine (Open, before the writer's goroutine runs).
+func (w *Writer) writeNow() error {
+	w.mu.Lock()
+	w.cutLocked()
+	w.mu.Unlock()
+	w.io.Lock()
+	defer w.io.Unlock()
+	w.writeQueued()
+	return w.err
 }
 
 func lossCount(n int64) string {
@@ -241,11 +307,9 @@ func (w *Writer) AppendEvent(ev *event.Event) error {
 	if err := w.usable(); err != nil {
 		return err
 	}
-	if w.full && w.opts.OnFull == FullCount {
-		if !w.tryResume() {
-			w.dropOne(ev.CgroupID)
-			return nil
-		}
+	if w.opts.OnFull == FullCount && w.fullNow.Load() {
+		w.dropOne(ev.CgroupID)
+		return nil
 	}
 	if w.enc.n == 0 {
 		w.batchOpen = w.opts.Now()
@@ -290,11 +354,9 @@ func (w *Writer) Append(kind Kind, cgroupID uint64, containerID string, body any
 	if err := w.usable(); err != nil {
 		return err
 	}
-	if w.full && w.opts.OnFull == FullCount {
-		if !w.tryResume() {
-			w.dropOne(cgroupID)
-			return nil
-		}
+	if w.opts.OnFull == FullCount && w.fullNow.Load() {
+		w.dropOne(cgroupID)
+		return nil
 	}
 	if w.enc.n == 0 {
 		w.batchOpen = w.opts.Now()
@@ -337,19 +399,29 @@ func (w *Writer) Held() []uint64 {
 	return ids
 }
 
-// Flush writes the batch being built (and, under FullFreeze, what is held)
-// and syncs it unless Fsync is FsyncNever.
+// Flush writes the batch being built and the batches waiting for the
+// writer (and, under FullFreeze, what is held), and syncs them unless
+// Fsync is FsyncNever: when it returns nil, every record appended before
+// it is on the disk and the signed head names it.
 func (w *Writer) Flush() error {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	if err := w.usable(); err != nil {
+		w.mu.Unlock()
 		return err
+	}
+	w.cutLocked()
+	w.mu.Unlock()
+	w.io.Lock()
+	defer w.io.Unlock()
+	if w.err != nil {
+		return w.err
 	}
 	if w.full {
 		w.tryResume()
 	}
-	if err := w.flushLocked(); err != nil {
-		return err
+	w.writeQueued()
+	if w.err != nil {
+		return w.err
 	}
 	if w.full && w.opts.OnFull == FullFreeze {
 		return fmt.Errorf("flush: %w", ErrFull)
@@ -368,6 +440,7 @@ func (w *Writer) Close() error {
 	}
 	w.closed = true
 	close(w.stop)
+	w.room.Broadcast() // appenders waiting for room cut their batch and return
 	w.mu.Unlock()
 	<-w.done
 	if w.anchorDone != nil {
@@ -381,10 +454,20 @@ func (w *Writer) Close() error {
 }
 
 func (w *Writer) close() error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
+	w.io.Lock()
+	defer w.io.Unlock()
 	defer w.lock.Close()
 	defer w.headF.Close()
+	// Appenders that were waiting for room when Close came cut their
+	// batch now: wait for them.
+	w.mu.Lock()
+	for w.waiting > 0 {
+		w.mu.Unlock()
+		w.writeQueued()
+		runtime.Gosched()
+		w.mu.Lock()
+	}
+	w.mu.Unlock()
 	if w.err != nil {
 		if w.f != nil {
 			w.f.Close()
@@ -396,15 +479,21 @@ func (w *Writer) close() error {
 		w.retryAt = time.Time{} // one last try
 		w.tryResume()
 	}
-	if err := w.flushLocked(); err != nil {
-		errs = append(errs, err)
+	w.mu.Lock()
+	w.cutLocked()
+	w.mu.Unlock()
+	w.writeQueued()
+	if w.err != nil {
+		errs = append(errs, w.err)
 	}
 	if len(w.held) > 0 {
-		w.stats.Lost += w.heldRecs
+		w.mu.Lock()
+		w.lost += w.heldRecs
+		w.mu.Unlock()
 		w.opts.Logf("audit: closing with the disk full: %d held records lost", w.heldRecs)
 		w.held, w.heldRecs = nil, 0
-	} else if !w.full && w.f != nil {
-		if err := w.sealSegment(sealClose); err != nil {
+	} else if !w.full && w.f != nil && w.err == nil {
+		if err := w.sealSegment(sealClose, w.opts.Now()); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -433,10 +522,17 @@ func (w *Writer) close() error {
 
 // Stats returns the writer's counters.
 func (w *Writer) Stats() Stats {
+	w.io.Lock()
+	defer w.io.Unlock()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	s := w.stats
 	s.Pending = uint64(w.enc.n)
+	for _, pb := range w.queue {
+		s.Pending += uint64(pb.n)
+	}
+	s.Lost = w.lost
+	s.Stalls = w.stalls
 	s.Held = w.heldRecs
 	s.Segments = len(w.segs)
 	s.Segment = w.segNum
@@ -448,72 +544,173 @@ func (w *Writer) Stats() Stats {
 }
 
 // Full reports whether the disk was full at the last write.
-func (w *Writer) Full() bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.full
-}
+func (w *Writer) Full() bool { return w.fullNow.Load() }
 
 // PublicKey is the key that verifies this log.
 func (w *Writer) PublicKey() ed25519.PublicKey { return w.priv.Public().(ed25519.PublicKey) }
 
+// usable (mu held) returns the error every call returns after Close or a
+// fatal error.
 func (w *Writer) usable() error {
 	if w.closed {
 		return ErrClosed
 	}
-	return w.err
+	if p := w.fatal.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
-// dropOne counts a record that the full disk costs (FullCount): it keeps
-// its per-container sequence number so the gap shows.
+// setErr (io held) records a fatal error.
+func (w *Writer) setErr(err error) {
+	w.err = err
+	w.fatal.Store(&err)
+}
+
+// dropOne (mu held) counts a record that the full disk costs (FullCount):
+// it keeps its per-container sequence number so the gap shows.
 func (w *Writer) dropOne(cg uint64) {
 	w.enc.skip(cg)
 	w.lostPending++
-	w.stats.Lost++
+	w.lost++
 }
 
-// afterAppend writes the batch when it is full.
+// afterAppend (mu held) hands the batch to the writer when it is full,
+// waiting while PendingBatches batches wait already.
 func (w *Writer) afterAppend() error {
-	if w.enc.n < w.opts.BatchRecords && len(w.enc.raw) < maxFrameBody/2 {
-		if w.full && w.opts.OnFull == FullFreeze {
-			return fmt.Errorf("append: %w", ErrFull)
+	for w.enc.n >= w.opts.BatchRecords || len(w.enc.raw) >= maxFrameBody/2 {
+		if w.inflight < w.opts.PendingBatches || w.closed {
+			w.cutLocked()
+			break
 		}
-		return nil
+		w.stalls++
+		for w.inflight >= w.opts.PendingBatches && !w.closed {
+			w.waiting++
+			w.room.Wait()
+			w.waiting--
+		}
 	}
-	if w.full {
-		w.tryResume()
-	}
-	if err := w.flushLocked(); err != nil {
-		return err
-	}
-	if w.full && w.opts.OnFull == FullFreeze {
+	if w.opts.OnFull == FullFreeze && w.fullNow.Load() {
 		return fmt.Errorf("append: %w", ErrFull)
 	}
 	return nil
 }
 
-// tryResume is called while the disk is full: after RetryInterval it tries
-// to write the held frames and, if that works, leaves the full state and
-// puts a KindLoss record for what was lost into the batch.
+// cutLocked (mu held) hands the batch being built to the writer and starts
+// a new one in a spare buffer.
+func (w *Writer) cutLocked() {
+	e := w.enc
+	if e.n == 0 {
+		return
+	}
+	var pb *pending
+	if n := len(w.spare); n > 0 {
+		pb, w.spare[n-1] = w.spare[n-1], nil
+		w.spare = w.spare[:n-1]
+	} else {
+		pb = &pending{}
+	}
+	for _, cg := range w.forget {
+		e.forget(cg)
+	}
+	w.forget = w.forget[:0]
+	pb.counts = pb.counts[:0]
+	for _, op := range e.touched {
+		if op.s == nil {
+			pb.counts = append(pb.counts, cgCount{id: op.id, forget: true})
+		} else {
+			pb.counts = append(pb.counts, cgCount{id: op.id, cseq: op.s.cseq})
+		}
+	}
+	pb.raw, e.raw = e.raw, pb.raw[:0]
+	pb.n, pb.minTime, pb.maxTime = e.n, e.minTime, e.maxTime
+	pb.lossInBatch, pb.lossRecs = w.lossInBatch, w.lossRecs
+	pb.at = w.opts.Now()
+	e.reset()
+	w.lossInBatch, w.lossRecs = 0, 0
+	w.queue = append(w.queue, pb)
+	w.inflight++
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+// writeQueued (io held) writes the batches handed over, in order, and
+// then syncs them once under FsyncBatch (a group commit: batches that
+// waited together share one fdatasync), and writes the signed head.
+func (w *Writer) writeQueued() {
+	for {
+		w.mu.Lock()
+		var pb *pending
+		if len(w.queue) > 0 {
+			pb = w.queue[0]
+			n := copy(w.queue, w.queue[1:])
+			w.queue[n] = nil
+			w.queue = w.queue[:n]
+		}
+		w.mu.Unlock()
+		if pb == nil {
+			break
+		}
+		w.writeBatch(pb)
+		for _, c := range pb.counts {
+			if c.forget {
+				delete(w.counters, c.id)
+			} else {
+				w.counters[c.id] = c.cseq
+			}
+		}
+		w.mu.Lock()
+		w.inflight--
+		w.spare = append(w.spare, pb)
+		w.room.Broadcast()
+		w.mu.Unlock()
+	}
+	w.commit()
+}
+
+// commit (io held) syncs what was written under FsyncBatch and writes the
+// signed head of it.
+func (w *Writer) commit() {
+	if w.opts.Fsync != FsyncBatch || w.f == nil || w.err != nil {
+		return
+	}
+	if err := w.syncLocked(); err != nil {
+		w.setErr(err)
+		w.opts.Logf("audit: %v", err)
+	}
+}
+
+// tryResume (io held) is called while the disk is full: after
+// RetryInterval it tries to write the held frames and, if that works,
+// leaves the full state and puts a KindLoss record for what was lost into
+// the batch being built.
 func (w *Writer) tryResume() bool {
 	now := w.opts.Now()
 	if now.Before(w.retryAt) {
 		return false
 	}
-	if err := w.ensureSegment(); err != nil || w.f == nil {
+	if err := w.ensureSegment(now); err != nil || w.f == nil {
 		w.retryAt = now.Add(w.opts.RetryInterval)
 		return false
 	}
-	if err := w.writeHeld(); err != nil {
+	if err := w.writeHeld(now); err != nil {
 		w.retryAt = now.Add(w.opts.RetryInterval)
 		return false
 	}
 	w.full = false
+	w.mu.Lock()
+	w.fullNow.Store(false) // no drop after this: the loss record counts them all
 	w.opts.Logf("audit: %s writable again after disk full; %d records lost", w.opts.Dir, w.lostPending)
 	w.addLossRecord()
+	w.mu.Unlock()
+	w.commit()
 	return true
 }
 
+// addLossRecord (io and mu held) puts a KindLoss record for the records
+// lost so far into the batch being built.
 func (w *Writer) addLossRecord() {
 	if w.lostPending == 0 {
 		return
@@ -529,78 +726,81 @@ func (w *Writer) addLossRecord() {
 	w.lostPending = 0
 }
 
-// flushLocked turns the current batch into a frame and writes it (or holds
+// writeBatch (io held) turns a batch into a frame and writes it (or holds
 // or drops it while the disk is full).
-func (w *Writer) flushLocked() error {
-	if w.enc.n == 0 {
-		return nil
+func (w *Writer) writeBatch(pb *pending) {
+	n := uint64(pb.n)
+	if w.err != nil {
+		w.mu.Lock()
+		w.lost += n
+		w.mu.Unlock()
+		return
 	}
-	n := uint64(w.enc.n)
 	if !w.full && w.f == nil {
-		if err := w.ensureSegment(); err != nil {
-			return err
+		if err := w.ensureSegment(pb.at); err != nil {
+			w.mu.Lock()
+			w.lost += n
+			w.mu.Unlock()
+			return
 		}
 	}
 	if w.full {
 		if w.opts.OnFull == FullFreeze && w.f != nil && w.heldRecs+n <= uint64(w.opts.HoldRecords) {
-			w.buildFrame()
+			w.buildFrame(pb)
 			w.held = append(w.held, append([]byte(nil), w.frame...))
 			w.heldRecs += n
-			w.resetBatch()
-			return nil
+			return
 		}
-		w.dropBatch()
-		return nil
+		w.dropBatch(pb)
+		return
 	}
 	before, beforeIndex := w.prev, w.nextIndex
-	w.buildFrame()
-	err := w.writeFrame(w.frame)
+	w.buildFrame(pb)
+	err := w.writeFrame(w.frame, pb.at)
 	if err == nil {
 		w.stats.Written += n
 		w.segRecs += n
-		w.resetBatch()
-		return w.afterWrite()
+		if err := w.afterWrite(pb.at); err != nil && w.err == nil {
+			w.setErr(err)
+			w.opts.Logf("audit: %v", err)
+		}
+		return
 	}
 	if !isFull(err) {
-		w.err = fmt.Errorf("audit write %s: %w", w.f.Name(), err)
+		w.setErr(fmt.Errorf("audit write %s: %w", w.f.Name(), err))
 		w.opts.Logf("audit: %v", w.err)
-		return w.err
+		w.mu.Lock()
+		w.lost += n
+		w.mu.Unlock()
+		return
 	}
 	w.enterFull(err)
 	if w.opts.OnFull == FullFreeze {
 		w.held = append(w.held, append([]byte(nil), w.frame...))
 		w.heldRecs += n
-		w.resetBatch()
-		return nil
+		return
 	}
 	w.prev, w.nextIndex = before, beforeIndex
-	w.dropBatch()
-	return nil
+	w.dropBatch(pb)
 }
 
-func (w *Writer) resetBatch() {
-	w.enc.reset()
-	for _, cg := range w.forget {
-		w.enc.forget(cg)
-	}
-	w.forget = w.forget[:0]
-	w.lossInBatch, w.lossRecs = 0, 0
-}
-
-// dropBatch counts the current batch as lost (its records keep their
+// dropBatch (io held) counts a batch as lost (its records keep their
 // per-container numbers; a KindLoss record in it is carried over).
-func (w *Writer) dropBatch() {
-	n := uint64(w.enc.n - w.lossRecs)
-	w.lostPending += n + w.lossInBatch
-	w.stats.Lost += n
-	w.resetBatch()
+func (w *Writer) dropBatch(pb *pending) {
+	n := uint64(pb.n - pb.lossRecs)
+	w.mu.Lock()
+	w.lostPending += n + pb.lossInBatch
+	w.lost += n
+	w.mu.Unlock()
 }
 
+// enterFull (io held) enters the full state.
 func (w *Writer) enterFull(err error) {
 	if !w.full {
 		w.opts.Logf("audit: ALERT disk full writing %s: %v; policy %s", w.opts.Dir, err, w.opts.OnFull)
 	}
 	w.full = true
+	w.fullNow.Store(true)
 	w.retryAt = w.opts.Now().Add(w.opts.RetryInterval)
 }
 
@@ -608,38 +808,37 @@ func isFull(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
 
-// buildFrame compresses the batch into w.frame and chains it.
-func (w *Writer) buildFrame() {
-	e := w.enc
+// buildFrame (io held) compresses a batch into w.frame and chains it.
+func (w *Writer) buildFrame(pb *pending) {
 	b := startFrame(w.frame[:0], frameBatch)
-	bh := batchHeader{firstIndex: w.nextIndex, records: uint32(e.n), rawLen: uint32(len(e.raw)),
-		minTime: e.minTime, maxTime: e.maxTime}
+	bh := batchHeader{firstIndex: w.nextIndex, records: uint32(pb.n), rawLen: uint32(len(pb.raw)),
+		minTime: pb.minTime, maxTime: pb.maxTime}
 	switch w.opts.Compression {
 	case CompressZstd:
 		bh.codec = codecZstd
 		b = appendBatchHeader(b, &bh)
-		b = w.zenc.EncodeAll(e.raw, b)
+		b = w.zenc.EncodeAll(pb.raw, b)
 	case CompressS2:
 		bh.codec = codecS2
 		b = appendBatchHeader(b, &bh)
-		need := len(b) + s2.MaxEncodedLen(len(e.raw))
+		need := len(b) + s2.MaxEncodedLen(len(pb.raw))
 		if cap(b) < need {
 			b = append(make([]byte, 0, need+need/4), b...)
 		}
-		b = b[:len(b)+len(s2.Encode(b[len(b):need], e.raw))]
+		b = b[:len(b)+len(s2.Encode(b[len(b):need], pb.raw))]
 	default:
 		bh.codec = codecRaw
 		b = appendBatchHeader(b, &bh)
-		b = append(b, e.raw...)
+		b = append(b, pb.raw...)
 	}
 	b, w.prev = w.seal.finishFrame(b, 0, &w.prev)
 	w.frame = b
-	w.nextIndex += uint64(e.n)
+	w.nextIndex += uint64(pb.n)
 }
 
 // writeFrame appends a frame to the segment; on error it cuts the file back
 // so no torn frame stays.
-func (w *Writer) writeFrame(b []byte) error {
+func (w *Writer) writeFrame(b []byte, at time.Time) error {
 	n, err := w.f.Write(b)
 	if err != nil {
 		if n > 0 {
@@ -665,15 +864,14 @@ func (w *Writer) writeFrame(b []byte) error {
 	if len(w.segs) > 0 {
 		s := &w.segs[len(w.segs)-1]
 		s.size = w.segOff
-		s.last = w.opts.Now()
+		s.last = at
 	}
-	switch w.opts.Fsync {
-	case FsyncBatch:
-		return w.syncLocked()
-	case FsyncNever:
+	if w.opts.Fsync == FsyncNever {
 		w.writeHead(w.wpos) // nothing is synced: the head follows the writes
 	}
-	return nil // FsyncPolicy(d): the background goroutine syncs
+	// FsyncBatch: commit syncs what a round of writes wrote; FsyncPolicy(d):
+	// the background goroutine syncs.
+	return nil
 }
 
 // syncLocked syncs the segment and then writes the signed head of what it
@@ -697,12 +895,12 @@ func (w *Writer) syncLocked() error {
 }
 
 // writeHeld writes the frames held while the disk was full, in order.
-func (w *Writer) writeHeld() error {
+func (w *Writer) writeHeld(now time.Time) error {
 	for len(w.held) > 0 {
 		fr := w.held[0]
-		if err := w.writeFrame(fr); err != nil {
+		if err := w.writeFrame(fr, now); err != nil {
 			if !isFull(err) {
-				w.err = fmt.Errorf("audit write %s: %w", w.f.Name(), err)
+				w.setErr(fmt.Errorf("audit write %s: %w", w.f.Name(), err))
 			}
 			return err
 		}
@@ -713,7 +911,7 @@ func (w *Writer) writeHeld() error {
 		w.held = w.held[1:]
 	}
 	w.held = nil
-	return w.afterWrite()
+	return w.afterWrite(now)
 }
 
 func batchRecords(fr []byte) uint32 {
@@ -721,17 +919,18 @@ func batchRecords(fr []byte) uint32 {
 	return h.records
 }
 
-// afterWrite rotates a segment that reached its size.
-func (w *Writer) afterWrite() error {
+// afterWrite rotates a segment that reached its size; now is the time of
+// the write.
+func (w *Writer) afterWrite(now time.Time) error {
 	if w.segOff < w.opts.SegmentBytes || len(w.held) > 0 {
 		return nil
 	}
-	return w.rotate()
+	return w.rotate(now)
 }
 
 // rotate seals the current segment and starts the next.
-func (w *Writer) rotate() error {
-	if err := w.sealSegment(sealRotate); err != nil {
+func (w *Writer) rotate(now time.Time) error {
+	if err := w.sealSegment(sealRotate, now); err != nil {
 		if isFull(err) {
 			w.enterFull(err)
 			return nil
@@ -743,7 +942,7 @@ func (w *Writer) rotate() error {
 	}
 	w.f.Close()
 	w.f = nil
-	if err := w.ensureSegment(); err != nil {
+	if err := w.ensureSegment(now); err != nil {
 		return err
 	}
 	w.retention()
@@ -753,50 +952,50 @@ func (w *Writer) rotate() error {
 // ensureSegment creates the next segment if the last one was sealed but
 // its successor could not be created (disk full at rotation). While there
 // is no segment the writer is in the full state.
-func (w *Writer) ensureSegment() error {
+func (w *Writer) ensureSegment(now time.Time) error {
 	if w.f != nil {
 		return nil
 	}
-	if err := w.newSegment(); err != nil {
+	if err := w.newSegment(now); err != nil {
 		if isFull(err) {
 			w.enterFull(err)
 			return nil
 		}
-		w.err = err
+		w.setErr(err)
 		return err
 	}
 	return nil
 }
 
 // sealSegment writes the seal frame of the current segment.
-func (w *Writer) sealSegment(reason byte) error {
+func (w *Writer) sealSegment(reason byte, now time.Time) error {
 	b := startFrame(w.frame[:0], frameSeal)
-	b = appendSealBody(b, &sealBody{reason: reason, nextIndex: w.nextIndex, records: w.segRecs, time: w.opts.Now().UnixNano()})
+	b = appendSealBody(b, &sealBody{reason: reason, nextIndex: w.nextIndex, records: w.segRecs, time: now.UnixNano()})
 	prev := w.prev
 	b, h := w.seal.finishFrame(b, 0, &prev)
 	w.frame = b
-	if err := w.writeFrame(b); err != nil {
+	if err := w.writeFrame(b, now); err != nil {
 		return fmt.Errorf("seal segment %d: %w", w.segNum, err)
 	}
 	w.prev = h
 	return nil
 }
 
-// newSegment creates the next segment file with its header frame.
-func (w *Writer) newSegment() error {
+// newSegment (io held, not mu) creates the next segment file with its
+// header frame, created at now.
+func (w *Writer) newSegment(now time.Time) error {
 	num := w.segNum + 1
 	path := filepath.Join(w.opts.Dir, segName(num))
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("create segment: %w", err)
 	}
-	counters := make(map[uint64]uint64, len(w.enc.cgs))
-	for cg, s := range w.enc.cgs {
-		if s.cseq > 0 {
-			counters[cg] = s.cseq
+	counters := make(map[uint64]uint64, len(w.counters))
+	for cg, c := range w.counters {
+		if c > 0 {
+			counters[cg] = c
 		}
 	}
-	now := w.opts.Now()
 	b := append(w.frame[:0], fileMagic...)
 	start := len(b)
 	b = startFrame(b, frameHeader)
@@ -857,8 +1056,9 @@ func syncDir(dir string) {
 	}
 }
 
-// background writes batches older than FlushInterval, syncs within the
-// fsync interval and retries a full disk.
+// background is the writer's goroutine: it writes the batches handed over
+// as they come, writes batches older than FlushInterval, rotates by age,
+// syncs within the fsync interval and retries a full disk.
 func (w *Writer) background() {
 	defer close(w.done)
 	tick := w.opts.FlushInterval / 2
@@ -871,42 +1071,67 @@ func (w *Writer) background() {
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	for {
+		ticked := false
 		select {
 		case <-w.stop:
 			return
+		case <-w.kick:
 		case <-t.C:
+			ticked = true
 		}
+		w.io.Lock()
+		if w.err == nil {
+			w.writeQueued()
+		}
+		if ticked && w.err == nil {
+			w.timed()
+		}
+		w.io.Unlock()
+	}
+}
+
+// timed (io held) is the background's periodic work.
+func (w *Writer) timed() {
+	if w.full {
+		w.tryResume()
+	}
+	if w.opts.FlushInterval <= 0 && w.opts.SegmentAge <= 0 && w.opts.Fsync <= 0 {
+		return // nothing timed to do: the clock is not read (tests give clocks that count their reads)
+	}
+	now := w.opts.Now()
+	if w.opts.FlushInterval > 0 {
 		w.mu.Lock()
-		if w.err == nil && !w.closed {
-			now := w.opts.Now()
-			if w.full {
-				w.tryResume()
-			}
-			if w.opts.FlushInterval > 0 && w.enc.n > 0 && now.Sub(w.batchOpen) >= w.opts.FlushInterval {
-				w.flushLocked()
-			}
-			if w.opts.SegmentAge > 0 && w.f != nil && !w.full && len(w.held) == 0 && now.Sub(w.segCreated) >= w.opts.SegmentAge {
-				if w.flushLocked() == nil && w.segRecs > 0 && !w.full {
-					w.rotate()
-				}
-			}
-			if w.opts.Fsync > 0 && w.dirty && w.f != nil && time.Since(w.lastSync) >= time.Duration(w.opts.Fsync) {
-				// Sync without the lock: appenders never wait for the disk.
-				f, pos := w.f, w.wpos
-				w.dirty = false
-				w.mu.Unlock()
-				err := fdatasync(f)
-				w.mu.Lock()
-				w.lastSync = time.Now()
-				w.stats.Syncs++
-				if err != nil && !errors.Is(err, os.ErrClosed) {
-					w.dirty = true
-					w.opts.Logf("audit: sync %s: %v", f.Name(), err)
-				} else if err == nil && (pos.segment > w.headAt.segment || pos.segment == w.headAt.segment && pos.offset > w.headAt.offset) {
-					w.writeHead(pos)
-				}
-			}
+		if w.enc.n > 0 && now.Sub(w.batchOpen) >= w.opts.FlushInterval {
+			w.cutLocked()
 		}
 		w.mu.Unlock()
+		w.writeQueued()
+	}
+	if w.opts.SegmentAge > 0 && w.f != nil && !w.full && len(w.held) == 0 && now.Sub(w.segCreated) >= w.opts.SegmentAge {
+		w.mu.Lock()
+		w.cutLocked()
+		w.mu.Unlock()
+		w.writeQueued()
+		if w.err == nil && w.segRecs > 0 && !w.full && w.f != nil {
+			if err := w.rotate(now); err != nil {
+				w.opts.Logf("audit: rotate %s: %v", w.opts.Dir, err)
+			}
+		}
+	}
+	if w.opts.Fsync > 0 && w.dirty && w.f != nil && time.Since(w.lastSync) >= time.Duration(w.opts.Fsync) {
+		// Sync without the lock: Flush, Stats and Head do not wait for the disk.
+		f, pos := w.f, w.wpos
+		w.dirty = false
+		w.io.Unlock()
+		err := fdatasync(f)
+		w.io.Lock()
+		w.lastSync = time.Now()
+		w.stats.Syncs++
+		if err != nil && !errors.Is(err, os.ErrClosed) {
+			w.dirty = true
+			w.opts.Logf("audit: sync %s: %v", f.Name(), err)
+		} else if err == nil && (pos.segment > w.headAt.segment || pos.segment == w.headAt.segment && pos.offset > w.headAt.offset) {
+			w.writeHead(pos)
+		}
 	}
 }
