@@ -486,8 +486,9 @@ func (p *Pipeline) drain() {
 }
 
 func (p *Pipeline) process(b *batch) {
+	sw := p.stages.batch(len(b.evs))
 	for i := range b.evs {
-		p.event(&b.evs[i])
+		p.event(&b.evs[i], &sw)
 	}
 	p.events.Add(uint64(len(b.evs)))
 	b.evs, b.strs = b.evs[:0], b.strs[:0]
@@ -526,9 +527,8 @@ func (p *Pipeline) refreshTarget(cg uint64, c *cgInfo) {
 }
 
 // event runs one event through enrich → gaps → audit → sinks → detector →
-// control.
-func (p *Pipeline) event(ev *event.Event) {
-	sw := p.stages.start()
+// control; sw times its stages when on.
+func (p *Pipeline) event(ev *event.Event, sw *stopwatch) {
 	if p.cfg.Enrich != nil {
 		p.cfg.Enrich(ev)
 	}
@@ -568,13 +568,13 @@ func (p *Pipeline) event(ev *event.Event) {
 	if p.cfg.Detector != nil && (!c.hasTarget || c.target.Mode != annotations.ModeLearn) {
 		p.detect(ev, c)
 	}
-	sw.lap(&p.stages.detect)
 	if c.finished && c.lastSeq >= c.finalSeen {
 		p.finish(ev.CgroupID, c)
 	} else if len(p.gone) > 0 && !c.finished && p.isGone(ev.CgroupID) {
 		// A record after its cgroup finished: processed, then forgotten again.
 		p.forgetLate(ev.CgroupID)
 	}
+	sw.lap(&p.stages.detect)
 }
 
 // detect runs the detector on one event and handles its verdicts.
