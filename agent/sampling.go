@@ -127,13 +127,14 @@ type sampler struct {
 type sampleState struct {
 	id  uint64
 	dir string
-	// last is the tick that last read it; readAt when that read was
+	// added is the first tick that saw it; last the tick that last read
+	// it; readAt when that read was
 	// taken, lastCPU its usage then (ns); threads its thread count when
 	// last read (-1: never).
-	last, readAt time.Time
-	lastCPU      uint64
-	threads      int
-	reads        int // up to 2
+	added, last, readAt time.Time
+	lastCPU             uint64
+	threads             int
+	reads               int // up to 2
 	// hotUntil and suspectUntil end its classes.
 	hotUntil, suspectUntil time.Time
 	// held: the response ladder holds something on it.
@@ -313,7 +314,14 @@ func (s *sampler) due(now time.Time) []sampleJob {
 			st.Idle++
 		}
 		if c.last.IsZero() {
-			c.ratio = 1e9 // never read: first
+			// Never read: first, as a suspect one due, and one more for
+			// each 8 ticks it waits since the first that saw it (a hot
+			// one gains 8 a tick: thousands tracked at once hold up a hot
+			// one for 3 ticks at most, and none waits for ever).
+			if c.added.IsZero() {
+				c.added = now
+			}
+			c.ratio = suspectWeight + float64(now.Sub(c.added))/float64(hotWeight*s.cfg.Every)
 			s.cand = append(s.cand, c)
 			continue
 		}

@@ -412,3 +412,34 @@ func TestReadCgroupFilesKernel(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestSamplingStormKeepsHot: thousands of containers tracked at once are
+// read first, but a busy container already hot waits a few ticks at most.
+func TestSamplingStormKeepsHot(t *testing.T) {
+	cfg := Sampling{Budget: 2000}.withDefaults(250 * time.Millisecond)
+	s := newSampler(cfg)
+	cgs := map[uint64]simCgroup{1: {cores: []simPhase{{0, 1}}}}
+	s.track(1, "/cg/1")
+	var last time.Time
+	var maxGap time.Duration
+	storm := false
+	simulate(s, cgs, 30*time.Second, func(j sampleJob, now time.Time, _ uint64) {
+		if !storm && now.After(sampleT0.Add(5*time.Second)) {
+			for id := uint64(2); id <= 10001; id++ {
+				cgs[id] = simCgroup{cores: []simPhase{{0, 0.001}}}
+				s.track(id, "/cg/n")
+			}
+			storm = true
+		}
+		if j.ID != 1 {
+			return
+		}
+		if !last.IsZero() && now.Sub(last) > maxGap {
+			maxGap = now.Sub(last)
+		}
+		last = now
+	})
+	if maxGap > 4*cfg.Every {
+		t.Errorf("the busy container waited %v between samples while 10,000 were tracked, want at most 4 ticks", maxGap)
+	}
+}
