@@ -128,9 +128,8 @@ type sampleState struct {
 	id  uint64
 	dir string
 	// added is the first tick that saw it; last the tick that last read
-	// it; readAt when that read was
-	// taken, lastCPU its usage then (ns); threads its thread count when
-	// last read (-1: never).
+	// it; readAt when that read was taken, lastCPU its usage then (ns);
+	// threads its thread count when last read (-1: never).
 	added, last, readAt time.Time
 	lastCPU             uint64
 	threads             int
@@ -227,8 +226,10 @@ func (s *sampler) untrack(id uint64) {
 func (s *sampler) sync(dirs map[uint64]string, held map[uint64]bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for id := range s.cs {
-		if _, ok := dirs[id]; !ok {
+	for id, c := range s.cs {
+		// One tracked since the caller listed them, not seen by a tick
+		// yet, stays (the Stopped callback forgets it if it ends).
+		if _, ok := dirs[id]; !ok && !c.added.IsZero() {
 			delete(s.cs, id)
 		}
 	}
@@ -260,11 +261,9 @@ func (s *sampler) counters(now time.Time, all map[uint64]bpf.Counters) {
 			continue
 		}
 		if !st.counted.IsZero() && n.Seen >= st.seen {
-			if d := now.Sub(st.counted); d > 0 && float64(n.Seen-st.seen)/d.Seconds() >= s.cfg.HotEvents {
-				st.hotUntil = now.Add(s.cfg.CoolAfter)
-			}
-			if n.Throttled > st.throttled {
-				st.hotUntil = now.Add(s.cfg.CoolAfter)
+			d := now.Sub(st.counted)
+			if (d > 0 && float64(n.Seen-st.seen)/d.Seconds() >= s.cfg.HotEvents) || n.Throttled > st.throttled {
+				st.hotUntil = later(st.hotUntil, now.Add(s.cfg.CoolAfter))
 			}
 		}
 		st.seen, st.throttled, st.counted = n.Seen, n.Throttled, now

@@ -443,3 +443,26 @@ func TestSamplingStormKeepsHot(t *testing.T) {
 		t.Errorf("the busy container waited %v between samples while 10,000 were tracked, want at most 4 ticks", maxGap)
 	}
 }
+
+func TestSamplingSync(t *testing.T) {
+	s := newSampler(Sampling{}.withDefaults(250 * time.Millisecond))
+	s.track(1, "/cg/1")
+	s.track(2, "/cg/2")
+	s.due(sampleT0) // both seen by a tick
+	s.track(3, "/cg/3")
+	// The registry's list taken before 3 was tracked, after 2 stopped.
+	s.sync(map[uint64]string{1: "/cg/1"}, map[uint64]bool{1: true})
+	if _, ok := s.cs[2]; ok {
+		t.Error("a container no longer tracked is still sampled")
+	}
+	if _, ok := s.cs[3]; !ok {
+		t.Error("a container tracked since the list was taken is forgotten")
+	}
+	if !s.cs[1].held {
+		t.Error("held by the ladder: not marked")
+	}
+	s.untrack(3)
+	if len(s.cs) != 1 {
+		t.Errorf("%d containers sampled, want 1", len(s.cs))
+	}
+}
