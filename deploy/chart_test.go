@@ -313,6 +313,9 @@ func TestDaemonSet(t *testing.T) {
 	if env == "" || env != sock || !strings.HasPrefix(sock, "/run/vigil/") {
 		t.Errorf("keeper VIGIL_NOTIFY_KEEPER=%q, agent --notify-keeper=%q: want the same socket under /run/vigil", env, sock)
 	}
+	if w, ok := arg(agent.Args, "notify-keeper-wait"); !ok || w != "30s" {
+		t.Errorf("agent --notify-keeper-wait=%q (given: %v): want 30s, so an agent that starts before its keeper sidecar waits for it", w, ok)
+	}
 	if keeper.Args[0] != "agent" || len(keeper.VolumeMounts) != 1 || keeper.VolumeMounts[0].Name != mounts["/run/vigil"].Name {
 		t.Errorf("keeper %v %v mounts %+v: want `vigil agent` sharing /run/vigil", keeper.Command, keeper.Args, keeper.VolumeMounts)
 	}
@@ -396,6 +399,9 @@ func TestNoKeeper(t *testing.T) {
 	}
 	if v, ok := arg(spec.Containers[0].Args, "notify-keeper"); !ok || v != "" {
 		t.Errorf("--notify-keeper=%q: want '' (no keeper)", v)
+	}
+	if v, ok := arg(spec.Containers[0].Args, "notify-keeper-wait"); ok {
+		t.Errorf("--notify-keeper-wait=%q without a keeper: want none", v)
 	}
 }
 

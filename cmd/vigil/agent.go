@@ -100,6 +100,7 @@ func runAgent(args []string) int {
 		stateFile = fs.String("state", agent.DefaultStateFile, "keep what the response ladder has in force in `FILE`, so a restarted agent knows it ('' keeps nothing)")
 		decisions = fs.String("decisions", "", "write seccomp notify decisions as JSON lines to `FILE` (default: log them)")
 		keeper    = fs.String("notify-keeper", "/run/vigil/notify-keeper.sock", "keep the seccomp notify fds in a helper process at `SOCKET`, so that notify containers survive an agent restart ('' keeps none)")
+		keepWait  = fs.Duration("notify-keeper-wait", 0, "when no keeper answers at --notify-keeper, wait up to `DURATION` for one started beside the agent (a sidecar container) before starting one of its own, which ends with the agent's container")
 		metrics   = fs.String("metrics-addr", "127.0.0.1:9477", "serve /healthz and /metrics (Prometheus) on `ADDR` ('' serves nothing)")
 		pprofOn   = fs.Bool("debug-pprof", false, "also serve the agent's Go profiles (CPU, heap, goroutines) at /debug/pprof/ on --metrics-addr, for 'go tool pprof'")
 		smpBudget = fs.Int("sample-budget", 2000, "read at most `N` containers' CPU and thread counts a second, all together (hot containers first, every 250 ms; idle ones less often)")
@@ -226,7 +227,7 @@ func runAgent(args []string) int {
 	cfg := agent.Config{Node: node, NodeConfigPath: *cfgPath, NRISocket: *nriSock, ControlSocket: *ctlSock, ListenerPath: *listener,
 		CgroupRoot: root, Events: evOut, Decisions: decOut, AuditDir: *auditDir, MetricsAddr: *metrics,
 		AuditMaxBytes: auditMax, AuditMaxAge: auditMaxAge, AuditOnFull: onFull, AuditAnchor: *anchor, AuditAnchorEvery: *anchorDur,
-		KeeperPath: *keeper, StartKeeper: startKeeper, Detect: det, NoDetect: *noDetect, StateFile: *stateFile,
+		KeeperPath: *keeper, StartKeeper: keeperStarter(log, *keepWait, startKeeper), Detect: det, NoDetect: *noDetect, StateFile: *stateFile,
 		Alerts: alOut, Webhook: *webhook, HookOnly: *hookOnly, Build: buildInfo(), EventFilter: evFilter, Pprof: *pprofOn,
 		Sampling: agent.Sampling{Budget: *smpBudget, IdleEvery: *smpIdle}}
 	if *smpBudget <= 0 {
@@ -234,6 +235,9 @@ func runAgent(args []string) int {
 	}
 	if *smpIdle <= 0 {
 		return fail("agent: --sample-idle-every %v: must be a positive duration", *smpIdle)
+	}
+	if *keepWait < 0 {
+		return fail("agent: --notify-keeper-wait %v: must be 0 (start a keeper at once) or a positive duration", *keepWait)
 	}
 	// The connect guard (deny-connect) is pinned beside the tracer so that
 	// what it refuses stays refused across agent restarts.
@@ -339,6 +343,27 @@ func loadTracer(cfg bpf.Config, log *logrus.Logger) (*bpf.Monitor, error) {
 		return nil, fmt.Errorf("replace pinned tracer: %w", err)
 	}
 	return bpf.Load(cfg)
+}
+
+// keeperStarter is the agent's StartKeeper, called when no keeper answers
+// at path: it waits up to wait for a keeper started by someone else (the
+// chart's sidecar container, which may start after the agent's) and calls
+// start only when none answered.
+func keeperStarter(log *logrus.Logger, wait time.Duration, start func(path string) error) func(path string) error {
+	return func(path string) error {
+		if wait > 0 {
+			log.WithFields(logrus.Fields{"socket": path, "wait": wait}).Info("waiting for the notify fd keeper")
+			t0 := time.Now()
+			for deadline := t0.Add(wait); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+				if seccomp.KeeperRunning(path) {
+					log.WithFields(logrus.Fields{"socket": path, "after": time.Since(t0).Round(time.Millisecond)}).Info("the notify fd keeper answers")
+					return nil
+				}
+			}
+			log.WithFields(logrus.Fields{"socket": path, "wait": wait}).Warn("no notify fd keeper answered within --notify-keeper-wait: starting one, which ends with this agent's container")
+		}
+		return start(path)
+	}
 }
 
 // startKeeper starts this binary as the notify fd keeper at path, in its
