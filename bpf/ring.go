@@ -40,6 +40,10 @@ type ring struct {
 	mask  uint64
 	consP *uint64
 	prodP *uint64
+	// stopped is set by interrupt and cleared by resetDeadlines: a wait
+	// that arms its deadline after an interrupt would otherwise overwrite
+	// the interrupt's past deadline and park for its whole timeout.
+	stopped atomic.Bool
 }
 
 const (
@@ -144,6 +148,9 @@ func (r *ring) wait(timeout time.Duration) error {
 	if err := r.file.SetReadDeadline(time.Now().Add(timeout)); err != nil {
 		return err
 	}
+	if r.stopped.Load() {
+		return nil // interrupted before the deadline was armed
+	}
 	err := r.rawFd.Read(func(uintptr) bool { return r.pending() > 0 })
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return nil
@@ -157,6 +164,9 @@ func (r *ring) wait(timeout time.Duration) error {
 func (r *ring) waitWake(timeout time.Duration) error {
 	if err := r.file.SetReadDeadline(time.Now().Add(timeout)); err != nil {
 		return err
+	}
+	if r.stopped.Load() {
+		return nil // interrupted before the deadline was armed
 	}
 	parked := false
 	err := r.rawFd.Read(func(uintptr) bool {
@@ -175,6 +185,7 @@ func (r *ring) waitWake(timeout time.Duration) error {
 
 // resetDeadlines clears what an interrupt of an earlier run left.
 func (r *ring) resetDeadlines() {
+	r.stopped.Store(false)
 	if r.file != nil {
 		r.file.SetReadDeadline(time.Time{})
 	}
@@ -184,8 +195,11 @@ func (r *ring) resetDeadlines() {
 }
 
 // interrupt wakes a reader parked in wait, waitWake or sleep (Close, or
-// the end of the reader's context).
+// the end of the reader's context), and one about to park: the flag is
+// set before the deadlines, and a wait checks it after arming its own, so
+// either the wait sees the flag or the past deadline comes after its own.
 func (r *ring) interrupt() {
+	r.stopped.Store(true)
 	past := time.Unix(1, 0)
 	if r.file != nil {
 		r.file.SetReadDeadline(past)
