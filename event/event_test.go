@@ -181,3 +181,24 @@ func TestJSONContainerKubernetes(t *testing.T) {
 		t.Errorf("unset fields written: %s", b)
 	}
 }
+
+// TestAppendTime: the cached formatting writes what time.RFC3339Nano
+// writes, for every kind of fraction, across seconds and back, and for
+// zones other than UTC.
+func TestAppendTime(t *testing.T) {
+	base := time.Date(2026, 12, 1, 23, 59, 58, 0, time.UTC)
+	est := time.FixedZone("EST", -5*3600)
+	var ts []time.Time
+	for _, ns := range []int{0, 1, 10, 120, 999999999, 500000000, 123456789, 100000, 7} {
+		for _, s := range []int{0, 1, 2, 0} { // back to an earlier second
+			ts = append(ts, base.Add(time.Duration(s)*time.Second+time.Duration(ns)))
+		}
+	}
+	ts = append(ts, base.In(est), base.Add(1234).In(est), time.Unix(0, 0), time.Time{}, time.Date(12000, 1, 1, 0, 0, 0, 5, time.UTC))
+	for _, tm := range ts {
+		want := tm.UTC().AppendFormat(nil, time.RFC3339Nano)
+		if got := appendTime([]byte("x"), tm); string(got) != "x"+string(want) {
+			t.Errorf("appendTime(%v) = %s, want x%s", tm, got, want)
+		}
+	}
+}

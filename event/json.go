@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -15,6 +16,48 @@ import (
 
 // ErrnoName is the symbolic name of an errno ("ENOENT"), or "" if unknown.
 func ErrnoName(errno int) string { return unix.ErrnoName(unix.Errno(errno)) }
+
+// secondText is one second of UTC time formatted as RFC 3339 up to the
+// seconds ("2006-01-02T15:04:05"): the events of a batch share it.
+type secondText struct {
+	sec  int64
+	text [19]byte
+}
+
+var lastSecond atomic.Pointer[secondText]
+
+// appendTime appends t as time.RFC3339Nano in UTC, as
+// t.UTC().AppendFormat(b, time.RFC3339Nano) does, formatting the date and
+// clock once a second (a third of an event's JSON cost otherwise).
+func appendTime(b []byte, t time.Time) []byte {
+	t = t.UTC()
+	sec := t.Unix()
+	st := lastSecond.Load()
+	if st == nil || st.sec != sec {
+		y := t.Year()
+		if y < 0 || y > 9999 {
+			return t.AppendFormat(b, time.RFC3339Nano)
+		}
+		st = &secondText{sec: sec}
+		t.Truncate(time.Second).AppendFormat(st.text[:0], "2006-01-02T15:04:05")
+		lastSecond.Store(st)
+	}
+	b = append(b, st.text[:]...)
+	if ns := t.Nanosecond(); ns != 0 {
+		var d [10]byte
+		d[0] = '.'
+		for i, v := 9, ns; i >= 1; i-- {
+			d[i] = byte('0' + v%10)
+			v /= 10
+		}
+		n := 10
+		for d[n-1] == '0' {
+			n--
+		}
+		b = append(b, d[:n]...)
+	}
+	return append(b, 'Z')
+}
 
 // AppendJSON appends the event's JSON form (one object, no newline) to b.
 // It allocates nothing beyond growing b, so a reader can stream millions of
@@ -28,7 +71,7 @@ func (e *Event) AppendJSON(b []byte) []byte {
 	b = append(b, `{"seq":`...)
 	b = strconv.AppendUint(b, e.Seq, 10)
 	b = append(b, `,"time":"`...)
-	b = e.Time.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = appendTime(b, e.Time)
 	b = append(b, `","ktime":`...)
 	b = strconv.AppendUint(b, e.KTime, 10)
 	b = append(b, `,"cgroup":`...)
