@@ -105,7 +105,7 @@ func newOnlineModel(m *Model) *onlineModel {
 type modelState struct {
 	w      *windower
 	index  int
-	recent contextScores // the last windows' scores (Model.Context)
+	series seriesState // the last windows' scores and accumulated evidence (Model.Context, Model.Accum)
 	// rulesOnly says why the model does not score this cgroup ("": it
 	// does): the model was learned for another workload.
 	rulesOnly string
@@ -148,9 +148,7 @@ func (o *onlineModel) close(cg *cgState, cgroup uint64, pid, tid uint32, seq uin
 	if n < minScoreLen {
 		return out
 	}
-	s := o.m.Score(&u)
-	s.Score = ms.recent.push(s.Score, o.m.Context)
-	s.Anomalous = s.Score > o.m.Threshold
+	s := o.m.next(&ms.series, o.m.Score(&u))
 	if !s.Anomalous {
 		return out
 	}

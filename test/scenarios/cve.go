@@ -655,7 +655,11 @@ func EvaluateCVE(dataset string, variants []Method, log io.Writer) (*CVEReport, 
 // deviation of 0.1 in log count), whether each syscall's deviations are
 // scaled by its held-out spread between the two training files, whether
 // a window's deviation is its largest or the sum beyond 5 or 10 standard
-// deviations, and how many consecutive windows a deviation must last.
+// deviations, and how many consecutive windows a deviation must last;
+// then, on the sums beyond 5 and 10 standard deviations with one or two
+// windows of context, how evidence accumulates across windows (a CUSUM
+// with a drift of 1 or 5, or the sum of the last 3 or 5 windows; see
+// detector.AccumOptions).
 func ModelVariants() []Method {
 	var out []Method
 	for _, v := range modelVariantOptions() {
@@ -696,7 +700,36 @@ func modelVariantOptions() []modelVariant {
 			}
 		}
 	}
+	for _, ex := range []float64{5, 10} {
+		for _, ctx := range []int{1, 2} {
+			for _, a := range accumVariants() {
+				o := detector.CountOptions{Features: detector.FeatSyscall, Floor: 1e-6, Tier: true, Excess: ex}
+				name := fmt.Sprintf("z-tier-ex%g", ex)
+				if ctx > 1 {
+					name += fmt.Sprintf("/ctx%d", ctx)
+				}
+				vs = append(vs, modelVariant{name + "/" + a.name, detector.TrainOptions{Components: []string{"count"}, Count: o, Context: ctx, Accum: a.opt}})
+			}
+		}
+	}
 	return vs
+}
+
+// accumVariant is a way of accumulating evidence across windows.
+type accumVariant struct {
+	name string
+	opt  detector.AccumOptions
+}
+
+// accumVariants are the ways of accumulating evidence across windows
+// that ModelVariants compares.
+func accumVariants() []accumVariant {
+	return []accumVariant{
+		{"cusum1", detector.AccumOptions{Kind: detector.AccumCUSUM, Drift: 1}},
+		{"cusum5", detector.AccumOptions{Kind: detector.AccumCUSUM, Drift: 5}},
+		{"sum3", detector.AccumOptions{Kind: detector.AccumSum, N: 3}},
+		{"sum5", detector.AccumOptions{Kind: detector.AccumSum, N: 5}},
+	}
 }
 
 // SeqSTIDEBaseline is STIDE (n=6) on syscall sequences: training keeps
