@@ -32,11 +32,19 @@ type TrackOptions struct {
 	// traced task an irq_work and the reader a wakeup.
 	Realtime bool
 	// Block: the cgroup is slowed instead of losing records. When its
-	// budget is spent or the ring is half full, the process making the
-	// syscall is stopped (SIGSTOP, from the tracer, before the syscall
-	// returns) and continued (SIGCONT) once the ring has drained to an
-	// eighth and the budget has recovered half its burst. Records the full
-	// ring still refuses are counted as dropped, as for any cgroup.
+	// budget is spent, or the ring is half full and it has spent more
+	// than half its burst, or the ring is three quarters full, the
+	// process making the syscall is stopped (SIGSTOP, from the tracer,
+	// before the syscall returns) and continued (SIGCONT) once the ring
+	// has drained to an eighth and the budget has recovered half its
+	// burst. A process the container continues itself is stopped again
+	// at its next record over budget, and past twice its burst the
+	// cgroup's records are dropped (throttled) as in the normal class.
+	// Processes are stopped only while this Monitor's pacer runs: Close
+	// continues every process the class stopped, and until another
+	// Monitor tracks the cgroup it is budgeted as the normal class.
+	// Records the full ring still refuses are counted as dropped, as for
+	// any cgroup.
 	Block bool
 }
 
@@ -107,22 +115,34 @@ func (m *Monitor) Class(cgroupID uint64) (o TrackOptions, paused uint64, err err
 var pacers sync.Map // *Monitor → *pacer
 
 // pacer continues the processes the block class stopped, once the ring has
-// drained and their cgroup's budget has recovered. It owns its handles (a
-// clone of the paused map, its own read-only view of the ring's positions),
-// so it needs nothing from the Monitor after it started, and ends when the
-// Monitor closes.
+// drained and their cgroup's budget has recovered, and keeps the tracer's
+// heartbeat (vigil_pacer) so that the tracer stops processes only while a
+// pacer lives. It owns its handles (clones of the maps, its own read-only
+// view of the ring's positions), so it needs nothing from the Monitor after
+// it started, and ends when the Monitor closes.
 type pacer struct {
 	paused   *ebpf.Map
 	cgroups  *ebpf.Map
+	beat     *ebpf.Map
 	pos      []byte // the ring's consumer and producer pages, read-only
 	ringSize uint64
 	halfTau  uint64 // ns: the budget debt (tat - now) at which a cgroup may go on
 	root     string // cgroup v2 mount
 	resumed  atomic.Uint64
+	stop     chan struct{} // closed to end run (Close, or a test)
+	done     chan struct{} // closed when run has returned
 }
 
-// pacerTick is how often the pacer looks at the stopped processes.
-const pacerTick = 500 * time.Microsecond
+const (
+	// pacerTick is how often the pacer looks at the stopped processes.
+	pacerTick = 500 * time.Microsecond
+	// pacerBeat is how often it tells the tracer it lives; the tracer
+	// takes a pacer silent for 5 s for gone (syscalls.bpf.c: PACER_STALE).
+	pacerBeat = 100 * time.Millisecond
+	// stopGrace is how long a program that read the heartbeat before it
+	// was cleared may still stop a process: microseconds, with margin.
+	stopGrace = 10 * time.Millisecond
+)
 
 func (m *Monitor) startPacer() error {
 	if _, ok := pacers.Load(m); ok {
@@ -145,20 +165,109 @@ func (m *Monitor) startPacer() error {
 		paused.Close()
 		return fmt.Errorf("block class: cgroup map: %w", err)
 	}
+	beat, err := m.objs.VigilPacer.Clone()
+	if err != nil {
+		paused.Close()
+		cgroups.Close()
+		return fmt.Errorf("block class: pacer map: %w", err)
+	}
 	page := os.Getpagesize()
 	pos, err := unix.Mmap(m.objs.VigilEvents.FD(), 0, 2*page, unix.PROT_READ, unix.MAP_SHARED)
 	if err != nil {
 		paused.Close()
 		cgroups.Close()
+		beat.Close()
 		return fmt.Errorf("block class: map ring positions: %w", err)
 	}
-	p := &pacer{paused: paused, cgroups: cgroups, pos: pos, ringSize: uint64(m.objs.VigilEvents.MaxEntries()), halfTau: tau / 2, root: root}
+	p := &pacer{paused: paused, cgroups: cgroups, beat: beat, pos: pos, ringSize: uint64(m.objs.VigilEvents.MaxEntries()),
+		halfTau: tau / 2, root: root, stop: make(chan struct{}), done: make(chan struct{})}
 	if _, loaded := pacers.LoadOrStore(m, p); loaded {
 		p.close()
 		return nil
 	}
-	go p.run(m.closing, func() { pacers.Delete(m) })
+	// The first record over budget may come before run's first beat.
+	if err := p.heartbeat(monotonicNow()); err != nil {
+		pacers.Delete(m)
+		p.close()
+		return fmt.Errorf("block class: %w", err)
+	}
+	go p.run(m.closing)
 	return nil
+}
+
+// heartbeat tells the tracer that a pacer lives (now) or that none does (0).
+func (p *pacer) heartbeat(now uint64) error {
+	if err := p.beat.Update(uint32(0), now, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("pacer heartbeat: %w", err)
+	}
+	return nil
+}
+
+// endPacer stops this Monitor's pacer, if it has one, and waits until it
+// has returned: the tracer stops no process after that (its heartbeat is
+// cleared, see releaseStopped).
+func (m *Monitor) endPacer() {
+	v, ok := pacers.Load(m)
+	if !ok {
+		return
+	}
+	p := v.(*pacer)
+	select {
+	case <-p.stop:
+	default:
+		close(p.stop)
+	}
+	<-p.done
+	pacers.Delete(m)
+}
+
+// releaseStopped ends the block class's stops for the tracer whose maps
+// these are: it clears the pacer's heartbeat, so that the tracer stops no
+// more processes, waits for programs that read it before, and continues
+// every process the block class stopped (those still in the cgroup they
+// were stopped in). It returns how many it continued.
+func releaseStopped(beat, paused *ebpf.Map) (int, error) {
+	var was uint64
+	if err := beat.Lookup(uint32(0), &was); err != nil {
+		return 0, fmt.Errorf("read pacer heartbeat: %w", err)
+	}
+	if err := beat.Update(uint32(0), uint64(0), ebpf.UpdateAny); err != nil {
+		return 0, fmt.Errorf("clear pacer heartbeat: %w", err)
+	}
+	if was != 0 {
+		time.Sleep(stopGrace)
+	}
+	root, err := CgroupRoot()
+	if err != nil {
+		return 0, fmt.Errorf("continue stopped processes: %w", err)
+	}
+	n := 0
+	for _, e := range stoppedProcs(paused) {
+		paused.Delete(e.tgid)
+		if inCgroup(root, int(e.tgid), e.cgid) && unix.Kill(int(e.tgid), unix.SIGCONT) == nil {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// stopped is an entry of the paused map: a process and its cgroup.
+type stopped struct {
+	tgid uint32
+	cgid uint64
+}
+
+// maxStopped bounds what one pass reads of the paused map (its size).
+const maxStopped = 16384
+
+func stoppedProcs(paused *ebpf.Map) []stopped {
+	var out []stopped
+	var e stopped
+	it := paused.Iterate()
+	for len(out) < maxStopped && it.Next(&e.tgid, &e.cgid) {
+		out = append(out, e)
+	}
+	return out
 }
 
 // Resumed is how many stopped processes the block class has continued.
@@ -173,21 +282,29 @@ func (p *pacer) close() {
 	unix.Munmap(p.pos)
 	p.paused.Close()
 	p.cgroups.Close()
+	p.beat.Close()
 }
 
-func (p *pacer) run(closing <-chan struct{}, done func()) {
-	defer done()
+// run continues stopped processes every pacerTick and beats every
+// pacerBeat until the Monitor closes (which then clears the heartbeat and
+// continues what is left stopped: Close) or stop is closed.
+func (p *pacer) run(closing <-chan struct{}) {
+	defer close(p.done)
 	defer p.close()
 	t := time.NewTicker(pacerTick)
 	defer t.Stop()
+	last := time.Now()
 	for {
 		select {
 		case <-closing:
-			// Nothing is left stopped by a closing tracer... unless it is
-			// pinned and keeps tracing: then the next agent's pacer
-			// continues them once its reader drains the ring.
+			return
+		case <-p.stop:
 			return
 		case <-t.C:
+		}
+		if time.Since(last) >= pacerBeat {
+			last = time.Now()
+			p.heartbeat(monotonicNow())
 		}
 		p.pass()
 	}
@@ -203,17 +320,7 @@ func (p *pacer) pending() uint64 {
 
 // pass continues each stopped process whose cgroup may go on.
 func (p *pacer) pass() {
-	var tgid uint32
-	var cgid uint64
-	type entry struct {
-		tgid uint32
-		cgid uint64
-	}
-	var stopped []entry
-	it := p.paused.Iterate()
-	for it.Next(&tgid, &cgid) {
-		stopped = append(stopped, entry{tgid, cgid})
-	}
+	stopped := stoppedProcs(p.paused)
 	if len(stopped) == 0 || p.pending() > p.ringSize/8 {
 		return
 	}

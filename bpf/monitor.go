@@ -669,7 +669,10 @@ func nextPoll(poll time.Duration, n int, lo, hi time.Duration) time.Duration {
 }
 
 // Close detaches the tracer (unless pinned: a pinned tracer keeps counting
-// for the next agent) and frees what it holds.
+// for the next agent) and frees what it holds. It continues every process
+// the block class stopped: with no pacer left, the tracer stops none (a
+// pinned tracer budgets block-class cgroups as the normal class until
+// another Monitor tracks them).
 func (m *Monitor) Close() error {
 	select {
 	case <-m.closing:
@@ -682,19 +685,26 @@ func (m *Monitor) Close() error {
 	}
 	m.runMu.Lock() // a running Run sees closing within one wait
 	defer m.runMu.Unlock()
+	m.endPacer()
 	if m.ring != nil {
 		m.ring.close()
 	}
 	for _, l := range m.links {
 		l.Close()
 	}
-	return m.objs.Close()
+	var err error
+	if m.objs.VigilPacer != nil && m.objs.VigilPaused != nil {
+		if _, rerr := releaseStopped(m.objs.VigilPacer, m.objs.VigilPaused); rerr != nil {
+			err = fmt.Errorf("close tracer: %w", rerr)
+		}
+	}
+	return errors.Join(err, m.objs.Close())
 }
 
 // Unpin removes a pinned tracer: it detaches its programs (also from under a
-// Monitor still running, where the kernel can detach a link) and removes
-// its links, maps and identity. Counters are gone afterwards. A missing
-// pinDir is not an error.
+// Monitor still running, where the kernel can detach a link), continues
+// every process its block class stopped, and removes its links, maps and
+// identity. Counters are gone afterwards. A missing pinDir is not an error.
 func Unpin(pinDir string) error {
 	entries, err := os.ReadDir(pinDir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -705,15 +715,21 @@ func Unpin(pinDir string) error {
 	}
 	var errs []error
 	for _, e := range entries {
-		p := filepath.Join(pinDir, e.Name())
-		if strings.HasPrefix(e.Name(), "link_") {
-			if l, err := link.LoadPinnedLink(p, nil); err == nil {
-				if err := l.Detach(); err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
-					errs = append(errs, fmt.Errorf("detach %s: %w", e.Name(), err))
-				}
-				l.Close()
-			}
+		if !strings.HasPrefix(e.Name(), "link_") {
+			continue
 		}
+		if l, err := link.LoadPinnedLink(filepath.Join(pinDir, e.Name()), nil); err == nil {
+			if err := l.Detach(); err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
+				errs = append(errs, fmt.Errorf("detach %s: %w", e.Name(), err))
+			}
+			l.Close()
+		}
+	}
+	if err := releasePinned(pinDir); err != nil {
+		errs = append(errs, err)
+	}
+	for _, e := range entries {
+		p := filepath.Join(pinDir, e.Name())
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("unpin %s: %w", e.Name(), err))
 		}
@@ -723,6 +739,33 @@ func Unpin(pinDir string) error {
 	}
 	if err := os.Remove(pinDir); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove pin dir: %w", err)
+	}
+	return nil
+}
+
+// releasePinned continues the processes that the block class of the tracer
+// pinned in pinDir stopped (releaseStopped). A tracer pinned before the
+// pacer's heartbeat existed has no vigil_pacer: its paused map is emptied
+// all the same.
+func releasePinned(pinDir string) error {
+	paused, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, "vigil_paused"), nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("continue stopped processes: %w", err)
+	}
+	defer paused.Close()
+	beat, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, "vigil_pacer"), nil)
+	if errors.Is(err, os.ErrNotExist) {
+		beat, err = ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1})
+	}
+	if err != nil {
+		return fmt.Errorf("continue stopped processes: %w", err)
+	}
+	defer beat.Close()
+	if _, err := releaseStopped(beat, paused); err != nil {
+		return fmt.Errorf("unpin: %w", err)
 	}
 	return nil
 }

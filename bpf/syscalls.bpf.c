@@ -28,13 +28,19 @@
 // CG_REALTIME records wake the reader at once (BPF_RB_FORCE_WAKEUP), other
 // cgroups keep the adaptive wakeup (wake_flag). A CG_BLOCK cgroup is slowed
 // instead of losing records: a record over its budget is written all the
-// same, and when its budget is spent or the ring is half full, the
-// process that made the syscall is stopped (SIGSTOP, once: vigil_paused)
-// before it returns to user space; user space continues it (SIGCONT) once
-// the ring has drained and the budget has recovered. Its threads still in
-// a syscall on other CPUs finish that one syscall, so the ring keeps half
-// its size as headroom for them. A record the full ring refuses is still
-// counted as dropped.
+// same, and the process that made the syscall is stopped (SIGSTOP, noted in
+// vigil_paused) before it returns to user space when its budget is spent,
+// when the ring is half full and the cgroup has spent more than half its
+// burst, or when the ring is three quarters full; user space (the pacer)
+// continues it (SIGCONT) once the ring has drained and the budget has
+// recovered. Its threads still in a syscall on other CPUs finish that one
+// syscall, so the ring keeps a quarter of its size as headroom for them. A
+// record the full ring refuses is still counted as dropped. The class holds
+// only while a pacer runs (vigil_pacer, a heartbeat): without one, nothing
+// is stopped and the cgroup is budgeted as any other. Its debt is bounded:
+// past twice its burst (processes that keep running although stopped:
+// continued by the container itself, or not stoppable), its records are
+// dropped as throttled, and the process is stopped again.
 //
 // Budget: each cgroup may write budget_burst records at once and one more
 // every budget_ns (a token bucket kept as a theoretical arrival time, GCRA),
@@ -89,6 +95,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define CG_REALTIME 1     // wake the reader for each record
 #define CG_BLOCK 2        // stop the process rather than drop its records
 #define SIGSTOP 19        // include/uapi/asm-generic/signal.h (x86 and arm64)
+#define JOBCTL_STOP_PENDING (1UL << 17) // include/linux/sched/jobctl.h
+#define SIGNAL_STOP_STOPPED 1           // include/linux/sched/signal.h
+#define PF_EXITING 0x4                  // include/linux/sched.h
+#define PACER_STALE 5000000000ULL       // ns: a pacer silent this long is gone
 
 // Decoders, chosen per syscall number by user space (sysmeta map).
 enum dec {
@@ -237,6 +247,25 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } vigil_paused SEC(".maps");
 
+// The pacer's heartbeat: CLOCK_MONOTONIC ns of its last pass, written by
+// user space (0: no pacer, as a closing Monitor or an uninstall leaves it).
+// A CG_BLOCK process is stopped only while a pacer lives to continue it.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vigil_pacer SEC(".maps");
+
+// pacer_alive says whether a pacer's heartbeat is recent.
+static __always_inline int pacer_alive(__u64 now)
+{
+	__u32 zero = 0;
+	__u64 *hb = bpf_map_lookup_elem(&vigil_pacer, &zero);
+	return hb && *hb && (__s64)(now - *hb) < (__s64)PACER_STALE;
+}
+
 // Bumped by a (re)starting reader so that every thread resends its comm.
 // Pinned: a new reader must reach programs that an old agent attached.
 struct {
@@ -380,6 +409,33 @@ static __always_inline int count_lost(struct cg_state *st)
 	return 0;
 }
 
+// pause_proc stops the current process of a CG_BLOCK cgroup before it returns
+// to user space (kernel/trace/bpf_trace.c: bpf_send_signal, a group-wide
+// stop) and notes it in vigil_paused, which the pacer empties as it
+// continues them. A process noted already is stopped again: it runs because
+// something other than the pacer continued it (the pacer removes the note
+// before its SIGCONT), so a container that continues its own stopped
+// processes cannot take them out of pacing. A process whose stop is under
+// way (SIGSTOP pending, or its group stop in progress or done:
+// kernel/signal.c) is not signalled twice. With the map full nothing is
+// stopped, since nobody would continue it: the debt bound then drops the
+// cgroup's excess.
+static __always_inline void pause_proc(struct task_struct *task, struct cg_state *st)
+{
+	__u32 tgid = task->tgid;
+	__u64 cgid = st->cgid;
+	if (task->flags & PF_EXITING) // bpf_send_signal refuses it: nothing to continue
+		return;
+	if (bpf_map_update_elem(&vigil_paused, &tgid, &cgid, BPF_ANY))
+		return;
+	struct signal_struct *sig = task->signal;
+	if ((sig->shared_pending.signal.sig[0] & (1UL << (SIGSTOP - 1))) ||
+	    (sig->flags & SIGNAL_STOP_STOPPED) || (task->jobctl & JOBCTL_STOP_PENDING))
+		return;
+	if (bpf_send_signal(SIGSTOP) == 0)
+		__sync_fetch_and_add(&st->paused, 1);
+}
+
 // over_budget charges one record to the cgroup's budget (GCRA: tat is the
 // time by which the records granted so far are paid for, one per budget_ns;
 // a record is granted while tat stays within budget_tau of now). A record
@@ -388,19 +444,26 @@ static __always_inline int count_lost(struct cg_state *st)
 // atomic add on the line that seq's atomic has just brought to this CPU;
 // the reset after an idle spell is a plain store (a race there forgives at
 // most a record per CPU). A CG_BLOCK cgroup's record over budget keeps its
-// charge and is written: *pace tells the caller to stop the process.
-static __always_inline int over_budget(struct cg_state *st, __u64 now, int *pace)
+// charge and is written while a pacer runs and the debt (tat - now) is
+// under twice the burst: *pace tells the caller to stop the process. Past
+// that bound the record is dropped like any other over budget (so tat stays
+// within 2 * budget_tau of now), and the process is stopped again.
+static __always_inline int over_budget(struct task_struct *task, struct cg_state *st, __u64 now, int *pace)
 {
 	if (!budget_ns)
 		return 0;
 	if ((__s64)(st->tat - now) < 0)
 		st->tat = now;
 	__u64 prev = __sync_fetch_and_add(&st->tat, budget_ns);
-	if ((__s64)(prev - now) <= (__s64)(budget_tau - budget_ns))
+	__s64 debt = prev - now;
+	if (debt <= (__s64)(budget_tau - budget_ns))
 		return 0;
-	if (st->flags & CG_BLOCK) {
-		*pace = 1;
-		return 0;
+	if ((st->flags & CG_BLOCK) && pacer_alive(now)) {
+		if (debt <= (__s64)(2 * budget_tau - budget_ns)) {
+			*pace = 1;
+			return 0;
+		}
+		pause_proc(task, st);
 	}
 	__sync_fetch_and_add(&st->tat, -budget_ns);
 	__sync_fetch_and_add(&st->seq, 1);
@@ -468,25 +531,27 @@ static __always_inline __u32 put_comm(struct task_struct *task, __u8 *buf, __u32
 	return off + TASK_COMM;
 }
 
-// pause_proc stops the current process of a CG_BLOCK cgroup before it returns
-// to user space (kernel/trace/bpf_trace.c: bpf_send_signal, a group-wide
-// stop), once: the process is entered in vigil_paused, which user space
-// empties as it continues them.
-static __always_inline void pause_proc(struct task_struct *task, struct cg_state *st)
+// ring_full_for says whether the ring is too full for a CG_BLOCK cgroup to
+// go on: half full when it has spent more than half its burst (the debt at
+// which the pacer continues it), three quarters full for any. So a cgroup
+// within its budget is not stopped for a ring the others fill until the
+// ring would otherwise drop its records.
+static __always_inline int ring_full_for(struct cg_state *st, __u64 now)
 {
-	__u32 tgid = task->tgid;
-	__u64 cgid = st->cgid;
-	if (bpf_map_update_elem(&vigil_paused, &tgid, &cgid, BPF_NOEXIST))
-		return;
-	if (bpf_send_signal(SIGSTOP) == 0)
-		__sync_fetch_and_add(&st->paused, 1);
+	__u64 size = bpf_ringbuf_query(&vigil_events, BPF_RB_RING_SIZE);
+	__u64 avail = bpf_ringbuf_query(&vigil_events, BPF_RB_AVAIL_DATA);
+	if (avail < size / 2)
+		return 0;
+	if (avail >= size / 2 + size / 4)
+		return 1;
+	return budget_ns && (__s64)(st->tat - now) > (__s64)(budget_tau / 2);
 }
 
 // sent counts a record as emitted or dropped and notes the comm the reader
-// now knows. A CG_BLOCK cgroup's process is
-// stopped when its budget is spent (pace) or the ring is half full, so
-// that its next records wait instead of being dropped.
-static __always_inline void sent(struct task_struct *task, struct cg_state *st, long err, int pace, struct comm_check *cc)
+// now knows. A CG_BLOCK cgroup's process is stopped when its budget is
+// spent (pace) or the ring is too full for it (ring_full_for), while a pacer
+// runs, so that its next records wait instead of being dropped.
+static __always_inline void sent(struct task_struct *task, struct cg_state *st, __u64 now, long err, int pace, struct comm_check *cc)
 {
 	if (err) {
 		__sync_fetch_and_add(&st->dropped, 1);
@@ -494,8 +559,7 @@ static __always_inline void sent(struct task_struct *task, struct cg_state *st, 
 		__sync_fetch_and_add(&st->emitted, 1);
 		comm_sent(cc);
 	}
-	if ((st->flags & CG_BLOCK) &&
-	    (pace || bpf_ringbuf_query(&vigil_events, BPF_RB_AVAIL_DATA) >= bpf_ringbuf_query(&vigil_events, BPF_RB_RING_SIZE) / 2))
+	if ((st->flags & CG_BLOCK) && (pace || (ring_full_for(st, now) && pacer_alive(now))))
 		pause_proc(task, st);
 }
 
@@ -507,7 +571,7 @@ static __always_inline void emit(struct task_struct *task, struct cg_state *st, 
 	if (size < sizeof(*r))
 		return;
 	long err = bpf_ringbuf_output(&vigil_events, r, size, wake_flag(r->ktime, st->flags));
-	sent(task, st, err, pace, cc);
+	sent(task, st, r->ktime, err, pace, cc);
 }
 
 // tracked returns the state of the current task's cgroup v2 if it is
@@ -574,8 +638,8 @@ static __always_inline int fast_record(struct task_struct *task, struct cg_state
 	}
 	if (size > FAST_SIZE)
 		size = FAST_SIZE;
-	long err = bpf_ringbuf_output(&vigil_events, buf, size, wake_flag(r->ktime, st->flags));
-	sent(task, st, err, pace, &cc);
+	long err = bpf_ringbuf_output(&vigil_events, buf, size, wake_flag(now, st->flags));
+	sent(task, st, now, err, pace, &cc);
 	return 0;
 }
 
@@ -832,14 +896,14 @@ int BPF_PROG(vigil_sys_exit, struct pt_regs *regs, long ret)
 	// A number outside the table (an invalid syscall, or -1 when a tracer
 	// skipped the call) still completed: it is recorded with all arguments.
 	if (nr < 0 || nr >= MAX_NR) {
-		if (over_budget(st, now, &pace))
+		if (over_budget(task, st, now, &pace))
 			return 0;
 		return fast_record(task, st, now, regs, nr, ret, 6, pace);
 	}
 	__u32 key = nr;
 	struct sysmeta *m = bpf_map_lookup_elem(&vigil_sysmeta, &key);
 	if (!m) {
-		if (over_budget(st, now, &pace))
+		if (over_budget(task, st, now, &pace))
 			return 0;
 		return fast_record(task, st, now, regs, nr, ret, 6, pace);
 	}
@@ -847,7 +911,7 @@ int BPF_PROG(vigil_sys_exit, struct pt_regs *regs, long ret)
 	// sched_process_exec, with the strings of the new image.
 	if (ret == 0 && (m->dec == D_EXEC || m->dec == D_EXECAT))
 		return 0;
-	if (over_budget(st, now, &pace))
+	if (over_budget(task, st, now, &pace))
 		return 0;
 	__u8 nargs = m->nargs & 7;
 	if (nargs > 6)
@@ -963,7 +1027,7 @@ int BPF_PROG(vigil_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 		return count_lost(st);
 	__u64 now = bpf_ktime_get_ns();
 	int pace = 0;
-	if (over_budget(st, now, &pace))
+	if (over_budget(task, st, now, &pace))
 		return 0;
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(p);
 	long nr = SYSCALL_NR(regs);
@@ -1030,7 +1094,7 @@ int BPF_PROG(vigil_exit, struct task_struct *p)
 		return count_lost(st);
 	__u64 now = bpf_ktime_get_ns();
 	int pace = 0;
-	if (over_budget(st, now, &pace))
+	if (over_budget(task, st, now, &pace))
 		return 0;
 	struct rec_hdr *r = begin(task, st, buf, now, nr, 0, F_NORET);
 	r->nargs = 1;

@@ -49,6 +49,7 @@ const (
 	tracertestMapVigilEvents       = "vigil_events"
 	tracertestMapVigilFinal        = "vigil_final"
 	tracertestMapVigilGen          = "vigil_gen"
+	tracertestMapVigilPacer        = "vigil_pacer"
 	tracertestMapVigilPaused       = "vigil_paused"
 	tracertestMapVigilSysmeta      = "vigil_sysmeta"
 	tracertestMapVigilTracked      = "vigil_tracked"
@@ -124,6 +125,7 @@ type tracertestMapSpecs struct {
 	VigilEvents  *ebpf.MapSpec `ebpf:"vigil_events"`
 	VigilFinal   *ebpf.MapSpec `ebpf:"vigil_final"`
 	VigilGen     *ebpf.MapSpec `ebpf:"vigil_gen"`
+	VigilPacer   *ebpf.MapSpec `ebpf:"vigil_pacer"`
 	VigilPaused  *ebpf.MapSpec `ebpf:"vigil_paused"`
 	VigilSysmeta *ebpf.MapSpec `ebpf:"vigil_sysmeta"`
 	VigilTracked *ebpf.MapSpec `ebpf:"vigil_tracked"`
@@ -167,6 +169,7 @@ type tracertestMaps struct {
 	VigilEvents  *ebpf.Map `ebpf:"vigil_events"`
 	VigilFinal   *ebpf.Map `ebpf:"vigil_final"`
 	VigilGen     *ebpf.Map `ebpf:"vigil_gen"`
+	VigilPacer   *ebpf.Map `ebpf:"vigil_pacer"`
 	VigilPaused  *ebpf.Map `ebpf:"vigil_paused"`
 	VigilSysmeta *ebpf.Map `ebpf:"vigil_sysmeta"`
 	VigilTracked *ebpf.Map `ebpf:"vigil_tracked"`
@@ -180,6 +183,7 @@ func (m *tracertestMaps) Close() error {
 		m.VigilEvents,
 		m.VigilFinal,
 		m.VigilGen,
+		m.VigilPacer,
 		m.VigilPaused,
 		m.VigilSysmeta,
 		m.VigilTracked,

@@ -49,6 +49,7 @@ const (
 	vigilMapVigilEvents       = "vigil_events"
 	vigilMapVigilFinal        = "vigil_final"
 	vigilMapVigilGen          = "vigil_gen"
+	vigilMapVigilPacer        = "vigil_pacer"
 	vigilMapVigilPaused       = "vigil_paused"
 	vigilMapVigilSysmeta      = "vigil_sysmeta"
 	vigilMapVigilTracked      = "vigil_tracked"
@@ -122,6 +123,7 @@ type vigilMapSpecs struct {
 	VigilEvents  *ebpf.MapSpec `ebpf:"vigil_events"`
 	VigilFinal   *ebpf.MapSpec `ebpf:"vigil_final"`
 	VigilGen     *ebpf.MapSpec `ebpf:"vigil_gen"`
+	VigilPacer   *ebpf.MapSpec `ebpf:"vigil_pacer"`
 	VigilPaused  *ebpf.MapSpec `ebpf:"vigil_paused"`
 	VigilSysmeta *ebpf.MapSpec `ebpf:"vigil_sysmeta"`
 	VigilTracked *ebpf.MapSpec `ebpf:"vigil_tracked"`
@@ -165,6 +167,7 @@ type vigilMaps struct {
 	VigilEvents  *ebpf.Map `ebpf:"vigil_events"`
 	VigilFinal   *ebpf.Map `ebpf:"vigil_final"`
 	VigilGen     *ebpf.Map `ebpf:"vigil_gen"`
+	VigilPacer   *ebpf.Map `ebpf:"vigil_pacer"`
 	VigilPaused  *ebpf.Map `ebpf:"vigil_paused"`
 	VigilSysmeta *ebpf.Map `ebpf:"vigil_sysmeta"`
 	VigilTracked *ebpf.Map `ebpf:"vigil_tracked"`
@@ -178,6 +181,7 @@ func (m *vigilMaps) Close() error {
 		m.VigilEvents,
 		m.VigilFinal,
 		m.VigilGen,
+		m.VigilPacer,
 		m.VigilPaused,
 		m.VigilSysmeta,
 		m.VigilTracked,
