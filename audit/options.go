@@ -118,7 +118,9 @@ type Options struct {
 	// and not yet written (it compresses, chains, signs, writes and syncs
 	// them off the appender's goroutine); an append that fills a batch
 	// while that many wait, waits for one to be written (back-pressure,
-	// counted in Stats.Stalls: nothing is dropped for it). Default 2.
+	// counted in Stats.Stalls: nothing is dropped for it). Default 4: on a
+	// loaded 2-core machine, 2 left the appender waiting behind a slow
+	// fdatasync a few times a run.
 	PendingBatches int
 	// FlushInterval writes a partial batch that is this old; default 200ms.
 	// Negative: only full batches, Flush and Close write.
@@ -181,7 +183,7 @@ func (o *Options) setDefaults() error {
 		return fmt.Errorf("audit options: BatchRecords %d, want 1..%d", o.BatchRecords, 1<<20)
 	}
 	if o.PendingBatches == 0 {
-		o.PendingBatches = 2
+		o.PendingBatches = 4
 	}
 	if o.PendingBatches < 1 || o.PendingBatches > 64 {
 		return fmt.Errorf("audit options: PendingBatches %d, want 1..64", o.PendingBatches)
