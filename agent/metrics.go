@@ -240,6 +240,7 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	e.gauge("vigil_reload_rejected", "1 while the last reload was rejected (the previous configuration stays in force; see vigil status).", b01(st.ReloadError != ""))
 	e.counter("vigil_audit_errors_total", "Records the audit log could not take.", st.AuditErrors)
 	e.counter("vigil_audit_lost_records_total", "Records the audit log counted as lost (disk full beyond its on-full policy, write errors).", st.AuditLost)
+	e.counter("vigil_audit_stalls_total", "Appends that waited for the audit writer: its bounded hand-off was full (a slow disk); nothing is dropped for it.", st.AuditStalls)
 	e.counter("vigil_audit_bytes_total", "Bytes the audit log wrote since the agent started.", uint64(max(st.AuditBytes, 0)))
 	e.gauge("vigil_audit_disk_full", "1 while the audit log's disk is full.", b01(st.AuditFull))
 	if h := st.AuditHead; h != nil {

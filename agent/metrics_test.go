@@ -85,7 +85,7 @@ func TestStatusMetrics(t *testing.T) {
 		Outputs: []agentctl.OutputStatus{{Name: "events", LostLines: 12, Rotations: 2, Bytes: 4096, Error: "no space left on device"},
 			{Name: "decisions"}},
 		Webhook:   &agentctl.WebhookStatus{Sent: 5, Dropped: 1, Retries: 2},
-		AuditLost: 6, AuditFull: true, AuditBytes: 1 << 20, AuditHead: &agentctl.AuditHead{Index: 41, Segment: 2, Hash: "ab12", Time: time.Unix(1700000000, 0)},
+		AuditLost: 6, AuditStalls: 9, AuditFull: true, AuditBytes: 1 << 20, AuditHead: &agentctl.AuditHead{Index: 41, Segment: 2, Hash: "ab12", Time: time.Unix(1700000000, 0)},
 		ReloadError: "bad rule",
 		Sampling:    &agentctl.Sampling{Hot: 3, Suspect: 1, Idle: 996, Samples: 1234, Deferred: 5, OldestAge: 2500 * time.Millisecond}}
 	m := newMetrics(func() *agentctl.Status { return st }, BuildInfo{Version: "v1.2.3", Commit: "abc", Modified: true})
@@ -134,6 +134,7 @@ func TestStatusMetrics(t *testing.T) {
 		{"vigil_action_failures_total", []string{"action", "kill-process"}, c, 1},
 		{"vigil_decision_seconds", []string{"quantile", "0.99"}, g, 8e-6},
 		{"vigil_audit_lost_records_total", nil, c, 6},
+		{"vigil_audit_stalls_total", nil, c, 9},
 		{"vigil_audit_disk_full", nil, g, 1},
 		{"vigil_reload_rejected", nil, g, 1},
 		{"vigil_webhook_alerts_total", []string{"outcome", "sent"}, c, 5},
@@ -212,12 +213,21 @@ func TestMetricsMove(t *testing.T) {
 	}
 	srv := httptest.NewServer(a.httpHandler())
 	defer srv.Close()
+	// The reader and the control socket's goroutines may not have marked
+	// themselves running yet when started is called: /readyz gets a moment.
 	for _, path := range []string{"/healthz", "/readyz"} {
-		resp, err := http.Get(srv.URL + path)
-		if err != nil || resp.StatusCode != http.StatusOK {
-			t.Fatalf("GET %s: %v %v", path, resp, err)
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			resp, err := http.Get(srv.URL + path)
+			if err == nil {
+				resp.Body.Close()
+			}
+			if err == nil && resp.StatusCode == http.StatusOK {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("GET %s: %v %v", path, resp, err)
+			}
 		}
-		resp.Body.Close()
 	}
 
 	before := scrape(t, srv.URL+"/metrics")

@@ -205,7 +205,7 @@ func (a *Agent) outputStatus(st *agentctl.Status) {
 	}
 	if a.aud != nil {
 		s := a.aud.Stats()
-		st.AuditLost, st.AuditFull, st.AuditBytes = s.Lost, s.Full, s.Bytes
+		st.AuditLost, st.AuditFull, st.AuditBytes, st.AuditStalls = s.Lost, s.Full, s.Bytes, s.Stalls
 		if h := a.aud.Head(); h.Index > 0 {
 			st.AuditHead = &agentctl.AuditHead{Segment: h.Segment, Index: h.Index, Hash: h.HashHex(), Time: h.Time}
 		}

@@ -126,6 +126,9 @@ type Status struct {
 	// beyond its on-full policy, write errors); AuditFull is true while its
 	// disk is full; AuditBytes is what it wrote since the agent started.
 	AuditLost uint64 `json:"audit_lost"`
+	// AuditStalls counts the appends that waited for the audit writer
+	// (its bounded hand-off was full: a slow disk; nothing was dropped).
+	AuditStalls uint64 `json:"audit_stalls,omitempty"`
 	// Webhook counts what the alert webhook did (nil without one).
 	Webhook *WebhookStatus `json:"webhook,omitempty"`
 	// AuditHead is the audit log's signed chain head (what `vigil audit
