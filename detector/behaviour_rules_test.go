@@ -58,7 +58,66 @@ type behaviourCase struct {
 	lists map[string][]string
 }
 
+// runuserDrop is what runuser -u nobody (and su, through PAM) does as
+// root: the real uid goes to the user and back around pam_keyinit's
+// session keyring, the child takes the user's uid, then the parent drops
+// its effective uid with root kept as saved uid and takes root back.
+func runuserDrop(pid uint32, exe string) []rstep {
+	u := func(r, e, s uint64) func(*event.Event) {
+		return func(ev *event.Event) { ev.Args[0], ev.Args[1], ev.Args[2] = r, e, s }
+	}
+	const keep = 0xffffffff
+	key := func(cmd uint64) rstep { return sys(pid, "keyctl", func(e *event.Event) { e.Args[0], e.Ret = cmd, 1 }) }
+	return []rstep{execOf(pid, exe, "runuser", "-u", "nobody", "--", "id"),
+		sys(pid, "getuid", nil), sys(pid, "geteuid", nil),
+		sys(pid, "setreuid", u(65534, keep, 0)),
+		key(0), key(0), key(1), key(8), // GET_KEYRING_ID, JOIN_SESSION_KEYRING, LINK
+		sys(pid, "setreuid", u(0, keep, 0)),
+		forkOf(pid, pid+1), sys(pid+1, "setuid", u(65534, 0, 0)), execOf(pid+1, "/usr/bin/id"),
+		sys(pid, "setresuid", u(keep, 65534, 0)),
+		key(3), // REVOKE
+		sys(pid, "setreuid", u(keep, 0, 0))}
+}
+
 var behaviourCases = map[string]behaviourCase{
+	// a process known to run as uid 1000 becomes root (CAP_SETUID from a
+	// file capability, or a kernel exploit's credentials)
+	"setuid-root-attempt/gained": {rule: "setuid-root-attempt",
+		fire: []rstep{execOf(100, "/tmp/exploit"), sys(100, "geteuid", func(e *event.Event) { e.Ret = 1000 }),
+			sys(100, "setuid", func(e *event.Event) { e.Args[0] = 0 })},
+		// root dropping to a user for a while and back (runuser, su); gosu
+		// and su-exec dropping for good; a process whose real uid is root
+		// taking root back as its effective uid
+		miss: append(runuserDrop(100, "/usr/sbin/runuser"),
+			execOf(200, "/usr/local/bin/gosu"), sys(200, "setuid", func(e *event.Event) { e.Args[0] = 1000 }),
+			execOf(300, "/usr/bin/app"), sys(300, "getuid", nil), sys(300, "geteuid", func(e *event.Event) { e.Ret = 1000 }),
+			sys(300, "setresuid", func(e *event.Event) { e.Args[0], e.Args[1], e.Args[2] = 0xffffffff, 0, 0xffffffff }))},
+	// the kernel refuses uid 0 to a process that dropped it for good
+	"setuid-root-attempt/refused": {rule: "setuid-root-attempt",
+		fire: []rstep{execOf(100, "/tmp/exploit"), sys(100, "setuid", func(e *event.Event) { e.Args[0] = 65534 }),
+			sys(100, "setuid", func(e *event.Event) { e.Args[0], e.Ret = 0, -1 })},
+		miss: []rstep{execOf(100, "/usr/sbin/runuser"), sys(100, "setuid", func(e *event.Event) { e.Args[0] = 65534 }),
+			sys(100, "setuid", func(e *event.Event) { e.Args[0] = 65534 })}},
+	// capset asking for a capability the process is not permitted: EPERM
+	"capset": {rule: "capset",
+		fire: []rstep{execOf(100, "/tmp/exploit"), sys(100, "capget", nil), sys(100, "capset", nil),
+			sys(100, "capset", func(e *event.Event) { e.Ret = -1 })},
+		// setpriv --reuid: capset keeping the permitted set around setresuid
+		// (effective raised back from permitted), then the exec drops all
+		miss: []rstep{execOf(100, "/usr/bin/setpriv", "setpriv", "--reuid=65534", "id"), sys(100, "prctl", func(e *event.Event) { e.Args[0] = 8 }),
+			sys(100, "capget", nil), sys(100, "capset", nil),
+			sys(100, "setresuid", func(e *event.Event) { e.Args[0], e.Args[1], e.Args[2] = 65534, 65534, 65534 }),
+			sys(100, "capset", nil), execOf(100, "/usr/bin/id")}},
+	// keyctl by an exploit (heap grooming starts with the session keyring)
+	"keyring-access": {rule: "keyring-access",
+		fire: []rstep{execOf(100, "/tmp/exploit"), sys(100, "keyctl", func(e *event.Event) { e.Args[0], e.Args[1] = 0, 0xfffffffd }),
+			// PAM's programs adding keys are not excepted
+			execOf(200, "/usr/sbin/runuser"), sys(200, "add_key", nil)},
+		miss: runuserDrop(100, "/usr/sbin/runuser")},
+	// a copy of runuser the container put elsewhere is not PAM's
+	"keyring-access/copied-runuser": {rule: "keyring-access",
+		fire: []rstep{execOf(100, "/tmp/x/runuser"), sys(100, "keyctl", func(e *event.Event) { e.Args[0] = 1 })},
+		miss: runuserDrop(100, "/sbin/runuser")},
 	"setuid-bit-set": {rule: "setuid-bit-set",
 		fire: []rstep{execOf(100, "/bin/chmod", "chmod", "u+s", "/tmp/sh"), sys(100, "fchmodat", func(e *event.Event) { e.Path, e.Args[2] = "/tmp/sh", 0o104755 })},
 		// apt-get > dpkg > maintainer script > chmod: a package sets up su

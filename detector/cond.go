@@ -220,8 +220,20 @@ var numFields = map[string]func(*evalCtx) (int64, bool){
 		return 0, false
 	},
 	"proc.uid": func(c *evalCtx) (int64, bool) {
-		if c.proc != nil && c.proc.uid >= 0 {
-			return c.proc.uid, true
+		if c.proc != nil && c.proc.uids.e >= 0 {
+			return c.proc.uids.e, true
+		}
+		return 0, false
+	},
+	"proc.ruid": func(c *evalCtx) (int64, bool) {
+		if c.proc != nil && c.proc.uids.r >= 0 {
+			return c.proc.uids.r, true
+		}
+		return 0, false
+	},
+	"proc.suid": func(c *evalCtx) (int64, bool) {
+		if c.proc != nil && c.proc.uids.s >= 0 {
+			return c.proc.uids.s, true
 		}
 		return 0, false
 	},

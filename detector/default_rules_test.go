@@ -83,7 +83,7 @@ func TestDefaultRulesFire(t *testing.T) {
 			{"dup2", func(e *event.Event) { e.Comm, e.Args[0], e.Args[1] = "nc", 4, 0 }},
 			{"execve", func(e *event.Event) { e.Path, e.Comm = "/bin/sh", "sh" }},
 		},
-		"capset":               {{"capset", nil}},
+		"capset":               {{"capset", func(e *event.Event) { e.Ret = -1 }}},
 		"user-namespace":       {{"unshare", func(e *event.Event) { e.Args[0] = 0x10000000 }}},
 		"namespace-change":     {{"setns", func(e *event.Event) { e.Args[1] = 0x40000000 }}},
 		"ptrace-attach":        {{"ptrace", func(e *event.Event) { e.Args[0], e.Args[1] = 16, 4242 }}},
@@ -190,23 +190,38 @@ func TestResourceRules(t *testing.T) {
 		sysRate int     // syscalls per second
 		threads int
 		secs    float64
+		wait    float64 // share of the time a task waited for a CPU (PSI some)
+		held    float64 // share of the time the quota held the cgroup
 	}
 	for _, tc := range []struct {
 		name   string
 		phases []phase
 		want   string
 	}{
-		{"spinner", []phase{{1, 5, 1, 5}}, "cpu-spin-few-syscalls"},
-		{"miner threads", []phase{{1.8, 500, 6, 5}}, "cpu-many-spinning-threads"},
-		{"busy but syscall-heavy", []phase{{1, 20000, 2, 10}}, ""},
-		{"short burst", []phase{{1, 5, 1, 1}, {0.1, 100, 1, 4}}, ""},
-		{"idle", []phase{{0.01, 10, 1, 10}}, ""},
-		{"above baseline", []phase{{0.05, 200, 2, 61}, {0.6, 30000, 2, 35}}, "cpu-far-above-baseline"},
+		{"spinner", []phase{{1, 5, 1, 5, 0, 0}}, "cpu-spin-few-syscalls"},
+		{"miner threads", []phase{{1.8, 500, 6, 5, 0, 0}}, "cpu-many-spinning-threads"},
+		{"busy but syscall-heavy", []phase{{1, 20000, 2, 10, 0, 0}}, ""},
+		{"short burst", []phase{{1, 5, 1, 1, 0, 0}, {0.1, 100, 1, 4, 0, 0}}, ""},
+		{"idle", []phase{{0.01, 10, 1, 10, 0, 0}}, ""},
+		{"above baseline", []phase{{0.05, 200, 2, 61, 0, 0}, {0.6, 30000, 2, 35, 0, 0}}, "cpu-far-above-baseline"},
+		// starved: the node's CPUs busy with other work (measured on this
+		// 2-core node under load: the 4-thread miner used 0.25-0.47 cores and
+		// waited 86-92% of the time), or a cpu.max quota of a quarter core
+		{"starved miner", []phase{{0.4, 5, 5, 5, 0.9, 0}}, "cpu-starved-spinning-threads"},
+		{"miner under a quota", []phase{{0.25, 5, 5, 5, 0, 0.75}}, "cpu-starved-spinning-threads"},
+		{"starved parallel job, syscall-heavy", []phase{{0.4, 5000, 6, 10, 0.9, 0}}, ""},
+		// sort on the loaded node: 4 threads, 0.29 cores used, 1.06
+		// demanded, 1540 syscalls per CPU-second (its fewest)
+		{"starved sort", []phase{{0.29, 450, 4, 10, 0.77, 0}}, ""},
+		// xz -T2 on the loaded node: 3 threads, few syscalls, 0.38 cores
+		// used and 0.97 demanded: the spin rule judges the CPU used
+		{"starved compressor", []phase{{0.38, 30, 3, 10, 0.6, 0}}, ""},
+		{"idle, waiting at each wakeup", []phase{{0.02, 2, 4, 10, 0.3, 0}}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEngine(t, Config{})
 			now := t0
-			var cpu uint64
+			var cpu, wait, held uint64
 			var fired []string
 			seq := 0
 			for _, p := range tc.phases {
@@ -217,7 +232,9 @@ func TestResourceRules(t *testing.T) {
 					}
 					now = now.Add(250 * time.Millisecond)
 					cpu += uint64(p.cores * 250e6)
-					for _, v := range e.Sample(Sample{CgroupID: 3, Time: now, CPUUsageNs: cpu, Threads: p.threads}) {
+					wait += uint64(p.wait * 250e6)
+					held += uint64(p.held * 250e6)
+					for _, v := range e.Sample(Sample{CgroupID: 3, Time: now, CPUUsageNs: cpu, Threads: p.threads, CPUWaitNs: wait, CPUThrottledNs: held}) {
 						fired = append(fired, v.Rule)
 						if v.Class != ClassCPU {
 							t.Errorf("class %s", v.Class)
@@ -246,7 +263,7 @@ func contains(s []string, x string) bool {
 
 // scenarioClass is the class each recorded attack scenario must raise.
 var scenarioClass = map[string]Class{
-	"cpu-miner": ClassCPU, "stratum-pool": ClassCPU, "dns-unauthorized": ClassNetwork, "reverse-shell": ClassNetwork,
+	"cpu-miner": ClassCPU, "cpu-miner-starved": ClassCPU, "stratum-pool": ClassCPU, "dns-unauthorized": ClassNetwork, "reverse-shell": ClassNetwork,
 	"bash-dev-tcp": ClassNetwork, "mount-escape": ClassFSEscape, "proc1-root": ClassFSEscape, "core-pattern": ClassFSEscape,
 	"release-agent": ClassFSEscape, "shocker": ClassFSEscape, "symlink-race": ClassFSEscape, "runtime-socket": ClassFSEscape,
 	"userns": ClassPrivesc, "setns": ClassPrivesc, "setuid-root": ClassPrivesc, "capset": ClassPrivesc,
@@ -344,5 +361,26 @@ func TestRecordedScenarios(t *testing.T) {
 	}
 	if string(want) != golden.String() {
 		t.Errorf("verdicts differ from %s (if intended, rerun with -update):\n%s", gpath, golden.String())
+	}
+}
+
+// TestCPUWaitUnknownIsNotWaiting: a sampler that reads cpu.pressure only on
+// some ticks (0 on the others) must not make an idle container look
+// starved: a window counts the wait only when both its ends carry it.
+func TestCPUWaitUnknownIsNotWaiting(t *testing.T) {
+	e := newEngine(t, Config{})
+	now := t0
+	var cpu uint64
+	const waited = 3_600_000_000_000 // an hour waited since the cgroup began
+	for i := 0; i < 40; i++ {
+		now = now.Add(250 * time.Millisecond)
+		cpu += 5e6 // 0.02 cores
+		s := Sample{CgroupID: 3, Time: now, CPUUsageNs: cpu, Threads: 6}
+		if i%4 == 0 {
+			s.CPUWaitNs = waited + uint64(i)*1e6
+		}
+		if vs := e.Sample(s); len(vs) > 0 {
+			t.Fatalf("sample %d: %s: %s", i, vs[0].Rule, vs[0].Message)
+		}
 	}
 }

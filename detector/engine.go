@@ -32,6 +32,15 @@ type Config struct {
 	// replays of its audit log set it; offline inputs have no exec to wait
 	// for. Read only by New.
 	FromFirstExec bool
+	// SelfPID is the thread group id, as the tracer records it (the root
+	// pid namespace), of the process that runs this engine: the agent, or
+	// vigil trace. When that process sits in a cgroup it traces (it traces
+	// itself, or runs in a monitored container), its own syscalls (bpf to
+	// load programs and read maps, perf_event_open) are counted but neither
+	// judged by the rules nor scored by the model; they still go to the
+	// audit log. Only this pid: another process running the same executable
+	// is judged like any other. 0: none. Read only by New.
+	SelfPID uint32
 	// Shards splits per-cgroup state by cgroup id so callers feeding
 	// different cgroups from different goroutines do not contend
 	// (default: GOMAXPROCS).
@@ -49,6 +58,16 @@ type Sample struct {
 	// Throttled is the tracer's cumulative count of the cgroup's records
 	// dropped for being over its budget (its own flood); 0 when unknown.
 	Throttled uint64 `json:",omitempty"`
+	// CPUWaitNs is the cumulative time at least one of the cgroup's tasks
+	// was runnable but not running: the "some" total of its cpu.pressure
+	// (PSI, CONFIG_PSI) in ns; 0 when unknown (a window counts it only
+	// when the samples at both its ends carry it). A starved cgroup (the node's
+	// CPUs busy with other work, or a low cpu.weight) uses little CPU and
+	// waits for it the rest of the time.
+	CPUWaitNs uint64 `json:",omitempty"`
+	// CPUThrottledNs is the cumulative time the cgroup's cpu.max quota
+	// held it (cpu.stat throttled_usec * 1000); 0 when unknown.
+	CPUThrottledNs uint64 `json:",omitempty"`
 }
 
 // Engine evaluates rules, resource rules and the model. It is safe for
@@ -63,6 +82,7 @@ type Engine struct {
 
 type shard struct {
 	mu      sync.Mutex
+	self    uint32 // Config.SelfPID
 	cgs     map[uint64]*cgState
 	ctx     evalCtx
 	scratch event.Event // the event with normalised paths, while it is observed
@@ -134,6 +154,8 @@ type histEntry struct {
 	cpu       uint64
 	ev        uint64
 	throttled uint64
+	wait      uint64 // Sample.CPUWaitNs
+	held      uint64 // Sample.CPUThrottledNs
 }
 
 // New compiles the rules and returns a ready Engine. Rule errors name the
@@ -146,6 +168,7 @@ func New(cfg Config) (*Engine, error) {
 	e := &Engine{shards: make([]shard, n), fromExec: cfg.FromFirstExec}
 	for i := range e.shards {
 		e.shards[i].cgs = make(map[uint64]*cgState)
+		e.shards[i].self = cfg.SelfPID
 	}
 	if err := e.Reload(cfg); err != nil {
 		return nil, err
@@ -284,7 +307,7 @@ func (sh *shard) observe(rs *ruleSet, ev *event.Event) []Verdict {
 	if ev.Container != nil && cg.container != ev.Container {
 		cg.container = ev.Container
 	}
-	if ev.Flags&event.Lost != 0 {
+	if ev.Flags&event.Lost != 0 || (ev.PID == sh.self && sh.self != 0) {
 		return nil
 	}
 	nr := ev.Nr
@@ -356,6 +379,10 @@ func (sh *shard) observe(rs *ruleSet, ev *event.Event) []Verdict {
 			out = append(out, r.verdict(cg, ev, orig, ctx.proc, t, note))
 		}
 		ctx.ev, ctx.proc, ctx.written = nil, nil, nil
+	}
+	if known && uidTracked[nr] {
+		// after the rules: they judge the uids the call was made with
+		cg.procs.updateUids(ev)
 	}
 	if rs.online != nil {
 		out = rs.online.observe(cg, ev, out)
@@ -439,7 +466,7 @@ func (e *Engine) Sample(s Sample) []Verdict {
 	if len(st.hist) == 0 {
 		st.firstT = t
 	}
-	st.hist = append(st.hist, histEntry{t: t, cpu: s.CPUUsageNs, ev: cg.events, throttled: s.Throttled})
+	st.hist = append(st.hist, histEntry{t: t, cpu: s.CPUUsageNs, ev: cg.events, throttled: s.Throttled, wait: s.CPUWaitNs, held: s.CPUThrottledNs})
 	// Keep what the longest sustain needs, plus one sample before it.
 	var keep int64
 	for _, r := range rs.samples {
@@ -500,6 +527,9 @@ func (e *Engine) Sample(s Sample) []Verdict {
 		}
 		note := fmt.Sprintf("over %s: cpu %.2f cores, %.0f syscalls/s, %.0f syscalls per cpu-second, %d threads",
 			time.Duration(t-st.hist[from].t).Round(time.Millisecond), m["cpu_cores"], m["syscall_rate"], m["syscalls_per_cpu_second"], s.Threads)
+		if w := m["cpu_wait"]; w > 0 {
+			note += fmt.Sprintf(", waited for a cpu %.0f%% of the time (demand at least %.2f cores)", 100*w, m["cpu_demand"])
+		}
 		if who != "" {
 			note += ", running " + who
 		}
@@ -537,6 +567,24 @@ func sampleMetrics(st *sampleState, from histEntry, t int64, s Sample, events ui
 	if s.Throttled >= from.throttled {
 		m["throttled_per_second"] = float64(s.Throttled-from.throttled) / dt * 1e9
 	}
+	// The CPU the cgroup wanted and did not get: the share of the time one
+	// of its tasks waited for a CPU (PSI), or its quota held it, whichever
+	// is larger (the kernel may count quota time as waiting too). Its use
+	// plus that is a lower bound of its demand: a miner starved to a
+	// fraction of a core by other work, a low weight or a quota still
+	// demands its cores. A reading of 0 is unknown (a sampler may read
+	// them only for busy containers): the window needs both ends. Without
+	// the readings, demand is the use.
+	var wait float64
+	if from.wait > 0 && s.CPUWaitNs > from.wait {
+		wait = float64(s.CPUWaitNs-from.wait) / dt
+	}
+	if from.held > 0 && s.CPUThrottledNs > from.held {
+		wait = max(wait, float64(s.CPUThrottledNs-from.held)/dt)
+	}
+	wait = min(wait, 1)
+	m["cpu_wait"] = wait
+	m["cpu_demand"] = m["cpu_cores"] + wait
 	if dcpu > 0 {
 		m["syscalls_per_cpu_second"] = dev / (dcpu / 1e9)
 	} else {

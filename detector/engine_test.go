@@ -33,7 +33,12 @@ func TestVerdictIDsAreStable(t *testing.T) {
 		e := newEngine(t, Config{})
 		var out []Verdict
 		for i, name := range []string{"bpf", "capset", "read", "setns", "ptrace"} {
-			out = append(out, e.Observe(ev(t, i+1, name, func(e *event.Event) { e.Args[0] = 16 }))...)
+			out = append(out, e.Observe(ev(t, i+1, name, func(e *event.Event) {
+				e.Args[0] = 16
+				if name == "capset" {
+					e.Ret = -1 // EPERM: capset fires on a refused request
+				}
+			}))...)
 		}
 		return out
 	}
@@ -124,7 +129,7 @@ func TestConcurrentObserve(t *testing.T) {
 		go func(g int) {
 			defer wg.Done()
 			for i := 0; i < 2000; i++ {
-				x := ev(t, i+1, []string{"read", "bpf", "openat", "capset"}[i%4], func(e *event.Event) { e.Path = "/etc/hosts" })
+				x := ev(t, i+1, []string{"read", "bpf", "openat", "capset"}[i%4], func(e *event.Event) { e.Path, e.Ret = "/etc/hosts", -1 })
 				x.CgroupID = uint64(g)
 				x.PID = uint32(i) // a new process each time: no throttling
 				counts[g] += len(e.Observe(x))
@@ -140,5 +145,40 @@ func TestConcurrentObserve(t *testing.T) {
 	e.Forget(3)
 	if n := len(e.shards[3%4].cgs); n != 1 {
 		t.Errorf("after Forget the shard holds %d cgroups", n)
+	}
+}
+
+// TestSelfPIDNotJudged: the engine's own process (the agent, vigil trace)
+// loading BPF in a cgroup it traces is not judged; another process running
+// the same executable is.
+func TestSelfPIDNotJudged(t *testing.T) {
+	e := newEngine(t, Config{SelfPID: 4242})
+	self := func(seq int, name string, mod func(*event.Event)) *event.Event {
+		return ev(t, seq, name, func(e *event.Event) {
+			e.PID, e.TID, e.Comm = 4242, 4243, "vigil"
+			if mod != nil {
+				mod(e)
+			}
+		})
+	}
+	for i, x := range []*event.Event{
+		self(1, "execve", func(e *event.Event) { e.Path = "/usr/local/bin/vigil" }),
+		self(2, "bpf", func(e *event.Event) { e.Args[0] = 5 }), // BPF_PROG_LOAD
+		self(3, "bpf", func(e *event.Event) { e.Args[0] = 1 }), // BPF_MAP_LOOKUP_ELEM
+		self(4, "perf_event_open", nil),
+	} {
+		if vs := e.Observe(x); len(vs) != 0 {
+			t.Errorf("event %d of the engine's own process: %s", i, vs[0].Rule)
+		}
+	}
+	// the same executable in another process of the container
+	e.Observe(ev(t, 5, "execve", func(e *event.Event) { e.PID, e.TID, e.Path = 77, 77, "/usr/local/bin/vigil" }))
+	vs := e.Observe(ev(t, 6, "bpf", func(e *event.Event) { e.PID, e.TID, e.Args[0] = 77, 77, 5 }))
+	if len(vs) != 1 || vs[0].Rule != "bpf-syscall" {
+		t.Errorf("bpf by another process running vigil's executable: %+v, want bpf-syscall", vs)
+	}
+	// without SelfPID the engine's own bpf is judged like any other
+	if vs := newEngine(t, Config{}).Observe(self(7, "bpf", nil)); len(vs) != 1 {
+		t.Errorf("no SelfPID: %d verdicts, want 1", len(vs))
 	}
 }

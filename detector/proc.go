@@ -35,6 +35,7 @@ var (
 	nrFchdir     = nativeNr("fchdir")
 	nrCloseRange = nativeNr("close_range")
 	procTracked  = buildProcTracked()
+	uidTracked   = buildTable(nrSetuid, nrSetreuid, nrSetresuid)
 	maxNativeNr  = event.NativeABI().MaxNr()
 	cloneThread  = uint64(0x10000)
 )
@@ -56,12 +57,22 @@ func nativeNr(name string) int32 {
 	return -1
 }
 
+// buildTable is a table by native syscall number, true for nrs.
+func buildTable(nrs ...int32) []bool {
+	t := make([]bool, event.NativeABI().MaxNr()+1)
+	for _, nr := range nrs {
+		if nr >= 0 {
+			t[nr] = true
+		}
+	}
+	return t
+}
+
 func buildProcTracked() []bool {
 	t := make([]bool, event.NativeABI().MaxNr()+1)
 	for _, nr := range []int32{nrSocket, nrConnect, nrAccept, nrAccept4, nrDup, nrDup2, nrDup3, nrFcntl, nrClose,
-		nrClone, nrClone3, nrFork, nrVfork, nrExecve, nrExecveat, nrExitGroup, nrSetuid, nrSetreuid,
-		nrSetresuid, nrGetuid, nrGeteuid, nrOpen, nrOpenat, nrOpenat2, nrCreat, nrOpenTree, nrChdir, nrFchdir,
-		nrCloseRange} {
+		nrClone, nrClone3, nrFork, nrVfork, nrExecve, nrExecveat, nrExitGroup, nrGetuid, nrGeteuid, nrOpen,
+		nrOpenat, nrOpenat2, nrCreat, nrOpenTree, nrChdir, nrFchdir, nrCloseRange} {
 		if nr >= 0 {
 			t[nr] = true
 		}
@@ -77,7 +88,7 @@ type procState struct {
 	exe         string
 	cwd         string     // absolute and clean; "" unknown
 	fds         *fdTable   // fd -> path; shared with a forked child until one writes
-	uid         int64      // -1: unknown
+	uids        uids       // real, effective, saved uid as far as seen
 	sockfds     [16]uint64 // fds from socket/accept (and their dups)
 	connfds     [16]uint64 // sockets this process connected out (and their dups)
 	stdioFrom   [3]int32   // the fd duplicated onto 0, 1, 2; -1 none
@@ -87,7 +98,7 @@ type procState struct {
 }
 
 func (p *procState) reset() {
-	*p = procState{uid: -1, stdioFrom: [3]int32{-1, -1, -1}}
+	*p = procState{uids: unknownUids, stdioFrom: [3]int32{-1, -1, -1}}
 }
 
 func bit(set *[16]uint64, fd int64) bool {
@@ -182,9 +193,7 @@ func (p *procState) merge(parent *procState) {
 		p.fds = parent.fds
 		p.fds.refs++
 	}
-	if p.uid < 0 {
-		p.uid = parent.uid
-	}
+	p.uids.merge(parent.uids)
 	for i, fd := range p.stdioFrom {
 		if fd < 0 {
 			p.stdioFrom[i] = parent.stdioFrom[i]
@@ -442,25 +451,102 @@ func (ps *procs) update(ev *event.Event) {
 				p.writableFds().exec()
 			}
 		}
-	case nrSetuid:
-		if ret == 0 {
-			ps.get(ev.PID, true).uid = int64(uint32(ev.Args[0]))
-		}
-	case nrSetreuid, nrSetresuid:
-		if ret == 0 && uint32(ev.Args[1]) != 0xffffffff {
-			ps.get(ev.PID, true).uid = int64(uint32(ev.Args[1]))
-		}
 	case nrGeteuid:
 		if ret >= 0 {
-			p := ps.get(ev.PID, true)
-			p.uid = ret
+			ps.get(ev.PID, true).uids.e = ret
 		}
 	case nrGetuid:
 		if ret >= 0 {
-			if p := ps.get(ev.PID, true); p.uid < 0 {
-				p.uid = ret
-			}
+			ps.get(ev.PID, true).uids.r = ret
 		}
+	}
+}
+
+// updateUids applies a successful setuid, setreuid or setresuid to the
+// process's uids. The engine calls it after the rules have judged the call,
+// so that they see the uids the process asked from.
+func (ps *procs) updateUids(ev *event.Event) {
+	if ev.Ret != 0 || ev.Flags&event.Lost != 0 {
+		return
+	}
+	switch ev.Nr {
+	case nrSetuid:
+		ps.get(ev.PID, true).uids.setuid(uidArg(ev.Args[0]))
+	case nrSetreuid:
+		ps.get(ev.PID, true).uids.setreuid(uidArg(ev.Args[0]), uidArg(ev.Args[1]))
+	case nrSetresuid:
+		ps.get(ev.PID, true).uids.setresuid(uidArg(ev.Args[0]), uidArg(ev.Args[1]), uidArg(ev.Args[2]))
+	}
+}
+
+// uids are a process's real, effective and saved uids, each -1 when
+// unknown: vigil learns them from getuid and geteuid returns and from the
+// successful setuid family (credentials.7), and a child inherits them.
+// A process forked before tracing began, or one that never asked, has
+// them unknown.
+type uids struct{ r, e, s int64 }
+
+var unknownUids = uids{-1, -1, -1}
+
+// uidArg reads a uid argument: -1 (uid_t 0xffffffff) means "unchanged".
+func uidArg(a uint64) int64 {
+	if uint32(a) == 0xffffffff {
+		return -1
+	}
+	return int64(uint32(a))
+}
+
+// setuid: a privileged caller (effective uid 0) sets all three; any other
+// caller only the effective uid. With the effective uid unknown, only the
+// effective uid is taken as known.
+func (u *uids) setuid(id int64) {
+	if id < 0 {
+		return
+	}
+	if u.e == 0 {
+		u.r, u.s = id, id
+	}
+	u.e = id
+}
+
+// setreuid: the saved uid becomes the new effective uid when the real uid
+// is set or the effective uid is set to something other than the old real
+// uid.
+func (u *uids) setreuid(r, e int64) {
+	oldR := u.r
+	if r >= 0 {
+		u.r = r
+	}
+	if e >= 0 {
+		u.e = e
+	}
+	if r >= 0 || (e >= 0 && e != oldR) {
+		u.s = u.e
+	}
+}
+
+func (u *uids) setresuid(r, e, s int64) {
+	if r >= 0 {
+		u.r = r
+	}
+	if e >= 0 {
+		u.e = e
+	}
+	if s >= 0 {
+		u.s = s
+	}
+}
+
+// merge fills the uids a child does not know from its parent's.
+func (u *uids) merge(parent uids) {
+	if u.r < 0 {
+		u.r = parent.r
+	}
+	if u.e < 0 {
+		u.e = parent.e
+	}
+	if u.s < 0 {
+		u.s = parent.s
 	}
 }
 

@@ -77,7 +77,7 @@ type sampleTest struct {
 	val   float64
 }
 
-var sampleFields = []string{"cpu_cores", "syscall_rate", "syscalls_per_cpu_second", "threads", "baseline_ratio", "throttled_per_second"}
+var sampleFields = []string{"cpu_cores", "cpu_demand", "cpu_wait", "syscall_rate", "syscalls_per_cpu_second", "threads", "baseline_ratio", "throttled_per_second"}
 
 // ruleSet is one compiled generation of rules, swapped atomically by Reload.
 type ruleSet struct {

@@ -280,14 +280,14 @@ rules:
 	if vs := e.Observe(dns("192.0.2.53")); len(vs) != 1 || vs[0].Rule != "dns-unauthorized-resolver" {
 		t.Errorf("resolver not yet allowed: %+v", vs)
 	}
-	if vs := e.Observe(ev(t, 2, "capset", nil)); len(vs) != 1 {
+	if vs := e.Observe(ev(t, 2, "capset", func(e *event.Event) { e.Ret = -1 })); len(vs) != 1 {
 		t.Fatalf("default capset rule: %d verdicts", len(vs))
 	}
 	// Reload with the override: capset off, bpf replaced, resolver allowed.
 	if err := e.Reload(Config{RuleFiles: []string{over}}); err != nil {
 		t.Fatal(err)
 	}
-	if vs := e.Observe(ev(t, 3, "capset", func(e *event.Event) { e.PID = 5 })); len(vs) != 0 {
+	if vs := e.Observe(ev(t, 3, "capset", func(e *event.Event) { e.PID, e.Ret = 5, -1 })); len(vs) != 0 {
 		t.Errorf("disabled rule fired")
 	}
 	vs := e.Observe(ev(t, 4, "bpf", nil))
