@@ -574,7 +574,8 @@ func (a *Agent) sampleLoop(ctx context.Context) {
 					continue
 				}
 				threads := -1
-				if j.wantThreads(at, usage) {
+				busy := j.wantThreads(at, usage)
+				if busy {
 					if threads, err = readThreads(j.Dir, buf); err != nil {
 						continue
 					}
@@ -584,6 +585,12 @@ func (a *Agent) sampleLoop(ctx context.Context) {
 					threads = j.Threads // idle since it was counted
 				}
 				smp := detector.Sample{CgroupID: j.ID, Time: at, CPUUsageNs: usage, Threads: threads}
+				if busy {
+					// a busy container: how long it waited for a CPU too
+					// (cpu-starved-spinning-threads judges demand, so that a
+					// starved miner does not hide); 0 is unknown
+					smp.CPUWaitNs, smp.CPUThrottledNs = bpf.CgroupWait(j.Dir)
+				}
 				if th != nil {
 					smp.Throttled = (*th)[j.ID]
 				}

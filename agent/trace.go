@@ -177,6 +177,7 @@ func (r *TraceRun) Sample(every time.Duration) (stop func()) {
 					continue
 				}
 				smp := detector.Sample{CgroupID: r.cfg.CgroupID, Time: now, CPUUsageNs: usage, Threads: threads}
+				smp.CPUWaitNs, smp.CPUThrottledNs = bpf.CgroupWait(r.cfg.CgroupDir)
 				if r.cfg.Counters != nil {
 					if n, err := r.cfg.Counters(r.cfg.CgroupID); err == nil {
 						smp.Throttled = n.Throttled

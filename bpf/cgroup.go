@@ -116,6 +116,34 @@ func (c *Cgroup) Usage() (cpuNs uint64, threads int, err error) {
 	return CgroupUsage(c.Path)
 }
 
+// CgroupWait reads how long the tasks of the cgroup v2 directory dir
+// waited for a CPU: the "some" total of cpu.pressure (PSI; 0 when the
+// kernel has no PSI) and cpu.stat throttled_usec (the time its cpu.max
+// quota held it; 0 without the cpu controller), both cumulative, in ns.
+// The detector adds them to the CPU time to see the demand of a starved
+// cgroup (detector.Sample.CPUWaitNs, CPUThrottledNs).
+func CgroupWait(dir string) (waitNs, throttledNs uint64) {
+	if b, err := os.ReadFile(filepath.Join(dir, "cpu.pressure")); err == nil {
+		// some avg10=0.00 avg60=0.00 avg300=0.00 total=USEC
+		line, _, _ := strings.Cut(string(b), "\n")
+		if f := strings.Fields(line); len(f) == 5 && f[0] == "some" {
+			if v, ok := strings.CutPrefix(f[4], "total="); ok {
+				us, _ := strconv.ParseUint(v, 10, 64)
+				waitNs = us * 1000
+			}
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "cpu.stat")); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "throttled_usec "); ok {
+				us, _ := strconv.ParseUint(v, 10, 64)
+				throttledNs = us * 1000
+			}
+		}
+	}
+	return waitNs, throttledNs
+}
+
 // CgroupUsage reads the cumulative CPU time (ns) and thread count of the
 // cgroup v2 directory dir (cpu.stat usage_usec, cgroup.threads).
 func CgroupUsage(dir string) (cpuNs uint64, threads int, err error) {

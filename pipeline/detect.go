@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"fmt"
+	"os"
 
 	"vigil.dev/vigil/detector"
 )
@@ -18,7 +19,10 @@ type Detection struct {
 // Config builds the detector configuration, loading the model; errors name
 // the flag's file.
 func (d Detection) Config() (detector.Config, error) {
-	cfg := detector.Config{RuleFiles: d.RuleFiles, FromFirstExec: true,
+	// SelfPID: the agent's (or vigil trace's) own syscalls are not judged
+	// when it runs in a cgroup it traces. The tracer records pids of the
+	// root pid namespace: the agent runs in the host's (hostPID).
+	cfg := detector.Config{RuleFiles: d.RuleFiles, FromFirstExec: true, SelfPID: uint32(os.Getpid()),
 		Lists: map[string][]string{"allowed_resolvers": d.AllowedResolvers()}}
 	if d.Model != "" {
 		m, err := detector.LoadModel(d.Model)

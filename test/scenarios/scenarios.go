@@ -63,7 +63,7 @@ var Attacks = []Scenario{
 	{Name: "userns", Class: detector.ClassPrivesc, Desc: "unshare(CLONE_NEWUSER)", Cmd: []string{"{bin}/namespaces", "userns"}},
 	{Name: "setns", Class: detector.ClassPrivesc, Desc: "setns into its own network namespace", Cmd: []string{"{bin}/namespaces", "setns"}},
 	{Name: "setuid-root", Class: detector.ClassPrivesc, Desc: "drops to nobody, then setuid(0) (EPERM)", Cmd: []string{"{bin}/setuid_root"}},
-	{Name: "capset", Class: detector.ClassPrivesc, Desc: "capset dropping its own capabilities", Cmd: []string{"{bin}/capset"}},
+	{Name: "capset", Class: detector.ClassPrivesc, Desc: "capset asking back CAP_SYS_ADMIN it dropped (EPERM)", Cmd: []string{"{bin}/capset"}},
 	{Name: "ptrace-sibling", Class: detector.ClassPrivesc, Desc: "PTRACE_ATTACH and PEEKDATA on its own child", Cmd: []string{"{bin}/ptrace_sibling"}},
 	{Name: "bpf", Class: detector.ClassPrivesc, Desc: "bpf(BPF_PROG_LOAD) with no attributes (fails)", Cmd: []string{"{bin}/kernel_attack", "bpf"}},
 	{Name: "module-load", Class: detector.ClassPrivesc, Desc: "finit_module/init_module of nothing (fails)", Cmd: []string{"{bin}/kernel_attack", "module"}},
@@ -459,11 +459,24 @@ func sampler(ctx context.Context, dir string) []detector.Sample {
 				usage, _ = strconv.ParseUint(f[1], 10, 64)
 			}
 		}
+		var held uint64
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) == 2 && f[0] == "throttled_usec" {
+				held, _ = strconv.ParseUint(f[1], 10, 64)
+			}
+		}
+		var wait uint64
+		if p, err := os.ReadFile(filepath.Join(dir, "cpu.pressure")); err == nil {
+			// "some avg10=0.00 avg60=0.00 avg300=0.00 total=USEC"
+			if f := strings.Fields(strings.SplitN(string(p), "\n", 2)[0]); len(f) == 5 && f[0] == "some" {
+				wait, _ = strconv.ParseUint(strings.TrimPrefix(f[4], "total="), 10, 64)
+			}
+		}
 		threads := 0
 		if t, err := os.ReadFile(filepath.Join(dir, "cgroup.threads")); err == nil {
 			threads = strings.Count(string(t), "\n")
 		}
-		out = append(out, detector.Sample{Time: now, CPUUsageNs: usage * 1000, Threads: threads})
+		out = append(out, detector.Sample{Time: now, CPUUsageNs: usage * 1000, Threads: threads, CPUWaitNs: wait * 1000, CPUThrottledNs: held * 1000})
 	}
 }
 
