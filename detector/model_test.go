@@ -3,6 +3,7 @@ package detector
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -404,5 +405,89 @@ func TestLearnerPerWorkload(t *testing.T) {
 	}
 	if _, err := l.Model("nope"); err == nil {
 		t.Error("model of an unknown workload")
+	}
+}
+
+func TestTraceKind(t *testing.T) {
+	for kind, want := range map[string]bool{"trace": true, "seq": true, "seq+trace": true, "": false,
+		"events": false, "window": false, "counts": false, "seq+events": false} {
+		if got := TraceKind(kind); got != want {
+			t.Errorf("TraceKind(%q) = %v, want %v", kind, got, want)
+		}
+	}
+}
+
+// TestTraceDefaults checks the defaults for whole traces: the n-gram
+// model and the tf-idf distance, length- and rank-normalized; an explicit
+// choice of components keeps the event-window scoring.
+func TestTraceDefaults(t *testing.T) {
+	m, _ := trainedModel(t)
+	if !m.Whole || m.Max || !reflect.DeepEqual(m.Calib.Components, DefaultTraceComponents) {
+		t.Errorf("trace model: whole %v, max %v, components %v; want whole, mean, %v", m.Whole, m.Max, m.Calib.Components, DefaultTraceComponents)
+	}
+	for _, c := range []int{compNgram, compFreq} {
+		if len(m.Ranks[c]) != rankCount {
+			t.Errorf("%s: %d rank points, want %d", compNames[c], len(m.Ranks[c]), rankCount)
+		}
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	var tr [][]string
+	for i := 0; i < 50; i++ {
+		tr = append(tr, normalTrace(r))
+	}
+	w, err := Train(seqUnitsOf(tr), TrainOptions{UnitKind: "seq", Components: DefaultComponents})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Whole || !reflect.DeepEqual(w.Ranks, [5][]float64{}) || len(w.Calib.Components) != 4 {
+		t.Errorf("explicit components: whole %v, ranks %v, components %v", w.Whole, w.Ranks, w.Calib.Components)
+	}
+	// a saved model scores as the one it came from
+	var b bytes.Buffer
+	if err := m.Save(&b); err != nil {
+		t.Fatal(err)
+	}
+	back, err := ReadModel(&b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := Unit{Seqs: [][]string{attackTrace(r, 1)}}
+	if a, b := m.Score(&u), back.Score(&u); a.Score != b.Score {
+		t.Errorf("score %v, after save and read %v", a.Score, b.Score)
+	}
+}
+
+// TestRankNorm checks the rarity of a score among held-out scores: 0 for
+// the most common, increasing, continuous past the largest.
+func TestRankNorm(t *testing.T) {
+	vals := make([]float64, 200)
+	for i := range vals {
+		if i >= 100 {
+			vals[i] = float64(i - 100) // half the scores are 0
+		}
+	}
+	m := &Model{Norm: [5]float64{10}, Calib: calibInfo{HeldOut: len(vals)}}
+	m.Ranks[0] = rankPoints(vals)
+	if got := m.norm(0, 0); got != 0 {
+		t.Errorf("rarity of the most common score %v, want 0", got)
+	}
+	prev := -1.0
+	for x := 0.0; x <= 120; x += 0.5 {
+		got := m.norm(0, x)
+		if got < prev {
+			t.Fatalf("rarity of %v is %v, below that of a smaller score (%v)", x, got, prev)
+		}
+		prev = got
+	}
+	top := m.Ranks[0][rankCount-1]
+	if a, b := m.norm(0, top), m.norm(0, top+1e-9); math.Abs(a-b) > 1e-3 {
+		t.Errorf("rarity jumps past the largest held-out score: %v to %v", a, b)
+	}
+	if got, want := m.norm(0, top+10), m.norm(0, top)+1; math.Abs(got-want) > 1e-9 {
+		t.Errorf("rarity 10 past the largest %v, want %v (one normalizer more)", got, want)
+	}
+	m.Ranks[0] = nil
+	if got := m.norm(0, 5); got != 0.5 {
+		t.Errorf("without ranks %v, want 5/Norm = 0.5", got)
 	}
 }
