@@ -240,8 +240,9 @@ func Run(ctx context.Context, o Options) error {
 
 // perContainer is a generous bound of what one container of the benchmark
 // takes from the machine (its process, cgroup, the agent's and kernel's
-// share), for room.
-const perContainer = 1 << 20
+// share), for room: 5 times the 96-102 KiB MemAvailable fell by per
+// container at 5,000 and 10,000 (machine_bytes_per_container).
+const perContainer = 512 << 10
 
 // room says why n containers do not fit this machine ("" when they do).
 func room(n int) string {
