@@ -114,6 +114,11 @@ var behaviourCases = map[string]behaviourCase{
 			// PAM's programs adding keys are not excepted
 			execOf(200, "/usr/sbin/runuser"), sys(200, "add_key", nil)},
 		miss: runuserDrop(100, "/usr/sbin/runuser")},
+	// nor is joining a named keyring, CVE-2016-0728's loop, from PAM's
+	// programs (code preloaded into runuser runs as runuser)
+	"keyring-access/named-join-in-runuser": {rule: "keyring-access",
+		fire: []rstep{execOf(100, "/usr/sbin/runuser"), sys(100, "keyctl", func(e *event.Event) { e.Args[0], e.Args[1] = 1, 0x7ffc1000 })},
+		miss: runuserDrop(100, "/usr/sbin/runuser")},
 	// a copy of runuser the container put elsewhere is not PAM's
 	"keyring-access/copied-runuser": {rule: "keyring-access",
 		fire: []rstep{execOf(100, "/tmp/x/runuser"), sys(100, "keyctl", func(e *event.Event) { e.Args[0] = 1 })},
