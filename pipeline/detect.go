@@ -20,9 +20,8 @@ type Detection struct {
 // the flag's file.
 func (d Detection) Config() (detector.Config, error) {
 	// SelfPID: the agent's (or vigil trace's) own syscalls are not judged
-	// when it runs in a cgroup it traces. The tracer records pids of the
-	// root pid namespace: the agent runs in the host's (hostPID).
-	cfg := detector.Config{RuleFiles: d.RuleFiles, FromFirstExec: true, SelfPID: uint32(os.Getpid()),
+	// when it runs in a cgroup it traces.
+	cfg := detector.Config{RuleFiles: d.RuleFiles, FromFirstExec: true, SelfPID: selfPID(),
 		Lists: map[string][]string{"allowed_resolvers": d.AllowedResolvers()}}
 	if d.Model != "" {
 		m, err := detector.LoadModel(d.Model)
@@ -32,6 +31,21 @@ func (d Detection) Config() (detector.Config, error) {
 		cfg.Model = m
 	}
 	return cfg, nil
+}
+
+// initPIDNamespace is the initial pid namespace's inode
+// (PROC_PID_INIT_INO, include/linux/proc_ns.h).
+const initPIDNamespace = "pid:[4026531836]"
+
+// selfPID is this process's pid as the tracer records it (pids of the
+// initial pid namespace), or 0 (none) when this process runs in another
+// pid namespace (a container without hostPID): there its pid names an
+// unrelated host process, whose syscalls would go unjudged.
+func selfPID() uint32 {
+	if ns, err := os.Readlink("/proc/self/ns/pid"); err != nil || ns != initPIDNamespace {
+		return 0
+	}
+	return uint32(os.Getpid())
 }
 
 // AllowedResolvers is the node's resolvers plus the extra ones.
