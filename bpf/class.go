@@ -242,14 +242,27 @@ func releaseStopped(beat, paused *ebpf.Map) (int, error) {
 		return 0, fmt.Errorf("continue stopped processes: %w", err)
 	}
 	n := 0
-	for _, e := range stoppedProcs(paused) {
-		paused.Delete(e.tgid)
-		if inCgroup(root, int(e.tgid), e.cgid) && unix.Kill(int(e.tgid), unix.SIGCONT) == nil {
-			n++
+	// A program preempted between its read of the heartbeat and its stop
+	// (a loaded node, a preemptible kernel) can stop a process after a
+	// sweep: sweep until one finds nothing, a few times at most.
+	for sweep := 0; sweep < stopSweeps; sweep++ {
+		found := stoppedProcs(paused)
+		if len(found) == 0 {
+			break
 		}
+		for _, e := range found {
+			paused.Delete(e.tgid)
+			if inCgroup(root, int(e.tgid), e.cgid) && unix.Kill(int(e.tgid), unix.SIGCONT) == nil {
+				n++
+			}
+		}
+		time.Sleep(stopGrace)
 	}
 	return n, nil
 }
+
+// stopSweeps bounds the sweeps of releaseStopped.
+const stopSweeps = 5
 
 // stopped is an entry of the paused map: a process and its cgroup.
 type stopped struct {
