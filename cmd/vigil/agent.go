@@ -102,7 +102,7 @@ func runAgent(args []string) int {
 		keeper    = fs.String("notify-keeper", "/run/vigil/notify-keeper.sock", "keep the seccomp notify fds in a helper process at `SOCKET`, so that notify containers survive an agent restart ('' keeps none)")
 		keepWait  = fs.Duration("notify-keeper-wait", 0, "when no keeper answers at --notify-keeper, wait up to `DURATION` for one started beside the agent (a sidecar container) before starting one of its own, which ends with the agent's container")
 		metrics   = fs.String("metrics-addr", "127.0.0.1:9477", "serve /healthz and /metrics (Prometheus) on `ADDR` ('' serves nothing)")
-		pprofOn   = fs.Bool("debug-pprof", false, "also serve the agent's Go profiles (CPU, heap, goroutines) at /debug/pprof/ on --metrics-addr, for 'go tool pprof'")
+		pprofOn   = fs.Bool("debug-pprof", false, "also serve the agent's Go profiles (CPU, heap, goroutines, command line) at /debug/pprof/ on --metrics-addr, for 'go tool pprof': whoever reaches that address can read them, so use it with a loopback --metrics-addr")
 		smpBudget = fs.Int("sample-budget", 2000, "read at most `N` containers' CPU and thread counts a second, all together (hot containers first, every 250 ms; idle ones less often)")
 		smpIdle   = fs.Duration("sample-idle-every", 2*time.Second, "read an idle container's CPU every `DURATION` while --sample-budget allows (longer when it does not)")
 		auditDir  = fs.String("audit", "", "also append events, decisions and container lifecycle to the audit log in `DIR` ('vigil audit verify DIR')")
