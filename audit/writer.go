@@ -104,6 +104,12 @@ type Writer struct {
 
 	dirty    bool // written but not synced
 	lastSync time.Time
+	// syncing: the background goroutine syncs without io held (timed);
+	// syncDone (on io) is broadcast when it is done, so that a Flush
+	// waits for that sync and the head it writes instead of returning
+	// before them.
+	syncing  bool
+	syncDone *sync.Cond
 
 	full     bool
 	retryAt  time.Time
@@ -213,6 +219,7 @@ func open(opts Options, lock *os.File) (*Writer, error) {
 		zenc: zenc, enc: newEncoder(), nextIndex: 1, stop: make(chan struct{}), done: make(chan struct{}),
 		kick: make(chan struct{}, 1), counters: map[uint64]uint64{}}
 	w.room = sync.NewCond(&w.mu)
+	w.syncDone = sync.NewCond(&w.io)
 	keys, err := loadKeyring(opts.AcceptKeys...)
 	if err != nil {
 		return nil, fmt.Errorf("audit accept keys: %w", err)
@@ -426,7 +433,14 @@ func (w *Writer) Flush() error {
 	if w.full && w.opts.OnFull == FullFreeze {
 		return fmt.Errorf("flush: %w", ErrFull)
 	}
-	return w.syncLocked()
+	if err := w.syncLocked(); err != nil {
+		return err
+	}
+	if w.full {
+		// the sync found the disk full (or it was): not everything is on it
+		return fmt.Errorf("flush: %w", ErrFull)
+	}
+	return nil
 }
 
 // Close writes what is pending, seals the segment and closes it, writes
@@ -565,6 +579,7 @@ func (w *Writer) usable() error {
 func (w *Writer) setErr(err error) {
 	w.err = err
 	w.fatal.Store(&err)
+	w.room.Broadcast() // appenders waiting for room go on: their batches are counted as lost
 }
 
 // dropOne (mu held) counts a record that the full disk costs (FullCount):
@@ -579,12 +594,12 @@ func (w *Writer) dropOne(cg uint64) {
 // waiting while PendingBatches batches wait already.
 func (w *Writer) afterAppend() error {
 	for w.enc.n >= w.opts.BatchRecords || len(w.enc.raw) >= maxFrameBody/2 {
-		if w.inflight < w.opts.PendingBatches || w.closed {
+		if w.inflight < w.opts.PendingBatches || w.closed || w.fatal.Load() != nil {
 			w.cutLocked()
 			break
 		}
 		w.stalls++
-		for w.inflight >= w.opts.PendingBatches && !w.closed {
+		for w.inflight >= w.opts.PendingBatches && !w.closed && w.fatal.Load() == nil {
 			w.waiting++
 			w.room.Wait()
 			w.waiting--
@@ -877,13 +892,16 @@ func (w *Writer) writeFrame(b []byte, at time.Time) error {
 // syncLocked syncs the segment and then writes the signed head of what it
 // synced.
 func (w *Writer) syncLocked() error {
+	for w.syncing {
+		w.syncDone.Wait() // the background's sync: it may fail, then dirty is set again
+	}
 	if !w.dirty || w.opts.Fsync == FsyncNever {
 		return nil
 	}
 	if err := fdatasync(w.f); err != nil {
 		if isFull(err) {
 			w.enterFull(err)
-			return nil
+			return nil // Flush says so; the writer carries on by its policy
 		}
 		return fmt.Errorf("sync %s: %w", w.f.Name(), err)
 	}
@@ -1080,9 +1098,9 @@ func (w *Writer) background() {
 			ticked = true
 		}
 		w.io.Lock()
-		if w.err == nil {
-			w.writeQueued()
-		}
+		// after a fatal error too: writeBatch counts the batches as lost
+		// and the appenders waiting for room go on
+		w.writeQueued()
 		if ticked && w.err == nil {
 			w.timed()
 		}
@@ -1122,9 +1140,12 @@ func (w *Writer) timed() {
 		// Sync without the lock: Flush, Stats and Head do not wait for the disk.
 		f, pos := w.f, w.wpos
 		w.dirty = false
+		w.syncing = true
 		w.io.Unlock()
 		err := fdatasync(f)
 		w.io.Lock()
+		w.syncing = false
+		defer w.syncDone.Broadcast() // after the head below
 		w.lastSync = time.Now()
 		w.stats.Syncs++
 		if err != nil && !errors.Is(err, os.ErrClosed) {
