@@ -135,7 +135,47 @@ type gramEntry struct {
 	Types uint32   `json:"k"` // distinct tokens that followed
 }
 
-type gramStat struct{ n, ctxN, types uint32 }
+type gramStat struct {
+	n, ctxN, types uint32
+	// nll, for a gram of ngramOrder tokens when cached: the negative
+	// log2-likelihood of its last token after the others (cacheNLL).
+	nll    float64
+	cached bool
+}
+
+// cacheNLL stores in every training gram of ngramOrder tokens the negative
+// log-likelihood of its last token after the others, as prob gives it:
+// scoring a syscall whose gram was seen in training (nearly all of normal
+// traffic) then costs one map lookup instead of up to 2*(ngramOrder-1)
+// and a logarithm. The model must be complete (counts and unigrams).
+func (m *Model) cacheNLL(grams func(yield func(toks []uint16) bool)) {
+	for t := range grams {
+		if len(t) != ngramOrder {
+			continue
+		}
+		h := hashToks(t)
+		st := m.stats[h]
+		st.nll = -math.Log2(m.prob(t[:ngramOrder-1], t[ngramOrder-1]))
+		st.cached = true
+		m.stats[h] = st
+	}
+}
+
+// gramNLL is the negative log2-likelihood of buf[pos] after the tokens
+// before it, and whether its gram of stideK tokens was seen in training.
+func (m *Model) gramNLL(buf []uint16, pos int) (nll float64, seen bool) {
+	st, ok := m.stats[hashToks(buf[pos-ngramOrder+1:pos+1])]
+	if ok && st.cached {
+		nll = st.nll
+	} else {
+		nll = -math.Log2(m.prob(buf[pos-ngramOrder+1:pos], buf[pos]))
+	}
+	if stideK == ngramOrder {
+		return nll, ok
+	}
+	_, seen = m.stats[hashToks(buf[pos-stideK+1:pos+1])]
+	return nll, seen
+}
 
 type refWindow struct {
 	Idx   []uint16  `json:"i"` // token ids with a non-zero weight
@@ -191,6 +231,13 @@ func (m *Model) buildIndex() {
 	for _, g := range m.Grams {
 		m.stats[hashToks(g.Toks)] = gramStat{n: g.N, ctxN: g.CtxN, types: g.Types}
 	}
+	m.cacheNLL(func(yield func([]uint16) bool) {
+		for _, g := range m.Grams {
+			if !yield(g.Toks) {
+				return
+			}
+		}
+	})
 }
 
 func hashToks(t []uint16) uint64 {
@@ -529,6 +576,13 @@ func fit(units []Unit, vocab []string, hasSeq, hasCounts bool, use int, opt Trai
 			}
 		}
 	}
+	m.cacheNLL(func(yield func([]uint16) bool) {
+		for _, t := range gramToks {
+			if !yield(t) {
+				return
+			}
+		}
+	})
 	// grams, sorted for a deterministic file
 	m.Grams = make([]gramEntry, 0, len(gramToks))
 	for h, t := range gramToks {
@@ -687,9 +741,9 @@ func (m *Model) rawWorst(u *Unit, wantWorst bool) ([5]float64, []string) {
 			mis := make([]uint8, len(body))
 			for i := range body {
 				pos := i + ngramOrder - 1
-				p := m.prob(buf[pos-ngramOrder+1:pos], buf[pos])
-				nll[i] = -math.Log2(p)
-				if _, ok := m.stats[hashToks(buf[pos-stideK+1:pos+1])]; !ok {
+				var seen bool
+				nll[i], seen = m.gramNLL(buf, pos)
+				if !seen {
 					mis[i] = 1
 					nMis++
 				}
