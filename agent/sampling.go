@@ -55,7 +55,7 @@ type Sampling struct {
 	IdleEvery time.Duration
 	// Budget is the cgroup files read a second at most, all containers
 	// together (default 2000; a hot or suspect container's sample reads
-	// two, an idle one's one).
+	// four, an idle one's one).
 	Budget int
 	// HotCPU (cores) and HotEvents (syscalls a second) make a container hot
 	// (defaults 0.05 and 1000).
@@ -106,6 +106,11 @@ const (
 	hotWeight     = 8
 	suspectWeight = 16
 )
+
+// fullReads is what a hot or suspect container's sample reads: cpu.stat,
+// cgroup.threads, and for how long it waited for a CPU cpu.pressure and
+// cpu.stat again (bpf.CgroupWait); an idle one's reads cpu.stat only.
+const fullReads = 4
 
 // sampler is the sampling policy's state: which container to read when.
 // It reads no file itself (pure, testable without root); the agent's
@@ -347,7 +352,7 @@ func (s *sampler) due(now time.Time) []sampleJob {
 		full := s.full(c, now) || c.threads < 0
 		cost := 1.0
 		if full {
-			cost = 2
+			cost = fullReads
 		}
 		if s.credit < cost {
 			break
