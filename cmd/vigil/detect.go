@@ -132,7 +132,10 @@ const trainUsage = `Usage: vigil detect train --in PATH [--in PATH...] --out MOD
 
 Learns a model of normal behaviour from traces of normal runs: an n-gram
 language model, STIDE sequence set, tf-idf frequency windows and per-syscall
-count deviations (from sequences); per-syscall count deviations beyond 10
+count deviations (from event windows); the n-gram mean negative
+log-likelihood and the tf-idf distance, each normalized by its rarity among
+held-out normal traces (from whole per-process traces, --abi); per-syscall
+count deviations beyond 10
 standard deviations, lasting two consecutive windows (from count windows);
 calibrated on held-out folds of the same data so that the threshold is a
 high quantile of normal scores. Deterministic. --name is the workload key
