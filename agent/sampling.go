@@ -295,9 +295,10 @@ func (s *sampler) due(now time.Time) []sampleJob {
 	}
 	// The budget of one tick (in files read), and at most one tick's worth
 	// saved from the ticks before (a late tick does not read twice as
-	// much).
+	// much), but never less than one full sample's reads: a budget below
+	// that reads a container every few ticks instead of none ever.
 	perTick := float64(s.cfg.Budget) * s.cfg.Every.Seconds()
-	s.credit = min(s.credit+perTick, 2*perTick)
+	s.credit = min(s.credit+perTick, max(2*perTick, fullReads))
 
 	// A container is due when its period has (nearly) passed: within half
 	// a tick, so that the full rate is one sample a tick.

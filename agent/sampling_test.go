@@ -96,6 +96,19 @@ func TestSamplingIdleRarelyBusyFullRate(t *testing.T) {
 	}
 }
 
+// TestSamplingTinyBudget: a budget below one busy sample's reads a tick
+// (--sample-budget 1) still samples, every few ticks, instead of never.
+func TestSamplingTinyBudget(t *testing.T) {
+	s := newSampler(Sampling{Budget: 1}.withDefaults(250 * time.Millisecond))
+	cgs := map[uint64]simCgroup{1: {cores: []simPhase{{0, 0.8}}}}
+	s.track(1, "/cg/1")
+	const d = 60 * time.Second
+	// 1 read a second, 4 reads a busy sample: one every 4 s or so
+	if n := countSamples(s, cgs, d)[1]; n < 10 || n > 20 {
+		t.Errorf("busy container sampled %d times in %v with a budget of 1 read a second, want about 15", n, d)
+	}
+}
+
 func TestSamplingIdleTurnsBusy(t *testing.T) {
 	s := newSampler(Sampling{}.withDefaults(250 * time.Millisecond))
 	spin := 30*time.Second + 100*time.Millisecond
