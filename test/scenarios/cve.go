@@ -585,8 +585,15 @@ func STIDEBaseline() Method {
 		}}
 }
 
-// ModelMethod is vigil's learned model with the given training options.
+// ModelMethod is vigil's learned model with the given training options,
+// on windows: a file's windows are scored as one stream (ScoreSeries).
 func ModelMethod(name, desc string, opt detector.TrainOptions) Method {
+	return modelMethod(name, desc, opt, "window", true)
+}
+
+// modelMethod trains the model on units of the given kind and scores a
+// file's units as one stream (series) or each on its own.
+func modelMethod(name, desc string, opt detector.TrainOptions, kind string, series bool) Method {
 	return Method{Name: name, Desc: desc,
 		Fit: func(train [][]detector.Unit) (func([]detector.Unit) []float64, error) {
 			var units []detector.Unit
@@ -594,15 +601,21 @@ func ModelMethod(name, desc string, opt detector.TrainOptions) Method {
 				units = append(units, f...)
 			}
 			o := opt
-			o.UnitKind = "window"
+			o.UnitKind = kind
 			m, err := detector.Train(units, o)
 			if err != nil {
 				return nil, err
 			}
 			return func(file []detector.Unit) []float64 {
 				out := make([]float64, len(file))
-				for i, s := range m.ScoreSeries(file) {
-					out[i] = s.Score
+				if series {
+					for i, s := range m.ScoreSeries(file) {
+						out[i] = s.Score
+					}
+					return out
+				}
+				for i := range file {
+					out[i] = m.Score(&file[i]).Score
 				}
 				return out
 			}, nil

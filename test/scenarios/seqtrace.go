@@ -293,26 +293,7 @@ func ratio(a, b int) float64 {
 // TraceModelMethod is vigil's model trained on traces (UnitKind "trace"),
 // each trace scored on its own.
 func TraceModelMethod(name, desc string, opt detector.TrainOptions) Method {
-	return Method{Name: name, Desc: desc,
-		Fit: func(train [][]detector.Unit) (func([]detector.Unit) []float64, error) {
-			var units []detector.Unit
-			for _, f := range train {
-				units = append(units, f...)
-			}
-			o := opt
-			o.UnitKind = "trace"
-			m, err := detector.Train(units, o)
-			if err != nil {
-				return nil, err
-			}
-			return func(file []detector.Unit) []float64 {
-				out := make([]float64, len(file))
-				for i := range file {
-					out[i] = m.Score(&file[i]).Score
-				}
-				return out
-			}, nil
-		}}
+	return modelMethod(name, desc, opt, "trace", false)
 }
 
 // TraceSTIDE is STIDE (n=6) on whole traces: training keeps every run of
