@@ -569,7 +569,7 @@ func (a *Agent) sampleLoop(ctx context.Context) {
 			th := a.throttled.Load()
 			for _, j := range a.smp.due(now) {
 				at := time.Now()
-				usage, err := readCPUStat(j.Dir, buf)
+				usage, throttled, err := readCPUStats(j.Dir, buf)
 				if err != nil {
 					continue
 				}
@@ -589,7 +589,7 @@ func (a *Agent) sampleLoop(ctx context.Context) {
 					// a busy container: how long it waited for a CPU too
 					// (cpu-starved-spinning-threads judges demand, so that a
 					// starved miner does not hide); 0 is unknown
-					smp.CPUWaitNs, smp.CPUThrottledNs = bpf.CgroupWait(j.Dir)
+					smp.CPUWaitNs, smp.CPUThrottledNs = bpf.CgroupPressure(j.Dir), throttled
 				}
 				if th != nil {
 					smp.Throttled = (*th)[j.ID]

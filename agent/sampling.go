@@ -108,9 +108,9 @@ const (
 )
 
 // fullReads is what a hot or suspect container's sample reads: cpu.stat,
-// cgroup.threads, and for how long it waited for a CPU cpu.pressure and
-// cpu.stat again (bpf.CgroupWait); an idle one's reads cpu.stat only.
-const fullReads = 4
+// cgroup.threads, and cpu.pressure for how long it waited for a CPU; an
+// idle one's reads cpu.stat only.
+const fullReads = 3
 
 // sampler is the sampling policy's state: which container to read when.
 // It reads no file itself (pure, testable without root); the agent's
@@ -412,10 +412,19 @@ func (s *sampler) snapshot() samplingStats {
 // readCPUStat reads a cgroup's cumulative CPU usage (cpu.stat usage_usec,
 // in ns) with buf as its buffer.
 func readCPUStat(dir string, buf []byte) (uint64, error) {
+	usage, _, err := readCPUStats(dir, buf)
+	return usage, err
+}
+
+// readCPUStats reads, in one read of cpu.stat, a cgroup's cumulative CPU
+// usage and the time its cpu.max quota held it (usage_usec and
+// throttled_usec, in ns; throttled 0 without the cpu controller).
+func readCPUStats(dir string, buf []byte) (usage, throttled uint64, err error) {
 	b, err := readSmall(dir+"/cpu.stat", buf)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
+	found := false
 	for len(b) > 0 {
 		line := b
 		if i := bytes.IndexByte(b, '\n'); i >= 0 {
@@ -426,12 +435,19 @@ func readCPUStat(dir string, buf []byte) (uint64, error) {
 		if v, ok := bytes.CutPrefix(line, []byte("usage_usec ")); ok {
 			us, err := strconv.ParseUint(string(v), 10, 64)
 			if err != nil {
-				return 0, err
+				return 0, 0, err
 			}
-			return us * 1000, nil
+			usage, found = us*1000, true
+		} else if v, ok := bytes.CutPrefix(line, []byte("throttled_usec ")); ok {
+			if us, err := strconv.ParseUint(string(v), 10, 64); err == nil {
+				throttled = us * 1000
+			}
 		}
 	}
-	return 0, errNoUsage
+	if !found {
+		return 0, 0, errNoUsage
+	}
+	return usage, throttled, nil
 }
 
 var errNoUsage = errors.New("cgroup cpu.stat: no usage_usec")

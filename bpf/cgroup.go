@@ -116,6 +116,25 @@ func (c *Cgroup) Usage() (cpuNs uint64, threads int, err error) {
 	return CgroupUsage(c.Path)
 }
 
+// CgroupPressure reads how long the tasks of the cgroup v2 directory dir
+// waited for a CPU: the "some" total of cpu.pressure (PSI), cumulative, in
+// ns; 0 when the kernel has no PSI.
+func CgroupPressure(dir string) uint64 {
+	b, err := os.ReadFile(filepath.Join(dir, "cpu.pressure"))
+	if err != nil {
+		return 0
+	}
+	// some avg10=0.00 avg60=0.00 avg300=0.00 total=USEC
+	line, _, _ := strings.Cut(string(b), "\n")
+	if f := strings.Fields(line); len(f) == 5 && f[0] == "some" {
+		if v, ok := strings.CutPrefix(f[4], "total="); ok {
+			us, _ := strconv.ParseUint(v, 10, 64)
+			return us * 1000
+		}
+	}
+	return 0
+}
+
 // CgroupWait reads how long the tasks of the cgroup v2 directory dir
 // waited for a CPU: the "some" total of cpu.pressure (PSI; 0 when the
 // kernel has no PSI) and cpu.stat throttled_usec (the time its cpu.max
@@ -123,16 +142,7 @@ func (c *Cgroup) Usage() (cpuNs uint64, threads int, err error) {
 // The detector adds them to the CPU time to see the demand of a starved
 // cgroup (detector.Sample.CPUWaitNs, CPUThrottledNs).
 func CgroupWait(dir string) (waitNs, throttledNs uint64) {
-	if b, err := os.ReadFile(filepath.Join(dir, "cpu.pressure")); err == nil {
-		// some avg10=0.00 avg60=0.00 avg300=0.00 total=USEC
-		line, _, _ := strings.Cut(string(b), "\n")
-		if f := strings.Fields(line); len(f) == 5 && f[0] == "some" {
-			if v, ok := strings.CutPrefix(f[4], "total="); ok {
-				us, _ := strconv.ParseUint(v, 10, 64)
-				waitNs = us * 1000
-			}
-		}
-	}
+	waitNs = CgroupPressure(dir)
 	if b, err := os.ReadFile(filepath.Join(dir, "cpu.stat")); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
 			if v, ok := strings.CutPrefix(line, "throttled_usec "); ok {
