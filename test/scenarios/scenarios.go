@@ -243,42 +243,81 @@ type SeqMethodEval struct {
 
 // PairedRuns compares a model with a baseline attack by attack, over the
 // same recordings: worse counts the attacks the baseline caught in more
-// folds than the model, better the reverse, and p is the one-sided sign
-// test's probability of at least worse of the worse+better attacks going
-// the baseline's way if neither method were better. Two methods scored on
-// one recording differ by chance in the attacks a rare syscall decides
-// (both rank a syscall never seen in training above everything): a
-// difference of one or two attacks is not a difference.
+// folds than the model, better the reverse, and p is the one-sided
+// Wilcoxon signed-rank test's probability that the differences (folds the
+// baseline caught an attack in, less the model's) lean the baseline's way
+// at least as much if neither method were better. Two methods scored on
+// one recording differ by chance in the attacks a rare syscall decides,
+// and a fold's threshold moves a borderline attack in or out: many
+// differences of a fold or two are not a difference, one attack lost in
+// every fold weighs more.
 func PairedRuns(model, base SeqMethodEval) (worse, better int, p float64) {
+	var d []int
 	for sc, b := range base.RunFolds {
-		switch m := model.RunFolds[sc]; {
-		case b > m:
-			worse++
-		case m > b:
-			better++
-		}
+		d = append(d, b-model.RunFolds[sc])
 	}
 	for sc, m := range model.RunFolds {
-		if _, ok := base.RunFolds[sc]; !ok && m > 0 {
+		if _, ok := base.RunFolds[sc]; !ok {
+			d = append(d, -m)
+		}
+	}
+	for _, x := range d {
+		switch {
+		case x > 0:
+			worse++
+		case x < 0:
 			better++
 		}
 	}
-	return worse, better, binomTail(worse+better, worse)
+	return worse, better, signedRankP(d)
 }
 
-// binomTail is P(X >= k) for X ~ Binomial(n, 1/2).
-func binomTail(n, k int) float64 {
-	if k <= 0 {
+// signedRankP is the one-sided Wilcoxon signed-rank test's p for the
+// differences d leaning positive: zeros dropped, tied magnitudes sharing
+// their mean rank, the exact distribution of the positive rank sum (ranks
+// doubled to stay integers).
+func signedRankP(d []int) float64 {
+	var mag []int
+	for _, x := range d {
+		if x != 0 {
+			mag = append(mag, x)
+		}
+	}
+	if len(mag) == 0 {
 		return 1
 	}
-	p, c := 0.0, 1.0 // c = C(n, i)
-	for i := 0; i <= n; i++ {
-		if i >= k {
-			p += c
+	abs := func(x int) int { return max(x, -x) }
+	sort.Slice(mag, func(i, j int) bool { return abs(mag[i]) < abs(mag[j]) })
+	ranks := make([]int, len(mag)) // doubled
+	for i := 0; i < len(mag); {
+		j := i
+		for j+1 < len(mag) && abs(mag[j+1]) == abs(mag[i]) {
+			j++
 		}
-		c = c * float64(n-i) / float64(i+1)
+		for k := i; k <= j; k++ {
+			ranks[k] = i + j + 2 // twice the mean of ranks i+1 .. j+1
+		}
+		i = j + 1
 	}
-	return p / math.Pow(2, float64(n))
+	w, total := 0, 0
+	for k, x := range mag {
+		total += ranks[k]
+		if x > 0 {
+			w += ranks[k]
+		}
+	}
+	dist := make([]float64, total+1) // ways each positive rank sum arises
+	dist[0] = 1
+	for _, r := range ranks {
+		for s := total; s >= r; s-- {
+			dist[s] += dist[s-r]
+		}
+	}
+	tail := 0.0
+	for s := w; s <= total; s++ {
+		tail += dist[s]
+	}
+	return tail / math.Pow(2, float64(len(mag)))
 }
 
 func (o *Options) logf(format string, a ...any) {
@@ -1075,7 +1114,7 @@ func (rep *Report) Table() string {
 	b.WriteString(ClassTable(rep.Classes))
 	m := rep.Model
 	fmt.Fprintf(&b, "\nscenario windows, leave one benign workload out (%d folds; threshold = highest score on the other workloads' second runs):\n", m.Folds)
-	fmt.Fprintf(&b, "%-8s %9s %10s %10s %13s %11s  %s\n", "method", "win AUC", "win det", "run det", "benign win FA", "benign runs", "attacks caught in more folds than the model / fewer (sign test p)")
+	fmt.Fprintf(&b, "%-8s %9s %10s %10s %13s %11s  %s\n", "method", "win AUC", "win det", "run det", "benign win FA", "benign runs", "attacks caught in more folds than the model / fewer (signed-rank p)")
 	for i, e := range m.Methods {
 		vs := ""
 		if i > 0 && m.Methods[0].RunFolds != nil {

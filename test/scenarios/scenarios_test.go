@@ -1,6 +1,7 @@
 package scenarios
 
 import (
+	"fmt"
 	"math"
 	"os"
 	"os/exec"
@@ -108,7 +109,8 @@ func TestEval(t *testing.T) {
 	// whether a run makes a syscall never seen in training, which differs
 	// from one recording to the next: the runs are compared attack by
 	// attack on the same recordings, and the model fails when the baseline
-	// catches significantly more of them (one-sided sign test, p < 0.05),
+	// catches significantly more of them (one-sided Wilcoxon signed-rank
+	// test on the folds each attack is caught in, p < 0.05),
 	// or more than one attack run more in every fold on average.
 	ms := rep.Model.Methods
 	if len(ms) < 3 || ms[0].Method != "model" {
@@ -119,9 +121,9 @@ func TestEval(t *testing.T) {
 			t.Errorf("model: window AUC %.3f; %s does better (%.3f)", ms[0].WindowAUC, b.Method, b.WindowAUC)
 		}
 		worse, better, p := PairedRuns(ms[0], b)
-		t.Logf("model vs %s: attack runs detected %.3f vs %.3f; attacks the model catches in fewer folds %d, in more %d (sign test p = %.3f)", b.Method, ms[0].RunDetect, b.RunDetect, worse, better, p)
+		t.Logf("model vs %s: attack runs detected %.3f vs %.3f; attacks the model catches in fewer folds %d, in more %d (signed-rank p = %.3f)", b.Method, ms[0].RunDetect, b.RunDetect, worse, better, p)
 		if p < 0.05 {
-			t.Errorf("model: attack runs detected %.3f; %s does better (%.3f): it catches %d attacks in more folds, the model %d (sign test p = %.3f)", ms[0].RunDetect, b.Method, b.RunDetect, worse, better, p)
+			t.Errorf("model: attack runs detected %.3f; %s does better (%.3f): it catches %d attacks in more folds, the model %d (signed-rank p = %.3f)", ms[0].RunDetect, b.Method, b.RunDetect, worse, better, p)
 		}
 		if one := 1 / float64(len(Attacks)); ms[0].RunDetect < b.RunDetect-one {
 			t.Errorf("model: attack runs detected %.3f; %s catches more than one attack run more per fold (%.3f)", ms[0].RunDetect, b.Method, b.RunDetect)
@@ -130,11 +132,13 @@ func TestEval(t *testing.T) {
 }
 
 func TestPairedRuns(t *testing.T) {
+	// differences (base - model): b +1, c -1, d +6: ranks 1.5, 1.5, 3;
+	// the baseline's side sums 4.5 of 6: 3 of 8 sign patterns reach it
 	m := SeqMethodEval{RunFolds: map[string]int{"a": 20, "b": 0, "c": 5, "d": 3}}
 	b := SeqMethodEval{RunFolds: map[string]int{"a": 20, "b": 1, "c": 4, "d": 9}}
 	worse, better, p := PairedRuns(m, b)
-	if worse != 2 || better != 1 || math.Abs(p-0.5) > 1e-12 {
-		t.Errorf("PairedRuns = %d, %d, %v; want 2, 1, 0.5", worse, better, p)
+	if worse != 2 || better != 1 || math.Abs(p-3.0/8) > 1e-12 {
+		t.Errorf("PairedRuns = %d, %d, %v; want 2, 1, 3/8", worse, better, p)
 	}
 	// five attacks lost, none won: 1/32
 	lost := SeqMethodEval{RunFolds: map[string]int{"a": 0, "b": 0, "c": 0, "d": 0, "e": 0}}
@@ -145,13 +149,25 @@ func TestPairedRuns(t *testing.T) {
 	if _, _, p := PairedRuns(all, lost); p != 1 {
 		t.Errorf("nothing lost: p = %v, want 1", p)
 	}
-	for _, tc := range []struct {
-		n, k int
-		want float64
-	}{{0, 0, 1}, {3, 0, 1}, {3, 3, 1.0 / 8}, {4, 2, 11.0 / 16}, {10, 9, 11.0 / 1024}} {
-		if got := binomTail(tc.n, tc.k); math.Abs(got-tc.want) > 1e-12 {
-			t.Errorf("binomTail(%d, %d) = %v, want %v", tc.n, tc.k, got, tc.want)
-		}
+	// seven attacks lost by one fold each, one won in all 20: not a
+	// difference; the same seven lost in every fold are
+	small, big := SeqMethodEval{RunFolds: map[string]int{}}, SeqMethodEval{RunFolds: map[string]int{}}
+	for i := range 7 {
+		small.RunFolds[fmt.Sprint(i)], big.RunFolds[fmt.Sprint(i)] = 19, 20
+	}
+	small.RunFolds["won"], big.RunFolds["won"] = 20, 0
+	if _, _, p := PairedRuns(small, big); p < 0.05 {
+		t.Errorf("seven attacks a fold short, one caught in 20 more folds: p = %v, want no difference (>= 0.05)", p)
+	}
+	for i := range 7 {
+		small.RunFolds[fmt.Sprint(i)] = 0
+	}
+	small.RunFolds["won"] = 1
+	if _, _, p := PairedRuns(small, big); p >= 0.05 {
+		t.Errorf("seven attacks lost in every fold: p = %v, want a difference (< 0.05)", p)
+	}
+	if p := signedRankP(nil); p != 1 {
+		t.Errorf("no differences: p = %v, want 1", p)
 	}
 }
 
