@@ -512,7 +512,7 @@ func (a *Agent) cpuHeld(c plugin.Info) bool {
 
 func lifecycle(what string, c plugin.Info, final *bpf.Counters) audit.Lifecycle {
 	rec := audit.Lifecycle{Event: what, ID: c.Meta.ID, Name: c.Meta.Name, Pod: c.Meta.Pod, Namespace: c.Meta.Namespace, Image: c.Meta.Image,
-		PodUID: c.Meta.PodUID}
+		PodUID: c.Meta.PodUID, OwnerKind: c.Meta.OwnerKind, OwnerName: c.Meta.OwnerName}
 	if final != nil {
 		rec.Counters = map[string]uint64{"seen": final.Seen, "emitted": final.Emitted, "dropped": final.Dropped}
 	}

@@ -307,6 +307,8 @@ type Lifecycle struct {
 	Namespace   string            `json:"namespace,omitempty"`
 	Image       string            `json:"image,omitempty"`
 	PodUID      string            `json:"pod_uid,omitempty"`
+	OwnerKind   string            `json:"owner_kind,omitempty"`
+	OwnerName   string            `json:"owner_name,omitempty"`
 	PID         uint32            `json:"pid,omitempty"`
 	Annotations map[string]string `json:"annotations,omitempty"`
 	Counters    map[string]uint64 `json:"counters,omitempty"` // final tracer counters at stop

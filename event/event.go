@@ -55,11 +55,16 @@ type Container struct {
 	Namespace string `json:"namespace,omitempty"`
 	Image     string `json:"image,omitempty"`
 	// PodUID is the pod's uid (Kubernetes metadata.uid) and PodLabels its
-	// labels, as the runtime passed them; Node is the node's name. The
-	// runtime knows no owner references (Deployment, Job, ...).
+	// labels, as the runtime passed them; Node is the node's name.
 	PodUID    string            `json:"pod_uid,omitempty"`
 	PodLabels map[string]string `json:"pod_labels,omitempty"`
 	Node      string            `json:"node,omitempty"`
+	// OwnerKind and OwnerName name the workload that made the pod
+	// (Deployment, ReplicaSet, StatefulSet, DaemonSet, Job, or Node for a
+	// static pod), inferred from the names and labels Kubernetes gives its
+	// pods: the runtime passes no owner references. Empty for a bare pod.
+	OwnerKind string `json:"owner_kind,omitempty"`
+	OwnerName string `json:"owner_name,omitempty"`
 }
 
 // Address families of Addr (linux/socket.h).

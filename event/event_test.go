@@ -161,12 +161,13 @@ func BenchmarkAppendJSON(b *testing.B) {
 func TestJSONContainerKubernetes(t *testing.T) {
 	ev := Event{Seq: 1, Time: time.Unix(1, 0).UTC(), Nr: 0,
 		Container: &Container{ID: "abc", Name: "web", Pod: "p", Namespace: "ns", Image: "busybox",
-			PodUID: "9c1d-77", PodLabels: map[string]string{"tier": "front", "app": `we"b`}, Node: "node-1"}}
+			PodUID: "9c1d-77", PodLabels: map[string]string{"tier": "front", "app": `we"b`}, Node: "node-1",
+			OwnerKind: "Deployment", OwnerName: "web"}}
 	b := ev.AppendJSON(nil)
 	if !json.Valid(b) {
 		t.Fatalf("invalid JSON: %s", b)
 	}
-	if want := `"image":"busybox","pod_uid":"9c1d-77","pod_labels":{"app":"we\"b","tier":"front"},"node":"node-1"}`; !strings.Contains(string(b), want) {
+	if want := `"image":"busybox","pod_uid":"9c1d-77","pod_labels":{"app":"we\"b","tier":"front"},"node":"node-1","owner_kind":"Deployment","owner_name":"web"}`; !strings.Contains(string(b), want) {
 		t.Errorf("container JSON %s lacks %s", b, want)
 	}
 	var back Event
@@ -177,7 +178,7 @@ func TestJSONContainerKubernetes(t *testing.T) {
 		t.Errorf("round trip:\n got %+v\nwant %+v", back, ev)
 	}
 	ev.Container = &Container{ID: "abc"}
-	if b := string(ev.AppendJSON(nil)); strings.Contains(b, "pod_uid") || strings.Contains(b, "pod_labels") || strings.Contains(b, `"node"`) {
+	if b := string(ev.AppendJSON(nil)); strings.Contains(b, "pod_uid") || strings.Contains(b, "pod_labels") || strings.Contains(b, `"node"`) || strings.Contains(b, "owner") {
 		t.Errorf("unset fields written: %s", b)
 	}
 }

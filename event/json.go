@@ -258,7 +258,7 @@ func splitComma(s string) []string {
 }
 
 // appendKubernetes appends the container's pod uid, pod labels (sorted
-// by key) and node, each only when set.
+// by key), node and owner, each only when set.
 func appendKubernetes(b []byte, c *Container) []byte {
 	if c.PodUID != "" {
 		b = append(b, `,"pod_uid":`...)
@@ -279,6 +279,12 @@ func appendKubernetes(b []byte, c *Container) []byte {
 	if c.Node != "" {
 		b = append(b, `,"node":`...)
 		b = appendString(b, c.Node)
+	}
+	if c.OwnerKind != "" {
+		b = append(b, `,"owner_kind":`...)
+		b = appendString(b, c.OwnerKind)
+		b = append(b, `,"owner_name":`...)
+		b = appendString(b, c.OwnerName)
 	}
 	return b
 }

@@ -196,6 +196,8 @@ func outputFields(v *detector.Verdict) map[string]any {
 		setString(f, "k8s.ns.name", c.Namespace)
 		setString(f, "k8s.pod.uid", c.PodUID)
 		setString(f, "k8s.node.name", c.Node)
+		setString(f, "k8s.owner.kind", c.OwnerKind)
+		setString(f, "k8s.owner.name", c.OwnerName)
 		if len(c.PodLabels) > 0 {
 			labels := make(map[string]string, len(c.PodLabels))
 			for k, v := range c.PodLabels {

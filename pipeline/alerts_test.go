@@ -24,7 +24,8 @@ func escapeVerdict() *detector.Verdict {
 	return &detector.Verdict{
 		ID: "3f2a9c1e5b7d0a4c6e8f1a2b", Time: alertT0, CgroupID: 120,
 		Container: &event.Container{ID: "c0ffee", Name: "web", Pod: "shop-7d9f", Namespace: "payments", Image: "example/shop:1.2",
-			PodUID: "5f0c-91aa", PodLabels: map[string]string{"app": "shop", "tier": "front"}, Node: "node-1"},
+			PodUID: "5f0c-91aa", PodLabels: map[string]string{"app": "shop", "tier": "front"}, Node: "node-1",
+			OwnerKind: "Deployment", OwnerName: "shop"},
 		PID: 4242, TID: 4243, Comm: "sh", Class: detector.ClassFSEscape, Severity: detector.Critical,
 		Rule: "host-root-read", Score: 1, Message: "read of the host's root through /proc/1/root",
 		Evidence: []detector.Evidence{{Seq: 7, Time: alertT0, PID: 4242, TID: 4243, Comm: "sh", Syscall: "openat",

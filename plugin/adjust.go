@@ -18,13 +18,15 @@ import (
 const imageAnnotation = "io.kubernetes.cri.image-name"
 
 // containerMeta is the metadata events carry for one container: its
-// pod's name, namespace, uid and labels, and the node's name. NRI passes
-// no owner references, so events name no Deployment or Job.
+// pod's name, namespace, uid and labels, the node's name, and the
+// workload that owns the pod as its name and labels tell (inferOwner: NRI
+// passes no owner references).
 func containerMeta(pod *api.PodSandbox, ctr *api.Container) event.Container {
 	c := event.Container{ID: ctr.GetId(), Name: containerName(ctr), Image: imageOf(ctr), Node: NodeName()}
 	if pod != nil {
 		c.Pod, c.Namespace, c.PodUID = pod.GetName(), pod.GetNamespace(), pod.GetUid()
 		c.PodLabels = podLabels(pod.GetLabels())
+		c.OwnerKind, c.OwnerName = inferOwner(c.Pod, c.Node, pod.GetLabels(), pod.GetAnnotations())
 	}
 	return c
 }
