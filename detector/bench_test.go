@@ -104,6 +104,59 @@ func BenchmarkObserveRecordedModel(b *testing.B) {
 	benchObserve(b, Config{Model: m}, recorded(b, "compile", "kv-database", "go-service", "text-search"))
 }
 
+// tarRm is a recorded `tar -x` of 500 small files and `rm -rf` of them on
+// tmpfs, four times (17,600 events: openat, newfstatat, utimensat, fchown,
+// fchmod, write, close, unlinkat): the pipeline benchmark's tar-rm
+// workload, path syscalls that many rules name.
+func tarRm(b testing.TB) []event.Event {
+	b.Helper()
+	f, err := os.Open(filepath.Join("testdata", "bench", "tar-rm.jsonl.gz"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var out []event.Event
+	if err := ReplayEvents(zr, "tar-rm", func(ev *event.Event) error {
+		out = append(out, *ev)
+		return nil
+	}); err != nil {
+		b.Fatal(err)
+	}
+	return out
+}
+
+// learnedModel trains a model of evs the way the agent learns a workload
+// (a Learner's windows), as the pipeline benchmark does before it scores.
+func learnedModel(b testing.TB, evs []event.Event) *Model {
+	b.Helper()
+	l := NewLearner(0, 0)
+	for i := range evs {
+		l.Observe(&evs[i])
+	}
+	m, err := l.Model(fmt.Sprintf("cgroup:%d", evs[0].CgroupID))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return m
+}
+
+// BenchmarkObserveTarRm replays the tar-rm stream through the default
+// rules, as the agent runs them (FromFirstExec).
+func BenchmarkObserveTarRm(b *testing.B) {
+	benchObserve(b, Config{FromFirstExec: true}, tarRm(b))
+}
+
+// BenchmarkObserveTarRmModel adds a model learned from the same workload,
+// as the pipeline benchmark's agent path scores it.
+func BenchmarkObserveTarRmModel(b *testing.B) {
+	evs := tarRm(b)
+	benchObserve(b, Config{FromFirstExec: true, Model: learnedModel(b, evs)}, evs)
+}
+
 func mustGz(b *testing.B, name string) *gzip.Reader {
 	f, err := os.Open(filepath.Join("testdata", "scenarios", name+".jsonl.gz"))
 	if err != nil {
