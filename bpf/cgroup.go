@@ -1,15 +1,18 @@
 package bpf
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -143,13 +146,9 @@ func CgroupPressure(dir string) uint64 {
 // cgroup (detector.Sample.CPUWaitNs, CPUThrottledNs).
 func CgroupWait(dir string) (waitNs, throttledNs uint64) {
 	waitNs = CgroupPressure(dir)
-	if b, err := os.ReadFile(filepath.Join(dir, "cpu.stat")); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "throttled_usec "); ok {
-				us, _ := strconv.ParseUint(v, 10, 64)
-				throttledNs = us * 1000
-			}
-		}
+	var buf [cpuStatBuf]byte
+	if st, err := ReadCPUStat(dir, buf[:]); err == nil {
+		throttledNs = st.ThrottledNs
 	}
 	return waitNs, throttledNs
 }
@@ -157,24 +156,181 @@ func CgroupWait(dir string) (waitNs, throttledNs uint64) {
 // CgroupUsage reads the cumulative CPU time (ns) and thread count of the
 // cgroup v2 directory dir (cpu.stat usage_usec, cgroup.threads).
 func CgroupUsage(dir string) (cpuNs uint64, threads int, err error) {
-	b, err := os.ReadFile(filepath.Join(dir, "cpu.stat"))
+	var buf [cpuStatBuf]byte
+	st, err := ReadCPUStat(dir, buf[:])
 	if err != nil {
-		return 0, 0, fmt.Errorf("cgroup cpu.stat: %w", err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "usage_usec "); ok {
-			us, err := strconv.ParseUint(v, 10, 64)
-			if err != nil {
-				return 0, 0, fmt.Errorf("cgroup cpu.stat: %w", err)
-			}
-			cpuNs = us * 1000
-		}
+		return 0, 0, err
 	}
 	t, err := os.ReadFile(filepath.Join(dir, "cgroup.threads"))
 	if err != nil {
 		return 0, 0, fmt.Errorf("cgroup threads: %w", err)
 	}
-	return cpuNs, strings.Count(string(t), "\n"), nil
+	return st.UsageNs, strings.Count(string(t), "\n"), nil
+}
+
+// cpuStatBuf holds a cpu.stat with every field Linux 6.x writes (about
+// 250 bytes) several times over.
+const cpuStatBuf = 1024
+
+// CPUStat is what a cgroup's cpu.stat says, in ns (the file's _usec
+// fields times 1000). The cpu controller adds the throttling fields;
+// without it they are 0 and HasThrottled is false.
+type CPUStat struct {
+	UsageNs, UserNs, SystemNs uint64
+	// NrThrottled is how many periods its cpu.max quota held the cgroup,
+	// ThrottledNs for how long.
+	NrThrottled  uint64
+	ThrottledNs  uint64
+	HasThrottled bool
+}
+
+// ErrNoUsage is ParseCPUStat's error for a cpu.stat without usage_usec.
+var ErrNoUsage = errors.New("cpu.stat: no usage_usec")
+
+// ParseCPUStat parses the contents of a cgroup v2 cpu.stat
+// (kernel/cgroup/rstat.c cgroup_base_stat_cputime_show and
+// kernel/sched/core.c cpu_extra_stat_show: one "name value" a line). It
+// does not allocate unless it fails. Lines it does not know, or without a
+// value, are skipped (newer kernels add fields); a field it knows whose
+// value is not a decimal number is an error, and so is a cpu.stat without
+// usage_usec. A field given twice keeps its last value.
+func ParseCPUStat(b []byte) (CPUStat, error) {
+	var st CPUStat
+	usage := false
+	for len(b) > 0 {
+		line := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line, b = b[:i], b[i+1:]
+		} else {
+			b = nil
+		}
+		sp := bytes.IndexByte(line, ' ')
+		if sp < 0 {
+			continue
+		}
+		key, val := line[:sp], line[sp+1:]
+		var field *uint64
+		us := true
+		switch string(key) { // no allocation: the compiler compares in place
+		case "usage_usec":
+			field, usage = &st.UsageNs, true
+		case "user_usec":
+			field = &st.UserNs
+		case "system_usec":
+			field = &st.SystemNs
+		case "nr_throttled":
+			field, us = &st.NrThrottled, false
+		case "throttled_usec":
+			field, st.HasThrottled = &st.ThrottledNs, true
+		default:
+			continue
+		}
+		v, ok := parseDecimal(val)
+		if ok && us {
+			v, ok = v*1000, v <= math.MaxUint64/1000
+		}
+		if !ok {
+			return CPUStat{}, fmt.Errorf("cpu.stat: %s %q: not a decimal number of %s", key, val, unit(us))
+		}
+		*field = v
+	}
+	if !usage {
+		return CPUStat{}, ErrNoUsage
+	}
+	return st, nil
+}
+
+func unit(us bool) string {
+	if us {
+		return "microseconds"
+	}
+	return "periods"
+}
+
+// parseDecimal parses b as an unsigned decimal number (digits only, no
+// sign or space) that fits in 64 bits.
+func parseDecimal(b []byte) (uint64, bool) {
+	if len(b) == 0 || len(b) > 20 {
+		return 0, false
+	}
+	var v uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := uint64(c - '0')
+		if v > (math.MaxUint64-d)/10 {
+			return 0, false
+		}
+		v = v*10 + d
+	}
+	return v, true
+}
+
+// ReadCPUStat reads and parses the cpu.stat of the cgroup v2 directory
+// dir, with buf as its buffer (the path is built in buf too, so neither
+// the read nor the parse allocates; cpuStatBuf bytes are plenty). Each
+// read costs the kernel a flush of the cgroup's statistics (rstat), tens
+// to hundreds of microseconds once thousands of cgroups run.
+func ReadCPUStat(dir string, buf []byte) (CPUStat, error) {
+	b, err := readFileInto(dir, "cpu.stat", buf)
+	if err != nil {
+		return CPUStat{}, fmt.Errorf("cgroup cpu.stat: %w", err)
+	}
+	return ParseCPUStat(b)
+}
+
+// readFileInto reads the file name of directory dir into buf and returns
+// what it read; it fails when the file does not fit. The NUL-terminated
+// path is built in buf first and opened with openat(2) directly: the
+// unix package's Open copies the path onto the heap.
+func readFileInto(dir, name string, buf []byte) ([]byte, error) {
+	if len(dir)+1+len(name)+1 > len(buf) {
+		return nil, fmt.Errorf("%s/%s: path longer than the %d-byte buffer", dir, name, len(buf))
+	}
+	n := copy(buf, dir)
+	buf[n] = '/'
+	n++
+	n += copy(buf[n:], name)
+	buf[n] = 0
+	fd, err := openPath(buf)
+	if err != nil {
+		return nil, fmt.Errorf("open %s/%s: %w", dir, name, err)
+	}
+	defer unix.Close(fd)
+	n = 0
+	for {
+		if n == len(buf) {
+			return nil, fmt.Errorf("%s/%s: larger than the %d-byte buffer", dir, name, len(buf))
+		}
+		k, err := unix.Read(fd, buf[n:])
+		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			return nil, fmt.Errorf("read %s/%s: %w", dir, name, err)
+		}
+		if k == 0 {
+			return buf[:n], nil
+		}
+		n += k
+	}
+}
+
+// openPath opens the NUL-terminated path at the start of p, read-only.
+func openPath(p []byte) (int, error) {
+	cwd := unix.AT_FDCWD // a negative int: a constant cannot convert to uintptr
+	for {
+		fd, _, errno := unix.Syscall6(unix.SYS_OPENAT, uintptr(cwd), uintptr(unsafe.Pointer(&p[0])),
+			uintptr(unix.O_RDONLY|unix.O_CLOEXEC), 0, 0, 0)
+		switch errno {
+		case 0:
+			return int(fd), nil
+		case unix.EINTR:
+			continue
+		}
+		return -1, errno
+	}
 }
 
 // openCgroup opens a cgroup v2 directory by its id, the way the kernel
