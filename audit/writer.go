@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -356,6 +357,11 @@ func (w *Writer) Append(kind Kind, cgroupID uint64, containerID string, body any
 	if !json.Valid(data) {
 		return fmt.Errorf("audit append %s: body is not valid JSON", kind)
 	}
+	return w.appendJSON(kind, cgroupID, containerID, data)
+}
+
+// appendJSON appends a record of another kind whose body is valid JSON.
+func (w *Writer) appendJSON(kind Kind, cgroupID uint64, containerID string, data []byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err := w.usable(); err != nil {
@@ -374,8 +380,21 @@ func (w *Writer) Append(kind Kind, cgroupID uint64, containerID string, body any
 
 // AppendGap records that the tracer dropped count records of a cgroup from
 // sequence number fromSeq on.
+// The body is what json.Marshal makes of Gap{FromSeq: fromSeq, Count:
+// count}, made without reflection or validation: a throttled container
+// makes a gap every few records.
 func (w *Writer) AppendGap(cgroupID uint64, containerID string, fromSeq, count uint64) error {
-	return w.Append(KindGap, cgroupID, containerID, Gap{FromSeq: fromSeq, Count: count})
+	var buf [64]byte
+	return w.appendJSON(KindGap, cgroupID, containerID, gapBody(buf[:0], fromSeq, count))
+}
+
+// gapBody appends the JSON body of a gap record to b.
+func gapBody(b []byte, fromSeq, count uint64) []byte {
+	b = append(b, `{"from_seq":`...)
+	b = strconv.AppendUint(b, fromSeq, 10)
+	b = append(b, `,"count":`...)
+	b = strconv.AppendUint(b, count, 10)
+	return append(b, '}')
 }
 
 // Forget drops the per-container sequence counter of a cgroup that is gone
