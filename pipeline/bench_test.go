@@ -17,10 +17,13 @@ import (
 type benchEvents struct {
 	evs  []event.Event
 	next map[uint64]uint64
+	// step is how many numbers each record takes (1; 3 for a cgroup over
+	// its budget, whose two records in three the tracer drops).
+	step uint64
 }
 
 func newBenchEvents(b *testing.B, scenarios ...string) *benchEvents {
-	be := &benchEvents{next: map[uint64]uint64{}}
+	be := &benchEvents{next: map[uint64]uint64{}, step: 1}
 	for _, s := range scenarios {
 		be.evs = append(be.evs, recorded(b, s)...)
 	}
@@ -31,7 +34,7 @@ func newBenchEvents(b *testing.B, scenarios ...string) *benchEvents {
 // cgroup, as the tracer's reader hands a reused event.
 func (be *benchEvents) fill(i int, ev *event.Event) {
 	*ev = be.evs[i%len(be.evs)]
-	be.next[ev.CgroupID]++
+	be.next[ev.CgroupID] += be.step
 	ev.Seq = be.next[ev.CgroupID]
 }
 
@@ -39,7 +42,8 @@ func (be *benchEvents) fill(i int, ev *event.Event) {
 // it by default: the reader's hand-over in batches of 100 (a drain of the
 // ring), the audit log with its default durability, the detector with the
 // default rules, no per-event export. Recorded workloads: a compile, a
-// shell pipeline, a web server. Run:
+// shell pipeline, a web server; "throttled" drops two records in three, as
+// the tracer does for a cgroup over its budget (a gap per record). Run:
 //
 //	go test -run '^$' -bench Pipeline -benchmem ./pipeline/
 func BenchmarkPipeline(b *testing.B) {
@@ -47,18 +51,22 @@ func BenchmarkPipeline(b *testing.B) {
 		name          string
 		audit, detect bool
 		sinks         func() []Sink
-		drain         int // events per hand-over
+		drain         int    // events per hand-over
+		step          uint64 // numbers per record (benchEvents.step)
 	}{
-		{"worker", false, false, nil, 100},
-		{"worker/drain=10", false, false, nil, 10},
-		{"worker/drain=1000", false, false, nil, 1000},
-		{"audit", true, false, nil, 100},
-		{"detect", false, true, nil, 100},
-		{"default", true, true, nil, 100},
-		{"default+events", true, true, func() []Sink { return []Sink{NewJSONLines(discard{}, true)} }, 100},
+		{"worker", false, false, nil, 100, 1},
+		{"worker/drain=10", false, false, nil, 10, 1},
+		{"worker/drain=1000", false, false, nil, 1000, 1},
+		{"worker/throttled", false, false, nil, 100, 3},
+		{"audit", true, false, nil, 100, 1},
+		{"audit/throttled", true, false, nil, 100, 3},
+		{"detect", false, true, nil, 100, 1},
+		{"default", true, true, nil, 100, 1},
+		{"default+events", true, true, func() []Sink { return []Sink{NewJSONLines(discard{}, true)} }, 100, 1},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			be := newBenchEvents(b, "compile", "shell-pipeline", "web-server")
+			be.step = c.step
 			cfg := Config{}
 			if c.audit {
 				dir := b.TempDir()

@@ -151,6 +151,9 @@ type Pipeline struct {
 	decision, delivery                                              hist
 	tick                                                            int
 	stages                                                          stageClock
+	// now is the clock of the batch being processed, read at its first
+	// gap (zero until then): a missing run's time is its batch's.
+	now time.Time
 }
 
 // batch is a hand-over from the reader to the worker: events and the
@@ -227,6 +230,33 @@ func (c *cgInfo) fill(seq uint64) {
 	}
 }
 
+// addMissing appends a missing run. A cgroup over its budget misses a
+// number every few records, and past maxMissing its oldest run leaves from
+// the front as each new one comes: the runs slide along their array and
+// move back to its start when they reach its end, so that the list is not
+// reallocated (and its array not collected) every few records.
+func (c *cgInfo) addMissing(s span) {
+	if len(c.missing) == cap(c.missing) && 2*len(c.missing) <= cap(c.spans) {
+		n := copy(c.spans[:cap(c.spans)], c.missing)
+		clear(c.spans[n:cap(c.spans)]) // the containers the old runs held
+		c.missing = c.spans[:n]
+	}
+	c.missing = append(c.missing, s)
+	if cap(c.missing) > cap(c.spans) { // a new array
+		c.spans = c.missing[:0]
+	}
+}
+
+// clock returns the time of the batch being processed: one clock read per
+// batch that has gaps, not one per gap. A run then waits settleAfter from
+// its batch's start, earlier by at most the time the batch takes.
+func (p *Pipeline) clock() time.Time {
+	if p.now.IsZero() {
+		p.now = time.Now()
+	}
+	return p.now
+}
+
 // settleGaps records the missing runs older than settleAfter (all with
 // all set) as gaps.
 func (p *Pipeline) settleGaps(id uint64, c *cgInfo, now time.Time, all bool) {
@@ -244,7 +274,9 @@ func (p *Pipeline) settleGaps(id uint64, c *cgInfo, now time.Time, all bool) {
 
 // cgInfo is what the worker keeps per cgroup.
 type cgInfo struct {
-	missing   []span // numbers not seen yet below lastSeq, oldest first
+	missing []span // numbers not seen yet below lastSeq, oldest first
+	// spans is the array missing slides along (see addMissing).
+	spans     []span
 	lastSeq   uint64
 	known     bool // lastSeq is a real baseline
 	target    control.Target
@@ -487,6 +519,7 @@ func (p *Pipeline) drain() {
 
 func (p *Pipeline) process(b *batch) {
 	sw := p.stages.batch(len(b.evs))
+	p.now = time.Time{}
 	for i := range b.evs {
 		p.event(&b.evs[i], &sw)
 	}
@@ -543,9 +576,10 @@ func (p *Pipeline) event(ev *event.Event, sw *stopwatch) {
 		// Records of one cgroup can reach the ring a little out of order (two
 		// threads on two CPUs): the missing numbers wait a moment for their
 		// records before they are a gap (see settleGaps).
-		c.missing = append(c.missing, span{from: c.lastSeq + 1, count: ev.Seq - c.lastSeq - 1, at: time.Now(), ctr: ev.Container})
+		c.addMissing(span{from: c.lastSeq + 1, count: ev.Seq - c.lastSeq - 1, at: p.clock(), ctr: ev.Container})
 		if len(c.missing) > maxMissing {
 			p.gap(c.missing[0].gap(ev.CgroupID))
+			c.missing[0] = span{}
 			c.missing = c.missing[1:]
 		}
 	case ev.Seq <= c.lastSeq && len(c.missing) > 0:
