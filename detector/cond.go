@@ -52,9 +52,10 @@ type notCond struct{ c cond }
 func (n notCond) eval(c *evalCtx) bool { return !n.c.eval(c) }
 
 type strCond struct {
-	get func(*evalCtx) string
-	alt func(*evalCtx) string // another spelling of the same field, or nil
-	m   strMatcher
+	field string // the field's name ("path", "comm", ...)
+	get   func(*evalCtx) string
+	alt   func(*evalCtx) string // another spelling of the same field, or nil
+	m     strMatcher
 }
 
 func (s *strCond) eval(c *evalCtx) bool {
@@ -492,7 +493,7 @@ func (c *compiler) field(k, v *yaml.Node) (cond, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &strCond{get: get, alt: altFields[key], m: m}, nil
+		return &strCond{field: key, get: get, alt: altFields[key], m: m}, nil
 	}
 	if get, ok := numFields[key]; ok {
 		m, err := c.numMatcher(v)

@@ -313,8 +313,9 @@ func (sh *shard) observe(rs *ruleSet, ev *event.Event) []Verdict {
 	nr := ev.Nr
 	known := nr >= 0 && int(nr) <= maxNativeNr // numbers past the table reach only the model
 	var rules []*rule
+	var pres []*pathFilter
 	if known {
-		rules = rs.byNr[nr]
+		rules, pres = rs.byNr[nr], rs.pre[nr]
 	}
 	orig := ev
 	if known && (procTracked[nr] || linTracked[nr] || len(rules) > 0) {
@@ -351,7 +352,17 @@ func (sh *shard) observe(rs *ruleSet, ev *event.Event) []Verdict {
 				ctx.pathUser = orig.PathUser
 			}
 		}
-		for _, r := range rules {
+		var bits eventBits
+		haveBits := false
+		for i, r := range rules {
+			if pre := pres[i]; pre != nil {
+				if !haveBits {
+					bits, haveBits = rs.comps.eventBits(ctx), true
+				}
+				if !pre.pass(ctx, bits) {
+					continue
+				}
+			}
 			if r.cond != nil && !r.cond.eval(ctx) {
 				continue
 			}

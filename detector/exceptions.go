@@ -437,7 +437,7 @@ func (c *compiler) exceptionField(rule, exc, field, comp string, v *yaml.Node) (
 	case "proc.aexe":
 		x = &ancCond{m: m}
 	default:
-		x = &strCond{get: strFields[field], m: m}
+		x = &strCond{field: field, get: strFields[field], m: m}
 	}
 	if negate {
 		return notCond{x}, nil

@@ -81,12 +81,16 @@ var sampleFields = []string{"cpu_cores", "cpu_demand", "cpu_wait", "syscall_rate
 
 // ruleSet is one compiled generation of rules, swapped atomically by Reload.
 type ruleSet struct {
-	gen     uint64
-	byNr    [][]*rule // native syscall number -> rules naming it
+	gen  uint64
+	byNr [][]*rule // native syscall number -> rules naming it
+	// pre holds, per byNr entry, the rule's filter for that syscall
+	// (prefilter.go): nil, or what the event must pass first
+	pre     [][]*pathFilter
 	rules   []*rule
 	samples []*sampleRule
 	model   *Model
 	online  *onlineModel
+	comps   pathComps // the first path components the rules' filters name
 }
 
 // ruleSource is a rule file's text and name.
@@ -218,7 +222,7 @@ func compileRules(srcs []ruleSource, extraLists map[string][]string) (*ruleSet, 
 		}
 		l.items = append(l.items, items...)
 	}
-	rs := &ruleSet{byNr: make([][]*rule, maxNativeNr+1)}
+	rs := &ruleSet{byNr: make([][]*rule, maxNativeNr+1), pre: make([][]*pathFilter, maxNativeNr+1)}
 	for _, d := range defs {
 		if d.off {
 			continue
@@ -241,6 +245,7 @@ func compileRules(srcs []ruleSource, extraLists map[string][]string) (*ruleSet, 
 		rs.rules = append(rs.rules, r)
 		for _, nr := range r.nrs {
 			rs.byNr[nr] = append(rs.byNr[nr], r)
+			rs.pre[nr] = append(rs.pre[nr], newPathFilter(r.cond, int32(nr), &rs.comps))
 		}
 	}
 	return rs, nil

@@ -1,0 +1,134 @@
+package detector
+
+import (
+	"testing"
+
+	"vigil.dev/vigil/event"
+)
+
+// filterProbes are paths built from every literal of the rules' filters
+// (each head and tail as it is, extended, cut short by a byte, under
+// another directory), plus ordinary ones.
+func filterProbes(rs *ruleSet) []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(s string) {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	for _, p := range []string{"", "/", "x", "./f1.txt", "/tmp/a", "/dev/shm/x/f1.txt", "/proc", "/proc/", "/procx/1",
+		"/etc", "/etc/passwd", "/var/run/docker.sock", "/run/containerd/containerd.sock", "/root/.bash_history"} {
+		add(p)
+	}
+	for _, fs := range rs.pre {
+		for _, f := range fs {
+			if f == nil {
+				continue
+			}
+			var lits []string
+			lits = append(lits, f.heads...)
+			lits = append(lits, f.tails...)
+			for _, a := range f.other {
+				lits = append(lits, a.head, a.tail)
+			}
+			for _, l := range lits {
+				add(l)
+				add(l + "x")
+				add(l + "/y")
+				add("/a/b" + l)
+				if len(l) > 1 {
+					add(l[:len(l)-1])
+				}
+			}
+		}
+	}
+	return out
+}
+
+// TestPathFilterNeverHidesAMatch: for every rule and syscall it names,
+// and every probe path as path, path2, unix address or the process's own
+// spelling, a rule whose condition holds passes its filter: the filters
+// only skip rules that cannot match.
+func TestPathFilterNeverHidesAMatch(t *testing.T) {
+	e := newEngine(t, Config{})
+	rs := e.rs.Load()
+	probes := filterProbes(rs)
+	checked, held, filtered := 0, 0, 0
+	var ctx evalCtx
+	for nr, rules := range rs.byNr {
+		for i, r := range rules {
+			f := rs.pre[nr][i]
+			if f == nil || r.cond == nil {
+				continue
+			}
+			filtered++
+			for _, p := range probes {
+				for variant := 0; variant < 4; variant++ {
+					ev := event.Event{Nr: int32(nr), Args: [6]uint64{0, 0o4777 | 0x241, 0x241, 0, 0, 0}, Ret: 3}
+					ctx = evalCtx{ev: &ev}
+					switch variant {
+					case 0:
+						ev.Path = p
+					case 1:
+						ev.Path, ctx.pathUser = "/elsewhere/file", p
+					case 2:
+						ev.Path, ev.Path2 = "/elsewhere/file", p
+					case 3:
+						ev.Addr = event.Addr{Family: event.AFUnix, Path: p}
+					}
+					checked++
+					if !r.cond.eval(&ctx) {
+						continue
+					}
+					held++
+					if !f.pass(&ctx, rs.comps.eventBits(&ctx)) {
+						t.Errorf("rule %s, syscall %s: condition holds for path %q (variant %d) but the filter skips it",
+							r.name, event.SyscallName(nr), p, variant)
+					}
+				}
+			}
+		}
+	}
+	if filtered < 50 || held < 100 {
+		t.Fatalf("only %d filtered rules, %d probes held (of %d): the probes do not exercise the filters", filtered, held, checked)
+	}
+	t.Logf("%d filtered (rule, syscall) pairs, %d probes, %d held", filtered, checked, held)
+}
+
+// TestPathFilterSkips: on the recorded tar-rm stream most rule
+// evaluations are skipped by the filters.
+func TestPathFilterSkips(t *testing.T) {
+	e := newEngine(t, Config{})
+	rs := e.rs.Load()
+	evs := tarRm(t)
+	var ctx evalCtx
+	named, passed := 0, 0
+	var procs procs
+	for i := range evs {
+		ev := &evs[i]
+		if ev.Nr < 0 || int(ev.Nr) >= len(rs.byNr) {
+			continue
+		}
+		if n := normalize(ev, &procs); n.changed {
+			c := *ev
+			c.Path, c.Path2 = n.path, n.path2
+			ev = &c
+		}
+		if procTracked[ev.Nr] {
+			procs.update(ev)
+		}
+		ctx = evalCtx{ev: ev}
+		for j := range rs.byNr[ev.Nr] {
+			named++
+			if f := rs.pre[ev.Nr][j]; f == nil || f.pass(&ctx, rs.comps.eventBits(&ctx)) {
+				passed++
+			}
+		}
+	}
+	if named == 0 || passed*4 > named {
+		t.Fatalf("%d of %d rule evaluations pass the filters; want under a quarter", passed, named)
+	}
+	t.Logf("%d of %d rule evaluations pass the filters", passed, named)
+}
