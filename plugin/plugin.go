@@ -48,6 +48,9 @@ type Tracer interface {
 // Notifier is what the plugin needs of the seccomp notify Server.
 type Notifier interface {
 	SetPolicy(id string, p *seccomp.Policy)
+	// RestorePolicy sets the answers of a container found running, unless
+	// the notify fd keeper gave back the ones it was created with.
+	RestorePolicy(id string, p *seccomp.Policy)
 	// Forget drops a removed container's policy and its dynamic denies.
 	Forget(id string)
 }
@@ -695,7 +698,7 @@ func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 		c := &container{meta: ptr(containerMeta(pod, ctr)), policy: pol, state: stateName(ctr.GetState()), runtimeSeccomp: p.seccompByRuntime(pol)}
 		if pol.Seccomp != "" {
 			if prof, err := seccomp.Build(pol.Seccomp, p.seccompOptions()); err == nil && prof.Policy != nil {
-				p.notify.SetPolicy(ctr.GetId(), prof.Policy)
+				p.notify.RestorePolicy(ctr.GetId(), prof.Policy)
 			}
 		}
 		p.mu.Lock()

@@ -71,8 +71,9 @@ func (f *fakeTracer) Tracked() (map[uint64]bpf.Counters, error) {
 
 type fakeNotifier struct{ policies map[string]*seccomp.Policy }
 
-func (f *fakeNotifier) SetPolicy(id string, p *seccomp.Policy) { f.policies[id] = p }
-func (f *fakeNotifier) Forget(id string)                       { delete(f.policies, id) }
+func (f *fakeNotifier) SetPolicy(id string, p *seccomp.Policy)     { f.policies[id] = p }
+func (f *fakeNotifier) RestorePolicy(id string, p *seccomp.Policy) { f.policies[id] = p }
+func (f *fakeNotifier) Forget(id string)                           { delete(f.policies, id) }
 
 func newTestPlugin(node annotations.NodeConfig) (*Plugin, *fakeTracer, *fakeNotifier) {
 	tr := &fakeTracer{tracked: map[uint64]bpf.Counters{}}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -23,13 +25,81 @@ import (
 //
 // Protocol, on a SOCK_SEQPACKET socket (one message per record):
 //
-//	{"op":"put","id":CONTAINER} + the fd   agent → keeper, no answer
-//	{"op":"get"}                           agent → keeper
-//	{"op":"fd","id":CONTAINER} + the fd    keeper → agent, one per held fd
-//	{"op":"end"}                           keeper → agent
+//	{"op":"put","id":CONTAINER,"policy":P} + the fd   agent → keeper, no answer
+//	{"op":"get"}                                      agent → keeper
+//	{"op":"fd","id":CONTAINER,"policy":P} + the fd    keeper → agent, one per held fd
+//	{"op":"end"}                                      keeper → agent
+//
+// P, optional, is the container's answer table as the agent built it when
+// the container was created (keptPolicy): the next agent answers with it,
+// not with a table rebuilt from what the runtime reports of the running
+// container, which no longer holds the pod's own profile as it came.
+// Messages stay under keeperMsgMax: a policy that would not fit is left
+// out (the next agent rebuilds it), so a keeper of an older version reads
+// every message.
 type keeperMsg struct {
-	Op string `json:"op"`
-	ID string `json:"id,omitempty"`
+	Op     string      `json:"op"`
+	ID     string      `json:"id,omitempty"`
+	Policy *keptPolicy `json:"policy,omitempty"`
+}
+
+// keeperMsgMax is the largest keeper message: the read buffer of every
+// keeper version.
+const keeperMsgMax = 4096
+
+// keptPolicy is a Policy in the keeper's messages: D holds [syscall
+// number, answer] pairs and Def the default answer, an answer being -1 for
+// allow and the errno otherwise.
+type keptPolicy struct {
+	D   [][2]int32 `json:"d"`
+	Def int32      `json:"def"`
+}
+
+func answerOf(d Decision) int32 {
+	if d.Allow {
+		return -1
+	}
+	return int32(d.Errno)
+}
+
+func decisionOf(a int32) Decision {
+	if a < 0 {
+		return Decision{Allow: true}
+	}
+	return Decision{Errno: syscall.Errno(a)}
+}
+
+func keep(p *Policy) *keptPolicy {
+	if p == nil {
+		return nil
+	}
+	k := &keptPolicy{D: make([][2]int32, 0, len(p.Decisions)), Def: answerOf(p.Default)}
+	for _, nr := range slices.Sorted(maps.Keys(p.Decisions)) {
+		k.D = append(k.D, [2]int32{nr, answerOf(p.Decisions[nr])})
+	}
+	return k
+}
+
+func (k *keptPolicy) policy() *Policy {
+	if k == nil {
+		return nil
+	}
+	p := &Policy{Decisions: make(map[int32]Decision, len(k.D)), Default: decisionOf(k.Def)}
+	for _, d := range k.D {
+		p.Decisions[d[0]] = decisionOf(d[1])
+	}
+	return p
+}
+
+// marshalKeeperMsg encodes m, without its policy when the message would
+// be longer than keeperMsgMax.
+func marshalKeeperMsg(m keeperMsg) []byte {
+	data, _ := json.Marshal(m)
+	if len(data) > keeperMsgMax && m.Policy != nil {
+		m.Policy = nil
+		data, _ = json.Marshal(m)
+	}
+	return data
 }
 
 // KeeperEnv names the environment variable that makes `vigil agent` run as
@@ -53,7 +123,7 @@ func RunKeeper(ctx context.Context, path string) error {
 	if err := os.WriteFile(path+".pid", []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
 		return fmt.Errorf("notify keeper: %w", err)
 	}
-	k := &keeper{fds: map[int]string{}}
+	k := &keeper{fds: map[int]keptFd{}}
 	go func() {
 		t := time.NewTicker(2 * time.Second)
 		defer t.Stop()
@@ -89,12 +159,17 @@ func RunKeeper(ctx context.Context, path string) error {
 
 type keeper struct {
 	mu  sync.Mutex
-	fds map[int]string // held fd → container id
+	fds map[int]keptFd // held fd → its container
+}
+
+type keptFd struct {
+	id     string
+	policy *keptPolicy
 }
 
 func (k *keeper) serve(c *net.UnixConn) {
 	defer c.Close()
-	buf := make([]byte, 4096)
+	buf := make([]byte, keeperMsgMax)
 	oob := make([]byte, unix.CmsgSpace(4))
 	for {
 		n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
@@ -114,7 +189,7 @@ func (k *keeper) serve(c *net.UnixConn) {
 		case "put":
 			k.mu.Lock()
 			for _, fd := range fds {
-				k.fds[fd] = m.ID
+				k.fds[fd] = keptFd{id: m.ID, policy: m.Policy}
 			}
 			k.mu.Unlock()
 		case "get":
@@ -125,7 +200,7 @@ func (k *keeper) serve(c *net.UnixConn) {
 			// prune meanwhile cannot close an fd under us.
 			held := k.dupAll()
 			for i, h := range held {
-				data, _ := json.Marshal(keeperMsg{Op: "fd", ID: h.id})
+				data := marshalKeeperMsg(keeperMsg{Op: "fd", ID: h.id, Policy: h.policy})
 				if _, _, err := c.WriteMsgUnix(data, unix.UnixRights(h.fd), nil); err != nil {
 					for _, rest := range held[i:] {
 						unix.Close(rest.fd)
@@ -146,7 +221,7 @@ func (k *keeper) serve(c *net.UnixConn) {
 
 type heldFd struct {
 	fd int
-	id string
+	keptFd
 }
 
 // dupAll returns duplicates of the held fds, which the caller closes.
@@ -154,12 +229,12 @@ func (k *keeper) dupAll() []heldFd {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	out := make([]heldFd, 0, len(k.fds))
-	for fd, id := range k.fds {
+	for fd, kf := range k.fds {
 		dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 		if err != nil {
 			continue // out of fds: this one waits for the next get
 		}
-		out = append(out, heldFd{fd: dup, id: id})
+		out = append(out, heldFd{fd: dup, keptFd: kf})
 	}
 	return out
 }
@@ -183,13 +258,14 @@ func (k *keeper) closeAll() {
 	for fd := range k.fds {
 		unix.Close(fd)
 	}
-	k.fds = map[int]string{}
+	k.fds = map[int]keptFd{}
 }
 
 // UseKeeper connects the Server to the keeper at path: it takes back and
-// serves the fds the keeper holds (a previous agent's containers), and from
-// now on deposits every new fd with the keeper. It returns how many fds it
-// took back. Call it before Serve.
+// serves the fds the keeper holds (a previous agent's containers), with the
+// answer tables they were deposited with (see RestorePolicy), and from now
+// on deposits every new fd with the keeper, with its container's table. It
+// returns how many fds it took back. Call it before Serve.
 func (s *Server) UseKeeper(path string) (int, error) {
 	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
 	if err != nil {
@@ -201,7 +277,7 @@ func (s *Server) UseKeeper(path string) (int, error) {
 		return 0, fmt.Errorf("notify keeper: %w", err)
 	}
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	buf := make([]byte, 4096)
+	buf := make([]byte, keeperMsgMax)
 	oob := make([]byte, unix.CmsgSpace(4))
 	taken := 0
 	for {
@@ -218,6 +294,12 @@ func (s *Server) UseKeeper(path string) (int, error) {
 		if json.Unmarshal(buf[:n], &m) != nil || m.Op == "end" {
 			closeAll(fds)
 			break
+		}
+		if p := m.Policy.policy(); p != nil && len(fds) > 0 {
+			s.pmu.Lock()
+			s.policies[m.ID] = p
+			s.kept[m.ID] = true
+			s.pmu.Unlock()
 		}
 		for _, fd := range fds {
 			if err := s.serveNew(fd, m.ID, false); err != nil {
@@ -249,7 +331,10 @@ func (s *Server) deposit(fd int, id string) {
 	if k == nil {
 		return
 	}
-	data, _ := json.Marshal(keeperMsg{Op: "put", ID: id})
+	s.pmu.RLock()
+	own := s.policies[id]
+	s.pmu.RUnlock()
+	data := marshalKeeperMsg(keeperMsg{Op: "put", ID: id, Policy: keep(own)})
 	s.kmu.Lock()
 	_ = k.SetWriteDeadline(time.Now().Add(depositTimeout))
 	_, _, err := k.WriteMsgUnix(data, unix.UnixRights(fd), nil)

@@ -59,6 +59,7 @@ type Server struct {
 
 	pmu      sync.RWMutex
 	policies map[string]*Policy
+	kept     map[string]bool // policies the keeper gave back (UseKeeper)
 
 	// denied is the dynamic deny set (container id → syscall nr → errno),
 	// replaced whole on every change so that answers read it without a lock.
@@ -113,7 +114,7 @@ func newServer(path string, fallback *Policy, report func(Notification), queue i
 		report = func(Notification) {}
 	}
 	s := &Server{path: path, ln: ln, report: report, fallback: fallback,
-		policies: map[string]*Policy{}, files: map[*os.File]string{},
+		policies: map[string]*Policy{}, kept: map[string]bool{}, files: map[*os.File]string{},
 		reports: make(chan Notification, queue), stopReport: make(chan struct{}), reportDone: make(chan struct{})}
 	go s.reportLoop()
 	return s, nil
@@ -161,6 +162,19 @@ func (s *Server) Path() string { return s.path }
 func (s *Server) SetPolicy(id string, p *Policy) {
 	s.pmu.Lock()
 	s.policies[id] = p
+	delete(s.kept, id)
+	s.pmu.Unlock()
+}
+
+// RestorePolicy sets the answers for container id, found running when the
+// agent started, unless the keeper gave back the table the container was
+// created with (UseKeeper): that one stays, since p is rebuilt from what
+// the runtime reports now, which may lack the pod's own profile.
+func (s *Server) RestorePolicy(id string, p *Policy) {
+	s.pmu.Lock()
+	if !s.kept[id] {
+		s.policies[id] = p
+	}
 	s.pmu.Unlock()
 }
 
@@ -169,6 +183,7 @@ func (s *Server) SetPolicy(id string, p *Policy) {
 func (s *Server) RemovePolicy(id string) {
 	s.pmu.Lock()
 	delete(s.policies, id)
+	delete(s.kept, id)
 	s.pmu.Unlock()
 }
 

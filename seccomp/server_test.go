@@ -425,3 +425,112 @@ func TestKeeperCarriesFdsAcrossServers(t *testing.T) {
 		})
 	}
 }
+
+// TestKeeperCarriesPolicies: the keeper gives the next server back the
+// answer table each fd was deposited with; a table rebuilt later from what
+// the runtime reports (RestorePolicy) does not replace it, a new
+// container's (SetPolicy) does.
+func TestKeeperCarriesPolicies(t *testing.T) {
+	privtest.Require(t)
+	dir := t.TempDir()
+	kpath := filepath.Join(dir, "keeper.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	kdone := make(chan error, 1)
+	go func() { kdone <- RunKeeper(ctx, kpath) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-kdone; err != nil {
+			t.Errorf("keeper: %v", err)
+		}
+	})
+	waitFor(t, "keeper listening", func() bool { return KeeperRunning(kpath) })
+
+	rec1 := &recorder{}
+	s1, err := NewServer(filepath.Join(dir, "s1.sock"), &Policy{Default: Decision{Errno: syscall.EROFS}}, rec1.add)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s1.UseKeeper(kpath); err != nil {
+		t.Fatal(err)
+	}
+	// The table the container was created with: the pod's own answer.
+	created := &Policy{Decisions: map[int32]Decision{unix.SYS_MKDIRAT: {Errno: syscall.EXDEV}}, Default: Decision{Errno: syscall.ENOSYS}}
+	s1.SetPolicy("c1", created)
+	go s1.Serve()
+	pr, pw := io.Pipe()
+	res := make(chan []syscall.Errno, 1)
+	go func() {
+		res <- asRuncIn(t, pr, s1.Path(), "c1", []string{specs.SeccompFdName}, []uint32{unix.SYS_MKDIRAT},
+			op{"mkdirat", filepath.Join(dir, "a")}, op{"wait", ""}, op{"mkdirat", filepath.Join(dir, "b")})
+	}()
+	waitFor(t, "the first server's answer", func() bool { return len(rec1.all()) == 1 })
+	s1.Close()
+
+	s2, err := NewServer(filepath.Join(dir, "s2.sock"), &Policy{Default: Decision{Errno: syscall.EACCES}}, (&recorder{}).add)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if n, err := s2.UseKeeper(kpath); err != nil || n != 1 {
+		t.Fatalf("second server took %d fds back, want 1: %v", n, err)
+	}
+	if got := s2.policy("c1"); !reflect.DeepEqual(got, created) {
+		t.Fatalf("policy given back %+v, want %+v", got, created)
+	}
+	// What Synchronize rebuilds from the runtime's report does not win.
+	s2.RestorePolicy("c1", &Policy{Decisions: map[int32]Decision{unix.SYS_MKDIRAT: {Allow: true}}})
+	go s2.Serve()
+	pw.Write([]byte("\n"))
+	pw.Close()
+	var got []syscall.Errno
+	select {
+	case got = <-res:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the helper did not finish")
+	}
+	if want := []syscall.Errno{syscall.EXDEV, 0, syscall.EXDEV}; !reflect.DeepEqual(got, want) {
+		t.Errorf("errnos %v, want %v (the created table's answer after the restart)", got, want)
+	}
+	// A container without a kept table takes the rebuilt one; a new
+	// container's table replaces a kept one.
+	rebuilt := &Policy{Default: Decision{Errno: syscall.EPERM}}
+	s2.RestorePolicy("c2", rebuilt)
+	if s2.policy("c2") != rebuilt {
+		t.Error("RestorePolicy of a container the keeper had no table for was not applied")
+	}
+	fresh := &Policy{Default: Decision{Allow: true}}
+	s2.SetPolicy("c1", fresh)
+	if s2.policy("c1") != fresh {
+		t.Error("SetPolicy did not replace the kept table")
+	}
+}
+
+// TestKeptPolicyMessages: a table survives its keeper encoding, and one
+// too large for a keeper message is left out rather than truncated.
+func TestKeptPolicyMessages(t *testing.T) {
+	p := &Policy{Decisions: map[int32]Decision{2: {Allow: true}, 83: {Errno: syscall.EACCES}, 272: {Errno: syscall.EPERM}},
+		Default: Decision{Errno: syscall.ENOSYS}}
+	data := marshalKeeperMsg(keeperMsg{Op: "put", ID: "c", Policy: keep(p)})
+	var m keeperMsg
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Policy.policy(); !reflect.DeepEqual(got, p) {
+		t.Errorf("round trip %+v, want %+v", got, p)
+	}
+	if keep(nil) != nil || (*keptPolicy)(nil).policy() != nil {
+		t.Error("no policy should stay none")
+	}
+	big := &Policy{Decisions: map[int32]Decision{}}
+	for nr := int32(0); nr < 1000; nr++ {
+		big.Decisions[nr] = Decision{Errno: syscall.EPERM}
+	}
+	data = marshalKeeperMsg(keeperMsg{Op: "fd", ID: "c", Policy: keep(big)})
+	if len(data) > keeperMsgMax {
+		t.Fatalf("message of %d bytes, over %d", len(data), keeperMsgMax)
+	}
+	m = keeperMsg{}
+	if err := json.Unmarshal(data, &m); err != nil || m.Policy != nil || m.ID != "c" {
+		t.Errorf("oversized table: %s (%v), want the message without it", data, err)
+	}
+}

@@ -888,8 +888,9 @@ func threadCPU() time.Duration {
 
 type nopNotifier struct{}
 
-func (nopNotifier) SetPolicy(string, *seccomp.Policy) {}
-func (nopNotifier) Forget(string)                     {}
+func (nopNotifier) SetPolicy(string, *seccomp.Policy)     {}
+func (nopNotifier) RestorePolicy(string, *seccomp.Policy) {}
+func (nopNotifier) Forget(string)                         {}
 
 func contains(xs []string, x string) bool {
 	for _, y := range xs {
