@@ -540,66 +540,6 @@ type actionStat struct {
 	failed atomic.Uint64
 }
 
-// sampleLoop feeds the detector tracked containers' CPU use and thread
-// counts (a busy loop makes few syscalls: it shows here), as the sampling
-// policy says: hot and suspect containers every SampleEvery, idle ones
-// less often, within the budget (see Sampling).
-func (a *Agent) sampleLoop(ctx context.Context) {
-	if a.eng == nil {
-		return
-	}
-	t := time.NewTicker(a.smp.cfg.Every)
-	defer t.Stop()
-	buf := make([]byte, 4096)
-	var synced time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			// The registry's list once a second (a container tracked
-			// meanwhile is added by the Started callback at once).
-			if now.Sub(synced) >= time.Second {
-				a.syncSampler()
-				synced = now
-			}
-			// The heartbeat's read of the tracer's counters (once a
-			// second): reading them per container per sample cost more
-			// than all else the agent does with thousands of containers.
-			th := a.throttled.Load()
-			for _, j := range a.smp.due(now) {
-				at := time.Now()
-				usage, throttled, err := readCPUStats(j.Dir, buf)
-				if err != nil {
-					continue
-				}
-				threads := -1
-				busy := j.wantThreads(at, usage)
-				if busy {
-					if threads, err = readThreads(j.Dir, buf); err != nil {
-						continue
-					}
-				}
-				a.smp.observed(j.ID, at, usage, threads)
-				if threads < 0 {
-					threads = j.Threads // idle since it was counted
-				}
-				smp := detector.Sample{CgroupID: j.ID, Time: at, CPUUsageNs: usage, Threads: threads}
-				if busy {
-					// a busy container: how long it waited for a CPU too
-					// (cpu-starved-spinning-threads judges demand, so that a
-					// starved miner does not hide); 0 is unknown
-					smp.CPUWaitNs, smp.CPUThrottledNs = bpf.CgroupPressure(j.Dir), throttled
-				}
-				if th != nil {
-					smp.Throttled = (*th)[j.ID]
-				}
-				a.pl.Sample(smp)
-			}
-		}
-	}
-}
-
 // syncSampler makes the sampled containers the registry's tracked ones
 // (not in mode learn), with what the response ladder holds on them.
 func (a *Agent) syncSampler() {

@@ -2,11 +2,12 @@ package agent
 
 import (
 	"bytes"
-	"errors"
+	"context"
+	"runtime"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -23,7 +24,8 @@ import (
 // times a second costs the agent more than everything else it does once a
 // node runs thousands of containers, so the files are read at the full
 // rate only for the containers that can fire a resource rule soon, and
-// the others at a slower rate, all within a budget of reads per second:
+// the others at a slower rate, all within a budget of CPU time and one of
+// reads per second:
 //
 //   - hot: the container used at least HotCPU cores between its last two
 //     samples, made at least HotEvents syscalls a second (the tracer's
@@ -53,9 +55,12 @@ type Sampling struct {
 	// IdleEvery is an idle container's period while the budget allows
 	// (default 2 s).
 	IdleEvery time.Duration
+	// CPU is the share of one core the sampling may spend, all containers
+	// together (default 0.05; at most 1).
+	CPU float64
 	// Budget is the cgroup files read a second at most, all containers
 	// together (default 2000; a hot or suspect container's sample reads
-	// four, an idle one's one).
+	// three, an idle one's one).
 	Budget int
 	// HotCPU (cores) and HotEvents (syscalls a second) make a container hot
 	// (defaults 0.05 and 1000).
@@ -79,6 +84,10 @@ func (s Sampling) withDefaults(every time.Duration) Sampling {
 		s.IdleEvery = 2 * time.Second
 	}
 	s.IdleEvery = max(s.IdleEvery, s.Every)
+	if s.CPU <= 0 {
+		s.CPU = DefaultSampleCPU
+	}
+	s.CPU = min(s.CPU, 1)
 	if s.Budget <= 0 {
 		s.Budget = 2000
 	}
@@ -96,6 +105,10 @@ func (s Sampling) withDefaults(every time.Duration) Sampling {
 	}
 	return s
 }
+
+// DefaultSampleCPU is the share of a core the sampling spends at most
+// unless told (vigil agent --sample-cpu).
+const DefaultSampleCPU = 0.05
 
 // The weights of the classes in the order of a tick's reads: a hot
 // container due for a tick goes before an idle one overdue up to 8 times
@@ -123,6 +136,23 @@ type sampler struct {
 	credit float64 // file reads the budget still allows this tick
 	cand   []*sampleState
 	stats  samplingStats
+	// cpu is the CPU time the budget still allows (negative: overspent,
+	// to be paid back); planned what the last tick's samples were
+	// expected to cost, replaced by what they cost in spent.
+	cpu, planned time.Duration
+	// statCost and fullCost are the smoothed costs of a sample reading
+	// cpu.stat alone and of one reading its three files.
+	statCost, fullCost time.Duration
+	// tick is the last tick, elapsed the time since the one before (at
+	// most a second), sampled the last tick that took a sample.
+	tick, sampled time.Time
+	elapsed       time.Duration
+	// The worst periods between two samples of a container, hot or
+	// suspect and idle, in this window of periodWindow and the one
+	// before; cpuRate the sampling's smoothed CPU in cores.
+	window               time.Time
+	worstFull, worstIdle [2]time.Duration
+	cpuRate              float64
 	// hints (exec, verdicts, actions) come from the pipeline's worker and
 	// wait here, under their own lock, for the next tick.
 	hintMu sync.Mutex
@@ -147,6 +177,7 @@ type sampleState struct {
 	seen, throttled uint64
 	counted         time.Time
 	ratio           float64 // how overdue, during a tick
+	fullRate        bool    // read at the full rate, during a tick
 }
 
 type sampleHint struct {
@@ -163,10 +194,32 @@ type samplingStats struct {
 	// IdleAge is the longest time since the last sample of a container
 	// at the last tick (how far the idle period stretched).
 	IdleAge time.Duration
+	// FullPeriod and IdlePeriod are the longest times between two samples
+	// of a hot or suspect container and of an idle one over the last 10
+	// to 20 s (FullPeriod stays at Every while the budgets allow).
+	FullPeriod, IdlePeriod time.Duration
+	// CPU is the sampling's CPU in cores, smoothed over about 10 s; CPUTime
+	// its total. StatCost and FullCost are the smoothed costs of an idle
+	// sample (cpu.stat) and of a hot one (cpu.stat, cgroup.threads,
+	// cpu.pressure).
+	CPU                float64
+	CPUTime            time.Duration
+	StatCost, FullCost time.Duration
 }
 
+// periodWindow is how long the worst periods are kept (they cover the
+// last one to two windows).
+const periodWindow = 10 * time.Second
+
+// The costs a sample is planned at before any was measured: about a
+// cpu.stat read's with thousands of cgroups.
+const (
+	initStatCost = 100 * time.Microsecond
+	initFullCost = 150 * time.Microsecond
+)
+
 func newSampler(cfg Sampling) *sampler {
-	return &sampler{cfg: cfg, cs: map[uint64]*sampleState{}}
+	return &sampler{cfg: cfg, cs: map[uint64]*sampleState{}, statCost: initStatCost, fullCost: initFullCost}
 }
 
 // sampleJob is one container to read: cpu.stat, and cgroup.threads when
@@ -276,7 +329,8 @@ func (s *sampler) counters(now time.Time, all map[uint64]bpf.Counters) {
 }
 
 // due is the tick at now: the containers to read, most overdue first,
-// as many as the budget allows.
+// as many as the budgets allow. The caller reports what the round cost
+// with spent.
 func (s *sampler) due(now time.Time) []sampleJob {
 	s.hintMu.Lock()
 	hints := s.hints
@@ -299,6 +353,20 @@ func (s *sampler) due(now time.Time) []sampleJob {
 	// that reads a container every few ticks instead of none ever.
 	perTick := float64(s.cfg.Budget) * s.cfg.Every.Seconds()
 	s.credit = min(s.credit+perTick, max(2*perTick, fullReads))
+	// The CPU budget the same way, for the time since the last tick (a
+	// late tick has more), never less than one hot sample's cost.
+	elapsed := s.cfg.Every
+	if !s.tick.IsZero() {
+		elapsed = min(max(now.Sub(s.tick), 0), time.Second)
+	}
+	s.tick, s.elapsed = now, elapsed
+	s.cpu = min(s.cpu+share(s.cfg.CPU, elapsed), max(2*share(s.cfg.CPU, s.cfg.Every), s.fullCost))
+	s.planned = 0
+	if now.Sub(s.window) >= periodWindow {
+		s.worstFull = [2]time.Duration{0, s.worstFull[0]}
+		s.worstIdle = [2]time.Duration{0, s.worstIdle[0]}
+		s.window = now
+	}
 
 	// A container is due when its period has (nearly) passed: within half
 	// a tick, so that the full rate is one sample a tick.
@@ -318,6 +386,7 @@ func (s *sampler) due(now time.Time) []sampleJob {
 		default:
 			st.Idle++
 		}
+		c.fullRate = period == s.cfg.Every
 		if c.last.IsZero() {
 			// Never read: first, as a suspect one due, and one more for
 			// each 8 ticks it waits since the first that saw it (a hot
@@ -347,27 +416,112 @@ func (s *sampler) due(now time.Time) []sampleJob {
 		}
 		return 0
 	})
+	// Two passes: the hot and suspect ones due first, with at most 3/4 of
+	// what the budgets gain a tick (so that the idle ones stretch first,
+	// and no further than the rest allows); then all that are left, most
+	// overdue first (an idle one 8 times overdue goes before a due hot
+	// one: none starves when the hot ones alone want more than the
+	// budgets).
 	var jobs []sampleJob
 	taken := 0
-	for _, c := range s.cand {
+	hotReads, hotCPU := perTick*3/4, share(s.cfg.CPU, elapsed)*3/4
+	take := func(c *sampleState, hot bool) bool {
 		full := s.full(c, now) || c.threads < 0
-		cost := 1.0
+		reads, cost := 1.0, s.statCost
 		if full {
-			cost = fullReads
+			reads, cost = fullReads, s.fullCost
 		}
-		if s.credit < cost {
-			break
+		if s.credit < reads {
+			return false
 		}
-		s.credit -= cost
+		if hot {
+			if hotReads < reads || hotCPU < cost {
+				return false
+			}
+			hotReads, hotCPU = hotReads-reads, hotCPU-cost
+		}
+		// Over the CPU budget: none more, unless nothing was sampled for a
+		// second (none starves, whatever the budget and the overhead).
+		if s.cpu < cost && (taken > 0 || now.Sub(s.sampled) < time.Second) {
+			return false
+		}
+		s.credit -= reads
+		s.cpu -= cost
+		s.planned += cost
 		taken++
 		jobs = append(jobs, sampleJob{ID: c.id, Dir: c.dir, Full: full, Threads: c.threads, readAt: c.readAt, lastCPU: c.lastCPU, hotCPU: s.cfg.HotCPU})
+		if !c.last.IsZero() {
+			if gap := now.Sub(c.last); c.fullRate {
+				s.worstFull[0] = max(s.worstFull[0], gap)
+			} else {
+				s.worstIdle[0] = max(s.worstIdle[0], gap)
+			}
+		}
 		// Read now: a failed read is not retried before its period.
 		c.last = now
+		return true
+	}
+	for _, c := range s.cand {
+		if c.fullRate && !c.last.IsZero() && !take(c, true) {
+			break
+		}
+	}
+	for _, c := range s.cand {
+		if c.last != now && !take(c, false) {
+			break
+		}
+	}
+	if taken > 0 {
+		s.sampled = now
 	}
 	st.Samples, st.Deferred = s.stats.Samples, s.stats.Deferred+uint64(len(s.cand)-taken)
+	st.CPU, st.CPUTime, st.StatCost, st.FullCost = s.stats.CPU, s.stats.CPUTime, s.statCost, s.fullCost
+	st.FullPeriod = max(s.worstFull[0], s.worstFull[1])
+	st.IdlePeriod = max(s.worstIdle[0], s.worstIdle[1])
 	s.stats = st
 	clear(s.cand) // keep no pointers to forgotten containers
 	return jobs
+}
+
+// share is the CPU time a share of a core allows in d.
+func share(cores float64, d time.Duration) time.Duration {
+	return time.Duration(cores * float64(d))
+}
+
+// roundCost is what a sampling round cost in CPU time: Total from before
+// due to the last sample handed on; Stat and Full the samples that read
+// cpu.stat alone (NStat of them) and those that read the three files
+// (NFull).
+type roundCost struct {
+	Total, Stat, Full time.Duration
+	NStat, NFull      int
+}
+
+// spent charges the CPU budget what the round of the last due cost
+// instead of what it was planned at, and learns the samples' costs.
+func (s *sampler) spent(c roundCost) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// Overspent, it pays back at most a second's budget: a round far
+	// over its plan (a stall, a burst of the kernel's flush) does not
+	// stop the sampling for long.
+	s.cpu = max(s.cpu+s.planned-c.Total, -max(share(s.cfg.CPU, time.Second), s.fullCost))
+	s.planned = 0
+	const alpha = 0.25 // per round: about a second at 4 rounds a second
+	if c.NStat > 0 {
+		s.statCost += time.Duration(alpha * float64(c.Stat/time.Duration(c.NStat)-s.statCost))
+	}
+	if c.NFull > 0 {
+		s.fullCost += time.Duration(alpha * float64(c.Full/time.Duration(c.NFull)-s.fullCost))
+	}
+	// The smoothed rate: the round over the time since the tick before,
+	// over about 10 s.
+	if s.elapsed > 0 {
+		a := min(float64(s.elapsed)/float64(10*time.Second), 1)
+		s.cpuRate += a * (float64(c.Total)/float64(s.elapsed) - s.cpuRate)
+	}
+	s.stats.CPU, s.stats.CPUTime = s.cpuRate, s.stats.CPUTime+c.Total
+	s.stats.StatCost, s.stats.FullCost = s.statCost, s.fullCost
 }
 
 // full says whether a container is read at the full rate (hot or suspect).
@@ -409,48 +563,111 @@ func (s *sampler) snapshot() samplingStats {
 	return s.stats
 }
 
-// readCPUStat reads a cgroup's cumulative CPU usage (cpu.stat usage_usec,
-// in ns) with buf as its buffer.
-func readCPUStat(dir string, buf []byte) (uint64, error) {
-	usage, _, err := readCPUStats(dir, buf)
-	return usage, err
+// sampleLoop feeds the detector tracked containers' CPU use and thread
+// counts (a busy loop makes few syscalls: it shows here), as the sampling
+// policy says: hot and suspect containers every SampleEvery, idle ones
+// less often, within the budgets (see Sampling). It runs on a thread of
+// its own, named vigil-sample (top -H), whose CPU clock measures what
+// the sampling costs.
+func (a *Agent) sampleLoop(ctx context.Context) {
+	if a.eng == nil {
+		return
+	}
+	// Never unlocked: the thread ends with the loop, name and all.
+	runtime.LockOSThread()
+	unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&sampleThreadName[0])), 0, 0, 0)
+	t := time.NewTicker(a.smp.cfg.Every)
+	defer t.Stop()
+	buf := make([]byte, 4096)
+	var synced time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			a.smp.spent(a.sampleRound(now, buf, &synced))
+		}
+	}
 }
 
-// readCPUStats reads, in one read of cpu.stat, a cgroup's cumulative CPU
-// usage and the time its cpu.max quota held it (usage_usec and
-// throttled_usec, in ns; throttled 0 without the cpu controller).
-func readCPUStats(dir string, buf []byte) (usage, throttled uint64, err error) {
-	b, err := readSmall(dir+"/cpu.stat", buf)
-	if err != nil {
-		return 0, 0, err
+var sampleThreadName = []byte("vigil-sample\x00")
+
+// sampleRound is one tick of sampleLoop: it reads what the sampler says
+// is due, hands the samples to the pipeline and returns what that cost
+// the thread.
+func (a *Agent) sampleRound(now time.Time, buf []byte, synced *time.Time) roundCost {
+	var c roundCost
+	start := threadCPU()
+	// The registry's list once a second (a container tracked meanwhile is
+	// added by the Started callback at once).
+	if now.Sub(*synced) >= time.Second {
+		a.syncSampler()
+		*synced = now
 	}
-	found := false
-	for len(b) > 0 {
-		line := b
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			line, b = b[:i], b[i+1:]
+	// The heartbeat's read of the tracer's counters (once a second):
+	// reading them per container per sample cost more than all else the
+	// agent does with thousands of containers.
+	th := a.throttled.Load()
+	jobs := a.smp.due(now)
+	prev := threadCPU()
+	for _, j := range jobs {
+		busy := a.sampleOne(j, buf, th)
+		at := threadCPU()
+		if busy {
+			c.Full += at - prev
+			c.NFull++
 		} else {
-			b = nil
+			c.Stat += at - prev
+			c.NStat++
 		}
-		if v, ok := bytes.CutPrefix(line, []byte("usage_usec ")); ok {
-			us, err := strconv.ParseUint(string(v), 10, 64)
-			if err != nil {
-				return 0, 0, err
-			}
-			usage, found = us*1000, true
-		} else if v, ok := bytes.CutPrefix(line, []byte("throttled_usec ")); ok {
-			if us, err := strconv.ParseUint(string(v), 10, 64); err == nil {
-				throttled = us * 1000
-			}
-		}
+		prev = at
 	}
-	if !found {
-		return 0, 0, errNoUsage
-	}
-	return usage, throttled, nil
+	c.Total = prev - start
+	return c
 }
 
-var errNoUsage = errors.New("cgroup cpu.stat: no usage_usec")
+// sampleOne reads one container's files and hands the sample on; busy
+// says it read all three (the cost of a hot sample).
+func (a *Agent) sampleOne(j sampleJob, buf []byte, th *map[uint64]uint64) (busy bool) {
+	at := time.Now()
+	cs, err := bpf.ReadCPUStat(j.Dir, buf)
+	if err != nil {
+		return false
+	}
+	threads := -1
+	busy = j.wantThreads(at, cs.UsageNs)
+	if busy {
+		if threads, err = readThreads(j.Dir, buf); err != nil {
+			return true
+		}
+	}
+	a.smp.observed(j.ID, at, cs.UsageNs, threads)
+	if threads < 0 {
+		threads = j.Threads // idle since it was counted
+	}
+	smp := detector.Sample{CgroupID: j.ID, Time: at, CPUUsageNs: cs.UsageNs, Threads: threads}
+	if busy {
+		// a busy container: how long it waited for a CPU too
+		// (cpu-starved-spinning-threads judges demand, so that a starved
+		// miner does not hide); 0 is unknown
+		smp.CPUWaitNs, smp.CPUThrottledNs = bpf.CgroupPressure(j.Dir), cs.ThrottledNs
+	}
+	if th != nil {
+		smp.Throttled = (*th)[j.ID]
+	}
+	a.pl.Sample(smp)
+	return busy
+}
+
+// threadCPU is the calling thread's CPU time (the sampling loop's thread
+// is locked to it).
+func threadCPU() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
+}
 
 // readThreads counts a cgroup's threads (cgroup.threads, one a line).
 func readThreads(dir string, buf []byte) (int, error) {
@@ -473,30 +690,6 @@ func readThreads(dir string, buf []byte) (int, error) {
 		}
 		n += bytes.Count(buf[:k], []byte{'\n'})
 	}
-}
-
-// readSmall reads a small file into buf (the first len(buf) bytes).
-func readSmall(path string, buf []byte) ([]byte, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer unix.Close(fd)
-	n := 0
-	for n < len(buf) {
-		k, err := unix.Read(fd, buf[n:])
-		if err != nil {
-			if err == unix.EINTR {
-				continue
-			}
-			return nil, err
-		}
-		if k == 0 {
-			break
-		}
-		n += k
-	}
-	return buf[:n], nil
 }
 
 // samplerSink gives the sampler the pipeline's hints: an exec makes its

@@ -1,17 +1,13 @@
 package agent
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"syscall"
+	"runtime"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"vigil.dev/vigil/bpf"
 	"vigil.dev/vigil/detector"
@@ -133,7 +129,9 @@ func TestSamplingIdleTurnsBusy(t *testing.T) {
 }
 
 func TestSamplingBudgetHolds(t *testing.T) {
-	cfg := Sampling{Budget: 2000}.withDefaults(250 * time.Millisecond)
+	// The read budget's test: a core of CPU budget allows 10,000 samples
+	// a second at their first estimate, far more than 2,000 reads.
+	cfg := Sampling{Budget: 2000, CPU: 1}.withDefaults(250 * time.Millisecond)
 	s := newSampler(cfg)
 	cgs := map[uint64]simCgroup{}
 	const n = 10000
@@ -188,6 +186,324 @@ func TestSamplingBudgetHolds(t *testing.T) {
 	}
 	if st := s.snapshot(); st.Hot != 20 || st.Idle != n-20 || st.Deferred == 0 {
 		t.Errorf("stats %+v, want 20 hot, %d idle, some deferred", st, n-20)
+	}
+}
+
+// costModel is what sampling costs the sampler's thread in the tests: a
+// sample reading cpu.stat alone (stat), one reading its three files
+// (full), at a time since sampleT0; and each round's own work (tick).
+type costModel struct {
+	stat, full func(at time.Duration) time.Duration
+	tick       time.Duration
+}
+
+func constCost(d time.Duration) func(time.Duration) time.Duration {
+	return func(time.Duration) time.Duration { return d }
+}
+
+// simulateCost is simulate with the sampling's cost reported to the
+// sampler after each round, as the agent's loop does; each gets every
+// round's cost too (jobs nil).
+func simulateCost(s *sampler, cgs map[uint64]simCgroup, d time.Duration, m costModel, each func(j *sampleJob, now time.Time, c roundCost)) {
+	for now := sampleT0.Add(s.cfg.Every); !now.After(sampleT0.Add(d)); now = now.Add(s.cfg.Every) {
+		at := now.Sub(sampleT0)
+		c := roundCost{Total: m.tick}
+		for _, j := range s.due(now) {
+			cpu := cgs[j.ID].usage(now)
+			threads := -1
+			if j.wantThreads(now, cpu) {
+				threads = 1
+				c.Full += m.full(at)
+				c.NFull++
+			} else {
+				c.Stat += m.stat(at)
+				c.NStat++
+			}
+			s.observed(j.ID, now, cpu, threads)
+			if each != nil {
+				each(&j, now, c)
+			}
+		}
+		c.Total += c.Stat + c.Full
+		s.spent(c)
+		if each != nil {
+			each(nil, now, c)
+		}
+	}
+}
+
+// TestSamplingCPUBudgetHolds: 5,000 containers whose cpu.stat reads cost
+// 140 µs (as at 5,000 cgroups on the test VM), 20 of them busy, and a
+// CPU budget of 0.05 cores: the sampling spends no more, the busy ones
+// keep the full rate, the idle period stretches from 2 s to about 14 s,
+// every container is read, and the stats say so.
+func TestSamplingCPUBudgetHolds(t *testing.T) {
+	cfg := Sampling{CPU: 0.05, Budget: 1e6}.withDefaults(250 * time.Millisecond)
+	s := newSampler(cfg)
+	cgs := map[uint64]simCgroup{}
+	const n, nbusy = 5000, 20
+	for id := uint64(1); id <= n; id++ {
+		cores := 0.001
+		if id <= nbusy {
+			cores = 1
+		}
+		cgs[id] = simCgroup{cores: []simPhase{{0, cores}}}
+		s.track(id, fmt.Sprint("/cg/", id))
+	}
+	m := costModel{stat: constCost(140 * time.Microsecond), full: constCost(200 * time.Microsecond), tick: 300 * time.Microsecond}
+	const d, from = 120 * time.Second, 60 * time.Second // measured over the last minute
+	var total, late time.Duration
+	last := map[uint64]time.Time{}
+	var idleGap time.Duration
+	busy := map[uint64]int{}
+	simulateCost(s, cgs, d, m, func(j *sampleJob, now time.Time, c roundCost) {
+		if j == nil {
+			total += c.Total
+			if now.Sub(sampleT0) > from {
+				late += c.Total
+			}
+			return
+		}
+		if l, ok := last[j.ID]; ok && j.ID > nbusy && now.Sub(sampleT0) > from {
+			idleGap = max(idleGap, now.Sub(l))
+		}
+		last[j.ID] = now
+		if j.ID <= nbusy && now.Sub(sampleT0) > from {
+			busy[j.ID]++
+		}
+	})
+	if limit := share(cfg.CPU, d) + 2*share(cfg.CPU, cfg.Every) + m.full(0); total > limit {
+		t.Errorf("sampling cost %v in %v, the budget of %.2f cores allows %v", total, d, cfg.CPU, limit)
+	}
+	if lo, hi := share(cfg.CPU*0.95, d-from), share(cfg.CPU, d-from)+2*share(cfg.CPU, cfg.Every); late < lo || late > hi {
+		t.Errorf("sampling cost %v in the last %v, want the budget's %v (it is spent, no more)", late, d-from, share(cfg.CPU, d-from))
+	}
+	for id := uint64(1); id <= nbusy; id++ {
+		if want := int((d-from)/cfg.Every) - 1; busy[id] < want {
+			t.Errorf("busy container %d sampled %d times in the last %v, want %d (every tick)", id, busy[id], d-from, want)
+		}
+	}
+	if len(last) != n {
+		t.Errorf("%d of %d containers sampled", len(last), n)
+	}
+	// What the busy ones leave (50 ms a second less 20 x 4 x 200 µs and
+	// the ticks' 1.2 ms): 32.8 ms a second, 234 idle samples at 140 µs,
+	// each idle one every 21.3 s (the busy ones take 34 % of the budget,
+	// under the 3/4 they may take first).
+	st := s.snapshot()
+	t.Logf("in the last %v: sampling %v (%.4f cores), worst idle period %v; stats %+v", d-from, late, late.Seconds()/(d-from).Seconds(), idleGap, st)
+	if idleGap < 20*time.Second || idleGap > 2*hotWeight*cfg.IdleEvery {
+		t.Errorf("worst idle period %v, want the 2 s stretched to 21 s (at most 32 s) by the CPU budget", idleGap)
+	}
+	if st.FullPeriod != cfg.Every || st.IdlePeriod < 20*time.Second || st.IdlePeriod > 23*time.Second {
+		t.Errorf("stats: worst periods %v (hot), %v (idle); want %v and about 21.3 s", st.FullPeriod, st.IdlePeriod, cfg.Every)
+	}
+	near := func(a, b time.Duration) bool { return a > b*99/100 && a < b*101/100 }
+	if st.CPU < cfg.CPU*0.95 || st.CPU > cfg.CPU*1.01 || !near(st.StatCost, 140*time.Microsecond) || !near(st.FullCost, 200*time.Microsecond) {
+		t.Errorf("stats: sampling %.4f cores (budget %.2f), costs %v and %v, want about the budget, 140 µs and 200 µs", st.CPU, cfg.CPU, st.StatCost, st.FullCost)
+	}
+	if st.CPUTime != total {
+		t.Errorf("stats: CPU time %v, the rounds cost %v", st.CPUTime, total)
+	}
+}
+
+// TestSamplingCPUFollowsCost: the same containers, whose reads cost 60 µs
+// for a minute, then 150 µs (the kernel's flush with more cgroups): the
+// sampler learns the cost, reads 2.5 times fewer a second, and stays
+// within the budget in both.
+func TestSamplingCPUFollowsCost(t *testing.T) {
+	cfg := Sampling{CPU: 0.05, Budget: 1e6}.withDefaults(250 * time.Millisecond)
+	s := newSampler(cfg)
+	cgs := map[uint64]simCgroup{}
+	for id := uint64(1); id <= 3000; id++ {
+		cgs[id] = simCgroup{cores: []simPhase{{0, 0.001}}}
+		s.track(id, "/cg")
+	}
+	const change = 60 * time.Second
+	cost := func(at time.Duration) time.Duration {
+		if at < change {
+			return 60 * time.Microsecond
+		}
+		return 150 * time.Microsecond
+	}
+	var samples, spent [2]int64 // 30-60 s and 90-120 s
+	simulateCost(s, cgs, 2*change, costModel{stat: cost, full: cost, tick: 100 * time.Microsecond}, func(j *sampleJob, now time.Time, c roundCost) {
+		at := now.Sub(sampleT0)
+		w := -1
+		switch {
+		case at > change/2 && at <= change:
+			w = 0
+		case at > change*3/2:
+			w = 1
+		}
+		if w < 0 {
+			return
+		}
+		if j != nil {
+			samples[w]++
+		} else {
+			spent[w] += int64(c.Total)
+		}
+	})
+	window := (change / 2).Seconds()
+	t.Logf("samples a second: %.0f at 60 µs, %.0f at 150 µs; cores %.4f, %.4f", float64(samples[0])/window, float64(samples[1])/window,
+		float64(spent[0])/1e9/window, float64(spent[1])/1e9/window)
+	if r := float64(samples[0]) / float64(samples[1]); r < 2.2 || r > 2.8 {
+		t.Errorf("%d samples at 60 µs, %d at 150 µs (ratio %.2f), want about 2.5 times fewer", samples[0], samples[1], r)
+	}
+	// The budget, and what two ticks may have saved before the window.
+	hi := (cfg.CPU*window + 2*cfg.CPU*cfg.Every.Seconds()) / window
+	for w, ns := range spent {
+		if cores := float64(ns) / 1e9 / window; cores < 0.045 || cores > hi {
+			t.Errorf("window %d: %.4f cores of sampling, want the budget, 0.05 (at most %.4f)", w, cores, hi)
+		}
+	}
+}
+
+// TestSamplingCPUNoneStarves: when a round's own work costs more than the
+// budget allows (a tiny --sample-cpu, a slow machine), a sample is still
+// taken once a second, and every container in turn.
+func TestSamplingCPUNoneStarves(t *testing.T) {
+	cfg := Sampling{CPU: 0.01, Budget: 1e6}.withDefaults(250 * time.Millisecond)
+	s := newSampler(cfg)
+	cgs := map[uint64]simCgroup{}
+	for id := uint64(1); id <= 10; id++ {
+		cgs[id] = simCgroup{cores: []simPhase{{0, 0.001}}}
+		s.track(id, "/cg")
+	}
+	const d = 60 * time.Second
+	last := map[uint64]time.Time{}
+	var gap, quiet time.Duration
+	var prev time.Time
+	simulateCost(s, cgs, d, costModel{stat: constCost(time.Millisecond), full: constCost(2 * time.Millisecond), tick: 5 * time.Millisecond},
+		func(j *sampleJob, now time.Time, _ roundCost) {
+			if j == nil {
+				return
+			}
+			if l, ok := last[j.ID]; ok {
+				gap = max(gap, now.Sub(l))
+			}
+			if !prev.IsZero() {
+				quiet = max(quiet, now.Sub(prev))
+			}
+			last[j.ID], prev = now, now
+		})
+	if len(last) != len(cgs) {
+		t.Errorf("%d of %d containers sampled", len(last), len(cgs))
+	}
+	if quiet > time.Second+cfg.Every {
+		t.Errorf("no sample for %v, want one a second at least", quiet)
+	}
+	if gap > 12*time.Second {
+		t.Errorf("a container waited %v between samples, want about 10 s (10 of them, one a second)", gap)
+	}
+}
+
+// TestSamplingCPUHotOverBudget: busy containers that alone want three
+// times the CPU budget take 3/4 of it first and the rest by how overdue
+// each is: the idle ones are still read, as overdue as the busy ones
+// (their time since the last sample over their period, weighted 8 to 1).
+func TestSamplingCPUHotOverBudget(t *testing.T) {
+	cfg := Sampling{CPU: 0.05, Budget: 1e6}.withDefaults(250 * time.Millisecond)
+	s := newSampler(cfg)
+	cgs := map[uint64]simCgroup{}
+	const nbusy, n = 200, 300 // 200 x 4 x 200 µs: 0.16 cores
+	for id := uint64(1); id <= n; id++ {
+		cores := 0.001
+		if id <= nbusy {
+			cores = 1
+		}
+		cgs[id] = simCgroup{cores: []simPhase{{0, cores}}}
+		s.track(id, "/cg")
+	}
+	const d, from = 120 * time.Second, 60 * time.Second
+	last := map[uint64]time.Time{}
+	var idleGap, hotGap time.Duration
+	var hotCPU, allCPU time.Duration
+	simulateCost(s, cgs, d, costModel{stat: constCost(140 * time.Microsecond), full: constCost(200 * time.Microsecond), tick: 100 * time.Microsecond},
+		func(j *sampleJob, now time.Time, c roundCost) {
+			if now.Sub(sampleT0) <= from {
+				return
+			}
+			if j == nil {
+				allCPU += c.Total
+				return
+			}
+			if j.ID <= nbusy {
+				hotCPU += 200 * time.Microsecond
+			}
+			if l, ok := last[j.ID]; ok && j.ID <= nbusy {
+				hotGap = max(hotGap, now.Sub(l))
+			} else if ok {
+				idleGap = max(idleGap, now.Sub(l))
+			}
+			last[j.ID] = now
+		})
+	if len(last) != n {
+		t.Errorf("%d of %d containers sampled in the last %v", len(last), n, d-from)
+	}
+	// As overdue: idle gap / 2 s = 8 x busy gap / 250 ms.
+	t.Logf("worst periods: busy %v, idle %v", hotGap, idleGap)
+	if limit := time.Duration(float64(hotGap)*hotWeight*float64(cfg.IdleEvery)/float64(cfg.Every)) + 2*cfg.IdleEvery; idleGap > limit || hotGap > 2*time.Second {
+		t.Errorf("an idle container waited %v, a busy one %v: want the busy ones under 2 s, the idle ones at most %v", idleGap, hotGap, limit)
+	}
+	if f := float64(hotCPU) / float64(allCPU); f < 0.75 || f > 0.99 {
+		t.Errorf("the busy ones had %.2f of the sampling's CPU, want 3/4 or more, and not all", f)
+	}
+	if limit := share(cfg.CPU, d-from) + 2*share(cfg.CPU, cfg.Every); allCPU > limit {
+		t.Errorf("sampling cost %v in %v, the budget allows %v", allCPU, d-from, limit)
+	}
+}
+
+// TestSamplingCPUUnderBudget: 1,000 containers at 60 µs a read need 0.03
+// cores: nothing stretches, and the stats show the cost.
+func TestSamplingCPUUnderBudget(t *testing.T) {
+	cfg := Sampling{}.withDefaults(250 * time.Millisecond)
+	s := newSampler(cfg)
+	cgs := map[uint64]simCgroup{}
+	for id := uint64(1); id <= 1000; id++ {
+		cgs[id] = simCgroup{cores: []simPhase{{0, 0.001}}}
+		s.track(id, "/cg")
+	}
+	simulateCost(s, cgs, 60*time.Second, costModel{stat: constCost(60 * time.Microsecond), full: constCost(90 * time.Microsecond), tick: 100 * time.Microsecond}, nil)
+	st := s.snapshot()
+	if st.IdlePeriod > cfg.IdleEvery+cfg.Every || st.IdlePeriod < cfg.IdleEvery {
+		t.Errorf("worst idle period %v, want the idle period %v (the budget allows it)", st.IdlePeriod, cfg.IdleEvery)
+	}
+	if want := 0.0304; st.CPU < want*0.95 || st.CPU > want*1.05 {
+		t.Errorf("sampling %.4f cores, want %.4f (500 reads a second at 60 µs, 4 ticks at 100 µs)", st.CPU, want)
+	}
+}
+
+// TestSamplingCPUStall: a round far over its plan (the thread stalled in
+// the kernel for a second) stops the sampling for about a second, no
+// more: the debt is capped.
+func TestSamplingCPUStall(t *testing.T) {
+	cfg := Sampling{}.withDefaults(250 * time.Millisecond)
+	s := newSampler(cfg)
+	s.track(1, "/cg")
+	stallAt := 10 * time.Second
+	var stalled, after time.Time
+	for now := sampleT0.Add(cfg.Every); now.Before(sampleT0.Add(20 * time.Second)); now = now.Add(cfg.Every) {
+		c := roundCost{Total: 100 * time.Microsecond}
+		for range s.due(now) {
+			c.Stat, c.NStat = 60*time.Microsecond, 1
+			if stalled.IsZero() && now.Sub(sampleT0) >= stallAt {
+				c.Stat, stalled = time.Second, now
+			} else if !stalled.IsZero() && after.IsZero() {
+				after = now
+			}
+			c.Total += c.Stat
+		}
+		s.spent(c)
+		// A busy container: read every tick while the budget allows.
+		s.cs[1].hotUntil = now.Add(time.Hour)
+	}
+	if stalled.IsZero() || after.IsZero() {
+		t.Fatal("not sampled after the stall")
+	}
+	if wait := after.Sub(stalled); wait < time.Second || wait > time.Second+2*cfg.Every {
+		t.Errorf("sampled again %v after a round that cost 1 s, want after about 1 s", wait)
 	}
 }
 
@@ -278,7 +594,7 @@ func TestSamplingDetectionLatency(t *testing.T) {
 		eng.Observe(&event.Event{Seq: 1, Time: sampleT0, CgroupID: cg, PID: 10, TID: 10, Nr: int32(syscallNr("execve")),
 			Path: "/opt/app/cruncher", Comm: "cruncher"})
 		cgs := map[uint64]simCgroup{cg: {cores: []simPhase{{0, before}, {spinAt, 1}}}}
-		s := newSampler(Sampling{Budget: 2000}.withDefaults(250 * time.Millisecond))
+		s := newSampler(Sampling{Budget: 2000, CPU: 1}.withDefaults(250 * time.Millisecond))
 		s.track(cg, "/cg")
 		for i := 0; i < others; i++ {
 			id := uint64(1000 + i)
@@ -344,98 +660,119 @@ func TestSamplingDetectionLatency(t *testing.T) {
 	}
 }
 
-func TestReadCgroupFiles(t *testing.T) {
+func TestReadThreads(t *testing.T) {
 	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "cpu.stat"), []byte("usage_usec 1234\nuser_usec 1000\nsystem_usec 234\n"), 0o644)
 	os.WriteFile(filepath.Join(dir, "cgroup.threads"), []byte("10\n11\n12\n"), 0o644)
-	buf := make([]byte, 4)
-	if ns, err := readCPUStat(dir, make([]byte, 4096)); err != nil || ns != 1234000 {
-		t.Errorf("readCPUStat = %d, %v, want 1234000", ns, err)
-	}
-	os.WriteFile(filepath.Join(dir, "cpu.stat"), []byte("usage_usec 1234\nuser_usec 1000\nnr_throttled 2\nthrottled_usec 56\n"), 0o644)
-	if ns, th, err := readCPUStats(dir, make([]byte, 4096)); err != nil || ns != 1234000 || th != 56000 {
-		t.Errorf("readCPUStats = %d, %d, %v, want 1234000, 56000 (throttled_usec after usage_usec)", ns, th, err)
-	}
-	if n, err := readThreads(dir, buf); err != nil || n != 3 {
+	if n, err := readThreads(dir, make([]byte, 4)); err != nil || n != 3 {
 		t.Errorf("readThreads = %d, %v, want 3 (read 4 bytes at a time)", n, err)
 	}
-	os.WriteFile(filepath.Join(dir, "cpu.stat"), []byte("user_usec 1000\n"), 0o644)
-	if _, err := readCPUStat(dir, make([]byte, 4096)); err == nil {
-		t.Error("no usage_usec: no error")
-	}
-	if _, err := readCPUStat(filepath.Join(dir, "gone"), make([]byte, 4096)); err == nil {
+	if _, err := readThreads(filepath.Join(dir, "gone"), make([]byte, 4)); err == nil {
 		t.Error("no cgroup: no error")
 	}
 }
 
-// TestReadCgroupFilesKernel reads a real cgroup's files as the sampling
-// loop does, beside bpf.CgroupUsage.
-func TestReadCgroupFilesKernel(t *testing.T) {
+// TestSampleRealCgroups samples real cgroups through the agent's round
+// (bpf.ReadCPUStat, cgroup.threads, cpu.pressure, the thread's CPU
+// clock): a spinning one turns hot and is read every tick with its
+// thread count, the idle ones are read at their period, and what the
+// rounds cost is measured and held under the CPU budget.
+func TestSampleRealCgroups(t *testing.T) {
 	privtest.Require(t)
-	root, err := bpf.CgroupRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(root, fmt.Sprintf("vigil-test-sampling-%d", os.Getpid()))
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	runtime.LockOSThread() // the thread's CPU clock measures the rounds
+	defer runtime.UnlockOSThread()
+	const n = 200
+	cgs := make([]*bpf.Cgroup, 0, n)
 	t.Cleanup(func() {
-		os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0)
-		for i := 0; i < 200; i++ {
-			if err := unix.Rmdir(dir); err == nil || errors.Is(err, unix.ENOENT) {
-				return
+		for _, cg := range cgs {
+			if err := cg.Remove(); err != nil {
+				t.Error(err)
 			}
-			time.Sleep(10 * time.Millisecond)
 		}
-		t.Errorf("cgroup %s left behind", dir)
 	})
-	fd, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
+	for i := range n {
+		cg, err := bpf.NewCgroup(fmt.Sprintf("vigil-test-sample-%d-%d", os.Getpid(), i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cgs = append(cgs, cg)
 	}
-	defer unix.Close(fd)
-	// A shell that spins a little, then one sleeping thread.
-	cmd := exec.Command("/bin/sh", "-c", "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; exec sleep 30")
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	// The first one spins (two threads: a shell and its busy child).
+	cmd := exec.Command("/bin/sh", "-c", "while :; do :; done & while :; do :; done")
+	cmd.SysProcAttr = cgs[0].SysProcAttr()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() { cgs[0].Kill(); cmd.Wait() })
+
+	eng, err := pipeline.Detection{}.NewDetector()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl := pipeline.New(pipeline.Config{Detector: eng})
+	done := make(chan struct{})
+	go func() { pl.Run(t.Context()); close(done) }()
+	defer func() { pl.Close(); <-done }()
+	const every = 100 * time.Millisecond
+	const cpu = 0.02 // 2 ms a tick: fewer than the 200 first samples
+	a := &Agent{pl: pl, smp: newSampler(Sampling{CPU: cpu, Budget: 1e6, IdleEvery: time.Second}.withDefaults(every))}
+	for _, cg := range cgs {
+		a.smp.track(cg.ID, cg.Path)
+	}
 	buf := make([]byte, 4096)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		usage, err := readCPUStat(dir, buf)
-		if err != nil {
-			t.Fatal(err)
+	synced := time.Now().Add(time.Hour) // no registry to list
+	start := time.Now()
+	var total time.Duration
+	hot := 0
+	const d = 4 * time.Second
+	for now := start; now.Sub(start) < d; now = time.Now() {
+		samples := a.smp.snapshot().Samples
+		c := a.sampleRound(now, buf, &synced)
+		a.smp.spent(c)
+		total += c.Total
+		if c.Total <= 0 || (c.NStat+c.NFull > 0 && c.Stat+c.Full <= 0) {
+			t.Fatalf("round %+v: no CPU time measured", c)
 		}
-		threads, err := readThreads(dir, buf)
-		if err != nil {
-			t.Fatal(err)
+		if got := a.smp.snapshot().Samples - samples; got != uint64(c.NStat+c.NFull) {
+			t.Fatalf("round %+v: %d samples observed", c, got)
 		}
-		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", cmd.Process.Pid))
-		if usage >= 10e6 && threads == 1 && strings.TrimSpace(string(b)) == "sleep" {
-			// Sleeping: the usage stays; bpf.CgroupUsage reads the same.
-			want, wantThreads, err := bpf.CgroupUsage(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if usage2, _ := readCPUStat(dir, buf); usage2 != want || wantThreads != threads {
-				t.Errorf("read %d ns, %d threads; bpf.CgroupUsage %d ns, %d threads", usage2, threads, want, wantThreads)
-			}
-			return
+		if st := a.smp.cs[cgs[0].ID]; st.hotUntil.After(now) && st.last.Equal(now) {
+			hot++
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("cgroup read %d ns of CPU and %d threads (process %q), want at least 10 ms and 1 sleeping thread", usage, threads, b)
+		time.Sleep(every - time.Since(now))
+	}
+	elapsed := time.Since(start)
+	st := a.smp.snapshot()
+	t.Logf("%d cgroups, %v: %d samples, sampling CPU %v (%.4f cores), a cpu.stat sample %v, a full one %v; worst periods: hot %v, idle %v",
+		n, elapsed.Round(time.Millisecond), st.Samples, total, total.Seconds()/elapsed.Seconds(), st.StatCost, st.FullCost, st.FullPeriod, st.IdlePeriod)
+	if st.CPUTime != total {
+		t.Errorf("stats CPU time %v, the rounds cost %v", st.CPUTime, total)
+	}
+	// The budget: its share of the time, what two ticks may save, and one
+	// hot sample over (at the start, and when nothing was read for 1 s).
+	if limit := share(cpu, elapsed) + 2*share(cpu, every) + 2*st.FullCost; total > limit {
+		t.Errorf("sampling cost %v in %v, budget %.2f cores allows %v", total, elapsed, cpu, limit)
+	}
+	if st.StatCost <= 0 || st.StatCost > 10*time.Millisecond || st.FullCost <= 0 {
+		t.Errorf("smoothed costs %v (cpu.stat) and %v (full): want measured, under 10 ms", st.StatCost, st.FullCost)
+	}
+	spin := a.smp.cs[cgs[0].ID]
+	if spin.threads != 2 || spin.lastCPU < 100e6 {
+		t.Errorf("spinning cgroup: %d threads, %d ns of CPU read; want 2 threads, over 100 ms", spin.threads, spin.lastCPU)
+	}
+	if hot < int(d/every)/2 {
+		t.Errorf("spinning cgroup read hot in %d of %d rounds, want most", hot, int(d/every))
+	}
+	for _, cg := range cgs {
+		if st := a.smp.cs[cg.ID]; st.readAt.IsZero() {
+			t.Fatalf("cgroup %s never read in %v", cg.Path, d)
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
 // TestSamplingStormKeepsHot: thousands of containers tracked at once are
 // read first, but a busy container already hot waits a few ticks at most.
 func TestSamplingStormKeepsHot(t *testing.T) {
-	cfg := Sampling{Budget: 2000}.withDefaults(250 * time.Millisecond)
+	cfg := Sampling{Budget: 2000, CPU: 1}.withDefaults(250 * time.Millisecond)
 	s := newSampler(cfg)
 	cgs := map[uint64]simCgroup{1: {cores: []simPhase{{0, 1}}}}
 	s.track(1, "/cg/1")

@@ -103,8 +103,9 @@ func runAgent(args []string) int {
 		keepWait  = fs.Duration("notify-keeper-wait", 0, "when no keeper answers at --notify-keeper, wait up to `DURATION` for one started beside the agent (a sidecar container) before starting one of its own, which ends with the agent's container")
 		metrics   = fs.String("metrics-addr", "127.0.0.1:9477", "serve /healthz and /metrics (Prometheus) on `ADDR` ('' serves nothing)")
 		pprofOn   = fs.Bool("debug-pprof", false, "also serve the agent's Go profiles (CPU, heap, goroutines, command line) at /debug/pprof/ on --metrics-addr, for 'go tool pprof': whoever reaches that address can read them, so use it with a loopback --metrics-addr")
-		smpBudget = fs.Int("sample-budget", 2000, "read at most `N` containers' CPU and thread counts a second, all together (hot containers first, every 250 ms; idle ones less often)")
-		smpIdle   = fs.Duration("sample-idle-every", 2*time.Second, "read an idle container's CPU every `DURATION` while --sample-budget allows (longer when it does not)")
+		smpCPU    = fs.Float64("sample-cpu", agent.DefaultSampleCPU, "spend at most `CORES` (a share of one core, above 0 and at most 1) reading the containers' CPU and thread counts, all together: hot containers first, every 250 ms; idle ones less often")
+		smpBudget = fs.Int("sample-budget", 2000, "read at most `N` cgroup files a second for the containers' CPU and thread counts, all together, within --sample-cpu (an idle container's sample reads 1, a hot one's 3)")
+		smpIdle   = fs.Duration("sample-idle-every", 2*time.Second, "read an idle container's CPU every `DURATION` while --sample-cpu and --sample-budget allow (longer when they do not)")
 		auditDir  = fs.String("audit", "", "also append events, decisions and container lifecycle to the audit log in `DIR` ('vigil audit verify DIR')")
 		auditSize = fs.String("audit-max-size", "1GiB", "delete the audit log's oldest sealed segments while it is larger than `SIZE` (e.g. 500MiB, 10GiB; 0: no limit)")
 		auditAge  = fs.String("audit-max-age", "0", "delete the audit log's sealed segments whose last record is older than `AGE` (e.g. 72h, 30d; 0: no limit)")
@@ -137,6 +138,15 @@ func runAgent(args []string) int {
 	}
 	if fs.NArg() > 0 {
 		return fail("agent: unexpected argument %q (see 'vigil agent --help')", fs.Arg(0))
+	}
+	if !(*smpCPU > 0 && *smpCPU <= 1) {
+		return fail("agent: --sample-cpu %v: must be a share of one core above 0 and at most 1 (e.g. 0.05)", *smpCPU)
+	}
+	if *smpBudget <= 0 {
+		return fail("agent: --sample-budget %d: must be a positive number of cgroup files read a second", *smpBudget)
+	}
+	if *smpIdle <= 0 {
+		return fail("agent: --sample-idle-every %v: must be a positive duration", *smpIdle)
 	}
 	log := logrus.New()
 	lvl, err := logrus.ParseLevel(*logLevel)
@@ -229,13 +239,7 @@ func runAgent(args []string) int {
 		AuditMaxBytes: auditMax, AuditMaxAge: auditMaxAge, AuditOnFull: onFull, AuditAnchor: *anchor, AuditAnchorEvery: *anchorDur,
 		KeeperPath: *keeper, StartKeeper: keeperStarter(log, *keepWait, startKeeper), Detect: det, NoDetect: *noDetect, StateFile: *stateFile,
 		Alerts: alOut, Webhook: *webhook, HookOnly: *hookOnly, Build: buildInfo(), EventFilter: evFilter, Pprof: *pprofOn,
-		Sampling: agent.Sampling{Budget: *smpBudget, IdleEvery: *smpIdle}}
-	if *smpBudget <= 0 {
-		return fail("agent: --sample-budget %d: must be a positive number of samples a second", *smpBudget)
-	}
-	if *smpIdle <= 0 {
-		return fail("agent: --sample-idle-every %v: must be a positive duration", *smpIdle)
-	}
+		Sampling: agent.Sampling{CPU: *smpCPU, Budget: *smpBudget, IdleEvery: *smpIdle}}
 	if *keepWait < 0 {
 		return fail("agent: --notify-keeper-wait %v: must be 0 (start a keeper at once) or a positive duration", *keepWait)
 	}
