@@ -34,12 +34,17 @@ type ring struct {
 	rawFd syscall.RawConn
 	tfd   int      // timerfd: a busy reader's next look, with µs precision
 	timer *os.File // tfd in the poller
-	cons  []byte   // consumer page (read-write)
-	prod  []byte   // producer page followed by the data, mapped twice
-	data  []byte
-	mask  uint64
-	consP *uint64
-	prodP *uint64
+	rawTm syscall.RawConn
+	// readTimer reads the timer's expiry count (see sleep); made once, not
+	// per look.
+	readTimer func(fd uintptr) bool
+	timerErr  error
+	cons      []byte // consumer page (read-write)
+	prod      []byte // producer page followed by the data, mapped twice
+	data      []byte
+	mask      uint64
+	consP     *uint64
+	prodP     *uint64
 	// stopped is set by interrupt and cleared by resetDeadlines: a wait
 	// that arms its deadline after an interrupt would otherwise overwrite
 	// the interrupt's past deadline and park for its whole timeout.
@@ -88,6 +93,11 @@ func newRing(m *ebpf.Map) (*ring, error) {
 		return nil, fmt.Errorf("ring: timerfd: %w", err)
 	}
 	r.timer = os.NewFile(uintptr(r.tfd), "vigil_poll_timer")
+	if r.rawTm, err = r.timer.SyscallConn(); err != nil {
+		r.close()
+		return nil, fmt.Errorf("ring: %w", err)
+	}
+	r.readTimer = r.readTimerFD
 	return r, nil
 }
 
@@ -130,16 +140,42 @@ func (r *ring) pending() int {
 // producer record by record (reading lines the producer is still writing
 // costs the traced task a cache transfer per record), it comes back after d
 // and takes the whole batch. The goroutine parks in the poller meanwhile.
+//
+// A look makes its system calls raw (timerfd_settime and the timer's
+// non-blocking read): a system call through the runtime's entersyscall
+// wakes the runtime's monitor thread when the process was idle, and the
+// monitor then checks every 20 µs while any goroutine runs: at a few
+// hundred looks a second that cost more CPU than the looks themselves.
 func (r *ring) sleep(d time.Duration) error {
 	spec := unix.ItimerSpec{Value: unix.NsecToTimespec(int64(d))}
-	if err := unix.TimerfdSettime(r.tfd, 0, &spec, nil); err != nil {
+	if err := unix.TimerfdSettime(r.tfd, 0, &spec, nil); err != nil { // raw
 		return fmt.Errorf("arm poll timer: %w", err)
 	}
-	var b [8]byte // the expiry count; reading it clears the expiry
-	if _, err := r.timer.Read(b[:]); err != nil {
+	r.timerErr = nil
+	if err := r.rawTm.Read(r.readTimer); err != nil {
 		return fmt.Errorf("poll timer: %w", err)
 	}
+	if r.timerErr != nil {
+		return fmt.Errorf("poll timer: %w", r.timerErr)
+	}
 	return nil
+}
+
+// readTimerFD reads the timer's expiry count, which clears the expiry; it
+// returns false (park in the poller) while the timer has not expired.
+func (r *ring) readTimerFD(fd uintptr) bool {
+	var b [8]byte
+	_, _, errno := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	switch errno {
+	case 0:
+		return true
+	case unix.EAGAIN:
+		return false
+	case unix.EINTR:
+		return r.readTimerFD(fd)
+	}
+	r.timerErr = errno
+	return true
 }
 
 // wait parks until records wait in the ring (the kernel woke the reader,

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"vigil.dev/vigil/internal/privtest"
 )
@@ -56,4 +57,72 @@ func TestRingInterruptBeforePark(t *testing.T) {
 	if d := time.Since(start); d < 40*time.Millisecond {
 		t.Errorf("after resetDeadlines, waitWake returned after %v, want about its 50ms timeout", d)
 	}
+}
+
+// TestRingSleep: a look's sleep waits its time on the timer, again and
+// again (each read clears the expiry), allocates nothing, and an
+// interrupt ends it at once.
+func TestRingSleep(t *testing.T) {
+	privtest.Require(t)
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.RingBuf, MaxEntries: 1 << 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	r, err := newRing(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.close()
+	r.resetDeadlines()
+	for i := 0; i < 3; i++ {
+		start := time.Now()
+		if err := r.sleep(20 * time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d < 19*time.Millisecond || d > time.Second {
+			t.Fatalf("sleep %d of 20ms took %v", i, d)
+		}
+	}
+	if n := testing.AllocsPerRun(20, func() { r.sleep(100 * time.Microsecond) }); n != 0 {
+		t.Errorf("%v allocations per sleep, want 0", n)
+	}
+	r.interrupt()
+	start := time.Now()
+	if err := r.sleep(3 * time.Second); err == nil {
+		t.Error("an interrupted sleep returned no error")
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("an interrupted sleep returned after %v, want at once", d)
+	}
+}
+
+// BenchmarkRingSleep is the CPU of the process per look of an idle
+// reader (a 1 ms sleep on the timer), the runtime's work included.
+func BenchmarkRingSleep(b *testing.B) {
+	privtest.Require(b)
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.RingBuf, MaxEntries: 1 << 16})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	r, err := newRing(m)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.close()
+	r.resetDeadlines()
+	cpu0 := processCPU()
+	for i := 0; i < b.N; i++ {
+		if err := r.sleep(time.Millisecond); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/look")
+}
+
+func processCPU() time.Duration {
+	var ru unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
