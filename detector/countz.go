@@ -269,15 +269,24 @@ func (m *Model) buildClasses() {
 // (floored) standard deviations: the largest one, or the mean of the Top
 // largest.
 func (m *Model) countScore(counts map[string]float64) float64 {
+	return m.countScoreOf(m.countVec(counts))
+}
+
+func (m *Model) countScoreOf(cv *countVec) float64 {
 	cs := m.Count
 	if cs == nil {
 		return 0
 	}
 	opt := cs.Opt
 	total := 0.0
-	for _, c := range counts {
+	for _, c := range cv.known {
 		if c > 0 {
 			total += c
+		}
+	}
+	for _, x := range cv.unknown {
+		if x.n > 0 {
+			total += x.n
 		}
 	}
 	if total == 0 {
@@ -299,21 +308,23 @@ func (m *Model) countScore(counts map[string]float64) float64 {
 	r := make([]float64, v)
 	nc := len(syscallClasses)
 	cls := make([]float64, nc)
-	for name, c := range counts {
+	for _, u := range cv.unknown {
+		c := u.n
 		if c <= 0 {
 			continue
 		}
-		i, ok := m.index[name]
-		if !ok {
-			// a syscall never seen in training: mean 0, no variance
-			newSys = true
-			if opt.Features&FeatSyscall != 0 {
-				top.add(math.Log1p(c) / novelSD)
-			}
-			if opt.Features&FeatRel != 0 {
-				top.add(c / total / opt.RelFloor)
-			}
-			cls[syscallClass(name)] += c
+		// a syscall never seen in training: mean 0, no variance
+		newSys = true
+		if opt.Features&FeatSyscall != 0 {
+			top.add(math.Log1p(c) / novelSD)
+		}
+		if opt.Features&FeatRel != 0 {
+			top.add(c / total / opt.RelFloor)
+		}
+		cls[syscallClass(u.name)] += c
+	}
+	for i, c := range cv.known {
+		if c <= 0 {
 			continue
 		}
 		x[i] = math.Log1p(c)

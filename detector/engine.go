@@ -85,8 +85,9 @@ type shard struct {
 	self    uint32 // Config.SelfPID
 	cgs     map[uint64]*cgState
 	ctx     evalCtx
-	scratch event.Event // the event with normalised paths, while it is observed
-	_       [64]byte    // keep shards on separate cache lines
+	scratch event.Event  // the event with normalised paths, while it is observed
+	model   scoreScratch // the model's buffers for scoring a window
+	_       [64]byte     // keep shards on separate cache lines
 }
 
 // cgState is everything the engine remembers about one cgroup.
@@ -396,7 +397,7 @@ func (sh *shard) observe(rs *ruleSet, ev *event.Event) []Verdict {
 		cg.procs.updateUids(ev)
 	}
 	if rs.online != nil {
-		out = rs.online.observe(cg, ev, out)
+		out = rs.online.observe(cg, ev, &sh.model, out)
 	}
 	if nr == nrExitGroup {
 		cg.procs.remove(ev.PID)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -661,25 +662,64 @@ func (m *Model) tokens(buf []uint16, prefix, names []string) []uint16 {
 	return buf
 }
 
+// countVec is a window's per-syscall counts by vocabulary id, and those
+// of syscalls outside the vocabulary by name.
+type countVec struct {
+	known   []float64 // per vocabulary id
+	unknown []nameCount
+}
+
+type nameCount struct {
+	name string
+	n    float64
+}
+
+// countVec files counts under vocabulary ids.
+func (m *Model) countVec(counts map[string]float64) *countVec {
+	cv := &countVec{known: make([]float64, len(m.Vocab))}
+	for n, c := range counts {
+		if i, ok := m.index[n]; ok {
+			cv.known[i] = c
+		} else {
+			cv.unknown = append(cv.unknown, nameCount{n, c})
+		}
+	}
+	return cv
+}
+
 // vector is the tf-idf vector of counts, unit-normalized, sparse.
 func (m *Model) vector(counts map[string]float64) refWindow {
-	dense := map[uint16]float64{}
-	total := 0.0
-	for n, c := range counts {
-		if c <= 0 {
-			continue
-		}
-		total += c
-		dense[m.tok(n)] += c
-	}
+	return m.vectorOf(m.countVec(counts))
+}
+
+func (m *Model) vectorOf(cv *countVec) refWindow {
 	var r refWindow
-	for id := range dense {
-		r.Idx = append(r.Idx, id)
+	total := 0.0
+	for id, c := range cv.known {
+		if c > 0 {
+			total += c
+			r.Idx = append(r.Idx, uint16(id))
+		}
 	}
-	sort.Slice(r.Idx, func(i, j int) bool { return r.Idx[i] < r.Idx[j] })
+	unk := 0.0
+	for _, x := range cv.unknown {
+		if x.n > 0 {
+			total += x.n
+			unk += x.n
+		}
+	}
+	if unk > 0 {
+		r.Idx = append(r.Idx, m.unk()) // after every vocabulary id
+	}
+	count := func(id uint16) float64 {
+		if id == m.unk() {
+			return unk
+		}
+		return cv.known[id]
+	}
 	norm := 0.0
 	for _, id := range r.Idx {
-		w := (1 + math.Log(dense[id])) * m.IDF[id]
+		w := (1 + math.Log(count(id))) * m.IDF[id]
 		r.W = append(r.W, w)
 		norm += w * w
 	}
@@ -723,97 +763,140 @@ func (m *Model) raw(u *Unit) [5]float64 {
 }
 
 func (m *Model) rawWorst(u *Unit, wantWorst bool) ([5]float64, []string) {
+	var sc scoreScratch
 	var out [5]float64
 	var worst []string
 	if m.HasSeq && len(u.Seqs) > 0 {
-		var buf []uint16
-		best := -1.0
-		maxFrame := 0.0
-		var sumNLL float64
-		var nMis, nAll int
-		for si, s := range u.Seqs {
-			if len(s) == 0 {
-				continue
+		ws := m.seqParts(&out, len(u.Seqs), func(i int, buf []uint16) []uint16 {
+			if len(u.Seqs[i]) == 0 {
+				return nil
 			}
-			buf = m.tokens(buf[:0], u.prefix(si), s)
-			body := buf[ngramOrder-1:]
-			nll := make([]float64, len(body))
-			mis := make([]uint8, len(body))
-			for i := range body {
-				pos := i + ngramOrder - 1
-				var seen bool
-				nll[i], seen = m.gramNLL(buf, pos)
-				if !seen {
-					mis[i] = 1
-					nMis++
-				}
-				sumNLL += nll[i]
-			}
-			nAll += len(body)
-			// max mean NLL over sliding windows (the whole sequence if shorter)
-			w := nllWindow
-			if len(nll) < w {
-				w = len(nll)
-			}
-			sum := 0.0
-			for i, v := range nll {
-				sum += v
-				if i >= w {
-					sum -= nll[i-w]
-				}
-				if i >= w-1 {
-					if mean := sum / float64(w); mean > best {
-						best = mean
-						if wantWorst {
-							worst = s[i-w+1 : i+1]
-						}
-					}
-				}
-			}
-			// STIDE: max mismatches within a locality frame
-			cnt := 0
-			for i := range mis {
-				cnt += int(mis[i])
-				if i >= frameLen {
-					cnt -= int(mis[i-frameLen])
-				}
-				if f := float64(cnt) / frameLen; f > maxFrame {
-					maxFrame = f
-				}
-			}
-		}
-		if best < 0 {
-			best = 0
-		}
-		out[compNgram], out[compStide] = best, maxFrame
-		if m.Whole && nAll > 0 {
-			out[compNgram], out[compStide] = sumNLL/float64(nAll), float64(nMis)/float64(nAll)
+			return m.tokens(buf, u.prefix(i), u.Seqs[i])
+		}, &sc)
+		if wantWorst && ws.ok {
+			worst = u.Seqs[ws.seq][ws.from:ws.to]
 		}
 	}
-	if m.HasCounts && (m.Use == 0 || m.Use&(1<<compFreq) != 0) {
-		out[compFreq] = m.freqDistance(u.counts())
-	}
-	if m.HasCounts && m.Count != nil && (m.Use == 0 || m.Use&(1<<compCount) != 0) {
-		out[compCount] = m.countScore(u.counts())
-	}
-	if m.HasCounts && m.PCA != nil && (m.Use == 0 || m.Use&(1<<compPCA) != 0) {
-		out[compPCA] = m.pcaScore(u.counts())
+	if m.HasCounts {
+		m.countParts(&out, m.countVec(u.counts()), &sc)
 	}
 	return out, worst
 }
 
-// freqDistance is the distance of a window to its nearest reference:
+// scoreScratch holds a scorer's buffers, reused from window to window.
+type scoreScratch struct {
+	buf   []uint16
+	nll   []float64
+	mis   []uint8
+	dense []float64
+	cv    countVec
+}
+
+// worstSpan is where the worst NLL window is: sequence seq, syscalls
+// [from, to).
+type worstSpan struct {
+	seq, from, to int
+	ok            bool
+}
+
+// seqParts sets the n-gram and STIDE components of n sequences; seq(i,
+// buf) appends sequence i's tokens, led by ngramOrder-1 tokens of context,
+// to buf[:0] (nil: an empty sequence).
+func (m *Model) seqParts(out *[5]float64, n int, seq func(i int, buf []uint16) []uint16, sc *scoreScratch) worstSpan {
+	var ws worstSpan
+	best := -1.0
+	maxFrame := 0.0
+	var sumNLL float64
+	var nMis, nAll int
+	for si := 0; si < n; si++ {
+		buf := seq(si, sc.buf[:0])
+		if buf == nil {
+			continue
+		}
+		sc.buf = buf
+		body := buf[ngramOrder-1:]
+		sc.nll = slices.Grow(sc.nll[:0], len(body))[:len(body)]
+		sc.mis = slices.Grow(sc.mis[:0], len(body))[:len(body)]
+		nll, mis := sc.nll, sc.mis
+		for i := range body {
+			pos := i + ngramOrder - 1
+			var seen bool
+			nll[i], seen = m.gramNLL(buf, pos)
+			mis[i] = 0
+			if !seen {
+				mis[i] = 1
+				nMis++
+			}
+			sumNLL += nll[i]
+		}
+		nAll += len(body)
+		// max mean NLL over sliding windows (the whole sequence if shorter)
+		w := nllWindow
+		if len(nll) < w {
+			w = len(nll)
+		}
+		sum := 0.0
+		for i, v := range nll {
+			sum += v
+			if i >= w {
+				sum -= nll[i-w]
+			}
+			if i >= w-1 {
+				if mean := sum / float64(w); mean > best {
+					best = mean
+					ws = worstSpan{seq: si, from: i - w + 1, to: i + 1, ok: true}
+				}
+			}
+		}
+		// STIDE: max mismatches within a locality frame
+		cnt := 0
+		for i := range mis {
+			cnt += int(mis[i])
+			if i >= frameLen {
+				cnt -= int(mis[i-frameLen])
+			}
+			if f := float64(cnt) / frameLen; f > maxFrame {
+				maxFrame = f
+			}
+		}
+	}
+	if best < 0 {
+		best = 0
+	}
+	out[compNgram], out[compStide] = best, maxFrame
+	if m.Whole && nAll > 0 {
+		out[compNgram], out[compStide] = sumNLL/float64(nAll), float64(nMis)/float64(nAll)
+	}
+	return ws
+}
+
+// countParts sets the components of the per-syscall counts.
+func (m *Model) countParts(out *[5]float64, cv *countVec, sc *scoreScratch) {
+	if m.Use == 0 || m.Use&(1<<compFreq) != 0 {
+		out[compFreq] = m.freqDistanceOf(cv, sc)
+	}
+	if m.Count != nil && (m.Use == 0 || m.Use&(1<<compCount) != 0) {
+		out[compCount] = m.countScoreOf(cv)
+	}
+	if m.PCA != nil && (m.Use == 0 || m.Use&(1<<compPCA) != 0) {
+		out[compPCA] = m.pcaScoreOf(cv)
+	}
+}
+
+// freqDistanceOf is the distance of a window to its nearest reference:
 // cosine distance of the tf-idf vectors plus magWeight times the difference
 // of log volumes.
-func (m *Model) freqDistance(counts map[string]float64) float64 {
+func (m *Model) freqDistanceOf(cv *countVec, sc *scoreScratch) float64 {
 	if len(m.Refs) == 0 {
 		return 0
 	}
-	q := m.vector(counts)
+	q := m.vectorOf(cv)
 	if len(q.Idx) == 0 {
 		return 0
 	}
-	dense := make([]float64, len(m.Vocab)+2)
+	sc.dense = slices.Grow(sc.dense[:0], len(m.Vocab)+2)[:len(m.Vocab)+2]
+	dense := sc.dense
+	clear(dense)
 	for i, id := range q.Idx {
 		dense[id] = q.W[i]
 	}

@@ -2,6 +2,7 @@ package detector
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -17,23 +18,27 @@ const DefaultWindowEvents = 1000
 const windowMaxAge = int64(10 * time.Second)
 
 // windower cuts a cgroup's event stream into units: windows of n events
-// (or windowMaxAge of event time), each split into per-thread sequences.
+// (or windowMaxAge of event time), each split into per-thread sequences of
+// syscall numbers.
 type windower struct {
 	n     int
 	count int
 	start int64
 	end   int64
 	tids  map[uint32]int
+	// last is the index in order of the thread of the previous event
+	// (-1: none): most events come from the thread before them.
+	last  int
 	order []uint32
-	seqs  [][]string
-	tail  map[uint32][]string // per thread, its last syscalls before this window
+	seqs  [][]int32
+	tail  map[uint32][]int32 // per thread, its last syscalls before this window
 }
 
 func newWindower(n int) *windower {
 	if n <= 0 {
 		n = DefaultWindowEvents
 	}
-	return &windower{n: n, tids: map[uint32]int{}, tail: map[uint32][]string{}}
+	return &windower{n: n, tids: map[uint32]int{}, last: -1, tail: map[uint32][]int32{}}
 }
 
 // add appends an event; it reports whether the window is complete.
@@ -43,43 +48,77 @@ func (w *windower) add(ev *event.Event) bool {
 		w.start = t
 	}
 	w.end = t
-	i, ok := w.tids[ev.TID]
-	if !ok {
-		i = len(w.order)
-		w.tids[ev.TID] = i
-		w.order = append(w.order, ev.TID)
-		if i < len(w.seqs) {
-			w.seqs[i] = w.seqs[i][:0]
-		} else {
-			w.seqs = append(w.seqs, nil)
+	i := w.last
+	if i < 0 || w.order[i] != ev.TID {
+		var ok bool
+		if i, ok = w.tids[ev.TID]; !ok {
+			i = len(w.order)
+			w.tids[ev.TID] = i
+			w.order = append(w.order, ev.TID)
+			if i < len(w.seqs) {
+				w.seqs[i] = w.seqs[i][:0]
+			} else {
+				w.seqs = append(w.seqs, nil)
+			}
 		}
+		w.last = i
 	}
-	w.seqs[i] = append(w.seqs[i], ev.Name())
+	w.seqs[i] = append(w.seqs[i], ev.Nr)
 	w.count++
 	return w.count >= w.n || t-w.start >= windowMaxAge
+}
+
+// syscallNames names syscall numbers (nil for none).
+func syscallNames(nrs []int32) []string {
+	if nrs == nil {
+		return nil
+	}
+	out := make([]string, len(nrs))
+	for i, nr := range nrs {
+		out[i] = event.SyscallName(int(nr))
+	}
+	return out
 }
 
 // unit copies the window out as a Unit and starts a new window.
 func (w *windower) unit(source string, index int) Unit {
 	u := Unit{Source: source, Index: index, first: w.start, last: w.end}
-	if len(w.tail) > modelTailCap {
-		clear(w.tail) // bounded: threads come and go
-	}
+	w.bound()
 	for i, tid := range w.order {
-		seq := append([]string(nil), w.seqs[i]...)
-		u.Seqs = append(u.Seqs, seq)
-		u.Prefix = append(u.Prefix, w.tail[tid])
-		// the context the thread's next window starts from
-		t := append(append([]string(nil), w.tail[tid]...), seq...)
-		if len(t) > ngramOrder-1 {
-			t = t[len(t)-(ngramOrder-1):]
+		u.Seqs = append(u.Seqs, syscallNames(w.seqs[i]))
+		u.Prefix = append(u.Prefix, syscallNames(w.tail[tid]))
+	}
+	w.next()
+	return u
+}
+
+// bound forgets the threads' contexts when they are too many (threads
+// come and go); a window's scoring calls it before it reads them.
+func (w *windower) bound() {
+	if len(w.tail) > modelTailCap {
+		clear(w.tail)
+	}
+}
+
+// next starts a new window: each thread's context becomes the end of its
+// sequence in this one.
+func (w *windower) next() {
+	for i, tid := range w.order {
+		seq, t := w.seqs[i], w.tail[tid]
+		if len(seq) >= ngramOrder-1 {
+			t = append(t[:0], seq[len(seq)-(ngramOrder-1):]...)
+		} else {
+			t = append(t, seq...)
+			if len(t) > ngramOrder-1 {
+				t = append(t[:0], t[len(t)-(ngramOrder-1):]...)
+			}
 		}
 		w.tail[tid] = t
 	}
 	w.count = 0
 	w.order = w.order[:0]
+	w.last = -1
 	clear(w.tids)
-	return u
 }
 
 // onlineModel applies a Model to live event streams.
@@ -87,6 +126,75 @@ type onlineModel struct {
 	m      *Model
 	window int
 	rule   string
+	tok    []uint16 // per native syscall number, its token
+}
+
+// tokOf is a syscall number's token.
+func (o *onlineModel) tokOf(nr int32) uint16 {
+	if nr >= 0 && int(nr) < len(o.tok) {
+		return o.tok[nr]
+	}
+	return o.m.tok(event.SyscallName(int(nr)))
+}
+
+// score scores the window w holds as Model.Score scores it as a Unit,
+// from its syscall numbers and with sc's buffers.
+func (o *onlineModel) score(w *windower, sc *scoreScratch) Scores {
+	m := o.m
+	var raw [5]float64
+	var worst []string
+	if m.HasSeq && len(w.order) > 0 {
+		ws := m.seqParts(&raw, len(w.order), func(i int, buf []uint16) []uint16 {
+			seq := w.seqs[i]
+			if len(seq) == 0 {
+				return nil
+			}
+			ctx := w.tail[w.order[i]]
+			for j := len(ctx); j < ngramOrder-1; j++ {
+				buf = append(buf, m.bos())
+			}
+			for _, nr := range ctx {
+				buf = append(buf, o.tokOf(nr))
+			}
+			for _, nr := range seq {
+				buf = append(buf, o.tokOf(nr))
+			}
+			return buf
+		}, sc)
+		if ws.ok {
+			worst = syscallNames(w.seqs[ws.seq][ws.from:ws.to])
+		}
+	}
+	if m.HasCounts {
+		cv := &sc.cv
+		cv.known = slices.Grow(cv.known[:0], len(m.Vocab))[:len(m.Vocab)]
+		clear(cv.known)
+		cv.unknown = cv.unknown[:0]
+		unk := m.unk()
+		for i := range w.order {
+			for _, nr := range w.seqs[i] {
+				if t := o.tokOf(nr); t < unk {
+					cv.known[t]++
+					continue
+				}
+				name := event.SyscallName(int(nr))
+				found := false
+				for k := range cv.unknown {
+					if cv.unknown[k].name == name {
+						cv.unknown[k].n++
+						found = true
+						break
+					}
+				}
+				if !found {
+					cv.unknown = append(cv.unknown, nameCount{name, 1})
+				}
+			}
+		}
+		m.countParts(&raw, cv, sc)
+	}
+	s := m.combine(raw)
+	return Scores{Score: s, Anomalous: s > m.Threshold, Parts: raw, Worst: worst}
 }
 
 func newOnlineModel(m *Model) *onlineModel {
@@ -98,7 +206,11 @@ func newOnlineModel(m *Model) *onlineModel {
 	if name == "" {
 		name = "default"
 	}
-	return &onlineModel{m: m, window: n, rule: "model:" + name}
+	o := &onlineModel{m: m, window: n, rule: "model:" + name, tok: make([]uint16, maxNativeNr+1)}
+	for nr := range o.tok {
+		o.tok[nr] = m.tok(event.SyscallName(nr))
+	}
+	return o
 }
 
 // modelState is a cgroup's current window.
@@ -123,7 +235,7 @@ func modelApplies(name, key string) (bool, string) {
 	return false, fmt.Sprintf("rules only: no model for workload %q (the model is for %q)", key, name)
 }
 
-func (o *onlineModel) observe(cg *cgState, ev *event.Event, out []Verdict) []Verdict {
+func (o *onlineModel) observe(cg *cgState, ev *event.Event, sc *scoreScratch, out []Verdict) []Verdict {
 	if cg.model == nil {
 		cg.model = &modelState{w: newWindower(o.window)}
 		if ok, why := modelApplies(o.m.Name, WorkloadKey(ev.Container)); !ok {
@@ -137,28 +249,31 @@ func (o *onlineModel) observe(cg *cgState, ev *event.Event, out []Verdict) []Ver
 	if !ms.w.add(ev) {
 		return out
 	}
-	return o.close(cg, ev.CgroupID, ev.PID, ev.TID, ev.Seq, out)
+	return o.close(cg, ev.CgroupID, ev.PID, ev.TID, ev.Seq, sc, out)
 }
 
-func (o *onlineModel) close(cg *cgState, cgroup uint64, pid, tid uint32, seq uint64, out []Verdict) []Verdict {
+func (o *onlineModel) close(cg *cgState, cgroup uint64, pid, tid uint32, seq uint64, sc *scoreScratch, out []Verdict) []Verdict {
 	ms := cg.model
+	ms.w.bound()
 	n := ms.w.count
-	u := ms.w.unit("", ms.index)
+	index := ms.index
 	ms.index++
 	if n < minScoreLen {
+		ms.w.next()
 		return out
 	}
-	s := o.m.next(&ms.series, o.m.Score(&u))
+	s := o.m.next(&ms.series, o.score(ms.w, sc))
+	t := ms.w.end
+	ms.w.next()
 	if !s.Anomalous {
 		return out
 	}
-	t := u.last
 	sev := Medium
 	if s.Score > 2*o.m.Threshold {
 		sev = High
 	}
 	note := fmt.Sprintf("window %d: %d syscalls, score %.3f > threshold %.3f (ngram %.2f bits, stide %.2f, freq %.3f, count %.2f SD)",
-		u.Index, n, s.Score, o.m.Threshold, s.Parts[0], s.Parts[1], s.Parts[2], s.Parts[3])
+		index, n, s.Score, o.m.Threshold, s.Parts[0], s.Parts[1], s.Parts[2], s.Parts[3])
 	return append(out, Verdict{
 		ID:        verdictID(o.rule, cgroup, pid, tid, seq, t),
 		Time:      time.Unix(0, t).UTC(),
@@ -215,7 +330,7 @@ func (e *Engine) FlushCgroup(cgroupID uint64) []Verdict {
 	if cg == nil || cg.model == nil || cg.model.w.count == 0 || cg.gen != rs.gen {
 		return nil
 	}
-	return rs.online.close(cg, cgroupID, 0, 0, cg.events, nil)
+	return rs.online.close(cg, cgroupID, 0, 0, cg.events, &sh.model, nil)
 }
 
 func (e *Engine) Flush() []Verdict {
@@ -235,7 +350,7 @@ func (e *Engine) Flush() []Verdict {
 		}
 		sort.Slice(ids, func(a, b int) bool { return ids[a] < ids[b] })
 		for _, id := range ids {
-			out = rs.online.close(sh.cgs[id], id, 0, 0, sh.cgs[id].events, out)
+			out = rs.online.close(sh.cgs[id], id, 0, 0, sh.cgs[id].events, &sh.model, out)
 		}
 		sh.mu.Unlock()
 	}

@@ -123,9 +123,9 @@ func (m *Model) fitPCA(units []Unit, frac float64) *pcaStats {
 	return ps
 }
 
-// pcaScore is the window's residual outside the principal subspace: the
+// pcaScoreOf is the window's residual outside the principal subspace: the
 // square root of the SPE.
-func (m *Model) pcaScore(counts map[string]float64) float64 {
+func (m *Model) pcaScoreOf(cv *countVec) float64 {
 	ps := m.PCA
 	if ps == nil {
 		return 0
@@ -135,8 +135,8 @@ func (m *Model) pcaScore(counts map[string]float64) float64 {
 	for i := range z {
 		z[i] = -ps.Mean[i] / ps.SD[i]
 	}
-	for name, c := range counts {
-		if i, ok := m.index[name]; ok && c > 0 {
+	for i, c := range cv.known {
+		if c > 0 {
 			z[i] = (math.Log1p(c) - ps.Mean[i]) / ps.SD[i]
 		}
 	}
