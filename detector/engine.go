@@ -484,8 +484,13 @@ func (e *Engine) Sample(s Sample) []Verdict {
 	for _, r := range rs.samples {
 		keep = max(keep, r.sustain)
 	}
-	for len(st.hist) > 2 && st.hist[1].t <= t-keep {
-		st.hist = st.hist[1:]
+	drop := 0
+	for len(st.hist)-drop > 2 && st.hist[drop+1].t <= t-keep {
+		drop++
+	}
+	if drop > 0 {
+		// in place: the array is reused, sample after sample
+		st.hist = st.hist[:copy(st.hist, st.hist[drop:])]
 	}
 	if len(st.hist) < 2 {
 		return nil
@@ -538,14 +543,14 @@ func (e *Engine) Sample(s Sample) []Verdict {
 			continue
 		}
 		note := fmt.Sprintf("over %s: cpu %.2f cores, %.0f syscalls/s, %.0f syscalls per cpu-second, %d threads",
-			time.Duration(t-st.hist[from].t).Round(time.Millisecond), m["cpu_cores"], m["syscall_rate"], m["syscalls_per_cpu_second"], s.Threads)
-		if w := m["cpu_wait"]; w > 0 {
-			note += fmt.Sprintf(", waited for a cpu %.0f%% of the time (demand at least %.2f cores)", 100*w, m["cpu_demand"])
+			time.Duration(t-st.hist[from].t).Round(time.Millisecond), m[sfCPUCores], m[sfSyscallRate], m[sfSyscallsPerCPUSecond], s.Threads)
+		if w := m[sfCPUWait]; w > 0 {
+			note += fmt.Sprintf(", waited for a cpu %.0f%% of the time (demand at least %.2f cores)", 100*w, m[sfCPUDemand])
 		}
 		if who != "" {
 			note += ", running " + who
 		}
-		if v := m["throttled_per_second"]; v > 0 {
+		if v := m[sfThrottledPerSecond]; v > 0 {
 			note += fmt.Sprintf(", %.0f records/s over the tracing budget", v)
 		}
 		out = append(out, Verdict{
@@ -567,17 +572,16 @@ func (e *Engine) Sample(s Sample) []Verdict {
 }
 
 // sampleMetrics are the values sample rules test, over [from, now].
-func sampleMetrics(st *sampleState, from histEntry, t int64, s Sample, events uint64, haveBase bool) map[string]float64 {
+func sampleMetrics(st *sampleState, from histEntry, t int64, s Sample, events uint64, haveBase bool) sampleVals {
 	dt := float64(t - from.t)
 	dcpu := float64(s.CPUUsageNs - from.cpu)
 	dev := float64(events - from.ev)
-	m := map[string]float64{
-		"cpu_cores":    dcpu / dt,
-		"syscall_rate": dev / dt * 1e9,
-		"threads":      float64(s.Threads),
-	}
+	var m sampleVals
+	m[sfCPUCores] = dcpu / dt
+	m[sfSyscallRate] = dev / dt * 1e9
+	m[sfThreads] = float64(s.Threads)
 	if s.Throttled >= from.throttled {
-		m["throttled_per_second"] = float64(s.Throttled-from.throttled) / dt * 1e9
+		m[sfThrottledPerSecond] = float64(s.Throttled-from.throttled) / dt * 1e9
 	}
 	// The CPU the cgroup wanted and did not get: the share of the time one
 	// of its tasks waited for a CPU (PSI), or its quota held it, whichever
@@ -595,15 +599,15 @@ func sampleMetrics(st *sampleState, from histEntry, t int64, s Sample, events ui
 		wait = max(wait, float64(s.CPUThrottledNs-from.held)/dt)
 	}
 	wait = min(wait, 1)
-	m["cpu_wait"] = wait
-	m["cpu_demand"] = m["cpu_cores"] + wait
+	m[sfCPUWait] = wait
+	m[sfCPUDemand] = m[sfCPUCores] + wait
 	if dcpu > 0 {
-		m["syscalls_per_cpu_second"] = dev / (dcpu / 1e9)
+		m[sfSyscallsPerCPUSecond] = dev / (dcpu / 1e9)
 	} else {
-		m["syscalls_per_cpu_second"] = dev * 1e9
+		m[sfSyscallsPerCPUSecond] = dev * 1e9
 	}
 	if haveBase && st.baseN > 0 {
-		m["baseline_ratio"] = m["cpu_cores"] / max(st.baseSum/float64(st.baseN), 0.05)
+		m[sfBaselineRatio] = m[sfCPUCores] / max(st.baseSum/float64(st.baseN), 0.05)
 	}
 	return m
 }

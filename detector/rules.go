@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -72,12 +73,28 @@ type sampleRule struct {
 }
 
 type sampleTest struct {
-	field string
+	field int  // index in sampleFields
 	op    byte // '<', 'l', '>', 'g'
 	val   float64
 }
 
 var sampleFields = []string{"cpu_cores", "cpu_demand", "cpu_wait", "syscall_rate", "syscalls_per_cpu_second", "threads", "baseline_ratio", "throttled_per_second"}
+
+// Indexes of sampleFields in sampleVals.
+const (
+	sfCPUCores = iota
+	sfCPUDemand
+	sfCPUWait
+	sfSyscallRate
+	sfSyscallsPerCPUSecond
+	sfThreads
+	sfBaselineRatio
+	sfThrottledPerSecond
+	nSampleFields
+)
+
+// sampleVals are the values of sampleFields over a window (0: unknown).
+type sampleVals [nSampleFields]float64
 
 // ruleSet is one compiled generation of rules, swapped atomically by Reload.
 type ruleSet struct {
@@ -529,11 +546,8 @@ func compileSample(c *compiler, d *ruleDef) (*sampleRule, error) {
 			}
 			for j := 0; j < len(v.Content); j += 2 {
 				fk, fv := v.Content[j], v.Content[j+1]
-				known := false
-				for _, f := range sampleFields {
-					known = known || f == fk.Value
-				}
-				if !known {
+				fi := slices.Index(sampleFields, fk.Value)
+				if fi < 0 {
 					return nil, c.errf(fk, "rule %q: unknown sample field %q; allowed: %s", d.name, fk.Value, strings.Join(sampleFields, ", "))
 				}
 				if fv.Kind != yaml.MappingNode {
@@ -549,7 +563,7 @@ func compileSample(c *compiler, d *ruleDef) (*sampleRule, error) {
 					if err != nil {
 						return nil, c.errf(ov, "rule %q: %s: %q is not a number", d.name, fk.Value, ov.Value)
 					}
-					r.tests = append(r.tests, sampleTest{field: fk.Value, op: op, val: val})
+					r.tests = append(r.tests, sampleTest{field: fi, op: op, val: val})
 				}
 			}
 		case "syscalls", "rate":
