@@ -84,6 +84,8 @@ type shard struct {
 	mu      sync.Mutex
 	self    uint32 // Config.SelfPID
 	cgs     map[uint64]*cgState
+	lastID  uint64   // the cgroup of the previous event: a shard's events
+	lastCg  *cgState // come in runs of one cgroup (nil: none)
 	ctx     evalCtx
 	scratch event.Event  // the event with normalised paths, while it is observed
 	model   scoreScratch // the model's buffers for scoring a window
@@ -218,14 +220,18 @@ func (e *Engine) Forget(cgroupID uint64) {
 	sh := &e.shards[cgroupID%uint64(len(e.shards))]
 	sh.mu.Lock()
 	delete(sh.cgs, cgroupID)
+	sh.lastCg = nil
 	sh.mu.Unlock()
 }
 
 func (sh *shard) state(id uint64, rs *ruleSet) *cgState {
-	cg := sh.cgs[id]
-	if cg == nil {
-		cg = &cgState{}
-		sh.cgs[id] = cg
+	cg := sh.lastCg
+	if cg == nil || sh.lastID != id {
+		if cg = sh.cgs[id]; cg == nil {
+			cg = &cgState{}
+			sh.cgs[id] = cg
+		}
+		sh.lastID, sh.lastCg = id, cg
 	}
 	if cg.gen != rs.gen {
 		cg.gen = rs.gen
