@@ -321,9 +321,10 @@ func Run(ctx context.Context, cfg Config, mon Monitor, log *logrus.Logger) error
 	go func() {
 		defer wg.Done()
 		a.tracing.Store(true)
-		// The events' strings are copied into the batch's own memory
-		// (pl.String): the reader allocates nothing per record.
-		err := mon.Consume(ctx, bpf.Consumer{Event: a.pl.Event, String: a.pl.String,
+		// Records are decoded into the batch's next event (pl.Slot) and
+		// their strings copied into the batch's own memory (pl.String):
+		// the reader copies no event and allocates nothing per record.
+		err := mon.Consume(ctx, bpf.Consumer{Event: a.pl.Event, String: a.pl.String, Slot: a.pl.Slot,
 			EndBatch: func() { a.pl.EndBatch(); a.hb.handed(time.Now()) }})
 		a.tracing.Store(false)
 		a.hb.stopped()

@@ -565,6 +565,12 @@ type Consumer struct {
 	// memory (pipeline.Pipeline.String), so that no string is allocated.
 	// Unset, each string is allocated.
 	String func([]byte) string
+	// Slot, when set, returns the event the next record is decoded into,
+	// and Event is then called with it: a consumer that batches events
+	// gives the next free event of its batch (pipeline.Pipeline.Slot), so
+	// that the event is decoded in place, not decoded and then copied. A
+	// slot whose record does not decode is not given to Event.
+	Slot func() *event.Event
 }
 
 // Consume is Run with a Consumer: see its fields.
@@ -589,10 +595,15 @@ func (m *Monitor) Consume(ctx context.Context, c Consumer) (err error) {
 	fn, endBatch := c.Event, c.EndBatch
 	m.dec.str = c.String
 	defer func() { m.dec.str = nil }()
-	var ev event.Event
+	var own event.Event
+	slot := c.Slot
 	handle := func(b []byte) {
-		if m.dec.decode(b, &ev) {
-			fn(&ev)
+		ev := &own
+		if slot != nil {
+			ev = slot()
+		}
+		if m.dec.decode(b, ev) {
+			fn(ev)
 		}
 	}
 	var quiet time.Duration

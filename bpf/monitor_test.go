@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -557,5 +558,68 @@ func TestIdleReaderStopsAtOnce(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("Run still parked 30 s after Close")
+	}
+}
+
+// TestConsumeIntoSlots: with Slot, each record is decoded into the slot
+// the consumer gives and Event gets that slot; the events are those
+// Consume delivers without Slot.
+func TestConsumeIntoSlots(t *testing.T) {
+	m := loadMonitor(t, Config{})
+	cg, err := NewCgroup(fmt.Sprintf("vigil-test-slot-%d", os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Remove()
+	if err := m.Track(cg.ID); err != nil {
+		t.Fatal(err)
+	}
+	probe := buildProbe(t)
+	run := func() {
+		cmd := exec.Command(probe, "200", "0", "/proc/self/comm", "9", "0", "0")
+		cmd.SysProcAttr = cg.SysProcAttr()
+		cmd.Run() // its exit status is its own; its syscalls are what counts
+	}
+	run()
+	var plain []event.Event
+	m.Run(cancelled(), func(ev *event.Event) {
+		if ev.CgroupID == cg.ID {
+			plain = append(plain, *ev)
+		}
+	})
+	run()
+	slots := make([]event.Event, 1)
+	var slotted []event.Event
+	err = m.Consume(cancelled(), Consumer{
+		Slot: func() *event.Event { return &slots[len(slots)-1] },
+		Event: func(ev *event.Event) {
+			if ev != &slots[len(slots)-1] {
+				t.Fatal("Event got another event than the slot the record was decoded into")
+			}
+			if ev.CgroupID == cg.ID {
+				slotted = append(slotted, *ev)
+			}
+			slots = append(slots, event.Event{})
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plain) < 200 || len(slotted) != len(plain) {
+		t.Fatalf("%d events decoded into slots, %d without: want the same, at least 200", len(slotted), len(plain))
+	}
+	// The paths name the probe's pid, which differs between the runs.
+	noDigits := func(s string) string {
+		return strings.Map(func(r rune) rune {
+			if r >= '0' && r <= '9' {
+				return -1
+			}
+			return r
+		}, s)
+	}
+	for i := range slotted {
+		a, b := slotted[i], plain[i]
+		if a.Nr != b.Nr || a.Comm != b.Comm || noDigits(a.Path) != noDigits(b.Path) || a.Seq != b.Seq+uint64(len(plain)) {
+			t.Fatalf("event %d: %d %q %q seq %d decoded into a slot, %d %q %q seq %d without", i, a.Nr, a.Comm, a.Path, a.Seq, b.Nr, b.Comm, b.Path, b.Seq)
+		}
 	}
 }

@@ -127,3 +127,38 @@ func cpuTime() time.Duration {
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkHandOver is the reader's side per event: a record decoded into
+// the reader's own event and copied into the batch ("copy"), or decoded
+// into the batch's next slot ("slot"). No worker: full batches are
+// dropped and reused.
+func BenchmarkHandOver(b *testing.B) {
+	for _, slot := range []bool{false, true} {
+		name := "copy"
+		if slot {
+			name = "slot"
+		}
+		b.Run(name, func(b *testing.B) {
+			p := New(Config{QueueBatches: 1})
+			var own event.Event
+			path := []byte("/usr/lib/x86_64-linux-gnu/libc.so.6")
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				ev := &own
+				if slot {
+					ev = p.Slot()
+				}
+				// What the decoder writes.
+				*ev = event.Event{KTime: uint64(i), CgroupID: 7, Seq: uint64(i), PID: 10, TID: 11, Nr: 257}
+				ev.Time = time.Unix(0, int64(i))
+				ev.Args[0], ev.Args[1] = 3, 0x80000
+				ev.Comm = "tar"
+				ev.Path = p.String(path)
+				p.Event(ev)
+				if i%100 == 99 {
+					p.EndBatch()
+				}
+			}
+		})
+	}
+}

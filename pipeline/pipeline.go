@@ -326,13 +326,29 @@ func (p *Pipeline) newBatch() *batch {
 }
 
 // Event takes one event from the tracer's reader (ev is reused after the
-// call). It only copies it; the batch goes to the worker when full or at
-// EndBatch.
+// call). It copies it, or takes it in place when ev is the batch's next
+// slot (Slot); the batch goes to the worker when full or at EndBatch.
 func (p *Pipeline) Event(ev *event.Event) {
-	p.cur.evs = append(p.cur.evs, *ev)
-	if len(p.cur.evs) == BatchSize {
+	b := p.cur
+	n := len(b.evs) // < BatchSize = cap: a full batch is handed on at once
+	if evs := b.evs[:n+1]; &evs[n] == ev {
+		b.evs = evs
+	} else {
+		b.evs = append(b.evs, *ev)
+	}
+	if len(b.evs) == BatchSize {
 		p.EndBatch()
 	}
+}
+
+// Slot returns the next free event of the batch being filled, for the
+// tracer's reader to decode its next record into (bpf.Consumer.Slot):
+// Event given it takes it without a copy. A slot not given to Event is
+// the next one again. Like Event, for the reader's goroutine only.
+func (p *Pipeline) Slot() *event.Event {
+	b := p.cur
+	n := len(b.evs)
+	return &b.evs[:n+1][n]
 }
 
 // String copies b into the memory of the batch being filled and returns
