@@ -1,6 +1,8 @@
 package bpf
 
 import (
+	"encoding/binary"
+	"fmt"
 	"testing"
 	"unsafe"
 
@@ -47,5 +49,42 @@ func TestDecodeStrings(t *testing.T) {
 	d.str = nil
 	if n := testing.AllocsPerRun(100, func() { d.decode(rec, &ev) }); n == 0 {
 		t.Error("decoding without String allocated nothing: the strings are not the decoder's own")
+	}
+}
+
+// TestDecodeCommInterned: a CPU that switches between threads sends their
+// comms again; the decoder gives each event its thread's comm and, once it
+// has seen a name, allocates nothing for it.
+func TestDecodeCommInterned(t *testing.T) {
+	d := newDecoder()
+	recs := []struct {
+		tid  uint32
+		comm string
+	}{{11, "nginx"}, {12, "nginx"}, {13, "worker-2"}, {11, "nginx"}, {14, "worker-2"}}
+	var bufs [][]byte
+	for _, r := range recs {
+		b := record(39, 0, r.comm)
+		binary.LittleEndian.PutUint32(b[36:], r.tid)
+		bufs = append(bufs, b)
+	}
+	var ev event.Event
+	for i, b := range bufs {
+		if !d.decode(b, &ev) || ev.Comm != recs[i].comm || ev.TID != recs[i].tid {
+			t.Fatalf("record %d: tid %d comm %q, want %d %q", i, ev.TID, ev.Comm, recs[i].tid, recs[i].comm)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		for _, b := range bufs {
+			d.decode(b, &ev)
+		}
+	}); n != 0 {
+		t.Errorf("%v allocations per round of known comms, want 0", n)
+	}
+	// The table is bounded.
+	for i := 0; i < 2*maxComms; i++ {
+		d.decode(record(39, 0, fmt.Sprintf("c%d", i)), &ev)
+	}
+	if len(d.comms) > maxComms {
+		t.Errorf("%d comms interned, want at most %d", len(d.comms), maxComms)
 	}
 }

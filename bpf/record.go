@@ -118,6 +118,26 @@ type decoder struct {
 	// str makes the events' strings from the record's bytes (nil: each is
 	// allocated); see Consumer.String.
 	str func([]byte) string
+	// comms interns thread names: a CPU that runs another thread sends its
+	// comm again, most often one seen before.
+	comms map[string]string
+}
+
+// maxComms bounds the interned thread names (the table starts again when
+// full).
+const maxComms = 4096
+
+// comm returns c as a string, interned.
+func (d *decoder) comm(c []byte) string {
+	if s, ok := d.comms[string(c)]; ok {
+		return s
+	}
+	if d.comms == nil || len(d.comms) >= maxComms {
+		d.comms = make(map[string]string, 64)
+	}
+	s := string(c)
+	d.comms[s] = s
+	return s
 }
 
 type cpuComm struct {
@@ -173,9 +193,10 @@ func (d *decoder) decode(b []byte, ev *event.Event) bool {
 			return false
 		}
 		c := cstring(b[off : off+16])
-		if cc.tid != ev.TID || cc.comm != string(c) {
-			cc.tid, cc.comm = ev.TID, string(c)
+		if cc.comm != string(c) {
+			cc.comm = d.comm(c)
 		}
+		cc.tid = ev.TID
 		off += 16
 	}
 	if cc.tid == ev.TID {
