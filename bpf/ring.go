@@ -39,6 +39,7 @@ type ring struct {
 	// per look.
 	readTimer func(fd uintptr) bool
 	timerErr  error
+	armed     bool   // the timer was just armed: the first read would fail
 	cons      []byte // consumer page (read-write)
 	prod      []byte // producer page followed by the data, mapped twice
 	data      []byte
@@ -151,7 +152,7 @@ func (r *ring) sleep(d time.Duration) error {
 	if err := unix.TimerfdSettime(r.tfd, 0, &spec, nil); err != nil { // raw
 		return fmt.Errorf("arm poll timer: %w", err)
 	}
-	r.timerErr = nil
+	r.timerErr, r.armed = nil, true
 	if err := r.rawTm.Read(r.readTimer); err != nil {
 		return fmt.Errorf("poll timer: %w", err)
 	}
@@ -162,8 +163,15 @@ func (r *ring) sleep(d time.Duration) error {
 }
 
 // readTimerFD reads the timer's expiry count, which clears the expiry; it
-// returns false (park in the poller) while the timer has not expired.
+// returns false (park in the poller) while the timer has not expired. The
+// first call after arming parks without a read, which could only fail:
+// the poller's edge for an expiry that comes meanwhile is not lost, and a
+// stale one costs one read that finds nothing.
 func (r *ring) readTimerFD(fd uintptr) bool {
+	if r.armed {
+		r.armed = false
+		return false
+	}
 	var b [8]byte
 	_, _, errno := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
 	switch errno {
