@@ -28,11 +28,32 @@ type pathFilter struct {
 
 // pathComps interns the first path components ("proc" of /proc/1/root)
 // that the filters of one rule set name, at most 64 of them.
-type pathComps struct{ names []string }
+type pathComps struct {
+	names []string
+	// slot holds, per compHash, 1 + the index of the one name with that
+	// hash (0: none); a hash two names share sends lookups to the list.
+	slot    [256]uint8
+	collide [256]bool
+}
+
+// compHash hashes a component by its length and its first and last bytes.
+func compHash(s string) uint8 {
+	if s == "" {
+		return 0
+	}
+	return uint8(len(s)*31 + int(s[0])*7 + int(s[len(s)-1]))
+}
 
 // bit is the component's bit, or 0 when the rule set names no such
 // component.
 func (pc *pathComps) bit(comp string) uint64 {
+	h := compHash(comp)
+	if !pc.collide[h] {
+		if i := pc.slot[h]; i != 0 && pc.names[i-1] == comp {
+			return 1 << (i - 1)
+		}
+		return 0
+	}
 	for i, n := range pc.names {
 		if n == comp {
 			return 1 << i
@@ -50,6 +71,12 @@ func (pc *pathComps) add(comp string) (uint64, bool) {
 		return 0, false
 	}
 	pc.names = append(pc.names, comp)
+	h := compHash(comp)
+	if pc.slot[h] != 0 {
+		pc.collide[h] = true
+	} else {
+		pc.slot[h] = uint8(len(pc.names))
+	}
 	return 1 << (len(pc.names) - 1), true
 }
 

@@ -132,3 +132,45 @@ func TestPathFilterSkips(t *testing.T) {
 	}
 	t.Logf("%d of %d rule evaluations pass the filters", passed, named)
 }
+
+// TestPathCompsLookup: every interned component is found by its own bit,
+// also when components share a hash, and others are not.
+func TestPathCompsLookup(t *testing.T) {
+	var pc pathComps
+	names := []string{"proc", "sys", "dev", "etc", "var", "run", "tmp", "home", "root", "usr"}
+	// components that share compHash with each other
+	for i := 0; len(names) < 64 && i < 1000; i++ {
+		a := string([]byte{'a' + byte(i%26), 'x', 'a' + byte(i/26%26)})
+		names = append(names, a)
+	}
+	bits := map[string]uint64{}
+	collisions := 0
+	for _, n := range names {
+		b, ok := pc.add(n)
+		if !ok {
+			break
+		}
+		bits[n] = b
+	}
+	for h := range pc.collide {
+		if pc.collide[h] {
+			collisions++
+		}
+	}
+	if collisions == 0 {
+		t.Fatal("no hash shared by two components: the test does not exercise the fallback")
+	}
+	for n, b := range bits {
+		if got := pc.bit(n); got != b {
+			t.Errorf("bit(%q) = %x, want %x", n, got, b)
+		}
+	}
+	for _, n := range []string{"", "pro", "procs", "opt", "lib", "zzz", "ax"} {
+		if _, in := bits[n]; !in && pc.bit(n) != 0 {
+			t.Errorf("bit(%q) = %x for a component never added", n, pc.bit(n))
+		}
+	}
+	if _, ok := pc.add("one-too-many"); ok && len(pc.names) > 64 {
+		t.Fatal("more than 64 components interned")
+	}
+}
