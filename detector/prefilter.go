@@ -23,7 +23,7 @@ type pathFilter struct {
 	comps    uint64
 	tails    []string // the path ends with one
 	tailBits uint64   // tailBit of every tail; all ones for a 1-byte tail
-	other    []atom   // the rarer ones, tested as they are
+	other    []atom   // on path2 or the unix address, tested as they are
 }
 
 // pathComps interns the first path components ("proc" of /proc/1/root)
@@ -145,6 +145,9 @@ func (f *pathFilter) pass(ctx *evalCtx, b eventBits) bool {
 			}
 		}
 	}
+	if ctx.ev.Path2 == "" && ctx.ev.Addr.Path == "" {
+		return false // other atoms test only these, and none is empty
+	}
 	for i := range f.other {
 		if f.other[i].holds(ctx) {
 			return true
@@ -156,11 +159,6 @@ func (f *pathFilter) pass(ctx *evalCtx, b eventBits) bool {
 func (a *atom) holds(ctx *evalCtx) bool {
 	var s string
 	switch a.field {
-	case "path":
-		s = ctx.ev.Path
-		if ctx.pathUser != "" && a.match(ctx.pathUser) {
-			return true
-		}
 	case "path2":
 		s = ctx.ev.Path2
 	case "unix":
