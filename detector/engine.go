@@ -341,6 +341,9 @@ func (sh *shard) observe(rs *ruleSet, ev *event.Event) []Verdict {
 		}
 	}
 	var out []Verdict
+	if held := cg.procs.takeHeld(); held != nil {
+		out = sh.rejudgeHeld(rs, cg, held)
+	}
 	if len(rules) > 0 {
 		t := eventTime(ev)
 		ctx := &sh.ctx

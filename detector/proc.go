@@ -86,15 +86,31 @@ func buildProcTracked() []bool {
 // fds are sockets, and whether a socket was duplicated onto its stdio.
 type procState struct {
 	exe         string
-	cwd         string     // absolute and clean; "" unknown
-	fds         *fdTable   // fd -> path; shared with a forked child until one writes
-	uids        uids       // real, effective, saved uid as far as seen
-	sockfds     [16]uint64 // fds from socket/accept (and their dups)
-	connfds     [16]uint64 // sockets this process connected out (and their dups)
-	stdioFrom   [3]int32   // the fd duplicated onto 0, 1, 2; -1 none
-	stdioSocket bool       // a socket is on stdio
-	stdioConn   bool       // a connected-out socket is on stdio
-	lin         lineage    // parent, server role, writable memory (lineage.go)
+	cwd         string       // absolute and clean; "" unknown
+	fds         *fdTable     // fd -> path; shared with a forked child until one writes
+	uids        uids         // real, effective, saved uid as far as seen
+	sockfds     [16]uint64   // fds from socket/accept (and their dups)
+	connfds     [16]uint64   // sockets this process connected out (and their dups)
+	stdioFrom   [3]int32     // the fd duplicated onto 0, 1, 2; -1 none
+	stdioSocket bool         // a socket is on stdio
+	stdioConn   bool         // a connected-out socket is on stdio
+	forked      bool         // created by a fork or clone vigil saw
+	born        uint64       // ktime of the first tracked event that found it; 0 unknown
+	held        *event.Event // its exec, while no fork of it was seen (vfork.go)
+	lin         lineage      // parent, server role, writable memory (lineage.go)
+}
+
+// staleAfter is how long before its parent's fork returned a child's
+// state may have been made by the child's own events (seen first, from
+// another CPU). A process state older than that, or one made by an
+// earlier fork, belongs to a process that had the pid before: its exit
+// record was lost.
+const staleAfter = 2_000_000_000 // ns
+
+// stale reports whether p, found under the pid a fork returned at
+// ktime, belongs to an earlier process of that pid.
+func (p *procState) stale(ktime uint64) bool {
+	return p.forked || (p.born != 0 && p.born+staleAfter < ktime)
 }
 
 func (p *procState) reset() {
@@ -308,7 +324,8 @@ func (t *fdTable) clone() *fdTable {
 // procs tracks the processes of one cgroup, at most maxProcs: past that
 // the least recently used one is forgotten.
 type procs struct {
-	l lru[uint32, procState]
+	l       lru[uint32, procState]
+	rejudge *event.Event // a held exec the last fork put in context (vfork.go)
 }
 
 func (ps *procs) get(pid uint32, create bool) *procState {
@@ -341,6 +358,11 @@ const (
 // update applies a tracked syscall's effect before rules see the event.
 // Paths (ev.Path, ev.Path2) are already normalised.
 func (ps *procs) update(ev *event.Event) {
+	ps.apply(ev)
+	ps.noteBorn(ev)
+}
+
+func (ps *procs) apply(ev *event.Event) {
 	nr := ev.Nr
 	ret := ev.Ret
 	switch nr {
@@ -440,7 +462,18 @@ func (ps *procs) update(ev *event.Event) {
 		if parent == nil {
 			return
 		}
-		ps.get(uint32(ret), true).merge(parent)
+		child := ps.get(uint32(ret), true)
+		if child.stale(ev.KTime) {
+			// the pid's earlier process (its exit record lost): its
+			// executable, uids, fds and lineage are not the child's
+			child.dropFds()
+			child.reset()
+		}
+		child.merge(parent)
+		child.forked = true
+		if child.held != nil {
+			ps.rejudge, child.held = child.held, nil
+		}
 	case nrExecve, nrExecveat:
 		if ret == 0 && ev.Flags&event.NoReturn == 0 && ev.Path != "" {
 			p := ps.get(ev.PID, true)
@@ -449,6 +482,11 @@ func (ps *procs) update(ev *event.Event) {
 			}
 			if p.fds != nil && p.fds.l.len() > 0 {
 				p.writableFds().exec()
+			}
+			p.uids.exec()
+			p.held = nil
+			if !p.forked {
+				p.holdExec(ev)
 			}
 		}
 	case nrGeteuid:
@@ -476,6 +514,14 @@ func (ps *procs) updateUids(ev *event.Event) {
 		ps.get(ev.PID, true).uids.setreuid(uidArg(ev.Args[0]), uidArg(ev.Args[1]))
 	case nrSetresuid:
 		ps.get(ev.PID, true).uids.setresuid(uidArg(ev.Args[0]), uidArg(ev.Args[1]), uidArg(ev.Args[2]))
+	}
+}
+
+// noteBorn stamps the process of a tracked event with the event's time
+// when it has none (the first tracked event that found it).
+func (ps *procs) noteBorn(ev *event.Event) {
+	if p := ps.l.peek(ev.PID); p != nil && p.born == 0 {
+		p.born = ev.KTime
 	}
 }
 
@@ -522,6 +568,23 @@ func (u *uids) setreuid(r, e int64) {
 	}
 	if r >= 0 || (e >= 0 && e != oldR) {
 		u.s = u.e
+	}
+}
+
+// exec applies a successful execve (credentials.7, execve.2): the real uid
+// stays; the effective uid becomes the file's owner when the file is
+// set-user-ID, and the saved uid a copy of the effective one. vigil does
+// not see the file's mode, so a process that was not root has its
+// effective and saved uids unknown after an exec (sudo, su, passwd run by
+// a user are root from there on) until it asks (geteuid). Root stays
+// root: a set-user-ID file owned by another user is rare, and the rules
+// only ask whether a caller was root.
+func (u *uids) exec() {
+	switch {
+	case u.e == 0:
+		u.s = 0
+	case u.e > 0:
+		u.e, u.s = -1, -1
 	}
 }
 
