@@ -75,8 +75,9 @@ func (c *capture) all() []detector.Verdict {
 
 type nopNotifier struct{}
 
-func (nopNotifier) SetPolicy(string, *seccomp.Policy) {}
-func (nopNotifier) Forget(string)                     {}
+func (nopNotifier) SetPolicy(string, *seccomp.Policy)     {}
+func (nopNotifier) RestorePolicy(string, *seccomp.Policy) {}
+func (nopNotifier) Forget(string)                         {}
 
 // feed runs events and samples through p the way the tracer's reader and
 // the sampler do, interleaved by time.
