@@ -160,7 +160,33 @@ func resolve(base, p string) string {
 	if base == "" {
 		return path.Clean(p)
 	}
+	if relClean(p) && isClean(base) {
+		// nothing to clean: a file name under a known directory, the
+		// common case of *at calls
+		if base == "/" {
+			return "/" + p
+		}
+		return base + "/" + p
+	}
 	return path.Clean(base + "/" + p)
+}
+
+// relClean reports whether a relative path needs no cleaning: no empty,
+// `.` or `..` element and no trailing slash.
+func relClean(p string) bool {
+	if p == "" || p[len(p)-1] == '/' {
+		return false
+	}
+	start := 0
+	for i := 0; i <= len(p); i++ {
+		if i == len(p) || p[i] == '/' {
+			if el := p[start:i]; el == "" || el == "." || el == ".." {
+				return false
+			}
+			start = i + 1
+		}
+	}
+	return true
 }
 
 // procRef looks a process up when a relative path first needs it.
