@@ -132,7 +132,9 @@ func (a *Agent) status() *agentctl.Status {
 	if a.eng != nil {
 		ss := a.smp.snapshot()
 		st.Sampling = &agentctl.Sampling{Hot: ss.Hot, Suspect: ss.Suspect, Idle: ss.Idle, Budget: a.smp.cfg.Budget,
-			FullEvery: a.smp.cfg.Every, IdleEvery: a.smp.cfg.IdleEvery, Samples: ss.Samples, Deferred: ss.Deferred, OldestAge: ss.IdleAge}
+			FullEvery: a.smp.cfg.Every, IdleEvery: a.smp.cfg.IdleEvery, Samples: ss.Samples, Deferred: ss.Deferred, OldestAge: ss.IdleAge,
+			CPUBudget: a.smp.cfg.CPU, CPU: ss.CPU, CPUTime: ss.CPUTime, StatCost: ss.StatCost, FullCost: ss.FullCost,
+			FullPeriod: ss.FullPeriod, IdlePeriod: ss.IdlePeriod}
 	}
 	return st
 }

@@ -272,8 +272,22 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 			e.gauge("vigil_sampling_containers", "Containers whose CPU and threads are sampled, by class: hot and suspect every 250 ms, idle less often.", float64(c.n), "class", c.class)
 		}
 		e.counter("vigil_samples_total", "CPU and thread samples of the containers taken.", sm.Samples)
-		e.counter("vigil_samples_deferred_total", "Samples due that a tick left to a later one for the read budget (--sample-budget).", sm.Deferred)
+		e.counter("vigil_samples_deferred_total", "Samples due that a tick left to a later one for the budgets (--sample-cpu, --sample-budget).", sm.Deferred)
 		e.gauge("vigil_sampling_oldest_seconds", "The longest time since a container's last sample (how far the budget stretched the idle period).", sm.OldestAge.Seconds())
+		e.emit(prometheus.CounterValue, "vigil_sampling_cpu_seconds_total", "CPU time the sampling of the containers' cgroup files spent (its thread's clock).", sm.CPUTime.Seconds())
+		e.gauge("vigil_sampling_cpu_budget_cores", "The share of a core the sampling may spend (--sample-cpu).", sm.CPUBudget)
+		for _, p := range []struct {
+			class string
+			d     time.Duration
+		}{{"full", sm.FullPeriod}, {"idle", sm.IdlePeriod}} {
+			e.gauge("vigil_sampling_worst_period_seconds", "The longest time between two samples of a container in the last 10-20 s, by class: full (hot and suspect, 250 ms while the budgets allow) and idle.", p.d.Seconds(), "class", p.class)
+		}
+		for _, c := range []struct {
+			kind string
+			d    time.Duration
+		}{{"stat", sm.StatCost}, {"full", sm.FullCost}} {
+			e.gauge("vigil_sampling_sample_cost_seconds", "The smoothed CPU cost of one sample, by kind: stat (an idle container's, cpu.stat) and full (cpu.stat, cgroup.threads, cpu.pressure).", c.d.Seconds(), "kind", c.kind)
+		}
 	}
 	e.counter("vigil_containers_rejected_total", "Containers whose seccomp adjustment the runtime refused (the last 256 are kept).", uint64(len(st.Rejected)))
 	tracked := 0

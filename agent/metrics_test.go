@@ -87,7 +87,9 @@ func TestStatusMetrics(t *testing.T) {
 		Webhook:   &agentctl.WebhookStatus{Sent: 5, Dropped: 1, Retries: 2},
 		AuditLost: 6, AuditStalls: 9, AuditFull: true, AuditBytes: 1 << 20, AuditHead: &agentctl.AuditHead{Index: 41, Segment: 2, Hash: "ab12", Time: time.Unix(1700000000, 0)},
 		ReloadError: "bad rule",
-		Sampling:    &agentctl.Sampling{Hot: 3, Suspect: 1, Idle: 996, Samples: 1234, Deferred: 5, OldestAge: 2500 * time.Millisecond}}
+		Sampling: &agentctl.Sampling{Hot: 3, Suspect: 1, Idle: 996, Samples: 1234, Deferred: 5, OldestAge: 2500 * time.Millisecond,
+			CPUBudget: 0.05, CPU: 0.04, CPUTime: 1500 * time.Millisecond, StatCost: 140 * time.Microsecond, FullCost: 200 * time.Microsecond,
+			FullPeriod: 250 * time.Millisecond, IdlePeriod: 21 * time.Second}}
 	m := newMetrics(func() *agentctl.Status { return st }, BuildInfo{Version: "v1.2.3", Commit: "abc", Modified: true})
 	a := &Agent{metrics: m, hb: newHeartbeat(time.Now(), staleAfter)}
 	srv := httptest.NewServer(a.httpHandler())
@@ -123,6 +125,12 @@ func TestStatusMetrics(t *testing.T) {
 		{"vigil_samples_total", nil, c, 1234},
 		{"vigil_samples_deferred_total", nil, c, 5},
 		{"vigil_sampling_oldest_seconds", nil, g, 2.5},
+		{"vigil_sampling_cpu_seconds_total", nil, c, 1.5},
+		{"vigil_sampling_cpu_budget_cores", nil, g, 0.05},
+		{"vigil_sampling_worst_period_seconds", []string{"class", "full"}, g, 0.25},
+		{"vigil_sampling_worst_period_seconds", []string{"class", "idle"}, g, 21},
+		{"vigil_sampling_sample_cost_seconds", []string{"kind", "stat"}, g, 140e-6},
+		{"vigil_sampling_sample_cost_seconds", []string{"kind", "full"}, g, 200e-6},
 		{"vigil_audit_head_index", nil, g, 41},
 		{"vigil_audit_head_segment", nil, g, 2},
 		{"vigil_audit_head_timestamp_seconds", nil, g, 1700000000},

@@ -147,7 +147,7 @@ type Status struct {
 
 // Sampling is the agent's sampling of the containers' cgroup files: hot
 // and suspect containers at the full rate, idle ones less often, within a
-// budget of samples a second.
+// budget of CPU time and one of files read a second.
 type Sampling struct {
 	Hot     int `json:"hot"`
 	Suspect int `json:"suspect"`
@@ -163,6 +163,19 @@ type Sampling struct {
 	Samples   uint64        `json:"samples"`
 	Deferred  uint64        `json:"deferred"`
 	OldestAge time.Duration `json:"oldest_age_ns"`
+	// CPUBudget is the share of a core the sampling may spend
+	// (--sample-cpu); CPU what it spent, smoothed over about 10 s, and
+	// CPUTime in all; StatCost and FullCost the smoothed cost of an idle
+	// sample (cpu.stat) and of a hot one (three files).
+	CPUBudget float64       `json:"cpu_budget_cores"`
+	CPU       float64       `json:"cpu_cores"`
+	CPUTime   time.Duration `json:"cpu_time_ns"`
+	StatCost  time.Duration `json:"stat_cost_ns"`
+	FullCost  time.Duration `json:"full_cost_ns"`
+	// FullPeriod and IdlePeriod are the longest times between two samples
+	// of a hot or suspect container and of an idle one in the last 10-20 s.
+	FullPeriod time.Duration `json:"worst_full_period_ns"`
+	IdlePeriod time.Duration `json:"worst_idle_period_ns"`
 }
 
 // Held is what the agent holds now.

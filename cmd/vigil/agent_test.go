@@ -51,7 +51,7 @@ func TestAgentSamplingFlags(t *testing.T) {
 		}
 	}
 	out, _ := run("--help")
-	if !strings.Contains(out, "-sample-cpu CORES") || !strings.Contains(out, "(default 0.05)") {
-		t.Errorf("vigil agent --help does not describe --sample-cpu CORES, default 0.05:\n%s", out)
+	if !strings.Contains(out, "-sample-cpu CORES") || !strings.Contains(out, "(default 0.2)") {
+		t.Errorf("vigil agent --help does not describe --sample-cpu CORES, default 0.2:\n%s", out)
 	}
 }

@@ -75,6 +75,9 @@ func printStatus(w io.Writer, st *agentctl.Status) {
 	if sm := st.Sampling; sm != nil {
 		fmt.Fprintf(w, "sampling: %d hot, %d suspect every %v, %d idle every %v or more (oldest %v), budget %d/s, %d samples, %d deferred\n",
 			sm.Hot, sm.Suspect, sm.FullEvery, sm.Idle, sm.IdleEvery, sm.OldestAge.Round(time.Millisecond), sm.Budget, sm.Samples, sm.Deferred)
+		fmt.Fprintf(w, "sampling CPU: %.3f of %.3f cores (a cpu.stat sample %v, a full one %v); worst periods in the last 10-20 s: hot %v, idle %v\n",
+			sm.CPU, sm.CPUBudget, sm.StatCost.Round(time.Microsecond), sm.FullCost.Round(time.Microsecond),
+			sm.FullPeriod.Round(time.Millisecond), sm.IdlePeriod.Round(time.Millisecond))
 	}
 	if st.DecisionP99 > 0 {
 		fmt.Fprintf(w, "detector decision p99 %v per event; delivery p99 %v (kernel timestamp to decision)\n", st.DecisionP99, st.DeliveryP99)

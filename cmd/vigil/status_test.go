@@ -22,6 +22,9 @@ func TestPrintStatus(t *testing.T) {
 		},
 		Finished: []agentctl.ContainerStatus{{Container: event.Container{ID: "y", Name: "job", Pod: "batch", Namespace: "shop"}, State: "stopped", Monitor: true, Seen: 9, Emitted: 9}},
 		Rejected: []string{"zzz"},
+		Sampling: &agentctl.Sampling{Hot: 2, Idle: 998, FullEvery: 250 * time.Millisecond, IdleEvery: 2 * time.Second, Budget: 2000,
+			CPUBudget: 0.05, CPU: 0.0412, StatCost: 139600 * time.Nanosecond, FullCost: 201 * time.Microsecond,
+			FullPeriod: 250 * time.Millisecond, IdlePeriod: 21500 * time.Millisecond},
 	}
 	var b bytes.Buffer
 	printStatus(&b, st)
@@ -37,6 +40,7 @@ func TestPrintStatus(t *testing.T) {
 		"THROTTLED",
 		"job", "stopped",
 		"rejected by the runtime (seccomp adjustment refused): zzz",
+		"sampling CPU: 0.041 of 0.050 cores (a cpu.stat sample 140µs, a full one 201µs); worst periods in the last 10-20 s: hot 250ms, idle 21.5s",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status output lacks %q:\n%s", want, out)
