@@ -218,7 +218,7 @@ func trace(o traceOpts, cmdArgs []string) (int, error) {
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- mon.Consume(ctx, bpf.Consumer{Event: run.P.Event, EndBatch: run.P.EndBatch, String: run.P.String})
+		done <- mon.Consume(ctx, bpf.Consumer{Event: run.P.Event, EndBatch: run.P.EndBatch, String: run.P.String, Slot: run.P.Slot})
 	}()
 
 	cmd := exec.Command(path, cmdArgs[1:]...)

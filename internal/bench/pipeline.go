@@ -846,7 +846,7 @@ func (b *pbench) startVigil(w *pworkload, cg *bpf.Cgroup) (func(*run) error, err
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
 		t0 := threadCPU()
-		err := b.mon.Consume(ctx, bpf.Consumer{Event: tr.P.Event, EndBatch: tr.P.EndBatch, String: tr.P.String})
+		err := b.mon.Consume(ctx, bpf.Consumer{Event: tr.P.Event, EndBatch: tr.P.EndBatch, String: tr.P.String, Slot: tr.P.Slot})
 		readerCPU <- threadCPU() - t0
 		done <- err
 	}()
