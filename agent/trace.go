@@ -172,12 +172,12 @@ func (r *TraceRun) Sample(every time.Duration) (stop func()) {
 			case <-done:
 				return
 			case now := <-t.C:
-				usage, threads, err := bpf.CgroupUsage(r.cfg.CgroupDir)
+				st, threads, err := bpf.CgroupSample(r.cfg.CgroupDir)
 				if err != nil {
 					continue
 				}
-				smp := detector.Sample{CgroupID: r.cfg.CgroupID, Time: now, CPUUsageNs: usage, Threads: threads}
-				smp.CPUWaitNs, smp.CPUThrottledNs = bpf.CgroupWait(r.cfg.CgroupDir)
+				smp := detector.Sample{CgroupID: r.cfg.CgroupID, Time: now, CPUUsageNs: st.UsageNs, Threads: threads,
+					CPUWaitNs: bpf.CgroupPressure(r.cfg.CgroupDir), CPUThrottledNs: st.ThrottledNs}
 				if r.cfg.Counters != nil {
 					if n, err := r.cfg.Counters(r.cfg.CgroupID); err == nil {
 						smp.Throttled = n.Throttled

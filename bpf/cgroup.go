@@ -138,34 +138,30 @@ func CgroupPressure(dir string) uint64 {
 	return 0
 }
 
-// CgroupWait reads how long the tasks of the cgroup v2 directory dir
-// waited for a CPU: the "some" total of cpu.pressure (PSI; 0 when the
-// kernel has no PSI) and cpu.stat throttled_usec (the time its cpu.max
-// quota held it; 0 without the cpu controller), both cumulative, in ns.
-// The detector adds them to the CPU time to see the demand of a starved
-// cgroup (detector.Sample.CPUWaitNs, CPUThrottledNs).
-func CgroupWait(dir string) (waitNs, throttledNs uint64) {
-	waitNs = CgroupPressure(dir)
+// CgroupSample reads the cpu.stat (one read: usage, and throttled_usec,
+// the time its cpu.max quota held it, 0 without the cpu controller) and
+// the thread count (cgroup.threads) of the cgroup v2 directory dir. With
+// CgroupPressure, the time its tasks waited for a CPU, the detector sees
+// the demand of a starved cgroup (detector.Sample.CPUWaitNs,
+// CPUThrottledNs).
+func CgroupSample(dir string) (st CPUStat, threads int, err error) {
 	var buf [cpuStatBuf]byte
-	if st, err := ReadCPUStat(dir, buf[:]); err == nil {
-		throttledNs = st.ThrottledNs
+	st, err = ReadCPUStat(dir, buf[:])
+	if err != nil {
+		return CPUStat{}, 0, err
 	}
-	return waitNs, throttledNs
+	t, err := os.ReadFile(filepath.Join(dir, "cgroup.threads"))
+	if err != nil {
+		return CPUStat{}, 0, fmt.Errorf("cgroup threads: %w", err)
+	}
+	return st, strings.Count(string(t), "\n"), nil
 }
 
 // CgroupUsage reads the cumulative CPU time (ns) and thread count of the
 // cgroup v2 directory dir (cpu.stat usage_usec, cgroup.threads).
 func CgroupUsage(dir string) (cpuNs uint64, threads int, err error) {
-	var buf [cpuStatBuf]byte
-	st, err := ReadCPUStat(dir, buf[:])
-	if err != nil {
-		return 0, 0, err
-	}
-	t, err := os.ReadFile(filepath.Join(dir, "cgroup.threads"))
-	if err != nil {
-		return 0, 0, fmt.Errorf("cgroup threads: %w", err)
-	}
-	return st.UsageNs, strings.Count(string(t), "\n"), nil
+	st, threads, err := CgroupSample(dir)
+	return st.UsageNs, threads, err
 }
 
 // cpuStatBuf holds a cpu.stat with every field Linux 6.x writes (about

@@ -99,13 +99,16 @@ func TestReadCPUStatFile(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { ParseCPUStat(in) }); n != 0 {
 		t.Errorf("ParseCPUStat allocates %v times a parse, want 0", n)
 	}
-	// CgroupUsage and CgroupWait read the same file through it.
+	// CgroupUsage and CgroupSample read the same file through it.
 	os.WriteFile(filepath.Join(dir, "cgroup.threads"), []byte("1\n2\n"), 0o644)
 	if ns, threads, err := CgroupUsage(dir); err != nil || ns != 1234000 || threads != 2 {
 		t.Errorf("CgroupUsage = %d, %d, %v; want 1234000, 2", ns, threads, err)
 	}
-	if wait, throttled := CgroupWait(dir); wait != 0 || throttled != 56000 {
-		t.Errorf("CgroupWait = %d, %d; want 0 (no cpu.pressure), 56000", wait, throttled)
+	if st, threads, err := CgroupSample(dir); err != nil || st.UsageNs != 1234000 || st.ThrottledNs != 56000 || threads != 2 {
+		t.Errorf("CgroupSample = %+v, %d, %v; want usage 1234000, throttled 56000, 2 threads", st, threads, err)
+	}
+	if wait := CgroupPressure(dir); wait != 0 {
+		t.Errorf("CgroupPressure = %d, want 0 (no cpu.pressure)", wait)
 	}
 
 	if _, err := ReadCPUStat(dir, make([]byte, len(body)-1)); err == nil || !strings.Contains(err.Error(), "larger than") {
