@@ -97,7 +97,7 @@ func firstComp(p string) (string, bool) {
 // with head or ends with tail.
 type atom struct{ field, head, tail string }
 
-// guard is what pathGuard derives: a disjunction of atoms.
+// guard is what guardOf derives: a disjunction of atoms.
 type guard []atom
 
 // tailBit hashes the last two bytes of s (all ones for shorter strings).
