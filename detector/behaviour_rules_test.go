@@ -165,6 +165,12 @@ var behaviourCases = map[string]behaviourCase{
 		})},
 		miss: []rstep{openOf(100, "/proc/self/ns/net", 0), sys(100, "newfstatat", func(e *event.Event) { e.Path = "/proc/1/ns/mnt" }),
 			sys(100, "readlinkat", func(e *event.Event) { e.Path = "/proc/42/ns/pid" })}},
+	"user-namespace-id-map": {rule: "user-namespace-id-map",
+		// unshare -r, or clone3(CLONE_NEWUSER) then the maps: the map writes are seen
+		fire: []rstep{execOf(100, "/usr/bin/unshare", "unshare", "-r", "sh"), openOf(100, "/proc/self/setgroups", 0o1),
+			openOf(100, "/proc/self/uid_map", 0o1)},
+		// reading the maps (id, ps, lsns, newuidmap's checks)
+		miss: []rstep{execOf(100, "/usr/bin/lsns"), openOf(100, "/proc/self/uid_map", 0), openOf(100, "/proc/1/gid_map", 0)}},
 	"nsenter-exec": {rule: "nsenter-exec",
 		fire: []rstep{execOf(100, "/usr/bin/nsenter", "nsenter", "-t", "1", "-m", "sh")},
 		miss: []rstep{execOf(100, "/usr/bin/lsns"), sys(100, "execve", func(e *event.Event) { e.Path, e.Ret = "/usr/local/bin/nsenter", -2 })}},
