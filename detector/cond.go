@@ -56,9 +56,26 @@ type strCond struct {
 	get   func(*evalCtx) string
 	alt   func(*evalCtx) string // another spelling of the same field, or nil
 	m     strMatcher
+	// both makes the test pass only when the field and its other spelling
+	// (when there is one) both match: set under a not, so that an
+	// exemption (not: {path: /proc/self/*}) holds only when what the
+	// kernel opened is exempt too. Otherwise either spelling suffices: a
+	// rule fires on what the kernel opened and on what the process asked
+	// for. So a process can dodge neither a rule nor its exemption by
+	// spelling a path another way: /proc/self/root/proc/1/environ is
+	// /proc/1/environ to the kernel.
+	both bool
 }
 
 func (s *strCond) eval(c *evalCtx) bool {
+	if s.both {
+		k, a := s.get(c), s.alt(c)
+		if a == "" || unnamed(k) {
+			// one spelling, or a file the kernel could not name (nsfs)
+			return s.m.match(k) || (a != "" && s.m.match(a))
+		}
+		return s.m.match(a) && (s.m.match(k) || sameProcEntry(k, a))
+	}
 	if s.m.match(s.get(c)) {
 		return true
 	}
@@ -68,6 +85,67 @@ func (s *strCond) eval(c *evalCtx) bool {
 		}
 	}
 	return false
+}
+
+// unnamed reports whether the kernel gave no usable path for a file (d_path
+// of a file outside the mounts it can name, such as a namespace file).
+func unnamed(k string) bool { return k == "" || strings.HasPrefix(k, "(unreachable)") }
+
+// sameProcEntry reports whether the kernel's path k is the entry the
+// process named as its own, u (/proc/self/X or /proc/thread-self/X): the
+// kernel names it by pid, /proc/PID/X or /proc/PID/task/TID/X, with the
+// pid of the process's own pid namespace, which events do not carry. X
+// must be the same entry and not a magic link to elsewhere (root, cwd,
+// exe, fd/N, map_files), whose files the kernel names by their own paths.
+// A process that rewrites its path in memory while the syscall runs can
+// still claim /proc/self/X for another process's X: the tracer reads the
+// process's spelling when the syscall returns.
+func sameProcEntry(k, u string) bool {
+	var rest string
+	var thread bool
+	if r, ok := strings.CutPrefix(u, "/proc/self/"); ok {
+		rest = r
+	} else if r, ok := strings.CutPrefix(u, "/proc/thread-self/"); ok {
+		rest, thread = r, true
+	} else {
+		return false
+	}
+	first, _, _ := strings.Cut(rest, "/")
+	switch first {
+	case "", "root", "cwd", "exe", "fd", "map_files", "task", "..", ".":
+		return false
+	}
+	kr, ok := strings.CutPrefix(k, "/proc/")
+	if !ok {
+		return false
+	}
+	pid, kr, ok := strings.Cut(kr, "/")
+	if !ok || !allDigits(pid) {
+		return false
+	}
+	if thread {
+		t, ok := strings.CutPrefix(kr, "task/")
+		if !ok {
+			return false
+		}
+		var tid string
+		if tid, kr, ok = strings.Cut(t, "/"); !ok || !allDigits(tid) {
+			return false
+		}
+	}
+	return kr == rest
+}
+
+func allDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // altFields are the second spellings of string fields: for path, what the
@@ -318,6 +396,9 @@ type compiler struct {
 	lists  map[string]*listDef
 	macros map[string]*macroDef
 	stack  []string // macros being expanded, for cycle errors
+	// neg is true while compiling under an odd number of nots, where a
+	// string test with a second spelling needs both to match (strCond.both).
+	neg bool
 }
 
 type listDef struct {
@@ -329,7 +410,7 @@ type listDef struct {
 type macroDef struct {
 	file string
 	node *yaml.Node
-	done cond
+	done [2]cond // compiled, by polarity (index 1 under negation)
 }
 
 // posErr is an error at a place in a rule file.
@@ -396,7 +477,9 @@ func (c *compiler) field(k, v *yaml.Node) (cond, error) {
 		}
 		return anyCond(parts), nil
 	case "not":
+		c.neg = !c.neg
 		x, err := c.cond(v)
+		c.neg = !c.neg
 		if err != nil {
 			return nil, err
 		}
@@ -493,7 +576,8 @@ func (c *compiler) field(k, v *yaml.Node) (cond, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &strCond{field: key, get: get, alt: altFields[key], m: m}, nil
+		alt := altFields[key]
+		return &strCond{field: key, get: get, alt: alt, m: m, both: c.neg && alt != nil}, nil
 	}
 	if get, ok := numFields[key]; ok {
 		m, err := c.numMatcher(v)
@@ -517,8 +601,12 @@ func (c *compiler) macro(at *yaml.Node, name string) (cond, error) {
 	if !ok {
 		return nil, c.errf(at, "macro %q is not defined", name)
 	}
-	if m.done != nil {
-		return m.done, nil
+	pol := 0
+	if c.neg {
+		pol = 1
+	}
+	if m.done[pol] != nil {
+		return m.done[pol], nil
 	}
 	for _, s := range c.stack {
 		if s == name {
@@ -534,7 +622,7 @@ func (c *compiler) macro(at *yaml.Node, name string) (cond, error) {
 	if err != nil {
 		return nil, err
 	}
-	m.done = x
+	m.done[pol] = x
 	return x, nil
 }
 

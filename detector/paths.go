@@ -189,6 +189,42 @@ func relClean(p string) bool {
 	return true
 }
 
+// selfAliased reports whether p starts with the process's own /proc
+// directory (unaliasSelf may rewrite it). The kernel names such files by
+// pid: only a path the process spelled starts so.
+func selfAliased(p string) bool {
+	return strings.HasPrefix(p, "/proc/self/") || strings.HasPrefix(p, "/proc/thread-self/")
+}
+
+// unaliasSelf rewrites the process's own /proc aliases at the head of a
+// path it passed to what they name: /proc/self/root/X and
+// /proc/thread-self/root/X are /X (the process's root), /proc/self/cwd/X
+// is X below its working directory when that is known. So rules see
+// /proc/self/root/proc/1/environ as the /proc/1/environ it is, and not as
+// an entry of /proc/self. Other processes' aliases are left as they are:
+// rules look for them.
+func unaliasSelf(p, cwd string) string {
+	for range 8 { // a cwd spelled through the aliases cannot loop
+		var rest string
+		var ok bool
+		switch {
+		case strings.HasPrefix(p, "/proc/self/root/") || p == "/proc/self/root":
+			rest, ok = strings.CutPrefix(p, "/proc/self/root")
+			p = "/" + strings.TrimPrefix(rest, "/")
+		case strings.HasPrefix(p, "/proc/thread-self/root/") || p == "/proc/thread-self/root":
+			rest, ok = strings.CutPrefix(p, "/proc/thread-self/root")
+			p = "/" + strings.TrimPrefix(rest, "/")
+		case cwd != "" && (strings.HasPrefix(p, "/proc/self/cwd/") || p == "/proc/self/cwd"):
+			rest, ok = strings.CutPrefix(p, "/proc/self/cwd")
+			p = resolve(cwd, "."+rest)
+		}
+		if !ok {
+			return p
+		}
+	}
+	return p
+}
+
 // procRef looks a process up when a relative path first needs it.
 type procRef struct {
 	ps     *procs
@@ -247,7 +283,7 @@ func normalize(ev *event.Event, ps *procs) (out normalized) {
 	if spec == (pathSpec{}) && !unix {
 		return out
 	}
-	dirty := func(ref pathRef, s string) bool { return ref != refNone && s != "" && !isClean(s) }
+	dirty := func(ref pathRef, s string) bool { return ref != refNone && s != "" && (!isClean(s) || selfAliased(s)) }
 	if !dirty(spec.p1, ev.Path) && !dirty(spec.p2, ev.Path2) && (!unix || isClean(ev.Addr.Path)) {
 		return out
 	}
@@ -256,6 +292,12 @@ func normalize(ev *event.Event, ps *procs) (out normalized) {
 	// Path2 first: a symlink's target resolves against the link's directory
 	out.path2 = resolveRef(ev, &p, spec.p2, ev.Path2, "")
 	out.path = resolveRef(ev, &p, spec.p1, ev.Path, out.path2)
+	if selfAliased(out.path2) {
+		out.path2 = unaliasSelf(out.path2, p.cwd())
+	}
+	if selfAliased(out.path) {
+		out.path = unaliasSelf(out.path, p.cwd())
+	}
 	if unix {
 		if u := ev.Addr.Path; u[0] == '/' {
 			out.unix = resolve("", u)
