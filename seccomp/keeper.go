@@ -75,7 +75,9 @@ func keep(p *Policy) *keptPolicy {
 	}
 	k := &keptPolicy{D: make([][2]int32, 0, len(p.Decisions)), Def: answerOf(p.Default)}
 	for _, nr := range slices.Sorted(maps.Keys(p.Decisions)) {
-		k.D = append(k.D, [2]int32{nr, answerOf(p.Decisions[nr])})
+		if d := p.Decisions[nr]; d != p.Default { // Decide answers the rest with the default
+			k.D = append(k.D, [2]int32{nr, answerOf(d)})
+		}
 	}
 	return k
 }
@@ -92,14 +94,15 @@ func (k *keptPolicy) policy() *Policy {
 }
 
 // marshalKeeperMsg encodes m, without its policy when the message would
-// be longer than keeperMsgMax.
-func marshalKeeperMsg(m keeperMsg) []byte {
-	data, _ := json.Marshal(m)
+// be longer than keeperMsgMax (dropped then says how long it was).
+func marshalKeeperMsg(m keeperMsg) (data []byte, dropped int) {
+	data, _ = json.Marshal(m)
 	if len(data) > keeperMsgMax && m.Policy != nil {
+		dropped = len(data)
 		m.Policy = nil
 		data, _ = json.Marshal(m)
 	}
-	return data
+	return data, dropped
 }
 
 // KeeperEnv names the environment variable that makes `vigil agent` run as
@@ -200,7 +203,7 @@ func (k *keeper) serve(c *net.UnixConn) {
 			// prune meanwhile cannot close an fd under us.
 			held := k.dupAll()
 			for i, h := range held {
-				data := marshalKeeperMsg(keeperMsg{Op: "fd", ID: h.id, Policy: h.policy})
+				data, _ := marshalKeeperMsg(keeperMsg{Op: "fd", ID: h.id, Policy: h.policy})
 				if _, _, err := c.WriteMsgUnix(data, unix.UnixRights(h.fd), nil); err != nil {
 					for _, rest := range held[i:] {
 						unix.Close(rest.fd)
@@ -334,7 +337,11 @@ func (s *Server) deposit(fd int, id string) {
 	s.pmu.RLock()
 	own := s.policies[id]
 	s.pmu.RUnlock()
-	data := marshalKeeperMsg(keeperMsg{Op: "put", ID: id, Policy: keep(own)})
+	data, tooLong := marshalKeeperMsg(keeperMsg{Op: "put", ID: id, Policy: keep(own)})
+	if tooLong > 0 {
+		s.enqueue(Notification{Time: time.Now(), Container: id, Err: fmt.Errorf(
+			"notify keeper: the answer table (%d bytes) exceeds a keeper message (%d): kept without it, so an agent restarted before this container ends rebuilds the table from the annotations, without the pod's own profile", tooLong, keeperMsgMax)})
+	}
 	s.kmu.Lock()
 	_ = k.SetWriteDeadline(time.Now().Add(depositTimeout))
 	_, _, err := k.WriteMsgUnix(data, unix.UnixRights(fd), nil)

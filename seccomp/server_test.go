@@ -510,7 +510,10 @@ func TestKeeperCarriesPolicies(t *testing.T) {
 func TestKeptPolicyMessages(t *testing.T) {
 	p := &Policy{Decisions: map[int32]Decision{2: {Allow: true}, 83: {Errno: syscall.EACCES}, 272: {Errno: syscall.EPERM}},
 		Default: Decision{Errno: syscall.ENOSYS}}
-	data := marshalKeeperMsg(keeperMsg{Op: "put", ID: "c", Policy: keep(p)})
+	data, dropped := marshalKeeperMsg(keeperMsg{Op: "put", ID: "c", Policy: keep(p)})
+	if dropped != 0 {
+		t.Errorf("a small table dropped (%d bytes)", dropped)
+	}
 	var m keeperMsg
 	if err := json.Unmarshal(data, &m); err != nil {
 		t.Fatal(err)
@@ -521,11 +524,23 @@ func TestKeptPolicyMessages(t *testing.T) {
 	if keep(nil) != nil || (*keptPolicy)(nil).policy() != nil {
 		t.Error("no policy should stay none")
 	}
+	// Entries that answer as the default does are left out.
+	same := &Policy{Decisions: map[int32]Decision{}, Default: Decision{Errno: syscall.EPERM}}
+	for nr := int32(0); nr < 1000; nr++ {
+		same.Decisions[nr] = Decision{Errno: syscall.EPERM}
+	}
+	same.Decisions[59] = Decision{Allow: true}
+	if k := keep(same); len(k.D) != 1 || k.policy().Decide(3) != same.Decide(3) || k.policy().Decide(59) != same.Decide(59) {
+		t.Errorf("table with default answers kept as %+v", k)
+	}
 	big := &Policy{Decisions: map[int32]Decision{}}
 	for nr := int32(0); nr < 1000; nr++ {
 		big.Decisions[nr] = Decision{Errno: syscall.EPERM}
 	}
-	data = marshalKeeperMsg(keeperMsg{Op: "fd", ID: "c", Policy: keep(big)})
+	data, dropped = marshalKeeperMsg(keeperMsg{Op: "fd", ID: "c", Policy: keep(big)})
+	if len(data) > keeperMsgMax || dropped <= keeperMsgMax {
+		t.Fatalf("message of %d bytes (%d dropped), over %d", len(data), dropped, keeperMsgMax)
+	}
 	if len(data) > keeperMsgMax {
 		t.Fatalf("message of %d bytes, over %d", len(data), keeperMsgMax)
 	}
