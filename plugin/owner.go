@@ -49,6 +49,9 @@ func inferOwner(pod, node string, labels, ann map[string]string) (kind, name str
 		if dep, found := strings.CutSuffix(rs, "-"+h); found && dep != "" {
 			return "Deployment", dep
 		}
+		if truncated(pod) {
+			return "", "" // a Deployment's or a ReplicaSet's, its name cut
+		}
 		return "ReplicaSet", rs
 	}
 	if p := labels[labelStatefulSetPod]; p != "" && p == pod && labels[labelRevisionHash] != "" {
@@ -58,6 +61,9 @@ func inferOwner(pod, node string, labels, ann map[string]string) (kind, name str
 	}
 	if labels[labelRevisionHash] != "" && labels[labelTemplateGen] != "" {
 		if set, ok := trimLastDash(pod); ok {
+			if truncated(pod) {
+				return "DaemonSet", "" // its name cut
+			}
 			return "DaemonSet", set
 		}
 	}
@@ -70,6 +76,12 @@ func inferOwner(pod, node string, labels, ann map[string]string) (kind, name str
 	}
 	return "", ""
 }
+
+// truncated reports whether a controller's pod name may hold its owner's
+// name cut short: the API server cuts a generateName to 58 characters
+// before it adds 5 random ones, so a name of 63 may have lost the end of
+// the owner's name (and a Deployment's hash with it).
+func truncated(pod string) bool { return len(pod) >= 63 }
 
 // trimLastDash returns s up to its last '-', when something precedes and
 // follows it.

@@ -25,6 +25,13 @@ func TestInferOwner(t *testing.T) {
 		{"no labels, no annotations", "debug", nil, nil, "", ""},
 		{"hash label on a name without a dash", "web", map[string]string{labelPodTemplateHash: "h"}, api, "", ""},
 		{"name ending in a dash", "web-", map[string]string{labelRevisionHash: "h", labelTemplateGen: "1"}, api, "", ""},
+		// a Deployment name of 52: RS name 52+1+10, cut to 58 with the dash, then 5 random
+		{"long deployment, name cut", "payments-reconciliation-worker-eu-west-1-primary-pool-7d9fx2x4z",
+			map[string]string{labelPodTemplateHash: "7d9f8c6b5d"}, api, "", ""},
+		{"long deployment, hash whole", "payments-reconciliation-worker-eu-west-1-ab-7d9f8c6b5d-x2x4z",
+			map[string]string{labelPodTemplateHash: "7d9f8c6b5d"}, api, "Deployment", "payments-reconciliation-worker-eu-west-1-ab"},
+		{"long daemonset, name cut", "node-exporter-with-a-very-long-name-for-the-cluster-nodes-k8w2p",
+			map[string]string{labelRevisionHash: "5b8d", labelTemplateGen: "3"}, api, "DaemonSet", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			kind, name := inferOwner(tc.pod, "node1", tc.labels, tc.ann)
