@@ -12,6 +12,23 @@ type lineage struct {
 	paccepted bool                 // its parent had, when it forked this process
 	wr        [8]memRange
 	wrNext    uint8
+	// code is a file the container wrote that this process mapped for
+	// execution (mmap with PROT_EXEC of the file, or mprotect adding
+	// PROT_EXEC to a mapping of it): a shared object loaded by
+	// LD_PRELOAD, dlopen, an openssl engine, sqlite3's .load. Its
+	// executable no longer says what runs (exeGate). "" none; kept until
+	// exec, inherited across fork.
+	code string
+	// fmaps are the latest mappings, without PROT_EXEC, of files the
+	// container wrote, for mprotect to find.
+	fmaps  [4]fileMap
+	fmNext uint8
+}
+
+// fileMap is memory mapped from a file the container wrote.
+type fileMap struct {
+	start, end uint64
+	path       string
 }
 
 // memRange is memory a process mapped anonymous and writable, or made
@@ -26,12 +43,15 @@ var (
 	nrRename       = nativeNr("rename")
 	nrRenameat     = nativeNr("renameat")
 	nrRenameat2    = nativeNr("renameat2")
+	nrMunmap       = nativeNr("munmap")
+	nrLink         = nativeNr("link")
+	nrLinkat       = nativeNr("linkat")
 	linTracked     = buildLinTracked()
 )
 
 func buildLinTracked() []bool {
 	t := make([]bool, event.NativeABI().MaxNr()+1)
-	for _, nr := range []int32{nrMmap, nrMprotect, nrPkeyMprotect, nrRename, nrRenameat, nrRenameat2} {
+	for _, nr := range []int32{nrMmap, nrMprotect, nrPkeyMprotect, nrMunmap, nrRename, nrRenameat, nrRenameat2, nrLink, nrLinkat} {
 		if nr >= 0 {
 			t[nr] = true
 		}
@@ -55,6 +75,47 @@ func (l *lineage) addWritable(start, length uint64) {
 	}
 	l.wr[l.wrNext%uint8(len(l.wr))] = memRange{start, start + length}
 	l.wrNext++
+}
+
+func (l *lineage) addFileMap(start, length uint64, path string) {
+	if length == 0 || start+length < start {
+		return
+	}
+	m := &l.fmaps[l.fmNext%uint8(len(l.fmaps))]
+	m.start, m.end = start, start+length
+	if m.path != path {
+		m.path = cloneString(path)
+	}
+	l.fmNext++
+}
+
+// unmapFiles forgets the file mappings that [start, start+length) overlaps
+// (munmap, or a new mapping over them).
+func (l *lineage) unmapFiles(start, length uint64) {
+	end := start + length
+	if end < start {
+		end = ^uint64(0)
+	}
+	for i := range l.fmaps {
+		if m := &l.fmaps[i]; m.end > m.start && m.start < end && start < m.end {
+			m.start, m.end = 0, 0
+		}
+	}
+}
+
+// fileMapped returns the written file a mapping overlapping
+// [start, start+length) was made from, or "".
+func (l *lineage) fileMapped(start, length uint64) string {
+	end := start + length
+	if end < start {
+		end = ^uint64(0)
+	}
+	for _, m := range l.fmaps {
+		if m.end > m.start && m.start < end && start < m.end {
+			return m.path
+		}
+	}
+	return ""
 }
 
 // writable reports whether addr lies in memory recently made writable.
@@ -101,6 +162,34 @@ func (w *writtenFiles) put(path, exe string) {
 	*v = exe
 }
 
+// mapFile follows a successful mmap of a file (ret is the address): one
+// the container wrote, mapped with PROT_EXEC, becomes the process's code;
+// mapped otherwise, it is remembered for a later mprotect. The file is
+// known by the path its fd (arg4) was opened with.
+func mapFile(cg *cgState, ev *event.Event) {
+	p := cg.procs.get(ev.PID, false)
+	if p == nil {
+		return
+	}
+	addr, length := uint64(ev.Ret), ev.Args[1]
+	p.lin.unmapFiles(addr, length) // a mapping over them replaces them
+	if ev.Args[3]&mapAnon != 0 || p.lin.code != "" {
+		return
+	}
+	path := p.fdPath(int32(ev.Args[4]))
+	if path == "" {
+		return
+	}
+	if _, written := cg.written.writer(path); !written {
+		return
+	}
+	if ev.Args[2]&protExec != 0 {
+		p.lin.code = cloneString(path)
+		return
+	}
+	p.lin.addFileMap(addr, length, path)
+}
+
 // trackLineage applies an event's effect on lineage and written files,
 // after procs.update (the child of a fork exists, the exe of an exec is
 // set). Paths are normalised.
@@ -124,21 +213,43 @@ func trackLineage(cg *cgState, ev *event.Event) {
 		anc[0] = parent.exe
 		copy(anc[1:], parent.lin.anc[:])
 		acc := parent.lin.accepted
+		code, fmaps := parent.lin.code, parent.lin.fmaps
 		child := ps.get(uint32(ret), true)
 		child.lin.anc, child.lin.paccepted = anc, acc
+		// a copy of the parent's address space
+		if child.lin.code == "" {
+			child.lin.code = code
+		}
+		child.lin.fmaps = fmaps
 	case nrExecve, nrExecveat:
 		if ret == 0 && ev.Flags&event.NoReturn == 0 {
 			if p := ps.get(ev.PID, false); p != nil {
-				p.lin.wr, p.lin.wrNext = [8]memRange{}, 0 // a new address space
+				// a new address space
+				p.lin.wr, p.lin.wrNext = [8]memRange{}, 0
+				p.lin.code, p.lin.fmaps, p.lin.fmNext = "", [4]fileMap{}, 0
 			}
 		}
 	case nrMmap:
 		if ret > 0 && ev.Args[3]&mapAnon != 0 && ev.Args[2]&protWrite != 0 && ev.Args[2]&protExec == 0 {
 			ps.get(ev.PID, true).lin.addWritable(uint64(ret), ev.Args[1])
 		}
+		if ret > 0 {
+			mapFile(cg, ev)
+		}
+	case nrMunmap:
+		if ret == 0 {
+			if p := ps.get(ev.PID, false); p != nil {
+				p.lin.unmapFiles(ev.Args[0], ev.Args[1])
+			}
+		}
 	case nrMprotect, nrPkeyMprotect:
 		if ret == 0 && ev.Args[2]&protWrite != 0 && ev.Args[2]&protExec == 0 {
 			ps.get(ev.PID, true).lin.addWritable(ev.Args[0], ev.Args[1])
+		}
+		if ret == 0 && ev.Args[2]&protExec != 0 {
+			if p := ps.get(ev.PID, false); p != nil && p.lin.code == "" {
+				p.lin.code = p.lin.fileMapped(ev.Args[0], ev.Args[1])
+			}
 		}
 	case nrOpen, nrOpenat, nrCreat:
 		if ret < 0 || ev.Path == "" {
@@ -162,6 +273,14 @@ func trackLineage(cg *cgState, ev *event.Event) {
 		if ret == 0 && ev.Path2 != "" {
 			if exe, ok := cg.written.writer(ev.Path); ok {
 				cg.written.l.remove(ev.Path)
+				cg.written.put(ev.Path2, exe)
+			}
+		}
+	case nrLink, nrLinkat:
+		// a hard link is the same file under a new name (ln /tmp/m.so
+		// /usr/local/lib/libz.so.1)
+		if ret == 0 && ev.Path2 != "" {
+			if exe, ok := cg.written.writer(ev.Path); ok {
 				cg.written.put(ev.Path2, exe)
 			}
 		}

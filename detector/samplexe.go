@@ -10,8 +10,11 @@ import (
 // cgroup runs a process these executables do not account for. A process
 // is accounted for when the executable of its last execve matches and
 // that file was not written inside the container (a miner dropped as
-// /tmp/cc1 is not a compiler). A process whose exec vigil never saw is
-// not accounted for, and neither is a cgroup with no process known.
+// /tmp/cc1 is not a compiler), and it did not map for execution a file
+// the container wrote (a miner loaded as a shared object into
+// /usr/bin/sleep by LD_PRELOAD, an openssl engine, sqlite3's .load). A
+// process whose exec vigil never saw is not accounted for, and neither
+// is a cgroup with no process known.
 type exeGate struct{ m strMatcher }
 
 func compileExeGate(c *compiler, name string, v *yaml.Node) (*exeGate, error) {
@@ -37,6 +40,10 @@ func (g *exeGate) unaccounted(cg *cgState) (string, bool) {
 		}
 		if _, written := cg.written.writer(p.exe); written {
 			who, found = fmt.Sprintf("pid %d (%s, written in the container)", pid, p.exe), true
+			return
+		}
+		if p.lin.code != "" {
+			who, found = fmt.Sprintf("pid %d (%s, running %s, written in the container)", pid, p.exe, p.lin.code), true
 		}
 	})
 	if !seen {

@@ -101,3 +101,146 @@ func TestUnlessExesErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestCPURulesMappedCode: a process that mapped for execution a file the
+// container wrote runs that code, whatever its executable: a miner built
+// as a shared object and loaded into /usr/bin/sleep (LD_PRELOAD), an
+// openssl engine or sqlite3's .load keeps the CPU rules live, while
+// programs loading the system's libraries, or mapping a written file
+// only to read it, stay accounted for. The events are those vigil trace
+// records for `LD_PRELOAD=/tmp/m.so /usr/bin/sleep`: ld.so opens the
+// file, maps it read-only, then maps its text PROT_READ|PROT_EXEC over
+// that with MAP_FIXED (flags 0x812), the fd in arg4.
+func TestCPURulesMappedCode(t *testing.T) {
+	const (
+		base    = 0x7fb2a1f8c000
+		rdonly  = 0x80000 // O_RDONLY|O_CLOEXEC, as ld.so opens
+		private = 0x802   // MAP_PRIVATE|MAP_DENYWRITE
+		fixed   = 0x812   // and MAP_FIXED
+	)
+	type ev = event.Event
+	nrOf := func(name string) int32 { return nr(t, name) }
+	openAt := func(pid uint32, path string, fd int64) ev {
+		return ev{PID: pid, Nr: nrOf("openat"), Path: path, Args: [6]uint64{0xffffff9c, 0, rdonly}, Ret: fd}
+	}
+	mmap := func(pid uint32, addr, length, prot, flags, fd uint64, ret uint64) ev {
+		return ev{PID: pid, Nr: nrOf("mmap"), Args: [6]uint64{addr, length, prot, flags, fd}, Ret: int64(ret)}
+	}
+	// loadSO is ld.so loading path into pid at base.
+	loadSO := func(pid uint32, path string) []ev {
+		return []ev{
+			openAt(pid, path, 3),
+			mmap(pid, 0, 0x4010, 1, private, 3, base),
+			mmap(pid, base+0x1000, 0x1000, 5, fixed, 3, base+0x1000),
+			mmap(pid, base+0x2000, 0x1000, 1, fixed, 3, base+0x2000),
+			{PID: pid, Nr: nrOf("close"), Args: [6]uint64{3}},
+		}
+	}
+	// write is a shell writing path.
+	write := func(path string) []ev {
+		return []ev{
+			{PID: 2, Nr: nrOf("execve"), Path: "/bin/sh", Comm: "sh"},
+			{PID: 2, Nr: nrOf("openat"), Path: path, Args: [6]uint64{0xffffff9c, 0, 0o1101}, Ret: 3},
+			{PID: 2, Nr: nrOf("close"), Args: [6]uint64{3}},
+		}
+	}
+	exec := func(pid uint32, exe string) ev {
+		return ev{PID: pid, Nr: nrOf("execve"), Path: exe, Comm: exe[strings.LastIndexByte(exe, '/')+1:]}
+	}
+	cat := func(parts ...[]ev) []ev {
+		var out []ev
+		for _, p := range parts {
+			out = append(out, p...)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name    string
+		events  []ev
+		threads int
+		cores   float64
+		want    string // "" no verdict; else the rule, and the message must name the file
+	}{
+		{"LD_PRELOAD miner in sleep", cat(write("/tmp/m.so"), []ev{exec(11, "/usr/bin/sleep")}, loadSO(11, "/tmp/m.so")),
+			1, 1, "cpu-spin-few-syscalls"},
+		{"openssl engine, many threads", cat(write("/tmp/m.so"), []ev{exec(11, "/usr/bin/openssl")},
+			loadSO(11, "/usr/lib/x86_64-linux-gnu/libcrypto.so.3"), loadSO(11, "/tmp/m.so")),
+			6, 1.8, "cpu-many-spinning-threads"},
+		{"mapped read-only, then made executable", cat(write("/tmp/m.so"), []ev{exec(11, "/usr/bin/sqlite3"),
+			openAt(11, "/tmp/m.so", 4), mmap(11, 0, 0x2000, 1, 2, 4, base),
+			{PID: 11, Nr: nrOf("mprotect"), Args: [6]uint64{base + 0x1000, 0x1000, 5}}}),
+			1, 1, "cpu-spin-few-syscalls"},
+		{"a child of the loader keeps its code", cat(write("/tmp/m.so"), []ev{exec(11, "/usr/bin/python3")}, loadSO(11, "/tmp/m.so"),
+			[]ev{{PID: 11, Nr: nrOf("clone"), Args: [6]uint64{0x1200011}, Ret: 12}, {PID: 11, Nr: nrOf("exit_group")}}),
+			1, 1, "cpu-spin-few-syscalls"},
+		{"renamed before it is loaded", cat(write("/tmp/a"), []ev{
+			{PID: 2, Nr: nrOf("rename"), Path: "/tmp/a", Path2: "/usr/lib/libz.so.1", Ret: 0},
+			exec(11, "/usr/bin/ssh-keygen")}, loadSO(11, "/usr/lib/libz.so.1")),
+			1, 1, "cpu-spin-few-syscalls"},
+		{"hard-linked before it is loaded", cat(write("/tmp/a"), []ev{
+			{PID: 2, Nr: nrOf("linkat"), Path: "/tmp/a", Path2: "/usr/local/lib/libz.so.1", Args: [6]uint64{0xffffff9c, 0, 0xffffff9c}, Ret: 0},
+			exec(11, "/usr/bin/ffmpeg")}, loadSO(11, "/usr/local/lib/libz.so.1")),
+			1, 1, "cpu-spin-few-syscalls"},
+		// near-misses
+		{"compiler loading system libraries", cat([]ev{exec(10, "/usr/bin/make"), exec(11, "/usr/lib/gcc/x86_64-linux-gnu/12/cc1")},
+			loadSO(11, "/usr/lib/x86_64-linux-gnu/libc.so.6"), loadSO(11, "/usr/lib/x86_64-linux-gnu/libisl.so.23")),
+			6, 1.8, ""},
+		{"sort mapping the file it sorts", cat(write("/tmp/data"), []ev{exec(11, "/usr/bin/sort"),
+			openAt(11, "/tmp/data", 4), mmap(11, 0, 0x100000, 1, 2, 4, base)}), 1, 1, ""},
+		{"made executable after it was unmapped", cat(write("/tmp/data"), []ev{exec(11, "/usr/bin/java"),
+			openAt(11, "/tmp/data", 4), mmap(11, 0, 0x2000, 1, 2, 4, base),
+			{PID: 11, Nr: nrOf("munmap"), Args: [6]uint64{base, 0x2000}},
+			{PID: 11, Nr: nrOf("mprotect"), Args: [6]uint64{base, 0x1000, 5}}}), 1, 1, ""},
+		{"the loader exec'd a system program", cat(write("/tmp/m.so"), []ev{exec(11, "/usr/bin/python3")}, loadSO(11, "/tmp/m.so"),
+			[]ev{exec(11, "/usr/bin/xz")}), 1, 1, ""},
+		{"LD_PRELOAD of a library the image shipped", cat([]ev{exec(11, "/usr/bin/sleep")}, loadSO(11, "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")),
+			1, 1, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEngine(t, Config{})
+			now := t0
+			seq := uint64(0)
+			obs := func(ev event.Event) {
+				seq++
+				ev.Seq, ev.Time, ev.CgroupID = seq, now, 3
+				if ev.TID == 0 {
+					ev.TID = ev.PID
+				}
+				e.Observe(&ev)
+			}
+			for _, ev := range tc.events {
+				obs(ev)
+			}
+			var fired []Verdict
+			var cpu uint64
+			for s := 0; s < 24; s++ { // 6 s, 5 syscalls a second
+				if s%4 == 0 {
+					obs(event.Event{PID: 2, Nr: nrOf("read")})
+				}
+				now = now.Add(250 * time.Millisecond)
+				cpu += uint64(tc.cores * 250e6)
+				fired = append(fired, e.Sample(Sample{CgroupID: 3, Time: now, CPUUsageNs: cpu, Threads: tc.threads})...)
+			}
+			var rules []string
+			for _, v := range fired {
+				if v.Class == "cpu-abuse" {
+					rules = append(rules, v.Rule)
+				}
+			}
+			if tc.want == "" {
+				if len(rules) > 0 {
+					t.Errorf("fired %v: %s", rules, fired[0].Message)
+				}
+				return
+			}
+			if !contains(rules, tc.want) {
+				t.Fatalf("fired %v, want %s", rules, tc.want)
+			}
+			for _, v := range fired {
+				if v.Rule == tc.want && !strings.Contains(v.Message, "written in the container") {
+					t.Errorf("message %q does not name the loaded file", v.Message)
+				}
+			}
+		})
+	}
+}
