@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"runtime"
 	"slices"
@@ -642,7 +641,7 @@ func (a *Agent) sampleOne(j sampleJob, buf []byte, th *map[uint64]uint64) (busy 
 	threads := -1
 	busy = j.wantThreads(at, cs.UsageNs)
 	if busy {
-		if threads, err = readThreads(j.Dir, buf); err != nil {
+		if threads, err = bpf.ReadThreads(j.Dir, buf); err != nil {
 			return true
 		}
 	}
@@ -672,29 +671,6 @@ func threadCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ts.Nano())
-}
-
-// readThreads counts a cgroup's threads (cgroup.threads, one a line).
-func readThreads(dir string, buf []byte) (int, error) {
-	fd, err := unix.Open(dir+"/cgroup.threads", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return 0, err
-	}
-	defer unix.Close(fd)
-	n := 0
-	for {
-		k, err := unix.Read(fd, buf)
-		if err != nil {
-			if err == unix.EINTR {
-				continue
-			}
-			return 0, err
-		}
-		if k == 0 {
-			return n, nil
-		}
-		n += bytes.Count(buf[:k], []byte{'\n'})
-	}
 }
 
 // samplerSink gives the sampler the pipeline's hints: an exec makes its

@@ -663,10 +663,10 @@ func TestSamplingDetectionLatency(t *testing.T) {
 func TestReadThreads(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "cgroup.threads"), []byte("10\n11\n12\n"), 0o644)
-	if n, err := readThreads(dir, make([]byte, 4)); err != nil || n != 3 {
-		t.Errorf("readThreads = %d, %v, want 3 (read 4 bytes at a time)", n, err)
+	if n, err := bpf.ReadThreads(dir, make([]byte, 4)); err != nil || n != 3 {
+		t.Errorf("ReadThreads = %d, %v, want 3 (read 4 bytes at a time)", n, err)
 	}
-	if _, err := readThreads(filepath.Join(dir, "gone"), make([]byte, 4)); err == nil {
+	if _, err := bpf.ReadThreads(filepath.Join(dir, "gone"), make([]byte, 4)); err == nil {
 		t.Error("no cgroup: no error")
 	}
 }

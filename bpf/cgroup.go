@@ -150,11 +150,35 @@ func CgroupSample(dir string) (st CPUStat, threads int, err error) {
 	if err != nil {
 		return CPUStat{}, 0, err
 	}
-	t, err := os.ReadFile(filepath.Join(dir, "cgroup.threads"))
-	if err != nil {
+	if threads, err = ReadThreads(dir, buf[:]); err != nil {
 		return CPUStat{}, 0, fmt.Errorf("cgroup threads: %w", err)
 	}
-	return st, strings.Count(string(t), "\n"), nil
+	return st, threads, nil
+}
+
+// ReadThreads counts the threads of the cgroup v2 directory dir
+// (cgroup.threads, one a line), reading through buf: a file of any length,
+// no allocation but the path.
+func ReadThreads(dir string, buf []byte) (int, error) {
+	fd, err := unix.Open(dir+"/cgroup.threads", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	n := 0
+	for {
+		k, err := unix.Read(fd, buf)
+		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			return 0, err
+		}
+		if k == 0 {
+			return n, nil
+		}
+		n += bytes.Count(buf[:k], []byte{'\n'})
+	}
 }
 
 // CgroupUsage reads the cumulative CPU time (ns) and thread count of the
