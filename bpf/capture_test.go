@@ -23,7 +23,7 @@ import (
 // the loop's own time in ns on standard output (no process start in it).
 const loopEnv = "VIGIL_TEST_GETPPID_LOOP"
 
-// captureEnv runs TestCaptureCost: repetitions of each mode (interleaved
+// captureEnv sets BenchmarkCaptureCost: repetitions of each mode (interleaved
 // in a shuffled order), and the calls per run.
 const captureEnv = "VIGIL_CAPTURE_COST"
 
@@ -48,7 +48,7 @@ func init() {
 
 // getppidLoop runs n getppid calls in a child process of cg and returns the
 // loop's time per call.
-func getppidLoop(t *testing.T, cg *Cgroup, n int) float64 {
+func getppidLoop(t testing.TB, cg *Cgroup, n int) float64 {
 	t.Helper()
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d", loopEnv, n), "GOMAXPROCS=1")
@@ -77,24 +77,26 @@ func medianOf(xs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-// TestCaptureCost measures the tracer's in-kernel cost per record (bpf_stats
+// BenchmarkCaptureCost measures the tracer's in-kernel cost per record (bpf_stats
 // run time of the sys_exit program over a getppid loop in a tracked
 // cgroup, less the empty program's: the timing's own cost) without a budget
 // and with one the loop stays far under, the cost of the records' clock
 // read alone (the ktime floor), and the loop's time per call untraced and
 // traced. Per run divides by every sys_exit of the machine (other
 // processes' syscalls only pass the filter), per record by the cgroup's
-// records: on a busy machine they differ. Only with
-// VIGIL_CAPTURE_COST=REPS[,CALLS] (VIGIL_CAPTURE_COST_RING: ring bytes): it
-// is a measurement, not a check; to compare two objects, run the test
-// binaries of two commits alternately (go test -c).
-func TestCaptureCost(t *testing.T) {
-	v := os.Getenv(captureEnv)
-	if v == "" {
-		t.Skipf("a measurement: set %s=REPS[,CALLS] to run it", captureEnv)
-	}
+// records: on a busy machine they differ. A measurement, not a check, so a
+// benchmark (go test -run '^$' -bench CaptureCost ./bpf/, as root; b.N is
+// not used): VIGIL_CAPTURE_COST=REPS[,CALLS] (default 5,1000000;
+// VIGIL_CAPTURE_COST_RING: ring bytes). To compare two objects, run the
+// test binaries of two commits alternately (go test -c).
+func BenchmarkCaptureCost(b *testing.B) {
+	t := b
 	privtest.Require(t)
 	reps, calls := 5, 1_000_000
+	v := os.Getenv(captureEnv)
+	if v == "" {
+		v = "5,1000000"
+	}
 	if _, err := fmt.Sscanf(v, "%d,%d", &reps, &calls); err != nil {
 		if _, err := fmt.Sscanf(v, "%d", &reps); err != nil {
 			t.Fatalf("%s=%q: want REPS[,CALLS]", captureEnv, v)
