@@ -73,9 +73,14 @@ func init() {
 				openOf(101, "/proc/4242/task/4243/root/etc/hostname", 0)},
 			miss: []rstep{execOf(100, "/usr/bin/pwdx"), statOf(100, "readlink", "/proc/4242/cwd"), execOf(101, "/usr/bin/cat"),
 				openOf(101, "/proc/self/cwd/x", 0)}},
+		// top is no longer excepted by name; a ps the container wrote
+		// (over the system's) is not the system's ps. procps-ng 4.0's
+		// ps aux opens every process's environ
 		"proc-environ-read": {rule: "proc-environ-read",
-			fire: []rstep{execOf(100, "/usr/bin/cat"), openOf(100, "/proc/1/environ", 0), execOf(101, "/usr/bin/python3"), openOf(101, "/proc/4242/environ", 0)},
-			miss: []rstep{execOf(100, "/usr/bin/ps", "ps", "eww"), openOf(100, "/proc/4242/environ", 0), execOf(101, "/usr/bin/cat"),
+			fire: []rstep{execOf(100, "/usr/bin/cat"), openOf(100, "/proc/1/environ", 0), execOf(101, "/usr/bin/python3"), openOf(101, "/proc/4242/environ", 0),
+				execOf(102, "/usr/bin/top", "top", "-b"), openOf(102, "/proc/1/environ", 0),
+				execOf(103, "/bin/sh"), openOf(103, "/usr/bin/ps", oWrCreatTrunc), execOf(104, "/usr/bin/ps", "ps", "eww", "-p", "1"), openOf(104, "/proc/1/environ", 0)},
+			miss: []rstep{execOf(100, "/usr/bin/ps", "ps", "aux"), openOf(100, "/proc/4242/environ", 0), execOf(101, "/usr/bin/cat"),
 				openOf(101, "/proc/self/environ", 0)}},
 		"proc-memory-access": {rule: "proc-memory-access",
 			fire: []rstep{execOf(100, "/usr/bin/python3"), openOf(100, "/proc/4242/mem", oRDWR)},
