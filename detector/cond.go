@@ -353,6 +353,8 @@ var boolFields = map[string]func(*evalCtx) bool{
 	},
 	"mem_writable":         func(c *evalCtx) bool { return c.proc != nil && c.proc.lin.writable(c.ev.Args[0]) },
 	"proc.stdio_connected": func(c *evalCtx) bool { return c.proc != nil && c.proc.stdioConn },
+	// a socket the process connected out itself (not its parent) is on its stdio
+	"proc.stdio_self_connected": func(c *evalCtx) bool { return c.proc != nil && c.proc.stdioOwn },
 	"fd_connected": func(c *evalCtx) bool {
 		return c.proc != nil && c.proc.isConnected(int64(c.ev.Args[0]))
 	},

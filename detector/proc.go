@@ -91,26 +91,43 @@ type procState struct {
 	uids        uids         // real, effective, saved uid as far as seen
 	sockfds     [16]uint64   // fds from socket/accept (and their dups)
 	connfds     [16]uint64   // sockets this process connected out (and their dups)
+	ownconn     [16]uint64   // of connfds, those it connected itself, not inherited
 	stdioFrom   [3]int32     // the fd duplicated onto 0, 1, 2; -1 none
 	stdioSocket bool         // a socket is on stdio
 	stdioConn   bool         // a connected-out socket is on stdio
+	stdioOwn    bool         // a socket this process connected itself is on stdio
 	forked      bool         // created by a fork or clone vigil saw
 	born        uint64       // ktime of the first tracked event that found it; 0 unknown
+	last        uint64       // ktime of its latest tracked event; 0 unknown
+	lastTID     uint32       // the thread that made it
 	held        *event.Event // its exec, while no fork of it was seen (vfork.go)
 	lin         lineage      // parent, server role, writable memory (lineage.go)
 }
 
 // staleAfter is how long before its parent's fork returned a child's
 // state may have been made by the child's own events (seen first, from
-// another CPU). A process state older than that, or one made by an
-// earlier fork, belongs to a process that had the pid before: its exit
-// record was lost.
+// another CPU).
 const staleAfter = 2_000_000_000 // ns
 
-// stale reports whether p, found under the pid a fork returned at
-// ktime, belongs to an earlier process of that pid.
-func (p *procState) stale(ktime uint64) bool {
-	return p.forked || (p.born != 0 && p.born+staleAfter < ktime)
+// stale reports whether p, found under the pid that parent's thread tid
+// got from a fork returning at ktime, belongs to an earlier process of
+// that pid (whose exit record was lost): one made by an earlier fork, one
+// first seen before that thread's last tracked event before the fork
+// (the child did not exist then), or one first seen more than staleAfter
+// before the fork returned. A vfork child runs while its parent waits
+// and may take any time before its exec (posix_spawn's open of a FIFO
+// blocks); the vfork returns right after that exec, so a state whose
+// held exec is that recent is the child's, however old.
+func (p *procState) stale(parent *procState, tid uint32, ktime uint64) bool {
+	switch {
+	case p.forked:
+		return true
+	case p.born == 0:
+		return false
+	case parent.last != 0 && parent.lastTID == tid && p.born < parent.last:
+		return true
+	}
+	return p.born+staleAfter < ktime && (p.held == nil || p.held.KTime+staleAfter < ktime)
 }
 
 func (p *procState) reset() {
@@ -132,19 +149,22 @@ func setBit(set *[16]uint64, fd int64, on bool) {
 	}
 }
 
-func (p *procState) isSocket(fd int64) bool    { return bit(&p.sockfds, fd) }
-func (p *procState) isConnected(fd int64) bool { return bit(&p.connfds, fd) }
+func (p *procState) isSocket(fd int64) bool     { return bit(&p.sockfds, fd) }
+func (p *procState) isConnected(fd int64) bool  { return bit(&p.connfds, fd) }
+func (p *procState) ownConnected(fd int64) bool { return bit(&p.ownconn, fd) }
 
 func (p *procState) setSocket(fd int64, on bool) {
 	setBit(&p.sockfds, fd, on)
 	if !on {
 		setBit(&p.connfds, fd, false)
+		setBit(&p.ownconn, fd, false)
 	}
 }
 
 func (p *procState) dup(oldfd, newfd int64) {
 	setBit(&p.sockfds, newfd, p.isSocket(oldfd))
 	setBit(&p.connfds, newfd, p.isConnected(oldfd))
+	setBit(&p.ownconn, newfd, p.ownConnected(oldfd))
 	if newfd >= 0 && newfd <= 2 {
 		p.stdioFrom[newfd] = int32(oldfd)
 	}
@@ -158,6 +178,9 @@ func (p *procState) refreshStdio() {
 		}
 		if fd >= 0 && p.isConnected(int64(fd)) {
 			p.stdioConn = true
+		}
+		if fd >= 0 && p.ownConnected(int64(fd)) {
+			p.stdioOwn = true
 		}
 	}
 }
@@ -192,7 +215,8 @@ func (p *procState) dropFds() {
 }
 
 // merge folds a parent's state into a child that may have been seen first
-// (events of different CPUs arrive out of order).
+// (events of different CPUs arrive out of order). The sockets the parent
+// connected are not the child's own (ownconn, stdioOwn).
 func (p *procState) merge(parent *procState) {
 	for i := range p.sockfds {
 		p.sockfds[i] |= parent.sockfds[i]
@@ -379,6 +403,7 @@ func (ps *procs) apply(ev *event.Event) {
 		if ret == 0 || ret == -115 {
 			if p := ps.get(ev.PID, false); p != nil && p.isSocket(int64(ev.Args[0])) {
 				setBit(&p.connfds, int64(ev.Args[0]), true)
+				setBit(&p.ownconn, int64(ev.Args[0]), true)
 			}
 		}
 	case nrOpen, nrOpenat, nrOpenat2, nrCreat, nrOpenTree:
@@ -463,13 +488,20 @@ func (ps *procs) apply(ev *event.Event) {
 			return
 		}
 		child := ps.get(uint32(ret), true)
-		if child.stale(ev.KTime) {
+		if child.stale(parent, ev.TID, ev.KTime) {
 			// the pid's earlier process (its exit record lost): its
 			// executable, uids, fds and lineage are not the child's
 			child.dropFds()
 			child.reset()
 		}
+		// a vfork child's exec comes before the fork that made it (its
+		// exec is held): what it inherits went through that exec
+		execd, own := child.held != nil, child.uids
+		tookFds := child.fds == nil || child.fds.l.len() == 0
 		child.merge(parent)
+		if execd {
+			child.execInherited(own, parent.uids, tookFds)
+		}
 		child.forked = true
 		if child.held != nil {
 			ps.rejudge, child.held = child.held, nil
@@ -518,10 +550,29 @@ func (ps *procs) updateUids(ev *event.Event) {
 }
 
 // noteBorn stamps the process of a tracked event with the event's time
-// when it has none (the first tracked event that found it).
+// when it has none (the first tracked event that found it), and as its
+// latest.
 func (ps *procs) noteBorn(ev *event.Event) {
-	if p := ps.l.peek(ev.PID); p != nil && p.born == 0 {
-		p.born = ev.KTime
+	if p := ps.l.peek(ev.PID); p != nil {
+		if p.born == 0 {
+			p.born = ev.KTime
+		}
+		p.last, p.lastTID = ev.KTime, ev.TID
+	}
+}
+
+// execInherited applies the exec a child made before its fork was seen
+// to what the merge gave it from its parent: the uids, the child's own
+// (own, before the merge) filled from the parent's as that exec left them
+// (a user's sudo may be root: the parent's effective and saved uids are
+// not the child's), and, when it took its parent's fd table, the
+// close-on-exec fds. What the child learnt after its exec stays.
+func (p *procState) execInherited(own, parent uids, tookFds bool) {
+	parent.exec()
+	p.uids = own
+	p.uids.merge(parent)
+	if tookFds && p.fds != nil && p.fds.l.len() > 0 {
+		p.writableFds().exec()
 	}
 }
 
