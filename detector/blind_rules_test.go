@@ -66,6 +66,17 @@ func init() {
 			fire: []rstep{execOf(100, "/usr/bin/curl"), openOf(100, "/tmp/b/prog", oWrCreatTrunc), execOf(101, "/tmp/b/prog")},
 			miss: []rstep{execOf(100, "/usr/bin/cc"), openOf(100, "/tmp/b/prog", oWrCreatTrunc), execOf(101, "/usr/bin/strip"),
 				openOf(101, "/tmp/b/prog", oWrCreatTrunc), execOf(102, "/tmp/b/prog")}},
+		// a hard link is the file it links (cargo links what rustc's
+		// rust-lld wrote into target/release)
+		"drift-exec/hardlink": {rule: "drift-exec",
+			fire: []rstep{execOf(100, "/usr/bin/curl"), openOf(100, "/tmp/b/x", oWrCreatTrunc), execOf(101, "/usr/bin/ln"),
+				sys(101, "linkat", func(e *event.Event) { e.Path, e.Path2 = "/tmp/b/x", "/usr/local/bin/app" }), execOf(102, "/usr/local/bin/app")},
+			miss: []rstep{execOf(100, "/root/.rustup/toolchains/stable-x86_64-unknown-linux-gnu/lib/rustlib/x86_64-unknown-linux-gnu/bin/rust-lld"),
+				openOf(100, "/tmp/c/target/release/deps/app-1f2e", oWrCreatTrunc), execOf(101, "/root/.cargo/bin/cargo"),
+				sys(101, "linkat", func(e *event.Event) {
+					e.Path, e.Path2 = "/tmp/c/target/release/deps/app-1f2e", "/tmp/c/target/release/app"
+				}),
+				execOf(102, "/tmp/c/target/release/app")}},
 		// ls /proc/PID/cwd/ reads what another process sees; pwdx and lsof
 		// only read the link
 		"host-root-via-proc/cwd": {rule: "host-root-via-proc",
