@@ -39,13 +39,14 @@ type ring struct {
 	// per look.
 	readTimer func(fd uintptr) bool
 	timerErr  error
-	armed     bool   // the timer was just armed: the first read would fail
-	cons      []byte // consumer page (read-write)
-	prod      []byte // producer page followed by the data, mapped twice
-	data      []byte
-	mask      uint64
-	consP     *uint64
-	prodP     *uint64
+	// armed, when set (tests), runs between arming the timer and the wait.
+	armed func()
+	cons  []byte // consumer page (read-write)
+	prod  []byte // producer page followed by the data, mapped twice
+	data  []byte
+	mask  uint64
+	consP *uint64
+	prodP *uint64
 	// stopped is set by interrupt and cleared by resetDeadlines: a wait
 	// that arms its deadline after an interrupt would otherwise overwrite
 	// the interrupt's past deadline and park for its whole timeout.
@@ -152,7 +153,10 @@ func (r *ring) sleep(d time.Duration) error {
 	if err := unix.TimerfdSettime(r.tfd, 0, &spec, nil); err != nil { // raw
 		return fmt.Errorf("arm poll timer: %w", err)
 	}
-	r.timerErr, r.armed = nil, true
+	r.timerErr = nil
+	if r.armed != nil {
+		r.armed()
+	}
 	if err := r.rawTm.Read(r.readTimer); err != nil {
 		return fmt.Errorf("poll timer: %w", err)
 	}
@@ -163,15 +167,16 @@ func (r *ring) sleep(d time.Duration) error {
 }
 
 // readTimerFD reads the timer's expiry count, which clears the expiry; it
-// returns false (park in the poller) while the timer has not expired. The
-// first call after arming parks without a read, which could only fail:
-// the poller's edge for an expiry that comes meanwhile is not lost, and a
-// stale one costs one read that finds nothing.
+// returns false (park in the poller) while the timer has not expired.
+//
+// The first call must read, even though the timer was armed a moment
+// ago: the poller forgets a readiness it saw before the wait began (the
+// raw read's prepare resets it), so an expiry that came between arming
+// and the wait (the reader descheduled for longer than the interval, on a
+// loaded node) would never be seen again, and the one-shot timer would
+// not fire twice: the reader parked for good and the agent stopped
+// reading its ring.
 func (r *ring) readTimerFD(fd uintptr) bool {
-	if r.armed {
-		r.armed = false
-		return false
-	}
 	var b [8]byte
 	_, _, errno := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
 	switch errno {

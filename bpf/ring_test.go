@@ -126,3 +126,41 @@ func processCPU() time.Duration {
 	unix.Getrusage(unix.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// TestRingSleepExpiryBeforeWait: a timer that expires between its arming
+// and the wait (the reader descheduled for longer than the interval, as
+// on a loaded node) still ends the sleep. The poller drops a readiness it
+// saw before the wait began, so a sleep that parked without reading the
+// timer first waited forever, and the agent stopped reading its ring (its
+// e2e tests saw no events and /healthz failed under load).
+func TestRingSleepExpiryBeforeWait(t *testing.T) {
+	privtest.Require(t)
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.RingBuf, MaxEntries: 1 << 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	r, err := newRing(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.close()
+	r.resetDeadlines()
+	// The timer expires during the pause, and the runtime's poller, idle
+	// meanwhile, takes the expiry's readiness before the wait begins.
+	r.armed = func() { time.Sleep(20 * time.Millisecond) }
+	for i := 0; i < 5; i++ {
+		done := make(chan error, 1)
+		go func() { done <- r.sleep(time.Millisecond) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("sleep %d: %v", i, err)
+			}
+		case <-time.After(2 * time.Second):
+			r.interrupt()
+			<-done
+			t.Fatalf("sleep %d of 1ms whose timer expired before the wait: still parked after 2s", i)
+		}
+	}
+}
