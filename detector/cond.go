@@ -351,7 +351,12 @@ var boolFields = map[string]func(*evalCtx) bool{
 		_, ok := c.written.writer(c.proc.exe)
 		return ok
 	},
-	"mem_writable":         func(c *evalCtx) bool { return c.proc != nil && c.proc.lin.writable(c.ev.Args[0]) },
+	"mem_writable": func(c *evalCtx) bool { return c.proc != nil && c.proc.lin.writable(c.ev.Args[0]) },
+	// code mapped for execution from a memfd filled through its fd, or
+	// mapped privately (lineage.go: memfdCode)
+	"memfd_code": func(c *evalCtx) bool { return c.proc != nil && c.proc.memfdCode(c.ev) },
+	// the process is ps asked to print environments (proc.go: psShowsEnv)
+	"proc.shows_environ":   func(c *evalCtx) bool { return c.proc != nil && c.proc.showsEnv },
 	"proc.stdio_connected": func(c *evalCtx) bool { return c.proc != nil && c.proc.stdioConn },
 	// a socket the process connected out itself (not its parent) is on its stdio
 	"proc.stdio_self_connected": func(c *evalCtx) bool { return c.proc != nil && c.proc.stdioOwn },

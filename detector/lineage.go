@@ -1,6 +1,11 @@
 package detector
 
-import "vigil.dev/vigil/event"
+import (
+	"strconv"
+	"strings"
+
+	"vigil.dev/vigil/event"
+)
 
 // lineage is what the rules know about a process's origin and memory
 // beyond procState's basics: its parent's executable, whether it or its
@@ -25,11 +30,17 @@ type lineage struct {
 	fmNext uint8
 }
 
-// fileMap is memory mapped from a file the container wrote.
+// fileMap is memory mapped from a file the container wrote, or from a
+// memfd (path memfdPath).
 type fileMap struct {
 	start, end uint64
 	path       string
+	fd         int32 // the memfd's fd when it was mapped
+	memfd      uint8 // its memfd bits then, and memfdPrivate
 }
+
+// memfdPrivate marks a private mapping of a memfd (fileMap.memfd).
+const memfdPrivate = 0x80
 
 // memRange is memory a process mapped anonymous and writable, or made
 // writable with mprotect.
@@ -46,11 +57,31 @@ var (
 	nrMunmap       = nativeNr("munmap")
 	nrLink         = nativeNr("link")
 	nrLinkat       = nativeNr("linkat")
-	linTracked     = buildLinTracked()
+	// calls that put bytes in a file through its fd: the fd argument's
+	// index (fillFd)
+	fillFd     = buildFillFd()
+	linTracked = buildLinTracked()
 )
+
+func buildFillFd() []int8 {
+	t := make([]int8, event.NativeABI().MaxNr()+1)
+	for i := range t {
+		t[i] = -1
+	}
+	for name, arg := range map[string]int8{"write": 0, "pwrite64": 0, "writev": 0, "pwritev": 0, "pwritev2": 0,
+		"sendfile": 0, "copy_file_range": 2, "splice": 2} {
+		if nr := nativeNr(name); nr >= 0 {
+			t[nr] = arg
+		}
+	}
+	return t
+}
 
 func buildLinTracked() []bool {
 	t := make([]bool, event.NativeABI().MaxNr()+1)
+	for nr, arg := range fillFd {
+		t[nr] = arg >= 0
+	}
 	for _, nr := range []int32{nrMmap, nrMprotect, nrPkeyMprotect, nrMunmap, nrRename, nrRenameat, nrRenameat2, nrLink, nrLinkat} {
 		if nr >= 0 {
 			t[nr] = true
@@ -63,6 +94,8 @@ const (
 	protWrite  = 0x2
 	protExec   = 0x4
 	mapAnon    = 0x20
+	mapType    = 0x3 // MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE
+	mapPrivate = 0x2
 	maxWritten = 1024 // written files remembered per cgroup
 	// maxAncestors is how many ancestors' executables a process keeps:
 	// enough for apt-get > dpkg > maintainer script > sh > tool.
@@ -77,7 +110,7 @@ func (l *lineage) addWritable(start, length uint64) {
 	l.wrNext++
 }
 
-func (l *lineage) addFileMap(start, length uint64, path string) {
+func (l *lineage) addFileMap(start, length uint64, path string, fd int32, memfd uint8) {
 	if length == 0 || start+length < start {
 		return
 	}
@@ -86,6 +119,7 @@ func (l *lineage) addFileMap(start, length uint64, path string) {
 	if m.path != path {
 		m.path = cloneString(path)
 	}
+	m.fd, m.memfd = fd, memfd
 	l.fmNext++
 }
 
@@ -111,11 +145,62 @@ func (l *lineage) fileMapped(start, length uint64) string {
 		end = ^uint64(0)
 	}
 	for _, m := range l.fmaps {
-		if m.end > m.start && m.start < end && start < m.end {
+		if m.end > m.start && m.start < end && start < m.end && m.memfd == 0 {
 			return m.path
 		}
 	}
 	return ""
+}
+
+// memfdMapped returns the mapping of a memfd that [start, start+length)
+// overlaps.
+func (l *lineage) memfdMapped(start, length uint64) (fileMap, bool) {
+	end := start + length
+	if end < start {
+		end = ^uint64(0)
+	}
+	for _, m := range l.fmaps {
+		if m.end > m.start && m.start < end && start < m.end && m.memfd != 0 {
+			return m, true
+		}
+	}
+	return fileMap{}, false
+}
+
+// memfdCode reports whether ev maps code from a memfd that was filled
+// through its fd (write, pwrite, sendfile…) or mapped privately: mmap
+// with PROT_EXEC of the memfd, or mprotect adding PROT_EXEC to memory
+// mapped from one. That is loading code that came in as bytes, without
+// an exec: ld.so's mappings of a dlopen'd /proc/self/fd/N, a loader's own
+// mmap. A memfd filled through another mapping, shared and writable, and
+// mapped shared for execution is a JIT's W^X double mapping (.NET's
+// doublemapper, libffi's closures): it does not count.
+func (p *procState) memfdCode(ev *event.Event) bool {
+	if ev.Args[2]&protExec == 0 {
+		return false
+	}
+	switch ev.Nr {
+	case nrMmap:
+		if ev.Ret <= 0 || ev.Args[3]&mapAnon != 0 || p.fds == nil {
+			return false
+		}
+		m := p.fds.memfd(int32(ev.Args[4]))
+		return m != 0 && (m&memfdFilled != 0 || ev.Args[3]&mapType == mapPrivate)
+	case nrMprotect, nrPkeyMprotect:
+		if ev.Ret != 0 {
+			return false
+		}
+		fm, ok := p.lin.memfdMapped(ev.Args[0], ev.Args[1])
+		if !ok {
+			return false
+		}
+		if fm.memfd&(memfdFilled|memfdPrivate) != 0 {
+			return true
+		}
+		// filled after it was mapped
+		return p.fds != nil && p.fds.memfd(fm.fd)&memfdFilled != 0
+	}
+	return false
 }
 
 // writable reports whether addr lies in memory recently made writable.
@@ -173,7 +258,19 @@ func mapFile(cg *cgState, ev *event.Event) {
 	}
 	addr, length := uint64(ev.Ret), ev.Args[1]
 	p.lin.unmapFiles(addr, length) // a mapping over them replaces them
-	if ev.Args[3]&mapAnon != 0 || p.lin.code != "" {
+	if ev.Args[3]&mapAnon != 0 {
+		return
+	}
+	if p.fds != nil && ev.Args[2]&protExec == 0 {
+		if m := p.fds.memfd(int32(ev.Args[4])); m != 0 {
+			if ev.Args[3]&mapType == mapPrivate {
+				m |= memfdPrivate
+			}
+			p.lin.addFileMap(addr, length, memfdPath, int32(ev.Args[4]), m)
+			return
+		}
+	}
+	if p.lin.code != "" {
 		return
 	}
 	path := p.fdPath(int32(ev.Args[4]))
@@ -187,7 +284,19 @@ func mapFile(cg *cgState, ev *event.Event) {
 		p.lin.code = cloneString(path)
 		return
 	}
-	p.lin.addFileMap(addr, length, path)
+	p.lin.addFileMap(addr, length, path, -1, 0)
+}
+
+// fillMemfd marks fd, when it is a memfd, as filled through its fd.
+func fillMemfd(ps *procs, pid uint32, fd int32) {
+	p := ps.l.peek(pid)
+	if p == nil || p.fds == nil {
+		return
+	}
+	// the file's, so in a table shared with a forked child too
+	if e := p.fds.l.peek(fd); e != nil && e.memfd != 0 {
+		e.memfd |= memfdFilled
+	}
 }
 
 // trackLineage applies an event's effect on lineage and written files,
@@ -196,6 +305,12 @@ func mapFile(cg *cgState, ev *event.Event) {
 func trackLineage(cg *cgState, ev *event.Event) {
 	nr, ret := ev.Nr, ev.Ret
 	ps := &cg.procs
+	if ps.memfd && fillFd[nr] >= 0 {
+		if ret > 0 {
+			fillMemfd(ps, ev.PID, int32(ev.Args[fillFd[nr]]))
+		}
+		return
+	}
 	switch nr {
 	case nrAccept, nrAccept4:
 		if ret >= 0 {
@@ -280,9 +395,64 @@ func trackLineage(cg *cgState, ev *event.Event) {
 		// a hard link is the same file under a new name (ln /tmp/m.so
 		// /usr/local/lib/libz.so.1)
 		if ret == 0 && ev.Path2 != "" {
-			if exe, ok := cg.written.writer(ev.Path); ok {
+			if exe, ok := cg.written.writer(linkSource(ps, ev)); ok {
 				cg.written.put(ev.Path2, exe)
 			}
 		}
 	}
+}
+
+// atEmptyPath is linkat's (and the *at calls') flag to act on the fd
+// itself when the path is empty.
+const atEmptyPath = 0x1000
+
+// linkSource is the file a successful link or linkat gave a new name: its
+// path, or the path the process's fd was opened with when the call names
+// an fd rather than a path: linkat(fd, "", ..., AT_EMPTY_PATH), or
+// /proc/self/fd/N with AT_SYMLINK_FOLLOW. That is how a file opened with
+// O_TMPFILE (no name, "/tmp/#12345" to the kernel) gets one after it was
+// written (open(2)).
+func linkSource(ps *procs, ev *event.Event) string {
+	fd, ok := int32(-1), false
+	switch {
+	case ev.Nr == nrLinkat && ev.Path == "" && ev.Args[4]&atEmptyPath != 0:
+		fd, ok = int32(ev.Args[0]), true
+	case ev.Path != "":
+		fd, ok = ownFdLink(ev.Path, ev.PID)
+	}
+	if !ok {
+		return ev.Path
+	}
+	if p := ps.get(ev.PID, false); p != nil {
+		return p.fdPath(fd)
+	}
+	return ""
+}
+
+// ownFdLink reports the fd a path names when it is one of the process's
+// own fd links: /proc/self/fd/N, /proc/thread-self/fd/N, /dev/fd/N, or
+// /proc/PID/fd/N with the process's pid as the tracer records it.
+func ownFdLink(p string, pid uint32) (int32, bool) {
+	var rest string
+	switch {
+	case strings.HasPrefix(p, "/proc/self/fd/"):
+		rest = p[len("/proc/self/fd/"):]
+	case strings.HasPrefix(p, "/proc/thread-self/fd/"):
+		rest = p[len("/proc/thread-self/fd/"):]
+	case strings.HasPrefix(p, "/dev/fd/"):
+		rest = p[len("/dev/fd/"):]
+	case strings.HasPrefix(p, "/proc/"):
+		num, after, found := strings.Cut(p[len("/proc/"):], "/fd/")
+		if !found || num != strconv.FormatUint(uint64(pid), 10) {
+			return -1, false
+		}
+		rest = after
+	default:
+		return -1, false
+	}
+	fd, err := strconv.ParseUint(rest, 10, 31)
+	if err != nil {
+		return -1, false
+	}
+	return int32(fd), true
 }

@@ -1,6 +1,11 @@
 package detector
 
-import "vigil.dev/vigil/event"
+import (
+	"path"
+	"strings"
+
+	"vigil.dev/vigil/event"
+)
 
 // Native syscall numbers the engine tracks itself; -1 when the native ABI
 // lacks the call (open on arm64).
@@ -34,6 +39,7 @@ var (
 	nrChdir      = nativeNr("chdir")
 	nrFchdir     = nativeNr("fchdir")
 	nrCloseRange = nativeNr("close_range")
+	nrMemfd      = nativeNr("memfd_create")
 	procTracked  = buildProcTracked()
 	uidTracked   = buildTable(nrSetuid, nrSetreuid, nrSetresuid)
 	maxNativeNr  = event.NativeABI().MaxNr()
@@ -72,7 +78,7 @@ func buildProcTracked() []bool {
 	t := make([]bool, event.NativeABI().MaxNr()+1)
 	for _, nr := range []int32{nrSocket, nrConnect, nrAccept, nrAccept4, nrDup, nrDup2, nrDup3, nrFcntl, nrClose,
 		nrClone, nrClone3, nrFork, nrVfork, nrExecve, nrExecveat, nrExitGroup, nrGetuid, nrGeteuid, nrOpen,
-		nrOpenat, nrOpenat2, nrCreat, nrOpenTree, nrChdir, nrFchdir, nrCloseRange} {
+		nrOpenat, nrOpenat2, nrCreat, nrOpenTree, nrChdir, nrFchdir, nrCloseRange, nrMemfd} {
 		if nr >= 0 {
 			t[nr] = true
 		}
@@ -101,6 +107,7 @@ type procState struct {
 	last        uint64       // ktime of its latest tracked event; 0 unknown
 	lastTID     uint32       // the thread that made it
 	held        *event.Event // its exec, while no fork of it was seen (vfork.go)
+	showsEnv    bool         // ps asked to print environments (psShowsEnv)
 	lin         lineage      // parent, server role, writable memory (lineage.go)
 }
 
@@ -255,9 +262,20 @@ type fdTable struct {
 }
 
 type fdEntry struct {
-	path    []byte // absolute, clean; the buffer is reused
+	path    []byte // absolute, clean ("memfd:" for a memfd); the buffer is reused
 	cloexec bool
+	memfd   uint8 // memfdFile, memfdFilled
 }
+
+// fdEntry.memfd bits.
+const (
+	memfdFile   = 1 << iota // the fd is a memfd (memfd_create, or a /proc/self/fd link to one)
+	memfdFilled             // bytes were put in it with write, pwrite, sendfile…: not through a mapping
+)
+
+// memfdPath is the path a memfd's fd gets in the table: the kernel names it
+// "/memfd:NAME (deleted)", and the tracer does not read NAME.
+const memfdPath = "memfd:"
 
 func newFdTable() *fdTable {
 	t := &fdTable{refs: 1}
@@ -277,7 +295,24 @@ func (t *fdTable) path(fd int32) string {
 // set records that fd names path (absolute and clean); any other path
 // forgets fd.
 func (t *fdTable) set(fd int32, path string, cloexec bool) {
-	if fd < 0 || path == "" || path[0] != '/' || len(path) > maxPathLen {
+	t.put(fd, path, cloexec, 0)
+}
+
+// setMemfd records that fd is a memfd (memfd bits: memfdFile and more).
+func (t *fdTable) setMemfd(fd int32, cloexec bool, memfd uint8) {
+	t.put(fd, memfdPath, cloexec, memfd|memfdFile)
+}
+
+// memfd returns fd's memfd bits (0: not a memfd, or unknown).
+func (t *fdTable) memfd(fd int32) uint8 {
+	if e := t.l.peek(fd); e != nil {
+		return e.memfd
+	}
+	return 0
+}
+
+func (t *fdTable) put(fd int32, path string, cloexec bool, memfd uint8) {
+	if fd < 0 || path == "" || (path[0] != '/' && memfd == 0) || len(path) > maxPathLen {
 		t.l.remove(fd)
 		return
 	}
@@ -285,6 +320,7 @@ func (t *fdTable) set(fd int32, path string, cloexec bool) {
 	t.bytes += len(path) - len(e.path)
 	e.path = append(e.path[:0], path...)
 	e.cloexec = cloexec
+	e.memfd = memfd
 	for t.bytes > maxFdBytes {
 		old, _ := t.l.oldest()
 		t.l.remove(old)
@@ -300,7 +336,7 @@ func (t *fdTable) dup(oldfd, newfd int32, cloexec bool) {
 		t.l.remove(newfd)
 		return
 	}
-	t.set(newfd, unsafeString(e.path), cloexec)
+	t.put(newfd, unsafeString(e.path), cloexec, e.memfd)
 }
 
 func (t *fdTable) setCloexec(fd int32, on bool) {
@@ -341,7 +377,7 @@ func (t *fdTable) closeRange(first, last uint32, cloexec bool) {
 
 func (t *fdTable) clone() *fdTable {
 	c := newFdTable()
-	t.l.each(func(fd int32, e *fdEntry) { c.set(fd, unsafeString(e.path), e.cloexec) })
+	t.l.each(func(fd int32, e *fdEntry) { c.put(fd, unsafeString(e.path), e.cloexec, e.memfd) })
 	return c
 }
 
@@ -350,6 +386,7 @@ func (t *fdTable) clone() *fdTable {
 type procs struct {
 	l       lru[uint32, procState]
 	rejudge *event.Event // a held exec the last fork put in context (vfork.go)
+	memfd   bool         // a process made a memfd: writes are looked at (lineage.go)
 }
 
 func (ps *procs) get(pid uint32, create bool) *procState {
@@ -377,6 +414,7 @@ const (
 	fSetfd          = 2
 	fdCloexec       = 1
 	closeRangeCloex = 4
+	mfdCloexec      = 1
 )
 
 // update applies a tracked syscall's effect before rules see the event.
@@ -422,6 +460,22 @@ func (ps *procs) apply(ev *event.Event) {
 			if p.fds != nil || ev.Path != "" {
 				p.writableFds().set(int32(ret), ev.Path, cloexec)
 			}
+			// open("/proc/self/fd/N") of a memfd (dlopen of it): the
+			// kernel's path says "(unreachable)/", the process's names it
+			if ps.memfd && ev.PathUser != "" && p.fds != nil {
+				if fd, ok := ownFdLink(ev.PathUser, ev.PID); ok {
+					if m := p.fds.memfd(fd); m != 0 {
+						p.writableFds().setMemfd(int32(ret), cloexec, m)
+					}
+				}
+			}
+		}
+	case nrMemfd:
+		if ret >= 0 {
+			p := ps.get(ev.PID, true)
+			p.setSocket(ret, false)
+			p.writableFds().setMemfd(int32(ret), ev.Args[1]&mfdCloexec != 0, 0)
+			ps.memfd = true
 		}
 	case nrDup:
 		if ret >= 0 {
@@ -517,6 +571,7 @@ func (ps *procs) apply(ev *event.Event) {
 			}
 			p.uids.exec()
 			p.held = nil
+			p.showsEnv = path.Base(ev.Path) == "ps" && psShowsEnv(ev.Argv)
 			if !p.forked {
 				p.holdExec(ev)
 			}
@@ -688,3 +743,65 @@ func cloneString(s string) string {
 	copy(b, s)
 	return string(b)
 }
+
+// psShowsEnv reports whether ps's arguments ask it to print the
+// environments of the processes it lists: procps's BSD option e (ps e,
+// ps eww, ps auxe, ps -p 1 e). procps reads its arguments so (ps(1)): one
+// starting with "--" is a long option, one starting with "-" a cluster of
+// UNIX options (where -e selects every process), a list of pids alone is
+// a pid list, and any other a cluster of BSD options; an option that takes
+// a value takes the rest of its cluster, or the next argument when the
+// cluster ends with it (ps -o user,etime: "user,etime" is no cluster).
+func psShowsEnv(argv []string) bool {
+	for i := 1; i < len(argv); i++ {
+		a := argv[i]
+		switch {
+		case strings.HasPrefix(a, "--"):
+			name, _, inline := strings.Cut(a[2:], "=")
+			if !inline && psLongValue[name] {
+				i++
+			}
+		case strings.HasPrefix(a, "-"):
+			if _, next := psCluster(a[1:], psUnixValue, 0); next {
+				i++
+			}
+		case strings.Trim(a, "0123456789,") == "":
+			// a pid list
+		default:
+			env, next := psCluster(a, psBSDValue, 'e')
+			if env {
+				return true
+			}
+			if next {
+				i++
+			}
+		}
+	}
+	return false
+}
+
+// psCluster reads a cluster of one-letter options: whether it holds want
+// (before any value) and whether its last option takes the next argument
+// as its value.
+func psCluster(c, withValue string, want byte) (found, next bool) {
+	for j := 0; j < len(c); j++ {
+		if c[j] == want {
+			return true, false
+		}
+		if strings.IndexByte(withValue, c[j]) >= 0 {
+			return false, j == len(c)-1
+		}
+	}
+	return false, false
+}
+
+// ps options that take a value: UNIX (-o FORMAT), BSD (o FORMAT), long
+// (--sort KEY, or --sort=KEY).
+const (
+	psUnixValue = "CDGgOopqstUu"
+	psBSDValue  = "OopqtUk"
+)
+
+var psLongValue = map[string]bool{"format": true, "sort": true, "pid": true, "ppid": true, "quick-pid": true, "sid": true,
+	"tty": true, "user": true, "User": true, "group": true, "Group": true, "cols": true, "columns": true, "width": true,
+	"lines": true, "rows": true, "date-format": true}
