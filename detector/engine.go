@@ -88,6 +88,7 @@ type shard struct {
 	lastCg  *cgState // come in runs of one cgroup (nil: none)
 	ctx     evalCtx
 	scratch event.Event  // the event with normalised paths, while it is observed
+	paths   pathBuf      // the memory of the event's normalised paths
 	model   scoreScratch // the model's buffers for scoring a window
 	_       [64]byte     // keep shards on separate cache lines
 }
@@ -267,7 +268,8 @@ func (e *Engine) Observe(ev *event.Event) []Verdict {
 					// the runtime moves the first process to the
 					// container's working directory before its exec
 					dir := ev.Path
-					if n := normalize(ev, &cg.procs); n.changed {
+					sh.paths.reset()
+					if n := normalize(ev, &cg.procs, &sh.paths); n.changed {
 						dir = n.path
 					}
 					cg.procs.get(ev.PID, true).setCwd(dir)
@@ -328,7 +330,8 @@ func (sh *shard) observe(rs *ruleSet, ev *event.Event) []Verdict {
 	if known && (procTracked[nr] || linTracked[nr] || len(rules) > 0) {
 		// rules and the process state see normalised paths; the caller's
 		// event stays as it is
-		if n := normalize(ev, &cg.procs); n.changed {
+		sh.paths.reset()
+		if n := normalize(ev, &cg.procs, &sh.paths); n.changed {
 			sh.scratch = *ev
 			sh.scratch.Path, sh.scratch.Path2, sh.scratch.Addr.Path = n.path, n.path2, n.unix
 			ev = &sh.scratch
@@ -353,13 +356,12 @@ func (sh *shard) observe(rs *ruleSet, ev *event.Event) []Verdict {
 		ctx.pathUser = ""
 		if orig.PathUser != "" && orig.Flags&event.UserDiffers != 0 {
 			// The kernel's path won; the rules also see the process's spelling,
-			// normalised the same way.
-			u := *orig
-			u.Path = orig.PathUser
-			if n := normalize(&u, &cg.procs); n.changed {
-				ctx.pathUser = n.path
-			} else {
-				ctx.pathUser = orig.PathUser
+			// normalised the same way, unless that is the kernel's path
+			// itself (tar's ./f1.txt under the directory it opened): a
+			// condition matches either spelling, and the one spelling
+			// matches the same.
+			if u := userPath(orig, &cg.procs, &sh.paths); u != ev.Path {
+				ctx.pathUser = u
 			}
 		}
 		var bits eventBits

@@ -146,8 +146,27 @@ func slashDotOrSlash(p string) bool {
 
 // resolve returns p made absolute against base (an absolute clean path, or
 // "" when unknown) and cleaned. A clean absolute p is returned as is, so
-// the common case allocates nothing.
+// the common case allocates nothing. The engine resolves into its
+// pathBuf (pathBuf.resolve), which allocates nothing at all.
 func resolve(base, p string) string {
+	var pb pathBuf
+	return pb.resolve(base, p)
+}
+
+// pathBuf is the memory of the paths normalisation makes for one event:
+// they are views of it, valid until its next reset (the engine resets it
+// for every event). The engine copies whatever it keeps of an event's
+// paths, as it copies the event's own strings, which the caller reuses.
+type pathBuf struct{ b []byte }
+
+func (pb *pathBuf) reset() { pb.b = pb.b[:0] }
+
+// view returns the bytes appended since start as a string. Appends after
+// it leave it as it is (a new array keeps the old one alive for it).
+func (pb *pathBuf) view(start int) string { return unsafeString(pb.b[start:]) }
+
+// resolve is resolve, made in pb's memory (a clean absolute p is p).
+func (pb *pathBuf) resolve(base, p string) string {
 	if p == "" {
 		return p
 	}
@@ -155,20 +174,106 @@ func resolve(base, p string) string {
 		if isClean(p) {
 			return p
 		}
-		return path.Clean(p)
+		return pb.clean("", p)
 	}
 	if base == "" {
-		return path.Clean(p)
+		return pb.clean("", p)
 	}
-	if relClean(p) && isClean(base) {
-		// nothing to clean: a file name under a known directory, the
-		// common case of *at calls
-		if base == "/" {
-			return "/" + p
+	if isClean(base) {
+		// nothing to clean but a leading "./" (tar names the files of its
+		// archive so): a file name under a known directory, the common
+		// case of *at calls
+		q := p
+		for len(q) >= 2 && q[0] == '.' && q[1] == '/' {
+			q = strings.TrimLeft(q[2:], "/")
 		}
-		return base + "/" + p
+		if q == "" || q == "." {
+			return pb.clean(base, "")
+		}
+		if relClean(q) {
+			start := len(pb.b)
+			pb.b = append(pb.b, base...)
+			if base != "/" {
+				pb.b = append(pb.b, '/')
+			}
+			pb.b = append(pb.b, q...)
+			return pb.view(start)
+		}
 	}
-	return path.Clean(base + "/" + p)
+	return pb.clean(base, p)
+}
+
+// clean returns path.Clean(base + "/" + p), or path.Clean(p) when base is
+// "", made in pb's memory.
+func (pb *pathBuf) clean(base, p string) string {
+	start := len(pb.b)
+	if base != "" {
+		pb.b = append(pb.b, base...)
+		pb.b = append(pb.b, '/')
+	}
+	pb.b = append(pb.b, p...)
+	n := cleanInPlace(pb.b[start:])
+	pb.b = pb.b[:start+n]
+	return pb.view(start)
+}
+
+// cleanInPlace does to the path in b (not empty) what path.Clean does to
+// it, in place, and returns the clean path's length. path.Clean's steps,
+// writing behind where they read: a cleaned path is never longer than
+// what has been read of it, except "" which becomes "." (and b holds a
+// byte for it).
+func cleanInPlace(b []byte) int {
+	n := len(b)
+	rooted := b[0] == '/'
+	r, w, dotdot := 0, 0, 0
+	if rooted {
+		r, w, dotdot = 1, 1, 1
+	}
+	for r < n {
+		switch {
+		case b[r] == '/':
+			// empty path element
+			r++
+		case b[r] == '.' && (r+1 == n || b[r+1] == '/'):
+			// . element
+			r++
+		case b[r] == '.' && b[r+1] == '.' && (r+2 == n || b[r+2] == '/'):
+			// .. element: remove to last /
+			r += 2
+			switch {
+			case w > dotdot:
+				// can backtrack
+				w--
+				for w > dotdot && b[w] != '/' {
+					w--
+				}
+			case !rooted:
+				// cannot backtrack, but not rooted, so append .. element.
+				if w > 0 {
+					b[w] = '/'
+					w++
+				}
+				b[w], b[w+1] = '.', '.'
+				w += 2
+				dotdot = w
+			}
+		default:
+			// real path element: add slash if needed
+			if rooted && w != 1 || !rooted && w != 0 {
+				b[w] = '/'
+				w++
+			}
+			for ; r < n && b[r] != '/'; r++ {
+				b[w] = b[r]
+				w++
+			}
+		}
+	}
+	if w == 0 {
+		b[0] = '.'
+		return 1
+	}
+	return w
 }
 
 // relClean reports whether a relative path needs no cleaning: no empty,
@@ -272,8 +377,9 @@ type normalized struct {
 
 // normalize computes the event's normalised paths with the process's state
 // before the event takes effect (chdir("..") resolves against the old
-// directory). Clean absolute paths cost a scan and nothing else.
-func normalize(ev *event.Event, ps *procs) (out normalized) {
+// directory), in pb's memory. Clean absolute paths cost a scan and nothing
+// else.
+func normalize(ev *event.Event, ps *procs, pb *pathBuf) (out normalized) {
 	nr := ev.Nr
 	if nr < 0 || int(nr) >= len(pathSpecs) {
 		return out
@@ -283,15 +389,14 @@ func normalize(ev *event.Event, ps *procs) (out normalized) {
 	if spec == (pathSpec{}) && !unix {
 		return out
 	}
-	dirty := func(ref pathRef, s string) bool { return ref != refNone && s != "" && (!isClean(s) || selfAliased(s)) }
 	if !dirty(spec.p1, ev.Path) && !dirty(spec.p2, ev.Path2) && (!unix || isClean(ev.Addr.Path)) {
 		return out
 	}
 	p := procRef{ps: ps, pid: ev.PID}
 	out = normalized{path: ev.Path, path2: ev.Path2, unix: ev.Addr.Path}
 	// Path2 first: a symlink's target resolves against the link's directory
-	out.path2 = resolveRef(ev, &p, spec.p2, ev.Path2, "")
-	out.path = resolveRef(ev, &p, spec.p1, ev.Path, out.path2)
+	out.path2 = resolveRef(ev, &p, pb, spec.p2, ev.Path2, "")
+	out.path = resolveRef(ev, &p, pb, spec.p1, ev.Path, out.path2)
 	if selfAliased(out.path2) {
 		out.path2 = unaliasSelf(out.path2, p.cwd())
 	}
@@ -300,38 +405,72 @@ func normalize(ev *event.Event, ps *procs) (out normalized) {
 	}
 	if unix {
 		if u := ev.Addr.Path; u[0] == '/' {
-			out.unix = resolve("", u)
+			out.unix = pb.resolve("", u)
 		} else {
-			out.unix = resolve(p.cwd(), u)
+			out.unix = pb.resolve(p.cwd(), u)
 		}
 	}
 	out.changed = out.path != ev.Path || out.path2 != ev.Path2 || out.unix != ev.Addr.Path
 	return out
 }
 
-func resolveRef(ev *event.Event, p *procRef, ref pathRef, s, link string) string {
+// dirty reports whether s, a path argument of kind ref, needs normalising.
+func dirty(ref pathRef, s string) bool {
+	return ref != refNone && s != "" && (!isClean(s) || selfAliased(s))
+}
+
+// userPath is what normalize makes of the event's PathUser in place of
+// its Path (the path the process passed, beside the kernel's), computed
+// without the rest of the event.
+func userPath(ev *event.Event, ps *procs, pb *pathBuf) string {
+	s := ev.PathUser
+	nr := ev.Nr
+	if nr < 0 || int(nr) >= len(pathSpecs) {
+		return s
+	}
+	spec := pathSpecs[nr]
+	unix := ev.Addr.Family == event.AFUnix && unixAddrSyscalls[nr] && ev.Addr.Path != "" && ev.Addr.Path[0] != '@'
+	if spec == (pathSpec{}) && !unix {
+		return s
+	}
+	if !dirty(spec.p1, s) && !dirty(spec.p2, ev.Path2) && (!unix || isClean(ev.Addr.Path)) {
+		return s
+	}
+	p := procRef{ps: ps, pid: ev.PID}
+	link := ""
+	if spec.p1 == refLinkDir {
+		link = resolveRef(ev, &p, pb, spec.p2, ev.Path2, "")
+	}
+	out := resolveRef(ev, &p, pb, spec.p1, s, link)
+	if selfAliased(out) {
+		out = unaliasSelf(out, p.cwd())
+	}
+	return out
+}
+
+func resolveRef(ev *event.Event, p *procRef, pb *pathBuf, ref pathRef, s, link string) string {
 	if s == "" {
 		return s
 	}
 	switch ref {
 	case refCwd:
 		if s[0] == '/' {
-			return resolve("", s)
+			return pb.resolve("", s)
 		}
-		return resolve(p.cwd(), s)
+		return pb.resolve(p.cwd(), s)
 	case refDir0, refDir1, refDir2:
 		if s[0] == '/' {
-			return resolve("", s)
+			return pb.resolve("", s)
 		}
-		return resolve(dirfdBase(p, ev.Args[ref-refDir0]), s)
+		return pb.resolve(dirfdBase(p, ev.Args[ref-refDir0]), s)
 	case refLinkDir:
 		if s[0] == '/' || !strings.HasPrefix(link, "/") {
-			return resolve("", s)
+			return pb.resolve("", s)
 		}
-		return resolve(path.Dir(link), s)
+		return pb.resolve(path.Dir(link), s)
 	case refAbs:
 		if s[0] == '/' {
-			return resolve("", s)
+			return pb.resolve("", s)
 		}
 	}
 	return s

@@ -111,7 +111,7 @@ func TestPathFilterSkips(t *testing.T) {
 		if ev.Nr < 0 || int(ev.Nr) >= len(rs.byNr) {
 			continue
 		}
-		if n := normalize(ev, &procs); n.changed {
+		if n := normalize(ev, &procs, &pathBuf{}); n.changed {
 			c := *ev
 			c.Path, c.Path2 = n.path, n.path2
 			ev = &c
