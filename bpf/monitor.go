@@ -49,22 +49,26 @@ type Config struct {
 	// and more reader wakeups competing with the workload for CPU.
 	PollInterval time.Duration
 	// MaxPollInterval is how far a busy reader stretches its poll interval
-	// while each look finds few records (default 4 ms when PollInterval is
+	// while each look finds few records (default 16 ms when PollInterval is
 	// unset, else PollInterval: a fixed interval). Every look costs the
-	// reader a timer and a thread wakeup, and the pipeline a hand-over, so
-	// at a few thousand records per second a look every 900 µs cost more
-	// than the records; the interval doubles while a look finds fewer than
-	// pollFew records and halves back while it finds more than pollMany,
-	// and after a quiet spell the first look is PollInterval again. A
-	// record then waits at most MaxPollInterval.
+	// reader a timer and a thread wakeup, and the pipeline a hand-over
+	// (another wakeup), so at tens of thousands of records per second a
+	// look every few ms cost more than the records; the interval doubles
+	// while a look finds fewer than pollFew records (or none) and halves
+	// back while it finds more than pollMany, and after a quiet spell the
+	// first look is PollInterval again. A record of the normal class then
+	// waits at most MaxPollInterval (the realtime class wakes the reader).
 	MaxPollInterval time.Duration
 	// IdleAfter is how long the reader polls without finding a record
-	// before it sleeps until the kernel wakes it (default 5 ms).
+	// before it sleeps until the kernel wakes it (default 32 ms).
 	IdleAfter time.Duration
 	// WakeInterval: the kernel wakes the reader for a record when this long
-	// passed since its last wakeup (default 2 ms). Shorter than IdleAfter,
+	// passed since its last wakeup (default 20 ms). Shorter than IdleAfter,
 	// so the first record after a quiet spell always wakes a sleeping
 	// reader at once; under load it bounds wakeups to one per interval.
+	// While the reader looks on its own timer it holds these wakeups back
+	// (see wakeGate): longer than MaxPollInterval, none comes while
+	// records flow.
 	WakeInterval time.Duration
 	// WakeBytes wakes the reader early when this much is waiting
 	// (default: an eighth of the ring), at most once per WakeInterval/20.
@@ -122,6 +126,8 @@ type Monitor struct {
 	rtMu     sync.Mutex
 	realtime map[uint64]struct{}
 	rtCount  atomic.Int32
+
+	gate *wakeGate // nil: the kernel's wakeups are not held back
 }
 
 // setRealtime records whether a tracked cgroup is in the realtime class.
@@ -154,17 +160,17 @@ func Load(cfg Config) (*Monitor, error) {
 	if cfg.PollInterval == 0 {
 		cfg.PollInterval = 900 * time.Microsecond
 		if cfg.MaxPollInterval == 0 {
-			cfg.MaxPollInterval = 4 * time.Millisecond
+			cfg.MaxPollInterval = 16 * time.Millisecond
 		}
 	}
 	if cfg.MaxPollInterval < cfg.PollInterval {
 		cfg.MaxPollInterval = cfg.PollInterval
 	}
 	if cfg.IdleAfter == 0 {
-		cfg.IdleAfter = 5 * time.Millisecond
+		cfg.IdleAfter = 32 * time.Millisecond
 	}
 	if cfg.WakeInterval == 0 {
-		cfg.WakeInterval = 2 * time.Millisecond
+		cfg.WakeInterval = 20 * time.Millisecond
 	}
 	if cfg.WakeInterval >= cfg.IdleAfter {
 		return nil, fmt.Errorf("wake interval %v: must be shorter than the idle time %v, or a sleeping reader could miss the first record after a pause", cfg.WakeInterval, cfg.IdleAfter)
@@ -244,6 +250,12 @@ func Load(cfg Config) (*Monitor, error) {
 		return nil, err
 	}
 	m.ring = rg
+	// The sys_exit program that runs (this load's or a pinned one's)
+	// reads last_wake from its own .bss; without it the kernel's wakeups
+	// go on as before (see wakeGate).
+	if m.gate, err = newWakeGate(m.links[0], spec.Variables["last_wake"].Offset); err != nil {
+		m.gate = nil
+	}
 	m.dec = newDecoder()
 	return m, nil
 }
@@ -590,8 +602,17 @@ func (m *Monitor) Consume(ctx context.Context, c Consumer) (err error) {
 	// An idle reader parks in the poller for up to IdleWait: the
 	// context's end wakes it (Close does too).
 	m.ring.resetDeadlines()
-	stop := context.AfterFunc(ctx, m.ring.interrupt)
-	defer stop()
+	// The interrupt runs on a goroutine of its own: a Consume that returns
+	// waits for one that started, or it could land on the next Consume's
+	// fresh deadlines (its wait then failed with a timeout).
+	interrupted := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() { m.ring.interrupt(); close(interrupted) })
+	defer func() {
+		if !stop() {
+			<-interrupted
+		}
+	}()
+	defer m.gate.open() // the next reader is woken
 	fn, endBatch := c.Event, c.EndBatch
 	m.dec.str = c.String
 	defer func() { m.dec.str = nil }()
@@ -628,8 +649,9 @@ func (m *Monitor) Consume(ctx context.Context, c Consumer) (err error) {
 		}
 		if n > 0 {
 			quiet = 0
-			poll = nextPoll(poll, n, m.cfg.PollInterval, m.cfg.MaxPollInterval)
 		}
+		poll = nextPoll(poll, n, m.cfg.PollInterval, m.cfg.MaxPollInterval)
+		m.gate.looked(n > 0)
 		var err error
 		switch {
 		case m.ring.pending() >= m.cfg.RingBytes/4:
@@ -662,10 +684,12 @@ func (m *Monitor) Consume(ctx context.Context, c Consumer) (err error) {
 }
 
 // A look at the ring that finds fewer than pollFew records stretches the
-// poll interval, one that finds more than pollMany shrinks it.
+// poll interval, one that finds more than pollMany shrinks it: a look
+// costs about what 10-50 records do on a small VM (two thread wakeups),
+// so it should find a few batches' worth.
 const (
-	pollFew  = 128
-	pollMany = 1024
+	pollFew  = 512
+	pollMany = 2048
 )
 
 // nextPoll is the poll interval after a look that found n records.
@@ -700,6 +724,7 @@ func (m *Monitor) Close() error {
 	if m.ring != nil {
 		m.ring.close()
 	}
+	m.gate.close()
 	for _, l := range m.links {
 		l.Close()
 	}

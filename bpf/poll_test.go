@@ -6,7 +6,7 @@ import (
 )
 
 func TestNextPoll(t *testing.T) {
-	const lo, hi = 900 * time.Microsecond, 4 * time.Millisecond
+	const lo, hi = 900 * time.Microsecond, 16 * time.Millisecond
 	for _, tc := range []struct {
 		name string
 		poll time.Duration
@@ -14,9 +14,11 @@ func TestNextPoll(t *testing.T) {
 		want time.Duration
 	}{
 		{"few records stretch", lo, 10, 2 * lo},
-		{"stretched to the bound", 3 * time.Millisecond, 1, hi},
+		{"an empty look stretches", lo, 0, 2 * lo},
+		{"a batch is few", lo, 300, 2 * lo},
+		{"stretched to the bound", 12 * time.Millisecond, 1, hi},
 		{"at the bound", hi, 1, hi},
-		{"enough records keep it", 2 * lo, 500, 2 * lo},
+		{"enough records keep it", 2 * lo, 1000, 2 * lo},
 		{"many records shrink", hi, 5000, hi / 2},
 		{"shrunk to the floor", lo + 100*time.Microsecond, 5000, lo},
 		{"fixed interval", lo, 1, lo},

@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
 
@@ -281,4 +283,109 @@ func (r *ring) close() {
 		unix.Close(r.fd)
 	}
 	r.fd = -1
+}
+
+// wakeGate is the tracer's last_wake global (syscalls.bpf.c wake_flag),
+// mapped from the .bss map of the sys_exit program that runs, so that the
+// reader can hold back the kernel's wakeups while it looks on its own
+// timer: a busy reader sleeps on its timer, not on the ring, so each
+// forced wakeup of a normal record (every WakeInterval while records flow)
+// only woke the Go runtime's poller thread for nothing (an epoll return
+// and a futex or two on this kind of VM: more than the look it did not
+// start). After a look that found records the reader stores the time: the
+// kernel then forces no wakeup for WakeInterval, longer than a look. After
+// a look that found none it stores 0, so the first record wakes the
+// reader again: the reader parks on the ring only after an empty look, so
+// a record whose program read the older value before the store (a window
+// of one program's run) is taken by that look. Realtime records always
+// wake the reader. A nil gate does nothing: the kernel's wakeups go on
+// as before.
+type wakeGate struct {
+	mem  []byte
+	last *uint64
+	held bool // last store was a time (wakeups held back)
+}
+
+// newWakeGate maps last_wake of the program that prog's link runs.
+func newWakeGate(l interface{ Info() (*link.Info, error) }, off uint32) (*wakeGate, error) {
+	li, err := l.Info()
+	if err != nil {
+		return nil, err
+	}
+	prog, err := ebpf.NewProgramFromID(li.Program)
+	if err != nil {
+		return nil, fmt.Errorf("program of link: %w", err)
+	}
+	defer prog.Close()
+	pi, err := prog.Info()
+	if err != nil {
+		return nil, err
+	}
+	ids, ok := pi.MapIDs()
+	if !ok {
+		return nil, errors.New("program info has no map ids")
+	}
+	for _, id := range ids {
+		mp, err := ebpf.NewMapFromID(id)
+		if err != nil {
+			continue
+		}
+		mi, err := mp.Info()
+		if err != nil || !strings.HasSuffix(mi.Name, ".bss") {
+			mp.Close()
+			continue
+		}
+		size := int(mp.ValueSize())
+		if int(off)+8 > size {
+			mp.Close()
+			return nil, fmt.Errorf(".bss map %s: %d bytes, last_wake at %d", mi.Name, size, off)
+		}
+		page := os.Getpagesize()
+		mem, err := unix.Mmap(mp.FD(), 0, (size+page-1)/page*page, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		mp.Close() // the mapping keeps the map
+		if err != nil {
+			return nil, fmt.Errorf("mmap .bss: %w", err)
+		}
+		return &wakeGate{mem: mem, last: (*uint64)(unsafe.Pointer(&mem[off]))}, nil
+	}
+	return nil, errors.New("no .bss map")
+}
+
+// gateSlack is how far before the look its stored time is (see looked):
+// longer than a program's run, interrupts included; a look comes sooner
+// than WakeInterval less this after the one before (MaxPollInterval 16 ms
+// against 20 ms by default).
+const gateSlack = time.Millisecond
+
+// looked tells the kernel whether the look found records (see wakeGate).
+func (g *wakeGate) looked(found bool) {
+	if g == nil {
+		return
+	}
+	switch {
+	case found:
+		// A little in the past: a program that read its clock before this
+		// store and compares after it would see a negative (wrapped, so
+		// huge) time since the last wakeup and force one.
+		atomic.StoreUint64(g.last, Monotonic()-uint64(gateSlack)) // vDSO: no system call
+		g.held = true
+	case g.held:
+		atomic.StoreUint64(g.last, 0)
+		g.held = false
+	}
+}
+
+// open lets the kernel wake the reader for the next record.
+func (g *wakeGate) open() {
+	if g != nil && g.held {
+		atomic.StoreUint64(g.last, 0)
+		g.held = false
+	}
+}
+
+func (g *wakeGate) close() {
+	if g != nil && g.mem != nil {
+		unix.Munmap(g.mem)
+		g.mem, g.last = nil, nil
+	}
 }
