@@ -81,6 +81,13 @@ type Writer struct {
 	fullNow     atomic.Bool   // the disk is full (the writer's full, for the append side)
 	fatal       atomic.Pointer[error]
 
+	// timer wakes the background for its timed work (flush interval,
+	// segment age, fsync interval, a full disk's retry); wakeAt is when
+	// it is armed for (zero: stopped, nothing timed waits). Both under
+	// mu: an append that opens a batch arms it (openedLocked).
+	timer  *time.Timer
+	wakeAt time.Time
+
 	// Writer side, under io.
 	io    sync.Mutex
 	opts  Options
@@ -221,6 +228,8 @@ func open(opts Options, lock *os.File) (*Writer, error) {
 		kick: make(chan struct{}, 1), counters: map[uint64]uint64{}}
 	w.room = sync.NewCond(&w.mu)
 	w.syncDone = sync.NewCond(&w.io)
+	w.timer = time.NewTimer(time.Hour)
+	w.timer.Stop()
 	keys, err := loadKeyring(opts.AcceptKeys...)
 	if err != nil {
 		return nil, fmt.Errorf("audit accept keys: %w", err)
@@ -320,7 +329,7 @@ func (w *Writer) AppendEvent(ev *event.Event) error {
 		return nil
 	}
 	if w.enc.n == 0 {
-		w.batchOpen = w.opts.Now()
+		w.openedLocked()
 	}
 	w.enc.appendEvent(ev)
 	return w.afterAppend()
@@ -372,7 +381,7 @@ func (w *Writer) appendJSON(kind Kind, cgroupID uint64, containerID string, data
 		return nil
 	}
 	if w.enc.n == 0 {
-		w.batchOpen = w.opts.Now()
+		w.openedLocked()
 	}
 	w.enc.appendOther(kind, cgroupID, containerID, w.opts.Now().UnixNano(), data)
 	return w.afterAppend()
@@ -752,7 +761,7 @@ func (w *Writer) addLossRecord() {
 	body, _ := json.Marshal(Loss{Reason: "disk-full", Records: int64(w.lostPending), Segment: w.segNum,
 		Detail: fmt.Sprintf("policy %s: records that could not be written while the disk was full", w.opts.OnFull)})
 	if w.enc.n == 0 {
-		w.batchOpen = w.opts.Now()
+		w.openedLocked()
 	}
 	w.enc.appendOther(KindLoss, 0, "", w.opts.Now().UnixNano(), body)
 	w.lossInBatch += w.lostPending
@@ -1093,27 +1102,82 @@ func syncDir(dir string) {
 	}
 }
 
+// openedLocked (mu held) notes that the batch being built got its first
+// record, and arms the background's timer for its flush interval unless
+// it is armed for sooner.
+func (w *Writer) openedLocked() {
+	w.batchOpen = w.opts.Now()
+	if w.opts.FlushInterval <= 0 {
+		return
+	}
+	due := w.batchOpen.Add(w.opts.FlushInterval)
+	if w.wakeAt.IsZero() || w.wakeAt.After(due) {
+		w.timer.Reset(w.opts.FlushInterval)
+		w.wakeAt = due
+	}
+}
+
+// minTimed is the shortest wait of the background's timer.
+const minTimed = time.Millisecond
+
+// schedule (io held) arms the background's timer for its next timed work:
+// the open batch's flush interval, the segment's age, the fsync interval
+// of what was written, a full disk's retry; or stops it when none waits,
+// so that an idle writer is not woken (a ticker woke it ten times a
+// second).
+func (w *Writer) schedule() {
+	var next time.Duration
+	due := func(d time.Duration) {
+		d = max(d, minTimed)
+		if next == 0 || d < next {
+			next = d
+		}
+	}
+	timed := w.opts.FlushInterval > 0 || w.opts.SegmentAge > 0 || w.opts.Fsync > 0 || w.full
+	var now time.Time
+	if timed && w.err == nil {
+		now = w.opts.Now()
+		if w.full {
+			due(w.retryAt.Sub(now))
+		}
+		if w.opts.SegmentAge > 0 && w.f != nil && !w.full && len(w.held) == 0 && w.segRecs > 0 {
+			due(w.segCreated.Add(w.opts.SegmentAge).Sub(now))
+		}
+		if w.opts.Fsync > 0 && w.dirty && w.f != nil {
+			due(time.Duration(w.opts.Fsync) - time.Since(w.lastSync))
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if timed && w.err == nil && w.opts.FlushInterval > 0 && w.enc.n > 0 {
+		due(w.batchOpen.Add(w.opts.FlushInterval).Sub(now))
+	}
+	if next == 0 {
+		w.timer.Stop()
+		w.wakeAt = time.Time{}
+		return
+	}
+	w.timer.Reset(next)
+	w.wakeAt = now.Add(next)
+}
+
 // background is the writer's goroutine: it writes the batches handed over
 // as they come, writes batches older than FlushInterval, rotates by age,
-// syncs within the fsync interval and retries a full disk.
+// syncs within the fsync interval and retries a full disk. Its timer runs
+// only while such timed work waits (schedule, openedLocked).
 func (w *Writer) background() {
 	defer close(w.done)
-	tick := w.opts.FlushInterval / 2
-	if w.opts.Fsync > 0 && time.Duration(w.opts.Fsync)/2 < tick || tick <= 0 {
-		tick = time.Duration(w.opts.Fsync) / 2
-	}
-	if tick < 5*time.Millisecond {
-		tick = 5 * time.Millisecond
-	}
-	t := time.NewTicker(tick)
-	defer t.Stop()
+	defer w.timer.Stop()
+	w.io.Lock()
+	w.schedule()
+	w.io.Unlock()
 	for {
 		ticked := false
 		select {
 		case <-w.stop:
 			return
 		case <-w.kick:
-		case <-t.C:
+		case <-w.timer.C:
 			ticked = true
 		}
 		w.io.Lock()
@@ -1123,6 +1187,7 @@ func (w *Writer) background() {
 		if ticked && w.err == nil {
 			w.timed()
 		}
+		w.schedule()
 		w.io.Unlock()
 	}
 }

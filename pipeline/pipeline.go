@@ -485,12 +485,24 @@ func (p *Pipeline) Close() {
 	<-p.done
 }
 
+// idleEvery is how soon after work the worker's idle pass runs (sinks
+// flushed, gaps settled, finished cgroups' waits ended).
+const idleEvery = 100 * time.Millisecond
+
 // Run is the worker: it processes batches and messages until ctx is done
 // or Close, then drains what is queued and flushes the sinks.
+//
+// The idle pass runs on a timer armed by work, not on a ticker: within
+// idleEvery of any work, then again while something waits for time (a
+// missing run, a finished cgroup's last records, a finished cgroup's
+// memory), and not at all while nothing flows (a ticker woke an idle
+// agent ten times a second).
 func (p *Pipeline) Run(ctx context.Context) {
 	defer close(p.done)
-	tick := time.NewTicker(100 * time.Millisecond)
+	tick := time.NewTimer(idleEvery)
+	tick.Stop()
 	defer tick.Stop()
+	armed := false
 	for {
 		// One select for batches and messages: neither starves the other
 		// (samples, actions and finishes keep flowing under a flood).
@@ -502,13 +514,22 @@ func (p *Pipeline) Run(ctx context.Context) {
 		case <-p.recWake:
 			p.records()
 		case <-tick.C:
-			p.idle()
+			armed = false
+			if next := p.idle(); next > 0 {
+				tick.Reset(next)
+				armed = true
+			}
+			continue
 		case <-ctx.Done():
 			p.drain()
 			return
 		case <-p.quit:
 			p.drain()
 			return
+		}
+		if !armed {
+			tick.Reset(idleEvery)
+			armed = true
 		}
 	}
 }
@@ -536,10 +557,11 @@ func (p *Pipeline) drain() {
 func (p *Pipeline) process(b *batch) {
 	sw := p.stages.batch(len(b.evs))
 	p.now = time.Time{}
+	// Counted first: Stats never shows a verdict before its event.
+	p.events.Add(uint64(len(b.evs)))
 	for i := range b.evs {
 		p.event(&b.evs[i], &sw)
 	}
-	p.events.Add(uint64(len(b.evs)))
 	b.evs, b.strs = b.evs[:0], b.strs[:0]
 	select {
 	case p.free <- b:
@@ -799,23 +821,42 @@ func (p *Pipeline) forgetLateRecord(cg uint64) {
 	}
 }
 
-// idle flushes the sinks and finishes cgroups whose wait is over.
-func (p *Pipeline) idle() {
+// goneFor is how long a finished cgroup is remembered (late records).
+const goneFor = 30 * time.Second
+
+// idle flushes the sinks and finishes cgroups whose wait is over. It
+// returns when it should run again: idleEvery while runs are missing or
+// finished cgroups wait, until the oldest finished cgroup is forgotten
+// when only those remain, 0 when nothing waits for time.
+func (p *Pipeline) idle() time.Duration {
 	now := time.Now()
+	waiting := false
 	for id, c := range p.cgs {
 		if len(c.missing) > 0 {
 			p.settleGaps(id, c, now, false)
 		}
 		if c.finished && now.After(c.finishAt) {
 			p.finish(id, c)
+			continue
 		}
+		waiting = waiting || len(c.missing) > 0 || c.finished
 	}
+	var next time.Duration
 	for id, at := range p.gone {
-		if now.Sub(at) > 30*time.Second {
+		left := goneFor - now.Sub(at)
+		if left < 0 {
 			delete(p.gone, id)
+			continue
+		}
+		if next == 0 || left < next {
+			next = left + time.Millisecond
 		}
 	}
 	p.flushSinks()
+	if waiting {
+		return idleEvery
+	}
+	return next
 }
 
 func (p *Pipeline) finishAll() {
