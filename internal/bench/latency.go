@@ -50,6 +50,12 @@ type ClassLatency struct {
 	Events uint64  `json:"events_per_run"`
 	P50Us  float64 `json:"p50_us"`
 	P99Us  float64 `json:"p99_us"`
+	// ReaderP50Us and ReaderP99Us are the same from the kernel timestamp
+	// to the reader's decoding of the record: the kernel's wakeup and the
+	// scheduler; the rest of P50Us and P99Us is the hand-over to the
+	// pipeline's worker and the detector.
+	ReaderP50Us float64 `json:"reader_p50_us"`
+	ReaderP99Us float64 `json:"reader_p99_us"`
 	// AgentCPU is the CPU time of the reader, pipeline and detector (this
 	// process) per second of the run, in percent of one CPU; WorkloadCPU
 	// the workload's (its cgroup's).
@@ -182,8 +188,8 @@ func RunLatency(o LatencyOptions) (*LatencyReport, error) {
 			if err != nil {
 				return nil, fmt.Errorf("%s at %d/s: %w", k.class, k.rate, err)
 			}
-			fmt.Fprintf(o.Log, "latency rep %d: %s %d/s: p50 %.1f µs p99 %.1f µs, agent %.1f%% workload %.1f%% CPU, dropped %d\n",
-				rep+1, k.class, k.rate, r.P50Us, r.P99Us, r.AgentCPU, r.WorkloadCPU, r.Dropped)
+			fmt.Fprintf(o.Log, "latency rep %d: %s %d/s: p50 %.1f µs p99 %.1f µs (at the reader %.1f / %.1f µs), agent %.1f%% workload %.1f%% CPU, dropped %d\n",
+				rep+1, k.class, k.rate, r.P50Us, r.P99Us, r.ReaderP50Us, r.ReaderP99Us, r.AgentCPU, r.WorkloadCPU, r.Dropped)
 			runs[k] = append(runs[k], r)
 		}
 	}
@@ -191,13 +197,15 @@ func RunLatency(o LatencyOptions) (*LatencyReport, error) {
 		for _, class := range []string{"normal", "realtime"} {
 			rs := runs[key{class, rate}]
 			m := ClassLatency{Class: class, Rate: rate}
-			var p50, p99, acpu, wcpu, ev []float64
+			var p50, p99, r50, r99, acpu, wcpu, ev []float64
 			for _, r := range rs {
 				p50, p99, acpu, wcpu = append(p50, r.P50Us), append(p99, r.P99Us), append(acpu, r.AgentCPU), append(wcpu, r.WorkloadCPU)
+				r50, r99 = append(r50, r.ReaderP50Us), append(r99, r.ReaderP99Us)
 				ev = append(ev, float64(r.Events))
 				m.Dropped += r.Dropped
 			}
 			m.P50Us, m.P99Us = round(median(p50), 1), round(median(p99), 1)
+			m.ReaderP50Us, m.ReaderP99Us = round(median(r50), 1), round(median(r99), 1)
 			m.AgentCPU, m.WorkloadCPU = round(median(acpu), 2), round(median(wcpu), 2)
 			m.Events = uint64(median(ev))
 			rep.Latency = append(rep.Latency, m)
@@ -260,10 +268,14 @@ func latencyRun(eng *detector.Engine, paced, class string, rate int, d time.Dura
 	wg.Add(2)
 	go func() { defer wg.Done(); pl.Run(ctx) }()
 	readErr := make(chan error, 1)
+	var atReader pipeline.Latency
 	go func() {
 		defer wg.Done()
 		readErr <- m.RunBatches(ctx, func(ev *event.Event) {
 			if ev.CgroupID == cg.ID {
+				if !ev.Time.IsZero() {
+					atReader.Add(time.Since(ev.Time))
+				}
 				pl.Event(ev)
 			}
 		}, pl.EndBatch)
@@ -294,6 +306,8 @@ func latencyRun(eng *detector.Engine, paced, class string, rate int, d time.Dura
 	res.Events = st.Events
 	res.P50Us = float64(st.DeliveryP50) / 1e3
 	res.P99Us = float64(st.DeliveryP99) / 1e3
+	res.ReaderP50Us = float64(atReader.Quantile(.5)) / 1e3
+	res.ReaderP99Us = float64(atReader.Quantile(.99)) / 1e3
 	res.AgentCPU = 100 * agentCPU.Seconds() / wall.Seconds()
 	if cmd.ProcessState != nil {
 		w := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
