@@ -57,13 +57,17 @@ func TestWakeGateMapsRunningProgram(t *testing.T) {
 	}
 }
 
-// TestWakeGateHoldsWakeups: while records flow and a busy reader looks on
-// its timer, the kernel forces no wakeups on the ring (without the gate
-// it forced one every WakeInterval), no record is lost, and after the
-// flow stops the first new record still wakes an idle reader at once.
+// TestWakeGateHoldsWakeups: a look that found records holds back the
+// kernel's forced wakeups for WakeInterval (without the gate the first
+// record of a burst forces one), an empty look lets the next record wake
+// the reader again, and a reader with the gate loses no record. The gate
+// is driven here by hand, with no reader between the bursts, so that the
+// count does not depend on when a loaded machine schedules the reader.
 func TestWakeGateHoldsWakeups(t *testing.T) {
+	// A long WakeInterval: a burst ends long before a held-back wakeup is
+	// due, however slowly it runs.
 	cfg := Config{PollInterval: 2 * time.Millisecond, MaxPollInterval: 2 * time.Millisecond,
-		WakeInterval: 5 * time.Millisecond, IdleAfter: 10 * time.Millisecond}
+		WakeInterval: 2 * time.Second, IdleAfter: 3 * time.Second}
 	m := loadMonitor(t, cfg)
 	if m.gate == nil {
 		t.Fatal("no wake gate")
@@ -93,80 +97,91 @@ func TestWakeGateHoldsWakeups(t *testing.T) {
 	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET}); err != nil {
 		t.Fatal(err)
 	}
-	var wakes atomic.Int64
-	stopCount := make(chan struct{})
-	counted := make(chan struct{})
-	go func() {
-		defer close(counted)
+	wakeups := func() int {
 		evs := make([]unix.EpollEvent, 1)
+		n := 0
 		for {
-			select {
-			case <-stopCount:
-				return
-			default:
+			k, err := unix.EpollWait(ep, evs, 50)
+			if err == unix.EINTR {
+				continue
 			}
-			if n, _ := unix.EpollWait(ep, evs, 20); n > 0 {
-				wakes.Add(1)
+			if k <= 0 {
+				return n
 			}
+			n++
 		}
-	}()
-	defer func() { close(stopCount); <-counted }()
-
-	var got atomic.Int64
-	run := func(gate *wakeGate) (int64, int64, time.Duration) {
-		m.gate = gate
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() {
-			done <- m.Run(ctx, func(ev *event.Event) {
-				if ev.CgroupID == cg.ID {
-					got.Add(1)
-				}
-			})
-		}()
-		time.Sleep(30 * time.Millisecond) // the reader idles
-		got.Store(0)
-		w0 := wakes.Load()
-		// Records for about 400 ms.
-		cmd := exec.Command("sh", "-c", "i=0; while [ $i -lt 5000 ]; do i=$((i+1)); : > /dev/null; done")
+	}
+	var got int64
+	drain := func() { m.ring.drain(func(b []byte) { got++ }) }
+	burst := func() {
+		t.Helper()
+		cmd := exec.Command("sh", "-c", "i=0; while [ $i -lt 50 ]; do i=$((i+1)); : > /dev/null; done")
 		cmd.SysProcAttr = cg.SysProcAttr()
-		t0 := time.Now()
 		if err := cmd.Run(); err != nil {
 			t.Fatal(err)
 		}
-		took := time.Since(t0)
-		time.Sleep(50 * time.Millisecond)
-		w := wakes.Load() - w0
-		cancel()
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
-		return w, got.Load(), took
 	}
-	gate := m.gate
 	c0, err := m.Counters(cg.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	open, n1, took1 := run(nil)
-	held, n2, took2 := run(gate)
+
+	// No gate: the burst's first record forces a wakeup.
+	atomic.StoreUint64(m.gate.last, 0)
+	drain()
+	wakeups()
+	burst()
+	if n := wakeups(); n < 1 {
+		t.Fatalf("without the gate: %d wakeups for a burst after a pause, want at least 1", n)
+	}
+	drain()
+
+	// A look found records: the next burst forces none (last_wake cleared
+	// first, as if no wakeup had come for long: the look's store holds).
+	atomic.StoreUint64(m.gate.last, 0)
+	m.gate.held = false
+	m.gate.looked(true)
+	burst()
+	if n := wakeups(); n != 0 {
+		t.Errorf("after a look that found records: %d wakeups for a burst, want 0 (held back)", n)
+	}
+	drain()
+
+	// An empty look: the next record wakes the reader again.
+	m.gate.looked(false)
+	if v := atomic.LoadUint64(m.gate.last); v != 0 {
+		t.Fatalf("after an empty look last_wake = %d, want 0", v)
+	}
+	burst()
+	if n := wakeups(); n < 1 {
+		t.Errorf("after an empty look: %d wakeups for a burst, want at least 1", n)
+	}
+	drain()
+
+	// A reader with the gate takes every record of a longer flow.
+	m.gate.open()
+	ctx, cancel := context.WithCancel(context.Background())
+	var read atomic.Int64
+	done := make(chan error, 1)
+	go func() {
+		done <- m.Run(ctx, func(ev *event.Event) {
+			if ev.CgroupID == cg.ID {
+				read.Add(1)
+			}
+		})
+	}()
+	for i := 0; i < 20; i++ {
+		burst()
+	}
 	c1, err := m.Counters(cg.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("kernel wakeups: %d without the gate (%v of records), %d with it (%v); records %d + %d", open, took1, held, took2, n1, n2)
-	if n1+n2 != int64(c1.Emitted-c0.Emitted) || c1.Dropped != c0.Dropped {
-		t.Errorf("records read %d, emitted %d, dropped %d: want all read", n1+n2, c1.Emitted-c0.Emitted, c1.Dropped-c0.Dropped)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
-	if open < int64(took1/(2*cfg.WakeInterval)) {
-		t.Fatalf("without the gate: %d wakeups in %v, want about one per %v (the test sees none?)", open, took1, cfg.WakeInterval)
-	}
-	// The first record after the idle spell wakes the reader; the flow's
-	// records do not (a few may, where a look found none).
-	if held > 3+int64(took2/(10*cfg.WakeInterval)) {
-		t.Errorf("with the gate: %d wakeups in %v, want at most a few", held, took2)
-	}
-	if held < 1 {
-		t.Errorf("with the gate: no wakeup at all, want the one of the first record after the idle spell")
+	if total := got + read.Load(); total != int64(c1.Emitted-c0.Emitted) || c1.Dropped != c0.Dropped {
+		t.Errorf("records read %d, emitted %d, dropped %d: want all read", total, c1.Emitted-c0.Emitted, c1.Dropped-c0.Dropped)
 	}
 }
