@@ -527,6 +527,7 @@ func (e *Engine) Sample(s Sample) []Verdict {
 			continue
 		}
 		m := sampleMetrics(st, st.hist[from], t, s, cg.events, t-st.firstT > baselineWindow)
+		m[sfPeriodicConns] = float64(cg.procs.out.periodic(st.hist[from].t, t))
 		ok := true
 		for _, ts := range r.tests {
 			v := m[ts.field]
@@ -560,6 +561,9 @@ func (e *Engine) Sample(s Sample) []Verdict {
 		}
 		if who != "" {
 			note += ", running " + who
+		}
+		if v := m[sfPeriodicConns]; v > 0 {
+			note += fmt.Sprintf(", %.0f outbound connections open throughout with a message now and then", v)
 		}
 		if v := m[sfThrottledPerSecond]; v > 0 {
 			note += fmt.Sprintf(", %.0f records/s over the tracing budget", v)

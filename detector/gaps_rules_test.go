@@ -3,6 +3,7 @@ package detector
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"vigil.dev/vigil/event"
 )
@@ -208,5 +209,98 @@ func TestPsShowsEnv(t *testing.T) {
 		if got := psShowsEnv(tc.argv); got != tc.want {
 			t.Errorf("psShowsEnv(%q) = %v, want %v", tc.argv, got, tc.want)
 		}
+	}
+}
+
+// TestPoolConnectionRule: a Python miner (the runtime accounted for by
+// the CPU rules) hashing on two cores while its pool connection, opened
+// before, carries a message every 4 s; the near-misses: the same CPU with
+// no connection, with a connection left idle, with a connection per
+// request, with a connection accepted rather than made, and a service
+// whose requests are bursts of syscalls.
+func TestPoolConnectionRule(t *testing.T) {
+	const fd = 5
+	for _, tc := range []struct {
+		name string
+		// conn: 0 none, 1 connected out, 2 accepted, 3 a new one per message
+		conn    int
+		every   time.Duration // a read or write on it this often (0 never)
+		burst   int           // extra syscalls per message (a request's work)
+		cores   float64
+		closeAt time.Duration // the connection is closed then (0 never)
+		want    bool
+	}{
+		{"python miner", 1, 4 * time.Second, 0, 1.9, 0, true},
+		{"one message a slot", 1, 6 * time.Second, 0, 1.9, 0, true},
+		{"data job", 0, 0, 0, 1.9, 0, false},
+		{"idle database connection", 1, 0, 0, 1.9, 0, false},
+		{"one exchange then compute", 1, 0, 0, 1.9, 0, false},
+		{"connection per request", 3, 2 * time.Second, 0, 1.9, 0, false},
+		{"accepted connection", 2, 2 * time.Second, 0, 1.9, 0, false},
+		{"web service under load", 1, 100 * time.Millisecond, 8, 1.9, 0, false},
+		{"miner closed its connection", 1, 4 * time.Second, 0, 1.9, 10 * time.Second, false},
+		{"half a core", 1, 4 * time.Second, 0, 0.3, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEngine(t, Config{})
+			now := t0
+			seq := uint64(0)
+			obs := func(name string, mod func(*event.Event)) {
+				seq++
+				ev := event.Event{Seq: seq, Time: now, CgroupID: 3, PID: 10, TID: 10, Comm: "python3", Nr: nr(t, name)}
+				if mod != nil {
+					mod(&ev)
+				}
+				e.Observe(&ev)
+			}
+			obs("execve", func(e *event.Event) { e.Path = "/usr/bin/python3" })
+			dial := func() {
+				obs("socket", func(e *event.Event) { e.Args[0], e.Ret = 2, fd })
+				obs("connect", func(e *event.Event) { e.Args[0], e.Addr = fd, inet("127.0.0.1", 8080) })
+			}
+			switch tc.conn {
+			case 1:
+				dial()
+			case 2:
+				obs("accept4", func(e *event.Event) { e.Ret, e.Addr = fd, inet("127.0.0.1", 40000) })
+			}
+			if tc.name == "one exchange then compute" {
+				obs("sendto", func(e *event.Event) { e.Args[0], e.Ret = fd, 80 })
+				obs("recvfrom", func(e *event.Event) { e.Args[0], e.Ret = fd, 200 })
+			}
+			var fired []string
+			var cpu uint64
+			next := tc.every
+			for s := 1; s <= 4*60; s++ { // 60 s
+				el := time.Duration(s) * 250 * time.Millisecond
+				now = t0.Add(el)
+				for tc.every > 0 && el >= next {
+					next += tc.every
+					if tc.closeAt > 0 && el >= tc.closeAt {
+						break
+					}
+					if tc.conn == 3 {
+						obs("close", func(e *event.Event) { e.Args[0] = fd })
+						dial()
+					}
+					obs("recvfrom", func(e *event.Event) { e.Args[0], e.Ret = fd, 120 })
+					obs("sendto", func(e *event.Event) { e.Args[0], e.Ret = fd, 90 })
+					for range tc.burst {
+						obs("read", func(e *event.Event) { e.Args[0], e.Ret = 9, 4096 })
+					}
+				}
+				if tc.closeAt > 0 && el == tc.closeAt {
+					obs("close", func(e *event.Event) { e.Args[0] = fd })
+				}
+				cpu += uint64(tc.cores * 250e6)
+				for _, v := range e.Sample(Sample{CgroupID: 3, Time: now, CPUUsageNs: cpu, Threads: 3}) {
+					fired = append(fired, v.Rule)
+				}
+			}
+			got := contains(fired, "cpu-spin-with-pool-connection")
+			if got != tc.want {
+				t.Errorf("cpu-spin-with-pool-connection fired %v, want %v (verdicts %v)", got, tc.want, fired)
+			}
+		})
 	}
 }

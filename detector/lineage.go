@@ -80,7 +80,7 @@ func buildFillFd() []int8 {
 func buildLinTracked() []bool {
 	t := make([]bool, event.NativeABI().MaxNr()+1)
 	for nr, arg := range fillFd {
-		t[nr] = arg >= 0
+		t[nr] = arg >= 0 || connIO[nr]
 	}
 	for _, nr := range []int32{nrMmap, nrMprotect, nrPkeyMprotect, nrMunmap, nrRename, nrRenameat, nrRenameat2, nrLink, nrLinkat} {
 		if nr >= 0 {
@@ -305,8 +305,9 @@ func fillMemfd(ps *procs, pid uint32, fd int32) {
 func trackLineage(cg *cgState, ev *event.Event) {
 	nr, ret := ev.Nr, ev.Ret
 	ps := &cg.procs
-	if ps.memfd && fillFd[nr] >= 0 {
-		if ret > 0 {
+	trackConns(ps, ev)
+	if fillFd[nr] >= 0 || connIO[nr] {
+		if ps.memfd && fillFd[nr] >= 0 && ret > 0 {
 			fillMemfd(ps, ev.PID, int32(ev.Args[fillFd[nr]]))
 		}
 		return

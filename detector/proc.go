@@ -387,6 +387,7 @@ type procs struct {
 	l       lru[uint32, procState]
 	rejudge *event.Event // a held exec the last fork put in context (vfork.go)
 	memfd   bool         // a process made a memfd: writes are looked at (lineage.go)
+	out     outConns     // the processes' outbound connections (conns.go)
 }
 
 func (ps *procs) get(pid uint32, create bool) *procState {

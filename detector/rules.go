@@ -78,7 +78,7 @@ type sampleTest struct {
 	val   float64
 }
 
-var sampleFields = []string{"cpu_cores", "cpu_demand", "cpu_wait", "syscall_rate", "syscalls_per_cpu_second", "threads", "baseline_ratio", "throttled_per_second"}
+var sampleFields = []string{"cpu_cores", "cpu_demand", "cpu_wait", "syscall_rate", "syscalls_per_cpu_second", "threads", "baseline_ratio", "throttled_per_second", "periodic_conns"}
 
 // Indexes of sampleFields in sampleVals.
 const (
@@ -90,6 +90,7 @@ const (
 	sfThreads
 	sfBaselineRatio
 	sfThrottledPerSecond
+	sfPeriodicConns
 	nSampleFields
 )
 

@@ -89,6 +89,12 @@ var Attacks = []Scenario{
 	{Name: "su-as-nobody", Class: detector.ClassPrivesc, Desc: "as nobody, exec of the setuid su (fails: no terminal, no password)", Cmd: []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "su", "-c", "id", "root"}},
 	{Name: "chroot-passwd", Class: detector.ClassPrivesc, Desc: "a user added to /etc/passwd and sudoers.d inside a throwaway root (chroot)", Cmd: []string{"sh", "-c",
 		`r=$(mktemp -d); mkdir -p $r/bin $r/etc/sudoers.d; cp /usr/bin/busybox $r/bin/; chroot $r /bin/busybox sh -c 'echo evil:x:0:0::/root:/bin/sh >> /etc/passwd; echo "evil ALL=(ALL) NOPASSWD:ALL" > /etc/sudoers.d/evil'; rm -rf $r`}},
+	// the detection issue's known gaps
+	{Name: "python-miner", Class: detector.ClassCPU, Desc: "a Python miner: sha256 in a process per core for 40 s, shares to a pool (JSON lines, a job every 3 s) on loopback, not a stratum port", Cmd: []string{"/usr/bin/python3", "{src}/attacks/py_miner.py"}, Env: []string{"POOL=127.0.0.1:{pool}", "MINER_SECONDS=40"}},
+	{Name: "memfd-dlopen", Class: detector.ClassPrivesc, Desc: "libm copied into a memfd and dlopen'd through /proc/self/fd/N (no exec)", Cmd: []string{"{bin}/memfd_load", "dlopen"}},
+	{Name: "memfd-mprotect", Class: detector.ClassPrivesc, Desc: "machine code written into a memfd, mapped readable, made executable with mprotect and run", Cmd: []string{"{bin}/memfd_load", "mprotect"}},
+	{Name: "tmpfile-drop", Class: detector.ClassPrivesc, Desc: "a program written to an O_TMPFILE file, linked into /tmp through its fd (AT_EMPTY_PATH) and run", Cmd: []string{"{bin}/tmpfile_drop"}},
+	{Name: "ps-environ", Class: detector.ClassFSEscape, Desc: "the system's ps printing other processes' environments (ps eww, ps auxe)", Cmd: []string{"sh", "-c", "ps eww -p 1 >/dev/null; ps auxe >/dev/null"}},
 }
 
 // Benign is the corpus of everyday work: no run may get a verdict. The
@@ -106,6 +112,7 @@ var Benign = []Scenario{
 	{Name: "find-stat", CI: true, Desc: "inventory: find, du, ls -la /etc, stat", Cmd: []string{"sh", "{src}/benign/find_stat.sh"}},
 	{Name: "compress-cpu", CI: true, Desc: "CPU-heavy gzip -9 of 20 MB", Cmd: []string{"sh", "{src}/benign/compress_cpu.sh"}},
 	{Name: "sort-numbers", CI: true, Desc: "shuf and sort of 600k numbers", Cmd: []string{"sh", "{src}/benign/sort_numbers.sh"}},
+	{Name: "memfd-jit", CI: true, Desc: "memfd shared memory with a child, and a JIT's W^X double mapping of a memfd (mmap and mprotect)", Cmd: []string{"{bin}/memfd_jit"}},
 	{Name: "copy-checksum", CI: true, Desc: "cp -r, md5sum -c, rm -r", Cmd: []string{"sh", "{src}/benign/copy_checksum.sh"}},
 	// the corpus (benign/corpus): builds, package installs, databases,
 	// services on runtimes, version control, archives, scheduled jobs
@@ -160,6 +167,9 @@ var Benign = []Scenario{
 	corpus("dpkg-query", false, "dpkg -l/-L/-S, dpkg-query, apt-cache policy/show/depends, apt-get -s", []string{"dpkg", "apt-cache"}),
 	corpus("python-http-curl", false, "python3 -m http.server with curl and wget on loopback", []string{"/usr/bin/python3", "curl", "wget"}),
 	corpus("perl-http", false, "a one-line Perl HTTP server (IO::Socket::INET) under 30 curl requests", []string{"perl", "curl"}),
+	// near-misses of the Python miner: the same CPU for the same time
+	corpus("python-crunch", false, "Python data job: sha256 and sums in a process per core for 40 s, no network", []string{"/usr/bin/python3"}),
+	corpus("python-web-load", false, "Python HTTP service doing PBKDF2 per request under keep-alive and per-request clients for 40 s", []string{"/usr/bin/python3"}),
 	corpus("journal-read", false, "journalctl reads (last lines, boots, errors as JSON, disk usage), last, dmesg", []string{"journalctl"}),
 }
 
@@ -375,7 +385,7 @@ func Build(o *Options) error {
 	if err != nil {
 		return err
 	}
-	srcs = append(srcs, filepath.Join(o.Src, "benign", "kvstore.c"))
+	srcs = append(srcs, filepath.Join(o.Src, "benign", "kvstore.c"), filepath.Join(o.Src, "benign", "memfd_jit.c"))
 	var wg sync.WaitGroup
 	errs := make(chan error, len(srcs)+1)
 	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
@@ -405,6 +415,7 @@ func Build(o *Options) error {
 type listeners struct {
 	shellPort int
 	webPort   int
+	poolPort  int
 	closers   []io.Closer
 }
 
@@ -440,6 +451,17 @@ func startListeners() (*listeners, error) {
 		bufio.NewReader(c).ReadString('\n')
 		c.Write([]byte(`{"id":1,"result":[[["mining.notify","1"]],"00",4],"error":null}` + "\n"))
 	})
+	// a mining pool on a port of no pool's: after a login, a new job every
+	// 3 s and an answer to each share, as JSON lines (the protocol of
+	// Monero pools), until the miner hangs up.
+	pool, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		l.Close()
+		return nil, fmt.Errorf("pool listener: %w", err)
+	}
+	l.closers = append(l.closers, pool)
+	l.poolPort = pool.Addr().(*net.TCPAddr).Port
+	go serve(pool, servePool)
 	// fake resolver on 127.0.0.77:53, UDP and TCP: answers with REFUSED.
 	udp, err := net.ListenPacket("udp", "127.0.0.77:53")
 	if err != nil {
@@ -480,6 +502,56 @@ func startListeners() (*listeners, error) {
 	l.webPort = ws.Addr().(*net.TCPAddr).Port
 	ws.Close()
 	return l, nil
+}
+
+// servePool speaks a pool's side of a miner's connection.
+func servePool(c net.Conn) {
+	c.SetDeadline(time.Now().Add(2 * time.Minute))
+	r := bufio.NewReader(c)
+	if _, err := r.ReadString('\n'); err != nil {
+		return
+	}
+	var mu sync.Mutex
+	send := func(s string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		_, err := c.Write([]byte(s + "\n"))
+		return err
+	}
+	job := func(n int) string {
+		return fmt.Sprintf(`{"job_id":"%d","blob":"%076x","target":"b88d0600"}`, n, n*7919+1)
+	}
+	if send(`{"id":1,"jsonrpc":"2.0","error":null,"result":{"id":"w1","job":`+job(1)+`,"status":"OK"}}`) != nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			var m struct {
+				ID int `json:"id"`
+			}
+			if json.Unmarshal([]byte(line), &m) == nil && send(fmt.Sprintf(`{"id":%d,"jsonrpc":"2.0","error":null,"result":{"status":"OK"}}`, m.ID)) != nil {
+				return
+			}
+		}
+	}()
+	tick := time.NewTicker(3 * time.Second)
+	defer tick.Stop()
+	for n := 2; ; n++ {
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+			if send(`{"jsonrpc":"2.0","method":"job","params":`+job(n)+`}`) != nil {
+				return
+			}
+		}
+	}
 }
 
 func serve(ln net.Listener, h func(net.Conn)) {
@@ -560,7 +632,7 @@ func sampler(ctx context.Context, dir string) []detector.Sample {
 
 func expand(s string, o *Options, l *listeners) string {
 	r := strings.NewReplacer("{bin}", filepath.Join(o.Work, "bin"), "{src}", o.Src,
-		"{port}", strconv.Itoa(l.shellPort), "{port2}", strconv.Itoa(l.webPort), "{fix}", filepath.Join(o.Work, "fixtures"))
+		"{port}", strconv.Itoa(l.shellPort), "{port2}", strconv.Itoa(l.webPort), "{pool}", strconv.Itoa(l.poolPort), "{fix}", filepath.Join(o.Work, "fixtures"))
 	return r.Replace(s)
 }
 
