@@ -160,6 +160,12 @@ func init() {
 	} {
 		behaviourCases[name] = c
 	}
+	for name, class := range map[string]Class{
+		"python-miner": ClassCPU, "memfd-dlopen": ClassPrivesc, "memfd-mprotect": ClassPrivesc, "tmpfile-drop": ClassPrivesc,
+		"ps-environ": ClassFSEscape,
+	} {
+		scenarioClass[name] = class
+	}
 }
 
 // TestKeyringBurstSpreadOverProcesses: the per-process count misses a
