@@ -39,6 +39,8 @@ const (
 	efZeroTime               // Time is the zero time
 	efFlagsCount             // flags and count follow
 	efFirstSeq               // the tracer seq is absolute, not a delta
+	efCloneFlags             // clone3's flags follow
+	efEnv                    // an exec's loader variables (env) follow
 )
 
 // cgState is the writer's per-cgroup state: the per-container sequence
@@ -219,6 +221,12 @@ func (e *encoder) appendEvent(ev *event.Event) {
 	if !s.evOK {
 		fl |= efFirstSeq
 	}
+	if ev.CloneFlags != 0 {
+		fl |= efCloneFlags
+	}
+	if len(ev.Env) > 0 {
+		fl |= efEnv
+	}
 	b = binary.AppendUvarint(b, fl)
 	if fl&efFirstSeq != 0 {
 		b = binary.AppendUvarint(b, ev.Seq)
@@ -298,6 +306,15 @@ func (e *encoder) appendEvent(ev *event.Event) {
 			b = binary.LittleEndian.AppendUint16(b, a.Port)
 		case event.AFUnix:
 			b = appendStr(b, a.Path)
+		}
+	}
+	if fl&efCloneFlags != 0 {
+		b = binary.AppendUvarint(b, ev.CloneFlags)
+	}
+	if fl&efEnv != 0 {
+		b = binary.AppendUvarint(b, uint64(len(ev.Env)))
+		for _, a := range ev.Env {
+			b = appendStr(b, a)
 		}
 	}
 	// remember what the next event of this cgroup is coded against
@@ -626,6 +643,25 @@ func (d *decoder) event(s *cgDec) (*event.Event, error) {
 			d.p = d.p[2:]
 		case event.AFUnix:
 			if ev.Addr.Path, err = d.str(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if fl&efCloneFlags != 0 {
+		if ev.CloneFlags, err = d.uvarint(); err != nil {
+			return nil, err
+		}
+	}
+	if fl&efEnv != 0 {
+		if v, err = d.uvarint(); err != nil {
+			return nil, err
+		}
+		if v > uint64(len(d.p)) {
+			return nil, errShort
+		}
+		ev.Env = make([]string, v)
+		for i := range ev.Env {
+			if ev.Env[i], err = d.str(); err != nil {
 				return nil, err
 			}
 		}

@@ -117,6 +117,8 @@ func TestRoundTripOddEvents(t *testing.T) {
 		{Seq: 4, CgroupID: 1, Addr: event.Addr{Family: 17}},
 		{Seq: 5, CgroupID: 2, Container: &event.Container{ID: "x"}, Nr: -1},
 		{Seq: 6, CgroupID: 2, Container: nil},
+		{Seq: 7, CgroupID: 2, Nr: 435, CloneFlags: 0x10020000},
+		{Seq: 8, CgroupID: 2, Nr: 59, Path: "/bin/ls", Argv: []string{"ls"}, Env: []string{"LD_PRELOAD=/tmp/x.so", ""}},
 	}
 	o := testOptions(t)
 	w, err := Open(o)

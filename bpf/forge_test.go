@@ -55,6 +55,13 @@ var outputRuns atomic.Int64
 // output lines and the cgroup's final counters.
 func tracedOutput(t *testing.T, m *Monitor, argv ...string) ([]event.Event, []string, Counters) {
 	t.Helper()
+	return tracedOutputEnv(t, m, nil, argv...)
+}
+
+// tracedOutputEnv is tracedOutput with the command's environment env (nil:
+// the test's).
+func tracedOutputEnv(t *testing.T, m *Monitor, env []string, argv ...string) ([]event.Event, []string, Counters) {
+	t.Helper()
 	cg, err := NewCgroup(fmt.Sprintf("vigil-test-%d-%s-%d", os.Getpid(), filepath.Base(t.Name()), outputRuns.Add(1)))
 	if err != nil {
 		t.Fatal(err)
@@ -76,6 +83,7 @@ func tracedOutput(t *testing.T, m *Monitor, argv ...string) ([]event.Event, []st
 	var out bytes.Buffer
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.SysProcAttr = cg.SysProcAttr()
+	cmd.Env = env
 	cmd.Stdout = &out
 	cmd.Stderr = os.Stderr
 	runErr := cmd.Run()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 
@@ -21,38 +22,45 @@ const (
 	fComm   = 1
 	fNoRet  = 2
 	fTrunc  = 4
-
-	sPath     = 1
-	sPath2    = 2
-	sArgv     = 3
-	sSock     = 4
-	sPathUser = 5 // an open's path as the user passed it, when not the file's path
-	sSockUser = 6 // a connect's or bind's sockaddr as passed, when not the socket's
 )
 
-// Decoders of syscalls.bpf.c's enum dec.
+// Item kinds: syscalls.bpf.c's enum item_kind, generated.
 const (
-	dNone = iota
-	dPath0
-	dPath1
-	dPath01
-	dPath13
-	dPath02
-	dExec
-	dExecAt
-	dSock1
-	dSock4
-	dAccept
-	dMsg
-	dOpen0
-	dOpen1
-	dConnect
-	dBind
+	sPath     = uint8(vigilItemKindS_PATH)
+	sPath2    = uint8(vigilItemKindS_PATH2)
+	sArgv     = uint8(vigilItemKindS_ARGV)
+	sSock     = uint8(vigilItemKindS_SOCK)
+	sPathUser = uint8(vigilItemKindS_PATH_USER) // an open's path as the user passed it, when not the file's path
+	sSockUser = uint8(vigilItemKindS_SOCK_USER) // a connect's or bind's sockaddr as passed, when not the socket's
+	sClone    = uint8(vigilItemKindS_CLONE)     // clone3's flags (struct clone_item)
+	sEnv      = uint8(vigilItemKindS_ENV)       // an exec's loader variables, NUL-separated
+)
+
+// Decoders: syscalls.bpf.c's enum dec, generated.
+const (
+	dNone    = uint8(vigilDecD_NONE)
+	dPath0   = uint8(vigilDecD_PATH0)
+	dPath1   = uint8(vigilDecD_PATH1)
+	dPath01  = uint8(vigilDecD_PATH01)
+	dPath13  = uint8(vigilDecD_PATH13)
+	dPath02  = uint8(vigilDecD_PATH02)
+	dExec    = uint8(vigilDecD_EXEC)
+	dExecAt  = uint8(vigilDecD_EXECAT)
+	dSock1   = uint8(vigilDecD_SOCK1)
+	dSock4   = uint8(vigilDecD_SOCK4)
+	dAccept  = uint8(vigilDecD_ACCEPT)
+	dMsg     = uint8(vigilDecD_MSG)
+	dOpen0   = uint8(vigilDecD_OPEN0)
+	dOpen1   = uint8(vigilDecD_OPEN1)
+	dConnect = uint8(vigilDecD_CONNECT)
+	dBind    = uint8(vigilDecD_BIND)
+	dClone3  = uint8(vigilDecD_CLONE3)
 )
 
 // decoders says which strings the tracer reads for which syscall: paths of
 // the open/stat/exec/unlink/rename/mount/chmod families, execve filename and
-// argv, socket addresses of connect/sendto/bind/accept/sendmsg.
+// argv, socket addresses of connect/sendto/bind/accept/sendmsg/sendmmsg,
+// clone3's flags.
 var decoders = map[string]uint8{
 	// opens: the opened file's path (the user's path at arg0 or arg1 too
 	// when it differs); a failed open has the user's path
@@ -81,9 +89,13 @@ var decoders = map[string]uint8{
 	"execve": dExec, "execveat": dExecAt,
 	// sockets
 	// connect, bind: the socket's own address once it took effect (the
-	// user's sockaddr too when it differs); sendto, accept, sendmsg: as passed
+	// user's sockaddr too when it differs); sendto, accept, sendmsg: as
+	// passed; sendmmsg: its first message's (a struct mmsghdr starts with
+	// the struct msghdr that sendmsg takes)
 	"connect": dConnect, "bind": dBind, "sendto": dSock4,
-	"accept": dAccept, "accept4": dAccept, "sendmsg": dMsg,
+	"accept": dAccept, "accept4": dAccept, "sendmsg": dMsg, "sendmmsg": dMsg,
+	// clone3: the flags in its struct clone_args
+	"clone3": dClone3,
 }
 
 // fillSysmeta tells the BPF program, per syscall number, how many arguments
@@ -218,17 +230,14 @@ func (d *decoder) decode(b []byte, ev *event.Event) bool {
 		case sPath2:
 			ev.Path2 = d.string(s)
 		case sArgv:
-			for len(s) > 0 {
-				end := 0
-				for end < len(s) && s[end] != 0 {
-					end++
-				}
-				ev.Argv = append(ev.Argv, d.string(s[:end]))
-				if end == len(s) {
-					break
-				}
-				s = s[end+1:]
+			ev.Argv = d.strings(ev.Argv, s)
+		case sEnv:
+			ev.Env = d.strings(ev.Env, s)
+		case sClone:
+			if len(s) < int(unsafe.Sizeof(vigilCloneItem{})) {
+				return false
 			}
+			ev.CloneFlags = le.Uint64(s[unsafe.Offsetof(vigilCloneItem{}.Flags):])
 		case sSock:
 			ev.Addr = d.sockaddr(s)
 		case sPathUser:
@@ -241,6 +250,22 @@ func (d *decoder) decode(b []byte, ev *event.Event) bool {
 		off += (n + 7) &^ 7
 	}
 	return true
+}
+
+// strings appends the NUL-separated strings of b to l.
+func (d *decoder) strings(l []string, b []byte) []string {
+	for len(b) > 0 {
+		end := 0
+		for end < len(b) && b[end] != 0 {
+			end++
+		}
+		l = append(l, d.string(b[:end]))
+		if end == len(b) {
+			break
+		}
+		b = b[end+1:]
+	}
+	return l
 }
 
 // string is a string of the record's bytes b, made by the consumer's

@@ -251,6 +251,18 @@ func TestDecode(t *testing.T) {
 			}
 			return ""
 		}},
+		{"clone3 flags", record(435, 2, "", [2]any{sClone, binary.LittleEndian.AppendUint64(nil, 0x10000000)}), func(ev *event.Event) string {
+			if ev.CloneFlags != 0x10000000 {
+				return fmt.Sprintf("clone flags %#x", ev.CloneFlags)
+			}
+			return ""
+		}},
+		{"loader env", record(59, 3, "", [2]any{sArgv, []byte("ls\x00")}, [2]any{sEnv, []byte("LD_PRELOAD=/x.so\x00LD_AUDIT=/a.so\x00")}), func(ev *event.Event) string {
+			if len(ev.Env) != 2 || ev.Env[0] != "LD_PRELOAD=/x.so" || ev.Env[1] != "LD_AUDIT=/a.so" || len(ev.Argv) != 1 {
+				return fmt.Sprintf("env %q argv %q", ev.Env, ev.Argv)
+			}
+			return ""
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if !d.decode(tc.rec, &ev) {
@@ -260,6 +272,10 @@ func TestDecode(t *testing.T) {
 				t.Error(msg)
 			}
 		})
+	}
+	// A clone item too short for its struct is refused.
+	if d.decode(record(435, 2, "", [2]any{sClone, []byte{1, 2, 3}}), &ev) {
+		t.Error("a clone3 item of 3 bytes decoded")
 	}
 	// Truncated records are refused, not read past their end.
 	full := record(257, 4, "probe", [2]any{byte(sPath), []byte("/etc/passwd")})

@@ -66,6 +66,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define ARGV_BYTES 512    // bound of the decoded execve argv (NUL-separated)
 #define ARGV_MAX 16       // bound of argv entries read on a failed execve
 #define ARG_BYTES 128     // bound of one argv entry on a failed execve
+#define ENV_MAX 512       // bound of the environment entries scanned at exec
+#define ENV_BYTES 512     // bound of the loader's variables delivered (NUL-separated)
+#define ENV_ENTRY 256     // bound of one of them
+#define ENV_CHUNK 16      // envp pointers read at once
 #define SOCK_BYTES 112    // >= sizeof(struct sockaddr_un) (110)
 #define SCRATCH 4096      // per-CPU record buffer; a power of two
 #define TASK_COMM 16
@@ -83,13 +87,22 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define F_NORET 2         // the syscall never returned (exit, exec's old image)
 #define F_TRUNC 4         // a string hit its bound
 
-// String item kinds (mirrored in record.go).
-#define S_PATH 1
-#define S_PATH2 2
-#define S_ARGV 3
-#define S_SOCK 4
-#define S_PATH_USER 5     // the user's path of an open when it differs from S_PATH
-#define S_SOCK_USER 6     // the user's sockaddr when it differs from S_SOCK
+// String item kinds (record.go reads them through bpf2go -type item_kind).
+enum item_kind {
+	S_PATH = 1,
+	S_PATH2 = 2,
+	S_ARGV = 3,
+	S_SOCK = 4,
+	S_PATH_USER = 5,  // the user's path of an open when it differs from S_PATH
+	S_SOCK_USER = 6,  // the user's sockaddr when it differs from S_SOCK
+	S_CLONE = 7,      // clone3: struct clone_item, read from its struct clone_args
+	S_ENV = 8,        // a successful execve: the dynamic loader's variables of the new environment
+};
+
+// S_CLONE's bytes (include/uapi/linux/sched.h: struct clone_args).
+struct clone_item {
+	__u64 flags;
+};
 
 // Classes of a tracked cgroup (cg_state.flags, mirrored in class.go).
 #define CG_REALTIME 1     // wake the reader for each record
@@ -113,12 +126,23 @@ enum dec {
 	D_SOCK1,    // sockaddr at arg1, length arg2 (connect, bind)
 	D_SOCK4,    // sockaddr at arg4, length arg5 (sendto)
 	D_ACCEPT,   // peer sockaddr at arg1, *length at arg2 (accept, accept4)
-	D_MSG,      // msghdr at arg1: msg_name/msg_namelen (sendmsg)
+	D_MSG,      // msghdr at arg1: msg_name/msg_namelen (sendmsg; sendmmsg, whose
+	            // first struct mmsghdr starts with one: include/linux/socket.h)
 	D_OPEN0,    // open, creat: the opened file's path; the user's path at arg0
 	D_OPEN1,    // openat, openat2: likewise, the user's path at arg1
 	D_CONNECT,  // the socket's peer address; the user's sockaddr at arg1
 	D_BIND,     // the socket's own address; the user's sockaddr at arg1
+	D_CLONE3,   // struct clone_args at arg0, its size at arg1 (clone3)
 };
+
+// bpf2go -type finds a type only in the object's BTF: this unused pointer
+// puts these there, so that Go reads their values and layout, not copies.
+struct record_types {
+	enum dec dec;
+	enum item_kind kind;
+	struct clone_item clone;
+};
+const struct record_types *unused_record_types __attribute__((unused));
 
 struct rec_hdr {
 	__u64 ktime;
@@ -400,6 +424,138 @@ static __always_inline __u32 put_argv_user(__u8 *buf, __u32 off, const char *con
 	return off + sizeof(*h) + ((used + 7) & ~7);
 }
 
+static __always_inline void *get_scratch(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&scratch, &zero);
+}
+
+// put_clone_args appends clone3's flags, read from its
+// struct clone_args (kernel/fork.c: copy_clone_args_from_user; a size
+// below CLONE_ARGS_SIZE_VER0, 64, is refused there and here). The child
+// returns from the same call with the same arguments in its copy of the
+// memory, so its record has them too.
+static __always_inline __u32 put_clone_args(__u8 *buf, __u32 off, const void *uargs, __u64 size, __u16 *nstr)
+{
+	__u64 flags;
+	if (!uargs || size < 64 || bpf_probe_read_user(&flags, sizeof(flags), uargs)) // flags is the first field
+		return off;
+	off &= (SCRATCH / 2 - 1);
+	struct str_hdr *h = (void *)(buf + off);
+	struct clone_item *c = (void *)(buf + off + sizeof(*h));
+	c->flags = flags;
+	h->kind = S_CLONE;
+	h->pad = 0;
+	h->len = sizeof(*c);
+	h->pad2 = 0;
+	(*nstr)++;
+	return off + sizeof(*h) + sizeof(*c);
+}
+
+// env_scan is the state of put_loader_env's loop over a new image's envp.
+struct env_scan {
+	__u64 envp;            // user address of envp[0]
+	__u32 width;           // of a pointer: 8, or 4 in a compat (32-bit) image
+	__u32 envc;            // entries to scan
+	__u32 at;              // where the item's bytes start in the scratch buffer
+	__u32 used;            // bytes written there
+	__u8 flags;            // F_TRUNC when a bound was hit
+	__u64 ptrs[ENV_CHUNK]; // a chunk of envp
+};
+
+// loader_var says whether an environment entry (its first bytes, NUL
+// padded) sets a variable of the dynamic loader that changes what code it
+// loads (glibc elf/rtld.c: process_envvars; musl ldso/dynlink.c).
+static __always_inline int loader_var(const char *e)
+{
+	if (e[0] != 'L' || e[1] != 'D' || e[2] != '_')
+		return 0;
+	const char *r = e + 3;
+	if (r[0] == 'P' && r[1] == 'R' && r[2] == 'E' && r[3] == 'L' && r[4] == 'O' && r[5] == 'A' && r[6] == 'D' && r[7] == '=')
+		return 1;
+	if (r[0] == 'A' && r[1] == 'U' && r[2] == 'D' && r[3] == 'I' && r[4] == 'T' && r[5] == '=')
+		return 1;
+	return r[0] == 'L' && r[1] == 'I' && r[2] == 'B' && r[3] == 'R' && r[4] == 'A' && r[5] == 'R' && r[6] == 'Y' &&
+	       r[7] == '_' && r[8] == 'P' && r[9] == 'A' && r[10] == 'T' && r[11] == 'H' && r[12] == '=';
+}
+
+// env_entry is one step of the loop: it reads envp[i] (a chunk of
+// pointers at a time) and the entry's first bytes, and copies the entry
+// into the item when it sets a loader variable. 1 ends the loop.
+static long env_entry(__u32 i, void *ctx)
+{
+	struct env_scan *s = ctx;
+	if (i >= s->envc)
+		return 1;
+	__u32 k = i % ENV_CHUNK;
+	__u32 size = s->width == 8 ? sizeof(s->ptrs) : sizeof(s->ptrs) / 2;
+	if (k == 0 && bpf_probe_read_user(s->ptrs, size, (void *)(s->envp + (__u64)i * s->width)))
+		return 1;
+	__u64 p = s->width == 8 ? s->ptrs[k] : ((__u32 *)s->ptrs)[k];
+	char head[24] = {};
+	if (!p || bpf_probe_read_user_str(head, 17, (void *)p) < 4 || !loader_var(head))
+		return 0;
+	if (s->used > ENV_BYTES - ENV_ENTRY) {
+		s->flags |= F_TRUNC;
+		return 1;
+	}
+	__u8 *buf = get_scratch();
+	if (!buf)
+		return 1;
+	long n = bpf_probe_read_user_str(buf + (s->at & (SCRATCH / 2 - 1)) + (s->used & (ENV_BYTES - 1)), ENV_ENTRY, (void *)p);
+	if (n <= 0)
+		return 0;
+	if (n == ENV_ENTRY)
+		s->flags |= F_TRUNC;
+	s->used += n;
+	return 0;
+}
+
+// put_loader_env appends the entries of a new image's environment that set
+// LD_PRELOAD, LD_AUDIT or LD_LIBRARY_PATH (NUL-separated, each bounded), so
+// that a library injected through the environment rather than the command
+// line is seen. The new image's envp is on its stack above argc and argv
+// (fs/binfmt_elf.c: create_elf_tables leaves bprm->p at argc), and nothing
+// ran in the new image yet to change it. A 32-bit image's pointers are 4
+// bytes: told by argc's slot (a 64-bit read of it holds argv[0] too). At
+// most ENV_MAX entries are scanned (bpf_loop: one verification of the step,
+// whatever the bound); past it the record is marked truncated.
+static __always_inline __u32 put_loader_env(__u8 *buf, __u32 off, struct linux_binprm *bprm, __u16 *nstr, __u8 *flags)
+{
+	__u64 sp = BPF_CORE_READ(bprm, p);
+	__u32 argc = BPF_CORE_READ(bprm, argc);
+	__u32 envc = BPF_CORE_READ(bprm, envc);
+	__u64 slot = 0;
+	if (!envc || bpf_probe_read_user(&slot, sizeof(slot), (void *)sp))
+		return off;
+	struct env_scan s = {};
+	if (slot == argc)
+		s.width = 8;
+	else if ((__u32)slot == argc)
+		s.width = 4;
+	else
+		return off;
+	s.envp = sp + (__u64)s.width * (argc + 2);
+	s.envc = envc;
+	if (envc > ENV_MAX) {
+		s.envc = ENV_MAX;
+		*flags |= F_TRUNC;
+	}
+	off &= (SCRATCH / 2 - 1);
+	s.at = off + sizeof(struct str_hdr);
+	bpf_loop(ENV_MAX, env_entry, &s, 0);
+	*flags |= s.flags;
+	if (!s.used)
+		return off;
+	struct str_hdr *h = (void *)(buf + off);
+	h->kind = S_ENV;
+	h->pad = 0;
+	h->len = s.used;
+	h->pad2 = 0;
+	(*nstr)++;
+	return off + sizeof(*h) + ((s.used + 7) & ~7);
+}
+
 // count_lost counts a syscall that got no record for want of a buffer (it
 // cannot happen: the scratch map is a per-CPU array of one entry).
 static __always_inline int count_lost(struct cg_state *st)
@@ -470,12 +626,6 @@ static __always_inline int over_budget(struct task_struct *task, struct cg_state
 	__sync_fetch_and_add(&st->dropped, 1);
 	__sync_fetch_and_add(&st->throttled, 1);
 	return 1;
-}
-
-static __always_inline void *get_scratch(void)
-{
-	__u32 zero = 0;
-	return bpf_map_lookup_elem(&scratch, &zero);
 }
 
 // The thread's comm goes into a record when this CPU's last record was of
@@ -1007,6 +1157,9 @@ int BPF_PROG(vigil_sys_exit, struct pt_regs *regs, long ret)
 			off = put_raw(buf, off, S_SOCK, mh.msg_name, mh.msg_namelen, &nstr);
 		break;
 	}
+	case D_CLONE3:
+		off = put_clone_args(buf, off, (void *)a0, a1, &nstr);
+		break;
 	}
 	r->flags |= fl | (nstr << 4);
 	emit(task, st, r, off, pace, &cc);
@@ -1065,6 +1218,7 @@ int BPF_PROG(vigil_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 		nstr++;
 		off += sizeof(*h) + ((len + 7) & ~7);
 	}
+	off = put_loader_env(buf, off, bprm, &nstr, &fl);
 	r->flags |= fl | (nstr << 4);
 	emit(task, st, r, off, pace, &cc);
 	return 0;

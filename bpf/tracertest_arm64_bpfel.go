@@ -61,6 +61,7 @@ const (
 	tracertestVarBudgetNs          = "budget_ns"
 	tracertestVarBudgetTau         = "budget_tau"
 	tracertestVarLastWake          = "last_wake"
+	tracertestVarUnusedRecordTypes = "unused_record_types"
 	tracertestVarWakeBytes         = "wake_bytes"
 	tracertestVarWakeMinNs         = "wake_min_ns"
 	tracertestVarWakeNs            = "wake_ns"
@@ -135,12 +136,13 @@ type tracertestMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tracertestVariableSpecs struct {
-	BudgetNs  *ebpf.VariableSpec `ebpf:"budget_ns"`
-	BudgetTau *ebpf.VariableSpec `ebpf:"budget_tau"`
-	LastWake  *ebpf.VariableSpec `ebpf:"last_wake"`
-	WakeBytes *ebpf.VariableSpec `ebpf:"wake_bytes"`
-	WakeMinNs *ebpf.VariableSpec `ebpf:"wake_min_ns"`
-	WakeNs    *ebpf.VariableSpec `ebpf:"wake_ns"`
+	BudgetNs          *ebpf.VariableSpec `ebpf:"budget_ns"`
+	BudgetTau         *ebpf.VariableSpec `ebpf:"budget_tau"`
+	LastWake          *ebpf.VariableSpec `ebpf:"last_wake"`
+	UnusedRecordTypes *ebpf.VariableSpec `ebpf:"unused_record_types"`
+	WakeBytes         *ebpf.VariableSpec `ebpf:"wake_bytes"`
+	WakeMinNs         *ebpf.VariableSpec `ebpf:"wake_min_ns"`
+	WakeNs            *ebpf.VariableSpec `ebpf:"wake_ns"`
 }
 
 // tracertestObjects contains all objects after they have been loaded into the kernel.
@@ -194,12 +196,13 @@ func (m *tracertestMaps) Close() error {
 //
 // It can be passed to loadTracertestObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tracertestVariables struct {
-	BudgetNs  *ebpf.Variable `ebpf:"budget_ns"`
-	BudgetTau *ebpf.Variable `ebpf:"budget_tau"`
-	LastWake  *ebpf.Variable `ebpf:"last_wake"`
-	WakeBytes *ebpf.Variable `ebpf:"wake_bytes"`
-	WakeMinNs *ebpf.Variable `ebpf:"wake_min_ns"`
-	WakeNs    *ebpf.Variable `ebpf:"wake_ns"`
+	BudgetNs          *ebpf.Variable `ebpf:"budget_ns"`
+	BudgetTau         *ebpf.Variable `ebpf:"budget_tau"`
+	LastWake          *ebpf.Variable `ebpf:"last_wake"`
+	UnusedRecordTypes *ebpf.Variable `ebpf:"unused_record_types"`
+	WakeBytes         *ebpf.Variable `ebpf:"wake_bytes"`
+	WakeMinNs         *ebpf.Variable `ebpf:"wake_min_ns"`
+	WakeNs            *ebpf.Variable `ebpf:"wake_ns"`
 }
 
 // tracertestPrograms contains all programs after they have been loaded into the kernel.

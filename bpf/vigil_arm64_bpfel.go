@@ -26,6 +26,46 @@ type vigilCgState struct {
 	Paused    uint64
 }
 
+type vigilCloneItem struct {
+	_     structs.HostLayout
+	Flags uint64
+}
+
+type vigilDec uint32
+
+const (
+	vigilDecD_NONE    vigilDec = 0
+	vigilDecD_PATH0   vigilDec = 1
+	vigilDecD_PATH1   vigilDec = 2
+	vigilDecD_PATH01  vigilDec = 3
+	vigilDecD_PATH13  vigilDec = 4
+	vigilDecD_PATH02  vigilDec = 5
+	vigilDecD_EXEC    vigilDec = 6
+	vigilDecD_EXECAT  vigilDec = 7
+	vigilDecD_SOCK1   vigilDec = 8
+	vigilDecD_SOCK4   vigilDec = 9
+	vigilDecD_ACCEPT  vigilDec = 10
+	vigilDecD_MSG     vigilDec = 11
+	vigilDecD_OPEN0   vigilDec = 12
+	vigilDecD_OPEN1   vigilDec = 13
+	vigilDecD_CONNECT vigilDec = 14
+	vigilDecD_BIND    vigilDec = 15
+	vigilDecD_CLONE3  vigilDec = 16
+)
+
+type vigilItemKind uint32
+
+const (
+	vigilItemKindS_PATH      vigilItemKind = 1
+	vigilItemKindS_PATH2     vigilItemKind = 2
+	vigilItemKindS_ARGV      vigilItemKind = 3
+	vigilItemKindS_SOCK      vigilItemKind = 4
+	vigilItemKindS_PATH_USER vigilItemKind = 5
+	vigilItemKindS_SOCK_USER vigilItemKind = 6
+	vigilItemKindS_CLONE     vigilItemKind = 7
+	vigilItemKindS_ENV       vigilItemKind = 8
+)
+
 type vigilLastComm struct {
 	_    structs.HostLayout
 	Comm [2]uint64
@@ -60,6 +100,7 @@ const (
 	vigilVarBudgetNs          = "budget_ns"
 	vigilVarBudgetTau         = "budget_tau"
 	vigilVarLastWake          = "last_wake"
+	vigilVarUnusedRecordTypes = "unused_record_types"
 	vigilVarWakeBytes         = "wake_bytes"
 	vigilVarWakeMinNs         = "wake_min_ns"
 	vigilVarWakeNs            = "wake_ns"
@@ -133,12 +174,13 @@ type vigilMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type vigilVariableSpecs struct {
-	BudgetNs  *ebpf.VariableSpec `ebpf:"budget_ns"`
-	BudgetTau *ebpf.VariableSpec `ebpf:"budget_tau"`
-	LastWake  *ebpf.VariableSpec `ebpf:"last_wake"`
-	WakeBytes *ebpf.VariableSpec `ebpf:"wake_bytes"`
-	WakeMinNs *ebpf.VariableSpec `ebpf:"wake_min_ns"`
-	WakeNs    *ebpf.VariableSpec `ebpf:"wake_ns"`
+	BudgetNs          *ebpf.VariableSpec `ebpf:"budget_ns"`
+	BudgetTau         *ebpf.VariableSpec `ebpf:"budget_tau"`
+	LastWake          *ebpf.VariableSpec `ebpf:"last_wake"`
+	UnusedRecordTypes *ebpf.VariableSpec `ebpf:"unused_record_types"`
+	WakeBytes         *ebpf.VariableSpec `ebpf:"wake_bytes"`
+	WakeMinNs         *ebpf.VariableSpec `ebpf:"wake_min_ns"`
+	WakeNs            *ebpf.VariableSpec `ebpf:"wake_ns"`
 }
 
 // vigilObjects contains all objects after they have been loaded into the kernel.
@@ -192,12 +234,13 @@ func (m *vigilMaps) Close() error {
 //
 // It can be passed to loadVigilObjects or ebpf.CollectionSpec.LoadAndAssign.
 type vigilVariables struct {
-	BudgetNs  *ebpf.Variable `ebpf:"budget_ns"`
-	BudgetTau *ebpf.Variable `ebpf:"budget_tau"`
-	LastWake  *ebpf.Variable `ebpf:"last_wake"`
-	WakeBytes *ebpf.Variable `ebpf:"wake_bytes"`
-	WakeMinNs *ebpf.Variable `ebpf:"wake_min_ns"`
-	WakeNs    *ebpf.Variable `ebpf:"wake_ns"`
+	BudgetNs          *ebpf.Variable `ebpf:"budget_ns"`
+	BudgetTau         *ebpf.Variable `ebpf:"budget_tau"`
+	LastWake          *ebpf.Variable `ebpf:"last_wake"`
+	UnusedRecordTypes *ebpf.Variable `ebpf:"unused_record_types"`
+	WakeBytes         *ebpf.Variable `ebpf:"wake_bytes"`
+	WakeMinNs         *ebpf.Variable `ebpf:"wake_min_ns"`
+	WakeNs            *ebpf.Variable `ebpf:"wake_ns"`
 }
 
 // vigilPrograms contains all programs after they have been loaded into the kernel.

@@ -145,6 +145,30 @@ type Event struct {
 	Addr      Addr     // connect/sendto/bind socket address; of a connect or bind that took effect, the socket's
 	PathUser  string   // with UserDiffers: the path the task passed, when not Path
 	AddrUser  Addr     // with UserDiffers: the sockaddr the task passed, when not Addr
+	// CloneFlags is clone3's flags, read from its struct clone_args (clone
+	// and unshare pass theirs in Args[0]); 0 for other syscalls or when the
+	// struct could not be read.
+	CloneFlags uint64
+	// Env holds the entries of a successful execve's new environment that
+	// set the dynamic loader's LD_PRELOAD, LD_AUDIT or LD_LIBRARY_PATH, as
+	// NAME=value (bounded, like Argv).
+	Env []string
+}
+
+// CloneFlagsOf is the namespace and sharing flags (CLONE_*) of a clone,
+// clone3, unshare or setns event, whichever way the syscall passed them
+// (setns: the namespace type to join, 0 for any); ok is false for other
+// syscalls.
+func (e *Event) CloneFlagsOf() (flags uint64, ok bool) {
+	switch e.Name() {
+	case "clone", "unshare":
+		return e.Args[0], true
+	case "clone3":
+		return e.CloneFlags, true
+	case "setns":
+		return e.Args[1], true
+	}
+	return 0, false
 }
 
 // Name is the syscall's name in the native ABI.

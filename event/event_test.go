@@ -203,3 +203,40 @@ func TestAppendTime(t *testing.T) {
 		}
 	}
 }
+
+// TestJSONCloneFlagsEnv: clone3's flags and an exec's loader variables
+// round-trip as clone_flags and env; CloneFlagsOf finds the flags of
+// clone and unshare in arg0, of clone3 in CloneFlags.
+func TestJSONCloneFlagsEnv(t *testing.T) {
+	clone3, _ := SyscallNr("clone3")
+	execve, _ := SyscallNr("execve")
+	unshare, _ := SyscallNr("unshare")
+	setns, _ := SyscallNr("setns")
+	for _, ev := range []Event{
+		{Seq: 1, Time: time.Unix(1, 0).UTC(), Nr: int32(clone3), Ret: 7, CloneFlags: 0x10000000},
+		{Seq: 2, Time: time.Unix(1, 0).UTC(), Nr: int32(execve), Path: "/bin/ls", Argv: []string{"ls"}, Env: []string{"LD_PRELOAD=/tmp/\"x\".so"}},
+	} {
+		b := ev.AppendJSON(nil)
+		var back Event
+		if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(back, ev) {
+			t.Errorf("round trip of %s: %+v, %v", b, back, err)
+		}
+	}
+	if b := (&Event{Nr: int32(execve)}).AppendJSON(nil); strings.Contains(string(b), "clone_flags") || strings.Contains(string(b), "env") {
+		t.Errorf("empty fields written: %s", b)
+	}
+	for _, tc := range []struct {
+		ev   Event
+		want uint64
+		ok   bool
+	}{
+		{Event{Nr: int32(clone3), Args: [6]uint64{0x7ffc0000, 88}, CloneFlags: 0x10000000}, 0x10000000, true},
+		{Event{Nr: int32(unshare), Args: [6]uint64{0x20000}}, 0x20000, true},
+		{Event{Nr: int32(setns), Args: [6]uint64{3, 0x40000000}}, 0x40000000, true},
+		{Event{Nr: int32(execve), Args: [6]uint64{0x20000}}, 0, false},
+	} {
+		if got, ok := tc.ev.CloneFlagsOf(); got != tc.want || ok != tc.ok {
+			t.Errorf("%s: CloneFlagsOf %#x %v, want %#x %v", tc.ev.Name(), got, ok, tc.want, tc.ok)
+		}
+	}
+}

@@ -66,7 +66,7 @@ func appendTime(b []byte, t time.Time) []byte {
 //	{"seq":1,"time":"…","ktime":…,"cgroup":…,"container":{…},"pid":…,"tid":…,
 //	 "comm":"…","syscall":"openat","nr":257,"args":[…],"ret":-2,"errno":"ENOENT",
 //	 "path":"…","path2":"…","argv":["…"],"addr":"127.0.0.1:9","path_user":"…","addr_user":"…",
-//	 "flags":"noreturn","count":…}
+//	 "clone_flags":…,"env":["LD_PRELOAD=…"],"flags":"noreturn","count":…}
 func (e *Event) AppendJSON(b []byte) []byte {
 	b = append(b, `{"seq":`...)
 	b = strconv.AppendUint(b, e.Seq, 10)
@@ -144,6 +144,20 @@ func (e *Event) AppendJSON(b []byte) []byte {
 	if e.AddrUser.Family != 0 {
 		b = appendAddr(b, `,"addr_user":"`, e.AddrUser)
 	}
+	if e.CloneFlags != 0 {
+		b = append(b, `,"clone_flags":`...)
+		b = strconv.AppendUint(b, e.CloneFlags, 10)
+	}
+	if len(e.Env) > 0 {
+		b = append(b, `,"env":[`...)
+		for i, a := range e.Env {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, a)
+		}
+		b = append(b, ']')
+	}
 	if e.Flags != 0 {
 		b = append(b, `,"flags":"`...)
 		b = append(b, e.Flags.String()...)
@@ -173,26 +187,28 @@ func appendAddr(b []byte, key string, a Addr) []byte {
 func (e *Event) MarshalJSON() ([]byte, error) { return e.AppendJSON(nil), nil }
 
 type jsonEvent struct {
-	Seq       uint64     `json:"seq"`
-	Time      time.Time  `json:"time"`
-	KTime     uint64     `json:"ktime"`
-	Cgroup    uint64     `json:"cgroup"`
-	Container *Container `json:"container"`
-	PID       uint32     `json:"pid"`
-	TID       uint32     `json:"tid"`
-	Comm      string     `json:"comm"`
-	Syscall   string     `json:"syscall"`
-	Nr        *int32     `json:"nr"`
-	Args      [6]uint64  `json:"args"`
-	Ret       int64      `json:"ret"`
-	Path      string     `json:"path"`
-	Path2     string     `json:"path2"`
-	Argv      []string   `json:"argv"`
-	Addr      string     `json:"addr"`
-	PathUser  string     `json:"path_user"`
-	AddrUser  string     `json:"addr_user"`
-	Flags     string     `json:"flags"`
-	Count     uint64     `json:"count"`
+	Seq        uint64     `json:"seq"`
+	Time       time.Time  `json:"time"`
+	KTime      uint64     `json:"ktime"`
+	Cgroup     uint64     `json:"cgroup"`
+	Container  *Container `json:"container"`
+	PID        uint32     `json:"pid"`
+	TID        uint32     `json:"tid"`
+	Comm       string     `json:"comm"`
+	Syscall    string     `json:"syscall"`
+	Nr         *int32     `json:"nr"`
+	Args       [6]uint64  `json:"args"`
+	Ret        int64      `json:"ret"`
+	Path       string     `json:"path"`
+	Path2      string     `json:"path2"`
+	Argv       []string   `json:"argv"`
+	Addr       string     `json:"addr"`
+	PathUser   string     `json:"path_user"`
+	AddrUser   string     `json:"addr_user"`
+	CloneFlags uint64     `json:"clone_flags"`
+	Env        []string   `json:"env"`
+	Flags      string     `json:"flags"`
+	Count      uint64     `json:"count"`
 }
 
 // UnmarshalJSON reads the AppendJSON form. When "nr" is missing the number
@@ -241,7 +257,7 @@ func (e *Event) UnmarshalJSON(data []byte) error {
 	*e = Event{Seq: j.Seq, KTime: j.KTime, Time: j.Time, CgroupID: j.Cgroup, Container: j.Container,
 		PID: j.PID, TID: j.TID, Comm: j.Comm, Nr: nr, Args: j.Args, Ret: j.Ret, Flags: flags,
 		Count: j.Count, Path: j.Path, Path2: j.Path2, Argv: j.Argv, Addr: addr,
-		PathUser: j.PathUser, AddrUser: addrUser}
+		PathUser: j.PathUser, AddrUser: addrUser, CloneFlags: j.CloneFlags, Env: j.Env}
 	return nil
 }
 
