@@ -166,6 +166,35 @@ func (a *argvCond) eval(c *evalCtx) bool {
 	return false
 }
 
+// envCond passes when any of an exec's loader variables (Event.Env)
+// matches.
+type envCond struct{ m strMatcher }
+
+func (a *envCond) eval(c *evalCtx) bool {
+	for _, s := range c.ev.Env {
+		if a.m.match(s) {
+			return true
+		}
+	}
+	return false
+}
+
+// envAddedCond passes when any of the loader variables that an exec set
+// rather than inherited (procState.envAdded) matches.
+type envAddedCond struct{ m strMatcher }
+
+func (a *envAddedCond) eval(c *evalCtx) bool {
+	if c.proc == nil {
+		return false
+	}
+	for _, s := range c.proc.envAdded {
+		if a.m.match(s) {
+			return true
+		}
+	}
+	return false
+}
+
 // ancCond passes when the executable of any known ancestor matches
 // (parent first).
 type ancCond struct{ m strMatcher }
@@ -289,6 +318,12 @@ var numFields = map[string]func(*evalCtx) (int64, bool){
 		return 0, false
 	},
 	"family": func(c *evalCtx) (int64, bool) { return int64(c.ev.Addr.Family), c.ev.Addr.Family != 0 },
+	// clone_flags: the CLONE_* flags of clone and unshare (arg0) and of
+	// clone3 (its struct clone_args)
+	"clone_flags": func(c *evalCtx) (int64, bool) {
+		f, ok := c.ev.CloneFlagsOf()
+		return int64(f), ok
+	},
 	"open_flags": func(c *evalCtx) (int64, bool) {
 		switch c.ev.Nr {
 		case nrOpen:
@@ -380,7 +415,7 @@ func allFieldNames() string {
 	for k := range boolFields {
 		n = append(n, k)
 	}
-	n = append(n, "argv", "proc.aexe", "ip", "errno", "syscall", "all", "any", "not", "macro")
+	n = append(n, "argv", "env", "env_added", "proc.aexe", "ip", "errno", "syscall", "all", "any", "not", "macro")
 	sortStrings(n)
 	return strings.Join(n, ", ")
 }
@@ -528,6 +563,18 @@ func (c *compiler) field(k, v *yaml.Node) (cond, error) {
 			return nil, err
 		}
 		return &argvCond{m: m}, nil
+	case "env":
+		m, err := c.strMatcher(v)
+		if err != nil {
+			return nil, err
+		}
+		return &envCond{m: m}, nil
+	case "env_added":
+		m, err := c.strMatcher(v)
+		if err != nil {
+			return nil, err
+		}
+		return &envAddedCond{m: m}, nil
 	case "proc.aexe":
 		m, err := c.strMatcher(v)
 		if err != nil {

@@ -110,6 +110,13 @@ func (d *Dispatcher) Submit(ev *event.Event) {
 		}
 		c.Argv = argv
 	}
+	if len(c.Env) > 0 {
+		env := make([]string, len(c.Env))
+		for k, a := range c.Env {
+			env[k] = strings.Clone(a)
+		}
+		c.Env = env
+	}
 	if len(b.evs) == d.size {
 		d.queues[i] <- b
 		d.cur[i] = nil

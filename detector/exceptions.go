@@ -347,7 +347,7 @@ func checkTuple(c *compiler, rule string, x *excDef, items []*yaml.Node, at *yam
 func exceptionFieldKnown(f string) bool {
 	_, s := strFields[f]
 	_, n := numFields[f]
-	return s || n || f == "argv" || f == "proc.aexe"
+	return s || n || f == "argv" || f == "env" || f == "proc.aexe"
 }
 
 func exceptionFieldNames() string {
@@ -358,7 +358,7 @@ func exceptionFieldNames() string {
 	for k := range numFields {
 		n = append(n, k)
 	}
-	n = append(n, "argv", "proc.aexe")
+	n = append(n, "argv", "env", "proc.aexe")
 	sortStrings(n)
 	return strings.Join(n, ", ")
 }
@@ -434,6 +434,8 @@ func (c *compiler) exceptionField(rule, exc, field, comp string, v *yaml.Node) (
 	switch field {
 	case "argv":
 		x = &argvCond{m: m}
+	case "env":
+		x = &envCond{m: m}
 	case "proc.aexe":
 		x = &ancCond{m: m}
 	default:

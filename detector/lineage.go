@@ -318,7 +318,7 @@ func trackLineage(cg *cgState, ev *event.Event) {
 			ps.get(ev.PID, true).lin.accepted = true
 		}
 	case nrClone, nrClone3, nrFork, nrVfork:
-		if ret <= 0 || (nr == nrClone && ev.Args[0]&cloneThread != 0) {
+		if ret <= 0 || isThreadClone(ev) {
 			return
 		}
 		parent := ps.get(ev.PID, false)

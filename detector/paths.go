@@ -65,7 +65,7 @@ func buildPathSpecs() []pathSpec {
 // the working directory.
 var unixAddrSyscalls = func() []bool {
 	t := make([]bool, maxNativeNr+1)
-	for _, n := range []string{"connect", "bind", "sendto", "sendmsg"} {
+	for _, n := range []string{"connect", "bind", "sendto", "sendmsg", "sendmmsg"} {
 		if nr, ok := event.SyscallNr(n); ok && nr < len(t) {
 			t[nr] = true
 		}

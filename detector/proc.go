@@ -108,6 +108,9 @@ type procState struct {
 	lastTID     uint32       // the thread that made it
 	held        *event.Event // its exec, while no fork of it was seen (vfork.go)
 	showsEnv    bool         // ps asked to print environments (psShowsEnv)
+	env         []string     // the loader variables of its image's environment (Event.Env of the exec; inherited)
+	envKnown    bool         // env is known: an exec of it or of an ancestor was seen
+	envAdded    []string     // of env, the entries its previous image's environment lacked
 	lin         lineage      // parent, server role, writable memory (lineage.go)
 }
 
@@ -234,6 +237,9 @@ func (p *procState) merge(parent *procState) {
 	}
 	if p.cwd == "" {
 		p.cwd = parent.cwd
+	}
+	if !p.envKnown {
+		p.env, p.envKnown = parent.env, parent.envKnown
 	}
 	if (p.fds == nil || p.fds.l.len() == 0) && parent.fds != nil && parent.fds != p.fds {
 		p.dropFds()
@@ -535,7 +541,7 @@ func (ps *procs) apply(ev *event.Event) {
 			p.setCwd(p.fdPath(int32(ev.Args[0])))
 		}
 	case nrClone, nrClone3, nrFork, nrVfork:
-		if ret <= 0 || (nr == nrClone && ev.Args[0]&cloneThread != 0) {
+		if ret <= 0 || isThreadClone(ev) {
 			return
 		}
 		parent := ps.get(ev.PID, false)
@@ -556,6 +562,8 @@ func (ps *procs) apply(ev *event.Event) {
 		child.merge(parent)
 		if execd {
 			child.execInherited(own, parent.uids, tookFds)
+			// its image before the exec was its parent's
+			child.envAdded = addedEnv(child.env, parent.env, parent.envKnown)
 		}
 		child.forked = true
 		if child.held != nil {
@@ -571,6 +579,8 @@ func (ps *procs) apply(ev *event.Event) {
 				p.writableFds().exec()
 			}
 			p.uids.exec()
+			p.envAdded = addedEnv(ev.Env, p.env, p.envKnown)
+			p.env, p.envKnown = cloneStrings(ev.Env), true
 			p.held = nil
 			p.showsEnv = path.Base(ev.Path) == "ps" && psShowsEnv(ev.Argv)
 			if !p.forked {
@@ -586,6 +596,53 @@ func (ps *procs) apply(ev *event.Event) {
 			ps.get(ev.PID, true).uids.r = ret
 		}
 	}
+}
+
+// isThreadClone reports whether a clone or clone3 made a thread, not a
+// process (clone3's flags are in Event.CloneFlags).
+func isThreadClone(ev *event.Event) bool {
+	switch ev.Nr {
+	case nrClone:
+		return ev.Args[0]&cloneThread != 0
+	case nrClone3:
+		return ev.CloneFlags&cloneThread != 0
+	}
+	return false
+}
+
+// addedEnv returns the entries of env that prev lacks: loader variables an
+// exec set or changed rather than inherited. Nothing when prev is not
+// known (a process whose image vigil never saw start: the container's
+// first process, whose environment is its configuration).
+func addedEnv(env, prev []string, known bool) []string {
+	if !known {
+		return nil
+	}
+	var out []string
+	for _, e := range env {
+		found := false
+		for _, q := range prev {
+			if e == q {
+				found = true
+				break
+			}
+		}
+		if !found {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func cloneStrings(l []string) []string {
+	if len(l) == 0 {
+		return nil
+	}
+	out := make([]string, len(l))
+	for i, s := range l {
+		out[i] = cloneString(s)
+	}
+	return out
 }
 
 // updateUids applies a successful setuid, setreuid or setresuid to the

@@ -616,6 +616,12 @@ func render(msg string, ev *event.Event, p *procState, w *writtenFiles) string {
 			b.WriteString(event.ErrnoName(ev.Errno()))
 		case "argv":
 			b.WriteString(strings.Join(ev.Argv, " "))
+		case "env":
+			b.WriteString(strings.Join(ev.Env, " "))
+		case "clone_flags":
+			if f, ok := ev.CloneFlagsOf(); ok {
+				b.WriteString("0x" + strconv.FormatUint(f, 16))
+			}
 		case "exe":
 			if p != nil && p.exe != "" {
 				b.WriteString(p.exe)

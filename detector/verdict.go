@@ -103,6 +103,10 @@ type Evidence struct {
 	Path2   string    `json:"path2,omitempty"`
 	Argv    []string  `json:"argv,omitempty"`
 	Addr    string    `json:"addr,omitempty"`
+	// Env is an exec's loader variables (LD_PRELOAD, LD_AUDIT,
+	// LD_LIBRARY_PATH); CloneFlags clone3's flags.
+	Env        []string `json:"env,omitempty"`
+	CloneFlags uint64   `json:"clone_flags,omitempty"`
 	// UserPath, UserPath2 and UserAddr are the strings as the process gave
 	// them, when the detector normalised them into Path, Path2 and Addr.
 	UserPath  string   `json:"user_path,omitempty"`
@@ -124,6 +128,10 @@ func evidenceOf(ev *event.Event) Evidence {
 	for _, a := range ev.Argv {
 		e.Argv = append(e.Argv, strings.Clone(a))
 	}
+	for _, a := range ev.Env {
+		e.Env = append(e.Env, strings.Clone(a))
+	}
+	e.CloneFlags = ev.CloneFlags
 	return e
 }
 

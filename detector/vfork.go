@@ -19,6 +19,12 @@ func (p *procState) holdExec(ev *event.Event) {
 	for i, a := range ev.Argv {
 		h.Argv[i] = cloneString(a)
 	}
+	if len(ev.Env) > 0 {
+		h.Env = make([]string, len(ev.Env))
+		for i, a := range ev.Env {
+			h.Env[i] = cloneString(a)
+		}
+	}
 	h.PathUser, h.AddrUser, h.Addr = "", event.Addr{}, event.Addr{}
 	p.held = &h
 }
