@@ -364,7 +364,7 @@ func Run(ctx context.Context, cfg Config, mon Monitor, log *logrus.Logger) error
 // buildPipeline is the agent's event path: the registry's metadata and
 // targets, the audit log, the detector, the response ladder, the sinks.
 func (a *Agent) buildPipeline(sinks []pipeline.Sink) *pipeline.Pipeline {
-	return newPipeline(parts{enrich: a.reg.Enrich, target: a.target, aud: a.aud, eng: a.eng, ctl: a.ctl, sinks: sinks, errorf: a.log.Errorf})
+	return newPipeline(parts{enrich: a.reg.EnrichRun, target: a.target, aud: a.aud, eng: a.eng, ctl: a.ctl, sinks: sinks, errorf: a.log.Errorf})
 }
 
 // useKeeper starts the keeper if needed and takes back its fds.

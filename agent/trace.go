@@ -24,7 +24,7 @@ import (
 // parts are what a pipeline is built from, in the agent and in a trace:
 // one function builds both, so that they cannot drift.
 type parts struct {
-	enrich func(*event.Event)
+	enrich func([]event.Event)
 	target func(uint64) (control.Target, bool)
 	aud    *audit.Writer
 	eng    *detector.Engine
@@ -74,7 +74,7 @@ type TraceConfig struct {
 	Guard Guard
 	// Enrich, when set, gives events their container metadata, as the
 	// agent's registry does (benchmarks of the agent's path).
-	Enrich func(*event.Event)
+	Enrich func([]event.Event)
 	Log    *logrus.Logger
 }
 

@@ -67,8 +67,10 @@ type Controller interface {
 
 // Config says what a Pipeline runs. Every part is optional.
 type Config struct {
-	// Enrich sets ev.Container (the agent's registry).
-	Enrich func(ev *event.Event)
+	// Enrich sets the Container of a run of events of one cgroup (the
+	// agent's registry: plugin.Plugin.EnrichRun): the worker calls it once
+	// for each run of one cgroup's events in a batch.
+	Enrich func(run []event.Event)
 	// Target describes a cgroup's container for the detector gate (mode
 	// learn records only) and the controller. Unknown cgroups are in mode
 	// detect.
@@ -559,7 +561,17 @@ func (p *Pipeline) process(b *batch) {
 	p.now = time.Time{}
 	// Counted first: Stats never shows a verdict before its event.
 	p.events.Add(uint64(len(b.evs)))
+	runEnd := 0
 	for i := range b.evs {
+		if i == runEnd && p.cfg.Enrich != nil {
+			// A batch holds runs of one cgroup's events: one look-up in
+			// the registry for each (timed as the first event's).
+			runEnd = i + 1
+			for runEnd < len(b.evs) && b.evs[runEnd].CgroupID == b.evs[i].CgroupID {
+				runEnd++
+			}
+			p.cfg.Enrich(b.evs[i:runEnd])
+		}
 		p.event(&b.evs[i], &sw)
 	}
 	b.evs, b.strs = b.evs[:0], b.strs[:0]
@@ -597,12 +609,9 @@ func (p *Pipeline) refreshTarget(cg uint64, c *cgInfo) {
 	}
 }
 
-// event runs one event through enrich → gaps → audit → sinks → detector →
+// event runs one enriched event through gaps → audit → sinks → detector →
 // control; sw times its stages when on.
 func (p *Pipeline) event(ev *event.Event, sw *stopwatch) {
-	if p.cfg.Enrich != nil {
-		p.cfg.Enrich(ev)
-	}
 	c := p.info(ev.CgroupID)
 	if !c.known {
 		// The first record of a cgroup Begin did not announce (its records

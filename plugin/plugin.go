@@ -25,6 +25,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/containerd/nri/pkg/api"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -761,19 +762,41 @@ func (p *Plugin) Shutdown(context.Context) {
 // Enrich sets ev.Container from the cgroup → container map. The pointer is
 // shared and never modified: copy the struct to keep it past the callback.
 // It also follows each container's sequence numbers (see rebuiltCounters);
-// it is called from the one goroutine that reads the tracer.
-func (p *Plugin) Enrich(ev *event.Event) {
-	p.mu.RLock()
-	c := p.byCgroup[ev.CgroupID]
-	p.mu.RUnlock()
-	if c == nil {
-		ev.Container = nil
+// it is called from the one goroutine that processes the tracer's events.
+func (p *Plugin) Enrich(ev *event.Event) { p.EnrichRun(unsafe.Slice(ev, 1)) }
+
+// EnrichRun is Enrich for a run of events of one cgroup (run[0]'s): one
+// look-up in the map for all of them, and the container's sequence
+// counters updated once (the pipeline's worker hands its batches over in
+// such runs).
+func (p *Plugin) EnrichRun(run []event.Event) {
+	if len(run) == 0 {
 		return
 	}
-	ev.Container = c.meta
-	if prev := c.lastSeq.Load(); ev.Seq > prev {
-		c.gaps.Add(ev.Seq - prev - 1)
-		c.lastSeq.Store(ev.Seq)
+	p.mu.RLock()
+	c := p.byCgroup[run[0].CgroupID]
+	var meta *event.Container
+	if c != nil {
+		meta = c.meta
+	}
+	p.mu.RUnlock()
+	for i := range run {
+		run[i].Container = meta
+	}
+	if c == nil {
+		return
+	}
+	prev := c.lastSeq.Load()
+	last, gaps := prev, uint64(0)
+	for i := range run {
+		if s := run[i].Seq; s > last {
+			gaps += s - last - 1
+			last = s
+		}
+	}
+	if last > prev {
+		c.gaps.Add(gaps)
+		c.lastSeq.Store(last)
 	}
 }
 

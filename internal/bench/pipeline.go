@@ -833,7 +833,7 @@ func (b *pbench) startVigil(w *pworkload, cg *bpf.Cgroup) (func(*run) error, err
 	host, _ := os.Hostname()
 	tr, err := agent.NewTraceRun(agent.TraceConfig{CgroupID: cg.ID, CgroupDir: cg.Path, CgroupRoot: b.root,
 		Detect: pipeline.Detection{Model: b.model}, AuditDir: filepath.Join(auditDir, "log"), Mode: annotations.ModeDetect,
-		Sinks: []pipeline.Sink{pipeline.NewAlerts(io.Discard, host)}, Counters: b.mon.Counters, Enrich: reg.Enrich, Log: quiet})
+		Sinks: []pipeline.Sink{pipeline.NewAlerts(io.Discard, host)}, Counters: b.mon.Counters, Enrich: reg.EnrichRun, Log: quiet})
 	if err != nil {
 		reg.Unregister(id)
 		return nil, err
