@@ -57,6 +57,10 @@ type cgState struct {
 	comm  []byte
 	cont  encodedContainer
 	hasCt bool
+	// ctPtr is the container cont was taken from: the registry shares one
+	// *Container per container and never changes it, so the same pointer
+	// is the same container without comparing its strings.
+	ctPtr *event.Container
 	evOK  bool   // pid/tid/comm/cont/seq hold a previous event of this batch
 	liste uint64 // the batch (gen) whose touched list holds it
 }
@@ -78,8 +82,8 @@ type encoder struct {
 	last    *cgState
 	ktime   uint64
 	off     int64
-	rec     []byte // one record, before its length
 	raw     []byte // the batch payload
+	start   int    // where the record being encoded starts in raw
 	touched []cgOp // cgroups numbered and forgotten in this batch, in order
 	n       int
 	minTime int64
@@ -139,11 +143,14 @@ func (e *encoder) skip(cg uint64) {
 	e.touch(s)
 }
 
-// head starts a record: kind and cgroup reference.
+// head starts a record at the end of the batch payload: a byte for its
+// length (see commit), kind and cgroup reference. The record is encoded in
+// place, not copied after its length.
 func (e *encoder) head(kind Kind, s *cgState) []byte {
 	s.cseq++
 	e.touch(s)
-	b := append(e.rec[:0], byte(kind))
+	e.start = len(e.raw)
+	b := append(e.raw, 0, byte(kind))
 	if s.gen != e.gen {
 		s.gen = e.gen
 		e.nlocal++
@@ -156,10 +163,22 @@ func (e *encoder) head(kind Kind, s *cgState) []byte {
 	return binary.AppendUvarint(b, s.local)
 }
 
+// commit ends the record head started: b is the payload with the record
+// at its end. Its length goes in the byte head left for it; a record of
+// 128 bytes or more (a long path or argv) moves up to make room for a
+// longer varint.
 func (e *encoder) commit(b []byte, t int64) {
-	e.rec = b
-	e.raw = binary.AppendUvarint(e.raw, uint64(len(b)))
-	e.raw = append(e.raw, b...)
+	n := len(b) - e.start - 1
+	if n < 0x80 {
+		b[e.start] = byte(n)
+	} else {
+		var lb [binary.MaxVarintLen64]byte
+		k := binary.PutUvarint(lb[:], uint64(n))
+		b = append(b, lb[:k-1]...)
+		copy(b[e.start+k:], b[e.start+1:len(b)-(k-1)])
+		copy(b[e.start:], lb[:k])
+	}
+	e.raw = b
 	if e.n == 0 || t < e.minTime {
 		e.minTime = t
 	}
@@ -192,8 +211,9 @@ func (e *encoder) appendEvent(ev *event.Event) {
 	switch c := ev.Container; {
 	case s.evOK && c == nil && !s.hasCt:
 		fl |= efSameCont
-	case s.evOK && c != nil && s.hasCt && encodedOf(c) == s.cont:
+	case s.evOK && c != nil && s.hasCt && (c == s.ctPtr || encodedOf(c) == s.cont):
 		fl |= efSameCont
+		s.ctPtr = c
 	case c != nil:
 		fl |= efContainer
 	}
@@ -325,9 +345,9 @@ func (e *encoder) appendEvent(ev *event.Event) {
 	}
 	if fl&efSameCont == 0 {
 		if c := ev.Container; c != nil {
-			s.cont, s.hasCt = encodedOf(c), true
+			s.cont, s.hasCt, s.ctPtr = encodedOf(c), true, c
 		} else {
-			s.cont, s.hasCt = encodedContainer{}, false
+			s.cont, s.hasCt, s.ctPtr = encodedContainer{}, false, nil
 		}
 	}
 	e.commit(b, wall)
