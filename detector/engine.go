@@ -366,7 +366,15 @@ func (sh *shard) observe(rs *ruleSet, ev *event.Event) []Verdict {
 		}
 		var bits eventBits
 		haveBits := false
+		cand := ^uint64(0) // rules past the 64th are all tried
+		if m := rs.masks[nr]; m != nil {
+			bits, haveBits = rs.comps.eventBits(ctx), true
+			cand = m.candidates(ctx, bits)
+		}
 		for i, r := range rules {
+			if i < 64 && cand&(1<<i) == 0 {
+				continue // its filter does not pass the event
+			}
 			if pre := pres[i]; pre != nil {
 				if !haveBits {
 					bits, haveBits = rs.comps.eventBits(ctx), true

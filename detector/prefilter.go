@@ -1,6 +1,9 @@
 package detector
 
-import "strings"
+import (
+	"math/bits"
+	"strings"
+)
 
 // A rule whose condition can only hold, for a syscall it names, when the
 // event's path starts or ends with one of a few literals ("/proc/1/root",
@@ -299,4 +302,76 @@ func matcherAtoms(field string, m *strMatcher) (guard, bool) {
 		}
 	}
 	return g, true
+}
+
+// ruleMasks sorts the rules of one syscall (a bit per rule, in byNr order)
+// by what their filters need, so that an event's path hashes pick the
+// rules whose filter may pass in a few table look-ups, and the rest are
+// skipped without a call: a rule left out is one whose filter's pass
+// says no (TestRuleMasksAsPass).
+type ruleMasks struct {
+	always  uint64     // no filter, or heads that fix no first component
+	other   uint64     // atoms on path2 or the unix address
+	anyTail uint64     // a tail of any bit
+	comps   [64]uint64 // per pathComps bit: the rules with a head below it
+	tails   [64]uint64 // per tail bit: the rules with a tail of that bit
+}
+
+// newRuleMasks returns the masks of a syscall's filters, or nil when none
+// has a filter or there are more than 64 rules (every rule is then tried).
+func newRuleMasks(pres []*pathFilter) *ruleMasks {
+	if len(pres) > 64 {
+		return nil
+	}
+	m := &ruleMasks{}
+	filtered := false
+	for i, f := range pres {
+		bit := uint64(1) << i
+		if f == nil {
+			m.always |= bit
+			continue
+		}
+		filtered = true
+		if len(f.heads) > 0 {
+			if f.comps == 0 {
+				m.always |= bit
+			}
+			for c := f.comps; c != 0; c &= c - 1 {
+				m.comps[bits.TrailingZeros64(c)] |= bit
+			}
+		}
+		if len(f.tails) > 0 {
+			m.anyTail |= bit
+			for t := f.tailBits; t != 0; t &= t - 1 {
+				m.tails[bits.TrailingZeros64(t)] |= bit
+			}
+		}
+		if len(f.other) > 0 {
+			m.other |= bit
+		}
+	}
+	if !filtered {
+		return nil
+	}
+	return m
+}
+
+// candidates are the rules whose filter may pass an event with bits b:
+// the others' pass is false.
+func (m *ruleMasks) candidates(ctx *evalCtx, b eventBits) uint64 {
+	c := m.always
+	for x := b.comps; x != 0; x &= x - 1 {
+		c |= m.comps[bits.TrailingZeros64(x)]
+	}
+	if b.tails == ^uint64(0) {
+		c |= m.anyTail
+	} else {
+		for x := b.tails; x != 0; x &= x - 1 {
+			c |= m.tails[bits.TrailingZeros64(x)]
+		}
+	}
+	if ctx.ev.Path2 != "" || ctx.ev.Addr.Path != "" {
+		c |= m.other
+	}
+	return c
 }

@@ -104,6 +104,7 @@ type ruleSet struct {
 	// pre holds, per byNr entry, the rule's filter for that syscall
 	// (prefilter.go): nil, or what the event must pass first
 	pre     [][]*pathFilter
+	masks   []*ruleMasks // per byNr entry: which rules an event's path hashes leave (prefilter.go)
 	rules   []*rule
 	samples []*sampleRule
 	model   *Model
@@ -265,6 +266,10 @@ func compileRules(srcs []ruleSource, extraLists map[string][]string) (*ruleSet, 
 			rs.byNr[nr] = append(rs.byNr[nr], r)
 			rs.pre[nr] = append(rs.pre[nr], newPathFilter(r.cond, int32(nr), &rs.comps))
 		}
+	}
+	rs.masks = make([]*ruleMasks, len(rs.pre))
+	for nr, pres := range rs.pre {
+		rs.masks[nr] = newRuleMasks(pres)
 	}
 	return rs, nil
 }
