@@ -24,6 +24,19 @@ type outConn struct {
 	last  int64  // time of its latest read or write; 0 none
 	base  int64  // slot number of bit 0 of slots
 	slots uint64 // bit i: a read or write in slot base+i
+	// inherited: the process got the socket from its parent (fork). Such
+	// copies that carry nothing are forgotten first (clone3 making a
+	// thread looks like a fork to the engine).
+	inherited bool
+}
+
+// age orders the connections to forget: idle inherited copies first, then
+// the one idle longest.
+func (c *outConn) age() int64 {
+	if c.inherited && c.last == 0 {
+		return -1 << 63
+	}
+	return max(c.last, c.since)
 }
 
 // outConns is a cgroup's table of outbound connections.
@@ -40,19 +53,36 @@ var connIO = buildTable(nativeNr("read"), nativeNr("write"), nativeNr("readv"), 
 // connect records a connection made (or in progress) at t.
 func (o *outConns) connect(pid uint32, fd int32, t int64) {
 	o.close(pid, fd)
-	i := o.n
-	if o.n == maxConns {
-		// the one idle longest goes
-		i = 0
-		for j := 1; j < o.n; j++ {
-			if max(o.c[j].last, o.c[j].since) < max(o.c[i].last, o.c[i].since) {
-				i = j
-			}
-		}
-	} else {
+	*o.slot() = outConn{pid: pid, fd: fd, since: t}
+}
+
+// slot returns a free entry, forgetting one when the table is full.
+func (o *outConns) slot() *outConn {
+	if o.n < maxConns {
 		o.n++
+		return &o.c[o.n-1]
 	}
-	o.c[i] = outConn{pid: pid, fd: fd, since: t}
+	i := 0
+	for j := 1; j < o.n; j++ {
+		if o.c[j].age() < o.c[i].age() {
+			i = j
+		}
+	}
+	return &o.c[i]
+}
+
+// fork gives a child copies of its parent's connections while the table
+// has room: the socket is the same, and a miner may talk to its pool from
+// a process it forked.
+func (o *outConns) fork(parent, child uint32) {
+	for i, n := 0, o.n; i < n && o.n < maxConns; i++ {
+		if o.c[i].pid != parent {
+			continue
+		}
+		c := o.c[i]
+		c.pid, c.last, c.slots, c.inherited = child, 0, 0, true
+		*o.slot() = c
+	}
 }
 
 // close forgets a process's connection (fd >= 0) or all of them (fd < 0).
@@ -146,5 +176,9 @@ func trackConns(ps *procs, ev *event.Event) {
 		}
 	case nr == nrExitGroup:
 		o.close(ev.PID, -1)
+	case nr == nrClone || nr == nrClone3 || nr == nrFork || nr == nrVfork:
+		if ev.Ret > 0 && (nr != nrClone || ev.Args[0]&cloneThread == 0) {
+			o.fork(ev.PID, uint32(ev.Ret))
+		}
 	}
 }

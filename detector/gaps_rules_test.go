@@ -235,17 +235,22 @@ func TestPoolConnectionRule(t *testing.T) {
 		cores   float64
 		closeAt time.Duration // the connection is closed then (0 never)
 		want    bool
+		// after connecting: a forked child talks on the socket (fork), or
+		// threads are made (clone3, which the engine takes for forks)
+		fork, threads bool
 	}{
-		{"python miner", 1, 4 * time.Second, 0, 1.9, 0, true},
-		{"one message a slot", 1, 6 * time.Second, 0, 1.9, 0, true},
-		{"data job", 0, 0, 0, 1.9, 0, false},
-		{"idle database connection", 1, 0, 0, 1.9, 0, false},
-		{"one exchange then compute", 1, 0, 0, 1.9, 0, false},
-		{"connection per request", 3, 2 * time.Second, 0, 1.9, 0, false},
-		{"accepted connection", 2, 2 * time.Second, 0, 1.9, 0, false},
-		{"web service under load", 1, 100 * time.Millisecond, 8, 1.9, 0, false},
-		{"miner closed its connection", 1, 4 * time.Second, 0, 1.9, 10 * time.Second, false},
-		{"half a core", 1, 4 * time.Second, 0, 0.3, 0, false},
+		{"python miner", 1, 4 * time.Second, 0, 1.9, 0, true, false, false},
+		{"one message a slot", 1, 6 * time.Second, 0, 1.9, 0, true, false, false},
+		{"data job", 0, 0, 0, 1.9, 0, false, false, false},
+		{"idle database connection", 1, 0, 0, 1.9, 0, false, false, false},
+		{"one exchange then compute", 1, 0, 0, 1.9, 0, false, false, false},
+		{"connection per request", 3, 2 * time.Second, 0, 1.9, 0, false, false, false},
+		{"accepted connection", 2, 2 * time.Second, 0, 1.9, 0, false, false, false},
+		{"web service under load", 1, 100 * time.Millisecond, 8, 1.9, 0, false, false, false},
+		{"miner closed its connection", 1, 4 * time.Second, 0, 1.9, 10 * time.Second, false, false, false},
+		{"half a core", 1, 4 * time.Second, 0, 0.3, 0, false, false, false},
+		{"pool talked to from a forked child", 1, 4 * time.Second, 0, 1.9, 0, true, true, false},
+		{"threads made after connecting", 1, 4 * time.Second, 0, 1.9, 0, true, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEngine(t, Config{})
@@ -270,6 +275,18 @@ func TestPoolConnectionRule(t *testing.T) {
 			case 2:
 				obs("accept4", func(e *event.Event) { e.Ret, e.Addr = fd, inet("127.0.0.1", 40000) })
 			}
+			talker := uint32(10)
+			if tc.fork {
+				obs("clone", func(e *event.Event) { e.Args[0], e.Ret = 0x1200011, 11 })
+				talker = 11
+			}
+			if tc.threads {
+				for i := range 40 {
+					obs("clone3", func(e *event.Event) { e.Ret = int64(20 + i) })
+				}
+				obs("socket", func(e *event.Event) { e.Args[0], e.Ret = 2, 7 })
+				obs("connect", func(e *event.Event) { e.Args[0], e.Addr = 7, inet("10.0.0.9", 5432) })
+			}
 			if tc.name == "one exchange then compute" {
 				obs("sendto", func(e *event.Event) { e.Args[0], e.Ret = fd, 80 })
 				obs("recvfrom", func(e *event.Event) { e.Args[0], e.Ret = fd, 200 })
@@ -289,8 +306,8 @@ func TestPoolConnectionRule(t *testing.T) {
 						obs("close", func(e *event.Event) { e.Args[0] = fd })
 						dial()
 					}
-					obs("recvfrom", func(e *event.Event) { e.Args[0], e.Ret = fd, 120 })
-					obs("sendto", func(e *event.Event) { e.Args[0], e.Ret = fd, 90 })
+					obs("recvfrom", func(e *event.Event) { e.PID, e.TID, e.Args[0], e.Ret = talker, talker, fd, 120 })
+					obs("sendto", func(e *event.Event) { e.PID, e.TID, e.Args[0], e.Ret = talker, talker, fd, 90 })
 					for range tc.burst {
 						obs("read", func(e *event.Event) { e.Args[0], e.Ret = 9, 4096 })
 					}
