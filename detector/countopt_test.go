@@ -109,6 +109,87 @@ func TestCountHeldOut(t *testing.T) {
 	}
 }
 
+func TestCountHeldOutExcess(t *testing.T) {
+	// read and write vary alike in both files, futex is ten times higher
+	// in the second: read's excess level falls to the floor, futex's
+	// stays at Excess.
+	tr := append(stableWindows("file1", 100, 10), stableWindows("file2", 100, 100)...)
+	o := CountOptions{Features: FeatSyscall, Tier: true, Excess: 10}
+	plain := trainCounts(t, tr, o, 1)
+	o.HeldOutExcess = true
+	m := trainCounts(t, tr, o, 1)
+	lv := m.Count.Excess
+	if len(lv) != len(m.Vocab) {
+		t.Fatalf("%d excess levels for %d syscalls", len(lv), len(m.Vocab))
+	}
+	if l := lv[m.index["futex"]]; l != 10 {
+		t.Errorf("futex, shifted between the files: excess level %.3f, want 10 (the cap)", l)
+	}
+	for _, n := range []string{"read", "write"} {
+		if l := lv[m.index[n]]; l != HeldOutFloor {
+			t.Errorf("%s, alike in both files: excess level %.3f, want the floor %d", n, l, HeldOutFloor)
+		}
+	}
+	at := func(m *Model, name string, k float64) map[string]float64 {
+		c := map[string]float64{}
+		for _, n := range []string{"read", "write", "futex"} {
+			i := m.index[n]
+			x := m.Count.Mean[i]
+			if n == name {
+				x += k * m.Count.SD[i]
+			}
+			c[n] = math.Expm1(x)
+		}
+		return c
+	}
+	for _, tc := range []struct {
+		name          string
+		sys           string
+		k             float64
+		plain, levels float64
+	}{
+		{"read 6 SD off", "read", 6, 0, 6 - HeldOutFloor},
+		{"read 2 SD off", "read", 2, 0, 0},
+		{"futex 8 SD off", "futex", 8, 0, 0},
+		{"read 14 SD off", "read", 14, 4, 14 - HeldOutFloor},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := plain.countScore(at(plain, tc.sys, tc.k)); math.Abs(got-tc.plain) > 0.01 {
+				t.Errorf("one excess level of 10: %.3f, want %.3f", got, tc.plain)
+			}
+			if got := m.countScore(at(m, tc.sys, tc.k)); math.Abs(got-tc.levels) > 0.01 {
+				t.Errorf("per-syscall levels: %.3f, want %.3f", got, tc.levels)
+			}
+		})
+	}
+	// the levels survive a save and a read; broken ones are refused
+	var b bytes.Buffer
+	if err := m.Save(&b); err != nil {
+		t.Fatal(err)
+	}
+	back, err := ReadModel(&b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := at(m, "read", 6)
+	if a, z := m.countScore(c), back.countScore(c); a != z {
+		t.Errorf("read back: %.3f, before %.3f", z, a)
+	}
+	m.Count.Excess[0] = 0
+	b.Reset()
+	if err := m.Save(&b); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadModel(&b); err == nil || !strings.Contains(err.Error(), "excess level of 0") {
+		t.Errorf("an excess level of 0: error %v", err)
+	}
+	// without Excess the option does nothing
+	o.Excess = 0
+	if n := trainCounts(t, tr, o, 1); n.Count.Excess != nil {
+		t.Errorf("no Excess: %d excess levels, want none", len(n.Count.Excess))
+	}
+}
+
 func TestScoreSeriesContext(t *testing.T) {
 	tr := stableWindows("a", 200, 10)
 	normal := stableWindows("b", 6, 10)

@@ -1248,6 +1248,14 @@ func ReadModel(r io.Reader) (*Model, error) {
 				return nil, fmt.Errorf("read model: count statistics hold a held-out scale of %v, want >= 1", x)
 			}
 		}
+		if c.Excess != nil && len(c.Excess) != v {
+			return nil, fmt.Errorf("read model: count excess levels of %d syscalls for a vocabulary of %d", len(c.Excess), v)
+		}
+		for _, x := range c.Excess {
+			if !(x > 0) || math.IsInf(x, 1) {
+				return nil, fmt.Errorf("read model: count statistics hold an excess level of %v, want a finite value > 0", x)
+			}
+		}
 		for _, sds := range [][]float64{c.SD, c.RelSD, c.ClsSD, {c.TotSD}} {
 			for _, x := range sds {
 				if !(x > 0) || math.IsInf(x, 1) {
@@ -1326,6 +1334,11 @@ func (m *Model) Summary() string {
 	}
 	if c := m.Count; c != nil {
 		fmt.Fprintf(&b, "count z-scores: features %#x, SD floors %.3g (log count) %.3g (relative), top %d\n", c.Opt.Features, c.Opt.Floor, c.Opt.RelFloor, c.Opt.Top)
+		if c.Excess != nil {
+			fmt.Fprintf(&b, "count excess: per syscall, %g x its held-out deviation, %g..%g SD\n", float64(HeldOutMargin), float64(HeldOutFloor), c.Opt.Excess)
+		} else if c.Opt.Excess > 0 {
+			fmt.Fprintf(&b, "count excess: beyond %g SD\n", c.Opt.Excess)
+		}
 	}
 	if p := m.PCA; p != nil {
 		fmt.Fprintf(&b, "pca: %d principal components (%.0f%% of the variance)\n", len(p.Comp), 100*p.Var)

@@ -669,8 +669,10 @@ func EvaluateCVE(dataset string, variants []Method, log io.Writer) (*CVEReport, 
 // scaled by its held-out spread between the two training files, whether
 // a window's deviation is its largest or the sum beyond 5 or 10 standard
 // deviations, and how many consecutive windows a deviation must last;
-// then, on the sums beyond 5 and 10 standard deviations with one or two
-// windows of context, how evidence accumulates across windows (a CUSUM
+// per-syscall excess levels from the training files' held-out spread,
+// capped at 10 or 20 (CountOptions.HeldOutExcess); then, on the sums
+// beyond 5 and 10 standard deviations with one or two windows of
+// context, how evidence accumulates across windows (a CUSUM
 // with a drift of 1 or 5, or the sum of the last 3 or 5 windows; see
 // detector.AccumOptions).
 func ModelVariants() []Method {
@@ -711,6 +713,16 @@ func modelVariantOptions() []modelVariant {
 					vs = append(vs, modelVariant{name, detector.TrainOptions{Components: []string{"count"}, Count: o, Context: ctx}})
 				}
 			}
+		}
+	}
+	for _, ex := range []float64{10, 20} {
+		for _, ctx := range []int{1, 2} {
+			o := detector.CountOptions{Features: detector.FeatSyscall, Floor: 1e-6, Tier: true, Excess: ex, HeldOutExcess: true}
+			name := fmt.Sprintf("z-tier-hex%g", ex)
+			if ctx > 1 {
+				name += fmt.Sprintf("/ctx%d", ctx)
+			}
+			vs = append(vs, modelVariant{name, detector.TrainOptions{Components: []string{"count"}, Count: o, Context: ctx}})
 		}
 	}
 	for _, ex := range []float64{5, 10} {

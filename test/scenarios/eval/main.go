@@ -25,7 +25,7 @@ func main() {
 	keep := flag.String("keep", "", "copy each run's events and samples to `DIR` (golden data for detector tests)")
 	sok := flag.String("sok-dev", "", "the development CVE data set `DIR` (default $VIGIL_SOK_DEV, else ../shared/datasets/sok-dev beside the repository)")
 	cveOnly := flag.Bool("cve-only", false, "run the CVE protocol only (no scenarios, no root needed)")
-	variants := flag.Bool("variants", false, "also evaluate the model's variants side by side and leave-one-CVE-out")
+	variants := flag.Bool("variants", false, "also evaluate the model's variants and other detectors (KNN, syscall pairs) side by side, and leave-one-CVE-out")
 	only := flag.String("only", "", "run only the scenarios of these comma-separated `NAMES`")
 	ci := flag.Bool("ci", false, "benign: only the workloads make test runs (attacks: all)")
 	flag.Parse()
@@ -40,7 +40,7 @@ func main() {
 	} else {
 		var vs []scenarios.Method
 		if *variants {
-			vs = scenarios.ModelVariants()
+			vs = append(scenarios.ModelVariants(), scenarios.CompareMethods()...)
 		}
 		cr, err := scenarios.EvaluateCVE(dataset, vs, os.Stdout)
 		if err != nil {
