@@ -504,7 +504,11 @@ func (p *Pipeline) Run(ctx context.Context) {
 	tick := time.NewTimer(idleEvery)
 	tick.Stop()
 	defer tick.Stop()
-	armed := false
+	// due is when the armed timer fires (zero: not armed). Work brings a
+	// later one forward to idleEvery: the pass that waits for a finished
+	// cgroup's memory to expire is up to goneFor away, and work must not
+	// wait that long for its flush or its gaps.
+	var due time.Time
 	for {
 		// One select for batches and messages: neither starves the other
 		// (samples, actions and finishes keep flowing under a flood).
@@ -516,10 +520,10 @@ func (p *Pipeline) Run(ctx context.Context) {
 		case <-p.recWake:
 			p.records()
 		case <-tick.C:
-			armed = false
+			due = time.Time{}
 			if next := p.idle(); next > 0 {
 				tick.Reset(next)
-				armed = true
+				due = time.Now().Add(next)
 			}
 			continue
 		case <-ctx.Done():
@@ -529,9 +533,9 @@ func (p *Pipeline) Run(ctx context.Context) {
 			p.drain()
 			return
 		}
-		if !armed {
+		if due.IsZero() || due.Sub(time.Now()) > idleEvery {
 			tick.Reset(idleEvery)
-			armed = true
+			due = time.Now().Add(idleEvery)
 		}
 	}
 }
