@@ -166,8 +166,15 @@ func Load(cfg Config) (*Monitor, error) {
 	if cfg.MaxPollInterval < cfg.PollInterval {
 		cfg.MaxPollInterval = cfg.PollInterval
 	}
+	// The reader parks on the ring only after IdleAfter of empty looks:
+	// at least two looks after the empty one that lets the kernel's
+	// wakeups through again (see wakeGate), or a record written just
+	// before that look's store could wait for the idle wait.
 	if cfg.IdleAfter == 0 {
-		cfg.IdleAfter = 32 * time.Millisecond
+		cfg.IdleAfter = max(32*time.Millisecond, 2*cfg.MaxPollInterval)
+	}
+	if cfg.IdleAfter < 2*cfg.MaxPollInterval {
+		return nil, fmt.Errorf("idle time %v: must be at least twice the longest poll interval %v, or a record could wait for the idle wait (%v) after a pause", cfg.IdleAfter, cfg.MaxPollInterval, cfg.IdleWait)
 	}
 	if cfg.WakeInterval == 0 {
 		cfg.WakeInterval = 20 * time.Millisecond

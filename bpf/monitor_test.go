@@ -520,7 +520,7 @@ func TestCloseStopsRun(t *testing.T) {
 // reader run again after a cancelled one reads normally.
 func TestIdleReaderStopsAtOnce(t *testing.T) {
 	privtest.Require(t)
-	m, err := Load(Config{RingBytes: 1 << 20, IdleAfter: time.Millisecond, WakeInterval: 500 * time.Microsecond, IdleWait: time.Minute})
+	m, err := Load(Config{RingBytes: 1 << 20, PollInterval: 400 * time.Microsecond, IdleAfter: time.Millisecond, WakeInterval: 500 * time.Microsecond, IdleWait: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,11 @@
 package bpf
 
 import (
+	"strings"
 	"testing"
 	"time"
+
+	"vigil.dev/vigil/internal/privtest"
 )
 
 func TestNextPoll(t *testing.T) {
@@ -32,5 +35,23 @@ func TestNextPoll(t *testing.T) {
 				t.Errorf("nextPoll(%v, %d) = %v, want %v", tc.poll, tc.n, got, tc.want)
 			}
 		})
+	}
+}
+
+// TestLoadIdleAfterLooks: the idle time defaults to at least two of the
+// longest looks, and one set shorter is refused with both values named.
+func TestLoadIdleAfterLooks(t *testing.T) {
+	privtest.Require(t)
+	m, err := Load(Config{RingBytes: 1 << 20, PollInterval: 40 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.cfg.IdleAfter < 80*time.Millisecond {
+		t.Errorf("idle time %v with 40ms looks, want at least 80ms", m.cfg.IdleAfter)
+	}
+	m.Close()
+	_, err = Load(Config{RingBytes: 1 << 20, PollInterval: 40 * time.Millisecond, IdleAfter: 50 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "idle time 50ms") || !strings.Contains(err.Error(), "40ms") {
+		t.Errorf("idle time 50ms with 40ms looks: %v, want an error naming both", err)
 	}
 }
