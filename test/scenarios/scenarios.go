@@ -43,6 +43,9 @@ type Scenario struct {
 	Needs  []string // programs the workload runs (looked up in PATH)
 	Setup  []string // fixtures it starts from (parts of benign/corpus/setup.sh)
 	CI     bool     // benign: in the subset TestEval runs in make test
+	// Timeout replaces Options.Timeout when longer: a workload that runs
+	// for 40 s on purpose needs room on a loaded node.
+	Timeout time.Duration
 }
 
 // Attacks and Benign are the scenario sets.
@@ -90,7 +93,7 @@ var Attacks = []Scenario{
 	{Name: "chroot-passwd", Class: detector.ClassPrivesc, Desc: "a user added to /etc/passwd and sudoers.d inside a throwaway root (chroot)", Cmd: []string{"sh", "-c",
 		`r=$(mktemp -d); mkdir -p $r/bin $r/etc/sudoers.d; cp /usr/bin/busybox $r/bin/; chroot $r /bin/busybox sh -c 'echo evil:x:0:0::/root:/bin/sh >> /etc/passwd; echo "evil ALL=(ALL) NOPASSWD:ALL" > /etc/sudoers.d/evil'; rm -rf $r`}},
 	// the detection issue's known gaps
-	{Name: "python-miner", Class: detector.ClassCPU, Desc: "a Python miner: sha256 in a process per core for 40 s, shares to a pool (JSON lines, a job every 3 s) on loopback, not a stratum port", Cmd: []string{"/usr/bin/python3", "{src}/attacks/py_miner.py"}, Env: []string{"POOL=127.0.0.1:{pool}", "MINER_SECONDS=40"}},
+	{Name: "python-miner", Class: detector.ClassCPU, Desc: "a Python miner: sha256 in a process per core for 40 s, shares to a pool (JSON lines, a job every 3 s) on loopback, not a stratum port", Cmd: []string{"/usr/bin/python3", "{src}/attacks/py_miner.py"}, Env: []string{"POOL=127.0.0.1:{pool}", "MINER_SECONDS=40"}, Timeout: 2 * time.Minute},
 	{Name: "memfd-dlopen", Class: detector.ClassPrivesc, Desc: "libm copied into a memfd and dlopen'd through /proc/self/fd/N (no exec)", Cmd: []string{"{bin}/memfd_load", "dlopen"}},
 	{Name: "memfd-mprotect", Class: detector.ClassPrivesc, Desc: "machine code written into a memfd, mapped readable, made executable with mprotect and run", Cmd: []string{"{bin}/memfd_load", "mprotect"}},
 	{Name: "tmpfile-drop", Class: detector.ClassPrivesc, Desc: "a program written to an O_TMPFILE file, linked into /tmp through its fd (AT_EMPTY_PATH) and run", Cmd: []string{"{bin}/tmpfile_drop"}},
@@ -168,9 +171,15 @@ var Benign = []Scenario{
 	corpus("python-http-curl", false, "python3 -m http.server with curl and wget on loopback", []string{"/usr/bin/python3", "curl", "wget"}),
 	corpus("perl-http", false, "a one-line Perl HTTP server (IO::Socket::INET) under 30 curl requests", []string{"perl", "curl"}),
 	// near-misses of the Python miner: the same CPU for the same time
-	corpus("python-crunch", false, "Python data job: sha256 and sums in a process per core for 40 s, no network", []string{"/usr/bin/python3"}),
-	corpus("python-web-load", false, "Python HTTP service doing PBKDF2 per request under keep-alive and per-request clients for 40 s", []string{"/usr/bin/python3"}),
+	long(corpus("python-crunch", false, "Python data job: sha256 and sums in a process per core for 40 s, no network", []string{"/usr/bin/python3"})),
+	long(corpus("python-web-load", false, "Python HTTP service doing PBKDF2 per request under keep-alive and per-request clients for 40 s", []string{"/usr/bin/python3"})),
 	corpus("journal-read", false, "journalctl reads (last lines, boots, errors as JSON, disk usage), last, dmesg", []string{"journalctl"}),
+}
+
+// long gives a workload that runs 40 s on purpose two minutes.
+func long(s Scenario) Scenario {
+	s.Timeout = 2 * time.Minute
+	return s
 }
 
 // corpus is a workload of benign/corpus: NAME.sh (dashes as
@@ -644,7 +653,8 @@ func runOne(o *Options, l *listeners, sc Scenario, n int) (*Run, []detector.Samp
 	for _, a := range sc.Cmd {
 		args = append(args, expand(a, o, l))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), o.Timeout)
+	timeout := max(o.Timeout, sc.Timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, o.Vigil, args...)
 	cmd.Env = os.Environ()
@@ -675,7 +685,7 @@ func runOne(o *Options, l *listeners, sc Scenario, n int) (*Run, []detector.Samp
 		return nil, nil, fmt.Errorf("%s: vigil trace: %w", sc.Name, err)
 	}
 	if ctx.Err() != nil {
-		return nil, nil, fmt.Errorf("%s: timed out after %s", sc.Name, o.Timeout)
+		return nil, nil, fmt.Errorf("%s: timed out after %s", sc.Name, timeout)
 	}
 	if _, err := os.Stat(evFile); err != nil {
 		return nil, nil, fmt.Errorf("%s: vigil trace wrote no events (%s)", sc.Name, strings.TrimSpace(stderr.String()))
