@@ -754,8 +754,14 @@ func (c *compiler) strMatcher(n *yaml.Node) (strMatcher, error) {
 			m.suffixes = append(m.suffixes, items...)
 		case "contains":
 			m.contains = append(m.contains, items...)
+		case "except":
+			ex, err := c.strMatcher(v)
+			if err != nil {
+				return m, err
+			}
+			m.except = &ex
 		default:
-			return m, c.errf(k, "string test %q: unknown, use glob, eq, prefix, suffix or contains", k.Value)
+			return m, c.errf(k, "string test %q: unknown, use glob, eq, prefix, suffix, contains or except", k.Value)
 		}
 	}
 	return m, nil

@@ -105,6 +105,9 @@ func TestLoaderEnv(t *testing.T) {
 		{"inherited", []step{execve(100, "/bin/sh", "LD_PRELOAD=/opt/app/libtrace.so"), fork(100, 101), execve(101, "/usr/bin/id", "LD_PRELOAD=/opt/app/libtrace.so")}, nil},
 		{"benign allocator", []step{execve(100, "/bin/sh"), fork(100, 101), execve(101, "/usr/bin/app", "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")}, nil},
 		{"library path", []step{execve(100, "/bin/sh"), fork(100, 101), execve(101, "/usr/bin/app", "LD_LIBRARY_PATH=/opt/app/lib")}, nil},
+		// A harmless entry excuses only itself.
+		{"audit beside an allocator", []step{execve(100, "/bin/sh"), fork(100, 101), execve(101, "/usr/bin/id", "LD_AUDIT=/dev/shm/a.so", "LD_PRELOAD=/usr/lib/libjemalloc.so.2")}, []string{"ld-preload-env"}},
+		{"cleared then set", []step{execve(100, "/bin/sh"), fork(100, 101), execve(101, "/usr/bin/id", "LD_PRELOAD=", evil)}, []string{"ld-preload-env"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEngine(t, Config{})
@@ -116,6 +119,33 @@ func TestLoaderEnv(t *testing.T) {
 				if len(vs) > 0 && tc.want == nil {
 					t.Fatalf("an earlier step fired %v", rulesOf(vs))
 				}
+			}
+		})
+	}
+}
+
+// TestLoaderArgvEachEntry: on the command line too, each loader entry is
+// judged on its own: a harmless preload does not excuse another entry.
+func TestLoaderArgvEachEntry(t *testing.T) {
+	envExec := func(argv ...string) []step {
+		return []step{{"execve", func(e *event.Event) {
+			e.PID, e.TID, e.Path, e.Argv = 100, 100, "/usr/bin/env", append([]string{"env"}, argv...)
+		}}}
+	}
+	for _, tc := range []struct {
+		name string
+		argv []string
+		want []string
+	}{
+		{"allocator alone", []string{"LD_PRELOAD=/usr/lib/libjemalloc.so.2", "redis-server"}, nil},
+		{"allocator beside an audit module", []string{"LD_PRELOAD=/usr/lib/libjemalloc.so.2", "LD_AUDIT=/tmp/x.so", "id"}, []string{"ld-preload-env"}},
+		{"cleared then set", []string{"LD_PRELOAD=", "LD_PRELOAD=/tmp/.x/hook.so", "id"}, []string{"ld-preload-env"}},
+		{"cleared", []string{"LD_PRELOAD=", "id"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := run(t, newEngine(t, Config{}), 7, envExec(tc.argv...))
+			if r := rulesOf(got[len(got)-1]); !slices.Equal(r, tc.want) {
+				t.Fatalf("rules %v, want %v", r, tc.want)
 			}
 		})
 	}

@@ -13,9 +13,22 @@ type strMatcher struct {
 	prefixes []string
 	suffixes []string
 	contains []string
+	// except, when set, takes back what the patterns matched: a string
+	// matches when a pattern does and no exception does. Each string is
+	// judged on its own, so a harmless entry beside a harmful one does not
+	// excuse it (env LD_PRELOAD=libjemalloc.so LD_AUDIT=/tmp/x.so).
+	except *strMatcher
 }
 
 func (m *strMatcher) match(s string) bool {
+	if !m.matchAny(s) {
+		return false
+	}
+	return m.except == nil || !m.except.match(s)
+}
+
+// matchAny is whether any of the patterns matches s (exceptions aside).
+func (m *strMatcher) matchAny(s string) bool {
 	for _, p := range m.eq {
 		if s == p {
 			return true
