@@ -150,3 +150,14 @@ func TestLoaderArgvEachEntry(t *testing.T) {
 		})
 	}
 }
+
+// The recorded runs of the tracer-gap attacks (test/scenarios:
+// clone3-userns, dns-sendmmsg, preload-env-exec) and their classes, for
+// TestRecordedScenarios; loader-env is benign.
+func init() {
+	for name, class := range map[string]Class{
+		"clone3-userns": ClassPrivesc, "dns-sendmmsg": ClassNetwork, "preload-env-exec": ClassPrivesc,
+	} {
+		scenarioClass[name] = class
+	}
+}

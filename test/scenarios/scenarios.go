@@ -90,6 +90,10 @@ var Attacks = []Scenario{
 	{Name: "proc-mem-open", Class: detector.ClassPrivesc, Desc: "python opens its child's /proc/PID/mem for writing (writes nothing)", Cmd: []string{"/usr/bin/python3", "-c",
 		`import subprocess;p=subprocess.Popen(["sleep","2"]);f=open("/proc/%d/mem"%p.pid,"r+b");f.close();p.kill()`}},
 	{Name: "su-as-nobody", Class: detector.ClassPrivesc, Desc: "as nobody, exec of the setuid su (fails: no terminal, no password)", Cmd: []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "su", "-c", "id", "root"}},
+	{Name: "clone3-userns", Class: detector.ClassPrivesc, Desc: "clone3 of a child in new user and mount namespaces (flags in its struct clone_args)", Cmd: []string{"{bin}/namespaces", "clone3"}},
+	{Name: "dns-sendmmsg", Class: detector.ClassNetwork, Desc: "one DNS query to 127.0.0.77:53 with sendmmsg from an unconnected UDP socket (address in msg_name)", Cmd: []string{"{bin}/dns_exfil", "sendmmsg"}},
+	{Name: "preload-env-exec", Class: detector.ClassPrivesc, Desc: "python os.execve of /bin/true with LD_PRELOAD in the environment it passes (a missing library: the loader ignores it)", Cmd: []string{"/usr/bin/python3", "-c",
+		`import os;os.execve("/bin/true",["true"],{"PATH":"/usr/bin:/bin","LD_PRELOAD":"/tmp/vigil-preload-none/hook.so"})`}},
 	{Name: "chroot-passwd", Class: detector.ClassPrivesc, Desc: "a user added to /etc/passwd and sudoers.d inside a throwaway root (chroot)", Cmd: []string{"sh", "-c",
 		`r=$(mktemp -d); mkdir -p $r/bin $r/etc/sudoers.d; cp /usr/bin/busybox $r/bin/; chroot $r /bin/busybox sh -c 'echo evil:x:0:0::/root:/bin/sh >> /etc/passwd; echo "evil ALL=(ALL) NOPASSWD:ALL" > /etc/sudoers.d/evil'; rm -rf $r`}},
 	// the detection issue's known gaps
@@ -116,6 +120,8 @@ var Benign = []Scenario{
 	{Name: "compress-cpu", CI: true, Desc: "CPU-heavy gzip -9 of 20 MB", Cmd: []string{"sh", "{src}/benign/compress_cpu.sh"}},
 	{Name: "sort-numbers", CI: true, Desc: "shuf and sort of 600k numbers", Cmd: []string{"sh", "{src}/benign/sort_numbers.sh"}},
 	{Name: "memfd-jit", CI: true, Desc: "memfd shared memory with a child, and a JIT's W^X double mapping of a memfd (mmap and mprotect)", Cmd: []string{"{bin}/memfd_jit"}},
+	{Name: "loader-env", CI: true, Desc: "a workload configured with a preloaded library (glibc's malloc checker) whose programs inherit it, and a script that sets LD_LIBRARY_PATH for its commands", Cmd: []string{"sh", "{src}/benign/loader_env.sh"},
+		Env: []string{"LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libc_malloc_debug.so.0", "MALLOC_CHECK_=3"}},
 	{Name: "copy-checksum", CI: true, Desc: "cp -r, md5sum -c, rm -r", Cmd: []string{"sh", "{src}/benign/copy_checksum.sh"}},
 	// the corpus (benign/corpus): builds, package installs, databases,
 	// services on runtimes, version control, archives, scheduled jobs
