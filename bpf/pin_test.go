@@ -19,9 +19,16 @@ import (
 )
 
 // TestMain fails the run when a test left pins behind (a tracer or guard
-// attached to the host after the tests end), and removes them.
+// attached to the host after the tests end), and removes them; it removes
+// the test helpers the run compiled.
 func TestMain(m *testing.M) {
 	code := m.Run()
+	// the helpers buildProbe and buildForge compiled, once per run
+	for _, p := range []string{probePath, forgePath} {
+		if p != "" {
+			os.RemoveAll(filepath.Dir(p))
+		}
+	}
 	pid := strconv.Itoa(os.Getpid())
 	left, _ := filepath.Glob(filepath.Join(testPinParent, pid+"-*"))
 	guards, _ := filepath.Glob("/sys/fs/bpf/vigil-guard-test*-" + pid)
