@@ -158,12 +158,19 @@ type Event struct {
 // CloneFlagsOf is the namespace and sharing flags (CLONE_*) of a clone,
 // clone3, unshare or setns event, whichever way the syscall passed them
 // (setns: the namespace type to join, 0 for any); ok is false for other
-// syscalls.
+// syscalls and for clone3's return in the child.
 func (e *Event) CloneFlagsOf() (flags uint64, ok bool) {
 	switch e.Name() {
 	case "clone", "unshare":
 		return e.Args[0], true
 	case "clone3":
+		// The child's return (0) carries no flags of its own: its
+		// clone_args pointer is into memory the parent may have reused
+		// by then (a thread shares it), so what the tracer read there
+		// is not the call's.
+		if e.Ret == 0 {
+			return 0, false
+		}
 		return e.CloneFlags, true
 	case "setns":
 		return e.Args[1], true

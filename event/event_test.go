@@ -230,7 +230,8 @@ func TestJSONCloneFlagsEnv(t *testing.T) {
 		want uint64
 		ok   bool
 	}{
-		{Event{Nr: int32(clone3), Args: [6]uint64{0x7ffc0000, 88}, CloneFlags: 0x10000000}, 0x10000000, true},
+		{Event{Nr: int32(clone3), Args: [6]uint64{0x7ffc0000, 88}, CloneFlags: 0x10000000, Ret: 42}, 0x10000000, true},
+		{Event{Nr: int32(clone3), Args: [6]uint64{0x7ffc0000, 88}, CloneFlags: 0x9ed460}, 0, false}, // the child's return
 		{Event{Nr: int32(unshare), Args: [6]uint64{0x20000}}, 0x20000, true},
 		{Event{Nr: int32(setns), Args: [6]uint64{3, 0x40000000}}, 0x40000000, true},
 		{Event{Nr: int32(execve), Args: [6]uint64{0x20000}}, 0, false},
