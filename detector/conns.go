@@ -118,8 +118,19 @@ func (o *outConns) io(pid uint32, fd int32, t int64) {
 		}
 		s := t / connSlot
 		switch {
-		case c.slots == 0 || s-c.base >= 64:
+		case c.slots == 0:
 			c.base, c.slots = s, 1
+		case s-c.base >= 64:
+			// Slide the window so that s is its last bit: the slots of
+			// the last 5 minutes stay (a reset lost the history the
+			// rules' 30 s window looks at, every 320 s).
+			if shift := s - 63 - c.base; shift < 64 {
+				c.slots >>= uint(shift)
+			} else {
+				c.slots = 0
+			}
+			c.base = s - 63
+			c.slots |= 1 << 63
 		case s >= c.base:
 			c.slots |= 1 << (s - c.base)
 		}
