@@ -533,7 +533,7 @@ func (p *Pipeline) Run(ctx context.Context) {
 			p.drain()
 			return
 		}
-		if due.IsZero() || due.Sub(time.Now()) > idleEvery {
+		if due.IsZero() || time.Until(due) > idleEvery {
 			tick.Reset(idleEvery)
 			due = time.Now().Add(idleEvery)
 		}
