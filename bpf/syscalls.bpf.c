@@ -432,9 +432,10 @@ static __always_inline void *get_scratch(void)
 
 // put_clone_args appends clone3's flags, read from its
 // struct clone_args (kernel/fork.c: copy_clone_args_from_user; a size
-// below CLONE_ARGS_SIZE_VER0, 64, is refused there and here). The child
-// returns from the same call with the same arguments in its copy of the
-// memory, so its record has them too.
+// below CLONE_ARGS_SIZE_VER0, 64, is refused there and here). Only at the
+// parent's return (or a failure): the child returns with the same pointer,
+// but into memory the parent may have reused by then (a thread shares it),
+// so what it points at is not the call's.
 static __always_inline __u32 put_clone_args(__u8 *buf, __u32 off, const void *uargs, __u64 size, __u16 *nstr)
 {
 	__u64 flags;
@@ -1158,7 +1159,8 @@ int BPF_PROG(vigil_sys_exit, struct pt_regs *regs, long ret)
 		break;
 	}
 	case D_CLONE3:
-		off = put_clone_args(buf, off, (void *)a0, a1, &nstr);
+		if (ret != 0) // the parent's return, or a failure: see put_clone_args
+			off = put_clone_args(buf, off, (void *)a0, a1, &nstr);
 		break;
 	}
 	r->flags |= fl | (nstr << 4);
