@@ -15,17 +15,7 @@ import (
 // arms its deadline still wakes it: the wait returns at once instead of
 // parking for its whole timeout (up to the idle wait, 250 ms, before).
 func TestRingInterruptBeforePark(t *testing.T) {
-	privtest.Require(t)
-	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.RingBuf, MaxEntries: 1 << 16})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	r, err := newRing(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.close()
+	r := newTestRing(t)
 
 	// Not interrupted: an empty ring parks for the timeout.
 	start := time.Now()
@@ -63,17 +53,7 @@ func TestRingInterruptBeforePark(t *testing.T) {
 // again (each read clears the expiry), allocates nothing, and an
 // interrupt ends it at once.
 func TestRingSleep(t *testing.T) {
-	privtest.Require(t)
-	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.RingBuf, MaxEntries: 1 << 16})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	r, err := newRing(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.close()
+	r := newTestRing(t)
 	r.resetDeadlines()
 	for i := 0; i < 3; i++ {
 		start := time.Now()
@@ -100,17 +80,7 @@ func TestRingSleep(t *testing.T) {
 // BenchmarkRingSleep is the CPU of the process per look of an idle
 // reader (a 1 ms sleep on the timer), the runtime's work included.
 func BenchmarkRingSleep(b *testing.B) {
-	privtest.Require(b)
-	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.RingBuf, MaxEntries: 1 << 16})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer m.Close()
-	r, err := newRing(m)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer r.close()
+	r := newTestRing(b)
 	r.resetDeadlines()
 	cpu0 := processCPU()
 	for i := 0; i < b.N; i++ {
@@ -134,17 +104,7 @@ func processCPU() time.Duration {
 // timer first waited forever, and the agent stopped reading its ring (its
 // e2e tests saw no events and /healthz failed under load).
 func TestRingSleepExpiryBeforeWait(t *testing.T) {
-	privtest.Require(t)
-	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.RingBuf, MaxEntries: 1 << 16})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	r, err := newRing(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.close()
+	r := newTestRing(t)
 	r.resetDeadlines()
 	// The timer expires during the pause, and the runtime's poller, idle
 	// meanwhile, takes the expiry's readiness before the wait begins.
@@ -163,4 +123,22 @@ func TestRingSleepExpiryBeforeWait(t *testing.T) {
 			t.Fatalf("sleep %d of 1ms whose timer expired before the wait: still parked after 2s", i)
 		}
 	}
+}
+
+// newTestRing is a reader of a new 64 KiB ring buffer, closed (with its
+// map) when the test ends; it skips when not root.
+func newTestRing(tb testing.TB) *ring {
+	tb.Helper()
+	privtest.Require(tb)
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.RingBuf, MaxEntries: 1 << 16})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { m.Close() })
+	r, err := newRing(m)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(r.close)
+	return r
 }
