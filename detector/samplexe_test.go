@@ -36,36 +36,17 @@ func TestCPURulesByExecutable(t *testing.T) {
 		{"runtime written in the container", []proc{{10, "/bin/sh", false}, {11, "/var/tmp/java", true}}, 1.8, 6, "cpu-many-spinning-threads"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEngine(t, Config{})
-			now := t0
-			seq := uint64(0)
-			obs := func(ev event.Event) {
-				seq++
-				ev.Seq, ev.Time, ev.CgroupID = seq, now, 3
-				if ev.TID == 0 {
-					ev.TID = ev.PID
-				}
-				e.Observe(&ev)
-			}
+			var evs []event.Event
 			for _, p := range tc.procs {
 				if p.written {
 					// a shell writes the file, then the process runs it
-					obs(event.Event{PID: 2, Nr: nr(t, "execve"), Path: "/bin/sh", Comm: "sh"})
-					obs(event.Event{PID: 2, Nr: nr(t, "openat"), Path: p.exe, Args: [6]uint64{0, 0, 0o1101}, Ret: 3})
-					obs(event.Event{PID: 2, Nr: nr(t, "close"), Args: [6]uint64{3}})
+					evs = append(evs, event.Event{PID: 2, Nr: nr(t, "execve"), Path: "/bin/sh", Comm: "sh"},
+						event.Event{PID: 2, Nr: nr(t, "openat"), Path: p.exe, Args: [6]uint64{0, 0, 0o1101}, Ret: 3},
+						event.Event{PID: 2, Nr: nr(t, "close"), Args: [6]uint64{3}})
 				}
-				obs(event.Event{PID: p.pid, Nr: nr(t, "execve"), Path: p.exe, Comm: p.exe[strings.LastIndexByte(p.exe, '/')+1:]})
+				evs = append(evs, event.Event{PID: p.pid, Nr: nr(t, "execve"), Path: p.exe, Comm: p.exe[strings.LastIndexByte(p.exe, '/')+1:]})
 			}
-			var fired []Verdict
-			var cpu uint64
-			for s := 0; s < 24; s++ { // 6 s, 5 syscalls a second
-				if s%4 == 0 {
-					obs(event.Event{PID: tc.procs[0].pid, Nr: nr(t, "read")})
-				}
-				now = now.Add(250 * time.Millisecond)
-				cpu += uint64(tc.cores * 250e6)
-				fired = append(fired, e.Sample(Sample{CgroupID: 3, Time: now, CPUUsageNs: cpu, Threads: tc.threads})...)
-			}
+			fired := spinAfter(t, evs, tc.procs[0].pid, tc.cores, tc.threads)
 			var rules []string
 			for _, v := range fired {
 				rules = append(rules, v.Rule)
@@ -197,30 +178,7 @@ func TestCPURulesMappedCode(t *testing.T) {
 			1, 1, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEngine(t, Config{})
-			now := t0
-			seq := uint64(0)
-			obs := func(ev event.Event) {
-				seq++
-				ev.Seq, ev.Time, ev.CgroupID = seq, now, 3
-				if ev.TID == 0 {
-					ev.TID = ev.PID
-				}
-				e.Observe(&ev)
-			}
-			for _, ev := range tc.events {
-				obs(ev)
-			}
-			var fired []Verdict
-			var cpu uint64
-			for s := 0; s < 24; s++ { // 6 s, 5 syscalls a second
-				if s%4 == 0 {
-					obs(event.Event{PID: 2, Nr: nrOf("read")})
-				}
-				now = now.Add(250 * time.Millisecond)
-				cpu += uint64(tc.cores * 250e6)
-				fired = append(fired, e.Sample(Sample{CgroupID: 3, Time: now, CPUUsageNs: cpu, Threads: tc.threads})...)
-			}
+			fired := spinAfter(t, tc.events, 2, tc.cores, tc.threads)
 			var rules []string
 			for _, v := range fired {
 				if v.Class == "cpu-abuse" {
@@ -243,4 +201,36 @@ func TestCPURulesMappedCode(t *testing.T) {
 			}
 		})
 	}
+}
+
+// spinAfter gives a new engine a container's events (cgroup 3), then 6 s
+// of its CPU samples at cores CPUs in threads threads while pid makes 5
+// syscalls a second, and returns every verdict.
+func spinAfter(t *testing.T, evs []event.Event, pid uint32, cores float64, threads int) []Verdict {
+	t.Helper()
+	e := newEngine(t, Config{})
+	now := t0
+	seq := uint64(0)
+	obs := func(ev event.Event) {
+		seq++
+		ev.Seq, ev.Time, ev.CgroupID = seq, now, 3
+		if ev.TID == 0 {
+			ev.TID = ev.PID
+		}
+		e.Observe(&ev)
+	}
+	for _, ev := range evs {
+		obs(ev)
+	}
+	var fired []Verdict
+	var cpu uint64
+	for s := 0; s < 24; s++ {
+		if s%4 == 0 {
+			obs(event.Event{PID: pid, Nr: nr(t, "read")})
+		}
+		now = now.Add(250 * time.Millisecond)
+		cpu += uint64(cores * 250e6)
+		fired = append(fired, e.Sample(Sample{CgroupID: 3, Time: now, CPUUsageNs: cpu, Threads: threads})...)
+	}
+	return fired
 }
