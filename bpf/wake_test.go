@@ -24,15 +24,7 @@ func TestWakeGateMapsRunningProgram(t *testing.T) {
 	if m.gate == nil {
 		t.Fatal("no wake gate")
 	}
-	cg, err := NewCgroup(fmt.Sprintf("vigil-test-%d-gate", os.Getpid()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cg.Remove()
-	if err := m.Track(cg.ID); err != nil {
-		t.Fatal(err)
-	}
-	defer m.Untrack(cg.ID)
+	cg := trackedCgroup(t, m, "gate")
 	atomic.StoreUint64(m.gate.last, 0)
 	before := monotonicNow()
 	cmd := exec.Command("true")
@@ -72,15 +64,7 @@ func TestWakeGateHoldsWakeups(t *testing.T) {
 	if m.gate == nil {
 		t.Fatal("no wake gate")
 	}
-	cg, err := NewCgroup(fmt.Sprintf("vigil-test-%d-hold", os.Getpid()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cg.Remove()
-	if err := m.Track(cg.ID); err != nil {
-		t.Fatal(err)
-	}
-	defer m.Untrack(cg.ID)
+	cg := trackedCgroup(t, m, "hold")
 
 	// A second waiter on the ring counts the kernel's wakeups (edge
 	// triggered: one readiness per wakeup).
@@ -184,4 +168,20 @@ func TestWakeGateHoldsWakeups(t *testing.T) {
 	if total := got + read.Load(); total != int64(c1.Emitted-c0.Emitted) || c1.Dropped != c0.Dropped {
 		t.Errorf("records read %d, emitted %d, dropped %d: want all read", total, c1.Emitted-c0.Emitted, c1.Dropped-c0.Dropped)
 	}
+}
+
+// trackedCgroup is a new cgroup that m tracks, untracked and removed when
+// the test ends.
+func trackedCgroup(t *testing.T, m *Monitor, name string) *Cgroup {
+	t.Helper()
+	cg, err := NewCgroup(fmt.Sprintf("vigil-test-%d-%s", os.Getpid(), name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cg.Remove() })
+	if err := m.Track(cg.ID); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Untrack(cg.ID) })
+	return cg
 }
