@@ -25,23 +25,61 @@ func (a *Agent) watch(ctx context.Context) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	t := time.NewTicker(a.cfg.WatchEvery)
+	watchFiles(ctx, a.cfg.WatchEvery, hup, a.fingerprint, func(forced bool) { a.reload(forced) })
+}
+
+// watchFiles calls reload(true) on every signal and reload(false) when
+// the files' fingerprint has changed and then held still for one look
+// (half the usual interval later). A
+// file is never loaded in the middle of being written: a writer that
+// truncates and then writes (an editor, a shell's >, a config manager)
+// shows an empty or short file for a moment, and loading it would drop
+// every rule in it until the next change.
+func watchFiles(ctx context.Context, every time.Duration, hup <-chan os.Signal, fingerprint func() string, reload func(forced bool)) {
+	t := time.NewTicker(every)
 	defer t.Stop()
-	last := a.fingerprint()
+	s := newSettle(fingerprint())
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-hup:
-			a.reload(true)
-			last = a.fingerprint()
+			reload(true)
+			s = newSettle(fingerprint())
+			t.Reset(every)
 		case <-t.C:
-			if fp := a.fingerprint(); fp != last {
-				last = fp
-				a.reload(false)
+			fp := fingerprint()
+			switch {
+			case s.look(fp):
+				reload(false)
+				t.Reset(every)
+			case fp != s.inForce:
+				t.Reset(max(every/2, time.Millisecond)) // look again sooner
 			}
 		}
 	}
+}
+
+// settle tells when a changed fingerprint has held still for one look.
+type settle struct {
+	inForce string // the fingerprint of what was loaded last
+	seen    string // the fingerprint at the previous look
+}
+
+func newSettle(fp string) *settle { return &settle{inForce: fp, seen: fp} }
+
+// look takes the fingerprint now and reports whether to reload: it
+// differs from what is in force and equals what the previous look saw.
+func (s *settle) look(fp string) bool {
+	if fp != s.seen {
+		s.seen = fp
+		return false
+	}
+	if fp == s.inForce {
+		return false
+	}
+	s.inForce = fp
+	return true
 }
 
 // watched lists the files the agent reloads from.
