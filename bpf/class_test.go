@@ -1,14 +1,18 @@
 package bpf
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -338,5 +342,107 @@ func TestTrackKeepsClass(t *testing.T) {
 	}
 	if _, err := m.Untrack(cg.ID); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestBlockClassPendingStop: a SIGSTOP pending for the whole process that
+// no thread takes (here the kernel woke the main thread for it, which
+// waits in vfork; on a busy node, a thread that does not get a CPU) must
+// not let the other threads of a block-class process write past a full
+// ring: each one stops itself on its way out. Without that, every record
+// past the full ring was dropped.
+func TestBlockClassPendingStop(t *testing.T) {
+	privtest.Require(t)
+	bin := filepath.Join(t.TempDir(), "stopflood")
+	if out, err := exec.Command("gcc", "-static", "-O1", "-pthread", "-o", bin, "testdata/stopflood.c").CombinedOutput(); err != nil {
+		t.Fatalf("build stopflood: gcc: %v: %s", err, out)
+	}
+	const threads, calls = 4, 10_000
+	m, err := Load(Config{RingBytes: 256 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	cg, err := NewCgroup(fmt.Sprintf("vigil-test-pending-%d", os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Remove()
+	if err := m.TrackWith(cg.ID, TrackOptions{Block: true}); err != nil {
+		t.Fatal(err)
+	}
+	// The reader holds its first record until the ring has made the
+	// tracer stop the process (or drop), so the ring fills.
+	var got atomic.Uint64
+	release := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- m.Run(ctx, func(ev *event.Event) {
+			if ev.CgroupID == cg.ID {
+				<-release
+				got.Add(1)
+			}
+		})
+	}()
+	go func() {
+		defer close(release)
+		for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			c, _ := m.Counters(cg.ID)
+			_, paused, _ := m.Class(cg.ID)
+			if c.Dropped > 0 || paused > 0 {
+				return
+			}
+		}
+	}()
+	cmd := exec.Command(bin, strconv.Itoa(threads), strconv.Itoa(calls), "1500")
+	cmd.SysProcAttr = cg.SysProcAttr()
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	out := bufio.NewReader(stdout)
+	if line, err := out.ReadString('\n'); line != "ready\n" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("stopflood said %q (%v), want ready", line, err)
+	}
+	// The main thread waits in vfork: the kernel wakes it for this stop,
+	// and it cannot take it. Then the threads flood.
+	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stdin.Write([]byte("\n"))
+	rest, _ := io.ReadAll(out)
+	if err := cmd.Wait(); err != nil || string(rest) != "done\n" {
+		t.Fatalf("stopflood: %v, said %q", err, rest)
+	}
+	c := waitQuiet(t, m, cg.ID, &got)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	_, paused, _ := m.Class(cg.ID)
+	t.Logf("%d syscalls: seen %d emitted %d dropped %d received %d; stopped %d times, continued %d",
+		threads*calls, c.Seen, c.Emitted, c.Dropped, got.Load(), paused, m.Resumed())
+	if c.Seen < threads*calls || c.Seen != c.Emitted+c.Dropped || got.Load() != c.Emitted {
+		t.Fatalf("counters %+v, received %d: want seen >= %d = emitted + dropped, all emitted received", c, got.Load(), threads*calls)
+	}
+	if c.Dropped != 0 {
+		t.Fatalf("dropped %d records while the process's SIGSTOP was pending", c.Dropped)
+	}
+	if paused == 0 || m.Resumed() == 0 {
+		t.Fatalf("stopped %d times, continued %d: want both", paused, m.Resumed())
+	}
+	if n := pausedLeft(m); n != 0 {
+		t.Fatalf("%d processes left in the paused map", n)
 	}
 }

@@ -573,8 +573,10 @@ static __always_inline int count_lost(struct cg_state *st)
 // something other than the pacer continued it (the pacer removes the note
 // before its SIGCONT), so a container that continues its own stopped
 // processes cannot take them out of pacing. A process whose stop is under
-// way (SIGSTOP pending, or its group stop in progress or done:
-// kernel/signal.c) is not signalled twice. With the map full nothing is
+// way (its group stop in progress or done: kernel/signal.c) is not
+// signalled twice; while the group's SIGSTOP is still pending, each thread
+// that gets here stops the group itself (a thread's own SIGSTOP, which the
+// group's SIGCONT flushes like the group's). With the map full nothing is
 // stopped, since nobody would continue it: the debt bound then drops the
 // cgroup's excess.
 static __always_inline void pause_proc(struct task_struct *task, struct cg_state *st)
@@ -586,9 +588,18 @@ static __always_inline void pause_proc(struct task_struct *task, struct cg_state
 	if (bpf_map_update_elem(&vigil_paused, &tgid, &cgid, BPF_ANY))
 		return;
 	struct signal_struct *sig = task->signal;
-	if ((sig->shared_pending.signal.sig[0] & (1UL << (SIGSTOP - 1))) ||
-	    (sig->flags & SIGNAL_STOP_STOPPED) || (task->jobctl & JOBCTL_STOP_PENDING))
+	if ((sig->flags & SIGNAL_STOP_STOPPED) || (task->jobctl & JOBCTL_STOP_PENDING))
 		return;
+	if (sig->shared_pending.signal.sig[0] & (1UL << (SIGSTOP - 1))) {
+		// The group's SIGSTOP waits for the one thread the kernel woke
+		// for it (complete_signal), which may not run for a while on a
+		// busy CPU; the others would go on writing records meanwhile.
+		// This thread takes the stop on its own way out instead.
+		if (!(task->pending.signal.sig[0] & (1UL << (SIGSTOP - 1))) &&
+		    bpf_send_signal_thread(SIGSTOP) == 0)
+			__sync_fetch_and_add(&st->paused, 1);
+		return;
+	}
 	if (bpf_send_signal(SIGSTOP) == 0)
 		__sync_fetch_and_add(&st->paused, 1);
 }
