@@ -90,64 +90,21 @@ func TestBlockClassLosesNothing(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			const threads = 4
-			m, err := Load(Config{RingBytes: 256 << 10, CgroupRate: tc.rate, CgroupBurst: tc.burst})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer m.Close()
-			cg, err := NewCgroup(fmt.Sprintf("vigil-test-block-%d", os.Getpid()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cg.Remove()
-			if err := m.TrackWith(cg.ID, TrackOptions{Block: tc.block}); err != nil {
-				t.Fatal(err)
-			}
-			var got atomic.Uint64
-			release := make(chan struct{})
-			if !tc.holdTillFirst {
-				close(release)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() {
-				done <- m.Run(ctx, func(ev *event.Event) {
-					if ev.CgroupID != cg.ID {
-						return
-					}
-					<-release
-					got.Add(1)
-				})
-			}()
-			if tc.holdTillFirst {
-				go func() {
-					defer close(release)
-					for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-						c, _ := m.Counters(cg.ID)
-						_, paused, _ := m.Class(cg.ID)
-						if c.Dropped > 0 || paused > 0 {
-							return
-						}
-					}
-				}()
-			}
+			r := startHeld(t, Config{RingBytes: 256 << 10, CgroupRate: tc.rate, CgroupBurst: tc.burst}, tc.block, tc.holdTillFirst)
+			m, cg := r.m, r.cg
 			took := flood(t, cg, threads, tc.calls)
-			c := waitQuiet(t, m, cg.ID, &got)
-			cancel()
-			if err := <-done; err != nil {
-				t.Fatal(err)
-			}
+			c, got := r.finish(t)
 			class, paused, err := m.Class(cg.ID)
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Logf("%s: %d syscalls in %v: seen %d emitted %d dropped %d throttled %d received %d; stopped %d times, continued %d",
-				tc.name, threads*tc.calls, took.Round(time.Millisecond), c.Seen, c.Emitted, c.Dropped, c.Throttled, got.Load(), paused, m.Resumed())
+				tc.name, threads*tc.calls, took.Round(time.Millisecond), c.Seen, c.Emitted, c.Dropped, c.Throttled, got, paused, m.Resumed())
 			if class.Block != tc.block {
 				t.Fatalf("class %+v, want block %v", class, tc.block)
 			}
-			if c.Seen < uint64(threads*tc.calls) || c.Seen != c.Emitted+c.Dropped || got.Load() != c.Emitted {
-				t.Fatalf("counters %+v, received %d: want seen >= %d = emitted + dropped, all emitted received", c, got.Load(), threads*tc.calls)
+			if c.Seen < uint64(threads*tc.calls) || c.Seen != c.Emitted+c.Dropped || got != c.Emitted {
+				t.Fatalf("counters %+v, received %d: want seen >= %d = emitted + dropped, all emitted received", c, got, threads*tc.calls)
 			}
 			if tc.lossy && c.Dropped == 0 {
 				t.Fatalf("normal class dropped nothing: the flood did not outrun the reader, so the block case proves nothing")
@@ -165,6 +122,78 @@ func TestBlockClassLosesNothing(t *testing.T) {
 			}
 		})
 	}
+}
+
+// heldRun is a fresh Monitor tracking a new cgroup (in the block class or
+// not) with its reader running.
+type heldRun struct {
+	m      *Monitor
+	cg     *Cgroup
+	got    atomic.Uint64 // the cgroup's records received
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startHeld loads a Monitor with cfg, tracks a new cgroup and runs the
+// reader. With hold, the reader holds the cgroup's first record until the
+// tracer has dropped one of its records or stopped its process, so that
+// the ring fills whatever the machine's speed. Everything is closed and
+// removed at the end of the test.
+func startHeld(t *testing.T, cfg Config, block, hold bool) *heldRun {
+	t.Helper()
+	m, err := Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	cg, err := NewCgroup(fmt.Sprintf("vigil-test-block-%d", os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cg.Remove() })
+	if err := m.TrackWith(cg.ID, TrackOptions{Block: block}); err != nil {
+		t.Fatal(err)
+	}
+	r := &heldRun{m: m, cg: cg, done: make(chan error, 1)}
+	release := make(chan struct{})
+	if !hold {
+		close(release)
+	}
+	var ctx context.Context
+	ctx, r.cancel = context.WithCancel(context.Background())
+	go func() {
+		r.done <- m.Run(ctx, func(ev *event.Event) {
+			if ev.CgroupID == cg.ID {
+				<-release
+				r.got.Add(1)
+			}
+		})
+	}()
+	if hold {
+		go func() {
+			defer close(release)
+			for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+				c, _ := m.Counters(cg.ID)
+				_, paused, _ := m.Class(cg.ID)
+				if c.Dropped > 0 || paused > 0 {
+					return
+				}
+			}
+		}()
+	}
+	return r
+}
+
+// finish waits until every record the cgroup emitted is received, stops
+// the reader and returns the counters and the records received.
+func (r *heldRun) finish(t *testing.T) (Counters, uint64) {
+	t.Helper()
+	c := waitQuiet(t, r.m, r.cg.ID, &r.got)
+	r.cancel()
+	if err := <-r.done; err != nil {
+		t.Fatal(err)
+	}
+	return c, r.got.Load()
 }
 
 // waitQuiet waits until every record the cgroup emitted is received.
@@ -358,43 +387,8 @@ func TestBlockClassPendingStop(t *testing.T) {
 		t.Fatalf("build stopflood: gcc: %v: %s", err, out)
 	}
 	const threads, calls = 4, 10_000
-	m, err := Load(Config{RingBytes: 256 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	cg, err := NewCgroup(fmt.Sprintf("vigil-test-pending-%d", os.Getpid()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cg.Remove()
-	if err := m.TrackWith(cg.ID, TrackOptions{Block: true}); err != nil {
-		t.Fatal(err)
-	}
-	// The reader holds its first record until the ring has made the
-	// tracer stop the process (or drop), so the ring fills.
-	var got atomic.Uint64
-	release := make(chan struct{})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- m.Run(ctx, func(ev *event.Event) {
-			if ev.CgroupID == cg.ID {
-				<-release
-				got.Add(1)
-			}
-		})
-	}()
-	go func() {
-		defer close(release)
-		for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-			c, _ := m.Counters(cg.ID)
-			_, paused, _ := m.Class(cg.ID)
-			if c.Dropped > 0 || paused > 0 {
-				return
-			}
-		}
-	}()
+	r := startHeld(t, Config{RingBytes: 256 << 10}, true, true)
+	m, cg := r.m, r.cg
 	cmd := exec.Command(bin, strconv.Itoa(threads), strconv.Itoa(calls), "1500")
 	cmd.SysProcAttr = cg.SysProcAttr()
 	stdin, err := cmd.StdinPipe()
@@ -425,16 +419,12 @@ func TestBlockClassPendingStop(t *testing.T) {
 	if err := cmd.Wait(); err != nil || string(rest) != "done\n" {
 		t.Fatalf("stopflood: %v, said %q", err, rest)
 	}
-	c := waitQuiet(t, m, cg.ID, &got)
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	c, got := r.finish(t)
 	_, paused, _ := m.Class(cg.ID)
 	t.Logf("%d syscalls: seen %d emitted %d dropped %d received %d; stopped %d times, continued %d",
-		threads*calls, c.Seen, c.Emitted, c.Dropped, got.Load(), paused, m.Resumed())
-	if c.Seen < threads*calls || c.Seen != c.Emitted+c.Dropped || got.Load() != c.Emitted {
-		t.Fatalf("counters %+v, received %d: want seen >= %d = emitted + dropped, all emitted received", c, got.Load(), threads*calls)
+		threads*calls, c.Seen, c.Emitted, c.Dropped, got, paused, m.Resumed())
+	if c.Seen < threads*calls || c.Seen != c.Emitted+c.Dropped || got != c.Emitted {
+		t.Fatalf("counters %+v, received %d: want seen >= %d = emitted + dropped, all emitted received", c, got, threads*calls)
 	}
 	if c.Dropped != 0 {
 		t.Fatalf("dropped %d records while the process's SIGSTOP was pending", c.Dropped)
