@@ -21,7 +21,7 @@ import (
 const (
 	FormatAuto   = "auto"
 	FormatEvents = "events" // vigil event JSON lines (vigil trace --json, audit export)
-	FormatSeq    = "seq"    // a trace per file: whitespace-separated syscall numbers or names
+	FormatSeq    = "seq"    // a trace per file: whitespace-separated syscall numbers or names, or lines of "PID SYSCALL"
 	FormatCounts = "counts" // CSV: time in ms, then one column per syscall name
 )
 
@@ -170,6 +170,9 @@ func seqUnits(source string, data []byte, abi event.ABI) ([]Unit, error) {
 	if abi == "" {
 		abi = event.X8664
 	}
+	if seqs, ok := pidSeqs(data, abi); ok {
+		return []Unit{{Source: source, Index: 0, Seqs: seqs}}, nil
+	}
 	fields := strings.FieldsFunc(string(data), func(r rune) bool {
 		return r == ',' || r == ' ' || r == '\t' || r == '\n' || r == '\r'
 	})
@@ -187,6 +190,38 @@ func seqUnits(source string, data []byte, abi event.ABI) ([]Unit, error) {
 	}
 	// An empty trace is still a trace: it gets a score line (of 0).
 	return []Unit{{Source: source, Index: 0, Seqs: [][]string{seq}}}, nil
+}
+
+// pidSeqs reads a trace whose every line is two numbers, "PID SYSCALL"
+// (the layout of the classic UNM traces, where the processes of one run
+// interleave): one sequence per pid, in the order the pids first appear,
+// so that no n-gram spans two processes. ok is false for any other layout.
+func pidSeqs(data []byte, abi event.ABI) (seqs [][]string, ok bool) {
+	index := map[int]int{}
+	lines := 0
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		if len(f) != 2 {
+			return nil, false
+		}
+		pid, err1 := strconv.Atoi(f[0])
+		nr, err2 := strconv.Atoi(f[1])
+		if err1 != nil || err2 != nil || pid < 0 || nr < 0 {
+			return nil, false
+		}
+		i, seen := index[pid]
+		if !seen {
+			i = len(seqs)
+			index[pid] = i
+			seqs = append(seqs, nil)
+		}
+		seqs[i] = append(seqs[i], abi.Name(nr))
+		lines++
+	}
+	return seqs, lines >= 2
 }
 
 func countUnits(source string, data []byte) ([]Unit, error) {

@@ -238,6 +238,7 @@ func TestReadFormats(t *testing.T) {
 		format           string
 		units            int
 		first            []string
+		seqs             [][]string // every sequence of the first unit
 		err              string
 	}{
 		{name: "x86_64 numbers", file: "a.txt", text: "59 12 257\n3 60\n", format: FormatSeq, units: 1, first: []string{"execve", "brk", "openat", "close", "exit"}},
@@ -255,6 +256,9 @@ func TestReadFormats(t *testing.T) {
 		{name: "bad event", file: "h.jsonl", text: `{"seq":1,"syscall":"nosuch"}` + "\n", err: "h.jsonl:1"},
 		{name: "empty trace", file: "j.txt", text: "\n", format: FormatSeq, units: 1, first: []string{}},
 		{name: "bad token", file: "i.txt", text: "1 2 -3", err: `token 3 "-3"`},
+		{name: "pid column", file: "k.int", text: "551 2\n551 59\n552 0\n551 3\n\n552 60\n", format: FormatSeq, units: 1,
+			seqs: [][]string{{"open", "execve", "close"}, {"read", "exit"}}},
+		{name: "two numbers once", file: "l.txt", text: "59 12\n", format: FormatSeq, units: 1, first: []string{"execve", "brk"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := write(tc.file, tc.text)
@@ -274,10 +278,13 @@ func TestReadFormats(t *testing.T) {
 			if tc.first != nil && !reflect.DeepEqual(units[0].Seqs[0], tc.first) {
 				t.Errorf("sequence %v, want %v", units[0].Seqs[0], tc.first)
 			}
+			if tc.seqs != nil && !reflect.DeepEqual(units[0].Seqs, tc.seqs) {
+				t.Errorf("sequences %v, want %v (one per pid)", units[0].Seqs, tc.seqs)
+			}
 		})
 	}
 	files, err := ExpandPaths([]string{dir})
-	if err != nil || len(files) != 11 {
+	if err != nil || len(files) != 13 {
 		t.Errorf("ExpandPaths: %d files, %v", len(files), err)
 	}
 }

@@ -35,6 +35,7 @@ Subcommands:
 Inputs (PATH may be a directory: its files are read in name order):
   events   vigil event JSON lines (vigil trace --json); windows of --window events per cgroup
   seq      one trace per file: whitespace-separated syscall numbers (--abi) or names
+           (lines of "PID SYSCALL", as in the UNM traces: a sequence per pid)
   counts   CSV: a time column in ms, then one column per syscall name; one window per row
 
 Example:
