@@ -136,9 +136,8 @@ language model, STIDE sequence set, tf-idf frequency windows and per-syscall
 count deviations (from event windows); the n-gram mean negative
 log-likelihood and the tf-idf distance, each normalized by its rarity among
 held-out normal traces (from whole per-process traces, --abi); per-syscall
-count deviations beyond 10
-standard deviations, lasting two consecutive windows (from count windows);
-calibrated on held-out folds of the same data so that the threshold is a
+count deviations beyond 10 standard deviations, lasting two consecutive
+windows (from count windows); calibrated on held-out folds of the same data so that the threshold is a
 high quantile of normal scores. Deterministic. --name is the workload key
 (image/container name): the agent scores only that workload's containers
 with the model, others by the rules only.
