@@ -217,9 +217,27 @@ func (l *lineage) writable(addr uint64) bool {
 // (and where renames moved them), with the writer's executable, so an
 // exec of one of them is known as new code (drift). Bounded: past
 // maxWritten paths the least recently used goes.
+//
+// The paths are the table's own memory, reused: a path that leaves the
+// table hands its bytes to the next new one. A tar of thousands of files
+// replaces an entry on every file it creates, and a new string for each
+// was most of the engine's allocations on such a workload.
 type writtenFiles struct {
-	l lru[string, string] // path -> writer's exe ("" unknown)
+	l lru[string, writtenFile]
+	// free holds the memory of paths that left the table (at most
+	// writtenFree), for the next new path.
+	free [][]byte
 }
+
+// writtenFile is a written path's entry: its writer's executable ("":
+// unknown) and the memory of its key.
+type writtenFile struct {
+	exe string
+	key []byte
+}
+
+// writtenFree bounds the memory kept for the next new paths.
+const writtenFree = 16
 
 func (w *writtenFiles) writer(path string) (string, bool) {
 	if w.l.m == nil {
@@ -229,7 +247,7 @@ func (w *writtenFiles) writer(path string) (string, bool) {
 	if v == nil {
 		return "", false
 	}
-	return *v, true
+	return v.exe, true
 }
 
 func (w *writtenFiles) put(path, exe string) {
@@ -238,13 +256,41 @@ func (w *writtenFiles) put(path, exe string) {
 	}
 	if w.l.max == 0 {
 		w.l.max = maxWritten
+		w.l.onEvict = w.evicted
 	}
 	if v := w.l.peek(path); v != nil {
-		*v = exe
+		v.exe = exe
 		return
 	}
-	v, _ := w.l.put(cloneString(path))
-	*v = exe
+	buf := append(w.buffer(len(path)), path...)
+	v, _ := w.l.put(unsafeString(buf))
+	v.exe, v.key = exe, buf
+}
+
+// remove forgets path.
+func (w *writtenFiles) remove(path string) { w.l.remove(path) }
+
+// evicted keeps the memory of a path that leaves the table (the lru's
+// onEvict): its key is not used again once it left.
+func (w *writtenFiles) evicted(_ string, v *writtenFile) {
+	if v.key != nil && len(w.free) < writtenFree {
+		w.free = append(w.free, v.key[:0])
+	}
+	v.key = nil
+}
+
+// buffer returns empty memory for a path of n bytes: a free one large
+// enough, or a new one.
+func (w *writtenFiles) buffer(n int) []byte {
+	for i := len(w.free) - 1; i >= 0; i-- {
+		if b := w.free[i]; cap(b) >= n {
+			last := len(w.free) - 1
+			w.free[i], w.free[last] = w.free[last], nil
+			w.free = w.free[:last]
+			return b
+		}
+	}
+	return make([]byte, 0, (n+31)&^31)
 }
 
 // mapFile follows a successful mmap of a file (ret is the address): one
@@ -388,7 +434,7 @@ func trackLineage(cg *cgState, ev *event.Event) {
 	case nrRename, nrRenameat, nrRenameat2:
 		if ret == 0 && ev.Path2 != "" {
 			if exe, ok := cg.written.writer(ev.Path); ok {
-				cg.written.l.remove(ev.Path)
+				cg.written.remove(ev.Path)
 				cg.written.put(ev.Path2, exe)
 			}
 		}

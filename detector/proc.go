@@ -796,11 +796,9 @@ func (p *procState) setCwd(dir string) {
 	}
 }
 
-func cloneString(s string) string {
-	b := make([]byte, len(s))
-	copy(b, s)
-	return string(b)
-}
+// cloneString copies s into memory of its own (one allocation: a copy
+// into a new []byte and a string of it made two).
+func cloneString(s string) string { return strings.Clone(s) }
 
 // psShowsEnv reports whether ps's arguments ask it to print the
 // environments of the processes it lists: procps's BSD option e (ps e,
