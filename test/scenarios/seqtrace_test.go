@@ -102,7 +102,11 @@ func TestTraceProtocol(t *testing.T) {
 			if len(only) > 0 && !only[m.Name] {
 				continue
 			}
-			e, err := TraceLOO(runs, m)
+			protocol := TraceLOO
+			if os.Getenv("VIGIL_SEQ_PROTOCOL") == "seen" {
+				protocol = TraceSeen
+			}
+			e, err := protocol(runs, m)
 			if err != nil {
 				t.Fatal(err)
 			}
