@@ -313,11 +313,11 @@ func TraceSeen(runs []TraceRun, m Method) (TraceMethodEval, error) {
 	}
 	thr := TraceThreshold(neg, TraceFPR)
 	for i, best := range runMax {
+		n := e.RunFolds[runOf[i]] // every attack listed, caught or not
 		if best > thr {
-			e.RunFolds[runOf[i]]++
-		} else {
-			e.RunFolds[runOf[i]] += 0
+			n++
 		}
+		e.RunFolds[runOf[i]] = n
 	}
 	e.TraceAUC, e.RunAUC = AUC(pos, neg), AUC(runMax, neg)
 	e.TraceDetect, e.RunDetect = above(pos, thr), above(runMax, thr)
