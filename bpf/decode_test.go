@@ -3,6 +3,7 @@ package bpf
 import (
 	"encoding/binary"
 	"fmt"
+	"reflect"
 	"testing"
 	"unsafe"
 
@@ -86,5 +87,32 @@ func TestDecodeCommInterned(t *testing.T) {
 	}
 	if len(d.comms) > maxComms {
 		t.Errorf("%d comms interned, want at most %d", len(d.comms), maxComms)
+	}
+}
+
+// TestDecodeIntoUsedSlot: the reader decodes into a batch's slots, which
+// hold an earlier event; nothing of it may stay (the decoder clears the
+// slot in place before it fills it).
+func TestDecodeIntoUsedSlot(t *testing.T) {
+	sin := []byte{2, 0, 0x1f, 0x90, 127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0}
+	rich := [][]byte{
+		record(59, 3, "probe", [2]any{byte(sPath), []byte("/bin/sh")}, [2]any{sArgv, []byte("sh\x00-c\x00true\x00")},
+			[2]any{sEnv, []byte("LD_PRELOAD=/x.so\x00")}, [2]any{byte(sPathUser), []byte("sh")}),
+		record(42, 3, "", [2]any{byte(sSock), sin}, [2]any{byte(sSockUser), sin}),
+		record(435, 2, "", [2]any{sClone, binary.LittleEndian.AppendUint64(nil, 0x10000000)}),
+	}
+	plain := record(110, 0, "")
+	for i, r := range rich {
+		d := newDecoder()
+		var used, fresh event.Event
+		if !d.decode(r, &used) || !d.decode(plain, &used) {
+			t.Fatalf("record %d does not decode", i)
+		}
+		if !d.decode(plain, &fresh) {
+			t.Fatal("plain record does not decode")
+		}
+		if !reflect.DeepEqual(used, fresh) {
+			t.Errorf("after record %d, the slot holds %+v, a fresh event %+v", i, used, fresh)
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
@@ -303,4 +304,30 @@ func BenchmarkDecode(b *testing.B) {
 			d.decode(path, &ev)
 		}
 	})
+	// Into the slots of many batches in turn, as the reader decodes into
+	// the pipeline's batches (memory the caches may no longer hold), its
+	// strings into the batch's memory (pipeline.Pipeline.String).
+	for _, batches := range []int{2, 64} {
+		b.Run(fmt.Sprintf("openat/batches=%d", batches), func(b *testing.B) {
+			d := newDecoder()
+			strs := make([]byte, 0, 16<<10)
+			d.str = func(s []byte) string {
+				if cap(strs)-len(strs) < len(s) {
+					strs = strs[:0]
+				}
+				n := len(strs)
+				strs = append(strs, s...)
+				return unsafe.String(&strs[n], len(s))
+			}
+			evs := make([]event.Event, batches*256)
+			i := 0
+			b.ReportAllocs()
+			for b.Loop() {
+				d.decode(path, &evs[i])
+				if i++; i == len(evs) {
+					i = 0
+				}
+			}
+		})
+	}
 }
