@@ -30,56 +30,65 @@ func (a *Agent) watch(ctx context.Context) {
 
 // watchFiles calls reload(true) on every signal and reload(false) when
 // the files' fingerprint has changed and then held still for one look
-// (half the usual interval later). A
-// file is never loaded in the middle of being written: a writer that
-// truncates and then writes (an editor, a shell's >, a config manager)
-// shows an empty or short file for a moment, and loading it would drop
-// every rule in it until the next change.
+// (looks come every interval, and half an interval apart while files
+// change). A file is never loaded in the middle of being written: a
+// writer that truncates and then writes (an editor, a shell's >, a config
+// manager) shows an empty or short file for a moment, and loading it
+// would drop every rule in it until the next change. A file that keeps
+// changing is loaded once it holds still.
 func watchFiles(ctx context.Context, every time.Duration, hup <-chan os.Signal, fingerprint func() string, reload func(forced bool)) {
+	fast := max(every/2, time.Millisecond)
 	t := time.NewTicker(every)
 	defer t.Stop()
-	s := newSettle(fingerprint())
+	var s settle
+	s.seen = fingerprint()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-hup:
+			// What the reload reads is at least as new as this look; a
+			// change under way while it reads is seen at the next looks.
+			s = settle{seen: fingerprint()}
 			reload(true)
-			s = newSettle(fingerprint())
 			t.Reset(every)
 		case <-t.C:
 			fp := fingerprint()
-			switch {
-			case s.look(fp):
+			if ctx.Err() != nil {
+				return
+			}
+			load, moving := s.look(fp)
+			if load {
 				reload(false)
+			}
+			if moving {
+				t.Reset(fast)
+			} else {
 				t.Reset(every)
-			case fp != s.inForce:
-				t.Reset(max(every/2, time.Millisecond)) // look again sooner
 			}
 		}
 	}
 }
 
-// settle tells when a changed fingerprint has held still for one look.
+// settle tells when files that changed have held still for one look.
 type settle struct {
-	inForce string // the fingerprint of what was loaded last
-	seen    string // the fingerprint at the previous look
+	seen  string // the fingerprint at the previous look
+	dirty bool   // a look saw a change since the last load
 }
 
-func newSettle(fp string) *settle { return &settle{inForce: fp, seen: fp} }
-
-// look takes the fingerprint now and reports whether to reload: it
-// differs from what is in force and equals what the previous look saw.
-func (s *settle) look(fp string) bool {
+// look takes the fingerprint now. It reports whether to reload (the files
+// changed since the last load and are as the previous look saw them) and
+// whether they are changing (they differ from the previous look).
+func (s *settle) look(fp string) (load, moving bool) {
 	if fp != s.seen {
-		s.seen = fp
-		return false
+		s.seen, s.dirty = fp, true
+		return false, true
 	}
-	if fp == s.inForce {
-		return false
+	if !s.dirty {
+		return false, false
 	}
-	s.inForce = fp
-	return true
+	s.dirty = false
+	return true, false
 }
 
 // watched lists the files the agent reloads from.
@@ -103,7 +112,8 @@ func (a *Agent) watched() []string {
 	return files
 }
 
-// fingerprint is the size and modification time of every watched file.
+// fingerprint is the size, modification and change times and inode of
+// every watched file.
 func (a *Agent) fingerprint() string {
 	var b strings.Builder
 	files := a.watched()
@@ -114,7 +124,13 @@ func (a *Agent) fingerprint() string {
 			fmt.Fprintf(&b, "%s:-;", f)
 			continue
 		}
-		fmt.Fprintf(&b, "%s:%d:%d;", f, st.Size(), st.ModTime().UnixNano())
+		fmt.Fprintf(&b, "%s:%d:%d", f, st.Size(), st.ModTime().UnixNano())
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+			// A rewrite within the clock's granularity, or a rename of
+			// another file into place, keeps size and mtime.
+			fmt.Fprintf(&b, ":%d:%d.%d", sys.Ino, sys.Ctim.Sec, sys.Ctim.Nsec)
+		}
+		b.WriteByte(';')
 	}
 	return b.String()
 }

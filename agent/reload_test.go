@@ -5,28 +5,108 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
 
 func TestSettleWaitsOneStillLook(t *testing.T) {
-	s := newSettle("a")
+	s := settle{seen: "a"}
 	for i, c := range []struct {
-		fp     string
-		reload bool
+		fp           string
+		load, moving bool
 	}{
-		{"a", false}, // nothing changed
-		{"b", false}, // changed: wait a look
-		{"c", false}, // still changing
-		{"c", true},  // held still: load it
-		{"c", false}, // loaded already
-		{"a", false}, // back to an earlier state: it changed again
-		{"a", true},
+		{"a", false, false}, // nothing changed
+		{"b", false, true},  // changed: wait a look
+		{"c", false, true},  // still changing
+		{"c", true, false},  // held still: load it
+		{"c", false, false}, // loaded already
+		{"d", false, true},
+		{"c", false, true}, // back to what was loaded: it changed all the same
+		{"c", true, false},
 	} {
-		if got := s.look(c.fp); got != c.reload {
-			t.Fatalf("look %d (%q): reload %v, want %v", i, c.fp, got, c.reload)
+		load, moving := s.look(c.fp)
+		if load != c.load || moving != c.moving {
+			t.Fatalf("look %d (%q): load %v moving %v, want %v %v", i, c.fp, load, moving, c.load, c.moving)
 		}
+	}
+}
+
+// fakeFile is a watched file the tests change between the watcher's
+// looks: at looks, before the look with that number, the file's content
+// (its fingerprint) becomes the value; during, when set, changes it while
+// the first forced reload reads it. It returns what each reload read.
+func fakeFile(t *testing.T, at map[int]string, hupAt int, during string) []string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hup := make(chan os.Signal, 1)
+	var mu sync.Mutex
+	file, looks := "v1", 0
+	var read []string
+	fingerprint := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		if v, ok := at[looks]; ok {
+			file = v
+		}
+		if looks == hupAt {
+			hup <- os.Interrupt
+		}
+		looks++
+		return file
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		watchFiles(ctx, time.Millisecond, hup, fingerprint, func(forced bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			read = append(read, fmt.Sprintf("%s:%v", file, forced))
+			if forced && during != "" {
+				file, during = during, ""
+			}
+		})
+	}()
+	end := hupAt
+	for i := range at {
+		end = max(end, i)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		mu.Lock()
+		n := looks
+		mu.Unlock()
+		if n > end+10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the watcher stopped looking")
+		}
+	}
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	return read
+}
+
+// A file rewritten back to the fingerprint that was loaded (the same size
+// within the clock's granularity) is loaded all the same.
+func TestWatchReloadsBackToSameFingerprint(t *testing.T) {
+	got := fakeFile(t, map[int]string{3: "empty", 4: "v1"}, -1, "")
+	if !slices.Equal(got, []string{"v1:false"}) {
+		t.Fatalf("reloads read %v, want one of the rewritten file", got)
+	}
+}
+
+// A signal's reload that reads a file while it is written: the finished
+// file is loaded once it holds still.
+func TestWatchSignalDuringWrite(t *testing.T) {
+	got := fakeFile(t, map[int]string{3: "empty"}, 3, "v2")
+	if len(got) == 0 || got[len(got)-1] != "v2:false" || !slices.Contains(got, "empty:true") {
+		t.Fatalf("reloads read %v, want the signal's of the half-written file, then the finished file", got)
 	}
 }
 
@@ -44,21 +124,23 @@ func TestWatchNotLoadingHalfWrittenFile(t *testing.T) {
 	// stats the file, so the test knows when the watcher has finished
 	// acting on the previous look.
 	ready, proceed, looks := make(chan struct{}), make(chan struct{}), make(chan string)
+	last := ""
 	fingerprint := func() string {
 		select {
 		case ready <- struct{}{}:
 		case <-ctx.Done():
-			return "-"
+			return last
 		}
 		select {
 		case <-proceed:
 		case <-ctx.Done():
-			return "-"
+			return last
 		}
 		fp := "-"
 		if st, err := os.Stat(path); err == nil {
 			fp = fmt.Sprintf("%d:%d", st.Size(), st.ModTime().UnixNano())
 		}
+		last = fp
 		select {
 		case looks <- fp:
 		case <-ctx.Done():
@@ -103,7 +185,7 @@ func TestWatchNotLoadingHalfWrittenFile(t *testing.T) {
 		t.Fatalf("loaded the file while it was empty (%q)", got)
 	default:
 	}
-	if _, err := f.WriteString("rules: v2\n"); err != nil {
+	if _, err := f.WriteString("rules: v2, longer\n"); err != nil {
 		t.Fatal(err)
 	}
 	proceed <- struct{}{}
@@ -111,7 +193,7 @@ func TestWatchNotLoadingHalfWrittenFile(t *testing.T) {
 	for {
 		select {
 		case got := <-loaded:
-			if got != "rules: v2\n" {
+			if got != "rules: v2, longer\n" {
 				t.Fatalf("loaded %q, want the written content", got)
 			}
 			cancel()
