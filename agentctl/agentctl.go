@@ -225,8 +225,10 @@ type ContainerStatus struct {
 	// Hook says the container came through the OCI hook (no NRI).
 	Hook bool `json:"hook,omitempty"`
 	// Class is the tracing class the container holds ("realtime",
-	// "block", both, or empty for the normal class); Stopped counts how
-	// many times the block class stopped one of its processes.
+	// "block", both, or empty for the normal class); Stopped counts the
+	// stop signals the block class sent its processes (a stop the kernel
+	// has not yet begun is sent again by each of the process's threads
+	// that write a record meanwhile, so one stop may count more than once).
 	Class   string `json:"class,omitempty"`
 	Stopped uint64 `json:"stopped,omitempty"`
 	// Model says how the learned model judges the container: "model

@@ -2,6 +2,7 @@ package bpf
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -93,8 +94,9 @@ func (m *Monitor) TrackWith(cgroupID uint64, o TrackOptions) error {
 	return nil
 }
 
-// Class reads the class of a tracked cgroup and how many times the block
-// class stopped one of its processes.
+// Class reads the class of a tracked cgroup and how many stop signals the
+// block class sent its processes (one stop may take several: see
+// pause_proc in syscalls.bpf.c).
 func (m *Monitor) Class(cgroupID uint64) (o TrackOptions, paused uint64, err error) {
 	fd, err := openCgroup(cgroupID)
 	if err != nil {
@@ -129,8 +131,11 @@ type pacer struct {
 	halfTau  uint64 // ns: the budget debt (tat - now) at which a cgroup may go on
 	root     string // cgroup v2 mount
 	resumed  atomic.Uint64
-	stop     chan struct{} // closed to end run (Close, or a test)
-	done     chan struct{} // closed when run has returned
+	// recent are the processes continued in the last stopGrace or so,
+	// looked at again once it has passed (recheck).
+	recent []continued
+	stop   chan struct{} // closed to end run (Close, or a test)
+	done   chan struct{} // closed when run has returned
 }
 
 const (
@@ -331,8 +336,51 @@ func (p *pacer) pending() uint64 {
 	return prod - cons
 }
 
+// continued is a process the pacer continued, and when.
+type continued struct {
+	stopped
+	at time.Time
+}
+
+// recheck continues again each process continued more than stopGrace ago
+// that is stopped with no note in the paused map. The tracer notes a
+// process before it sends the stop, and the pacer removes the note before
+// its SIGCONT; a program that noted the process before the removal and
+// whose stop (sent from the kernel's deferred work) lands after the
+// SIGCONT would leave it stopped with nobody to continue it.
+func (p *pacer) recheck(now time.Time) {
+	keep := p.recent[:0]
+	for _, c := range p.recent {
+		if now.Sub(c.at) < stopGrace {
+			keep = append(keep, c)
+			continue
+		}
+		var cgid uint64
+		if procStopped(int(c.tgid)) && p.paused.Lookup(c.tgid, &cgid) != nil && inCgroup(p.root, int(c.tgid), c.cgid) {
+			if unix.Kill(int(c.tgid), unix.SIGCONT) == nil {
+				p.resumed.Add(1)
+			}
+		}
+	}
+	p.recent = keep
+}
+
+// procStopped says whether a process is in a job-control stop (state T in
+// /proc/PID/stat).
+func procStopped(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')') // the command name may hold anything
+	return i >= 0 && i+2 < len(b) && b[i+2] == 'T'
+}
+
 // pass continues each stopped process whose cgroup may go on.
 func (p *pacer) pass() {
+	if len(p.recent) > 0 {
+		p.recheck(time.Now())
+	}
 	stopped := stoppedProcs(p.paused)
 	if len(stopped) == 0 || p.pending() > p.ringSize/8 {
 		return
@@ -356,6 +404,9 @@ func (p *pacer) pass() {
 		}
 		if err := unix.Kill(int(e.tgid), unix.SIGCONT); err == nil {
 			p.resumed.Add(1)
+			if len(p.recent) < maxStopped {
+				p.recent = append(p.recent, continued{e, time.Now()})
+			}
 		}
 	}
 }

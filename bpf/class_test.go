@@ -415,6 +415,9 @@ func TestBlockClassPendingStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	stdin.Write([]byte("\n"))
+	// A process left stopped fails the test instead of hanging it.
+	stuck := time.AfterFunc(60*time.Second, func() { cmd.Process.Kill() })
+	defer stuck.Stop()
 	rest, _ := io.ReadAll(out)
 	if err := cmd.Wait(); err != nil || string(rest) != "done\n" {
 		t.Fatalf("stopflood: %v, said %q", err, rest)
@@ -434,5 +437,71 @@ func TestBlockClassPendingStop(t *testing.T) {
 	}
 	if n := pausedLeft(m); n != 0 {
 		t.Fatalf("%d processes left in the paused map", n)
+	}
+}
+
+// TestPacerRecheck: a process the pacer continued that is found stopped
+// with no note once stopGrace has passed (a stop the tracer sent before
+// the pacer removed its note, landing after the SIGCONT) is continued
+// again; one with a note, or continued just now, is left to the pacer's
+// usual pass.
+func TestPacerRecheck(t *testing.T) {
+	privtest.Require(t)
+	m, err := Load(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	cg, err := NewCgroup(fmt.Sprintf("vigil-test-recheck-%d", os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Remove()
+	root, err := CgroupRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sleep", "60")
+	cmd.SysProcAttr = cg.SysProcAttr()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	pid := uint32(cmd.Process.Pid)
+	waitState := func(stopped bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); procStopped(int(pid)) != stopped; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("process stopped %v, want %v", !stopped, stopped)
+			}
+		}
+	}
+	if err := syscall.Kill(int(pid), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	waitState(true)
+	p := &pacer{paused: m.objs.VigilPaused, root: root}
+	entry := continued{stopped{pid, cg.ID}, time.Now()}
+
+	p.recent = []continued{entry}
+	p.recheck(entry.at.Add(stopGrace / 2))
+	if len(p.recent) != 1 || !procStopped(int(pid)) {
+		t.Fatalf("continued within stopGrace: %d entries kept, stopped %v", len(p.recent), procStopped(int(pid)))
+	}
+	if err := p.paused.Put(pid, cg.ID); err != nil {
+		t.Fatal(err)
+	}
+	p.recheck(entry.at.Add(time.Second))
+	if len(p.recent) != 0 || !procStopped(int(pid)) || p.resumed.Load() != 0 {
+		t.Fatalf("a noted process: %d entries kept, stopped %v, continued %d; want it left to the pass", len(p.recent), procStopped(int(pid)), p.resumed.Load())
+	}
+	if err := p.paused.Delete(pid); err != nil {
+		t.Fatal(err)
+	}
+	p.recent = []continued{entry}
+	p.recheck(entry.at.Add(time.Second))
+	waitState(false)
+	if len(p.recent) != 0 || p.resumed.Load() != 1 {
+		t.Fatalf("%d entries kept, continued %d; want none kept, 1", len(p.recent), p.resumed.Load())
 	}
 }

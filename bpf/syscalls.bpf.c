@@ -174,7 +174,7 @@ struct cg_state {
 	__u64 tat;       // budget: when the records granted so far are paid for
 	__u64 cgid;      // the cgroup's id: from its first record on, or set by user space
 	__u64 flags;     // CG_*, set by user space
-	__u64 paused;    // CG_BLOCK: processes stopped to wait for the reader
+	__u64 paused;    // CG_BLOCK: stop signals sent to wait for the reader
 };
 
 // The final counters of tracked cgroups that were removed (their storage
