@@ -401,6 +401,9 @@ var boolFields = map[string]func(*evalCtx) bool{
 	"fd_socket": func(c *evalCtx) bool {
 		return c.proc != nil && c.proc.isSocket(int64(c.ev.Args[0]))
 	},
+	// arg0 is the pipe the process last spliced a file's pages into
+	// (lineage.go: noteSplice)
+	"fd_spliced": func(c *evalCtx) bool { return c.proc != nil && c.proc.splicedInto(c.ev.Args[0]) },
 }
 
 // allFieldNames is for the error that lists the allowed keys.

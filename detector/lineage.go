@@ -28,6 +28,11 @@ type lineage struct {
 	// container wrote, for mprotect to find.
 	fmaps  [4]fileMap
 	fmNext uint8
+	// spliced is the fd (plus one; 0 none) of the pipe into which this
+	// process last spliced pages of a file it opened: a write into that
+	// pipe before it is closed lands behind the file's pages (Dirty Pipe
+	// wrote the page cache so).
+	spliced int32
 }
 
 // fileMap is memory mapped from a file the container wrote, or from a
@@ -57,6 +62,7 @@ var (
 	nrMunmap       = nativeNr("munmap")
 	nrLink         = nativeNr("link")
 	nrLinkat       = nativeNr("linkat")
+	nrSplice       = nativeNr("splice")
 	// calls that put bytes in a file through its fd: the fd argument's
 	// index (fillFd)
 	fillFd     = buildFillFd()
@@ -352,6 +358,9 @@ func trackLineage(cg *cgState, ev *event.Event) {
 	nr, ret := ev.Nr, ev.Ret
 	ps := &cg.procs
 	trackConns(ps, ev)
+	if nr == nrSplice && ret > 0 {
+		noteSplice(ps, ev)
+	}
 	if fillFd[nr] >= 0 || connIO[nr] {
 		if ps.memfd && fillFd[nr] >= 0 && ret > 0 {
 			fillMemfd(ps, ev.PID, int32(ev.Args[fillFd[nr]]))
@@ -388,6 +397,7 @@ func trackLineage(cg *cgState, ev *event.Event) {
 			if p := ps.get(ev.PID, false); p != nil {
 				// a new address space
 				p.lin.wr, p.lin.wrNext = [8]memRange{}, 0
+				p.lin.spliced = 0 // what it spliced was the old image's
 				p.lin.code, p.lin.fmaps, p.lin.fmNext = "", [4]fileMap{}, 0
 			}
 		}
@@ -502,4 +512,32 @@ func ownFdLink(p string, pid uint32) (int32, bool) {
 		return -1, false
 	}
 	return int32(fd), true
+}
+
+// noteSplice remembers the pipe a successful splice filled from a file
+// the process opened (an fd with a path that is no socket: splice needs a
+// pipe on one side, so the other is the pipe); a splice into it from
+// anything else leaves the mark.
+func noteSplice(ps *procs, ev *event.Event) {
+	p := ps.get(ev.PID, false)
+	if p == nil {
+		return
+	}
+	in := int64(ev.Args[0])
+	if in < 0 || in > 1<<30 || p.isSocket(in) || p.fdPath(int32(in)) == "" {
+		return
+	}
+	if out := int64(ev.Args[2]); out >= 0 && out < 1<<30 {
+		p.lin.spliced = int32(out) + 1
+	}
+}
+
+// splicedInto reports whether fd is the pipe the process last spliced a
+// file's pages into, still open: not closed, nor replaced by a file it
+// opened or a socket since.
+func (p *procState) splicedInto(fd uint64) bool {
+	if p.lin.spliced == 0 || fd >= 1<<30 || int32(fd)+1 != p.lin.spliced {
+		return false
+	}
+	return !p.isSocket(int64(fd)) && p.fdPath(int32(fd)) == ""
 }

@@ -513,6 +513,9 @@ func (ps *procs) apply(ev *event.Event) {
 	case nrClose:
 		if p := ps.get(ev.PID, false); p != nil && ret == 0 {
 			p.setSocket(int64(ev.Args[0]), false)
+			if p.lin.spliced != 0 && uint64(p.lin.spliced) == ev.Args[0]+1 {
+				p.lin.spliced = 0
+			}
 			if p.fds != nil && p.fds.l.peek(int32(ev.Args[0])) != nil {
 				p.writableFds().l.remove(int32(ev.Args[0]))
 			}

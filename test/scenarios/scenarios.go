@@ -102,6 +102,16 @@ var Attacks = []Scenario{
 	{Name: "memfd-mprotect", Class: detector.ClassPrivesc, Desc: "machine code written into a memfd, mapped readable, made executable with mprotect and run", Cmd: []string{"{bin}/memfd_load", "mprotect"}},
 	{Name: "tmpfile-drop", Class: detector.ClassPrivesc, Desc: "a program written to an O_TMPFILE file, linked into /tmp through its fd (AT_EMPTY_PATH) and run", Cmd: []string{"{bin}/tmpfile_drop"}},
 	{Name: "ps-environ", Class: detector.ClassFSEscape, Desc: "the system's ps printing other processes' environments (ps eww, ps auxe)", Cmd: []string{"sh", "-c", "ps eww -p 1 >/dev/null; ps auxe >/dev/null"}},
+	// as exploit kits, red-team tools and CVE proofs of concept write them (issue 12, second round)
+	{Name: "runc-exe-overwrite", Class: detector.ClassPrivesc, Desc: "CVE-2019-5736's shape: a child's /proc/PID/exe kept open, reopened for writing through /proc/self/fd/N, and /proc/self/exe (ETXTBSY: its own running program)", Cmd: []string{"{bin}/cve_shapes", "runc-exe"}},
+	{Name: "dirtycow-shape", Class: detector.ClassPrivesc, Desc: "CVE-2016-5195's shape: madvise(MADV_DONTNEED) racing writes through /proc/self/mem to a private mapping of its own read-only file", Cmd: []string{"{bin}/cve_shapes", "dirtycow"}},
+	{Name: "dirtypipe-shape", Class: detector.ClassPrivesc, Desc: "CVE-2022-0847's shape: a pipe filled and drained, one byte spliced from its own read-only file into it, then a write into the pipe", Cmd: []string{"{bin}/cve_shapes", "dirtypipe"}},
+	{Name: "cwd-fd-leak", Class: detector.ClassFSEscape, Desc: "CVE-2024-21626's shape: the working directory set to /proc/self/fd/N of a directory fd, then a relative path out of it (its own directory)", Cmd: []string{"{bin}/cve_shapes", "cwd-fd"}},
+	{Name: "k3s-containerd-socket", Class: detector.ClassFSEscape, Desc: "connects to k3s's containerd socket (/run/k3s/containerd/containerd.sock, missing here)", Cmd: []string{"/usr/bin/python3", "-c",
+		"import socket\ns=socket.socket(socket.AF_UNIX)\ntry: s.connect('/run/k3s/containerd/containerd.sock')\nexcept OSError: pass"}},
+	{Name: "docker-api-tcp", Class: detector.ClassFSEscape, Desc: "curl of the Docker API over TCP on loopback (127.0.0.1:2375, refused: no daemon)", Cmd: []string{"sh", "-c", "curl -s --max-time 2 http://127.0.0.1:2375/containers/json; true"}},
+	{Name: "history-truncate-shred", Class: detector.ClassFSEscape, Desc: "a .bash_history of its own emptied with truncate -s0, then shred -u (ftruncate through the fd, renamed away, unlinked)", Cmd: []string{"sh", "-c",
+		`d=$(mktemp -d); printf 'id\ncat /etc/shadow\n' > $d/.bash_history; truncate -s0 $d/.bash_history; echo x > $d/.bash_history; shred -u $d/.bash_history; rm -rf $d`}},
 }
 
 // Benign is the corpus of everyday work: no run may get a verdict. The
@@ -158,6 +168,7 @@ var Benign = []Scenario{
 	corpus("awk-crunch", true, "CPU-bound awk: 12 passes of statistics over 60k rows", []string{"awk"}, "data"),
 	corpus("csv-report", false, "coreutils ETL: sort, join, paste, cut, uniq over 60k rows", []string{"sort", "join", "paste"}, "data"),
 	// written apart from the rules (issue 12); those marked CI once raised verdicts
+	corpus("proc-self-io", true, "a service's own fds and memory through /proc: output to /proc/self/fd/N and /dev/fd/N, fd table listed, its executable checksummed, its own /proc/self/mem read, an app log truncated and shredded", []string{"tee", "sha256sum", "shred", "/usr/bin/python3"}),
 	corpus("entrypoint-links", true, "an entrypoint: logs linked to /dev/stdout and /proc/self/fd/1, mtab to /proc/self/mounts, envsubst, exec", []string{"envsubst"}),
 	corpus("hw-inventory", true, "lscpu (DMI through /dev/mem), ls -l /dev /proc /proc/sys/kernel /sys/kernel, sysctl -a, df, findmnt", []string{"lscpu", "sysctl", "findmnt"}),
 	corpus("root-drops-user", true, "root drops to nobody: runuser, su, setpriv, python os.setresuid, perl", []string{"runuser", "su", "setpriv", "/usr/bin/python3", "perl"}),
