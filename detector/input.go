@@ -21,12 +21,13 @@ import (
 const (
 	FormatAuto   = "auto"
 	FormatEvents = "events" // vigil event JSON lines (vigil trace --json, audit export)
-	FormatSeq    = "seq"    // a trace per file: whitespace-separated syscall numbers or names, or lines of "PID SYSCALL"
+	FormatSeq    = "seq"    // a trace per file: whitespace-separated syscall numbers or names
+	FormatPidSeq = "pidseq" // a trace per file: lines of "PID SYSCALL", a sequence per pid (read as seq)
 	FormatCounts = "counts" // CSV: time in ms, then one column per syscall name
 )
 
 // Formats lists the input formats, for help and errors.
-var Formats = []string{FormatAuto, FormatEvents, FormatSeq, FormatCounts}
+var Formats = []string{FormatAuto, FormatEvents, FormatSeq, FormatPidSeq, FormatCounts}
 
 // ReadOptions says how to read training or scoring inputs.
 type ReadOptions struct {
@@ -89,6 +90,9 @@ func ReadUnits(path string, opt ReadOptions) ([]Unit, string, error) {
 		units, err = eventUnits(path, bytes.NewReader(data), opt.Window)
 	case FormatSeq:
 		units, err = seqUnits(path, data, opt.ABI)
+	case FormatPidSeq:
+		units, err = pidSeqUnits(path, data, opt.ABI)
+		format = FormatSeq
 	case FormatCounts:
 		units, err = countUnits(path, data)
 	default:
@@ -170,7 +174,10 @@ func seqUnits(source string, data []byte, abi event.ABI) ([]Unit, error) {
 	if abi == "" {
 		abi = event.X8664
 	}
-	if seqs, ok := pidSeqs(data, abi); ok {
+	if seqs, changes, err := pidSeqs(data, abi); err == nil && lineCount(seqs) >= 2 && changes*4 <= lineCount(seqs) {
+		// Every line is two numbers and the first one changes at most
+		// every fourth line on average: pids (a process runs for a while
+		// before another), not syscalls written two to a line.
 		return []Unit{{Source: source, Index: 0, Seqs: seqs}}, nil
 	}
 	fields := strings.FieldsFunc(string(data), func(r rune) bool {
@@ -192,25 +199,38 @@ func seqUnits(source string, data []byte, abi event.ABI) ([]Unit, error) {
 	return []Unit{{Source: source, Index: 0, Seqs: [][]string{seq}}}, nil
 }
 
-// pidSeqs reads a trace whose every line is two numbers, "PID SYSCALL"
-// (the layout of the classic UNM traces, where the processes of one run
-// interleave): one sequence per pid, in the order the pids first appear,
-// so that no n-gram spans two processes. ok is false for any other layout.
-func pidSeqs(data []byte, abi event.ABI) (seqs [][]string, ok bool) {
+// pidSeqUnits reads a trace of lines "PID SYSCALL" (the layout of the
+// classic UNM traces, where the processes of one run interleave): one
+// sequence per pid, in the order the pids first appear, so that no n-gram
+// spans two processes.
+func pidSeqUnits(source string, data []byte, abi event.ABI) ([]Unit, error) {
+	if abi == "" {
+		abi = event.X8664
+	}
+	seqs, _, err := pidSeqs(data, abi)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", source, err)
+	}
+	return []Unit{{Source: source, Index: 0, Seqs: seqs}}, nil
+}
+
+// pidSeqs splits lines of "PID SYSCALL" into a sequence per pid, and
+// counts the lines whose pid differs from the line before's.
+func pidSeqs(data []byte, abi event.ABI) (seqs [][]string, changes int, err error) {
 	index := map[int]int{}
-	lines := 0
-	for _, line := range strings.Split(string(data), "\n") {
+	last := -1
+	for n, line := range strings.Split(string(data), "\n") {
 		f := strings.Fields(line)
 		if len(f) == 0 {
 			continue
 		}
 		if len(f) != 2 {
-			return nil, false
+			return nil, 0, fmt.Errorf("line %d: %d fields, want PID SYSCALL", n+1, len(f))
 		}
 		pid, err1 := strconv.Atoi(f[0])
 		nr, err2 := strconv.Atoi(f[1])
 		if err1 != nil || err2 != nil || pid < 0 || nr < 0 {
-			return nil, false
+			return nil, 0, fmt.Errorf("line %d: %q: want PID SYSCALL, two numbers", n+1, strings.TrimSpace(line))
 		}
 		i, seen := index[pid]
 		if !seen {
@@ -218,10 +238,21 @@ func pidSeqs(data []byte, abi event.ABI) (seqs [][]string, ok bool) {
 			index[pid] = i
 			seqs = append(seqs, nil)
 		}
+		if last >= 0 && pid != last {
+			changes++
+		}
+		last = pid
 		seqs[i] = append(seqs[i], abi.Name(nr))
-		lines++
 	}
-	return seqs, lines >= 2
+	return seqs, changes, nil
+}
+
+func lineCount(seqs [][]string) int {
+	n := 0
+	for _, s := range seqs {
+		n += len(s)
+	}
+	return n
 }
 
 func countUnits(source string, data []byte) ([]Unit, error) {

@@ -256,9 +256,12 @@ func TestReadFormats(t *testing.T) {
 		{name: "bad event", file: "h.jsonl", text: `{"seq":1,"syscall":"nosuch"}` + "\n", err: "h.jsonl:1"},
 		{name: "empty trace", file: "j.txt", text: "\n", format: FormatSeq, units: 1, first: []string{}},
 		{name: "bad token", file: "i.txt", text: "1 2 -3", err: `token 3 "-3"`},
-		{name: "pid column", file: "k.int", text: "551 2\n551 59\n552 0\n551 3\n\n552 60\n", format: FormatSeq, units: 1,
-			seqs: [][]string{{"open", "execve", "close"}, {"read", "exit"}}},
+		{name: "pid column", file: "k.int", text: "551 2\n551 59\n551 3\n552 0\n\n552 60\n552 1\n552 3\n551 0\n", format: FormatSeq, units: 1,
+			seqs: [][]string{{"open", "execve", "close", "read"}, {"read", "exit", "write", "close"}}},
 		{name: "two numbers once", file: "l.txt", text: "59 12\n", format: FormatSeq, units: 1, first: []string{"execve", "brk"}},
+		{name: "two numbers a line", file: "m.txt", text: "59 12\n3 60\n", format: FormatSeq, units: 1, first: []string{"execve", "brk", "close", "exit"}},
+		{name: "pidseq asked", file: "n.int", text: "551 2\n", opt: ReadOptions{Format: FormatPidSeq}, format: FormatSeq, units: 1, seqs: [][]string{{"open"}}},
+		{name: "pidseq bad line", file: "o.int", text: "551 2\n551 2 3\n", opt: ReadOptions{Format: FormatPidSeq}, err: "o.int: line 2: 3 fields, want PID SYSCALL"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := write(tc.file, tc.text)
@@ -284,7 +287,7 @@ func TestReadFormats(t *testing.T) {
 		})
 	}
 	files, err := ExpandPaths([]string{dir})
-	if err != nil || len(files) != 13 {
+	if err != nil || len(files) != 16 {
 		t.Errorf("ExpandPaths: %d files, %v", len(files), err)
 	}
 }

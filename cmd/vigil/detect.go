@@ -35,7 +35,8 @@ Subcommands:
 Inputs (PATH may be a directory: its files are read in name order):
   events   vigil event JSON lines (vigil trace --json); windows of --window events per cgroup
   seq      one trace per file: whitespace-separated syscall numbers (--abi) or names
-           (lines of "PID SYSCALL", as in the UNM traces: a sequence per pid)
+  pidseq   one trace per file: lines of "PID SYSCALL" (the UNM traces), a sequence per
+           pid; auto takes a seq file of such lines for it when pids run on for lines
   counts   CSV: a time column in ms, then one column per syscall name; one window per row
 
 Example:
@@ -84,7 +85,7 @@ type readFlags struct {
 }
 
 func (r *readFlags) add(fs *flag.FlagSet) {
-	fs.StringVar(&r.format, "format", "auto", "input format: `auto`, events, seq or counts")
+	fs.StringVar(&r.format, "format", "auto", "input format: `auto`, events, seq, pidseq or counts")
 	fs.StringVar(&r.abi, "abi", "x86_64", "syscall numbering of numeric sequence traces: `x86_64`, i386 or arm64")
 	fs.IntVar(&r.window, "window", detector.DefaultWindowEvents, "events per window for event files (per cgroup)")
 }
