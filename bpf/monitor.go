@@ -60,7 +60,8 @@ type Config struct {
 	// waits at most MaxPollInterval (the realtime class wakes the reader).
 	MaxPollInterval time.Duration
 	// IdleAfter is how long the reader polls without finding a record
-	// before it sleeps until the kernel wakes it (default 32 ms).
+	// before it sleeps until the kernel wakes it (default 32 ms, or twice
+	// MaxPollInterval when that is longer; at least twice MaxPollInterval).
 	IdleAfter time.Duration
 	// WakeInterval: the kernel wakes the reader for a record when this long
 	// passed since its last wakeup (default 20 ms). Shorter than IdleAfter,
@@ -174,7 +175,7 @@ func Load(cfg Config) (*Monitor, error) {
 		cfg.IdleAfter = max(32*time.Millisecond, 2*cfg.MaxPollInterval)
 	}
 	if cfg.IdleAfter < 2*cfg.MaxPollInterval {
-		return nil, fmt.Errorf("idle time %v: must be at least twice the longest poll interval %v, or a record could wait for the idle wait (%v) after a pause", cfg.IdleAfter, cfg.MaxPollInterval, cfg.IdleWait)
+		return nil, fmt.Errorf("idle time %v: must be at least twice the longest poll interval %v, or a record written after a pause could wait for the idle reader's sleep", cfg.IdleAfter, cfg.MaxPollInterval)
 	}
 	if cfg.WakeInterval == 0 {
 		cfg.WakeInterval = 20 * time.Millisecond

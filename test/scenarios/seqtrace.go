@@ -279,7 +279,9 @@ func TraceLOO(runs []TraceRun, m Method) (TraceMethodEval, error) {
 // benign workload; negatives are the traces of their second runs,
 // positives the traces of the attack runs. One fold. The detection rates
 // are at TraceFPR of the negatives (a threshold from the test negatives,
-// as the benchmarks report it).
+// as the benchmarks report it, so CalibFPR is TraceFPR); RunFolds counts
+// each attack's runs caught, BenignRunFA the second runs with a trace
+// above the threshold.
 func TraceSeen(runs []TraceRun, m Method) (TraceMethodEval, error) {
 	e := TraceMethodEval{Method: m.Name, Desc: m.Desc, RunFolds: map[string]int{}}
 	var train [][]detector.Unit
@@ -292,26 +294,28 @@ func TraceSeen(runs []TraceRun, m Method) (TraceMethodEval, error) {
 	if err != nil {
 		return e, fmt.Errorf("%s: %w", m.Name, err)
 	}
-	var pos, neg, runMax []float64
+	var pos, neg, runMax, benignMax []float64
 	var runOf []string
 	for _, r := range runs {
 		if !r.Attack && r.Run == 1 {
 			continue
 		}
 		sc := score(r.Traces)
-		if !r.Attack {
-			neg = append(neg, sc...)
-			continue
-		}
-		pos = append(pos, sc...)
 		best := math.Inf(-1)
 		for _, s := range sc {
 			best = max(best, s)
 		}
+		if !r.Attack {
+			neg = append(neg, sc...)
+			benignMax = append(benignMax, best)
+			continue
+		}
+		pos = append(pos, sc...)
 		runMax = append(runMax, best)
 		runOf = append(runOf, r.Scenario)
 	}
 	thr := TraceThreshold(neg, TraceFPR)
+	e.BenignRunFA = above(benignMax, thr)
 	for i, best := range runMax {
 		n := e.RunFolds[runOf[i]] // every attack listed, caught or not
 		if best > thr {
@@ -323,6 +327,7 @@ func TraceSeen(runs []TraceRun, m Method) (TraceMethodEval, error) {
 	e.TraceDetect, e.RunDetect = above(pos, thr), above(runMax, thr)
 	e.RunDetect5 = DetectionAtFPR(runMax, neg, TraceFPR)
 	e.TraceFPR = above(neg, thr)
+	e.CalibFPR = e.TraceFPR // the threshold comes from the negatives themselves
 	e.AttackTraces, e.AttackRuns, e.BenignTraces = len(pos), len(runMax), len(neg)
 	return e, nil
 }
