@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"vigil.dev/vigil/event"
 	"vigil.dev/vigil/internal/privtest"
 )
@@ -621,5 +623,70 @@ func TestConsumeIntoSlots(t *testing.T) {
 		if a.Nr != b.Nr || a.Comm != b.Comm || noDigits(a.Path) != noDigits(b.Path) || a.Seq != b.Seq+uint64(len(plain)) {
 			t.Fatalf("event %d: %d %q %q seq %d decoded into a slot, %d %q %q seq %d without", i, a.Nr, a.Comm, a.Path, a.Seq, b.Nr, b.Comm, b.Path, b.Seq)
 		}
+	}
+}
+
+// TestConsumeCPU: with CPU, Consume gives the CPU time of each look,
+// measured on the thread the look ran on: a look's events all come on one
+// thread, and the looks' total is more than nothing and no more than the
+// process spent meanwhile.
+func TestConsumeCPU(t *testing.T) {
+	m := loadMonitor(t, Config{})
+	cg, err := NewCgroup(fmt.Sprintf("vigil-test-cpu-%d", os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Remove()
+	if err := m.Track(cg.ID); err != nil {
+		t.Fatal(err)
+	}
+	probe := buildProbe(t)
+	ctx, stop := context.WithCancel(context.Background())
+	var (
+		looks, events, moved int
+		total                time.Duration
+		tid                  = -1
+	)
+	done := make(chan error, 1)
+	before := processCPU()
+	go func() {
+		done <- m.Consume(ctx, Consumer{
+			Event: func(ev *event.Event) {
+				if ev.CgroupID != cg.ID {
+					return
+				}
+				events++
+				switch now := unix.Gettid(); {
+				case tid < 0:
+					tid = now
+				case now != tid:
+					moved++
+				}
+			},
+			CPU: func(d time.Duration) {
+				looks++
+				total += d
+				tid = -1
+			}})
+	}()
+	for range 3 {
+		cmd := exec.Command(probe, "2000", "0", "/proc/self/comm", "9", "0", "0")
+		cmd.SysProcAttr = cg.SysProcAttr()
+		cmd.Run() // its exit status is its own; its syscalls are what counts
+		time.Sleep(50 * time.Millisecond)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	spent := processCPU() - before
+	if events < 6000 || looks == 0 {
+		t.Fatalf("%d events in %d looks, want at least 6000 in some", events, looks)
+	}
+	if total <= 0 || total > spent {
+		t.Errorf("the looks took %v of CPU, the process %v: want more than 0 and no more than the process", total, spent)
+	}
+	if moved > 0 {
+		t.Errorf("%d events came on another thread than their look's first", moved)
 	}
 }

@@ -842,12 +842,12 @@ func (b *pbench) startVigil(w *pworkload, cg *bpf.Cgroup) (func(*run) error, err
 	readerCPU := make(chan time.Duration, 1)
 	done := make(chan error, 1)
 	go func() {
-		// The reader on a thread of its own, so that its CPU is its own.
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		t0 := threadCPU()
-		err := b.mon.Consume(ctx, bpf.Consumer{Event: tr.P.Event, EndBatch: tr.P.EndBatch, String: tr.P.String, Slot: tr.P.Slot})
-		readerCPU <- threadCPU() - t0
+		// The reader's CPU is its looks' (Consumer.CPU): it is not locked
+		// to a thread of its own while it waits, as the agent's is not.
+		var cpu time.Duration
+		err := b.mon.Consume(ctx, bpf.Consumer{Event: tr.P.Event, EndBatch: tr.P.EndBatch, String: tr.P.String, Slot: tr.P.Slot,
+			CPU: func(d time.Duration) { cpu += d }})
+		readerCPU <- cpu
 		done <- err
 	}()
 	stopSampling := tr.Sample(250 * time.Millisecond)
