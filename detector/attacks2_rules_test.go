@@ -179,8 +179,9 @@ func TestSelfMemoryByPid(t *testing.T) {
 }
 
 // TestShellFromStdinEachRelay: each relay's shell fires on its own: the
-// interactive shell under a runtime and under a shell, the bare shell
-// under a runtime; a bare shell under a shell (`echo ls | sh`) does not.
+// interactive shell under a runtime and under a shell (busybox's shell
+// applet included), the bare shell under a runtime; a bare shell under a
+// shell (`echo ls | sh`), busybox's other applets and its sh -c do not.
 func TestShellFromStdinEachRelay(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -191,6 +192,10 @@ func TestShellFromStdinEachRelay(t *testing.T) {
 		{"node spawn sh", []rstep{execOf(100, "/usr/bin/node"), forkOf(100, 101), execOf(101, "/bin/sh", "/bin/sh")}, true},
 		{"fifo sh -i", []rstep{execOf(100, "/usr/bin/sh"), forkOf(100, 101), execOf(101, "/bin/bash", "bash", "-i")}, true},
 		{"echo ls | sh", []rstep{execOf(100, "/usr/bin/bash"), forkOf(100, 101), execOf(101, "/bin/sh", "sh")}, false},
+		{"busybox sh -i", []rstep{execOf(100, "/usr/bin/python3"), vforkOf(100, 101), execOf(101, "/bin/busybox", "busybox", "sh", "-i")}, true},
+		{"alpine's sh -i (a link to busybox)", []rstep{execOf(100, "/usr/bin/node"), forkOf(100, 101), execOf(101, "/bin/sh", "/bin/sh", "-i")}, true},
+		{"busybox ls -i", []rstep{execOf(100, "/usr/bin/python3"), vforkOf(100, 101), execOf(101, "/bin/busybox", "busybox", "ls", "-i")}, false},
+		{"busybox sh -c", []rstep{execOf(100, "/usr/bin/python3"), vforkOf(100, 101), execOf(101, "/bin/busybox", "busybox", "sh", "-c", "ls")}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEngine(t, Config{})
