@@ -162,10 +162,11 @@ type ModeResult struct {
 }
 
 // Stages is vigil's CPU per delivered event by stage: Decode is the
-// tracer's reader thread (ring, decoding, hand-over; its thread CPU),
-// Enrich/Audit/Export/Detect the pipeline worker's sampled stage times,
-// Other the rest of the process (audit compression and writes on the
-// writer's goroutine, garbage collection, the Go runtime, sampling).
+// tracer's reader's looks (ring, decoding, hand-over; each look's thread
+// CPU, bpf.Consumer.CPU), Enrich/Audit/Export/Detect the pipeline
+// worker's sampled stage times, Other the rest of the process (the
+// reader's waits, audit compression and writes on the writer's goroutine,
+// garbage collection, the Go runtime, sampling).
 type Stages struct {
 	Decode float64 `json:"decode"`
 	Enrich float64 `json:"enrich"`
@@ -986,7 +987,7 @@ func (rep *PipelineReport) WriteTable(w io.Writer) {
 			}
 		}
 	}
-	fmt.Fprintf(w, "\nvigil CPU per event by stage (ns): decode = the reader thread; other = audit writes, GC, runtime; marginal = total without the idle cost\n")
+	fmt.Fprintf(w, "\nvigil CPU per event by stage (ns): decode = the reader's looks; other = its waits, audit writes, GC, runtime; marginal = total without the idle cost\n")
 	fmt.Fprintf(w, "  %-10s %7s %7s %7s %7s %7s %7s %7s %9s\n", "workload", "decode", "enrich", "audit", "export", "detect", "other", "total", "marginal")
 	for _, wl := range rep.Workloads {
 		for _, m := range wl.Modes {
