@@ -1,6 +1,7 @@
 package detector
 
 import (
+	"hash/maphash"
 	"strconv"
 	"strings"
 
@@ -222,81 +223,215 @@ func (l *lineage) writable(addr uint64) bool {
 // writtenFiles remembers the files a cgroup's processes created or wrote
 // (and where renames moved them), with the writer's executable, so an
 // exec of one of them is known as new code (drift). Bounded: past
-// maxWritten paths the least recently used goes.
+// maxWritten paths the one put first goes (a path written again keeps
+// its place).
 //
-// The paths are the table's own memory, reused: a path that leaves the
-// table hands its bytes to the next new one. A tar of thousands of files
-// replaces an entry on every file it creates, and a new string for each
-// was most of the engine's allocations on such a workload.
+// A tar of thousands of files puts a new path and evicts the oldest on
+// every file it creates, so the table is built for that: an open-addressing
+// hash table (linear probing, deletion by backward shift) of indexes into
+// an array of entries linked in the order they were put. A path is hashed
+// once per put; an evicted entry is found by its stored hash, without
+// hashing or comparing its path; the new path takes the evicted entry's
+// place and the memory of its key, so a full table allocates nothing.
 type writtenFiles struct {
-	l lru[string, writtenFile]
-	// free holds the memory of paths that left the table (at most
-	// writtenFree), for the next new path.
-	free [][]byte
+	slots []writtenSlot // len a power of two, at most half full
+	ents  []writtenFile // entries; slots and links index them
+	// newest and oldest are the ends of the list of entries in the order
+	// they were put (-1: empty); free lists removed entries, linked by
+	// next, whose key memory the next new path takes.
+	newest, oldest, free int32
+	n                    int
 }
 
-// writtenFile is a written path's entry: its writer's executable ("":
-// unknown) and the memory of its key.
+// writtenSlot is a slot of the hash table: the high half of its entry's
+// hash, to skip most other paths without reading their entry, and the
+// entry's index plus one (0: an empty slot).
+type writtenSlot struct {
+	tag uint32
+	ent int32
+}
+
+// writtenFile is a written path's entry: its path (the table's own
+// memory), its writer's executable ("": unknown), the path's hash and its
+// neighbours in put order (-1: none).
 type writtenFile struct {
-	exe string
-	key []byte
+	key        []byte
+	exe        string
+	hash       uint64
+	prev, next int32
 }
 
-// writtenFree bounds the memory kept for the next new paths.
-const writtenFree = 16
+// writtenSeed seeds the written-file tables' path hash.
+var writtenSeed = maphash.MakeSeed()
+
+// writtenMinSlots is a new table's size: it doubles as paths come.
+const writtenMinSlots = 16
+
+// len is the number of paths held.
+func (w *writtenFiles) len() int { return w.n }
+
+// find returns the slot holding path, or the empty slot where the probe
+// for it ended, and whether path is there.
+func (w *writtenFiles) find(path string, h uint64) (int, bool) {
+	mask := len(w.slots) - 1
+	tag := uint32(h >> 32)
+	for i := int(h) & mask; ; i = (i + 1) & mask {
+		s := w.slots[i]
+		if s.ent == 0 {
+			return i, false
+		}
+		if s.tag == tag && string(w.ents[s.ent-1].key) == path {
+			return i, true
+		}
+	}
+}
 
 func (w *writtenFiles) writer(path string) (string, bool) {
-	if w.l.m == nil {
+	if w.n == 0 {
 		return "", false
 	}
-	v := w.l.peek(path)
-	if v == nil {
+	i, ok := w.find(path, maphash.String(writtenSeed, path))
+	if !ok {
 		return "", false
 	}
-	return v.exe, true
+	return w.ents[w.slots[i].ent-1].exe, true
 }
 
 func (w *writtenFiles) put(path, exe string) {
 	if path == "" || path[0] != '/' || len(path) > maxPathLen {
 		return
 	}
-	if w.l.max == 0 {
-		w.l.max = maxWritten
-		w.l.onEvict = w.evicted
+	if w.slots == nil {
+		w.slots = make([]writtenSlot, writtenMinSlots)
+		w.newest, w.oldest, w.free = -1, -1, -1
 	}
-	if v := w.l.peek(path); v != nil {
-		v.exe = exe
+	h := maphash.String(writtenSeed, path)
+	i, ok := w.find(path, h)
+	if ok {
+		w.ents[w.slots[i].ent-1].exe = exe
 		return
 	}
-	buf := append(w.buffer(len(path)), path...)
-	v, _ := w.l.put(unsafeString(buf))
-	v.exe, v.key = exe, buf
+	var e int32
+	switch {
+	case w.n >= maxWritten:
+		// the oldest entry leaves and its place serves path
+		e = w.oldest
+		w.unlink(e)
+		w.deleteSlot(w.slotOf(e))
+		i, _ = w.find(path, h) // the deletion may have moved the probe's end
+	case w.free >= 0:
+		e = w.free
+		w.free = w.ents[e].next
+	default:
+		e = int32(len(w.ents))
+		w.ents = append(w.ents, writtenFile{})
+	}
+	if 2*(w.n+1) > len(w.slots) {
+		w.grow()
+		i, _ = w.find(path, h)
+	}
+	ent := &w.ents[e]
+	if cap(ent.key) < len(path) {
+		ent.key = make([]byte, 0, (len(path)+31)&^31)
+	}
+	ent.key = append(ent.key[:0], path...)
+	ent.exe, ent.hash = exe, h
+	ent.prev, ent.next = -1, w.newest
+	if w.newest >= 0 {
+		w.ents[w.newest].prev = e
+	} else {
+		w.oldest = e
+	}
+	w.newest = e
+	w.slots[i] = writtenSlot{tag: uint32(h >> 32), ent: e + 1}
+	w.n++
 }
 
 // remove forgets path.
-func (w *writtenFiles) remove(path string) { w.l.remove(path) }
-
-// evicted keeps the memory of a path that leaves the table (the lru's
-// onEvict): its key is not used again once it left.
-func (w *writtenFiles) evicted(_ string, v *writtenFile) {
-	if v.key != nil && len(w.free) < writtenFree {
-		w.free = append(w.free, v.key[:0])
+func (w *writtenFiles) remove(path string) {
+	if w.n == 0 {
+		return
 	}
-	v.key = nil
+	i, ok := w.find(path, maphash.String(writtenSeed, path))
+	if !ok {
+		return
+	}
+	e := w.slots[i].ent - 1
+	w.unlink(e)
+	w.deleteSlot(i)
+	w.ents[e].exe = ""
+	w.ents[e].next = w.free
+	w.free = e
 }
 
-// buffer returns empty memory for a path of n bytes: a free one large
-// enough, or a new one.
-func (w *writtenFiles) buffer(n int) []byte {
-	for i := len(w.free) - 1; i >= 0; i-- {
-		if b := w.free[i]; cap(b) >= n {
-			last := len(w.free) - 1
-			w.free[i], w.free[last] = w.free[last], nil
-			w.free = w.free[:last]
-			return b
+// unlink takes entry e out of the put order and the count.
+func (w *writtenFiles) unlink(e int32) {
+	ent := &w.ents[e]
+	if ent.prev >= 0 {
+		w.ents[ent.prev].next = ent.next
+	} else {
+		w.newest = ent.next
+	}
+	if ent.next >= 0 {
+		w.ents[ent.next].prev = ent.prev
+	} else {
+		w.oldest = ent.prev
+	}
+	w.n--
+}
+
+// slotOf is the slot of entry e, found by its stored hash.
+func (w *writtenFiles) slotOf(e int32) int {
+	mask := len(w.slots) - 1
+	for i := int(w.ents[e].hash) & mask; ; i = (i + 1) & mask {
+		if w.slots[i].ent == e+1 {
+			return i
 		}
 	}
-	return make([]byte, 0, (n+31)&^31)
+}
+
+// deleteSlot empties slot i and moves back the entries after it whose
+// probe passed through it, so every probe still ends at an empty slot
+// only after its path's slot.
+func (w *writtenFiles) deleteSlot(i int) {
+	mask := len(w.slots) - 1
+	for j := (i + 1) & mask; w.slots[j].ent != 0; j = (j + 1) & mask {
+		home := int(w.ents[w.slots[j].ent-1].hash) & mask
+		// the entry at j may move to i unless its home lies in (i, j]
+		if (j-home)&mask >= (j-i)&mask {
+			w.slots[i] = w.slots[j]
+			i = j
+		}
+	}
+	w.slots[i] = writtenSlot{}
+}
+
+// grow doubles the slots and places every entry again.
+func (w *writtenFiles) grow() {
+	old := w.slots
+	w.slots = make([]writtenSlot, 2*len(old))
+	mask := len(w.slots) - 1
+	for _, s := range old {
+		if s.ent == 0 {
+			continue
+		}
+		i := int(w.ents[s.ent-1].hash) & mask
+		for w.slots[i].ent != 0 {
+			i = (i + 1) & mask
+		}
+		w.slots[i] = s
+	}
+}
+
+// each calls f for every path and its writer, from the first put to the
+// last.
+func (w *writtenFiles) each(f func(path, exe string)) {
+	if w.n == 0 {
+		return
+	}
+	for e := w.oldest; e >= 0; e = w.ents[e].prev {
+		f(string(w.ents[e].key), w.ents[e].exe)
+	}
 }
 
 // mapFile follows a successful mmap of a file (ret is the address): one

@@ -2,6 +2,8 @@ package detector
 
 import (
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -21,10 +23,10 @@ func writtenPaths(n int) []string {
 func TestWrittenFilesNoAllocation(t *testing.T) {
 	paths := writtenPaths(3 * maxWritten)
 	var w writtenFiles
-	for _, p := range paths[:maxWritten+writtenFree] {
+	for _, p := range paths[:maxWritten+16] {
 		w.put(p, "/usr/bin/tar")
 	}
-	i := maxWritten + writtenFree
+	i := maxWritten + 16
 	allocs := testing.AllocsPerRun(1000, func() {
 		w.put(paths[i%len(paths)], "/usr/bin/tar")
 		i++
@@ -50,7 +52,7 @@ func TestWrittenFilesAfterEvictions(t *testing.T) {
 	for i, p := range paths {
 		w.put(p, fmt.Sprintf("/bin/w%d", i))
 	}
-	if n := w.l.len(); n != maxWritten {
+	if n := w.len(); n != maxWritten {
 		t.Fatalf("%d paths kept, want %d", n, maxWritten)
 	}
 	first := len(paths) - maxWritten
@@ -64,9 +66,9 @@ func TestWrittenFilesAfterEvictions(t *testing.T) {
 		}
 	}
 	seen := 0
-	w.l.each(func(k string, v *writtenFile) {
-		if k != string(v.key) {
-			t.Errorf("key %q beside memory %q", k, v.key)
+	w.each(func(p, exe string) {
+		if want := paths[first+seen]; p != want || exe != fmt.Sprintf("/bin/w%d", first+seen) {
+			t.Errorf("entry %d: %q written by %q, want %q by /bin/w%d", seen, p, exe, want, first+seen)
 		}
 		seen++
 	})
@@ -98,5 +100,63 @@ func BenchmarkWrittenPut(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		w.put(paths[i%len(paths)], "/usr/bin/tar")
+	}
+}
+
+// TestWrittenFilesAgainstReference drives the table with random puts,
+// rewrites, renames and look-ups over few paths (long probe chains,
+// removals from their middle, evictions) and checks every answer, the
+// count and the order of eviction against a plain map and list: a path
+// keeps its place when it is written again, the first put leaves first.
+func TestWrittenFilesAgainstReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	paths := writtenPaths(4 * maxWritten)
+	var w writtenFiles
+	ref := map[string]string{}
+	var order []string // put order of the paths held
+	drop := func(p string) {
+		delete(ref, p)
+		order = slices.DeleteFunc(order, func(q string) bool { return q == p })
+	}
+	for step := 0; step < 200_000; step++ {
+		// a window of paths that slides, so the table fills, evicts and
+		// empties again
+		lo := (step / 50) % (2 * maxWritten)
+		p := paths[lo+rng.IntN(maxWritten+maxWritten/4)]
+		switch op := rng.IntN(10); {
+		case op < 7:
+			exe := fmt.Sprintf("/bin/w%d", step)
+			w.put(p, exe)
+			if _, ok := ref[p]; !ok {
+				if len(order) == maxWritten {
+					drop(order[0])
+				}
+				order = append(order, p)
+			}
+			ref[p] = exe
+		case op < 8:
+			w.remove(p)
+			drop(p)
+		default:
+			exe, ok := w.writer(p)
+			if want, wantOK := ref[p]; exe != want || ok != wantOK {
+				t.Fatalf("step %d: writer(%s) = %q, %v; want %q, %v", step, p, exe, ok, want, wantOK)
+			}
+		}
+		if w.len() != len(ref) {
+			t.Fatalf("step %d: %d paths held, want %d", step, w.len(), len(ref))
+		}
+		if step%1000 == 0 {
+			var got []string
+			w.each(func(p, _ string) { got = append(got, p) })
+			if !slices.Equal(got, order) {
+				t.Fatalf("step %d: put order %d paths, differs from the reference's %d", step, len(got), len(order))
+			}
+			for q, want := range ref {
+				if exe, ok := w.writer(q); !ok || exe != want {
+					t.Fatalf("step %d: writer(%s) = %q, %v; want %q", step, q, exe, ok, want)
+				}
+			}
+		}
 	}
 }
