@@ -108,6 +108,33 @@ type cgState struct {
 	written    writtenFiles // files written in the cgroup, for drift (lineage.go)
 	sample     sampleState
 	model      *modelState
+	// gone are the processes that exited last (exit_group), newest last:
+	// a sample rule's window may hold their CPU after the table lost them.
+	gone []goneProc
+}
+
+// goneProc is a process that exited, as the CPU rules' gate judges it.
+type goneProc struct {
+	t    int64  // when it exited
+	pid  uint32 // its pid
+	exe  string // the executable of its last execve
+	code string // a file the container wrote that it mapped for execution
+}
+
+// maxGone bounds the exited processes a cgroup remembers.
+const maxGone = 8
+
+// noteExit remembers the process pid exiting at t, before the table
+// forgets it.
+func (cg *cgState) noteExit(pid uint32, t int64) {
+	p := cg.procs.l.peek(pid)
+	if p == nil {
+		return
+	}
+	if len(cg.gone) == maxGone {
+		cg.gone = cg.gone[:copy(cg.gone, cg.gone[1:])]
+	}
+	cg.gone = append(cg.gone, goneProc{t: t, pid: pid, exe: p.exe, code: p.lin.code})
 }
 
 // ruleState is the verdict state of one rule for one process (pid 0: the
@@ -419,6 +446,7 @@ func (sh *shard) observe(rs *ruleSet, ev *event.Event) []Verdict {
 		out = rs.online.observe(cg, ev, &sh.model, out)
 	}
 	if nr == nrExitGroup {
+		cg.noteExit(ev.PID, eventTime(ev))
 		cg.procs.remove(ev.PID)
 	}
 	if ev != orig {
@@ -555,7 +583,7 @@ func (e *Engine) Sample(s Sample) []Verdict {
 		}
 		who := ""
 		if r.unless != nil {
-			if who, ok = r.unless.unaccounted(cg); !ok {
+			if who, ok = r.unless.unaccounted(cg, st.hist[from].t); !ok {
 				continue
 			}
 		}

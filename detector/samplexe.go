@@ -26,30 +26,53 @@ func compileExeGate(c *compiler, name string, v *yaml.Node) (*exeGate, error) {
 }
 
 // unaccounted returns a process of cg the gate does not account for, as
-// "pid N (exe)" for the verdict, and whether there is one.
-func (g *exeGate) unaccounted(cg *cgState) (string, bool) {
+// "pid N (exe)" for the verdict, and whether there is one. When the table
+// holds no process, the processes that exited at or after from (the
+// start of the rule's window) are judged instead: the window's CPU is
+// theirs, and a container whose last known process was a compressor or a
+// runtime is not unaccounted for in the samples that follow its exit.
+// With none of those either, no process is known.
+func (g *exeGate) unaccounted(cg *cgState, from int64) (string, bool) {
 	who, found, seen := "", false, false
 	cg.procs.l.each(func(pid uint32, p *procState) {
 		seen = true
 		if found {
 			return
 		}
-		if p.exe == "" || !g.m.match(p.exe) {
-			who, found = fmt.Sprintf("pid %d (%s)", pid, orUnknown(p.exe)), true
-			return
-		}
-		if _, written := cg.written.writer(p.exe); written {
-			who, found = fmt.Sprintf("pid %d (%s, written in the container)", pid, p.exe), true
-			return
-		}
-		if p.lin.code != "" {
-			who, found = fmt.Sprintf("pid %d (%s, running %s, written in the container)", pid, p.exe, p.lin.code), true
-		}
+		who, found = g.judge(cg, pid, p.exe, p.lin.code, "")
 	})
-	if !seen {
+	if seen {
+		return who, found
+	}
+	exited := false
+	for _, p := range cg.gone {
+		if p.t < from {
+			continue
+		}
+		exited = true
+		if who, found := g.judge(cg, p.pid, p.exe, p.code, ", exited"); found {
+			return who, true
+		}
+	}
+	if !exited {
 		return "no process known", true
 	}
-	return who, found
+	return "", false
+}
+
+// judge reports a process (pid, the executable of its last execve, a
+// written file it mapped for execution) the gate does not account for.
+func (g *exeGate) judge(cg *cgState, pid uint32, exe, code, note string) (string, bool) {
+	if exe == "" || !g.m.match(exe) {
+		return fmt.Sprintf("pid %d (%s%s)", pid, orUnknown(exe), note), true
+	}
+	if _, written := cg.written.writer(exe); written {
+		return fmt.Sprintf("pid %d (%s, written in the container%s)", pid, exe, note), true
+	}
+	if code != "" {
+		return fmt.Sprintf("pid %d (%s, running %s, written in the container%s)", pid, exe, code, note), true
+	}
+	return "", false
 }
 
 func orUnknown(exe string) string {

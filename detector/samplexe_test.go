@@ -34,6 +34,11 @@ func TestCPURulesByExecutable(t *testing.T) {
 		{"beside a compiler", []proc{{10, "/usr/bin/make", false}, {11, "/tmp/.x/kworker", false}}, 1.8, 6, "cpu-many-spinning-threads"},
 		{"compiler name written in the container", []proc{{10, "/tmp/build/cc1", true}}, 1, 1, "cpu-spin-few-syscalls"},
 		{"runtime written in the container", []proc{{10, "/bin/sh", false}, {11, "/var/tmp/java", true}}, 1.8, 6, "cpu-many-spinning-threads"},
+		{"luajit job", []proc{{10, "/bin/sh", false}, {11, "/usr/bin/luajit", false}}, 1, 1, ""},
+		{"luajit written in the container", []proc{{10, "/tmp/lj/luajit", true}}, 1, 1, "cpu-spin-few-syscalls"},
+		{"imagemagick resize", []proc{{10, "/bin/sh", false}, {11, "/usr/bin/convert", false}}, 1.8, 4, ""},
+		{"convert outside the system's paths", []proc{{10, "/opt/im/convert", false}}, 1.8, 4, "cpu-many-spinning-threads"},
+		{"convert written in the container", []proc{{10, "/usr/bin/convert", true}}, 1, 1, "cpu-spin-few-syscalls"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var evs []event.Event
@@ -233,4 +238,69 @@ func spinAfter(t *testing.T, evs []event.Event, pid uint32, cores float64, threa
 		fired = append(fired, e.Sample(Sample{CgroupID: 3, Time: now, CPUUsageNs: cpu, Threads: threads})...)
 	}
 	return fired
+}
+
+// TestCPURulesAfterLastExit: a sample rule's window still holds the CPU
+// of a process that has exited. When the container's last known process
+// exits, the gate judges the processes that exited within the window:
+// a compressor or a runtime that was the container's only process (xz -9
+// -T0, a PHP job: "running no process known" in the samples after their
+// exit) raises nothing, an unknown program still does, named as exited,
+// and a container vigil never saw a process of is still unaccounted for.
+func TestCPURulesAfterLastExit(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		exe     string // "" no process seen at all
+		want    string // "" no verdict
+		message string
+	}{
+		{"compressor exits", "/usr/bin/xz", "", ""},
+		{"runtime exits", "/usr/bin/php", "", ""},
+		{"unknown program exits", "/opt/app/cruncher", "cpu-spin-few-syscalls", "pid 10 (/opt/app/cruncher, exited)"},
+		{"no process seen", "", "cpu-spin-few-syscalls", "no process known"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEngine(t, Config{})
+			now := t0
+			seq := uint64(0)
+			obs := func(ev event.Event) {
+				seq++
+				ev.Seq, ev.Time, ev.CgroupID, ev.TID = seq, now, 3, ev.PID
+				e.Observe(&ev)
+			}
+			if tc.exe != "" {
+				obs(event.Event{PID: 10, Nr: nr(t, "execve"), Path: tc.exe, Comm: "job"})
+			}
+			var fired []Verdict
+			var cpu uint64
+			for s := 0; s < 24; s++ {
+				now = now.Add(250 * time.Millisecond)
+				if s < 10 {
+					cpu += 250e6 // one core for 2.5 s, then the job is done
+				}
+				if s == 9 && tc.exe != "" {
+					obs(event.Event{PID: 10, Nr: nr(t, "exit_group")})
+				}
+				fired = append(fired, e.Sample(Sample{CgroupID: 3, Time: now, CPUUsageNs: cpu, Threads: 1})...)
+			}
+			var rules []string
+			for _, v := range fired {
+				rules = append(rules, v.Rule)
+			}
+			if tc.want == "" {
+				if len(fired) > 0 {
+					t.Fatalf("fired %v: %s", rules, fired[0].Message)
+				}
+				return
+			}
+			if !contains(rules, tc.want) {
+				t.Fatalf("fired %v, want %s", rules, tc.want)
+			}
+			for _, v := range fired {
+				if v.Rule == tc.want && !strings.Contains(v.Message, tc.message) {
+					t.Errorf("message %q does not say %q", v.Message, tc.message)
+				}
+			}
+		})
+	}
 }
