@@ -196,6 +196,21 @@ var Benign = []Scenario{
 	// near-misses of the Python miner: the same CPU for the same time
 	long(corpus("python-crunch", false, "Python data job: sha256 and sums in a process per core for 40 s, no network", []string{"/usr/bin/python3"})),
 	long(corpus("python-web-load", false, "Python HTTP service doing PBKDF2 per request under keep-alive and per-request clients for 40 s", []string{"/usr/bin/python3"})),
+	// everyday work first tried in the second round of issue 12; those
+	// marked CI raised verdicts before the rule changes that came with them
+	corpus("python-ctypes", true, "Python ctypes: qsort with a Python callback (libffi closures), a callback table, structs", []string{"/usr/bin/python3"}),
+	corpus("git-hooks", true, "git with hooks a setup script wrote: pre-commit, commit-msg, post-commit, pre-push, a remote's post-receive", []string{"git"}),
+	corpus("xz-exec", true, "an entry point that execs xz -9 -T0 of 4 MB (text, then gzip'd): the compressor is the last process", []string{"xz"}, "text"),
+	corpus("useradd-entrypoint", true, "a PUID/PGID entry point: groupadd, useradd, usermod, chown, runuser, userdel, groupdel", []string{"useradd", "groupadd", "userdel", "runuser"}),
+	corpus("php-report", false, "an entry point that execs a PHP script: word counts of 14 MB, 5 s of arithmetic", []string{"php"}, "text"),
+	corpus("luajit-bench", false, "LuaJIT: 6 s of a numeric loop, then string and table work", []string{"luajit"}),
+	corpus("imagemagick-resize", false, "ImageMagick: resize, blur, sharpen, gray of a 1600x1200 photo, identify", []string{"/usr/bin/convert", "/usr/bin/identify"}, "img"),
+	corpus("numpy-blas", false, "NumPy on OpenBLAS threads: matrix products, solve, SVD, FFT for 8 s", []string{"/usr/bin/python3", "f2py3"}),
+	corpus("ffmpeg-transcode", false, "ffmpeg: an 8 s clip to H.264 (libx264 threads), scaled, a thumbnail, ffprobe", []string{"ffmpeg", "ffprobe"}, "media"),
+	corpus("nginx-load", false, "nginx (master, 2 workers) under 320 curl requests, a reload, a graceful quit", []string{"nginx", "curl"}),
+	corpus("redis-load", false, "redis-server under redis-benchmark (4 clients, 40k requests), BGSAVE, shutdown", []string{"redis-server", "redis-cli", "redis-benchmark"}),
+	corpus("pip-cext", false, "pip builds a local package with a C extension (gcc) into a target directory, then imports it", []string{"/usr/bin/python3", "python3-config", "gcc"}, "cext"),
+	corpus("java-gc", false, "a JVM allocating for 10 s: 4 parallel GC threads, then G1 with concurrent marking", []string{"java"}),
 	corpus("journal-read", false, "journalctl reads (last lines, boots, errors as JSON, disk usage), last, dmesg", []string{"journalctl"}),
 }
 

@@ -4,13 +4,15 @@
 # files (data), a Go module (go), a C project (c), Java classes (java),
 # Node.js sources (node), Python sources (py) and a venv (venv), a git
 # repository with history (git), a Debian package (deb), a Rust crate
-# (rust), a PostgreSQL cluster (pg); every part when none is named. It
-# needs no network. A tool that is missing leaves its part out (the
-# harness skips the workloads that need it and says so).
+# (rust), a PostgreSQL cluster (pg), C headers as text, 14 MB, and 4 MB
+# half gzip'd (text), a photo-sized PNG (img), a raw video clip (media), a
+# Python package with a C extension (cext); every part when none is
+# named. It needs no network. A tool that is missing leaves its part out
+# (the harness skips the workloads that need it and says so).
 set -euo pipefail
 fix=$1
 shift
-parts=" ${*:-data go c java node py venv git deb rust pg} "
+parts=" ${*:-data go c java node py venv git deb rust pg text img media cext} "
 mkdir -p "$fix"
 chmod 755 "$fix"
 cd "$fix"
@@ -397,6 +399,55 @@ fn main() {
     println!("{}", v.len());
 }
 R
+fi
+
+# text: the kernel's C headers, repeated to 12 MB or more (14 MB), and 4 MB
+# of 2 MB of those and 2 MB of their gzip (compressible, then not), for
+# compressors
+if want text && [ ! -s text/mixed.bin ]; then
+	mkdir -p text
+	find /usr/include/linux -name '*.h' -type f -exec cat {} + > text/one.txt
+	: > text/headers.txt
+	while [ "$(stat -c %s text/headers.txt)" -lt 12000000 ]; do cat text/one.txt >> text/headers.txt; done
+	rm -f text/one.txt
+	gzip -9 -c text/headers.txt > text/headers.gz
+	{ head -c 2000000 text/headers.txt; head -c 2000000 text/headers.gz; } > text/mixed.bin
+	rm -f text/headers.gz
+fi
+
+# img: a 1600x1200 PNG (a plasma fractal: photo-like, incompressible)
+if want img && have /usr/bin/convert && [ ! -s img/photo.png ]; then
+	mkdir -p img
+	/usr/bin/convert -seed 3 -size 1600x1200 plasma:fractal img/photo.png
+fi
+
+# media: 8 s of a 640x360 test pattern, raw (y4m)
+if want media && have ffmpeg && [ ! -s media/clip.y4m ]; then
+	mkdir -p media
+	ffmpeg -loglevel error -y -f lavfi -i testsrc=duration=8:size=640x360:rate=25 -pix_fmt yuv420p media/clip.y4m
+fi
+
+# cext: a Python package with a C extension, built by pip at run time
+if want cext; then
+mkdir -p cext/fastsum
+cat > cext/fastsum/_fast.c <<'C'
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+static PyObject *total(PyObject *self, PyObject *args)
+{
+	long n, s = 0;
+	if (!PyArg_ParseTuple(args, "l", &n))
+		return NULL;
+	for (long i = 0; i < n; i++)
+		s += i % 7;
+	return PyLong_FromLong(s);
+}
+static PyMethodDef methods[] = {{"total", total, METH_VARARGS, "sum of i % 7 below n"}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef mod = {PyModuleDef_HEAD_INIT, "_fast", NULL, -1, methods};
+PyMODINIT_FUNC PyInit__fast(void) { return PyModule_Create(&mod); }
+C
+echo 'from ._fast import total' > cext/fastsum/__init__.py
+printf 'from setuptools import setup, Extension\nsetup(name="fastsum", version="1.0", packages=["fastsum"],\n      ext_modules=[Extension("fastsum._fast", ["fastsum/_fast.c"])])\n' > cext/setup.py
 fi
 
 # PostgreSQL: a cluster owned by the postgres user
