@@ -208,7 +208,7 @@ var Benign = []Scenario{
 	corpus("numpy-blas", false, "NumPy on OpenBLAS threads: matrix products, solve, SVD, FFT for 8 s", []string{"/usr/bin/python3", "f2py3"}),
 	corpus("ffmpeg-transcode", false, "ffmpeg: an 8 s clip to H.264 (libx264 threads), scaled, a thumbnail, ffprobe", []string{"ffmpeg", "ffprobe"}, "media"),
 	corpus("nginx-load", false, "nginx (master, 2 workers) under 320 curl requests, a reload, a graceful quit", []string{"nginx", "curl"}),
-	corpus("redis-load", false, "redis-server under redis-benchmark (4 clients, 40k requests), BGSAVE, shutdown", []string{"redis-server", "redis-cli", "redis-benchmark"}),
+	corpus("redis-load", false, "redis-server under redis-benchmark (4 clients, 12k requests), BGSAVE, shutdown", []string{"redis-server", "redis-cli", "redis-benchmark"}),
 	corpus("pip-cext", false, "pip builds a local package with a C extension (gcc) into a target directory, then imports it", []string{"/usr/bin/python3", "python3-config", "gcc"}, "cext"),
 	corpus("java-gc", false, "a JVM allocating for 10 s: 4 parallel GC threads, then G1 with concurrent marking", []string{"java"}),
 	corpus("journal-read", false, "journalctl reads (last lines, boots, errors as JSON, disk usage), last, dmesg", []string{"journalctl"}),

@@ -14,7 +14,7 @@ public class Churn {
 			int[] x = new int[1000 + (int) (n % 5000)];
 			x[0] = (int) n;
 			if (n % 50 == 0) keep.add(x);
-			if (keep.size() > 20000) keep.clear();
+			if (keep.size() > 2000) keep.clear(); // at most about 30 MB live
 			n++;
 		}
 		System.out.println(n + " " + keep.size());
