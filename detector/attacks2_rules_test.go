@@ -132,6 +132,29 @@ func init() {
 				execOf(300, "/tmp/x/tool"), openRet(300, "/etc/hosts", 0, 3), spliceOf(300, 3, 5, 100), sys(300, "close", func(e *event.Event) { e.Args[0] = 5 }),
 				openRet(300, "/tmp/out", oWrCreatTrunc, 5), writeOf(300, "write", 5, 10),
 				execOf(400, "/tmp/x/tool"), openRet(400, "/etc/hosts", 0, 3), spliceOf(400, 3, 5, 100), execOf(400, "/usr/bin/cat"), writeOf(400, "write", 5, 10)}},
+		// a node's kubeconfigs and keys through a host mount (Peirates,
+		// kube-hunter, CTF write-ups); the CA certificate is public, the
+		// static pod manifests hold no secret, kubectl reads a kubeconfig
+		"cloud-credentials-read/node-kubeconfig": {rule: "cloud-credentials-read",
+			fire: []rstep{execOf(100, "/usr/bin/cat"), openOf(100, "/host/etc/kubernetes/admin.conf", 0),
+				execOf(101, "/usr/bin/cat"), openOf(101, "/etc/kubernetes/pki/ca.key", 0),
+				execOf(102, "/usr/bin/python3"), openOf(102, "/host/var/lib/kubelet/pki/kubelet-client-current.pem", 0),
+				execOf(103, "/usr/bin/base64"), openOf(103, "/etc/rancher/k3s/k3s.yaml", 0)},
+			miss: []rstep{execOf(100, "/usr/bin/cat"), openOf(100, "/host/etc/kubernetes/pki/ca.crt", 0),
+				openOf(100, "/host/etc/kubernetes/manifests/kube-apiserver.yaml", 0),
+				execOf(101, "/usr/local/bin/kubectl"), openOf(101, "/etc/kubernetes/admin.conf", 0)}},
+		// a unit written into the host's /etc/systemd/system through a
+		// mount, an init script, rc.local linked; systemctl enable's
+		// links, a package's unit, a unit read, a unit file in a build tree
+		"init-service-write/persistence": {rule: "init-service-write",
+			fire: []rstep{execOf(100, "/bin/sh"), openOf(100, "/host/etc/systemd/system/update.service", oWrCreatTrunc),
+				execOf(101, "/usr/bin/cp"), openOf(101, "/etc/init.d/sshd-helper", oWrCreatTrunc),
+				execOf(102, "/usr/bin/ln"), linkOf(102, "/tmp/x.sh", "/etc/rc.local"),
+				execOf(103, "/usr/bin/tee"), openOf(103, "/root/.config/systemd/user/agent.service", oWrCreatTrunc)},
+			miss: []rstep{execOf(100, "/usr/bin/systemctl"), linkOf(100, "/etc/systemd/system/nginx.service", "/etc/systemd/system/multi-user.target.wants/nginx.service"),
+				execOf(101, "/usr/bin/dpkg"), openOf(101, "/lib/systemd/system/nginx.service.dpkg-new", oWrCreatTrunc),
+				execOf(102, "/usr/bin/cat"), openOf(102, "/etc/systemd/system/app.service", 0),
+				execOf(103, "/usr/bin/cp"), openOf(103, "/tmp/build/deploy/app.service", oWrCreatTrunc)}},
 	} {
 		behaviourCases[name] = c
 	}
