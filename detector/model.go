@@ -124,7 +124,7 @@ type Model struct {
 	Threshold float64    `json:"threshold"`
 	Calib     calibInfo  `json:"calibration"`
 
-	stats   map[uint64]gramStat // built from Grams
+	stats   gramTable // built from Grams
 	index   map[string]int
 	classes []uint8 // syscall class per token id
 }
@@ -155,17 +155,17 @@ func (m *Model) cacheNLL(grams func(yield func(toks []uint16) bool)) {
 			continue
 		}
 		h := hashToks(t)
-		st := m.stats[h]
+		st := m.stats.at(h)
 		st.nll = -math.Log2(m.prob(t[:ngramOrder-1], t[ngramOrder-1]))
 		st.cached = true
-		m.stats[h] = st
+		m.stats.set(h, st)
 	}
 }
 
 // gramNLL is the negative log2-likelihood of buf[pos] after the tokens
 // before it, and whether its gram of stideK tokens was seen in training.
 func (m *Model) gramNLL(buf []uint16, pos int) (nll float64, seen bool) {
-	st, ok := m.stats[hashToks(buf[pos-ngramOrder+1:pos+1])]
+	st, ok := m.stats.get(hashToks(buf[pos-ngramOrder+1 : pos+1]))
 	if ok && st.cached {
 		nll = st.nll
 	} else {
@@ -174,7 +174,7 @@ func (m *Model) gramNLL(buf []uint16, pos int) (nll float64, seen bool) {
 	if stideK == ngramOrder {
 		return nll, ok
 	}
-	_, seen = m.stats[hashToks(buf[pos-stideK+1:pos+1])]
+	seen = m.stats.has(hashToks(buf[pos-stideK+1 : pos+1]))
 	return nll, seen
 }
 
@@ -228,9 +228,10 @@ func (m *Model) buildIndex() {
 		m.index[n] = i
 	}
 	m.buildClasses()
-	m.stats = make(map[uint64]gramStat, len(m.Grams))
+	m.stats = gramTable{}
+	m.stats.reserve(len(m.Grams))
 	for _, g := range m.Grams {
-		m.stats[hashToks(g.Toks)] = gramStat{n: g.N, ctxN: g.CtxN, types: g.Types}
+		m.stats.set(hashToks(g.Toks), gramStat{n: g.N, ctxN: g.CtxN, types: g.Types})
 	}
 	m.cacheNLL(func(yield func([]uint16) bool) {
 		for _, g := range m.Grams {
@@ -536,7 +537,7 @@ func fit(units []Unit, vocab []string, hasSeq, hasCounts bool, use int, opt Trai
 	}
 	m.buildClasses()
 	m.Unigram = make([]uint64, len(vocab))
-	m.stats = map[uint64]gramStat{}
+	m.stats = gramTable{}
 	gramToks := map[uint64][]uint16{}
 	var buf []uint16
 	for ui := range units {
@@ -548,23 +549,23 @@ func fit(units []Unit, vocab []string, hasSeq, hasCounts bool, use int, opt Trai
 				for n := 2; n <= ngramOrder; n++ {
 					g := buf[i-n+1 : i+1]
 					h := hashToks(g)
-					st := m.stats[h]
+					st := m.stats.at(h)
 					if st.n == 0 {
 						gramToks[h] = append([]uint16(nil), g...)
 						ch := hashToks(g[:n-1])
-						cs := m.stats[ch]
+						cs := m.stats.at(ch)
 						cs.types++
-						m.stats[ch] = cs
+						m.stats.set(ch, cs)
 						if _, ok := gramToks[ch]; !ok {
 							gramToks[ch] = append([]uint16(nil), g[:n-1]...)
 						}
 					}
 					st.n++
-					m.stats[h] = st
+					m.stats.set(h, st)
 					ch := hashToks(g[:n-1])
-					cs := m.stats[ch]
+					cs := m.stats.at(ch)
 					cs.ctxN++
-					m.stats[ch] = cs
+					m.stats.set(ch, cs)
 				}
 			}
 		}
@@ -587,7 +588,7 @@ func fit(units []Unit, vocab []string, hasSeq, hasCounts bool, use int, opt Trai
 	// grams, sorted for a deterministic file
 	m.Grams = make([]gramEntry, 0, len(gramToks))
 	for h, t := range gramToks {
-		st := m.stats[h]
+		st := m.stats.at(h)
 		m.Grams = append(m.Grams, gramEntry{Toks: t, N: st.n, CtxN: st.ctxN, Types: st.types})
 	}
 	sort.Slice(m.Grams, func(i, j int) bool { return lessToks(m.Grams[i].Toks, m.Grams[j].Toks) })
@@ -744,13 +745,13 @@ func (m *Model) prob(ctx []uint16, tok uint16) float64 {
 	var g [ngramOrder]uint16
 	for k := 1; k <= len(ctx); k++ {
 		cx := ctx[len(ctx)-k:]
-		cs, ok := m.stats[hashToks(cx)]
+		cs, ok := m.stats.get(hashToks(cx))
 		if !ok || cs.ctxN == 0 {
 			break
 		}
 		copy(g[:], cx)
 		g[k] = tok
-		gs := m.stats[hashToks(g[:k+1])]
+		gs := m.stats.at(hashToks(g[:k+1]))
 		p = (float64(gs.n) + float64(cs.types)*p) / (float64(cs.ctxN) + float64(cs.types))
 	}
 	return p

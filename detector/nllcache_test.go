@@ -27,11 +27,11 @@ func TestNLLCache(t *testing.T) {
 	}
 	for name, model := range map[string]*Model{"trained": m, "read back": back} {
 		cached := 0
-		for _, st := range model.stats {
+		model.stats.each(func(_ uint64, st *gramStat) {
 			if st.cached {
 				cached++
 			}
-		}
+		})
 		if cached == 0 {
 			t.Fatalf("%s: no gram has its likelihood cached", name)
 		}
@@ -43,15 +43,12 @@ func TestNLLCache(t *testing.T) {
 			if len(g.Toks) != ngramOrder {
 				continue
 			}
-			st := model.stats[hashToks(g.Toks)]
+			st := model.stats.at(hashToks(g.Toks))
 			if want := -math.Log2(model.prob(g.Toks[:ngramOrder-1], g.Toks[ngramOrder-1])); !st.cached || st.nll != want {
 				t.Fatalf("%s: gram %v: cached %v nll %v, want %v", name, g.Toks, st.cached, st.nll, want)
 			}
 		}
-		for h, st := range model.stats {
-			st.cached = false
-			model.stats[h] = st
-		}
+		model.stats.each(func(_ uint64, st *gramStat) { st.cached = false })
 		for i := range units {
 			if got := model.Score(&units[i]); got.Score != with[i].Score || got.Parts != with[i].Parts {
 				t.Errorf("%s: unit %d scores %v %v without the cache, %v %v with it", name, i, got.Score, got.Parts, with[i].Score, with[i].Parts)
