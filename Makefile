@@ -56,7 +56,7 @@ node-up: build ## a local test node: containerd with NRI, runc, crictl, local im
 node-down: ## stop the local test node (agent, notify keeper, containerd, test pods)
 	bash install/node.sh down
 
-eval: build ## detection report: the CVE protocol on ../shared/datasets/sok-dev (VIGIL_SOK_DEV), then every attack and the benign corpus (68 workloads) under vigil trace (as root; eval-report.json; fails on any benign verdict)
+eval: build ## detection report: the CVE protocol on ../shared/datasets/sok-dev (VIGIL_SOK_DEV), then every attack and the benign corpus (81 workloads) under vigil trace (as root; eval-report.json; fails on any benign verdict)
 	$(GO) run ./test/scenarios/eval --vigil $(BIN) --out eval-report.json
 
 eval-full: build ## make eval plus the model's variants side by side and leave-one-CVE-out (longer)
