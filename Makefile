@@ -57,9 +57,11 @@ node-down: ## stop the local test node (agent, notify keeper, containerd, test p
 	bash install/node.sh down
 
 eval: build ## detection report: the CVE protocol on ../shared/datasets/sok-dev (VIGIL_SOK_DEV), then every attack and the benign corpus (81 workloads) under vigil trace (as root; eval-report.json; fails on any benign verdict)
+	bash install/deps.sh --corpus
 	$(GO) run ./test/scenarios/eval --vigil $(BIN) --out eval-report.json
 
 eval-full: build ## make eval plus the model's variants side by side and leave-one-CVE-out (longer)
+	bash install/deps.sh --corpus
 	$(GO) run ./test/scenarios/eval --vigil $(BIN) --variants --out eval-report.json
 
 bench: build ## tracer overhead ratios, throughput and latency (bench-tracer.json), then make bench-pipeline

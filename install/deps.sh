@@ -17,6 +17,19 @@ for c in g++:g++ java:default-jdk-headless javac:default-jdk-headless jar:defaul
 	command -v "${c%%:*}" >/dev/null 2>&1 || [[ " ${need[*]} " == *" ${c#*:} "* ]] || need+=("${c#*:}")
 done
 /usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+# --corpus (make eval): the full corpus's heavier tools too, which the
+# workloads TestEval runs do not need (NumPy, ffmpeg, ImageMagick, LuaJIT,
+# PHP, nginx, redis, Python's headers for a C extension).
+if [ "${1:-}" = --corpus ]; then
+	for c in luajit:luajit convert:imagemagick php:php-cli ffmpeg:ffmpeg nginx:nginx-light redis-server:redis-server \
+		redis-benchmark:redis-tools python3-config:python3-dev; do
+		command -v "${c%%:*}" >/dev/null 2>&1 || [[ " ${need[*]} " == *" ${c#*:} "* ]] || need+=("${c#*:}")
+	done
+	/usr/bin/python3 -c 'import numpy' >/dev/null 2>&1 || need+=(python3-numpy)
+elif [ $# -gt 0 ]; then
+	echo "deps: unknown argument $1 (use --corpus, or nothing)" >&2
+	exit 2
+fi
 if [ ${#need[@]} -gt 0 ]; then
 	echo "deps: installing ${need[*]}"
 	export DEBIAN_FRONTEND=noninteractive
