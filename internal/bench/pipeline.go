@@ -878,15 +878,6 @@ func (b *pbench) startVigil(w *pworkload, cg *bpf.Cgroup) (func(*run) error, err
 	}, nil
 }
 
-// threadCPU is the calling thread's CPU time.
-func threadCPU() time.Duration {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
-		return 0
-	}
-	return time.Duration(ts.Nano())
-}
-
 type nopNotifier struct{}
 
 func (nopNotifier) SetPolicy(string, *seccomp.Policy)     {}
