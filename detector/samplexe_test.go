@@ -52,24 +52,7 @@ func TestCPURulesByExecutable(t *testing.T) {
 				evs = append(evs, event.Event{PID: p.pid, Nr: nr(t, "execve"), Path: p.exe, Comm: p.exe[strings.LastIndexByte(p.exe, '/')+1:]})
 			}
 			fired := spinAfter(t, evs, tc.procs[0].pid, tc.cores, tc.threads)
-			var rules []string
-			for _, v := range fired {
-				rules = append(rules, v.Rule)
-			}
-			if tc.want == "" {
-				if len(fired) > 0 {
-					t.Errorf("fired %v: %s", rules, fired[0].Message)
-				}
-				return
-			}
-			if !contains(rules, tc.want) {
-				t.Fatalf("fired %v, want %s", rules, tc.want)
-			}
-			for _, v := range fired {
-				if v.Rule == tc.want && !strings.Contains(v.Message, "running pid") {
-					t.Errorf("message %q does not name the process", v.Message)
-				}
-			}
+			expectRule(t, fired, "", tc.want, "running pid")
 		})
 	}
 }
@@ -184,26 +167,7 @@ func TestCPURulesMappedCode(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fired := spinAfter(t, tc.events, 2, tc.cores, tc.threads)
-			var rules []string
-			for _, v := range fired {
-				if v.Class == "cpu-abuse" {
-					rules = append(rules, v.Rule)
-				}
-			}
-			if tc.want == "" {
-				if len(rules) > 0 {
-					t.Errorf("fired %v: %s", rules, fired[0].Message)
-				}
-				return
-			}
-			if !contains(rules, tc.want) {
-				t.Fatalf("fired %v, want %s", rules, tc.want)
-			}
-			for _, v := range fired {
-				if v.Rule == tc.want && !strings.Contains(v.Message, "written in the container") {
-					t.Errorf("message %q does not name the loaded file", v.Message)
-				}
-			}
+			expectRule(t, fired, "cpu-abuse", tc.want, "written in the container")
 		})
 	}
 }
@@ -283,24 +247,38 @@ func TestCPURulesAfterLastExit(t *testing.T) {
 				}
 				fired = append(fired, e.Sample(Sample{CgroupID: 3, Time: now, CPUUsageNs: cpu, Threads: 1})...)
 			}
-			var rules []string
-			for _, v := range fired {
-				rules = append(rules, v.Rule)
-			}
-			if tc.want == "" {
-				if len(fired) > 0 {
-					t.Fatalf("fired %v: %s", rules, fired[0].Message)
-				}
-				return
-			}
-			if !contains(rules, tc.want) {
-				t.Fatalf("fired %v, want %s", rules, tc.want)
-			}
-			for _, v := range fired {
-				if v.Rule == tc.want && !strings.Contains(v.Message, tc.message) {
-					t.Errorf("message %q does not say %q", v.Message, tc.message)
-				}
-			}
+			expectRule(t, fired, "", tc.want, tc.message)
 		})
+	}
+}
+
+// expectRule checks the verdicts of a CPU-rule case (of class only, when
+// class is not ""): none when want is "", else one of rule want whose
+// message says msg.
+func expectRule(t *testing.T, fired []Verdict, class, want, msg string) {
+	t.Helper()
+	var rules []string
+	var first *Verdict
+	for i, v := range fired {
+		if class == "" || string(v.Class) == class {
+			rules = append(rules, v.Rule)
+			if first == nil {
+				first = &fired[i]
+			}
+		}
+	}
+	if want == "" {
+		if first != nil {
+			t.Errorf("fired %v: %s", rules, first.Message)
+		}
+		return
+	}
+	if !contains(rules, want) {
+		t.Fatalf("fired %v, want %s", rules, want)
+	}
+	for _, v := range fired {
+		if v.Rule == want && !strings.Contains(v.Message, msg) {
+			t.Errorf("message %q does not say %q", v.Message, msg)
+		}
 	}
 }
