@@ -568,14 +568,7 @@ func TestIdleReaderStopsAtOnce(t *testing.T) {
 // Consume delivers without Slot.
 func TestConsumeIntoSlots(t *testing.T) {
 	m := loadMonitor(t, Config{})
-	cg, err := NewCgroup(fmt.Sprintf("vigil-test-slot-%d", os.Getpid()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cg.Remove()
-	if err := m.Track(cg.ID); err != nil {
-		t.Fatal(err)
-	}
+	cg := trackedCgroup(t, m, "slot")
 	probe := buildProbe(t)
 	run := func() {
 		cmd := exec.Command(probe, "200", "0", "/proc/self/comm", "9", "0", "0")
@@ -592,7 +585,7 @@ func TestConsumeIntoSlots(t *testing.T) {
 	run()
 	slots := make([]event.Event, 1)
 	var slotted []event.Event
-	err = m.Consume(cancelled(), Consumer{
+	err := m.Consume(cancelled(), Consumer{
 		Slot: func() *event.Event { return &slots[len(slots)-1] },
 		Event: func(ev *event.Event) {
 			if ev != &slots[len(slots)-1] {
@@ -632,14 +625,7 @@ func TestConsumeIntoSlots(t *testing.T) {
 // process spent meanwhile.
 func TestConsumeCPU(t *testing.T) {
 	m := loadMonitor(t, Config{})
-	cg, err := NewCgroup(fmt.Sprintf("vigil-test-cpu-%d", os.Getpid()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cg.Remove()
-	if err := m.Track(cg.ID); err != nil {
-		t.Fatal(err)
-	}
+	cg := trackedCgroup(t, m, "cpu")
 	probe := buildProbe(t)
 	ctx, stop := context.WithCancel(context.Background())
 	var (
