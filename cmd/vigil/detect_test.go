@@ -124,7 +124,7 @@ func TestDetectUserErrors(t *testing.T) {
 		{"train without input", []string{"train", "--out", "/tmp/x"}, "no input"},
 		{"train without out", []string{"train", "--in", normal}, "no --out"},
 		{"bad abi", []string{"train", "--in", normal, "--out", "/tmp/x", "--abi", "sparc"}, `abi "sparc": unknown, use one of x86_64, i386, arm64`},
-		{"bad format", []string{"train", "--in", normal, "--out", "/tmp/x", "--format", "xml"}, `--format "xml": unknown, use one of auto, events, seq, counts`},
+		{"bad format", []string{"train", "--in", normal, "--out", "/tmp/x", "--format", "xml"}, `--format "xml": unknown, use one of auto, events, seq, pidseq, counts`},
 		{"missing input", []string{"train", "--in", "/nonexistent", "--out", "/tmp/x"}, "no such file"},
 		{"bad context", []string{"train", "--in", normal, "--out", "/tmp/x", "--context", "101"}, "--context 101: want 1..100 windows"},
 		{"score without model", []string{"score", normal}, "no --model"},
