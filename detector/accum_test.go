@@ -1,7 +1,6 @@
 package detector
 
 import (
-	"bytes"
 	"strings"
 	"testing"
 )
@@ -204,15 +203,8 @@ func TestAccumCalibratedThreshold(t *testing.T) {
 
 func TestReadModelAccum(t *testing.T) {
 	tr := stableWindows("a", 100, 10)
-	save := func(m *Model) *bytes.Buffer {
-		var b bytes.Buffer
-		if err := m.Save(&b); err != nil {
-			t.Fatal(err)
-		}
-		return &b
-	}
 	m := trainAccum(t, tr, AccumOptions{Kind: AccumCUSUM, Drift: 2})
-	back, err := ReadModel(save(m))
+	back, err := ReadModel(saved(t, m))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +214,7 @@ func TestReadModelAccum(t *testing.T) {
 	if !strings.Contains(back.Summary(), "accumulation across windows: cusum (drift 2") {
 		t.Errorf("summary does not say how evidence accumulates:\n%s", back.Summary())
 	}
-	plain, err := ReadModel(save(trainAccum(t, tr, AccumOptions{})))
+	plain, err := ReadModel(saved(t, trainAccum(t, tr, AccumOptions{})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +233,7 @@ func TestReadModelAccum(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := trainAccum(t, tr, AccumOptions{Kind: AccumCUSUM, Drift: 2})
 			tc.edit(c.Accum)
-			_, err := ReadModel(save(c))
+			_, err := ReadModel(saved(t, c))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %v, want one containing %q", err, tc.want)
 			}

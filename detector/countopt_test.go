@@ -1,7 +1,6 @@
 package detector
 
 import (
-	"bytes"
 	"math"
 	"strings"
 	"testing"
@@ -163,11 +162,7 @@ func TestCountHeldOutExcess(t *testing.T) {
 		})
 	}
 	// the levels survive a save and a read; broken ones are refused
-	var b bytes.Buffer
-	if err := m.Save(&b); err != nil {
-		t.Fatal(err)
-	}
-	back, err := ReadModel(&b)
+	back, err := ReadModel(saved(t, m))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,11 +171,7 @@ func TestCountHeldOutExcess(t *testing.T) {
 		t.Errorf("read back: %.3f, before %.3f", z, a)
 	}
 	m.Count.Excess[0] = 0
-	b.Reset()
-	if err := m.Save(&b); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ReadModel(&b); err == nil || !strings.Contains(err.Error(), "excess level of 0") {
+	if _, err := ReadModel(saved(t, m)); err == nil || !strings.Contains(err.Error(), "excess level of 0") {
 		t.Errorf("an excess level of 0: error %v", err)
 	}
 	// without Excess the option does nothing
@@ -253,14 +244,7 @@ func TestContextScoresPush(t *testing.T) {
 func TestReadModelCountChecks(t *testing.T) {
 	tr := append(stableWindows("file1", 50, 10), stableWindows("file2", 50, 100)...)
 	m := trainCounts(t, tr, CountOptions{Features: FeatSyscall, Tier: true, HeldOut: true}, 2)
-	save := func(m *Model) *bytes.Buffer {
-		var b bytes.Buffer
-		if err := m.Save(&b); err != nil {
-			t.Fatal(err)
-		}
-		return &b
-	}
-	back, err := ReadModel(save(m))
+	back, err := ReadModel(saved(t, m))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +263,7 @@ func TestReadModelCountChecks(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := trainCounts(t, tr, CountOptions{Features: FeatSyscall, Tier: true, HeldOut: true}, 2)
 			tc.edit(c)
-			_, err := ReadModel(save(c))
+			_, err := ReadModel(saved(t, c))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %v, want one containing %q", err, tc.want)
 			}

@@ -453,11 +453,7 @@ func TestTraceDefaults(t *testing.T) {
 		t.Errorf("explicit components: whole %v, ranks %v, components %v", w.Whole, w.Ranks, w.Calib.Components)
 	}
 	// a saved model scores as the one it came from
-	var b bytes.Buffer
-	if err := m.Save(&b); err != nil {
-		t.Fatal(err)
-	}
-	back, err := ReadModel(&b)
+	back, err := ReadModel(saved(t, m))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -500,4 +496,14 @@ func TestRankNorm(t *testing.T) {
 	if got := m.norm(0, 5); got != 0.5 {
 		t.Errorf("without ranks %v, want 5/Norm = 0.5", got)
 	}
+}
+
+// saved is m as Save writes it.
+func saved(t *testing.T, m *Model) *bytes.Buffer {
+	t.Helper()
+	var b bytes.Buffer
+	if err := m.Save(&b); err != nil {
+		t.Fatal(err)
+	}
+	return &b
 }
