@@ -67,15 +67,7 @@ func TestFinishWaitEndsWithoutInput(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go p.Run(ctx)
-	p.Begin(9, 0)
-	ev := event.Event{CgroupID: 9, Seq: 1, Nr: 39}
-	p.Event(&ev)
-	p.EndBatch()
-	finished := make(chan struct{})
-	p.Finish(9, 5, func() { close(finished) })
-	select {
-	case <-finished:
-	case <-time.After(2 * time.Second):
+	if !oneEventFinished(p, 9, 5) {
 		t.Fatal("the finished cgroup still waits 2 s after Finish, want its trailing gap after 300ms")
 	}
 	sink.mu.Lock()
@@ -98,15 +90,7 @@ func TestWorkAfterFinishedCgroupNotDelayed(t *testing.T) {
 	go p.Run(ctx)
 
 	// Container A runs and ends: after FinishWait it is only remembered.
-	p.Begin(11, 0)
-	ev := event.Event{CgroupID: 11, Seq: 1, Nr: 39}
-	p.Event(&ev)
-	p.EndBatch()
-	finished := make(chan struct{})
-	p.Finish(11, 1, func() { close(finished) })
-	select {
-	case <-finished:
-	case <-time.After(2 * time.Second):
+	if !oneEventFinished(p, 11, 1) {
 		t.Fatal("container A not finished 2 s after Finish (FinishWait 50ms)")
 	}
 	time.Sleep(2 * idleEvery) // the pass that arms the expiry's timer
@@ -126,5 +110,22 @@ func TestWorkAfterFinishedCgroupNotDelayed(t *testing.T) {
 	// loaded machine the pass may come late, never at the expiry.
 	if d := time.Since(start); d > settleAfter+3*time.Second {
 		t.Errorf("container B's gap came %v after its events, want about %v", d, settleAfter)
+	}
+}
+
+// oneEventFinished hands p one record (seq 1) of cgroup cg, then finishes
+// the cgroup at last, and reports whether the finish was done within 2 s.
+func oneEventFinished(p *Pipeline, cg, last uint64) bool {
+	p.Begin(cg, 0)
+	ev := event.Event{CgroupID: cg, Seq: 1, Nr: 39}
+	p.Event(&ev)
+	p.EndBatch()
+	finished := make(chan struct{})
+	p.Finish(cg, last, func() { close(finished) })
+	select {
+	case <-finished:
+		return true
+	case <-time.After(2 * time.Second):
+		return false
 	}
 }
