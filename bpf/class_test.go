@@ -446,12 +446,7 @@ func TestBlockClassPendingStop(t *testing.T) {
 // again; one with a note, or continued just now, is left to the pacer's
 // usual pass.
 func TestPacerRecheck(t *testing.T) {
-	privtest.Require(t)
-	m, err := Load(Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m := loadMonitor(t, Config{})
 	cg, err := NewCgroup(fmt.Sprintf("vigil-test-recheck-%d", os.Getpid()))
 	if err != nil {
 		t.Fatal(err)
